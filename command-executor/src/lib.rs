@@ -1,0 +1,1 @@
+//! Runs commands anywhere: local, via sudo, in Docker containers, over SSH, nested.

@@ -1,0 +1,1 @@
+//! The services.yaml model, the `${...}` grammar and validation diagnostics.

@@ -1,0 +1,1 @@
+//! The persistent service registry, its event log, and the TLS WebSocket wire.
