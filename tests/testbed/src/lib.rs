@@ -1,0 +1,1 @@
+//! Test support: the network-namespace hosts, sshd, sudo and dockerd that integration tests run against.
