@@ -1,1 +1,270 @@
 //! The services.yaml model, the `${...}` grammar and validation diagnostics.
+//!
+//! ```no_run
+//! let loaded = harness_config::load(std::path::Path::new("services.yaml"));
+//! for d in loaded.diagnostics() {
+//!     eprintln!("{d}");
+//! }
+//! if let Some(project) = &loaded.project {
+//!     for wave in project.start_waves().unwrap_or_default() {
+//!         println!("{wave:?}");
+//!     }
+//! }
+//! ```
+//!
+//! Loading never panics and never stops at the first problem: it returns the project (when there
+//! are no errors) together with every error and warning, each with file, line, column and field
+//! path. Hostile input is bounded: files over [`MAX_FILE_BYTES`] are refused before parsing, and
+//! the YAML parser runs with limits on aliases, nesting depth and node count.
+
+mod decode;
+mod diagnostic;
+mod duration;
+mod graph;
+mod mask;
+mod model;
+mod node;
+mod schema;
+mod template;
+mod validate;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use miette::NamedSource;
+
+pub use diagnostic::{Code, Diagnostic, Severity, SourceDiagnostic};
+pub use duration::{format_duration, parse_duration};
+pub use graph::{CycleError, Wave};
+pub use mask::{MASK, SECRET_MARKERS, is_secret_key, mask_secrets};
+pub use model::*;
+pub use schema::json_schema;
+pub use template::{
+    Part, Property, ServiceRef, Template, TemplateError, TemplateErrorKind, VarLookup,
+    escape_dollars, substitute,
+};
+
+use decode::{Decoder, Layered, Positions, parse_dotenv};
+use node::{Node, Pos};
+
+/// Files larger than this are refused before parsing.
+pub const MAX_FILE_BYTES: u64 = 10 << 20;
+/// Deepest YAML nesting accepted; services.yaml needs about 6.
+pub const MAX_DEPTH: usize = 64;
+/// Most alias (`*name`) uses accepted.
+pub const MAX_ALIASES: usize = 1_000;
+/// Most events replayed from aliases, which bounds alias-bomb expansion.
+pub const MAX_ALIAS_EXPANSION: usize = 100_000;
+
+/// The result of loading a services.yaml: the project if it is valid, and every diagnostic.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Present exactly when there are no errors.
+    pub project: Option<Project>,
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+    /// The file as read, for rendering snippets.
+    pub source: Arc<NamedSource<String>>,
+}
+
+/// An invalid services.yaml, renderable with miette (each problem is a related diagnostic).
+#[derive(Debug, thiserror::Error)]
+#[error("{} is invalid: {} error(s)", .file.display(), .errors.len())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub errors: Vec<SourceDiagnostic>,
+}
+
+impl miette::Diagnostic for ConfigError {
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
+        Some(Box::new(
+            self.errors.iter().map(|e| e as &dyn miette::Diagnostic),
+        ))
+    }
+}
+
+impl Loaded {
+    pub fn is_valid(&self) -> bool {
+        self.errors.is_empty() && self.project.is_some()
+    }
+
+    /// Errors, then warnings, each in file order.
+    pub fn diagnostics(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.errors.iter().chain(&self.warnings)
+    }
+
+    /// Every diagnostic with its source snippet, for miette's report handlers.
+    pub fn report(&self) -> Vec<SourceDiagnostic> {
+        self.diagnostics()
+            .map(|d| SourceDiagnostic {
+                diagnostic: d.clone(),
+                source: self.source.clone(),
+            })
+            .collect()
+    }
+
+    /// The project, or the errors as one miette-renderable error (warnings are dropped).
+    pub fn into_result(self) -> Result<Project, ConfigError> {
+        match self.project {
+            Some(p) if self.errors.is_empty() => Ok(p),
+            _ => Err(ConfigError {
+                file: PathBuf::from(self.source.name()),
+                errors: self
+                    .errors
+                    .into_iter()
+                    .map(|diagnostic| SourceDiagnostic {
+                        diagnostic,
+                        source: self.source.clone(),
+                    })
+                    .collect(),
+            }),
+        }
+    }
+}
+
+/// Loads `path`, substituting variables from the process environment, then `.env` beside the
+/// file, then the `env_file`s it names.
+pub fn load(path: &Path) -> Loaded {
+    load_with_env(path, &|name: &str| std::env::var(name).ok())
+}
+
+/// [`load`] with the process environment replaced by `env` (tests, the daemon on behalf of a
+/// client whose environment differs).
+pub fn load_with_env(path: &Path, env: &dyn VarLookup) -> Loaded {
+    let whole_file = |code, message: String| {
+        let d = Diagnostic::new(Severity::Error, code, path, None, "", message);
+        Loaded {
+            project: None,
+            errors: vec![d],
+            warnings: Vec::new(),
+            source: Arc::new(NamedSource::new(path.display().to_string(), String::new())),
+        }
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > MAX_FILE_BYTES => {
+            return whole_file(
+                Code::TooLarge,
+                format!(
+                    "the file is {:.1} MiB; services.yaml files are limited to {} MiB",
+                    m.len() as f64 / f64::from(1 << 20),
+                    MAX_FILE_BYTES >> 20
+                ),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => return whole_file(Code::Io, format!("cannot read {}: {e}", path.display())),
+    }
+    match decode::read_capped(path) {
+        Ok(text) => load_str(path, text, env),
+        Err(e) => whole_file(Code::TooLarge, format!("cannot load {}: {e}", path.display())),
+    }
+}
+
+/// Loads services.yaml text as if read from `path` (whose folder holds `.env` and `env_file`s,
+/// and names the project by default).
+pub fn load_str(path: &Path, text: String, env: &dyn VarLookup) -> Loaded {
+    let source = Arc::new(NamedSource::new(path.display().to_string(), text));
+    let mut loaded = Loaded {
+        project: None,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        source: source.clone(),
+    };
+    let text = source.inner();
+    if text.len() as u64 > MAX_FILE_BYTES {
+        loaded.errors.push(Diagnostic::new(
+            Severity::Error,
+            Code::TooLarge,
+            path,
+            None,
+            "",
+            format!("the text is larger than the {} MiB limit", MAX_FILE_BYTES >> 20),
+        ));
+        return loaded;
+    }
+    let root = match parse_yaml(text) {
+        Ok(root) => root,
+        Err(d) => {
+            loaded.errors.push(Diagnostic { file: path.to_owned(), ..d });
+            return loaded;
+        }
+    };
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut files = Vec::new();
+    if let Ok(dotenv) = decode::read_capped(&base_dir.join(".env")) {
+        files.push(parse_dotenv(&dotenv));
+    }
+    let mut decoder = Decoder {
+        file: path,
+        base_dir,
+        vars: Layered {
+            process: env,
+            files,
+        },
+        diags: Vec::new(),
+        positions: Positions::default(),
+    };
+    let project = decoder.project(&root, default_name(base_dir));
+    let mut diags = decoder.diags;
+    if let Some(project) = &project {
+        diags.extend(validate::validate(project, &decoder.positions, path));
+    }
+    diags.sort_by_key(|d| (d.line.is_none(), d.line, d.column));
+    let (errors, warnings): (Vec<_>, Vec<_>) = diags.into_iter().partition(Diagnostic::is_error);
+    loaded.errors = errors;
+    loaded.warnings = warnings;
+    if loaded.errors.is_empty() {
+        loaded.project = project;
+    }
+    loaded
+}
+
+fn default_name(base_dir: &Path) -> String {
+    std::fs::canonicalize(base_dir)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "harness".to_owned())
+}
+
+/// Parses YAML into the spanned tree under the hostile-input limits.
+fn parse_yaml(text: &str) -> Result<Node, Diagnostic> {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = MAX_DEPTH;
+    budget.max_aliases = MAX_ALIASES;
+    budget.max_documents = 1;
+    budget.max_nodes = 1_000_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options.alias_limits.max_total_replayed_events = MAX_ALIAS_EXPANSION;
+    options.alias_limits.max_replay_stack_depth = 16;
+    options.strict_booleans = true;
+    match serde_saphyr::from_str_with_options::<Option<Node>>(text, options) {
+        Ok(Some(node)) => Ok(node),
+        Ok(None) => Ok(Node {
+            value: node::Value::Null,
+            pos: Pos::default(),
+        }),
+        Err(e) => {
+            let pos = e.location().map(|l| Pos::from_location(&l));
+            let message = e.without_snippet().to_string();
+            let message = message.lines().next().unwrap_or("invalid YAML").to_owned();
+            Err(Diagnostic::new(
+                Severity::Error,
+                Code::Syntax,
+                Path::new(""),
+                pos.filter(|p| p.line > 0),
+                "",
+                message,
+            ))
+        }
+    }
+}
+
+/// Re-exported for callers that keep their own variable maps (e.g. from a client's `.env`).
+pub fn parse_env_file(text: &str) -> HashMap<String, String> {
+    parse_dotenv(text)
+}

@@ -1,0 +1,1266 @@
+//! From the spanned YAML tree to the typed [`Project`], collecting every problem on the way.
+//!
+//! Hand-written rather than derived so that one run reports all unknown keys, wrong types and
+//! `${...}` errors with their positions, and accepts the shorthand and ADR-007 forms.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::diagnostic::{Code, Diagnostic, Severity};
+use crate::duration::parse_duration;
+use crate::model::*;
+use crate::node::{Node, Pos, Value};
+use crate::template::{
+    Template, TemplateError, VarLookup, is_service_name, substitute, substitute_plain,
+};
+
+pub(crate) const PROJECT_KEYS: &[&str] = &[
+    "version",
+    "name",
+    "description",
+    "hosts",
+    "networks",
+    "env_file",
+    "services",
+];
+pub(crate) const HOST_KEYS: &[&str] = &[
+    "address",
+    "port",
+    "user",
+    "identity_file",
+    "jump",
+    "known_hosts",
+    "sudo",
+    "docker_host",
+];
+pub(crate) const NETWORK_KEYS: &[&str] = &["type", "nodes"];
+pub(crate) const NODE_KEYS: &[&str] = &["host", "name", "ssh_user", "ssh_key"];
+pub(crate) const SERVICE_KEYS: &[&str] = &[
+    "type",
+    "binary",
+    "args",
+    "command",
+    "working_dir",
+    "env",
+    "env_file",
+    "host",
+    "user",
+    "network",
+    "image",
+    "ports",
+    "volumes",
+    "package",
+    "version",
+    "dependencies",
+    "depends_on",
+    "health_check",
+    "restart",
+    "stop",
+    "startup_timeout",
+];
+pub(crate) const PORT_KEYS: &[&str] = &["name", "port", "published"];
+pub(crate) const HEALTH_KEYS: &[&str] = &[
+    "command",
+    "args",
+    "http",
+    "tcp",
+    "interval",
+    "timeout",
+    "retries",
+    "start_period",
+];
+pub(crate) const TCP_KEYS: &[&str] = &["port", "host", "timeout"];
+pub(crate) const RESTART_KEYS: &[&str] = &["policy", "max_restarts", "backoff"];
+pub(crate) const BACKOFF_KEYS: &[&str] = &["initial", "max"];
+pub(crate) const STOP_KEYS: &[&str] = &["signal", "timeout"];
+pub(crate) const DEPENDS_ON_LONG_KEYS: &[&str] = &["condition"];
+
+const SIGNALS: &[&str] = &[
+    "HUP", "INT", "QUIT", "ABRT", "KILL", "USR1", "USR2", "PIPE", "ALRM", "TERM", "CONT", "STOP",
+    "TSTP", "WINCH",
+];
+
+/// Where things are, for diagnostics found after decoding (cycles, unknown services...).
+#[derive(Default, Debug)]
+pub(crate) struct Positions {
+    by_path: HashMap<String, Pos>,
+    /// (service, dependency) → the field that created the dependency.
+    pub dep_origin: HashMap<(String, String), String>,
+    /// Every service reference with the field it is in.
+    pub refs: Vec<(String, crate::template::ServiceRef)>,
+}
+
+impl Positions {
+    /// The position of `path`, or of its nearest recorded parent.
+    pub fn find(&self, path: &str) -> Option<Pos> {
+        let mut p = path;
+        loop {
+            if let Some(pos) = self.by_path.get(p) {
+                return Some(*pos);
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+}
+
+/// Variables for substitution: the process environment, then `.env`, then `env_file`.
+pub(crate) struct Layered<'a> {
+    pub process: &'a dyn VarLookup,
+    pub files: Vec<HashMap<String, String>>,
+}
+
+impl VarLookup for Layered<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.process
+            .var(name)
+            .or_else(|| self.files.iter().find_map(|f| f.get(name).cloned()))
+    }
+}
+
+pub(crate) struct Decoder<'a> {
+    pub file: &'a Path,
+    pub base_dir: &'a Path,
+    pub vars: Layered<'a>,
+    pub diags: Vec<Diagnostic>,
+    pub positions: Positions,
+}
+
+/// The keys of a mapping, checked against the known ones.
+struct Fields<'n> {
+    entries: Vec<(&'n str, &'n Node, &'n Node)>,
+}
+
+impl<'n> Fields<'n> {
+    fn get(&self, key: &str) -> Option<&'n Node> {
+        self.entries
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, _, v)| *v)
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// The closest known word, if close enough to be what the user meant.
+pub(crate) fn suggest<'k>(word: &str, known: impl IntoIterator<Item = &'k str>) -> Option<&'k str> {
+    known
+        .into_iter()
+        .map(|k| (strsim::jaro_winkler(word, k), k))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
+/// `KEY=VALUE` lines, `export` prefixes, `#` comments, optional quotes.
+pub(crate) fn parse_dotenv(text: &str) -> HashMap<String, String> {
+    let mut vars = HashMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let value = value.trim();
+        let value = if value.len() >= 2
+            && ((value.starts_with('"') && value.ends_with('"'))
+                || (value.starts_with('\'') && value.ends_with('\'')))
+        {
+            value[1..value.len() - 1].to_owned()
+        } else {
+            match value.find(" #") {
+                Some(i) => value[..i].trim_end().to_owned(),
+                None => value.to_owned(),
+            }
+        };
+        vars.insert(key.trim().to_owned(), value);
+    }
+    vars
+}
+
+impl<'a> Decoder<'a> {
+    fn error(&mut self, code: Code, pos: Pos, path: &str, message: impl Into<String>) {
+        self.diags.push(Diagnostic::new(
+            Severity::Error,
+            code,
+            self.file,
+            Some(pos),
+            path,
+            message,
+        ));
+    }
+
+    fn error_help(
+        &mut self,
+        code: Code,
+        pos: Pos,
+        path: &str,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
+        self.diags.push(
+            Diagnostic::new(Severity::Error, code, self.file, Some(pos), path, message)
+                .with_help(help),
+        );
+    }
+
+    fn wrong_type(&mut self, node: &Node, path: &str, expected: &str) {
+        self.error(
+            Code::WrongType,
+            node.pos,
+            path,
+            format!(
+                "`{}` must be {expected}, found {}",
+                path.rsplit('.').next().unwrap_or(path),
+                node.value.kind_name()
+            ),
+        );
+    }
+
+    fn record(&mut self, path: &str, pos: Pos) {
+        self.positions.by_path.insert(path.to_owned(), pos);
+    }
+
+    /// A mapping whose keys must all be in `known`; unknown ones are reported with a suggestion.
+    fn fields<'n>(&mut self, node: &'n Node, path: &str, known: &[&str]) -> Option<Fields<'n>> {
+        let Value::Map(entries) = &node.value else {
+            self.wrong_type(node, path, "a mapping");
+            return None;
+        };
+        let mut fields = Fields {
+            entries: Vec::with_capacity(entries.len()),
+        };
+        for (key, value) in entries {
+            let Value::Str(name) = &key.value else {
+                self.error(
+                    Code::WrongType,
+                    key.pos,
+                    path,
+                    format!("keys must be strings, found {}", key.value.kind_name()),
+                );
+                continue;
+            };
+            let field_path = join(path, name);
+            if !known.contains(&name.as_str()) {
+                let message = format!("unknown key `{name}`");
+                match suggest(name, known.iter().copied()) {
+                    Some(s) => self.error_help(
+                        Code::UnknownKey,
+                        key.pos,
+                        &field_path,
+                        format!("{message}: did you mean `{s}`?"),
+                        format!("rename `{name}` to `{s}`"),
+                    ),
+                    None => self.error_help(
+                        Code::UnknownKey,
+                        key.pos,
+                        &field_path,
+                        message,
+                        format!("known keys here: {}", known.join(", ")),
+                    ),
+                }
+                continue;
+            }
+            self.record(&field_path, value.pos);
+            fields.entries.push((name, key, value));
+        }
+        Some(fields)
+    }
+
+    /// Entries of a mapping with free-form keys (service names, host names, env names).
+    fn entries<'n>(&mut self, node: &'n Node, path: &str) -> Vec<(String, &'n Node, &'n Node)> {
+        match &node.value {
+            Value::Map(entries) => entries
+                .iter()
+                .filter_map(|(k, v)| match k.value.scalar_text() {
+                    Some(name) => {
+                        self.record(&join(path, &name), k.pos);
+                        Some((name, k, v))
+                    }
+                    None => {
+                        self.error(Code::WrongType, k.pos, path, "keys must be strings");
+                        None
+                    }
+                })
+                .collect(),
+            Value::Null => Vec::new(),
+            _ => {
+                self.wrong_type(node, path, "a mapping");
+                Vec::new()
+            }
+        }
+    }
+
+    fn items<'n>(&mut self, node: &'n Node, path: &str) -> &'n [Node] {
+        match &node.value {
+            Value::Seq(items) => items,
+            Value::Null => &[],
+            _ => {
+                self.wrong_type(node, path, "a list");
+                &[]
+            }
+        }
+    }
+
+    fn raw_string(&mut self, node: &Node, path: &str) -> Option<String> {
+        match node.value.scalar_text() {
+            Some(s) => Some(s),
+            None => {
+                self.wrong_type(node, path, "a string");
+                None
+            }
+        }
+    }
+
+    fn report_template_errors(&mut self, node: &Node, path: &str, errors: Vec<TemplateError>) {
+        for e in errors {
+            let help = match &e.kind {
+                crate::template::TemplateErrorKind::UnsetVariable(name) => Some(format!(
+                    "set {name} in the environment or .env, or give a default: ${{{name}:-value}}"
+                )),
+                crate::template::TemplateErrorKind::Unclosed => {
+                    Some("write `$$` for a literal `$`".to_owned())
+                }
+                _ => None,
+            };
+            let d = Diagnostic::new(
+                Severity::Error,
+                Code::Substitution,
+                self.file,
+                Some(node.pos),
+                path,
+                e.kind.to_string(),
+            );
+            self.diags.push(match help {
+                Some(h) => d.with_help(h),
+                None => d,
+            });
+        }
+    }
+
+    /// A string fixed at load: variables substituted, service references refused.
+    fn text(&mut self, node: &Node, path: &str) -> Option<String> {
+        let raw = self.raw_string(node, path)?;
+        match substitute_plain(&raw, &self.vars) {
+            Ok(s) => Some(s),
+            Err(errors) => {
+                self.report_template_errors(node, path, errors);
+                None
+            }
+        }
+    }
+
+    /// A string that may hold service references.
+    fn template(&mut self, node: &Node, path: &str) -> Option<Template> {
+        let raw = self.raw_string(node, path)?;
+        match substitute(&raw, &self.vars) {
+            Ok(t) => {
+                for r in t.references() {
+                    self.positions.refs.push((path.to_owned(), r.clone()));
+                }
+                Some(t)
+            }
+            Err(errors) => {
+                self.report_template_errors(node, path, errors);
+                None
+            }
+        }
+    }
+
+    fn templates(&mut self, node: &Node, path: &str) -> Vec<Template> {
+        let items = self.items(node, path);
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                let p = format!("{path}[{i}]");
+                self.record(&p, n.pos);
+                self.template(n, &p)
+            })
+            .collect()
+    }
+
+    fn texts(&mut self, node: &Node, path: &str) -> Vec<String> {
+        let items = self.items(node, path);
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| self.text(n, &format!("{path}[{i}]")))
+            .collect()
+    }
+
+    fn integer<T: TryFrom<i128>>(&mut self, node: &Node, path: &str, what: &str) -> Option<T> {
+        let value = match &node.value {
+            Value::Int(i) => Some(*i),
+            Value::Str(_) => self
+                .text(node, path)
+                .and_then(|s| s.trim().parse::<i128>().ok()),
+            _ => None,
+        };
+        match value.and_then(|v| T::try_from(v).ok()) {
+            Some(v) => Some(v),
+            None => {
+                self.error(
+                    Code::InvalidValue,
+                    node.pos,
+                    path,
+                    format!(
+                        "`{}` must be {what}, found {}",
+                        path.rsplit('.').next().unwrap_or(path),
+                        node.value
+                            .scalar_text()
+                            .map(|s| format!("`{s}`"))
+                            .unwrap_or_else(|| node.value.kind_name().to_owned())
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn port_number(&mut self, node: &Node, path: &str) -> Option<u16> {
+        let port: u16 = self.integer(node, path, "a port number (1-65535)")?;
+        if port == 0 {
+            self.error(Code::InvalidValue, node.pos, path, "port 0 is not a port");
+            return None;
+        }
+        Some(port)
+    }
+
+    fn boolean(&mut self, node: &Node, path: &str) -> Option<bool> {
+        match &node.value {
+            Value::Bool(b) => Some(*b),
+            _ => {
+                self.wrong_type(node, path, "true or false");
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, node: &Node, path: &str) -> Option<std::time::Duration> {
+        let text = match &node.value {
+            Value::Int(i) if *i >= 0 => i.to_string(),
+            Value::Str(_) => self.text(node, path)?,
+            _ => {
+                self.error_help(
+                    Code::BadDuration,
+                    node.pos,
+                    path,
+                    format!("expected a duration, found {}", node.value.kind_name()),
+                    "write \"2s\", \"500ms\", \"1m30s\" or an integer number of seconds",
+                );
+                return None;
+            }
+        };
+        match parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error_help(
+                    Code::BadDuration,
+                    node.pos,
+                    path,
+                    e,
+                    "write \"2s\", \"500ms\", \"1m30s\" or an integer number of seconds",
+                );
+                None
+            }
+        }
+    }
+
+    /// One of `choices`, e.g. a restart policy.
+    fn choice<T: Copy>(&mut self, node: &Node, path: &str, choices: &[(&str, T)]) -> Option<T> {
+        let text = self.text(node, path)?;
+        if let Some((_, v)) = choices.iter().find(|(name, _)| *name == text) {
+            return Some(*v);
+        }
+        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+        let message = format!("`{text}` is not one of: {}", names.join(", "));
+        match suggest(&text, names.iter().copied()) {
+            Some(s) => self.error_help(
+                Code::InvalidValue,
+                node.pos,
+                path,
+                message,
+                format!("did you mean `{s}`?"),
+            ),
+            None => self.error(Code::InvalidValue, node.pos, path, message),
+        }
+        None
+    }
+
+    fn env_files(&mut self, node: &Node, path: &str) -> Vec<HashMap<String, String>> {
+        let files: Vec<(String, Pos)> = match &node.value {
+            Value::Seq(items) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| self.text(n, &format!("{path}[{i}]")).map(|s| (s, n.pos)))
+                .collect(),
+            _ => self
+                .text(node, path)
+                .map(|s| vec![(s, node.pos)])
+                .unwrap_or_default(),
+        };
+        let mut out = Vec::new();
+        for (file, pos) in files {
+            let full = self.base_dir.join(&file);
+            match read_capped(&full) {
+                Ok(text) => out.push(parse_dotenv(&text)),
+                Err(e) => self.error(
+                    Code::Io,
+                    pos,
+                    path,
+                    format!("cannot read env_file {}: {e}", full.display()),
+                ),
+            }
+        }
+        out
+    }
+
+    pub fn project(&mut self, root: &Node, default_name: String) -> Option<Project> {
+        if root.value == Value::Null {
+            self.error_help(
+                Code::MissingField,
+                root.pos,
+                "",
+                "the file is empty",
+                "declare at least `services:`",
+            );
+            return None;
+        }
+        let fields = self.fields(root, "", PROJECT_KEYS)?;
+        // env_file comes first: it feeds the substitution of everything else.
+        if let Some(n) = fields.get("env_file") {
+            let files = self.env_files(n, "env_file");
+            self.vars.files.extend(files);
+        }
+        let name = fields
+            .get("name")
+            .and_then(|n| self.text(n, "name"))
+            .unwrap_or(default_name);
+        let version = fields.get("version").and_then(|n| self.text(n, "version"));
+        let description = fields
+            .get("description")
+            .and_then(|n| self.text(n, "description"));
+
+        let mut hosts = BTreeMap::new();
+        if let Some(n) = fields.get("hosts") {
+            for (name, key, value) in self.entries(n, "hosts") {
+                let path = join("hosts", &name);
+                if !is_service_name(&name) {
+                    self.error(
+                        Code::InvalidValue,
+                        key.pos,
+                        &path,
+                        format!("host name `{name}` may hold only letters, digits, `-` and `_`"),
+                    );
+                }
+                if let Some(h) = self.host(value, &path) {
+                    hosts.insert(name, h);
+                }
+            }
+        }
+
+        let mut networks = BTreeMap::new();
+        if let Some(n) = fields.get("networks") {
+            for (name, _, value) in self.entries(n, "networks") {
+                let path = join("networks", &name);
+                if let Some(net) = self.network(value, &path) {
+                    networks.insert(name, net);
+                }
+            }
+        }
+        // ADR-007 lan nodes are SSH hosts under their name.
+        for net in networks.values() {
+            for node in &net.nodes {
+                hosts.entry(node.name.clone()).or_insert_with(|| Host {
+                    address: node.host.clone(),
+                    port: 22,
+                    user: node.ssh_user.clone(),
+                    identity_file: node.ssh_key.clone(),
+                    jump: None,
+                    known_hosts: KnownHosts::default(),
+                    sudo: true,
+                    docker_host: None,
+                });
+            }
+        }
+
+        let mut services = BTreeMap::new();
+        match fields.get("services") {
+            Some(n) => {
+                for (name, key, value) in self.entries(n, "services") {
+                    let path = join("services", &name);
+                    if !is_service_name(&name) {
+                        self.error_help(
+                            Code::InvalidValue,
+                            key.pos,
+                            &path,
+                            format!("service name `{name}` may hold only letters, digits, `-` and `_`"),
+                            "dots separate the property in `${service.ip}`, so names cannot hold them",
+                        );
+                    }
+                    if let Some(s) = self.service(&name, value, &path) {
+                        services.insert(name, s);
+                    }
+                }
+            }
+            None => self.error_help(
+                Code::MissingField,
+                root.pos,
+                "services",
+                "no `services:` section",
+                "declare the services to run under `services:`",
+            ),
+        }
+        Some(Project {
+            name,
+            version,
+            description,
+            hosts,
+            networks,
+            services,
+        })
+    }
+
+    fn host(&mut self, node: &Node, path: &str) -> Option<Host> {
+        let f = self.fields(node, path, HOST_KEYS)?;
+        let address = match f.get("address") {
+            Some(n) => self.text(n, &join(path, "address")),
+            None => {
+                self.error(
+                    Code::MissingField,
+                    node.pos,
+                    path,
+                    "a host needs an `address`",
+                );
+                None
+            }
+        };
+        let port = f
+            .get("port")
+            .and_then(|n| self.port_number(n, &join(path, "port")))
+            .unwrap_or(22);
+        let user = f.get("user").and_then(|n| self.text(n, &join(path, "user")));
+        let identity_file = f
+            .get("identity_file")
+            .and_then(|n| self.text(n, &join(path, "identity_file")))
+            .map(PathBuf::from);
+        let jump = f.get("jump").and_then(|n| self.text(n, &join(path, "jump")));
+        let known_hosts = f
+            .get("known_hosts")
+            .and_then(|n| {
+                self.choice(
+                    n,
+                    &join(path, "known_hosts"),
+                    &[
+                        ("strict", KnownHosts::Strict),
+                        ("accept-new", KnownHosts::AcceptNew),
+                    ],
+                )
+            })
+            .unwrap_or_default();
+        let sudo = f
+            .get("sudo")
+            .and_then(|n| self.boolean(n, &join(path, "sudo")))
+            .unwrap_or(true);
+        let docker_host = f
+            .get("docker_host")
+            .and_then(|n| self.text(n, &join(path, "docker_host")));
+        Some(Host {
+            address: address?,
+            port,
+            user,
+            identity_file,
+            jump,
+            known_hosts,
+            sudo,
+            docker_host,
+        })
+    }
+
+    fn network(&mut self, node: &Node, path: &str) -> Option<Network> {
+        let f = self.fields(node, path, NETWORK_KEYS)?;
+        let kind = match f.get("type") {
+            Some(n) => self.choice(
+                n,
+                &join(path, "type"),
+                &[("local", NetworkKind::Local), ("lan", NetworkKind::Lan)],
+            )?,
+            None => NetworkKind::Local,
+        };
+        let mut nodes = Vec::new();
+        if let Some(n) = f.get("nodes") {
+            let np = join(path, "nodes");
+            for (i, item) in self.items(n, &np).iter().enumerate() {
+                let ip = format!("{np}[{i}]");
+                let Some(nf) = self.fields(item, &ip, NODE_KEYS) else {
+                    continue;
+                };
+                let host = nf.get("host").and_then(|n| self.text(n, &join(&ip, "host")));
+                let name = nf.get("name").and_then(|n| self.text(n, &join(&ip, "name")));
+                let ssh_user = nf
+                    .get("ssh_user")
+                    .and_then(|n| self.text(n, &join(&ip, "ssh_user")));
+                let ssh_key = nf
+                    .get("ssh_key")
+                    .and_then(|n| self.text(n, &join(&ip, "ssh_key")))
+                    .map(PathBuf::from);
+                match host {
+                    Some(host) => nodes.push(NetworkNode {
+                        name: name.unwrap_or_else(|| host.clone()),
+                        host,
+                        ssh_user,
+                        ssh_key,
+                    }),
+                    None => self.error(
+                        Code::MissingField,
+                        item.pos,
+                        &ip,
+                        "a network node needs a `host`",
+                    ),
+                }
+            }
+        }
+        Some(Network { kind, nodes })
+    }
+
+    fn service(&mut self, name: &str, node: &Node, path: &str) -> Option<Service> {
+        let f = self.fields(node, path, SERVICE_KEYS)?;
+        let p = |k: &str| join(path, k);
+        let explicit_kind = f.get("type").and_then(|n| {
+            self.choice(
+                n,
+                &p("type"),
+                &[
+                    ("process", ServiceKind::Process),
+                    ("docker", ServiceKind::Docker),
+                    ("remote", ServiceKind::Remote),
+                    ("package", ServiceKind::Package),
+                ],
+            )
+        });
+        let binary = f.get("binary").and_then(|n| self.template(n, &p("binary")));
+        let args = f
+            .get("args")
+            .map(|n| self.templates(n, &p("args")))
+            .unwrap_or_default();
+        let command = f.get("command").and_then(|n| match &n.value {
+            Value::Seq(_) => Some(Command::Argv(self.templates(n, &p("command")))),
+            _ => self.template(n, &p("command")).map(Command::Shell),
+        });
+        let working_dir = f
+            .get("working_dir")
+            .and_then(|n| self.template(n, &p("working_dir")));
+
+        let mut env = BTreeMap::new();
+        if let Some(n) = f.get("env_file") {
+            for file in self.env_files(n, &p("env_file")) {
+                for (k, v) in file {
+                    env.entry(k).or_insert_with(|| Template::literal(v));
+                }
+            }
+        }
+        if let Some(n) = f.get("env") {
+            self.env(n, &p("env"), &mut env);
+        }
+
+        let host = f
+            .get("host")
+            .and_then(|n| self.text(n, &p("host")))
+            .filter(|h| h != "local" && h != "localhost");
+        let user = f.get("user").and_then(|n| self.text(n, &p("user")));
+        let network = f.get("network").and_then(|n| self.text(n, &p("network")));
+        let image = f.get("image").and_then(|n| self.text(n, &p("image")));
+        let ports = f
+            .get("ports")
+            .map(|n| self.ports(n, &p("ports")))
+            .unwrap_or_default();
+        let volumes = f
+            .get("volumes")
+            .map(|n| self.texts(n, &p("volumes")))
+            .unwrap_or_default();
+        let package = f.get("package").and_then(|n| self.text(n, &p("package")));
+        let version = f.get("version").and_then(|n| self.text(n, &p("version")));
+
+        let mut depends_on = BTreeMap::new();
+        if let Some(n) = f.get("dependencies") {
+            let dp = p("dependencies");
+            for (i, item) in self.items(n, &dp).iter().enumerate() {
+                let ip = format!("{dp}[{i}]");
+                self.record(&ip, item.pos);
+                if let Some(dep) = self.text(item, &ip) {
+                    self.positions
+                        .dep_origin
+                        .insert((name.to_owned(), dep.clone()), ip);
+                    depends_on.insert(dep, Condition::Started);
+                }
+            }
+        }
+        if let Some(n) = f.get("depends_on") {
+            self.depends_on(name, n, &p("depends_on"), &mut depends_on);
+        }
+
+        let health_check = f
+            .get("health_check")
+            .and_then(|n| self.health_check(n, &p("health_check")));
+        let restart = f
+            .get("restart")
+            .and_then(|n| self.restart(n, &p("restart")))
+            .unwrap_or_default();
+        let stop = f
+            .get("stop")
+            .and_then(|n| self.stop(n, &p("stop")))
+            .unwrap_or_default();
+        let startup_timeout = f
+            .get("startup_timeout")
+            .and_then(|n| self.duration(n, &p("startup_timeout")));
+
+        let kind = explicit_kind.unwrap_or(if image.is_some() {
+            ServiceKind::Docker
+        } else if package.is_some() {
+            ServiceKind::Package
+        } else if host.is_some() {
+            ServiceKind::Remote
+        } else {
+            ServiceKind::Process
+        });
+
+        let mut service = Service {
+            kind,
+            binary,
+            args,
+            command,
+            working_dir,
+            env,
+            host,
+            user,
+            network,
+            image,
+            ports,
+            volumes,
+            package,
+            version,
+            depends_on,
+            health_check,
+            restart,
+            stop,
+            startup_timeout,
+        };
+        // A reference is an implicit `started` dependency on the referenced service.
+        let prefix = format!("{path}.");
+        let refs: Vec<(String, String)> = self
+            .positions
+            .refs
+            .iter()
+            .filter(|(field, _)| field.starts_with(&prefix))
+            .map(|(field, r)| (field.clone(), r.service.clone()))
+            .collect();
+        for (field, target) in refs {
+            if target != name {
+                service
+                    .depends_on
+                    .entry(target.clone())
+                    .or_insert(Condition::Started);
+                self.positions
+                    .dep_origin
+                    .entry((name.to_owned(), target))
+                    .or_insert(field);
+            }
+        }
+        Some(service)
+    }
+
+    fn env(&mut self, node: &Node, path: &str, env: &mut BTreeMap<String, Template>) {
+        match &node.value {
+            // The compose list form: `- NAME=value`.
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let ip = format!("{path}[{i}]");
+                    let Some(t) = self.raw_string(item, &ip) else {
+                        continue;
+                    };
+                    let Some((k, _)) = t.split_once('=') else {
+                        self.error(
+                            Code::InvalidValue,
+                            item.pos,
+                            &ip,
+                            format!("`{t}` is not NAME=value"),
+                        );
+                        continue;
+                    };
+                    let k = k.to_owned();
+                    let value_node = Node {
+                        value: Value::Str(t[k.len() + 1..].to_owned()),
+                        pos: item.pos,
+                    };
+                    if let Some(v) = self.template(&value_node, &ip) {
+                        env.insert(k, v);
+                    }
+                }
+            }
+            _ => {
+                for (k, _, v) in self.entries(node, path) {
+                    let vp = join(path, &k);
+                    let value = if v.value == Value::Null {
+                        Some(Template::default())
+                    } else {
+                        self.template(v, &vp)
+                    };
+                    if let Some(value) = value {
+                        env.insert(k, value);
+                    }
+                }
+            }
+        }
+    }
+
+    fn ports(&mut self, node: &Node, path: &str) -> Vec<Port> {
+        let mut ports = Vec::new();
+        for (i, item) in self.items(node, path).iter().enumerate() {
+            let ip = format!("{path}[{i}]");
+            self.record(&ip, item.pos);
+            let port = match &item.value {
+                Value::Int(_) => self.port_number(item, &ip).map(|port| Port {
+                    name: None,
+                    port,
+                    published: None,
+                }),
+                Value::Str(_) => self.text(item, &ip).and_then(|text| {
+                    let (published, port) = match text.split_once(':') {
+                        Some((p, c)) => (Some(p), c),
+                        None => (None, text.as_str()),
+                    };
+                    let parse = |s: &str| s.trim().parse::<u16>().ok().filter(|p| *p != 0);
+                    match (published.map(parse), parse(port)) {
+                        (None, Some(port)) => Some(Port {
+                            name: None,
+                            port,
+                            published: None,
+                        }),
+                        (Some(Some(published)), Some(port)) => Some(Port {
+                            name: None,
+                            port,
+                            published: Some(published),
+                        }),
+                        _ => {
+                            self.error_help(
+                                Code::InvalidValue,
+                                item.pos,
+                                &ip,
+                                format!("`{text}` is not a port"),
+                                "write 8080, \"8080:80\" (published:port) or {name, port, published}",
+                            );
+                            None
+                        }
+                    }
+                }),
+                Value::Map(_) => {
+                    let f = self.fields(item, &ip, PORT_KEYS);
+                    f.and_then(|f| {
+                        let name = f.get("name").and_then(|n| self.text(n, &join(&ip, "name")));
+                        let published = f
+                            .get("published")
+                            .and_then(|n| self.port_number(n, &join(&ip, "published")));
+                        let port = match f.get("port") {
+                            Some(n) => self.port_number(n, &join(&ip, "port")),
+                            None => {
+                                self.error(
+                                    Code::MissingField,
+                                    item.pos,
+                                    &ip,
+                                    "a port needs `port`",
+                                );
+                                None
+                            }
+                        };
+                        if let Some(n) = &name
+                            && !is_service_name(n)
+                        {
+                            self.error(
+                                Code::InvalidValue,
+                                item.pos,
+                                &join(&ip, "name"),
+                                format!("port name `{n}` may hold only letters, digits, `-` and `_`"),
+                            );
+                        }
+                        Some(Port {
+                            name,
+                            port: port?,
+                            published,
+                        })
+                    })
+                }
+                _ => {
+                    self.wrong_type(item, &ip, "a port number, \"published:port\" or a mapping");
+                    None
+                }
+            };
+            ports.extend(port);
+        }
+        ports
+    }
+
+    fn depends_on(
+        &mut self,
+        name: &str,
+        node: &Node,
+        path: &str,
+        out: &mut BTreeMap<String, Condition>,
+    ) {
+        const CONDITIONS: &[(&str, Condition)] = &[
+            ("started", Condition::Started),
+            ("service_started", Condition::Started),
+            ("healthy", Condition::Healthy),
+            ("service_healthy", Condition::Healthy),
+            ("completed_successfully", Condition::CompletedSuccessfully),
+            (
+                "service_completed_successfully",
+                Condition::CompletedSuccessfully,
+            ),
+        ];
+        if let Value::Seq(items) = &node.value {
+            for (i, item) in items.iter().enumerate() {
+                let ip = format!("{path}[{i}]");
+                self.record(&ip, item.pos);
+                if let Some(dep) = self.text(item, &ip) {
+                    self.positions
+                        .dep_origin
+                        .insert((name.to_owned(), dep.clone()), ip);
+                    out.insert(dep, Condition::Started);
+                }
+            }
+            return;
+        }
+        for (dep, _, value) in self.entries(node, path) {
+            let dp = join(path, &dep);
+            let condition = match &value.value {
+                Value::Null => Some(Condition::Started),
+                // The compose long form: `db: {condition: service_healthy}`.
+                Value::Map(_) => self
+                    .fields(value, &dp, DEPENDS_ON_LONG_KEYS)
+                    .and_then(|f| f.get("condition"))
+                    .map_or(Some(Condition::Started), |n| {
+                        self.choice(n, &join(&dp, "condition"), CONDITIONS)
+                    }),
+                _ => self.choice(value, &dp, CONDITIONS),
+            };
+            if let Some(c) = condition {
+                self.positions
+                    .dep_origin
+                    .insert((name.to_owned(), dep.clone()), dp);
+                out.insert(dep, c);
+            }
+        }
+    }
+
+    fn health_check(&mut self, node: &Node, path: &str) -> Option<HealthCheck> {
+        let f = self.fields(node, path, HEALTH_KEYS)?;
+        let p = |k: &str| join(path, k);
+        let mut tcp_timeout = None;
+        let mut probes = Vec::new();
+        if let Some(n) = f.get("command") {
+            let (command, mut args) = match &n.value {
+                Value::Seq(_) => {
+                    let mut all = self.templates(n, &p("command"));
+                    if all.is_empty() {
+                        self.error(Code::InvalidValue, n.pos, &p("command"), "empty command");
+                        (None, Vec::new())
+                    } else {
+                        let first = all.remove(0);
+                        (Some(first), all)
+                    }
+                }
+                _ => (self.template(n, &p("command")), Vec::new()),
+            };
+            if let Some(a) = f.get("args") {
+                args.extend(self.templates(a, &p("args")));
+            }
+            probes.push(command.map(|command| Probe::Command { command, args }));
+        } else if let Some(a) = f.get("args") {
+            self.error(
+                Code::MissingField,
+                a.pos,
+                &p("args"),
+                "`args` without `command`",
+            );
+        }
+        if let Some(n) = f.get("http") {
+            probes.push(
+                self.template(n, &p("http"))
+                    .map(|http| Probe::Http { http }),
+            );
+        }
+        if let Some(n) = f.get("tcp") {
+            let tp = p("tcp");
+            let tcp = match &n.value {
+                Value::Int(_) | Value::Str(_) => self.port_number(n, &tp).map(|port| TcpProbe {
+                    port,
+                    host: None,
+                }),
+                _ => self.fields(n, &tp, TCP_KEYS).and_then(|tf| {
+                    let host = tf.get("host").and_then(|h| self.template(h, &join(&tp, "host")));
+                    tcp_timeout = tf
+                        .get("timeout")
+                        .and_then(|t| self.duration(t, &join(&tp, "timeout")));
+                    match tf.get("port") {
+                        Some(pn) => self
+                            .port_number(pn, &join(&tp, "port"))
+                            .map(|port| TcpProbe { port, host }),
+                        None => {
+                            self.error(Code::MissingField, n.pos, &tp, "`tcp` needs a `port`");
+                            None
+                        }
+                    }
+                }),
+            };
+            probes.push(tcp.map(|tcp| Probe::Tcp { tcp }));
+        }
+        let interval = f
+            .get("interval")
+            .and_then(|n| self.duration(n, &p("interval")));
+        let timeout = f
+            .get("timeout")
+            .and_then(|n| self.duration(n, &p("timeout")));
+        let retries = f
+            .get("retries")
+            .and_then(|n| self.integer::<u32>(n, &p("retries"), "a whole number"));
+        let start_period = f
+            .get("start_period")
+            .and_then(|n| self.duration(n, &p("start_period")));
+        if probes.len() != 1 {
+            self.error_help(
+                Code::InvalidValue,
+                node.pos,
+                path,
+                if probes.is_empty() {
+                    "a health check needs `command`, `http` or `tcp`"
+                } else {
+                    "a health check takes only one of `command`, `http` and `tcp`"
+                },
+                "e.g. `http: http://localhost:8080/health` or `tcp: {port: 5432}`",
+            );
+            return None;
+        }
+        let probe = probes.pop().flatten()?;
+        Some(HealthCheck {
+            probe,
+            interval: interval.unwrap_or(HealthCheck::DEFAULT_INTERVAL),
+            timeout: timeout
+                .or(tcp_timeout)
+                .unwrap_or(HealthCheck::DEFAULT_TIMEOUT),
+            retries: retries.unwrap_or(HealthCheck::DEFAULT_RETRIES),
+            start_period: start_period.unwrap_or_default(),
+        })
+    }
+
+    fn restart(&mut self, node: &Node, path: &str) -> Option<Restart> {
+        const POLICIES: &[(&str, RestartPolicy)] = &[
+            ("no", RestartPolicy::No),
+            ("on-failure", RestartPolicy::OnFailure),
+            ("always", RestartPolicy::Always),
+            ("unless-stopped", RestartPolicy::UnlessStopped),
+        ];
+        if let Value::Str(_) = node.value {
+            return self.choice(node, path, POLICIES).map(|policy| Restart {
+                policy,
+                ..Restart::default()
+            });
+        }
+        let f = self.fields(node, path, RESTART_KEYS)?;
+        let p = |k: &str| join(path, k);
+        let policy = f
+            .get("policy")
+            .and_then(|n| self.choice(n, &p("policy"), POLICIES))
+            .unwrap_or_default();
+        let max_restarts = f
+            .get("max_restarts")
+            .and_then(|n| self.integer::<u32>(n, &p("max_restarts"), "a whole number"));
+        let mut backoff = Backoff::default();
+        if let Some(n) = f.get("backoff") {
+            let bp = p("backoff");
+            if let Some(bf) = self.fields(n, &bp, BACKOFF_KEYS) {
+                if let Some(d) = bf
+                    .get("initial")
+                    .and_then(|n| self.duration(n, &join(&bp, "initial")))
+                {
+                    backoff.initial = d;
+                }
+                if let Some(d) = bf
+                    .get("max")
+                    .and_then(|n| self.duration(n, &join(&bp, "max")))
+                {
+                    backoff.max = d;
+                }
+                if backoff.max < backoff.initial {
+                    self.error(
+                        Code::InvalidValue,
+                        n.pos,
+                        &bp,
+                        "backoff `max` is shorter than `initial`",
+                    );
+                }
+            }
+        }
+        Some(Restart {
+            policy,
+            max_restarts,
+            backoff,
+        })
+    }
+
+    fn stop(&mut self, node: &Node, path: &str) -> Option<Stop> {
+        let f = self.fields(node, path, STOP_KEYS)?;
+        let mut stop = Stop::default();
+        if let Some(n) = f.get("signal") {
+            let sp = join(path, "signal");
+            if let Some(s) = self.text(n, &sp) {
+                let upper = s.to_ascii_uppercase();
+                let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+                if SIGNALS.contains(&bare) {
+                    stop.signal = format!("SIG{bare}");
+                } else {
+                    self.error_help(
+                        Code::InvalidValue,
+                        n.pos,
+                        &sp,
+                        format!("`{s}` is not a signal name"),
+                        format!("use one of: SIG{}", SIGNALS.join(", SIG")),
+                    );
+                }
+            }
+        }
+        if let Some(d) = f
+            .get("timeout")
+            .and_then(|n| self.duration(n, &join(path, "timeout")))
+        {
+            stop.timeout = d;
+        }
+        Some(stop)
+    }
+}
+
+/// Reads at most `MAX_FILE_BYTES` + 1 bytes, so a huge file is refused without reading it all.
+pub(crate) fn read_capped(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    file.take(crate::MAX_FILE_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
+    if buf.len() as u64 > crate::MAX_FILE_BYTES {
+        return Err(format!(
+            "the file is larger than the {} MiB limit",
+            crate::MAX_FILE_BYTES >> 20
+        ));
+    }
+    String::from_utf8(buf).map_err(|e| format!("not UTF-8 text: {e}"))
+}

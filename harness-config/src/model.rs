@@ -1,0 +1,335 @@
+//! The typed project: what the user asked for, normalized.
+//!
+//! Every compat or shorthand form is gone here: `dependencies:` lists and service references are
+//! folded into [`Service::depends_on`], durations are [`Duration`]s, ports are [`Port`]s, variables
+//! are substituted. Serializing gives a services.yaml that loads back to the same model
+//! (`harness config show`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::duration::serde_duration;
+use crate::template::Template;
+
+/// A whole services.yaml.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Project {
+    /// Project name; defaults to the name of the directory holding services.yaml.
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// SSH hosts by name. Nodes of `lan` networks are added here under their `name`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, Host>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, Network>,
+    pub services: BTreeMap<String, Service>,
+}
+
+/// A machine reached over SSH.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Host {
+    pub address: String,
+    pub port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<PathBuf>,
+    /// A jump host: another hosts entry or `user@host[:port]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jump: Option<String>,
+    pub known_hosts: KnownHosts,
+    /// Whether `user:` services may run here through sudo.
+    pub sudo: bool,
+    /// The Docker engine to use for docker services on this host (e.g. `unix:///run/docker.sock`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker_host: Option<String>,
+}
+
+/// How to treat an unknown SSH host key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum KnownHosts {
+    /// Refuse hosts whose key is not already known.
+    #[default]
+    Strict,
+    /// Record the key of a host seen for the first time; refuse a changed key.
+    AcceptNew,
+}
+
+/// An ADR-007 network.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Network {
+    #[serde(rename = "type")]
+    pub kind: NetworkKind,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NetworkNode>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkKind {
+    Local,
+    Lan,
+}
+
+/// A machine of a `lan` network, in ADR-007 spelling.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NetworkNode {
+    pub host: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<PathBuf>,
+}
+
+/// How a service runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    /// A local process (possibly as another user via sudo).
+    Process,
+    /// A container, on the local engine or a host's `docker_host`.
+    Docker,
+    /// A process on an SSH host.
+    Remote,
+    /// A deployed package on a host.
+    Package,
+}
+
+/// One service.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Service {
+    #[serde(rename = "type")]
+    pub kind: ServiceKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary: Option<Template>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<Template>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Command>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<Template>,
+    /// Environment, with `env_file` contents merged under the `env:` entries.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, Template>,
+    /// A hosts entry; `None` is this machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Run as this user, through sudo.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// ADR-007 network name, kept for reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<Port>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Explicit dependencies (from `dependencies:` or `depends_on:`) and implicit `started`
+    /// ones from service references.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub depends_on: BTreeMap<String, Condition>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    pub restart: Restart,
+    pub stop: Stop,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "serde_duration::option"
+    )]
+    pub startup_timeout: Option<Duration>,
+}
+
+impl Service {
+    /// The ports bound on the service's host, for conflict checks: a container's ports are
+    /// published only when `published` says so; a process binds its port itself.
+    pub fn host_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ports.iter().filter_map(move |p| match self.kind {
+            ServiceKind::Docker => p.published,
+            _ => Some(p.published.unwrap_or(p.port)),
+        })
+    }
+
+    /// Every service reference in the service's templates.
+    pub fn templates(&self) -> Vec<&Template> {
+        let mut out: Vec<&Template> = Vec::new();
+        out.extend(self.binary.iter());
+        out.extend(self.args.iter());
+        if let Some(cmd) = &self.command {
+            match cmd {
+                Command::Shell(t) => out.push(t),
+                Command::Argv(v) => out.extend(v.iter()),
+            }
+        }
+        out.extend(self.working_dir.iter());
+        out.extend(self.env.values());
+        if let Some(hc) = &self.health_check {
+            match &hc.probe {
+                Probe::Command { command, args } => {
+                    out.push(command);
+                    out.extend(args.iter());
+                }
+                Probe::Http { http } => out.push(http),
+                Probe::Tcp { tcp } => out.extend(tcp.host.iter()),
+            }
+        }
+        out
+    }
+}
+
+/// `command:` as a shell string (run by `sh -c`) or an argv list.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Command {
+    Shell(Template),
+    Argv(Vec<Template>),
+}
+
+/// A port the service listens on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Port {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The port the service listens on (inside the container for docker).
+    pub port: u16,
+    /// The host port it is published on (`"8080:80"` publishes 80 on 8080).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<u16>,
+}
+
+/// When a dependency counts as ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// The process is running.
+    #[default]
+    Started,
+    /// Its health check passes.
+    Healthy,
+    /// It exited with status 0 (one-shot jobs such as migrations).
+    CompletedSuccessfully,
+}
+
+/// How to tell a service works.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HealthCheck {
+    #[serde(flatten)]
+    pub probe: Probe,
+    #[serde(with = "serde_duration")]
+    pub interval: Duration,
+    #[serde(with = "serde_duration")]
+    pub timeout: Duration,
+    /// Consecutive failures before the service counts as unhealthy.
+    pub retries: u32,
+    /// Failures during this time after start do not count.
+    #[serde(with = "serde_duration")]
+    pub start_period: Duration,
+}
+
+impl HealthCheck {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+    pub const DEFAULT_RETRIES: u32 = 3;
+}
+
+/// The check itself.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Probe {
+    /// Run a command where the service runs; exit 0 is healthy.
+    Command {
+        command: Template,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        args: Vec<Template>,
+    },
+    /// GET the URL; a 2xx or 3xx answer is healthy.
+    Http { http: Template },
+    /// Connect to the port.
+    Tcp { tcp: TcpProbe },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TcpProbe {
+    pub port: u16,
+    /// Defaults to the service's own address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<Template>,
+}
+
+/// What to do when the service exits.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Restart {
+    pub policy: RestartPolicy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<u32>,
+    pub backoff: Backoff,
+}
+
+impl Default for Restart {
+    fn default() -> Self {
+        Restart {
+            policy: RestartPolicy::No,
+            max_restarts: None,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    OnFailure,
+    Always,
+    UnlessStopped,
+}
+
+/// Delay between restarts: doubles from `initial` up to `max`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Backoff {
+    #[serde(with = "serde_duration")]
+    pub initial: Duration,
+    #[serde(with = "serde_duration")]
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How to stop the service: `signal`, then SIGKILL after `timeout`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Stop {
+    /// Signal name, e.g. `SIGTERM`, `SIGINT`.
+    pub signal: String,
+    #[serde(with = "serde_duration")]
+    pub timeout: Duration,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Stop {
+            signal: "SIGTERM".into(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}

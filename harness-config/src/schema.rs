@@ -1,0 +1,323 @@
+//! The services.yaml file format as types, for the JSON Schema that editors use
+//! (`harness config schema`).
+//!
+//! These mirror what the decoder accepts, shorthands and ADR-007 forms included; a test keeps
+//! their keys equal to the decoder's.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+
+/// The JSON Schema of services.yaml.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(File);
+    serde_json::to_value(schema).unwrap_or_default()
+}
+
+/// A harness services.yaml.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields, title = "harness services.yaml")]
+struct File {
+    /// Format version, e.g. "1.0".
+    version: Option<Scalar>,
+    /// Project name; defaults to the directory name.
+    name: Option<String>,
+    description: Option<String>,
+    /// SSH hosts by name.
+    hosts: Option<BTreeMap<String, Host>>,
+    /// ADR-007 networks.
+    networks: Option<BTreeMap<String, Network>>,
+    /// Files of KEY=VALUE lines that feed `${VAR}` substitution.
+    env_file: Option<OneOrMany>,
+    services: BTreeMap<String, Service>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+enum Scalar {
+    Text(String),
+    Number(f64),
+}
+
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A machine reached over SSH.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Host {
+    address: String,
+    /// SSH port, default 22.
+    port: Option<u16>,
+    user: Option<String>,
+    identity_file: Option<String>,
+    /// A jump host: another hosts entry or user@host[:port].
+    jump: Option<String>,
+    known_hosts: Option<KnownHosts>,
+    /// Whether services with `user:` may run here via sudo (default true).
+    sudo: Option<bool>,
+    /// Docker engine for docker services on this host.
+    docker_host: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename_all = "kebab-case")]
+enum KnownHosts {
+    Strict,
+    AcceptNew,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Network {
+    #[schemars(rename = "type")]
+    kind: Option<NetworkKind>,
+    nodes: Option<Vec<NetworkNode>>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename_all = "lowercase")]
+enum NetworkKind {
+    Local,
+    Lan,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct NetworkNode {
+    host: String,
+    name: Option<String>,
+    ssh_user: Option<String>,
+    ssh_key: Option<String>,
+}
+
+/// A service. Strings may hold `${VAR}`, `${VAR:-default}`, `${VAR:?message}`, `$$`, and
+/// service references `${svc.ip}`, `${svc.port}`, `${svc.host}`, `${svc.ports.NAME}`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Service {
+    /// Inferred when absent: image → docker, package → package, host → remote, else process.
+    #[schemars(rename = "type")]
+    kind: Option<ServiceKind>,
+    binary: Option<String>,
+    args: Option<Vec<Scalar>>,
+    /// A shell string (run by sh -c) or an argv list.
+    command: Option<OneOrMany>,
+    working_dir: Option<String>,
+    env: Option<Env>,
+    env_file: Option<OneOrMany>,
+    /// A hosts entry, or `local` (default).
+    host: Option<String>,
+    /// Run as this user via sudo.
+    user: Option<String>,
+    /// ADR-007 network name.
+    network: Option<String>,
+    image: Option<String>,
+    ports: Option<Vec<PortSpec>>,
+    volumes: Option<Vec<String>>,
+    package: Option<String>,
+    version: Option<Scalar>,
+    /// Services started before this one (condition `started`).
+    dependencies: Option<Vec<String>>,
+    depends_on: Option<DependsOn>,
+    health_check: Option<HealthCheck>,
+    restart: Option<RestartSpec>,
+    stop: Option<Stop>,
+    startup_timeout: Option<DurationSpec>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename_all = "lowercase")]
+enum ServiceKind {
+    Process,
+    Docker,
+    Remote,
+    Package,
+}
+
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+enum Env {
+    Map(BTreeMap<String, Option<Scalar>>),
+    /// NAME=value items.
+    List(Vec<String>),
+}
+
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+enum PortSpec {
+    Number(u16),
+    /// "8080" or "published:port", e.g. "8080:80".
+    Text(String),
+    Full(Port),
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Port {
+    /// For `${svc.ports.NAME}`.
+    name: Option<String>,
+    port: u16,
+    published: Option<u16>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+enum DependsOn {
+    List(Vec<String>),
+    Map(BTreeMap<String, DependencySpec>),
+}
+
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+enum DependencySpec {
+    Condition(Condition),
+    Long(LongDependency),
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct LongDependency {
+    condition: Condition,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename_all = "snake_case")]
+enum Condition {
+    Started,
+    Healthy,
+    CompletedSuccessfully,
+    ServiceStarted,
+    ServiceHealthy,
+    ServiceCompletedSuccessfully,
+}
+
+/// One of `command` (+ `args`), `http` or `tcp`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct HealthCheck {
+    /// With no args, run through sh -c.
+    command: Option<OneOrMany>,
+    args: Option<Vec<Scalar>>,
+    /// URL to GET; 2xx/3xx is healthy.
+    http: Option<String>,
+    tcp: Option<TcpSpec>,
+    interval: Option<DurationSpec>,
+    timeout: Option<DurationSpec>,
+    retries: Option<u32>,
+    start_period: Option<DurationSpec>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+enum TcpSpec {
+    Port(u16),
+    Full(Tcp),
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Tcp {
+    port: u16,
+    host: Option<String>,
+    timeout: Option<DurationSpec>,
+}
+
+/// "2s", "500ms", "1m30s", or an integer number of seconds.
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+enum DurationSpec {
+    Seconds(u64),
+    Text(#[schemars(regex(pattern = r"^\s*([0-9.]+(ns|us|µs|ms|s|m|h))+\s*$"))] String),
+}
+
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+enum RestartSpec {
+    Policy(RestartPolicy),
+    Full(Restart),
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Restart {
+    policy: Option<RestartPolicy>,
+    max_restarts: Option<u32>,
+    backoff: Option<Backoff>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename_all = "kebab-case")]
+enum RestartPolicy {
+    No,
+    OnFailure,
+    Always,
+    UnlessStopped,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Backoff {
+    initial: Option<DurationSpec>,
+    max: Option<DurationSpec>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Stop {
+    /// e.g. SIGTERM, SIGINT.
+    signal: Option<String>,
+    timeout: Option<DurationSpec>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::*;
+
+    fn keys(schema: &serde_json::Value, def: &str) -> Vec<String> {
+        let obj = if def.is_empty() {
+            schema
+        } else {
+            &schema["$defs"][def]
+        };
+        let mut keys: Vec<String> = obj["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{def} has no properties"))
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn sorted(k: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = k.iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn schema_keys_match_the_decoder() {
+        let s = json_schema();
+        assert_eq!(keys(&s, ""), sorted(PROJECT_KEYS));
+        assert_eq!(keys(&s, "Host"), sorted(HOST_KEYS));
+        assert_eq!(keys(&s, "Network"), sorted(NETWORK_KEYS));
+        assert_eq!(keys(&s, "NetworkNode"), sorted(NODE_KEYS));
+        assert_eq!(keys(&s, "Service"), sorted(SERVICE_KEYS));
+        assert_eq!(keys(&s, "Port"), sorted(PORT_KEYS));
+        assert_eq!(keys(&s, "HealthCheck"), sorted(HEALTH_KEYS));
+        assert_eq!(keys(&s, "Tcp"), sorted(TCP_KEYS));
+        assert_eq!(keys(&s, "Restart"), sorted(RESTART_KEYS));
+        assert_eq!(keys(&s, "Backoff"), sorted(BACKOFF_KEYS));
+        assert_eq!(keys(&s, "Stop"), sorted(STOP_KEYS));
+        assert_eq!(keys(&s, "LongDependency"), sorted(DEPENDS_ON_LONG_KEYS));
+        assert_eq!(s["additionalProperties"], serde_json::json!(false));
+    }
+}
