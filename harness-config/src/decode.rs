@@ -621,6 +621,20 @@ impl<'a> Decoder<'a> {
                 "declare the services to run under `services:`",
             ),
         }
+        // ADR-007 services may name a lan node by its address: use the node's hosts entry.
+        for service in services.values_mut() {
+            let Some(host) = &service.host else { continue };
+            if hosts.contains_key(host) {
+                continue;
+            }
+            let node = networks
+                .values()
+                .flat_map(|n| &n.nodes)
+                .find(|node| &node.host == host);
+            if let Some(node) = node {
+                service.host = Some(node.name.clone());
+            }
+        }
         Some(Project {
             name,
             version,
