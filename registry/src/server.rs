@@ -1,0 +1,1065 @@
+//! The TLS WebSocket server: one port for the API (`/v1/ws`), `/healthz` and `/metrics`.
+//!
+//! Per connection: a reader loop that decodes frames and spawns one task per request (so slow
+//! requests do not hold up fast ones), one forwarder task per subscription, and one writer task that
+//! drains a bounded outbound queue and flushes once per burst. Nothing a client sends can block the
+//! store or another connection: subscriptions that fall behind are cut off with
+//! [`close_codes::LAGGING`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use futures_lite::{AsyncRead, AsyncWrite, StreamExt};
+use futures_util::SinkExt;
+use serde_json::Value;
+use smol::Timer;
+use subtle::ConstantTimeEq;
+
+use crate::handler::{Handler, RequestContext};
+use crate::home::Credentials;
+use crate::http::{self, Head};
+use crate::hub::LiveEnd;
+use crate::model::{ServiceEntry, ServiceKey};
+use crate::store::{Replay, Store};
+use crate::wire::{self, ErrorCode, Outcome, Response, WireError, close_codes, methods};
+
+/// Limits and timings. The defaults suit a local daemon with a handful of clients.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Port 0 picks a free port; [`ServerHandle::local_addr`] tells which.
+    pub listen: SocketAddr,
+    /// Largest accepted WebSocket message (larger ones close the connection with 1009).
+    pub max_message_size: usize,
+    pub max_connections: usize,
+    pub max_subscriptions_per_connection: usize,
+    /// Requests of one connection running at once; further frames wait (back-pressure).
+    pub max_inflight_requests: usize,
+    pub request_timeout: Duration,
+    /// A ping is sent this often; a peer silent for `heartbeat_timeout` is closed with 4009.
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    /// Events a subscription may have queued before it is closed as lagging.
+    pub subscriber_queue: usize,
+    /// TLS handshake plus request head.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_message_size: 1 << 20,
+            max_connections: 256,
+            max_subscriptions_per_connection: 16,
+            max_inflight_requests: 256,
+            request_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(15),
+            heartbeat_timeout: Duration::from_secs(45),
+            subscriber_queue: 65_536,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+#[derive(Default)]
+struct Metrics {
+    connections_open: AtomicU64,
+    connections_total: AtomicU64,
+    refused_auth: AtomicU64,
+    refused_limit: AtomicU64,
+    requests: AtomicU64,
+    request_errors: AtomicU64,
+    events_sent: AtomicU64,
+    lagging_closes: AtomicU64,
+    subscriptions_open: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    /// Drop the connection without a close frame (tests, lost network).
+    Abort,
+    /// Close with 1001.
+    Shutdown,
+}
+
+struct Shared {
+    config: ServerConfig,
+    token: String,
+    store: Store,
+    handler: Arc<dyn Handler>,
+    metrics: Metrics,
+    next_connection: AtomicU64,
+    connections: Mutex<HashMap<u64, async_channel::Sender<Kill>>>,
+}
+
+/// A running server. Dropping it stops accepting; [`ServerHandle::shutdown`] also closes connections.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<smol::Task<()>>,
+}
+
+impl ServerHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `wss://ADDR/v1/ws`, what [`crate::Client::connect`] takes and the daemon records.
+    pub fn url(&self) -> String {
+        format!("wss://{}{}", self.addr, wire::WS_PATH)
+    }
+
+    /// Drops every connection without a close frame, as a network failure would.
+    pub fn disconnect_all(&self) {
+        self.signal_all(Kill::Abort);
+    }
+
+    /// Number of open WebSocket connections.
+    pub fn connections(&self) -> u64 {
+        self.shared.metrics.connections_open.load(Ordering::Relaxed)
+    }
+
+    fn signal_all(&self, kill: Kill) {
+        let conns = self
+            .shared
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for tx in conns.values() {
+            let _ = tx.try_send(kill);
+        }
+    }
+
+    /// Stops accepting and closes every connection with 1001 (going away).
+    pub async fn shutdown(mut self) {
+        if let Some(task) = self.accept.take() {
+            task.cancel().await;
+        }
+        self.signal_all(Kill::Shutdown);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.connections() > 0 && Instant::now() < deadline {
+            Timer::after(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Binds and starts serving on the smol global executor.
+pub async fn serve(
+    config: ServerConfig,
+    credentials: &Credentials,
+    store: Store,
+    handler: Arc<dyn Handler>,
+) -> Result<ServerHandle, ServerError> {
+    let tls = crate::tls::server_config(&credentials.server_cert_pem, &credentials.server_key_pem)?;
+    let listener = async_net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let shared = Arc::new(Shared {
+        config,
+        token: credentials.token.clone(),
+        store,
+        handler,
+        metrics: Metrics::default(),
+        next_connection: AtomicU64::new(1),
+        connections: Mutex::new(HashMap::new()),
+    });
+    let acceptor = futures_rustls::TlsAcceptor::from(tls);
+    let accept = smol::spawn(accept_loop(listener, acceptor, shared.clone()));
+    tracing::info!(%addr, "registry API listening");
+    Ok(ServerHandle {
+        addr,
+        shared,
+        accept: Some(accept),
+    })
+}
+
+async fn accept_loop(
+    listener: async_net::TcpListener,
+    acceptor: futures_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let shared = shared.clone();
+                smol::spawn(async move {
+                    let timeout = shared.config.handshake_timeout;
+                    let start = async {
+                        let mut tls = acceptor.accept(tcp).await.ok()?;
+                        let head = http::read_head(&mut tls).await;
+                        Some((tls, head))
+                    };
+                    let Some((tls, head)) = with_timeout(timeout, start).await.flatten() else {
+                        tracing::debug!(%peer, "TLS handshake or request head failed or timed out");
+                        return;
+                    };
+                    match head {
+                        Ok((head, rest)) => route(tls, head, rest, peer, shared).await,
+                        Err(e) => tracing::debug!(%peer, error = %e, "bad request head"),
+                    }
+                })
+                .detach();
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                Timer::after(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn with_timeout<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(f.await) }, async {
+        Timer::after(d).await;
+        None
+    })
+    .await
+}
+
+fn authorized(head: &Head, token: &str) -> bool {
+    head.bearer()
+        .is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())))
+}
+
+async fn route<S>(mut tls: S, head: Head, rest: Vec<u8>, peer: SocketAddr, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let path = head.path.split('?').next().unwrap_or("");
+    let json = "application/json";
+    let unauthorized = [("WWW-Authenticate", "Bearer")];
+    let result = match (head.method.as_str(), path) {
+        ("GET", "/healthz") => {
+            let body = serde_json::json!({
+                "status": "ok",
+                "protocol": wire::PROTOCOL_VERSION,
+                "last_seq": shared.store.last_seq(),
+            });
+            http::respond(&mut tls, 200, json, &body.to_string(), &[]).await
+        }
+        ("GET", "/metrics") => {
+            if authorized(&head, &shared.token) {
+                let body = metrics_text(&shared);
+                http::respond(&mut tls, 200, "text/plain; version=0.0.4", &body, &[]).await
+            } else {
+                refuse_auth(&head, peer, &shared);
+                http::respond(
+                    &mut tls,
+                    401,
+                    json,
+                    r#"{"error":"unauthorized"}"#,
+                    &unauthorized,
+                )
+                .await
+            }
+        }
+        ("GET", wire::WS_PATH) => {
+            if !authorized(&head, &shared.token) {
+                refuse_auth(&head, peer, &shared);
+                http::respond(
+                    &mut tls,
+                    401,
+                    json,
+                    r#"{"error":"unauthorized"}"#,
+                    &unauthorized,
+                )
+                .await
+            } else if !head.header_has("upgrade", "websocket")
+                || head.header("sec-websocket-version") != Some("13")
+            {
+                http::respond(
+                    &mut tls,
+                    426,
+                    json,
+                    r#"{"error":"websocket upgrade required"}"#,
+                    &[("Sec-WebSocket-Version", "13")],
+                )
+                .await
+            } else if let Some(key) = head.header("sec-websocket-key") {
+                let open = shared
+                    .metrics
+                    .connections_open
+                    .fetch_add(1, Ordering::AcqRel);
+                if open as usize >= shared.config.max_connections {
+                    shared
+                        .metrics
+                        .connections_open
+                        .fetch_sub(1, Ordering::AcqRel);
+                    shared.metrics.refused_limit.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, "refused connection: too many connections");
+                    http::respond(
+                        &mut tls,
+                        503,
+                        json,
+                        r#"{"error":"too many connections"}"#,
+                        &[],
+                    )
+                    .await
+                } else {
+                    upgrade(tls, key, rest, peer, shared).await;
+                    return;
+                }
+            } else {
+                http::respond(
+                    &mut tls,
+                    400,
+                    json,
+                    r#"{"error":"missing Sec-WebSocket-Key"}"#,
+                    &[],
+                )
+                .await
+            }
+        }
+        ("GET", _) => http::respond(&mut tls, 404, json, r#"{"error":"not found"}"#, &[]).await,
+        _ => {
+            http::respond(
+                &mut tls,
+                405,
+                json,
+                r#"{"error":"method not allowed"}"#,
+                &[],
+            )
+            .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "writing HTTP response failed");
+    }
+}
+
+fn refuse_auth(head: &Head, peer: SocketAddr, shared: &Shared) {
+    shared.metrics.refused_auth.fetch_add(1, Ordering::Relaxed);
+    let reason = if head.bearer().is_some() {
+        "wrong token"
+    } else {
+        "missing bearer token"
+    };
+    // Never log the presented token.
+    tracing::warn!(%peer, path = %head.path, reason, "refused unauthenticated request");
+}
+
+fn metrics_text(shared: &Shared) -> String {
+    let m = &shared.metrics;
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let rows: [(&str, &str, &str, u64); 11] = [
+        (
+            "harness_api_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            g(&m.connections_open),
+        ),
+        (
+            "harness_api_connections_total",
+            "counter",
+            "Accepted WebSocket connections.",
+            g(&m.connections_total),
+        ),
+        (
+            "harness_api_refused_auth_total",
+            "counter",
+            "Requests refused for a missing or wrong token.",
+            g(&m.refused_auth),
+        ),
+        (
+            "harness_api_refused_limit_total",
+            "counter",
+            "Connections refused by max_connections.",
+            g(&m.refused_limit),
+        ),
+        (
+            "harness_api_requests_total",
+            "counter",
+            "Requests received.",
+            g(&m.requests),
+        ),
+        (
+            "harness_api_request_errors_total",
+            "counter",
+            "Requests answered with an error.",
+            g(&m.request_errors),
+        ),
+        (
+            "harness_api_events_sent_total",
+            "counter",
+            "Events sent to subscribers.",
+            g(&m.events_sent),
+        ),
+        (
+            "harness_api_lagging_closes_total",
+            "counter",
+            "Subscribers closed for lagging.",
+            g(&m.lagging_closes),
+        ),
+        (
+            "harness_api_subscriptions",
+            "gauge",
+            "Open subscriptions.",
+            g(&m.subscriptions_open),
+        ),
+        (
+            "harness_registry_last_seq",
+            "gauge",
+            "Seq of the last committed event.",
+            shared.store.last_seq(),
+        ),
+        (
+            "harness_registry_live_subscribers",
+            "gauge",
+            "Live subscriber queues in the store.",
+            shared.store.live_subscribers() as u64,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in rows {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    out
+}
+
+async fn upgrade<S>(mut tls: S, key: &str, rest: Vec<u8>, peer: SocketAddr, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use futures_lite::AsyncWriteExt;
+    let accept = async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    let written = async {
+        tls.write_all(response.as_bytes()).await?;
+        tls.flush().await
+    };
+    if written.await.is_err() {
+        shared
+            .metrics
+            .connections_open
+            .fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(shared.config.max_message_size))
+        .max_frame_size(Some(shared.config.max_message_size));
+    let ws = WebSocketStream::from_partially_read(tls, rest, Role::Server, Some(config)).await;
+    let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .connections_total
+        .fetch_add(1, Ordering::Relaxed);
+    let (kill_tx, kill_rx) = async_channel::bounded(1);
+    shared
+        .connections
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, kill_tx);
+    tracing::debug!(connection = id, %peer, "connection open");
+    session(ws, id, peer, &shared, kill_rx).await;
+    shared
+        .connections
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&id);
+    shared
+        .metrics
+        .connections_open
+        .fetch_sub(1, Ordering::AcqRel);
+    tracing::debug!(connection = id, %peer, "connection closed");
+}
+
+/// What the writer task sends.
+enum Out {
+    Text(String),
+    Ping,
+    Close(u16, &'static str),
+}
+
+enum Step {
+    Frame(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
+    Kill(Kill),
+    Tick,
+}
+
+async fn session<S>(
+    ws: WebSocketStream<S>,
+    connection: u64,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    kill: async_channel::Receiver<Kill>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sink, mut stream) = ws.split();
+    let (out_tx, out_rx) = async_channel::bounded::<Out>(1024);
+    let writer = smol::spawn(writer_task(sink, out_rx));
+    let inflight = Arc::new(async_lock::Semaphore::new(
+        shared.config.max_inflight_requests,
+    ));
+    let mut subs: HashMap<u64, smol::Task<()>> = HashMap::new();
+    let mut next_sub = 1u64;
+    let mut tick = Timer::interval(shared.config.heartbeat_interval);
+    let mut last_seen = Instant::now();
+    let end = loop {
+        let step = futures_lite::future::or(
+            async { Step::Frame(stream.next().await) },
+            futures_lite::future::or(
+                async {
+                    kill.recv()
+                        .await
+                        .map(Step::Kill)
+                        .unwrap_or(Step::Kill(Kill::Abort))
+                },
+                async {
+                    tick.next().await;
+                    Step::Tick
+                },
+            ),
+        )
+        .await;
+        match step {
+            Step::Frame(Some(Ok(msg))) => {
+                last_seen = Instant::now();
+                match msg {
+                    Message::Text(text) => {
+                        let ctx = Conn {
+                            connection,
+                            peer,
+                            shared,
+                            out: &out_tx,
+                        };
+                        handle_text(text.as_bytes(), &ctx, &inflight, &mut subs, &mut next_sub)
+                            .await;
+                    }
+                    Message::Binary(_) => {
+                        let err = WireError::new(
+                            ErrorCode::InvalidRequest,
+                            "binary frames are not supported; send JSON text frames",
+                        );
+                        send_response(&out_tx, shared, None, Err(err)).await;
+                    }
+                    Message::Close(_) => break None,
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                }
+            }
+            Step::Frame(Some(Err(e))) => {
+                use async_tungstenite::tungstenite::Error as E;
+                tracing::debug!(connection, error = %e, "websocket read error");
+                break match e {
+                    E::Capacity(_) => Some((close_codes::MESSAGE_TOO_BIG, "message too big")),
+                    E::Protocol(_) | E::Utf8(_) => Some((1002, "protocol error")),
+                    _ => None,
+                };
+            }
+            Step::Frame(None) => break None,
+            Step::Kill(Kill::Abort) => {
+                drop(subs);
+                writer.cancel().await;
+                return;
+            }
+            Step::Kill(Kill::Shutdown) => {
+                break Some((close_codes::SHUTDOWN, "server shutting down"));
+            }
+            Step::Tick => {
+                if last_seen.elapsed() >= shared.config.heartbeat_timeout {
+                    tracing::info!(connection, %peer, "closing dead peer: heartbeat timeout");
+                    break Some((close_codes::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
+                }
+                let _ = out_tx.try_send(Out::Ping);
+            }
+        }
+    };
+    let open = subs.len() as u64;
+    drop(subs);
+    shared
+        .metrics
+        .subscriptions_open
+        .fetch_sub(open, Ordering::Relaxed);
+    if let Some((code, reason)) = end {
+        let _ = out_tx.try_send(Out::Close(code, reason));
+    }
+    drop(out_tx);
+    // Let the writer flush what is queued, but never wait on a peer that stopped reading.
+    if with_timeout(Duration::from_secs(2), &mut { writer })
+        .await
+        .is_none()
+    {
+        tracing::debug!(connection, "writer did not finish in time");
+    }
+}
+
+async fn writer_task<S>(
+    mut sink: async_tungstenite::WebSocketSender<S>,
+    rx: async_channel::Receiver<Out>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    while let Ok(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut burst = 0;
+        while let Some(out) = next.take() {
+            let msg = match out {
+                Out::Text(t) => Message::text(t),
+                Out::Ping => Message::Ping(Default::default()),
+                Out::Close(code, reason) => {
+                    let frame = CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: reason.into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    let _ = sink.close(None).await;
+                    return;
+                }
+            };
+            if sink.feed(msg).await.is_err() {
+                return;
+            }
+            burst += 1;
+            if burst < 256 {
+                next = rx.try_recv().ok();
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close(None).await;
+}
+
+struct Conn<'a> {
+    connection: u64,
+    peer: SocketAddr,
+    shared: &'a Arc<Shared>,
+    out: &'a async_channel::Sender<Out>,
+}
+
+async fn send_response(
+    out: &async_channel::Sender<Out>,
+    shared: &Shared,
+    id: Option<u64>,
+    result: Result<Value, WireError>,
+) {
+    if result.is_err() {
+        shared
+            .metrics
+            .request_errors
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    let outcome = match result {
+        Ok(v) => Outcome::Result(v),
+        Err(e) => Outcome::Error(e),
+    };
+    let text = serde_json::to_string(&Response { id, outcome }).unwrap_or_else(|e| {
+        format!(r#"{{"id":null,"error":{{"code":"internal","message":"encoding response: {e}"}}}}"#)
+    });
+    let _ = out.send(Out::Text(text)).await;
+}
+
+async fn handle_text(
+    bytes: &[u8],
+    conn: &Conn<'_>,
+    inflight: &Arc<async_lock::Semaphore>,
+    subs: &mut HashMap<u64, smol::Task<()>>,
+    next_sub: &mut u64,
+) {
+    let shared = conn.shared;
+    shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let req = match wire::decode_request(bytes) {
+        Ok(r) => r,
+        Err(resp) => {
+            let Response { id, outcome } = *resp;
+            let err = match outcome {
+                Outcome::Error(e) => e,
+                Outcome::Result(_) => WireError::new(ErrorCode::InvalidRequest, "invalid request"),
+            };
+            send_response(conn.out, shared, id, Err(err)).await;
+            return;
+        }
+    };
+    match req.method.as_str() {
+        methods::SUBSCRIBE => {
+            // On success `subscribe` sends the response itself, before the first event.
+            if let Err(e) = subscribe(req.id, req.params, conn, subs, next_sub).await {
+                send_response(conn.out, shared, Some(req.id), Err(e)).await;
+            }
+        }
+        methods::UNSUBSCRIBE => {
+            let result = match serde_json::from_value::<wire::UnsubscribeParams>(req.params) {
+                Ok(p) => match subs.remove(&p.subscription) {
+                    Some(task) => {
+                        shared
+                            .metrics
+                            .subscriptions_open
+                            .fetch_sub(1, Ordering::Relaxed);
+                        task.cancel().await;
+                        Ok(serde_json::json!({}))
+                    }
+                    None => Err(WireError::new(
+                        ErrorCode::NotFound,
+                        format!("no subscription {} on this connection", p.subscription),
+                    )),
+                },
+                Err(e) => Err(WireError::invalid_params(e)),
+            };
+            send_response(conn.out, shared, Some(req.id), result).await;
+        }
+        _ => {
+            let permit = inflight.acquire_arc().await;
+            let ctx = RequestContext {
+                connection: conn.connection,
+                peer: conn.peer,
+                request_id: req.id,
+                store: shared.store.clone(),
+            };
+            let out = conn.out.clone();
+            let shared = shared.clone();
+            smol::spawn(async move {
+                let _permit = permit;
+                let timeout = shared.config.request_timeout;
+                let method = req.method;
+                let work = dispatch(&shared, &method, req.params, ctx);
+                let result = with_timeout(timeout, work).await.unwrap_or_else(|| {
+                    Err(WireError::new(
+                        ErrorCode::Timeout,
+                        format!("{method} did not finish within {timeout:?}"),
+                    ))
+                });
+                send_response(&out, &shared, Some(req.id), result).await;
+            })
+            .detach();
+        }
+    }
+}
+
+async fn subscribe(
+    request_id: u64,
+    params: Value,
+    conn: &Conn<'_>,
+    subs: &mut HashMap<u64, smol::Task<()>>,
+    next_sub: &mut u64,
+) -> Result<(), WireError> {
+    let shared = conn.shared;
+    let params = if params.is_null() {
+        Value::Object(Default::default())
+    } else {
+        params
+    };
+    let p: wire::SubscribeParams =
+        serde_json::from_value(params).map_err(WireError::invalid_params)?;
+    if subs.len() >= shared.config.max_subscriptions_per_connection {
+        return Err(WireError::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "at most {} subscriptions per connection",
+                shared.config.max_subscriptions_per_connection
+            ),
+        ));
+    }
+    let id = *next_sub;
+    *next_sub += 1;
+    let live = shared
+        .store
+        .subscribe_live(p.filter.clone(), shared.config.subscriber_queue);
+    let result = wire::SubscribeResult {
+        subscription: id,
+        last_seq: live.live_from,
+    };
+    // The response goes out before the forwarder starts, so it precedes the subscription's events.
+    send_response(
+        conn.out,
+        shared,
+        Some(request_id),
+        serde_json::to_value(&result).map_err(WireError::internal),
+    )
+    .await;
+    let task = smol::spawn(forward(id, p, live, shared.clone(), conn.out.clone()));
+    subs.insert(id, task);
+    shared
+        .metrics
+        .subscriptions_open
+        .fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Replays `(since, live_from]` from the store, then streams live events with `seq > live_from`.
+/// Events committed while replaying queue up in `live`, so the seam has neither gap nor duplicate.
+async fn forward(
+    id: u64,
+    params: wire::SubscribeParams,
+    live: crate::hub::LiveReceiver,
+    shared: Arc<Shared>,
+    out: async_channel::Sender<Out>,
+) {
+    const PAGE: usize = 4096;
+    let mut skip_through = live.live_from;
+    if let Some(since) = params.since {
+        let mut pos = since;
+        let resync = if since > live.live_from {
+            // The client has seen seqs this store never produced (e.g. a replaced state directory).
+            true
+        } else {
+            let mut resync = false;
+            while pos < live.live_from {
+                match shared
+                    .store
+                    .replay(pos, live.live_from, params.filter.clone(), PAGE)
+                    .await
+                {
+                    Ok(Replay::Events(events)) => {
+                        let done = events.len() < PAGE;
+                        for (seq, json) in events.iter() {
+                            if out.send(Out::Text(event_text(id, json))).await.is_err() {
+                                return;
+                            }
+                            pos = *seq;
+                        }
+                        shared
+                            .metrics
+                            .events_sent
+                            .fetch_add(events.len() as u64, Ordering::Relaxed);
+                        if done {
+                            break;
+                        }
+                    }
+                    Ok(Replay::Resync) => {
+                        resync = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "replay failed");
+                        let _ = out.send(Out::Close(1011, "registry storage error")).await;
+                        return;
+                    }
+                }
+            }
+            resync
+        };
+        if resync {
+            match shared.store.snapshot().await {
+                Ok(mut snapshot) => {
+                    if let Some(project) = &params.filter.project {
+                        snapshot.services.retain(|e| &e.project == project);
+                    }
+                    if !params.filter.services.is_empty() {
+                        snapshot
+                            .services
+                            .retain(|e| params.filter.services.contains(&e.name));
+                    }
+                    skip_through = skip_through.max(snapshot.seq);
+                    let msg = wire::ResyncMessage {
+                        subscription: id,
+                        resync: snapshot,
+                    };
+                    match serde_json::to_string(&msg) {
+                        Ok(text) => {
+                            if out.send(Out::Text(text)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "encoding resync snapshot");
+                            let _ = out.send(Out::Close(1011, "internal error")).await;
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "snapshot for resync failed");
+                    let _ = out.send(Out::Close(1011, "registry storage error")).await;
+                    return;
+                }
+            }
+        }
+    }
+    loop {
+        match live.recv().await {
+            Ok(batch) => {
+                let mut sent = 0;
+                for event in batch.iter().filter(|e| e.seq > skip_through) {
+                    if out
+                        .send(Out::Text(event_text(id, &event.json)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    sent += 1;
+                }
+                shared
+                    .metrics
+                    .events_sent
+                    .fetch_add(sent, Ordering::Relaxed);
+            }
+            Err(LiveEnd::Lagged) => {
+                shared
+                    .metrics
+                    .lagging_closes
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(subscription = id, "closing lagging subscriber");
+                let _ = out
+                    .send(Out::Close(
+                        close_codes::LAGGING,
+                        "subscriber lagging; resume with since",
+                    ))
+                    .await;
+                return;
+            }
+            Err(LiveEnd::Closed) => {
+                let _ = out
+                    .send(Out::Close(close_codes::SHUTDOWN, "registry closed"))
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+/// Prefixes the stored event JSON with the subscription id: `{"subscription":N,` + `"seq":…}`.
+fn event_text(subscription: u64, json: &str) -> String {
+    let body = json.strip_prefix('{').unwrap_or(json);
+    let mut s = String::with_capacity(json.len() + 24);
+    s.push_str("{\"subscription\":");
+    s.push_str(&subscription.to_string());
+    s.push(',');
+    s.push_str(body);
+    s
+}
+
+async fn dispatch(
+    shared: &Shared,
+    method: &str,
+    params: Value,
+    ctx: RequestContext,
+) -> Result<Value, WireError> {
+    fn parse<P: serde::de::DeserializeOwned>(params: Value) -> Result<P, WireError> {
+        let params = if params.is_null() {
+            Value::Object(Default::default())
+        } else {
+            params
+        };
+        serde_json::from_value(params).map_err(WireError::invalid_params)
+    }
+    fn to_value(v: impl serde::Serialize) -> Result<Value, WireError> {
+        serde_json::to_value(v).map_err(WireError::internal)
+    }
+    fn key(project: String, name: String) -> Result<ServiceKey, WireError> {
+        ServiceKey::new(project, name)
+            .map_err(|e| WireError::new(ErrorCode::InvalidParams, e.to_string()))
+    }
+    let store = &shared.store;
+    match method {
+        methods::HELLO => to_value(wire::HelloResult {
+            protocol: wire::PROTOCOL_VERSION,
+            server: format!("harness-registry {}", env!("CARGO_PKG_VERSION")),
+            last_seq: store.last_seq(),
+        }),
+        methods::SERVICE_LIST => {
+            let p: wire::ListServicesParams = parse(params)?;
+            let snap = store.snapshot().await?;
+            let services = match p.project {
+                Some(project) => snap
+                    .services
+                    .into_iter()
+                    .filter(|e| e.project == project)
+                    .collect(),
+                None => snap.services,
+            };
+            to_value(wire::ListServicesResult {
+                seq: snap.seq,
+                services,
+            })
+        }
+        methods::SERVICE_GET => {
+            let p: wire::ServiceRef = parse(params)?;
+            let k = key(p.project, p.name)?;
+            match store.get(&k).await? {
+                Some(entry) => to_value(entry),
+                None => Err(crate::store::StoreError::NotFound(k).into()),
+            }
+        }
+        methods::SERVICE_REGISTER => {
+            let p: wire::RegisterParams = parse(params)?;
+            let k = key(p.project, p.name)?;
+            let mut entry = ServiceEntry::new(k, p.location);
+            entry.endpoints = p.endpoints;
+            let entry = if p.replace {
+                store.upsert(entry).await?
+            } else {
+                store.register(entry).await?
+            };
+            to_value(entry)
+        }
+        methods::SERVICE_UPDATE => {
+            let p: wire::UpdateParams = parse(params)?;
+            let k = key(p.project.clone(), p.name.clone())?;
+            let entry = store
+                .modify(&k, move |e| {
+                    if let Some(state) = p.state
+                        && state != e.state
+                    {
+                        e.transition(state)?;
+                    }
+                    if let Some(location) = p.location {
+                        e.location = location;
+                    }
+                    if let Some(endpoints) = p.endpoints {
+                        e.endpoints = endpoints;
+                    }
+                    if let Some(runtime) = p.runtime {
+                        e.runtime = runtime;
+                    }
+                    if let Some(health) = p.health {
+                        e.set_health(health)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            to_value(entry)
+        }
+        methods::SERVICE_DEREGISTER => {
+            let p: wire::ServiceRef = parse(params)?;
+            let k = key(p.project, p.name)?;
+            to_value(store.deregister(&k).await?)
+        }
+        methods::EVENTS_LIST => {
+            let p: wire::EventsParams = parse(params)?;
+            let limit = p.limit.unwrap_or(1000).min(10_000);
+            let pruned_through = store.pruned_through().await?;
+            let events = store.events_after(p.since, limit).await?;
+            to_value(wire::EventsResult {
+                events,
+                pruned_through,
+                last_seq: store.last_seq(),
+            })
+        }
+        _ => shared.handler.handle(method, params, ctx).await,
+    }
+}

@@ -1,0 +1,783 @@
+//! The persistent store: services and the event log in one redb file.
+//!
+//! All writes go through one writer thread that drains every queued operation into a single write
+//! transaction (group commit) and fsyncs once per batch. Concurrent writers therefore share an fsync,
+//! and events reach subscribers only after their batch is durable: **an event a client has seen is on
+//! disk**, so a seq can never be handed out twice, even across a kill -9. A crash loses at most the
+//! batch in flight, whose callers never got an answer.
+//!
+//! On-disk format ([`FORMAT_VERSION`]): tables `meta` (`format_version`, `last_seq`,
+//! `pruned_through`), `services` (`project/name` → JSON [`ServiceEntry`]) and `events`
+//! (seq → JSON [`Event`]).
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::event::{Event, EventFilter, EventType, HealthChange, ServiceChange, StateChange};
+use crate::hub::{Hub, LiveReceiver, Published};
+use crate::model::{ModelError, ServiceEntry, ServiceKey};
+
+/// The current on-disk format. Bump it, keep the old fixture, and add a migration in `open`.
+pub const FORMAT_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+/// Most operations committed in one transaction.
+const MAX_BATCH: usize = 8192;
+
+/// How long events are kept. Whichever limit is hit first prunes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub max_events: u64,
+    pub max_age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_events: 1_000_000,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("registry store {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error(
+        "registry store {path} has format version {found}, this build reads up to {FORMAT_VERSION}: upgrade harness"
+    )]
+    UnsupportedFormat { path: PathBuf, found: u64 },
+    #[error("registry storage error: {0}")]
+    Storage(String),
+    #[error("service {0} not found")]
+    NotFound(ServiceKey),
+    #[error("service {0} already exists")]
+    AlreadyExists(ServiceKey),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("the registry store is closed")]
+    Closed,
+}
+
+fn storage(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Storage(e.to_string())
+}
+
+/// A change to an existing entry, applied by the writer with the entry read in the same transaction.
+pub type Mutation = Box<dyn FnOnce(&mut ServiceEntry) -> Result<(), ModelError> + Send>;
+
+enum Op {
+    Register {
+        entry: Box<ServiceEntry>,
+        replace: bool,
+    },
+    Modify {
+        key: ServiceKey,
+        mutation: Mutation,
+    },
+    Deregister {
+        key: ServiceKey,
+    },
+    Emit(Vec<NewEvent>),
+    Shutdown,
+}
+
+/// An event not tied to a service mutation (deployment progress, notices).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: EventType,
+    pub project: Option<String>,
+    pub service: Option<String>,
+    pub data: Value,
+}
+
+/// What a write produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The entry after the change (the last one for deregister); `None` for plain events.
+    pub entry: Option<ServiceEntry>,
+    /// Seqs of the events this write emitted (possibly empty when nothing changed).
+    pub seqs: Range<u64>,
+}
+
+struct Request {
+    op: Op,
+    reply: async_channel::Sender<Result<Applied, StoreError>>,
+}
+
+/// What a subscriber gets for `since` from storage.
+pub(crate) enum Replay {
+    /// Raw events, oldest first, already filtered.
+    Events(Vec<(u64, Box<str>)>),
+    /// `since` is older than retention.
+    Resync,
+}
+
+/// A consistent view of every service at one seq.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub services: Vec<ServiceEntry>,
+}
+
+struct Inner {
+    path: PathBuf,
+    db: Arc<Database>,
+    ops: async_channel::Sender<Request>,
+    hub: Arc<Hub>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.ops.close();
+    }
+}
+
+/// Handle to the store; cheap to clone, all methods are async and never block the executor.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens or creates the store at `path` (file mode 0600). Fails if another process has it open.
+    pub async fn open(path: impl AsRef<Path>, retention: Retention) -> Result<Store, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let p = path.clone();
+        let (db, last_seq) = blocking::unblock(move || open_db(&p)).await?;
+        let db = Arc::new(db);
+        let hub = Arc::new(Hub::new(last_seq));
+        let (tx, rx) = async_channel::bounded(65_536);
+        let writer = {
+            let db = db.clone();
+            let hub = hub.clone();
+            std::thread::Builder::new()
+                .name("registry-writer".into())
+                .spawn(move || writer_loop(&db, &rx, &hub, retention))
+                .map_err(|e| StoreError::Open {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path,
+                db,
+                ops: tx,
+                hub,
+                writer: std::sync::Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The seq of the last committed and published event (0 if none).
+    pub fn last_seq(&self) -> u64 {
+        self.inner.hub.last_seq()
+    }
+
+    pub(crate) fn live_subscribers(&self) -> usize {
+        self.inner.hub.subscriber_count()
+    }
+
+    async fn submit(&self, op: Op) -> Result<Applied, StoreError> {
+        let (reply, rx) = async_channel::bounded(1);
+        self.inner
+            .ops
+            .send(Request { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.recv().await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Adds a new service (in whatever state `entry` carries, normally `pending`).
+    pub async fn register(&self, entry: ServiceEntry) -> Result<ServiceEntry, StoreError> {
+        entry.key().validate()?;
+        let applied = self
+            .submit(Op::Register {
+                entry: Box::new(entry),
+                replace: false,
+            })
+            .await?;
+        applied.entry.ok_or(StoreError::Closed)
+    }
+
+    /// Adds or replaces a service wholesale (used when re-registering after a config change).
+    pub async fn upsert(&self, entry: ServiceEntry) -> Result<ServiceEntry, StoreError> {
+        entry.key().validate()?;
+        let applied = self
+            .submit(Op::Register {
+                entry: Box::new(entry),
+                replace: true,
+            })
+            .await?;
+        applied.entry.ok_or(StoreError::Closed)
+    }
+
+    /// Applies `mutation` to the current entry atomically. State changes must go through
+    /// [`ServiceEntry::transition`] inside the mutation; the resulting events are derived from the
+    /// difference (`service.state`, `service.health`, `service.updated`).
+    pub async fn modify(
+        &self,
+        key: &ServiceKey,
+        mutation: impl FnOnce(&mut ServiceEntry) -> Result<(), ModelError> + Send + 'static,
+    ) -> Result<ServiceEntry, StoreError> {
+        let applied = self
+            .submit(Op::Modify {
+                key: key.clone(),
+                mutation: Box::new(mutation),
+            })
+            .await?;
+        applied.entry.ok_or(StoreError::Closed)
+    }
+
+    /// Shorthand for a legal state transition.
+    pub async fn transition(
+        &self,
+        key: &ServiceKey,
+        to: crate::model::ServiceState,
+    ) -> Result<ServiceEntry, StoreError> {
+        self.modify(key, move |e| e.transition(to)).await
+    }
+
+    pub async fn deregister(&self, key: &ServiceKey) -> Result<ServiceEntry, StoreError> {
+        let applied = self.submit(Op::Deregister { key: key.clone() }).await?;
+        applied.entry.ok_or(StoreError::Closed)
+    }
+
+    /// Appends events that are not service mutations; returns their seqs.
+    pub async fn emit(&self, events: Vec<NewEvent>) -> Result<Range<u64>, StoreError> {
+        Ok(self.submit(Op::Emit(events)).await?.seqs)
+    }
+
+    pub async fn get(&self, key: &ServiceKey) -> Result<Option<ServiceEntry>, StoreError> {
+        let db = self.inner.db.clone();
+        let k = key.storage_key();
+        blocking::unblock(move || {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = match txn.open_table(SERVICES) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(storage(e)),
+            };
+            match table.get(k.as_str()).map_err(storage)? {
+                Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(storage)?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Services, optionally of one project, ordered by project then name.
+    pub async fn list(&self, project: Option<&str>) -> Result<Vec<ServiceEntry>, StoreError> {
+        let snap = self.snapshot().await?;
+        Ok(match project {
+            Some(p) => snap
+                .services
+                .into_iter()
+                .filter(|e| e.project == p)
+                .collect(),
+            None => snap.services,
+        })
+    }
+
+    /// Every service and the seq they reflect, from one read transaction.
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let db = self.inner.db.clone();
+        blocking::unblock(move || {
+            let txn = db.begin_read().map_err(storage)?;
+            read_snapshot(&txn)
+        })
+        .await
+    }
+
+    /// Retained events with `seq > since`, at most `limit`.
+    pub async fn events_after(&self, since: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let db = self.inner.db.clone();
+        blocking::unblock(move || {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = match txn.open_table(EVENTS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(storage(e)),
+            };
+            let mut out = Vec::new();
+            for item in table
+                .range(since.saturating_add(1)..)
+                .map_err(storage)?
+                .take(limit)
+            {
+                let (_, v) = item.map_err(storage)?;
+                out.push(serde_json::from_slice(v.value()).map_err(storage)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The oldest seq that is still retained minus one: a subscriber with `since` below it must resync.
+    pub async fn pruned_through(&self) -> Result<u64, StoreError> {
+        let db = self.inner.db.clone();
+        blocking::unblock(move || {
+            let txn = db.begin_read().map_err(storage)?;
+            read_meta(&txn, "pruned_through")
+        })
+        .await
+    }
+
+    pub(crate) fn subscribe_live(&self, filter: EventFilter, max_queued: usize) -> LiveReceiver {
+        self.inner.hub.subscribe(filter, max_queued)
+    }
+
+    /// Events in `(since, upto]` that match `filter`, at most `limit`, or `Resync` if some were pruned.
+    pub(crate) async fn replay(
+        &self,
+        since: u64,
+        upto: u64,
+        filter: EventFilter,
+        limit: usize,
+    ) -> Result<Replay, StoreError> {
+        let db = self.inner.db.clone();
+        blocking::unblock(move || {
+            let txn = db.begin_read().map_err(storage)?;
+            if since < read_meta(&txn, "pruned_through")? {
+                return Ok(Replay::Resync);
+            }
+            let table = match txn.open_table(EVENTS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => {
+                    return Ok(Replay::Events(Vec::new()));
+                }
+                Err(e) => return Err(storage(e)),
+            };
+            let unfiltered =
+                filter.types.is_empty() && filter.services.is_empty() && filter.project.is_none();
+            let mut out = Vec::new();
+            for item in table
+                .range(since.saturating_add(1)..=upto)
+                .map_err(storage)?
+            {
+                let (k, v) = item.map_err(storage)?;
+                let text = std::str::from_utf8(v.value()).map_err(storage)?;
+                if !unfiltered {
+                    let head: EventHead = serde_json::from_str(text).map_err(storage)?;
+                    if !filter.matches(head.kind, head.project.as_deref(), head.service.as_deref())
+                    {
+                        continue;
+                    }
+                }
+                out.push((k.value(), text.into()));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(Replay::Events(out))
+        })
+        .await
+    }
+
+    /// Stops the writer after the operations already queued and releases the file, so that the same
+    /// path can be opened again. Other handles fail with [`StoreError::Closed`] afterwards.
+    pub async fn close(self) -> Result<(), StoreError> {
+        let _ = self.submit(Op::Shutdown).await;
+        self.inner.hub.close_all();
+        let handle = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            blocking::unblock(move || handle.join())
+                .await
+                .map_err(|_| StoreError::Closed)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct EventHead {
+    #[serde(rename = "type")]
+    kind: EventType,
+    project: Option<String>,
+    service: Option<String>,
+}
+
+fn read_meta(txn: &redb::ReadTransaction, key: &str) -> Result<u64, StoreError> {
+    match txn.open_table(META) {
+        Ok(t) => Ok(t.get(key).map_err(storage)?.map(|v| v.value()).unwrap_or(0)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(e) => Err(storage(e)),
+    }
+}
+
+fn read_snapshot(txn: &redb::ReadTransaction) -> Result<Snapshot, StoreError> {
+    let seq = read_meta(txn, "last_seq")?;
+    let mut services = Vec::new();
+    match txn.open_table(SERVICES) {
+        Ok(table) => {
+            for item in table.iter().map_err(storage)? {
+                let (_, v) = item.map_err(storage)?;
+                services.push(serde_json::from_slice(v.value()).map_err(storage)?);
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(storage(e)),
+    }
+    Ok(Snapshot { seq, services })
+}
+
+fn open_db(path: &Path) -> Result<(Database, u64), StoreError> {
+    let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    if !path.exists() {
+        // Create with 0600 first: the registry holds commands, hosts and environment.
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        opts.open(path).map_err(|e| open_err(&e))?;
+    }
+    let db = Database::create(path).map_err(|e| open_err(&e))?;
+    let txn = db.begin_write().map_err(|e| open_err(&e))?;
+    let last_seq = {
+        let mut meta = txn.open_table(META).map_err(|e| open_err(&e))?;
+        let version = meta
+            .get("format_version")
+            .map_err(|e| open_err(&e))?
+            .map(|v| v.value());
+        match version {
+            None => {
+                meta.insert("format_version", FORMAT_VERSION)
+                    .map_err(|e| open_err(&e))?;
+            }
+            Some(v) if v > FORMAT_VERSION => {
+                return Err(StoreError::UnsupportedFormat {
+                    path: path.to_path_buf(),
+                    found: v,
+                });
+            }
+            Some(_) => {}
+        }
+        txn.open_table(SERVICES).map_err(|e| open_err(&e))?;
+        txn.open_table(EVENTS).map_err(|e| open_err(&e))?;
+        meta.get("last_seq")
+            .map_err(|e| open_err(&e))?
+            .map(|v| v.value())
+            .unwrap_or(0)
+    };
+    txn.commit().map_err(|e| open_err(&e))?;
+    Ok((db, last_seq))
+}
+
+fn writer_loop(
+    db: &Database,
+    rx: &async_channel::Receiver<Request>,
+    hub: &Hub,
+    retention: Retention,
+) {
+    let mut batch = Vec::new();
+    let mut last_age_check = std::time::Instant::now();
+    while let Ok(first) = rx.recv_blocking() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let check_age = last_age_check.elapsed() >= Duration::from_secs(1);
+        if check_age {
+            last_age_check = std::time::Instant::now();
+        }
+        let shutdown = batch.iter().any(|r| matches!(r.op, Op::Shutdown));
+        match commit_batch(db, &mut batch, retention, check_age) {
+            Ok((results, published)) => {
+                hub.publish(published);
+                for (req, result) in batch.drain(..).zip(results) {
+                    let _ = req.reply.try_send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "registry commit failed; batch rejected");
+                for req in batch.drain(..) {
+                    let _ = req.reply.try_send(Err(StoreError::Storage(e.to_string())));
+                }
+            }
+        }
+        if shutdown {
+            rx.close();
+            while let Ok(req) = rx.try_recv() {
+                let _ = req.reply.try_send(Err(StoreError::Closed));
+            }
+            break;
+        }
+    }
+}
+
+type BatchOutcome = (Vec<Result<Applied, StoreError>>, Vec<Arc<Published>>);
+
+fn commit_batch(
+    db: &Database,
+    batch: &mut [Request],
+    retention: Retention,
+    check_age: bool,
+) -> Result<BatchOutcome, StoreError> {
+    let txn = db.begin_write().map_err(storage)?;
+    let mut results = Vec::with_capacity(batch.len());
+    let mut published = Vec::new();
+    {
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        let mut services = txn.open_table(SERVICES).map_err(storage)?;
+        let mut events = txn.open_table(EVENTS).map_err(storage)?;
+        let seq = meta
+            .get("last_seq")
+            .map_err(storage)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        let mut log = Appender {
+            seq,
+            events: &mut events,
+            published: &mut published,
+        };
+        for req in batch.iter_mut() {
+            let op = std::mem::replace(&mut req.op, Op::Shutdown);
+            let before = log.seq;
+            let result = apply(op, &mut services, &mut log);
+            results.push(result.map(|entry| Applied {
+                entry,
+                seqs: before + 1..log.seq + 1,
+            }));
+        }
+        let last = log.seq;
+        meta.insert("last_seq", last).map_err(storage)?;
+        prune(&mut meta, &mut events, last, retention, check_age)?;
+    }
+    txn.commit().map_err(storage)?;
+    Ok((results, published))
+}
+
+/// Appends events inside the batch's transaction; they are published only after the commit.
+struct Appender<'a, 't> {
+    seq: u64,
+    events: &'a mut redb::Table<'t, u64, &'static [u8]>,
+    published: &'a mut Vec<Arc<Published>>,
+}
+
+impl Appender<'_, '_> {
+    fn append(&mut self, ev: NewEvent) -> Result<u64, StoreError> {
+        let seq = self.seq + 1;
+        let event = Event {
+            seq,
+            kind: ev.kind,
+            time: Timestamp::now(),
+            project: ev.project,
+            service: ev.service,
+            data: ev.data,
+        };
+        let json = serde_json::to_string(&event).map_err(storage)?;
+        self.events.insert(seq, json.as_bytes()).map_err(storage)?;
+        self.seq = seq;
+        self.published.push(Arc::new(Published {
+            seq,
+            kind: event.kind,
+            project: event.project,
+            service: event.service,
+            json: json.into_boxed_str(),
+        }));
+        Ok(seq)
+    }
+}
+
+fn service_event(kind: EventType, entry: &ServiceEntry, data: Value) -> NewEvent {
+    NewEvent {
+        kind,
+        project: Some(entry.project.clone()),
+        service: Some(entry.name.clone()),
+        data,
+    }
+}
+
+fn to_value(v: impl serde::Serialize) -> Result<Value, StoreError> {
+    serde_json::to_value(v).map_err(storage)
+}
+
+fn apply(
+    op: Op,
+    services: &mut redb::Table<&str, &[u8]>,
+    log: &mut Appender<'_, '_>,
+) -> Result<Option<ServiceEntry>, StoreError> {
+    match op {
+        Op::Register { mut entry, replace } => {
+            let key = entry.key();
+            let k = key.storage_key();
+            let existing = services.get(k.as_str()).map_err(storage)?.is_some();
+            if existing && !replace {
+                return Err(StoreError::AlreadyExists(key));
+            }
+            entry.updated_at = Timestamp::now();
+            let bytes = serde_json::to_vec(&entry).map_err(storage)?;
+            services
+                .insert(k.as_str(), bytes.as_slice())
+                .map_err(storage)?;
+            let kind = if existing {
+                EventType::ServiceUpdated
+            } else {
+                EventType::ServiceRegistered
+            };
+            let data = to_value(ServiceChange {
+                entry: (*entry).clone(),
+            })?;
+            log.append(service_event(kind, &entry, data))?;
+            Ok(Some(*entry))
+        }
+        Op::Modify { key, mutation } => {
+            let k = key.storage_key();
+            let before: ServiceEntry = match services.get(k.as_str()).map_err(storage)? {
+                Some(v) => serde_json::from_slice(v.value()).map_err(storage)?,
+                None => return Err(StoreError::NotFound(key)),
+            };
+            let mut after = before.clone();
+            mutation(&mut after)?;
+            if after.key() != key {
+                return Err(
+                    ModelError::Invalid("a mutation cannot rename a service".into()).into(),
+                );
+            }
+            if after == before {
+                return Ok(Some(after));
+            }
+            after.updated_at = Timestamp::now();
+            let bytes = serde_json::to_vec(&after).map_err(storage)?;
+            services
+                .insert(k.as_str(), bytes.as_slice())
+                .map_err(storage)?;
+            let state_changed = before.state != after.state;
+            if state_changed {
+                let data = to_value(StateChange {
+                    from: before.state.clone(),
+                    to: after.state.clone(),
+                    entry: after.clone(),
+                })?;
+                log.append(service_event(EventType::ServiceState, &after, data))?;
+            }
+            // A transition resets health; that is part of the state event, not a health event.
+            if !state_changed && before.health.status != after.health.status {
+                let data = to_value(HealthChange {
+                    from: before.health.status,
+                    to: after.health.status,
+                    entry: after.clone(),
+                })?;
+                log.append(service_event(EventType::ServiceHealth, &after, data))?;
+            }
+            if !state_changed && other_fields_differ(&before, &after) {
+                let data = to_value(ServiceChange {
+                    entry: after.clone(),
+                })?;
+                log.append(service_event(EventType::ServiceUpdated, &after, data))?;
+            }
+            Ok(Some(after))
+        }
+        Op::Deregister { key } => {
+            let k = key.storage_key();
+            let entry: ServiceEntry = match services.remove(k.as_str()).map_err(storage)? {
+                Some(v) => serde_json::from_slice(v.value()).map_err(storage)?,
+                None => return Err(StoreError::NotFound(key)),
+            };
+            let data = to_value(ServiceChange {
+                entry: entry.clone(),
+            })?;
+            log.append(service_event(EventType::ServiceDeregistered, &entry, data))?;
+            Ok(Some(entry))
+        }
+        Op::Emit(list) => {
+            for ev in list {
+                log.append(ev)?;
+            }
+            Ok(None)
+        }
+        Op::Shutdown => Ok(None),
+    }
+}
+
+/// Whether anything but state, health and timestamps changed. Health details without a status change
+/// (a new check time and output) are stored but are not events: they would flood the log.
+fn other_fields_differ(a: &ServiceEntry, b: &ServiceEntry) -> bool {
+    a.location != b.location
+        || a.runtime != b.runtime
+        || a.endpoints != b.endpoints
+        || a.restart_count != b.restart_count
+}
+
+fn prune(
+    meta: &mut redb::Table<&str, u64>,
+    events: &mut redb::Table<u64, &[u8]>,
+    last: u64,
+    retention: Retention,
+    check_age: bool,
+) -> Result<(), StoreError> {
+    let pruned = meta
+        .get("pruned_through")
+        .map_err(storage)?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    let mut upto = pruned;
+    // Prune in chunks of a tenth of the limit so that the cost is amortized over many commits.
+    let slack = (retention.max_events / 10).max(1);
+    if last.saturating_sub(pruned) > retention.max_events.saturating_add(slack) {
+        upto = last - retention.max_events;
+    }
+    if check_age {
+        let cutoff = Timestamp::now()
+            .checked_sub(
+                jiff::SignedDuration::try_from(retention.max_age)
+                    .unwrap_or(jiff::SignedDuration::MAX),
+            )
+            .unwrap_or(Timestamp::MIN);
+        for item in events.range(upto.saturating_add(1)..).map_err(storage)? {
+            let (k, v) = item.map_err(storage)?;
+            #[derive(Deserialize)]
+            struct T {
+                time: Timestamp,
+            }
+            let t: T = serde_json::from_slice(v.value()).map_err(storage)?;
+            if t.time >= cutoff {
+                break;
+            }
+            upto = k.value();
+        }
+    }
+    if upto > pruned {
+        events
+            .retain_in(pruned.saturating_add(1)..=upto, |_, _| false)
+            .map_err(storage)?;
+        meta.insert("pruned_through", upto).map_err(storage)?;
+    }
+    Ok(())
+}

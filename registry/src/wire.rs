@@ -1,0 +1,334 @@
+//! The protocol's messages, defined once for the server, the client, the daemon and the CLI.
+//!
+//! Client → server: [`Request`] `{id, method, params}`. Server → client: [`Response`] `{id, result}` or
+//! `{id, error: {code, message, data}}`, [`EventMessage`] `{subscription, seq, type, time, data}` and
+//! [`ResyncMessage`] `{subscription, resync: {seq, services}}`. See docs/protocol.md.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::{Event, EventFilter};
+use crate::model::{Endpoint, Health, Location, Runtime, ServiceEntry, ServiceState};
+use crate::store::Snapshot;
+
+/// Protocol version, reported by `/healthz` and the `hello` method.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The WebSocket path. `/healthz` and `/metrics` are plain HTTP on the same port.
+pub const WS_PATH: &str = "/v1/ws";
+
+/// Method names. The orchestrator's methods are listed here too, so that every client shares one set.
+pub mod methods {
+    /// `{}` → [`super::HelloResult`]
+    pub const HELLO: &str = "hello";
+    /// [`super::ListServicesParams`] → [`super::ListServicesResult`]
+    pub const SERVICE_LIST: &str = "service.list";
+    /// [`super::ServiceRef`] → [`crate::ServiceEntry`]
+    pub const SERVICE_GET: &str = "service.get";
+    /// [`super::RegisterParams`] → [`crate::ServiceEntry`]
+    pub const SERVICE_REGISTER: &str = "service.register";
+    /// [`super::UpdateParams`] → [`crate::ServiceEntry`]
+    pub const SERVICE_UPDATE: &str = "service.update";
+    /// [`super::ServiceRef`] → [`crate::ServiceEntry`] (the removed entry)
+    pub const SERVICE_DEREGISTER: &str = "service.deregister";
+    /// [`super::EventsParams`] → [`super::EventsResult`]: a page of retained events (no subscription).
+    pub const EVENTS_LIST: &str = "events.list";
+    /// [`super::SubscribeParams`] → [`super::SubscribeResult`]
+    pub const SUBSCRIBE: &str = "subscribe";
+    /// [`super::UnsubscribeParams`] → `{}`
+    pub const UNSUBSCRIBE: &str = "unsubscribe";
+
+    /// Methods the server itself answers; everything else goes to the [`crate::Handler`].
+    pub const REGISTRY: [&str; 9] = [
+        HELLO,
+        SERVICE_LIST,
+        SERVICE_GET,
+        SERVICE_REGISTER,
+        SERVICE_UPDATE,
+        SERVICE_DEREGISTER,
+        EVENTS_LIST,
+        SUBSCRIBE,
+        UNSUBSCRIBE,
+    ];
+}
+
+/// WebSocket close codes the server uses (4000–4999 is the application range).
+pub mod close_codes {
+    /// The subscriber's queue exceeded its limit; reconnect and resume with `since`.
+    pub const LAGGING: u16 = 4008;
+    /// No frame (not even a pong) from the peer within the heartbeat timeout.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4009;
+    /// The server is shutting down (also sent as 1001 by some proxies).
+    pub const SHUTDOWN: u16 = 1001;
+    /// A message exceeded the configured maximum size.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+}
+
+/// HTTP statuses for refused upgrades: 401 missing/wrong token, 503 too many connections, 404 wrong path.
+pub mod http_status {
+    pub const UNAUTHORIZED: u16 = 401;
+    pub const TOO_MANY_CONNECTIONS: u16 = 503;
+    pub const NOT_FOUND: u16 = 404;
+}
+
+/// A request from client to server. `id` is chosen by the client and echoed in the response; requests
+/// on one connection run concurrently, so responses may arrive in any order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    pub method: String,
+    #[serde(default)]
+    pub params: Value,
+}
+
+/// Machine-readable error codes. Clients switch on these, never on messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame was not valid JSON (the response `id` is null).
+    ParseError,
+    /// Valid JSON but not a request (missing id/method, binary frame).
+    InvalidRequest,
+    MethodNotFound,
+    /// `params` did not match the method's schema; `message` names the field.
+    InvalidParams,
+    NotFound,
+    AlreadyExists,
+    /// The requested state change is not legal from the current state.
+    IllegalTransition,
+    /// The request did not finish within the server's request timeout.
+    Timeout,
+    /// A limit was reached (subscriptions per connection, …).
+    LimitExceeded,
+    /// The handler refused the operation for a reason given in `message` (e.g. a failed start).
+    Failed,
+    /// The server is shutting down or its store is closed.
+    Unavailable,
+    Internal,
+}
+
+/// An error as sent on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl WireError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        WireError {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    pub fn method_not_found(method: &str) -> Self {
+        WireError::new(
+            ErrorCode::MethodNotFound,
+            format!("unknown method {method:?}"),
+        )
+    }
+
+    pub fn invalid_params(e: impl std::fmt::Display) -> Self {
+        WireError::new(ErrorCode::InvalidParams, format!("invalid params: {e}"))
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        WireError::new(ErrorCode::Internal, e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for WireError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as S;
+        let code = match &e {
+            S::NotFound(_) => ErrorCode::NotFound,
+            S::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            S::Model(crate::model::ModelError::IllegalTransition { .. })
+            | S::Model(crate::model::ModelError::HealthWhileInactive { .. }) => {
+                ErrorCode::IllegalTransition
+            }
+            S::Model(_) => ErrorCode::InvalidParams,
+            S::Closed => ErrorCode::Unavailable,
+            S::Open { .. } | S::UnsupportedFormat { .. } | S::Storage(_) => ErrorCode::Internal,
+        };
+        WireError::new(code, e.to_string())
+    }
+}
+
+/// A response: exactly one of `result` and `error`. `id` is null only for frames that could not be
+/// parsed far enough to find one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub id: Option<u64>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Result(Value),
+    Error(WireError),
+}
+
+/// An event delivered to a subscription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventMessage {
+    pub subscription: u64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Sent instead of a replay when `since` is older than retention: the full state at `resync.seq`.
+/// Events continue with `seq > resync.seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResyncMessage {
+    pub subscription: u64,
+    pub resync: Snapshot,
+}
+
+/// Anything the server sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    Response(Response),
+    Event(EventMessage),
+    Resync(ResyncMessage),
+}
+
+impl ServerMessage {
+    /// Tells the three shapes apart by their keys (`id`, `seq`, `resync`).
+    pub fn decode(text: &str) -> Result<ServerMessage, serde_json::Error> {
+        let value: Value = serde_json::from_str(text)?;
+        if value.get("resync").is_some() {
+            serde_json::from_value(value).map(ServerMessage::Resync)
+        } else if value.get("seq").is_some() {
+            serde_json::from_value(value).map(ServerMessage::Event)
+        } else {
+            serde_json::from_value(value).map(ServerMessage::Response)
+        }
+    }
+}
+
+/// Decodes one client frame. Errors carry the response to send: the id if one could be read.
+pub fn decode_request(bytes: &[u8]) -> Result<Request, Box<Response>> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        Box::new(Response {
+            id: None,
+            outcome: Outcome::Error(WireError::new(ErrorCode::ParseError, e.to_string())),
+        })
+    })?;
+    let id = value.get("id").and_then(Value::as_u64);
+    serde_json::from_value::<Request>(value).map_err(|e| {
+        Box::new(Response {
+            id,
+            outcome: Outcome::Error(WireError::new(
+                ErrorCode::InvalidRequest,
+                format!("not a request {{id: u64, method: string, params?}}: {e}"),
+            )),
+        })
+    })
+}
+
+/// Identifies one service in params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRef {
+    pub project: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloResult {
+    pub protocol: u32,
+    pub server: String,
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ListServicesParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListServicesResult {
+    /// The seq the list reflects: subscribe with `since = seq` to follow it without a gap.
+    pub seq: u64,
+    pub services: Vec<ServiceEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterParams {
+    pub project: String,
+    pub name: String,
+    pub location: Location,
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    /// Replace an existing entry instead of failing with `already_exists`.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+/// Fields to change; absent fields stay. `state` goes through the transition rules.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct UpdateParams {
+    pub project: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<ServiceState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Vec<Endpoint>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Runtime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EventsParams {
+    #[serde(default)]
+    pub since: u64,
+    /// At most this many (server caps it at 10 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsResult {
+    pub events: Vec<Event>,
+    /// Events at or below this seq have been pruned.
+    pub pruned_through: u64,
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SubscribeParams {
+    #[serde(default, flatten)]
+    pub filter: EventFilter,
+    /// Replay retained events with `seq > since` first. Absent: live events only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeResult {
+    pub subscription: u64,
+    /// The last seq committed when the subscription started; live events follow it.
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsubscribeParams {
+    pub subscription: u64,
+}

@@ -1,0 +1,101 @@
+//! Authentication and TLS pinning on a real loopback server, and the modes of the secret files.
+
+mod common;
+
+use common::{Fixture, run};
+use registry::{Client, ClientError, HarnessHome};
+
+#[test]
+fn right_token_and_pinned_ca_are_accepted() {
+    run(async {
+        let f = Fixture::start().await;
+        let client = f.client().await;
+        let hello = client.hello().await.expect("hello");
+        assert_eq!(hello.protocol, registry::wire::PROTOCOL_VERSION);
+    });
+}
+
+#[test]
+fn missing_and_wrong_tokens_are_refused_with_401() {
+    run(async {
+        let f = Fixture::start().await;
+        let url = f.server.url();
+        let err = Client::connect(&url, &f.creds.ca_pem, "")
+            .await
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(err, ClientError::Unauthorized | ClientError::Handshake(_)),
+            "{err:?}"
+        );
+        let wrong = "0".repeat(f.creds.token.len());
+        let err = Client::connect(&url, &f.creds.ca_pem, &wrong)
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(err, ClientError::Unauthorized), "{err:?}");
+        let err = Client::connect(&url, &f.creds.ca_pem, "short")
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(err, ClientError::Unauthorized), "{err:?}");
+        assert!(!err.is_retryable());
+        // The server is still fine.
+        f.client()
+            .await
+            .hello()
+            .await
+            .expect("hello after refusals");
+    });
+}
+
+#[test]
+fn a_client_that_does_not_pin_our_ca_is_refused() {
+    run(async {
+        let f = Fixture::start().await;
+        let other = tempfile::tempdir().expect("tempdir");
+        let other_creds = HarnessHome::new(other.path())
+            .ensure_credentials(&[])
+            .expect("creds");
+        assert_ne!(other_creds.ca_pem, f.creds.ca_pem);
+        let err = Client::connect(&f.server.url(), &other_creds.ca_pem, &f.creds.token)
+            .await
+            .err()
+            .expect("TLS must fail");
+        assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn secrets_are_0600_in_a_0700_dir_and_never_regenerated() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = HarnessHome::new(dir.path().join("state"));
+    let first = home
+        .ensure_credentials(&["harness.example".into()])
+        .expect("create");
+    let mode =
+        |p: std::path::PathBuf| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(home.root().to_path_buf()), 0o700);
+    for file in [
+        registry::home::CA_CERT,
+        registry::home::CA_KEY,
+        registry::home::SERVER_CERT,
+        registry::home::SERVER_KEY,
+        registry::home::TOKEN,
+    ] {
+        assert_eq!(mode(home.path(file)), 0o600, "{file}");
+    }
+    assert_eq!(first.token.len(), 64);
+    let again = home.ensure_credentials(&[]).expect("reload");
+    assert_eq!(again.token, first.token);
+    assert_eq!(again.ca_pem, first.ca_pem);
+    assert_eq!(again.server_cert_pem, first.server_cert_pem);
+    home.write_daemon_info(&registry::DaemonInfo {
+        url: "wss://127.0.0.1:1/v1/ws".into(),
+        pid: 1,
+    })
+    .expect("daemon info");
+    assert_eq!(mode(home.path(registry::home::DAEMON_INFO)), 0o600);
+}
