@@ -663,12 +663,16 @@ impl<'a> Decoder<'a> {
             .get("port")
             .and_then(|n| self.port_number(n, &join(path, "port")))
             .unwrap_or(22);
-        let user = f.get("user").and_then(|n| self.text(n, &join(path, "user")));
+        let user = f
+            .get("user")
+            .and_then(|n| self.text(n, &join(path, "user")));
         let identity_file = f
             .get("identity_file")
             .and_then(|n| self.text(n, &join(path, "identity_file")))
             .map(PathBuf::from);
-        let jump = f.get("jump").and_then(|n| self.text(n, &join(path, "jump")));
+        let jump = f
+            .get("jump")
+            .and_then(|n| self.text(n, &join(path, "jump")));
         let known_hosts = f
             .get("known_hosts")
             .and_then(|n| {
@@ -719,8 +723,12 @@ impl<'a> Decoder<'a> {
                 let Some(nf) = self.fields(item, &ip, NODE_KEYS) else {
                     continue;
                 };
-                let host = nf.get("host").and_then(|n| self.text(n, &join(&ip, "host")));
-                let name = nf.get("name").and_then(|n| self.text(n, &join(&ip, "name")));
+                let host = nf
+                    .get("host")
+                    .and_then(|n| self.text(n, &join(&ip, "host")));
+                let name = nf
+                    .get("name")
+                    .and_then(|n| self.text(n, &join(&ip, "name")));
                 let ssh_user = nf
                     .get("ssh_user")
                     .and_then(|n| self.text(n, &join(&ip, "ssh_user")));
@@ -1116,12 +1124,13 @@ impl<'a> Decoder<'a> {
         if let Some(n) = f.get("tcp") {
             let tp = p("tcp");
             let tcp = match &n.value {
-                Value::Int(_) | Value::Str(_) => self.port_number(n, &tp).map(|port| TcpProbe {
-                    port,
-                    host: None,
-                }),
+                Value::Int(_) | Value::Str(_) => self
+                    .port_number(n, &tp)
+                    .map(|port| TcpProbe { port, host: None }),
                 _ => self.fields(n, &tp, TCP_KEYS).and_then(|tf| {
-                    let host = tf.get("host").and_then(|h| self.template(h, &join(&tp, "host")));
+                    let host = tf
+                        .get("host")
+                        .and_then(|h| self.template(h, &join(&tp, "host")));
                     tcp_timeout = tf
                         .get("timeout")
                         .and_then(|t| self.duration(t, &join(&tp, "timeout")));

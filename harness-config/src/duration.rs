@@ -20,7 +20,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .unwrap_or(rest.len());
         let (num, after) = rest.split_at(num_end);
         if num.is_empty() {
-            return Err(format!("`{text}` is not a duration (try \"2s\" or \"500ms\")"));
+            return Err(format!(
+                "`{text}` is not a duration (try \"2s\" or \"500ms\")"
+            ));
         }
         let unit_end = after
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -33,7 +35,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            "" => return Err(format!("`{text}`: a unit is missing after `{num}` (ms, s, m, h)")),
+            "" => {
+                return Err(format!(
+                    "`{text}`: a unit is missing after `{num}` (ms, s, m, h)"
+                ));
+            }
             other => {
                 return Err(format!(
                     "`{text}`: unknown unit `{other}` (use ns, us, ms, s, m or h)"
@@ -59,11 +65,11 @@ pub fn format_duration(d: Duration) -> String {
     let nanos = d.as_nanos();
     if nanos == 0 {
         "0s".into()
-    } else if nanos % 1_000_000_000 == 0 {
+    } else if nanos.is_multiple_of(1_000_000_000) {
         format!("{}s", nanos / 1_000_000_000)
-    } else if nanos % 1_000_000 == 0 {
+    } else if nanos.is_multiple_of(1_000_000) {
         format!("{}ms", nanos / 1_000_000)
-    } else if nanos % 1_000 == 0 {
+    } else if nanos.is_multiple_of(1_000) {
         format!("{}us", nanos / 1_000)
     } else {
         format!("{nanos}ns")
@@ -110,11 +116,27 @@ mod tests {
     #[test]
     fn bad_durations_say_why() {
         assert!(parse_duration("").is_err());
-        assert!(parse_duration("5 seconds").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("1.5").unwrap_err().contains("unit is missing"));
+        assert!(
+            parse_duration("5 seconds")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(
+            parse_duration("1.5")
+                .unwrap_err()
+                .contains("unit is missing")
+        );
         assert!(parse_duration("s").unwrap_err().contains("not a duration"));
-        assert!(parse_duration("1.2.3s").unwrap_err().contains("not a number"));
-        assert!(parse_duration("99999999h").unwrap_err().contains("too long"));
+        assert!(
+            parse_duration("1.2.3s")
+                .unwrap_err()
+                .contains("not a number")
+        );
+        assert!(
+            parse_duration("99999999h")
+                .unwrap_err()
+                .contains("too long")
+        );
         assert!(parse_duration("-1s").is_err());
     }
 

@@ -157,7 +157,10 @@ pub fn load_with_env(path: &Path, env: &dyn VarLookup) -> Loaded {
     }
     match decode::read_capped(path) {
         Ok(text) => load_str(path, text, env),
-        Err(e) => whole_file(Code::TooLarge, format!("cannot load {}: {e}", path.display())),
+        Err(e) => whole_file(
+            Code::TooLarge,
+            format!("cannot load {}: {e}", path.display()),
+        ),
     }
 }
 
@@ -179,14 +182,24 @@ pub fn load_str(path: &Path, text: String, env: &dyn VarLookup) -> Loaded {
             path,
             None,
             "",
-            format!("the text is larger than the {} MiB limit", MAX_FILE_BYTES >> 20),
+            format!(
+                "the text is larger than the {} MiB limit",
+                MAX_FILE_BYTES >> 20
+            ),
         ));
         return loaded;
     }
     let root = match parse_yaml(text) {
         Ok(root) => root,
-        Err(d) => {
-            loaded.errors.push(Diagnostic { file: path.to_owned(), ..d });
+        Err((pos, message)) => {
+            loaded.errors.push(Diagnostic::new(
+                Severity::Error,
+                Code::Syntax,
+                path,
+                pos,
+                "",
+                message,
+            ));
             return loaded;
         }
     };
@@ -211,7 +224,17 @@ pub fn load_str(path: &Path, text: String, env: &dyn VarLookup) -> Loaded {
     let project = decoder.project(&root, default_name(base_dir));
     let mut diags = decoder.diags;
     if let Some(project) = &project {
-        diags.extend(validate::validate(project, &decoder.positions, path));
+        let broken: std::collections::HashSet<String> = diags
+            .iter()
+            .filter_map(|d| d.path.strip_prefix("services."))
+            .map(|rest| rest.split(['.', '[']).next().unwrap_or(rest).to_owned())
+            .collect();
+        diags.extend(validate::validate(
+            project,
+            &decoder.positions,
+            path,
+            &broken,
+        ));
     }
     diags.sort_by_key(|d| (d.line.is_none(), d.line, d.column));
     let (errors, warnings): (Vec<_>, Vec<_>) = diags.into_iter().partition(Diagnostic::is_error);
@@ -230,10 +253,35 @@ fn default_name(base_dir: &Path) -> String {
         .unwrap_or_else(|| "harness".to_owned())
 }
 
-/// Parses YAML into the spanned tree under the hostile-input limits.
-fn parse_yaml(text: &str) -> Result<Node, Diagnostic> {
+/// Stack for the parser thread: serde-saphyr recurses per nesting level, with large frames in
+/// debug builds, and callers (test threads, async executors) may have small stacks.
+const PARSER_STACK_BYTES: usize = 64 << 20;
+
+/// Parses YAML into the spanned tree under the hostile-input limits, on a thread whose stack
+/// fits [`MAX_DEPTH`] levels whatever the caller's stack is.
+fn parse_yaml(text: &str) -> Result<Node, ParseError> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("yaml-parser".into())
+            .stack_size(PARSER_STACK_BYTES)
+            .spawn_scoped(scope, || parse_yaml_here(text))
+            .map_err(|e| e.to_string())
+            .and_then(|handle| {
+                handle
+                    .join()
+                    .map_err(|_| "the YAML parser crashed".to_owned())
+            })
+    })
+    .unwrap_or_else(|e| Err((None, format!("cannot parse: {e}"))))
+}
+
+/// Where and what.
+type ParseError = (Option<Pos>, String);
+
+fn parse_yaml_here(text: &str) -> Result<Node, ParseError> {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_depth = MAX_DEPTH;
+    budget.flow_nesting_limit = MAX_DEPTH;
     budget.max_aliases = MAX_ALIASES;
     budget.max_documents = 1;
     budget.max_nodes = 1_000_000;
@@ -251,16 +299,28 @@ fn parse_yaml(text: &str) -> Result<Node, Diagnostic> {
         Err(e) => {
             let pos = e.location().map(|l| Pos::from_location(&l));
             let message = e.without_snippet().to_string();
-            let message = message.lines().next().unwrap_or("invalid YAML").to_owned();
-            Err(Diagnostic::new(
-                Severity::Error,
-                Code::Syntax,
-                Path::new(""),
-                pos.filter(|p| p.line > 0),
-                "",
-                message,
-            ))
+            let message =
+                explain_parser_error(&message.split_whitespace().collect::<Vec<_>>().join(" "));
+            Err((pos.filter(|p| p.line > 0), message))
         }
+    }
+}
+
+/// Says which hostile-input limit was hit, in words, instead of the parser's internal name.
+fn explain_parser_error(message: &str) -> String {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("depth") || lower.contains("recursion") || lower.contains("nesting") {
+        format!(
+            "the YAML nests deeper than {MAX_DEPTH} levels, which services.yaml never needs ({message})"
+        )
+    } else if lower.contains("alias") || lower.contains("replay") || lower.contains("anchor") {
+        format!(
+            "too many alias expansions (a YAML alias bomb?): refused to expand more ({message})"
+        )
+    } else if lower.contains("budget") {
+        format!("the YAML exceeds the parser's limits for hostile input ({message})")
+    } else {
+        message.to_owned()
     }
 }
 

@@ -20,7 +20,9 @@ pub fn mask_secrets(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for (key, v) in map.iter_mut() {
-                if is_secret_key(key) && !matches!(v, Value::Object(_) | Value::Array(_) | Value::Null) {
+                if is_secret_key(key)
+                    && !matches!(v, Value::Object(_) | Value::Array(_) | Value::Null)
+                {
                     *v = Value::String(MASK.to_owned());
                 } else {
                     mask_secrets(v);
@@ -48,7 +50,13 @@ mod tests {
         });
         mask_secrets(&mut v);
         let env = &v["services"]["db"]["env"];
-        for k in ["POSTGRES_PASSWORD", "api_token", "AWS_SECRET_ACCESS_KEY", "ssh_key_path", "Credentials"] {
+        for k in [
+            "POSTGRES_PASSWORD",
+            "api_token",
+            "AWS_SECRET_ACCESS_KEY",
+            "ssh_key_path",
+            "Credentials",
+        ] {
             assert_eq!(env[k], MASK, "{k}");
         }
         assert_eq!(env["USER"], "me");

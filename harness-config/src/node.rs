@@ -28,9 +28,7 @@ impl Pos {
         Pos {
             line: u32::try_from(loc.line()).unwrap_or(u32::MAX),
             column: u32::try_from(loc.column()).unwrap_or(u32::MAX),
-            offset: span
-                .byte_offset()
-                .and_then(|o| usize::try_from(o).ok()),
+            offset: span.byte_offset().and_then(|o| usize::try_from(o).ok()),
             len: span
                 .byte_len()
                 .and_then(|l| usize::try_from(l).ok())

@@ -502,7 +502,12 @@ mod tests {
         let refs: Vec<String> = t.references().map(|r| r.to_string()).collect();
         assert_eq!(
             refs,
-            ["${api.ip}", "${api.port}", "${db.ports.admin}", "${db-1.host}"]
+            [
+                "${api.ip}",
+                "${api.port}",
+                "${db.ports.admin}",
+                "${db-1.host}"
+            ]
         );
         assert_eq!(t.as_literal(), None);
         let rendered: Result<String, ()> = t.render(|r| {
@@ -528,7 +533,10 @@ mod tests {
         ));
         for bad in ["${}", "${1X}", "${a b}", "${.ip}", "${X:x}"] {
             assert!(
-                matches!(sub(bad).unwrap_err()[0], TemplateErrorKind::BadExpression(_)),
+                matches!(
+                    sub(bad).unwrap_err()[0],
+                    TemplateErrorKind::BadExpression(_)
+                ),
                 "{bad}"
             );
         }

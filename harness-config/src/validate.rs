@@ -9,7 +9,14 @@ use crate::graph::find_cycles;
 use crate::model::{Condition, Project, ServiceKind};
 use crate::template::Property;
 
-pub(crate) fn validate(project: &Project, positions: &Positions, file: &Path) -> Vec<Diagnostic> {
+/// `broken` names the services whose declaration already had errors: checks that would only
+/// repeat those (a misspelt `comand` also means "nothing to run") are skipped for them.
+pub(crate) fn validate(
+    project: &Project,
+    positions: &Positions,
+    file: &Path,
+    broken: &HashSet<String>,
+) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let mut push = |severity, code, path: &str, message: String, help: Option<String>| {
         let d = Diagnostic::new(severity, code, file, positions.find(path), path, message);
@@ -42,7 +49,9 @@ pub(crate) fn validate(project: &Project, positions: &Positions, file: &Path) ->
                 format!("`{r}`: service `{}` declares no ports", r.service),
                 Some(format!("add `ports:` to `{}`", r.service)),
             ),
-            Property::NamedPort(port) if !target.ports.iter().any(|p| p.name.as_deref() == Some(port)) => {
+            Property::NamedPort(port)
+                if !target.ports.iter().any(|p| p.name.as_deref() == Some(port)) =>
+            {
                 let port_names = target.ports.iter().filter_map(|p| p.name.as_deref());
                 push(
                     Severity::Error,
@@ -67,7 +76,7 @@ pub(crate) fn validate(project: &Project, positions: &Positions, file: &Path) ->
                 .cloned()
                 .unwrap_or_else(|| sp.clone());
             let Some(target) = project.services.get(dep) else {
-                if !bad_ref_targets.contains(dep) {
+                if !bad_ref_targets.contains(dep) && !broken.contains(dep) {
                     push(
                         Severity::Error,
                         Code::UnknownService,
@@ -86,8 +95,12 @@ pub(crate) fn validate(project: &Project, positions: &Positions, file: &Path) ->
                     Severity::Error,
                     Code::InvalidValue,
                     &origin,
-                    format!("`{name}` waits for `{dep}` to be healthy, but `{dep}` has no health_check"),
-                    Some(format!("add a health_check to `{dep}` or use condition `started`")),
+                    format!(
+                        "`{name}` waits for `{dep}` to be healthy, but `{dep}` has no health_check"
+                    ),
+                    Some(format!(
+                        "add a health_check to `{dep}` or use condition `started`"
+                    )),
                 );
             }
         }
@@ -100,17 +113,21 @@ pub(crate) fn validate(project: &Project, positions: &Positions, file: &Path) ->
                     Code::UnknownHost,
                     &format!("{sp}.host"),
                     format!("unknown host `{host}`"),
-                    Some(match suggest(host, project.hosts.keys().map(String::as_str)) {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None => "declare it under `hosts:` (or use `local`)".to_owned(),
-                    }),
+                    Some(
+                        match suggest(host, project.hosts.keys().map(String::as_str)) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => "declare it under `hosts:` (or use `local`)".to_owned(),
+                        },
+                    ),
                 ),
                 Some(h) if service.user.is_some() && !h.sudo => push(
                     Severity::Error,
                     Code::SudoDisabled,
                     &format!("{sp}.user"),
                     format!("`user:` needs sudo, but host `{host}` has `sudo: false`"),
-                    Some(format!("remove `user:` or set `sudo: true` on host `{host}`")),
+                    Some(format!(
+                        "remove `user:` or set `sudo: true` on host `{host}`"
+                    )),
                 ),
                 Some(_) => {}
             },
@@ -137,6 +154,9 @@ pub(crate) fn validate(project: &Project, positions: &Positions, file: &Path) ->
         }
 
         // What each kind needs.
+        if broken.contains(name) {
+            continue;
+        }
         let runs_command = service.binary.is_some() || service.command.is_some();
         if service.binary.is_some() && service.command.is_some() {
             push(

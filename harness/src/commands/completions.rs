@@ -6,6 +6,11 @@ use super::Status;
 use crate::cli::Cli;
 
 pub fn run(shell: clap_complete::Shell) -> Status {
-    clap_complete::generate(shell, &mut Cli::command(), "harness", &mut std::io::stdout());
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "harness",
+        &mut std::io::stdout(),
+    );
     Status::Ok
 }

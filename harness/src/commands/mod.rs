@@ -30,7 +30,9 @@ pub fn run(cli: Cli) -> Status {
     let ctx = Context::new(&cli);
     match cli.command {
         Command::Validate => validate::run(&ctx),
-        Command::Config(ConfigCommand::Show { show_secrets }) => config_show::run(&ctx, show_secrets),
+        Command::Config(ConfigCommand::Show { show_secrets }) => {
+            config_show::run(&ctx, show_secrets)
+        }
         Command::Config(ConfigCommand::Deps) => config_deps::run(&ctx),
         Command::Config(ConfigCommand::Schema) => config_schema::run(&ctx),
         Command::Completions { shell } => completions::run(shell),
