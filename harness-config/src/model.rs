@@ -14,14 +14,48 @@ use serde::Serialize;
 use crate::duration::serde_duration;
 use crate::template::Template;
 
+/// Plain strings are substituted at load too, so `$` must come back as `$$` to load unchanged.
+mod escaped {
+    use std::path::PathBuf;
+
+    use serde::Serializer;
+
+    use crate::template::escape_dollars;
+
+    pub fn string<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&escape_dollars(v))
+    }
+
+    pub fn option<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => string(v, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn path<S: Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => string(&v.to_string_lossy(), s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn list<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|x| escape_dollars(x)))
+    }
+}
+
 /// A whole services.yaml.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Project {
     /// Project name; defaults to the name of the directory holding services.yaml.
+    #[serde(serialize_with = "escaped::string")]
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::option")]
     pub version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::option")]
     pub description: Option<String>,
     /// SSH hosts by name. Nodes of `lan` networks are added here under their `name`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -34,20 +68,25 @@ pub struct Project {
 /// A machine reached over SSH.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Host {
+    #[serde(serialize_with = "escaped::string")]
     pub address: String,
     pub port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::option")]
     pub user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::path")]
     pub identity_file: Option<PathBuf>,
     /// A jump host: another hosts entry or `user@host[:port]`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::option")]
     pub jump: Option<String>,
     pub known_hosts: KnownHosts,
     /// Whether `user:` services may run here through sudo.
     pub sudo: bool,
     /// The Docker engine to use for docker services on this host (e.g. `unix:///run/docker.sock`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::option")]
     pub docker_host: Option<String>,
 }
 
@@ -81,11 +120,15 @@ pub enum NetworkKind {
 /// A machine of a `lan` network, in ADR-007 spelling.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NetworkNode {
+    #[serde(serialize_with = "escaped::string")]
     pub host: String,
+    #[serde(serialize_with = "escaped::string")]
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::option")]
     pub ssh_user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::path")]
     pub ssh_key: Option<PathBuf>,
 }
 
@@ -121,22 +164,29 @@ pub struct Service {
     pub env: BTreeMap<String, Template>,
     /// A hosts entry; `None` is this machine.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::option")]
     pub host: Option<String>,
     /// Run as this user, through sudo.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::option")]
     pub user: Option<String>,
     /// ADR-007 network name, kept for reference.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::option")]
     pub network: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::option")]
     pub image: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(serialize_with = "escaped::list")]
     pub volumes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::option")]
     pub package: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::option")]
     pub version: Option<String>,
     /// Explicit dependencies (from `dependencies:` or `depends_on:`) and implicit `started`
     /// ones from service references.
@@ -202,6 +252,7 @@ pub enum Command {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Port {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::option")]
     pub name: Option<String>,
     /// The port the service listens on (inside the container for docker).
     pub port: u16,
