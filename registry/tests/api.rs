@@ -1,0 +1,357 @@
+//! The request/response side of the API over real TLS on loopback: registry methods, extra methods
+//! from a handler, concurrency, limits, malformed input, heartbeats, and the plain HTTP endpoints.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::Message;
+use common::{Fixture, close_code, https_get, next_json, raw_ws, run};
+use registry::wire::{RegisterParams, UpdateParams};
+use registry::{
+    Client, ClientError, ErrorCode, Location, RequestContext, Retention, Router, ServerConfig,
+    ServiceState, WireError,
+};
+use serde_json::json;
+
+fn remote_code(e: &ClientError) -> Option<ErrorCode> {
+    match e {
+        ClientError::Remote(w) => Some(w.code),
+        _ => None,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SleepParams {
+    ms: u64,
+}
+
+async fn sleep(p: SleepParams, _ctx: RequestContext) -> Result<u64, WireError> {
+    smol::Timer::after(Duration::from_millis(p.ms)).await;
+    Ok(p.ms)
+}
+
+fn router() -> Arc<Router> {
+    Arc::new(Router::new().route("test.sleep", sleep).route(
+        "test.fail",
+        |_: serde_json::Value, _ctx: RequestContext| async {
+            Err::<(), _>(WireError::new(
+                ErrorCode::Failed,
+                "start of web failed: exit 1",
+            ))
+        },
+    ))
+}
+
+#[test]
+fn healthz_needs_no_token_metrics_does() {
+    run(async {
+        let f = Fixture::start().await;
+        let (status, body) = https_get(&f, "/healthz", None).await;
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["status"], "ok");
+        assert_eq!(https_get(&f, "/metrics", None).await.0, 401);
+        assert_eq!(https_get(&f, "/metrics", Some("wrong")).await.0, 401);
+        let (status, body) = https_get(&f, "/metrics", Some(&f.creds.token)).await;
+        assert_eq!(status, 200);
+        assert!(body.contains("harness_api_refused_auth_total 2"), "{body}");
+        assert!(
+            body.contains("# TYPE harness_registry_last_seq gauge"),
+            "{body}"
+        );
+        assert_eq!(https_get(&f, "/nope", None).await.0, 404);
+        // The WebSocket path without the upgrade but with a token: 426.
+        assert_eq!(
+            https_get(&f, registry::wire::WS_PATH, Some(&f.creds.token))
+                .await
+                .0,
+            426
+        );
+        assert_eq!(https_get(&f, registry::wire::WS_PATH, None).await.0, 401);
+    });
+}
+
+#[test]
+fn registry_methods_round_trip() {
+    run(async {
+        let f = Fixture::start().await;
+        let c = f.client().await;
+        let reg = RegisterParams {
+            project: "demo".into(),
+            name: "api".into(),
+            location: Location::Local,
+            endpoints: vec![],
+            replace: false,
+        };
+        let entry = c.register_service(&reg).await.expect("register");
+        assert_eq!(entry.state, ServiceState::Pending);
+        let err = c.register_service(&reg).await.expect_err("duplicate");
+        assert_eq!(remote_code(&err), Some(ErrorCode::AlreadyExists));
+        let upd = |state| UpdateParams {
+            project: "demo".into(),
+            name: "api".into(),
+            state: Some(state),
+            ..UpdateParams::default()
+        };
+        c.update_service(&upd(ServiceState::Starting))
+            .await
+            .expect("starting");
+        let err = c
+            .update_service(&upd(ServiceState::Stopped))
+            .await
+            .expect_err("illegal");
+        assert_eq!(remote_code(&err), Some(ErrorCode::IllegalTransition));
+        let got = c.get_service("demo", "api").await.expect("get");
+        assert_eq!(got.state, ServiceState::Starting);
+        let list = c.list_services(Some("demo")).await.expect("list");
+        assert_eq!(list.services.len(), 1);
+        assert_eq!(list.seq, 2);
+        let err = c.get_service("demo", "nope").await.expect_err("missing");
+        assert_eq!(remote_code(&err), Some(ErrorCode::NotFound));
+        let err = c.get_service("demo", "a/b").await.expect_err("bad name");
+        assert_eq!(remote_code(&err), Some(ErrorCode::InvalidParams));
+        c.deregister_service("demo", "api")
+            .await
+            .expect("deregister");
+        let events: registry::wire::EventsResult = c
+            .call("events.list", &json!({"since": 1}))
+            .await
+            .expect("events");
+        assert_eq!(
+            events.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+    });
+}
+
+#[test]
+fn extra_methods_come_from_the_handler() {
+    run(async {
+        let f = Fixture::with(ServerConfig::default(), Retention::default(), router()).await;
+        let c = f.client().await;
+        assert_eq!(
+            c.request("test.sleep", json!({"ms": 1}))
+                .await
+                .expect("sleep"),
+            json!(1)
+        );
+        let err = c
+            .request("test.fail", json!(null))
+            .await
+            .expect_err("fails");
+        assert_eq!(remote_code(&err), Some(ErrorCode::Failed));
+        assert!(err.to_string().contains("exit 1"), "{err}");
+        let err = c
+            .request("test.sleep", json!({"ms": "x"}))
+            .await
+            .expect_err("bad params");
+        assert_eq!(remote_code(&err), Some(ErrorCode::InvalidParams));
+        let err = c.request("nope", json!({})).await.expect_err("unknown");
+        assert_eq!(remote_code(&err), Some(ErrorCode::MethodNotFound));
+    });
+}
+
+#[test]
+fn requests_on_one_connection_run_concurrently_and_answer_out_of_order() {
+    run(async {
+        let f = Fixture::with(ServerConfig::default(), Retention::default(), router()).await;
+        let mut ws = raw_ws(&f).await;
+        ws.send(Message::text(
+            r#"{"id":1,"method":"test.sleep","params":{"ms":500}}"#,
+        ))
+        .await
+        .expect("send");
+        ws.send(Message::text(
+            r#"{"id":2,"method":"test.sleep","params":{"ms":1}}"#,
+        ))
+        .await
+        .expect("send");
+        assert_eq!(next_json(&mut ws).await["id"], 2);
+        assert_eq!(next_json(&mut ws).await["id"], 1);
+        // And through the typed client from many tasks.
+        let c = f.client().await;
+        let tasks: Vec<_> = (0..50u64)
+            .map(|i| {
+                let c = c.clone();
+                smol::spawn(async move { c.request("test.sleep", json!({"ms": 50 - i})).await })
+            })
+            .collect();
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.expect("reply"), json!(50 - i as u64));
+        }
+    });
+}
+
+#[test]
+fn a_slow_request_times_out_with_an_error_response() {
+    run(async {
+        let config = ServerConfig {
+            request_timeout: Duration::from_millis(100),
+            ..ServerConfig::default()
+        };
+        let f = Fixture::with(config, Retention::default(), router()).await;
+        let c = f.client().await;
+        let err = c
+            .request("test.sleep", json!({"ms": 2000}))
+            .await
+            .expect_err("timeout");
+        assert_eq!(remote_code(&err), Some(ErrorCode::Timeout));
+        c.hello().await.expect("connection still usable");
+    });
+}
+
+#[test]
+fn malformed_frames_get_errors_and_the_connection_stays_usable() {
+    run(async {
+        let f = Fixture::start().await;
+        let mut ws = raw_ws(&f).await;
+        let cases: [(&str, Option<u64>, &str); 6] = [
+            ("{not json", None, "parse_error"),
+            ("[1,2,3]", None, "invalid_request"),
+            (r#"{"id":7}"#, Some(7), "invalid_request"),
+            (r#"{"id":8,"method":42}"#, Some(8), "invalid_request"),
+            (
+                r#"{"id":9,"method":"no.such"}"#,
+                Some(9),
+                "method_not_found",
+            ),
+            (
+                r#"{"id":10,"method":"service.get","params":{"project":1}}"#,
+                Some(10),
+                "invalid_params",
+            ),
+        ];
+        for (frame, id, code) in cases {
+            ws.send(Message::text(frame)).await.expect("send");
+            let resp = next_json(&mut ws).await;
+            assert_eq!(
+                resp["id"],
+                id.map(|i| json!(i)).unwrap_or(json!(null)),
+                "{frame}"
+            );
+            assert_eq!(resp["error"]["code"], code, "{frame}: {resp}");
+        }
+        ws.send(Message::binary(vec![0u8, 1, 2]))
+            .await
+            .expect("send binary");
+        let resp = next_json(&mut ws).await;
+        assert_eq!(resp["error"]["code"], "invalid_request");
+        ws.send(Message::text(r#"{"id":11,"method":"hello"}"#))
+            .await
+            .expect("send");
+        let resp = next_json(&mut ws).await;
+        assert_eq!(resp["id"], 11);
+        assert_eq!(resp["result"]["protocol"], 1);
+    });
+}
+
+#[test]
+fn an_oversized_message_closes_only_that_connection() {
+    run(async {
+        let config = ServerConfig {
+            max_message_size: 4096,
+            ..ServerConfig::default()
+        };
+        let f = Fixture::with(config, Retention::default(), Arc::new(registry::NoMethods)).await;
+        let mut ws = raw_ws(&f).await;
+        let big = format!(
+            r#"{{"id":1,"method":"hello","params":"{}"}}"#,
+            "x".repeat(10_000)
+        );
+        let _ = ws.send(Message::text(big)).await;
+        assert_eq!(
+            close_code(&mut ws).await,
+            Some(registry::wire::close_codes::MESSAGE_TOO_BIG)
+        );
+        f.client().await.hello().await.expect("server still up");
+    });
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, .. Default::default() })]
+    /// Arbitrary bytes, as text or binary frames, never take the server down.
+    #[test]
+    fn arbitrary_frames_never_break_the_server(frames in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 1..8)) {
+        run(async {
+            let f = shared_fixture().await;
+            let mut ws = raw_ws(f).await;
+            for bytes in &frames {
+                let msg = match String::from_utf8(bytes.clone()) {
+                    Ok(text) => Message::text(text),
+                    Err(_) => Message::binary(bytes.clone()),
+                };
+                let _ = ws.send(msg).await;
+            }
+            let _ = ws.send(Message::text(r#"{"id":424242,"method":"hello"}"#)).await;
+            loop {
+                let v = next_json(&mut ws).await;
+                if v["id"] == 424242 {
+                    assert_eq!(v["result"]["protocol"], 1);
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// One server for all proptest cases.
+async fn shared_fixture() -> &'static Fixture {
+    static F: async_lock::OnceCell<Fixture> = async_lock::OnceCell::new();
+    F.get_or_init(Fixture::start).await
+}
+
+#[test]
+fn connection_and_subscription_limits() {
+    run(async {
+        let config = ServerConfig {
+            max_connections: 2,
+            max_subscriptions_per_connection: 2,
+            ..ServerConfig::default()
+        };
+        let f = Fixture::with(config, Retention::default(), Arc::new(registry::NoMethods)).await;
+        let a = f.client().await;
+        let _b = f.client().await;
+        let err = Client::connect_with(&f.options())
+            .await
+            .err()
+            .expect("third refused");
+        assert!(
+            matches!(err, ClientError::Refused { status: 503 }),
+            "{err:?}"
+        );
+        let _s1 = a.subscribe(Default::default(), None).await.expect("sub 1");
+        let _s2 = a.subscribe(Default::default(), None).await.expect("sub 2");
+        let err = a
+            .subscribe(Default::default(), None)
+            .await
+            .err()
+            .expect("sub 3");
+        assert_eq!(remote_code(&err), Some(ErrorCode::LimitExceeded));
+        a.hello().await.expect("still usable");
+    });
+}
+
+#[test]
+fn heartbeats_close_silent_peers_and_keep_live_ones() {
+    run(async {
+        let config = ServerConfig {
+            heartbeat_interval: Duration::from_millis(50),
+            heartbeat_timeout: Duration::from_millis(300),
+            ..ServerConfig::default()
+        };
+        let f = Fixture::with(config, Retention::default(), Arc::new(registry::NoMethods)).await;
+        // A typed client answers pings while it reads, so it survives idle periods.
+        let live = f.client().await;
+        // A raw socket that never reads never answers pings: it is a dead peer.
+        let _dead = raw_ws(&f).await;
+        assert_eq!(f.server.connections(), 2);
+        smol::Timer::after(Duration::from_millis(900)).await;
+        live.hello().await.expect("idle but live client kept");
+        common::wait_until("the dead peer to be dropped", || {
+            f.server.connections() == 1
+        })
+        .await;
+    });
+}
