@@ -120,6 +120,8 @@ impl VarLookup for Layered<'_> {
 
 pub(crate) struct Decoder<'a> {
     pub file: &'a Path,
+    /// The YAML text, to point `${...}` errors at the expression inside a scalar.
+    pub source: &'a str,
     pub base_dir: &'a Path,
     pub vars: Layered<'a>,
     pub diags: Vec<Diagnostic>,
@@ -332,11 +334,12 @@ impl<'a> Decoder<'a> {
                 }
                 _ => None,
             };
+            let pos = self.position_in_scalar(node, e.offset);
             let d = Diagnostic::new(
                 Severity::Error,
                 Code::Substitution,
                 self.file,
-                Some(node.pos),
+                Some(pos),
                 path,
                 e.kind.to_string(),
             );
@@ -344,6 +347,30 @@ impl<'a> Decoder<'a> {
                 Some(h) => d.with_help(h),
                 None => d,
             });
+        }
+    }
+
+    /// The position of byte `offset` of a string scalar's value, when the source spells the
+    /// value verbatim on one line (plain or quoted without escapes); else the scalar's start.
+    fn position_in_scalar(&self, node: &Node, offset: usize) -> Pos {
+        let (Value::Str(value), Some(start)) = (&node.value, node.pos.offset) else {
+            return node.pos;
+        };
+        let quoted = matches!(self.source.as_bytes().get(start), Some(b'"' | b'\''));
+        let body = start + usize::from(quoted);
+        let verbatim = !value.contains('\n')
+            && self.source.get(body..body + value.len()) == Some(value.as_str());
+        let Some(prefix) = value.get(..offset).filter(|_| verbatim) else {
+            return node.pos;
+        };
+        let len = value[offset..].find('}').map_or(1, |i| i + 1);
+        Pos {
+            line: node.pos.line,
+            column: node.pos.column
+                + u32::from(quoted)
+                + u32::try_from(prefix.chars().count()).unwrap_or(0),
+            offset: Some(body + offset),
+            len,
         }
     }
 

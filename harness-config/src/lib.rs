@@ -213,6 +213,7 @@ pub fn load_str(path: &Path, text: String, env: &dyn VarLookup) -> Loaded {
     }
     let mut decoder = Decoder {
         file: path,
+        source: text,
         base_dir,
         vars: Layered {
             process: env,

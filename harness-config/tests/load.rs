@@ -210,7 +210,14 @@ fn required_variable_message() {
         Code::Substitution,
     );
     assert!(d.message.contains("set X"), "{}", d.message);
-    assert_eq!((d.line, d.column), (Some(3), Some(14)));
+    // Points at the `${`, inside the quotes.
+    assert_eq!((d.line, d.column), (Some(3), Some(15)));
+    assert_eq!(d.span.map(|s| s.1), Some("${X:?set X}".len()));
+    let d = only_error(
+        "services:\n  a:\n    command: echo ${ONE:-1} and ${TWO:?}\n",
+        Code::Substitution,
+    );
+    assert_eq!((d.line, d.column), (Some(3), Some(33)));
 }
 
 #[test]
