@@ -14,6 +14,7 @@ TB_ALL_HOSTS="h1 h2 h3 h4"
 TB_BRIDGED_HOSTS="h1 h2 h3"
 # h4 sits behind h1 on its own link; the root namespace has no route to it.
 TB_H4_LINK_H1_ADDR=198.19.0.1
+TB_H4_NET=198.19.0.0/24
 # Nobody owns this address: a static neighbour entry sends its frames to a MAC that no port has, so
 # connections to it time out instead of failing fast (for timeout tests).
 TB_UNREACHABLE=198.18.0.250

@@ -99,7 +99,7 @@ for c in /proc/[0-9]*/cmdline; do
     p=${c#/proc/}
     p=${p%/cmdline}
     [ -n "${KEEP[$p]:-}" ] && continue
-    if tr '\0' ' ' <"$c" 2>/dev/null | grep -qF -- "$TB_DIR/"; then sweep+=("$p"); fi
+    if tr '\0' ' ' 2>/dev/null <"$c" | grep -qF -- "$TB_DIR/"; then sweep+=("$p"); fi
 done
 if [ ${#sweep[@]} -gt 0 ]; then
     mapfile -t sweep < <(printf '%s\n' "${sweep[@]}" | sort -un)
@@ -117,6 +117,7 @@ done
 for l in $(ip -o link show 2>/dev/null | awk -F': ' '{ print $2 }' | cut -d@ -f1 | grep -E '^hb(veth-|br|dock)'); do
     ip link del "$l" 2>/dev/null
 done
+ip route del unreachable "$TB_H4_NET" 2>/dev/null
 rm -rf /etc/netns/"${TB_NETNS_PREFIX}"h*
 
 # 6. Mounts under the testbed dir (docker's netns files, anything a crashed run left), deepest first.

@@ -120,6 +120,9 @@ ip -n "$(tb_netns h1)" link set eth1 up
 ip -n "$(tb_netns h4)" addr add "$(tb_addr h4)/24" dev eth0
 ip -n "$(tb_netns h4)" link set eth0 up
 ip -n "$(tb_netns h4)" route add default via "$TB_H4_LINK_H1_ADDR"
+# Without this the root namespace's default route would carry h4's packets off the machine (where the VM's
+# network may even accept them); fail fast instead.
+ip route add unreachable "$TB_H4_NET"
 # Containers on h2's engine are routed (not NATed) through h2, so every host can reach them and they can
 # reach every host on the bridge.
 ip -n "$(tb_netns h2)" link add "$TB_DOCK_H2_BRIDGE" type bridge
