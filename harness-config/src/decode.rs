@@ -366,9 +366,11 @@ impl<'a> Decoder<'a> {
         let len = value[offset..].find('}').map_or(1, |i| i + 1);
         Pos {
             line: node.pos.line,
-            column: node.pos.column
-                + u32::from(quoted)
-                + u32::try_from(prefix.chars().count()).unwrap_or(0),
+            column: node
+                .pos
+                .column
+                .saturating_add(u32::from(quoted))
+                .saturating_add(u32::try_from(prefix.chars().count()).unwrap_or(0)),
             offset: Some(body + offset),
             len,
         }
