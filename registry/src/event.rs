@@ -11,7 +11,7 @@ use crate::model::{HealthStatus, ServiceEntry, ServiceState};
 
 /// The kinds of events. New producers (the orchestrator's deployments, …) add a variant here so that
 /// every client sees one closed, documented set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum EventType {
     /// data: [`ServiceChange`]
     #[serde(rename = "service.registered")]
@@ -61,7 +61,7 @@ impl EventType {
 }
 
 /// One event as stored and as sent (`subscription` is added on the wire).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Event {
     pub seq: u64,
     #[serde(rename = "type")]
@@ -76,13 +76,13 @@ pub struct Event {
 }
 
 /// data of `service.registered`, `service.updated`, `service.deregistered`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServiceChange {
     pub entry: ServiceEntry,
 }
 
 /// data of `service.state`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StateChange {
     pub from: ServiceState,
     pub to: ServiceState,
@@ -90,7 +90,7 @@ pub struct StateChange {
 }
 
 /// data of `service.health`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HealthChange {
     pub from: HealthStatus,
     pub to: HealthStatus,
@@ -98,7 +98,7 @@ pub struct HealthChange {
 }
 
 /// Which events a subscription wants. Empty lists mean "all".
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventFilter {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub types: Vec<EventType>,

@@ -57,7 +57,7 @@ impl fmt::Display for ServiceKey {
 }
 
 /// Where a service runs. Consumers resolve `${service.ip}` differently for each.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Location {
     /// A process on the daemon's machine.
@@ -74,7 +74,7 @@ pub enum Location {
 }
 
 /// A named address a service listens on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Endpoint {
     pub name: String,
     pub ip: IpAddr,
@@ -82,7 +82,7 @@ pub struct Endpoint {
 }
 
 /// The lifecycle. See [`ServiceState::can_transition_to`] for the legal moves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ServiceState {
     /// Registered, waiting for dependencies or for a start request.
@@ -185,7 +185,7 @@ impl fmt::Display for ServiceState {
 
 /// The result of health checks; orthogonal to the lifecycle but only meaningful while a service is
 /// starting or running (health-gated starts wait for `healthy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthStatus {
     /// No check has completed (or the service has no check).
@@ -195,7 +195,7 @@ pub enum HealthStatus {
     Unhealthy,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 pub struct Health {
     pub status: HealthStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,7 +209,7 @@ pub struct Health {
 
 /// What lets the daemon re-attach to a running service after a restart, and kill exactly the right
 /// process: a pid alone can be reused, pid plus start time cannot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 pub struct Runtime {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
@@ -221,7 +221,7 @@ pub struct Runtime {
 }
 
 /// One service as the registry knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServiceEntry {
     pub project: String,
     pub name: String,

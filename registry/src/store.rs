@@ -125,7 +125,7 @@ pub(crate) enum Replay {
 }
 
 /// A consistent view of every service at one seq.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Snapshot {
     pub seq: u64,
     pub services: Vec<ServiceEntry>,

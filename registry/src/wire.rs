@@ -73,7 +73,7 @@ pub mod http_status {
 
 /// A request from client to server. `id` is chosen by the client and echoed in the response; requests
 /// on one connection run concurrently, so responses may arrive in any order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Request {
     pub id: u64,
     pub method: String,
@@ -82,7 +82,7 @@ pub struct Request {
 }
 
 /// Machine-readable error codes. Clients switch on these, never on messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The frame was not valid JSON (the response `id` is null).
@@ -108,7 +108,7 @@ pub enum ErrorCode {
 }
 
 /// An error as sent on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error, schemars::JsonSchema)]
 #[error("{code:?}: {message}")]
 pub struct WireError {
     pub code: ErrorCode,
@@ -167,14 +167,14 @@ impl From<crate::store::StoreError> for WireError {
 
 /// A response: exactly one of `result` and `error`. `id` is null only for frames that could not be
 /// parsed far enough to find one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Response {
     pub id: Option<u64>,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Result(Value),
@@ -182,7 +182,7 @@ pub enum Outcome {
 }
 
 /// An event delivered to a subscription.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventMessage {
     pub subscription: u64,
     #[serde(flatten)]
@@ -191,7 +191,7 @@ pub struct EventMessage {
 
 /// Sent instead of a replay when `since` is older than retention: the full state at `resync.seq`.
 /// Events continue with `seq > resync.seq`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResyncMessage {
     pub subscription: u64,
     pub resync: Snapshot,
@@ -240,33 +240,33 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, Box<Response>> {
 }
 
 /// Identifies one service in params.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServiceRef {
     pub project: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HelloResult {
     pub protocol: u32,
     pub server: String,
     pub last_seq: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListServicesParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListServicesResult {
     /// The seq the list reflects: subscribe with `since = seq` to follow it without a gap.
     pub seq: u64,
     pub services: Vec<ServiceEntry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RegisterParams {
     pub project: String,
     pub name: String,
@@ -279,7 +279,7 @@ pub struct RegisterParams {
 }
 
 /// Fields to change; absent fields stay. `state` goes through the transition rules.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UpdateParams {
     pub project: String,
     pub name: String,
@@ -295,7 +295,7 @@ pub struct UpdateParams {
     pub health: Option<Health>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventsParams {
     #[serde(default)]
     pub since: u64,
@@ -304,7 +304,7 @@ pub struct EventsParams {
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventsResult {
     pub events: Vec<Event>,
     /// Events at or below this seq have been pruned.
@@ -312,7 +312,7 @@ pub struct EventsResult {
     pub last_seq: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubscribeParams {
     #[serde(default, flatten)]
     pub filter: EventFilter,
@@ -321,14 +321,45 @@ pub struct SubscribeParams {
     pub since: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubscribeResult {
     pub subscription: u64,
     /// The last seq committed when the subscription started; live events follow it.
     pub last_seq: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UnsubscribeParams {
     pub subscription: u64,
+}
+
+/// JSON Schemas of every message, of each method's params and result, and of the event payloads,
+/// keyed by file stem. `docs/protocol/<name>.schema.json` are generated from these, and a test keeps
+/// them equal (regenerate with `REGISTRY_WRITE_SCHEMAS=1 cargo test -p registry --test protocol_docs`).
+pub fn schemas() -> Vec<(&'static str, Value)> {
+    use schemars::schema_for;
+    let list = [
+        ("request", schema_for!(Request)),
+        ("response", schema_for!(Response)),
+        ("event", schema_for!(EventMessage)),
+        ("resync", schema_for!(ResyncMessage)),
+        ("service-entry", schema_for!(ServiceEntry)),
+        ("hello.result", schema_for!(HelloResult)),
+        ("service.list.params", schema_for!(ListServicesParams)),
+        ("service.list.result", schema_for!(ListServicesResult)),
+        ("service-ref.params", schema_for!(ServiceRef)),
+        ("service.register.params", schema_for!(RegisterParams)),
+        ("service.update.params", schema_for!(UpdateParams)),
+        ("events.list.params", schema_for!(EventsParams)),
+        ("events.list.result", schema_for!(EventsResult)),
+        ("subscribe.params", schema_for!(SubscribeParams)),
+        ("subscribe.result", schema_for!(SubscribeResult)),
+        ("unsubscribe.params", schema_for!(UnsubscribeParams)),
+        ("event-data.service-change", schema_for!(crate::event::ServiceChange)),
+        ("event-data.state-change", schema_for!(crate::event::StateChange)),
+        ("event-data.health-change", schema_for!(crate::event::HealthChange)),
+    ];
+    list.into_iter()
+        .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or(Value::Null)))
+        .collect()
 }

@@ -1,0 +1,52 @@
+//! docs/protocol.md and docs/protocol/*.schema.json stay true to the code.
+
+use std::path::PathBuf;
+
+fn docs() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs")
+}
+
+#[test]
+fn committed_schemas_match_the_wire_types() {
+    let dir = docs().join("protocol");
+    let write = std::env::var_os("REGISTRY_WRITE_SCHEMAS").is_some();
+    if write {
+        std::fs::create_dir_all(&dir).expect("mkdir");
+    }
+    for (name, schema) in registry::wire::schemas() {
+        assert!(!schema.is_null(), "{name}");
+        let path = dir.join(format!("{name}.schema.json"));
+        let text = serde_json::to_string_pretty(&schema).expect("encode") + "\n";
+        if write {
+            std::fs::write(&path, &text).expect("write schema");
+        }
+        let committed = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (regenerate with REGISTRY_WRITE_SCHEMAS=1)", path.display()));
+        let committed: serde_json::Value = serde_json::from_str(&committed).expect("schema is JSON");
+        assert_eq!(committed, schema, "{} is stale: regenerate with REGISTRY_WRITE_SCHEMAS=1", path.display());
+    }
+}
+
+#[test]
+fn protocol_md_names_every_method_event_error_and_close_code() {
+    let md = std::fs::read_to_string(docs().join("protocol.md")).expect("docs/protocol.md");
+    for method in registry::wire::methods::REGISTRY {
+        assert!(md.contains(&format!("`{method}`")), "protocol.md lacks method {method}");
+    }
+    for kind in registry::EventType::ALL {
+        assert!(md.contains(&format!("`{}`", kind.as_str())), "protocol.md lacks event {}", kind.as_str());
+    }
+    let codes = serde_json::to_value(registry::wire::schemas()).expect("json").to_string();
+    for code in [
+        "parse_error", "invalid_request", "method_not_found", "invalid_params", "not_found",
+        "already_exists", "illegal_transition", "timeout", "limit_exceeded", "failed", "unavailable",
+        "internal",
+    ] {
+        assert!(codes.contains(code), "schema lacks error code {code}");
+        assert!(md.contains(&format!("`{code}`")), "protocol.md lacks error code {code}");
+    }
+    use registry::wire::close_codes::*;
+    for code in [LAGGING, HEARTBEAT_TIMEOUT, SHUTDOWN, MESSAGE_TOO_BIG] {
+        assert!(md.contains(&format!("`{code}`")), "protocol.md lacks close code {code}");
+    }
+}
