@@ -185,7 +185,9 @@ impl fmt::Display for ServiceState {
 
 /// The result of health checks; orthogonal to the lifecycle but only meaningful while a service is
 /// starting or running (health-gated starts wait for `healthy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthStatus {
     /// No check has completed (or the service has no check).

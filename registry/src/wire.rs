@@ -108,7 +108,9 @@ pub enum ErrorCode {
 }
 
 /// An error as sent on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error, schemars::JsonSchema,
+)]
 #[error("{code:?}: {message}")]
 pub struct WireError {
     pub code: ErrorCode,
@@ -355,9 +357,18 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         ("subscribe.params", schema_for!(SubscribeParams)),
         ("subscribe.result", schema_for!(SubscribeResult)),
         ("unsubscribe.params", schema_for!(UnsubscribeParams)),
-        ("event-data.service-change", schema_for!(crate::event::ServiceChange)),
-        ("event-data.state-change", schema_for!(crate::event::StateChange)),
-        ("event-data.health-change", schema_for!(crate::event::HealthChange)),
+        (
+            "event-data.service-change",
+            schema_for!(crate::event::ServiceChange),
+        ),
+        (
+            "event-data.state-change",
+            schema_for!(crate::event::StateChange),
+        ),
+        (
+            "event-data.health-change",
+            schema_for!(crate::event::HealthChange),
+        ),
     ];
     list.into_iter()
         .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or(Value::Null)))

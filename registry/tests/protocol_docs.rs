@@ -20,10 +20,20 @@ fn committed_schemas_match_the_wire_types() {
         if write {
             std::fs::write(&path, &text).expect("write schema");
         }
-        let committed = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (regenerate with REGISTRY_WRITE_SCHEMAS=1)", path.display()));
-        let committed: serde_json::Value = serde_json::from_str(&committed).expect("schema is JSON");
-        assert_eq!(committed, schema, "{} is stale: regenerate with REGISTRY_WRITE_SCHEMAS=1", path.display());
+        let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (regenerate with REGISTRY_WRITE_SCHEMAS=1)",
+                path.display()
+            )
+        });
+        let committed: serde_json::Value =
+            serde_json::from_str(&committed).expect("schema is JSON");
+        assert_eq!(
+            committed,
+            schema,
+            "{} is stale: regenerate with REGISTRY_WRITE_SCHEMAS=1",
+            path.display()
+        );
     }
 }
 
@@ -31,22 +41,46 @@ fn committed_schemas_match_the_wire_types() {
 fn protocol_md_names_every_method_event_error_and_close_code() {
     let md = std::fs::read_to_string(docs().join("protocol.md")).expect("docs/protocol.md");
     for method in registry::wire::methods::REGISTRY {
-        assert!(md.contains(&format!("`{method}`")), "protocol.md lacks method {method}");
+        assert!(
+            md.contains(&format!("`{method}`")),
+            "protocol.md lacks method {method}"
+        );
     }
     for kind in registry::EventType::ALL {
-        assert!(md.contains(&format!("`{}`", kind.as_str())), "protocol.md lacks event {}", kind.as_str());
+        assert!(
+            md.contains(&format!("`{}`", kind.as_str())),
+            "protocol.md lacks event {}",
+            kind.as_str()
+        );
     }
-    let codes = serde_json::to_value(registry::wire::schemas()).expect("json").to_string();
+    let codes = serde_json::to_value(registry::wire::schemas())
+        .expect("json")
+        .to_string();
     for code in [
-        "parse_error", "invalid_request", "method_not_found", "invalid_params", "not_found",
-        "already_exists", "illegal_transition", "timeout", "limit_exceeded", "failed", "unavailable",
+        "parse_error",
+        "invalid_request",
+        "method_not_found",
+        "invalid_params",
+        "not_found",
+        "already_exists",
+        "illegal_transition",
+        "timeout",
+        "limit_exceeded",
+        "failed",
+        "unavailable",
         "internal",
     ] {
         assert!(codes.contains(code), "schema lacks error code {code}");
-        assert!(md.contains(&format!("`{code}`")), "protocol.md lacks error code {code}");
+        assert!(
+            md.contains(&format!("`{code}`")),
+            "protocol.md lacks error code {code}"
+        );
     }
     use registry::wire::close_codes::*;
     for code in [LAGGING, HEARTBEAT_TIMEOUT, SHUTDOWN, MESSAGE_TOO_BIG] {
-        assert!(md.contains(&format!("`{code}`")), "protocol.md lacks close code {code}");
+        assert!(
+            md.contains(&format!("`{code}`")),
+            "protocol.md lacks close code {code}"
+        );
     }
 }
