@@ -136,6 +136,7 @@ impl ConnectOptions {
 
 enum Pending {
     Call(async_channel::Sender<Result<Value, ClientError>>),
+    Stream(async_channel::Sender<Result<CallItem, ClientError>>),
     Subscribe {
         reply: async_channel::Sender<Result<Value, ClientError>>,
         items: async_channel::Sender<Result<SubscriptionItem, ClientError>>,
@@ -184,6 +185,49 @@ impl SubscriptionItem {
             SubscriptionItem::Event(e) => e.seq,
             SubscriptionItem::Resync(s) => s.seq,
         }
+    }
+}
+
+/// What a streaming call yields: progress messages, then the final result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallItem {
+    Progress(Value),
+    Done(Value),
+}
+
+/// A request whose handler sends progress (see [`Client::request_streaming`]).
+pub struct Call {
+    id: u64,
+    items: async_channel::Receiver<Result<CallItem, ClientError>>,
+    client: Client,
+    done: bool,
+}
+
+impl Call {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The next progress message or the final result; `None` after the result or an error.
+    pub async fn next(&mut self) -> Option<Result<CallItem, ClientError>> {
+        if self.done {
+            return None;
+        }
+        let item = match self.items.recv().await {
+            Ok(item) => item,
+            Err(_) => Err(self.client.closed_error()),
+        };
+        self.done = !matches!(item, Ok(CallItem::Progress(_)));
+        Some(item)
+    }
+
+    /// Asks the server to stop the request; its final answer is then a `cancelled` error.
+    pub async fn cancel(&self) -> Result<bool, ClientError> {
+        let r: wire::CancelResult = self
+            .client
+            .call(methods::CANCEL, &wire::CancelParams { id: self.id })
+            .await?;
+        Ok(r.cancelled)
     }
 }
 
@@ -406,6 +450,25 @@ impl Client {
         self.await_reply(id, rx).await
     }
 
+    /// Sends a method whose handler streams progress (`logs --follow`, deployments). No client-side
+    /// timeout: the stream ends with the handler, a [`Call::cancel`], or the connection.
+    pub async fn request_streaming(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> Result<Call, ClientError> {
+        let (tx, rx) = async_channel::bounded(1024);
+        let id = self
+            .send_request(method, params, Pending::Stream(tx))
+            .await?;
+        Ok(Call {
+            id,
+            items: rx,
+            client: self.clone(),
+            done: false,
+        })
+    }
+
     /// Typed [`Client::request`].
     pub async fn call<P: Serialize, R: DeserializeOwned>(
         &self,
@@ -574,6 +637,11 @@ async fn read_loop(
                     Some(Pending::Call(reply)) => {
                         let _ = reply.try_send(outcome(resp.outcome));
                     }
+                    Some(Pending::Stream(tx)) => {
+                        drop(inner);
+                        let item = outcome(resp.outcome).map(CallItem::Done);
+                        let _ = tx.send(item).await;
+                    }
                     Some(Pending::Subscribe { reply, items }) => {
                         let result = outcome(resp.outcome);
                         if let Ok(v) = &result
@@ -584,6 +652,16 @@ async fn read_loop(
                         let _ = reply.try_send(result);
                     }
                     None => {}
+                }
+            }
+            Ok(ServerMessage::Progress(p)) => {
+                let tx = match inner.routes().pending.get(&p.id) {
+                    Some(Pending::Stream(tx)) => Some(tx.clone()),
+                    _ => None,
+                };
+                if let Some(tx) = tx {
+                    drop(inner);
+                    let _ = tx.send(Ok(CallItem::Progress(p.progress))).await;
                 }
             }
             Ok(ServerMessage::Event(ev)) => {
@@ -607,13 +685,19 @@ async fn read_loop(
     let mut routes = inner.routes();
     routes.closed = Some((code, reason.clone()));
     for (_, p) in routes.pending.drain() {
-        let reply = match p {
-            Pending::Call(r) | Pending::Subscribe { reply: r, .. } => r,
-        };
-        let _ = reply.try_send(Err(ClientError::Closed {
+        let err = ClientError::Closed {
             code,
             reason: reason.clone(),
-        }));
+        };
+        match p {
+            Pending::Call(r) | Pending::Subscribe { reply: r, .. } => {
+                let _ = r.try_send(Err(err));
+            }
+            Pending::Stream(tx) => {
+                let _ = tx.try_send(Err(err));
+                tx.close();
+            }
+        }
     }
     for (_, tx) in routes.subs.drain() {
         let _ = tx.try_send(Err(ClientError::Closed {

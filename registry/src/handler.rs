@@ -27,12 +27,43 @@ pub struct RequestContext {
     pub peer: SocketAddr,
     pub request_id: u64,
     pub store: Store,
+    pub(crate) progress: Option<crate::server::ProgressSink>,
+}
+
+impl RequestContext {
+    /// A context outside any connection, for calling handlers directly (tests, in-process callers).
+    /// [`RequestContext::progress`] succeeds and discards.
+    pub fn detached(store: Store) -> Self {
+        RequestContext {
+            connection: 0,
+            peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+            request_id: 0,
+            store,
+            progress: None,
+        }
+    }
+
+    /// Sends `{"id": request_id, "progress": data}` before the final response: log lines of
+    /// `logs --follow`, steps of a deployment, output of `exec`. Not persisted.
+    ///
+    /// The first progress message turns the request into a stream: the request timeout no longer
+    /// applies, and it runs until the handler returns, the client sends `cancel {id}`, or the
+    /// connection closes (then the handler's future is dropped). Sending waits while the client's
+    /// queue is full, so a slow reader slows the stream instead of growing memory. An error means
+    /// the client is gone: stop.
+    pub async fn progress(&self, data: impl serde::Serialize) -> Result<(), WireError> {
+        match &self.progress {
+            Some(sink) => sink.send(self.request_id, data).await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// Serves methods beyond the registry's. Return [`WireError::method_not_found`] for unknown ones.
 ///
-/// Each call runs in its own task under the server's request timeout; a dropped (timed-out or
-/// disconnected) call is cancelled at its next await point.
+/// Each call runs in its own task under the server's request timeout (until its first
+/// [`RequestContext::progress`]); a timed-out, cancelled or disconnected call is dropped at its next
+/// await point, so handlers must clean up in `Drop` or finish quickly.
 pub trait Handler: Send + Sync + 'static {
     fn handle<'a>(
         &'a self,

@@ -17,7 +17,8 @@ pub mod tls;
 pub mod wire;
 
 pub use client::{
-    Client, ClientError, ConnectOptions, EventStream, Subscription, SubscriptionItem,
+    Call, CallItem, Client, ClientError, ConnectOptions, EventStream, Subscription,
+    SubscriptionItem,
 };
 pub use event::{Event, EventFilter, EventType};
 pub use handler::{BoxFuture, Handler, NoMethods, RequestContext, Router};

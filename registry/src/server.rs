@@ -496,6 +496,36 @@ where
     tracing::debug!(connection = id, %peer, "connection closed");
 }
 
+/// Where [`RequestContext::progress`] writes: the connection's outbound queue.
+#[derive(Clone)]
+pub(crate) struct ProgressSink {
+    out: async_channel::Sender<Out>,
+    streaming: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSink")
+    }
+}
+
+impl ProgressSink {
+    pub(crate) async fn send(&self, id: u64, data: impl serde::Serialize) -> Result<(), WireError> {
+        let progress = serde_json::to_value(data).map_err(WireError::internal)?;
+        let text = serde_json::to_string(&wire::ProgressMessage { id, progress })
+            .map_err(WireError::internal)?;
+        self.streaming.store(true, Ordering::Release);
+        self.out
+            .send(Out::Text(text))
+            .await
+            .map_err(|_| WireError::new(ErrorCode::Unavailable, "the client disconnected"))
+    }
+}
+
+/// Cancel switches of the requests running on one connection. Dropping a switch cancels too, so
+/// clearing the map on disconnect stops every request of that connection.
+type Running = Arc<Mutex<HashMap<u64, async_channel::Sender<()>>>>;
+
 /// What the writer task sends.
 enum Out {
     Text(String),
@@ -525,6 +555,7 @@ async fn session<S>(
         shared.config.max_inflight_requests,
     ));
     let mut subs: HashMap<u64, smol::Task<()>> = HashMap::new();
+    let running: Running = Arc::default();
     let mut next_sub = 1u64;
     let mut tick = Timer::interval(shared.config.heartbeat_interval);
     let mut last_seen = Instant::now();
@@ -555,6 +586,7 @@ async fn session<S>(
                             peer,
                             shared,
                             out: &out_tx,
+                            running: &running,
                         };
                         handle_text(text.as_bytes(), &ctx, &inflight, &mut subs, &mut next_sub)
                             .await;
@@ -581,7 +613,12 @@ async fn session<S>(
             }
             Step::Frame(None) => break None,
             Step::Kill(Kill::Abort) => {
+                shared
+                    .metrics
+                    .subscriptions_open
+                    .fetch_sub(subs.len() as u64, Ordering::Relaxed);
                 drop(subs);
+                running.lock().unwrap_or_else(|p| p.into_inner()).clear();
                 writer.cancel().await;
                 return;
             }
@@ -599,6 +636,7 @@ async fn session<S>(
     };
     let open = subs.len() as u64;
     drop(subs);
+    running.lock().unwrap_or_else(|p| p.into_inner()).clear();
     shared
         .metrics
         .subscriptions_open
@@ -659,6 +697,7 @@ struct Conn<'a> {
     peer: SocketAddr,
     shared: &'a Arc<Shared>,
     out: &'a async_channel::Sender<Out>,
+    running: &'a Running,
 }
 
 async fn send_response(
@@ -731,28 +770,82 @@ async fn handle_text(
             };
             send_response(conn.out, shared, Some(req.id), result).await;
         }
+        methods::CANCEL => {
+            let result = match serde_json::from_value::<wire::CancelParams>(req.params) {
+                Ok(p) => {
+                    let switch = conn
+                        .running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&p.id);
+                    let cancelled = switch.is_some_and(|s| s.try_send(()).is_ok());
+                    serde_json::to_value(wire::CancelResult { cancelled })
+                        .map_err(WireError::internal)
+                }
+                Err(e) => Err(WireError::invalid_params(e)),
+            };
+            send_response(conn.out, shared, Some(req.id), result).await;
+        }
         _ => {
             let permit = inflight.acquire_arc().await;
+            let streaming = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let ctx = RequestContext {
                 connection: conn.connection,
                 peer: conn.peer,
                 request_id: req.id,
                 store: shared.store.clone(),
+                progress: Some(ProgressSink {
+                    out: conn.out.clone(),
+                    streaming: streaming.clone(),
+                }),
             };
+            let (cancel_tx, cancel_rx) = async_channel::bounded::<()>(1);
+            conn.running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(req.id, cancel_tx.clone());
+            let running = conn.running.clone();
             let out = conn.out.clone();
             let shared = shared.clone();
             smol::spawn(async move {
                 let _permit = permit;
                 let timeout = shared.config.request_timeout;
+                let id = req.id;
                 let method = req.method;
-                let work = dispatch(&shared, &method, req.params, ctx);
-                let result = with_timeout(timeout, work).await.unwrap_or_else(|| {
-                    Err(WireError::new(
+                let work = async { Some(dispatch(&shared, &method, req.params, ctx).await) };
+                // The timeout covers the request until its first progress message.
+                let deadline = async {
+                    Timer::after(timeout).await;
+                    if streaming.load(Ordering::Acquire) {
+                        futures_lite::future::pending::<()>().await;
+                    }
+                    Some(Err(WireError::new(
                         ErrorCode::Timeout,
                         format!("{method} did not finish within {timeout:?}"),
-                    ))
-                });
-                send_response(&out, &shared, Some(req.id), result).await;
+                    )))
+                };
+                let cancelled = async {
+                    match cancel_rx.recv().await {
+                        Ok(()) => Some(Err(WireError::new(
+                            ErrorCode::Cancelled,
+                            "cancelled by the client",
+                        ))),
+                        // The connection is gone: nobody to answer.
+                        Err(_) => None,
+                    }
+                };
+                let result =
+                    futures_lite::future::or(work, futures_lite::future::or(deadline, cancelled))
+                        .await;
+                {
+                    let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
+                    if running.get(&id).is_some_and(|s| s.same_channel(&cancel_tx)) {
+                        running.remove(&id);
+                    }
+                }
+                if let Some(result) = result {
+                    send_response(&out, &shared, Some(id), result).await;
+                }
             })
             .detach();
         }

@@ -37,9 +37,43 @@ pub mod methods {
     pub const SUBSCRIBE: &str = "subscribe";
     /// [`super::UnsubscribeParams`] → `{}`
     pub const UNSUBSCRIBE: &str = "unsubscribe";
+    /// [`super::CancelParams`] → [`super::CancelResult`]; the cancelled request answers `cancelled`.
+    pub const CANCEL: &str = "cancel";
+
+    /// [`super::StartParams`] → [`super::ApplyResult`]: apply a project (idempotent).
+    pub const START: &str = "start";
+    /// [`super::StopParams`] → [`super::StopResult`]
+    pub const STOP: &str = "stop";
+    /// [`super::RestartParams`] → [`super::ApplyResult`]
+    pub const RESTART: &str = "restart";
+    /// [`super::StatusParams`] → [`super::StatusResult`]
+    pub const STATUS: &str = "status";
+    /// [`super::LogsParams`] → [`super::LogsResult`]: one batch; call again with `session` for more.
+    pub const LOGS: &str = "logs";
+    /// [`super::ExecParams`] → [`super::ExecResult`]
+    pub const EXEC: &str = "exec";
+    /// [`super::HealthParams`] → [`super::HealthResult`]
+    pub const HEALTH: &str = "health";
+    /// `{}` → [`super::DaemonStatusResult`]
+    pub const DAEMON_STATUS: &str = "daemon.status";
+    /// [`super::DaemonStopParams`] → `{}`: the daemon answers, then shuts down.
+    pub const DAEMON_STOP: &str = "daemon.stop";
+
+    /// Methods the daemon adds through its [`crate::Handler`] (the live event stream is `subscribe`).
+    pub const ORCHESTRATOR: [&str; 9] = [
+        START,
+        STOP,
+        RESTART,
+        STATUS,
+        LOGS,
+        EXEC,
+        HEALTH,
+        DAEMON_STATUS,
+        DAEMON_STOP,
+    ];
 
     /// Methods the server itself answers; everything else goes to the [`crate::Handler`].
-    pub const REGISTRY: [&str; 9] = [
+    pub const REGISTRY: [&str; 10] = [
         HELLO,
         SERVICE_LIST,
         SERVICE_GET,
@@ -49,6 +83,7 @@ pub mod methods {
         EVENTS_LIST,
         SUBSCRIBE,
         UNSUBSCRIBE,
+        CANCEL,
     ];
 }
 
@@ -104,6 +139,8 @@ pub enum ErrorCode {
     Failed,
     /// The server is shutting down or its store is closed.
     Unavailable,
+    /// The client cancelled the request (`cancel {id}`).
+    Cancelled,
     Internal,
 }
 
@@ -199,18 +236,36 @@ pub struct ResyncMessage {
     pub resync: Snapshot,
 }
 
+/// Intermediate output of a running request (log lines, deployment steps), before its response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ProgressMessage {
+    pub id: u64,
+    pub progress: Value,
+}
+
 /// Anything the server sends.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerMessage {
     Response(Response),
+    Progress(ProgressMessage),
     Event(EventMessage),
     Resync(ResyncMessage),
 }
 
 impl ServerMessage {
-    /// Tells the three shapes apart by their keys (`id`, `seq`, `resync`).
+    /// Tells the shapes apart by their keys (`resync`, `seq`, `progress`, else a response).
     pub fn decode(text: &str) -> Result<ServerMessage, serde_json::Error> {
+        // Fast path for the server's own framing: events start with `{"subscription":N,"seq"`.
+        if let Some(rest) = text.strip_prefix("{\"subscription\":") {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if rest[digits..].starts_with(",\"seq\"") {
+                return serde_json::from_str(text).map(ServerMessage::Event);
+            }
+        }
         let value: Value = serde_json::from_str(text)?;
+        if value.get("progress").is_some() {
+            return serde_json::from_value(value).map(ServerMessage::Progress);
+        }
         if value.get("resync").is_some() {
             serde_json::from_value(value).map(ServerMessage::Resync)
         } else if value.get("seq").is_some() {
@@ -335,6 +390,18 @@ pub struct UnsubscribeParams {
     pub subscription: u64,
 }
 
+/// Cancels a running request of this connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CancelParams {
+    pub id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CancelResult {
+    /// False if the request had already finished (or never existed).
+    pub cancelled: bool,
+}
+
 /// JSON Schemas of every message, of each method's params and result, and of the event payloads,
 /// keyed by file stem. `docs/protocol/<name>.schema.json` are generated from these, and a test keeps
 /// them equal (regenerate with `REGISTRY_WRITE_SCHEMAS=1 cargo test -p registry --test protocol_docs`).
@@ -357,6 +424,9 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         ("subscribe.params", schema_for!(SubscribeParams)),
         ("subscribe.result", schema_for!(SubscribeResult)),
         ("unsubscribe.params", schema_for!(UnsubscribeParams)),
+        ("cancel.params", schema_for!(CancelParams)),
+        ("cancel.result", schema_for!(CancelResult)),
+        ("progress", schema_for!(ProgressMessage)),
         (
             "event-data.service-change",
             schema_for!(crate::event::ServiceChange),
@@ -373,4 +443,230 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
     list.into_iter()
         .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or(Value::Null)))
         .collect()
+}
+
+// --- The daemon's orchestrator methods -------------------------------------------------------------
+
+/// `start`: the project as the CLI validated it. The daemon loads `yaml` again with the same loader, so
+/// what runs is exactly what was validated; `dir` is where the file lives (relative paths resolve
+/// against it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StartParams {
+    pub project: String,
+    /// The resolved project, serialized (every `${VAR}` already substituted).
+    pub yaml: String,
+    /// The directory of the services file.
+    pub dir: String,
+    /// Only these services and what they depend on; empty means all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+    /// Stop and forget services that are no longer in the project.
+    #[serde(default)]
+    pub remove_orphans: bool,
+}
+
+/// What happened to one service in `start` or `restart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceAction {
+    Started,
+    /// Was running with a different definition; stopped and started again.
+    Restarted,
+    /// Was running with the same definition; left alone.
+    Unchanged,
+    /// Could not be started or did not become ready (see `error`).
+    Failed,
+    /// Not started because a dependency failed.
+    Skipped,
+    /// No longer in the project; left running (`remove_orphans` stops it).
+    Orphaned,
+    /// No longer in the project; stopped and removed.
+    Removed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ServiceOutcome {
+    pub name: String,
+    pub action: ServiceAction,
+    pub state: ServiceState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// From the start of the request until the service was ready (or failed).
+    pub elapsed_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The last lines the service printed, for failed services.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_lines: Vec<String>,
+}
+
+/// Result of `start` and `restart`: one entry per service, in start order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ApplyResult {
+    pub project: String,
+    pub services: Vec<ServiceOutcome>,
+}
+
+impl ApplyResult {
+    /// True when no service failed or was skipped.
+    pub fn is_success(&self) -> bool {
+        self.services
+            .iter()
+            .all(|s| !matches!(s.action, ServiceAction::Failed | ServiceAction::Skipped))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StopParams {
+    pub project: String,
+    /// Empty means the whole project.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+    /// Also stop running dependents of the named services (otherwise refused with `failed`).
+    #[serde(default)]
+    pub force: bool,
+    /// Overrides every service's stop timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StoppedOutcome {
+    pub name: String,
+    /// The state before the stop.
+    pub was: ServiceState,
+    /// SIGKILL was needed after the stop timeout.
+    pub killed: bool,
+    pub elapsed_ms: u64,
+}
+
+/// Result of `stop`, in stop order (dependents first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StopResult {
+    pub project: String,
+    pub services: Vec<StoppedOutcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RestartParams {
+    pub project: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StatusParams {
+    /// Absent: every project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StatusResult {
+    pub services: Vec<ServiceEntry>,
+}
+
+/// `logs`: the first call (no `session`) opens a reader with these options; later calls pass the
+/// returned `session` (other fields are then ignored) and get the next batch. A session unused for
+/// 60 s is dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LogsParams {
+    pub project: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+    /// At most this many of the latest lines per service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<usize>,
+    /// Only lines read at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<jiff::Timestamp>,
+    /// Keep delivering new lines (across restarts) until the client stops asking.
+    #[serde(default)]
+    pub follow: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LogLine {
+    pub service: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    pub time: jiff::Timestamp,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LogsResult {
+    pub session: u64,
+    pub lines: Vec<LogLine>,
+    /// No more lines will come (history exhausted and not following).
+    pub end: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ExecParams {
+    pub project: String,
+    pub service: String,
+    /// argv; the first element is the program.
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ExecResult {
+    /// Absent when killed by a signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HealthParams {
+    pub project: String,
+    /// Absent: every service of the project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ServiceHealthReport {
+    pub name: String,
+    /// What is checked, e.g. `http http://127.0.0.1:8080/`; absent without a check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    pub state: ServiceState,
+    pub health: Health,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HealthResult {
+    pub services: Vec<ServiceHealthReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DaemonStatusResult {
+    pub pid: u32,
+    pub version: String,
+    pub started_at: jiff::Timestamp,
+    pub uptime_ms: u64,
+    /// `wss://ADDR/v1/ws`
+    pub url: String,
+    /// The state directory.
+    pub home: String,
+    pub projects: Vec<String>,
+    /// Services known to the registry, and how many of them are running.
+    pub services: usize,
+    pub running: usize,
+    /// Open API connections (this one included).
+    pub connections: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DaemonStopParams {
+    /// Stop every service first; otherwise they keep running and the next daemon re-attaches.
+    #[serde(default)]
+    pub stop_services: bool,
 }

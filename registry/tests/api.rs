@@ -355,3 +355,92 @@ fn heartbeats_close_silent_peers_and_keep_live_ones() {
         .await;
     });
 }
+
+static DROPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct CountDrop;
+impl Drop for CountDrop {
+    fn drop(&mut self) {
+        DROPPED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct FollowParams {
+    lines: Option<u64>,
+}
+
+/// Streams a line every 20 ms; `lines: null` streams until cancelled.
+async fn follow(p: FollowParams, ctx: RequestContext) -> Result<u64, WireError> {
+    let _guard = CountDrop;
+    let mut n = 0;
+    while p.lines.is_none_or(|max| n < max) {
+        ctx.progress(json!({ "line": n })).await?;
+        n += 1;
+        smol::Timer::after(Duration::from_millis(20)).await;
+    }
+    Ok(n)
+}
+
+#[test]
+fn streaming_requests_send_progress_outlive_the_timeout_and_can_be_cancelled() {
+    run(async {
+        let config = ServerConfig {
+            request_timeout: Duration::from_millis(100),
+            ..ServerConfig::default()
+        };
+        let handler = Arc::new(Router::new().route("test.follow", follow));
+        let f = Fixture::with(config, Retention::default(), handler).await;
+        let c = f.client().await;
+        // 15 lines take 300 ms: longer than the 100 ms timeout, which stops counting at the first line.
+        let mut call = c
+            .request_streaming("test.follow", json!({"lines": 15}))
+            .await
+            .expect("call");
+        let mut lines = Vec::new();
+        let done = loop {
+            match call.next().await.expect("item").expect("ok") {
+                registry::CallItem::Progress(v) => lines.push(v["line"].as_u64().expect("line")),
+                registry::CallItem::Done(v) => break v,
+            }
+        };
+        assert_eq!(lines, (0..15).collect::<Vec<_>>());
+        assert_eq!(done, json!(15));
+        assert!(call.next().await.is_none());
+
+        // Cancel an endless stream.
+        let mut call = c
+            .request_streaming("test.follow", json!({}))
+            .await
+            .expect("call");
+        call.next().await.expect("first").expect("ok");
+        assert!(call.cancel().await.expect("cancel"));
+        let end = loop {
+            match call.next().await.expect("item") {
+                Ok(registry::CallItem::Progress(_)) => continue,
+                Ok(registry::CallItem::Done(v)) => panic!("unexpected result {v}"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(remote_code(&end), Some(ErrorCode::Cancelled), "{end:?}");
+        common::wait_until("the cancelled handler to be dropped", || {
+            DROPPED.load(std::sync::atomic::Ordering::SeqCst) >= 2
+        })
+        .await;
+
+        // A disconnect drops the handler too.
+        let c2 = f.client().await;
+        let mut call = c2
+            .request_streaming("test.follow", json!({}))
+            .await
+            .expect("call");
+        call.next().await.expect("first").expect("ok");
+        f.server.disconnect_all();
+        common::wait_until("the orphaned handler to be dropped", || {
+            DROPPED.load(std::sync::atomic::Ordering::SeqCst) >= 3
+        })
+        .await;
+        let err = c.hello().await.expect_err("connection was dropped");
+        assert!(err.is_retryable());
+    });
+}
