@@ -1,0 +1,185 @@
+//! The POSIX sh programs run on a host to install, switch and roll back packages. The host needs sh, tar,
+//! sha256sum, find, readlink and coreutils' `mv -T` (GNU or busybox); zstd is used when present.
+//!
+//! Layout under ROOT (default /opt):
+//! ```text
+//! NAME-VERSION/          an installed version, never modified once in place
+//! NAME-VERSION.sha256    sha256 of the .tar.zst it came from (written before the directory is renamed)
+//! NAME-current           symlink to the active NAME-VERSION, swapped with `ln -sfn` + `mv -T`
+//! .NAME.history          versions in activation order, the active one last (rollback, pruning)
+//! .NAME.lock/            held (pid inside) by the script changing NAME; a dead holder's lock is taken over
+//! .NAME-VERSION.*.PID    upload, listing and extraction temporaries, removed on exit
+//! ```
+//! Every program reports on stdout with lines `PHASE <name>`, `ERR <code> <detail>` or `DONE ...`;
+//! `LC_ALL=C` keeps error texts classifiable.
+
+/// Shared functions: failure reporting, error classification, the lock, activation.
+const COMMON: &str = r#"export LC_ALL=C
+root=$1 name=$2; shift 2
+fail() { printf 'ERR %s %s\n' "$1" "$2"; exit 1; }
+phase() { printf 'PHASE %s\n' "$1"; }
+# classify PATH MESSAGE: permission and space problems get their own codes.
+classify() {
+    case "$2" in
+    *"No space left"* | *"Disk quota"* | *"File too large"*) fail nospace "$1" ;;
+    *"ermission denied"* | *"Read-only file system"* | *"Operation not permitted"*) fail perm "$1" ;;
+    *) fail io "$1: $2" ;;
+    esac
+}
+lock=$root/.$name.lock
+locked=
+unlock() { [ -z "$locked" ] || rm -rf "$lock"; }
+take_lock() {
+    e=$(mkdir -p -- "$root" 2>&1) || classify "$root" "$e"
+    if ! mkdir -- "$lock" 2>/dev/null; then
+        p=$(cat "$lock/pid" 2>/dev/null)
+        if [ -n "$p" ] && [ -d "/proc/$p" ]; then fail busy "$lock"; fi
+        rm -rf -- "$lock"
+        e=$(mkdir -- "$lock" 2>&1) || { [ -d "$lock" ] && fail busy "$lock"; classify "$lock" "$e"; }
+    fi
+    locked=1
+    echo $$ >"$lock/pid"
+}
+valid_version() { case "$1" in "" | *[!0-9A-Za-z.+-]*) return 1 ;; esac; }
+# activate VERSION: point NAME-current at NAME-VERSION atomically and move VERSION to the end of history.
+activate() {
+    e=$(ln -sfn -- "$name-$1" "$root/.$name-current.$$" 2>&1) || classify "$root" "$e"
+    e=$(mv -fT -- "$root/.$name-current.$$" "$root/$name-current" 2>&1) || {
+        rm -f -- "$root/.$name-current.$$"
+        classify "$root/$name-current" "$e"
+    }
+    h=$root/.$name.history
+    { [ ! -f "$h" ] || grep -vxF -- "$1" "$h"; echo "$1"; } >"$h.$$" && mv -f -- "$h.$$" "$h" || {
+        rm -f -- "$h.$$"
+        fail io "$h: cannot write"
+    }
+}
+current() { c=$(readlink -- "$root/$name-current" 2>/dev/null) && printf '%s\n' "${c#"$name-"}"; }
+"#;
+
+/// Read-only look at a host. Args: ROOT NAME VERSION REQUIRED-COMMAND...
+/// Prints `CURRENT v`, `INSTALLED sha` (of VERSION), `VERSION v` per retained version, `ZSTD`,
+/// `MISSING cmd`, `WRITABLE`.
+const PROBE: &str = r#"ver=$1; shift
+c=$(current) && printf 'CURRENT %s\n' "$c"
+if [ -d "$root/$name-$ver" ] && [ -f "$root/$name-$ver.sha256" ]; then
+    read -r s _ <"$root/$name-$ver.sha256" && printf 'INSTALLED %s\n' "$s"
+fi
+if [ -f "$root/.$name.history" ]; then
+    while IFS= read -r v; do valid_version "$v" && [ -d "$root/$name-$v" ] && printf 'VERSION %s\n' "$v"; done <"$root/.$name.history"
+fi
+command -v zstd >/dev/null 2>&1 && echo ZSTD
+for c in "$@" sh tar sha256sum find readlink mv ln mkdir rm grep cut head tail cat; do
+    command -v "$c" >/dev/null 2>&1 || printf 'MISSING %s\n' "$c"
+done
+d=$root
+while [ ! -e "$d" ]; do d=$(dirname -- "$d"); done
+[ -w "$d" ] && echo WRITABLE
+exit 0
+"#;
+
+/// Receives, verifies, checks, extracts, sets up and activates one version. stdin: the archive.
+/// Args: ROOT NAME VERSION STREAM-SHA PACKAGE-SHA FORMAT(zst|tar) KEEP REPLACE(0|1) SETUP
+const INSTALL: &str = r#"ver=$1 want=$2 pkgsha=$3 fmt=$4 keep=$5 replace=$6 setup=$7
+id=$name-$ver dest=$root/$id
+up=$root/.$id.upload.$$ new=$root/.$id.new.$$
+cleanup() { rm -rf -- "$up" "$up.list" "$up.err" "$new"; unlock; }
+trap cleanup EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+take_lock
+phase upload
+e=$(cat >"$up" 2>&1) || classify "$up" "$e"
+phase verify
+got=$(sha256sum -- "$up" | cut -d' ' -f1)
+[ "$got" = "$want" ] || fail checksum "$got"
+untar() {
+    if [ "$fmt" = zst ]; then zstd -dcq -- "$up" | tar "$@" -f -; else tar "$@" -f "$up"; fi
+}
+phase extract
+untar -t >"$up.list" 2>"$up.err" || fail io "listing $up: $(tail -n 3 "$up.err")"
+while IFS= read -r p; do
+    case "$p" in /* | .. | ../* | */../* | */..) fail unsafe "entry $p" ;; esac
+done <"$up.list"
+e=$(mkdir -- "$new" 2>&1) || classify "$new" "$e"
+e=$(untar -x --no-same-owner -C "$new" 2>&1) || classify "$new" "$e"
+bad=$(find "$new" \( -perm -4000 -o -perm -2000 -o \( ! -type f ! -type d ! -type l \) \) -print | head -n 1)
+[ -z "$bad" ] || fail unsafe "setuid, setgid or special file ${bad#"$new/"}"
+real=$(cd "$new" && pwd -P)
+find "$new" -type l >"$up.list"
+while IFS= read -r l; do
+    r=$(readlink -f -- "$l" 2>/dev/null) || continue
+    case "$r" in "$real" | "$real"/*) ;; *) fail unsafe "symlink ${l#"$new/"} escapes to $r" ;; esac
+done <"$up.list"
+if [ -n "$setup" ]; then
+    phase setup
+    (cd "$new" && HARNESS_PACKAGE_DIR=$dest HARNESS_PACKAGE_NAME=$name HARNESS_PACKAGE_VERSION=$ver sh -c "$setup") 1>&2
+    rc=$?
+    [ "$rc" = 0 ] || fail setup "$rc"
+fi
+phase activate
+e=$( { printf '%s  %s.tar.zst\n' "$pkgsha" "$id" >"$dest.sha256.$$" && mv -f -- "$dest.sha256.$$" "$dest.sha256"; } 2>&1) || {
+    rm -f -- "$dest.sha256.$$"
+    classify "$dest.sha256" "$e"
+}
+if [ -e "$dest" ] || [ -L "$dest" ]; then
+    [ "$replace" = 1 ] || fail conflict "$dest"
+    old=$root/.$id.old.$$
+    e=$( { mv -- "$dest" "$old" && mv -- "$new" "$dest"; } 2>&1) || classify "$dest" "$e"
+    rm -rf -- "$old"
+else
+    e=$(mv -- "$new" "$dest" 2>&1) || classify "$dest" "$e"
+fi
+prev=$(current) || prev=
+activate "$ver"
+# Keep the active version and the KEEP most recent others.
+h=$root/.$name.history
+n=$(wc -l <"$h")
+drop=$((n - keep - 1))
+if [ "$drop" -gt 0 ]; then
+    head -n "$drop" "$h" | while IFS= read -r v; do
+        valid_version "$v" && [ "$v" != "$ver" ] && rm -rf -- "$root/$name-$v" "$root/$name-$v.sha256"
+    done
+    tail -n "$((keep + 1))" "$h" >"$h.$$" && mv -f -- "$h.$$" "$h"
+fi
+printf 'DONE installed %s\n' "$prev"
+"#;
+
+/// Activates an installed version (same checksum deployed again while another is active), or rolls back.
+/// Args: ROOT NAME [VERSION]. Without VERSION: the most recent retained version before the active one.
+const SWITCH: &str = r#"take_lock
+trap unlock EXIT
+cur=$(current) || cur=
+if [ $# -gt 0 ]; then
+    to=$1
+    valid_version "$to" && [ -d "$root/$name-$to" ] || fail notinstalled "$to"
+else
+    to=
+    if [ -f "$root/.$name.history" ]; then
+        while IFS= read -r v; do
+            valid_version "$v" && [ "$v" != "$cur" ] && [ -d "$root/$name-$v" ] && to=$v
+        done <"$root/.$name.history"
+    fi
+    [ -n "$to" ] || fail norollback "$root"
+fi
+phase activate
+activate "$to"
+printf 'DONE switched %s\n' "$cur"
+"#;
+
+fn program(body: &str) -> String {
+    format!("{COMMON}{body}")
+}
+
+pub(crate) fn probe() -> String {
+    program(PROBE)
+}
+
+pub(crate) fn install() -> String {
+    program(INSTALL)
+}
+
+pub(crate) fn switch() -> String {
+    program(SWITCH)
+}
