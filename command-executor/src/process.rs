@@ -1,0 +1,752 @@
+//! The process handle and the one-off launcher behind every other kind.
+//!
+//! A local command runs in its own process group, so signals reach everything it started and dropping the
+//! handle kills the group. A command through layers runs behind a small sh wrapper that announces the
+//! program's pid at the far end; signals go back through the same layers as `kill`, because killing the local
+//! `ssh` or `docker exec` client leaves the far side running.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::os::unix::ffi::OsStringExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_lock::OnceCell;
+use futures_lite::FutureExt;
+
+use crate::classify;
+use crate::command::{Command, StdinMode};
+use crate::error::{Error, Place, Result};
+use crate::event::{Event, EventSink, Events, ExitStatus, Line, LineReader};
+use crate::executor::Executor;
+use crate::layer::{Layer, Target};
+use crate::quote;
+use crate::script::{self, MARK};
+use crate::signal::Signal;
+
+/// The stdin of a process started with [`StdinMode::Piped`]; close it (drop) to send end of file.
+pub type Stdin = async_process::ChildStdin;
+
+/// What identifies a process where it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ProcessId {
+    /// A process on this machine. `start_time` (field 22 of /proc/PID/stat) tells a reused pid apart.
+    Local { pid: u32, start_time: Option<u64> },
+    /// A process at the end of a layer chain: `pid` as seen there (inside the container's pid namespace for
+    /// docker), on `host`.
+    Remote {
+        host: String,
+        pid: u32,
+        start_time: Option<u64>,
+    },
+    /// A docker container.
+    Container { id: String },
+}
+
+impl ProcessId {
+    /// The pid, for processes.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            ProcessId::Local { pid, .. } | ProcessId::Remote { pid, .. } => Some(*pid),
+            ProcessId::Container { .. } => None,
+        }
+    }
+    /// The start time recorded with the pid.
+    pub fn start_time(&self) -> Option<u64> {
+        match self {
+            ProcessId::Local { start_time, .. } | ProcessId::Remote { start_time, .. } => {
+                *start_time
+            }
+            ProcessId::Container { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProcessId::Local { pid, .. } => write!(f, "pid {pid}"),
+            ProcessId::Remote { host, pid, .. } => write!(f, "pid {pid} on {host}"),
+            ProcessId::Container { id } => write!(f, "container {}", &id[..id.len().min(12)]),
+        }
+    }
+}
+
+/// Everything a command printed, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    /// stdout as text, invalid UTF-8 replaced.
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    /// stderr as text, invalid UTF-8 replaced.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// State of a managed process on its target (see [`crate::ManagedSpec`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedState {
+    /// The state directory on the target, `~/` expanded there.
+    pub dir: String,
+    pub pid: u32,
+    pub start_time: String,
+}
+
+pub(crate) type Outcome = Arc<OnceCell<Result<ExitStatus>>>;
+
+/// How to reach the process for signals.
+pub(crate) enum Control {
+    /// A local process group.
+    Local { pgid: u32 },
+    /// A program at the end of a chain; the local client leads `local_pgid`.
+    Chain {
+        exec: Executor,
+        target: Target,
+        pid: u32,
+        start_time: String,
+        local_pgid: u32,
+    },
+    /// A managed process, signalled through its pidfile.
+    Managed {
+        exec: Executor,
+        target: Target,
+        state: ManagedState,
+        keep_running: bool,
+    },
+    /// A docker container.
+    Container {
+        exec: Executor,
+        target: Target,
+        cli: crate::layer::DockerCli,
+        id: String,
+        remove: bool,
+    },
+}
+
+/// A running (or finished) process, container or managed process: its id, its events, its exit status,
+/// and signals. The same for every kind and every layer chain.
+pub struct Process {
+    pub(crate) id: ProcessId,
+    pub(crate) events: Option<Events>,
+    pub(crate) stdin: Option<Stdin>,
+    pub(crate) outcome: Outcome,
+    pub(crate) ctl: Arc<Control>,
+    pub(crate) _tasks: Vec<smol::Task<()>>,
+}
+
+impl fmt::Debug for Process {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Process {
+    /// The pid, remote pid or container id.
+    pub fn id(&self) -> &ProcessId {
+        &self.id
+    }
+
+    /// Takes the event stream (once). Events are queued from the start, so nothing is missed by taking it
+    /// late, up to the queue bound.
+    pub fn take_events(&mut self) -> Option<Events> {
+        self.events.take()
+    }
+
+    /// Takes stdin (once), for commands started with [`StdinMode::Piped`].
+    pub fn take_stdin(&mut self) -> Option<Stdin> {
+        self.stdin.take()
+    }
+
+    /// Waits for the end. Errors when the layer chain broke (the far side's fate is then unknown) or the
+    /// command's timeout passed (it was killed).
+    pub async fn wait(&self) -> Result<ExitStatus> {
+        self.outcome.wait().await.clone()
+    }
+
+    /// The outcome, if the process has ended.
+    pub fn try_wait(&self) -> Option<Result<ExitStatus>> {
+        self.outcome.get().cloned()
+    }
+
+    /// The managed process's state on its target (directory, pid, start time).
+    pub fn managed_state(&self) -> Option<&ManagedState> {
+        match &*self.ctl {
+            Control::Managed { state, .. } => Some(state),
+            _ => None,
+        }
+    }
+
+    /// Sends `signal` to the process and everything in its process group, wherever it runs.
+    pub async fn signal(&self, signal: Signal) -> Result<()> {
+        signal_control(&self.ctl, signal, None).await.map(|_| ())
+    }
+
+    /// Sends SIGKILL.
+    pub async fn kill(&self) -> Result<()> {
+        self.signal(Signal::Kill).await
+    }
+
+    /// Stops gracefully: SIGTERM (for containers: docker stop, honouring the stop signal), then SIGKILL to
+    /// whatever is left after `grace`, then waits for the end.
+    pub async fn stop(&self, grace: Duration) -> Result<ExitStatus> {
+        if self.outcome.get().is_none() {
+            match &*self.ctl {
+                Control::Managed { .. } | Control::Container { .. } => {
+                    signal_control(&self.ctl, Signal::Term, Some(grace)).await?;
+                }
+                _ => {
+                    self.signal(Signal::Term).await?;
+                    let ended = async {
+                        self.outcome.wait().await;
+                        true
+                    }
+                    .or(async {
+                        async_io::Timer::after(grace).await;
+                        false
+                    })
+                    .await;
+                    if !ended {
+                        self.signal(Signal::Kill).await?;
+                    }
+                }
+            }
+        }
+        let status = self.wait().await;
+        if let Control::Container {
+            exec,
+            target,
+            cli,
+            id,
+            remove: true,
+        } = &*self.ctl
+        {
+            crate::docker::remove(exec, target, cli, id).await?;
+        }
+        status
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.outcome.get().is_some() {
+            return;
+        }
+        match &*self.ctl {
+            Control::Local { pgid } => kill_group(*pgid, Signal::Kill),
+            Control::Chain { local_pgid, .. } => {
+                kill_group(*local_pgid, Signal::Kill);
+                let ctl = self.ctl.clone();
+                smol::spawn(async move {
+                    let _ = signal_control(&ctl, Signal::Kill, None).await;
+                })
+                .detach();
+            }
+            Control::Managed {
+                keep_running: false,
+                ..
+            } => {
+                let ctl = self.ctl.clone();
+                smol::spawn(async move {
+                    let _ = signal_control(&ctl, Signal::Term, Some(Duration::from_secs(5))).await;
+                })
+                .detach();
+            }
+            Control::Managed { .. } | Control::Container { .. } => {}
+        }
+    }
+}
+
+fn kill_group(pgid: u32, signal: Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pgid as i32) {
+        let _ = rustix::process::kill_process_group(pid, signal.to_rustix());
+    }
+}
+
+/// Signals through the control; with `stop`, a graceful stop with that grace.
+pub(crate) async fn signal_control(
+    ctl: &Control,
+    signal: Signal,
+    stop: Option<Duration>,
+) -> Result<String> {
+    match ctl {
+        Control::Local { pgid } => {
+            let pid = rustix::process::Pid::from_raw(*pgid as i32)
+                .ok_or_else(|| Error::invalid("pid", pgid.to_string()))?;
+            rustix::process::kill_process_group(pid, signal.to_rustix())
+                .or_else(|_| rustix::process::kill_process(pid, signal.to_rustix()))
+                .or_else(|e| {
+                    if e == rustix::io::Errno::SRCH {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| {
+                    Error::io(
+                        Place::local(),
+                        format!("sending {signal} to {pgid}"),
+                        e.into(),
+                    )
+                })?;
+            Ok(String::new())
+        }
+        Control::Chain {
+            exec,
+            target,
+            pid,
+            start_time,
+            ..
+        } => {
+            let argv = script::signal_pid_argv(signal.name(), *pid, start_time);
+            exec.run_op(target, argv, exec.options().op_timeout, "signal")
+                .await?;
+            Ok(String::new())
+        }
+        Control::Managed {
+            exec,
+            target,
+            state,
+            ..
+        } => {
+            let tenths = stop.map(|g| (g.as_millis() / 100) as i64).unwrap_or(-1);
+            let limit = exec.options().op_timeout + stop.unwrap_or_default();
+            let out = exec
+                .run_op(
+                    target,
+                    script::signal_argv(&state.dir, signal.name(), tenths),
+                    limit,
+                    "signal",
+                )
+                .await?;
+            Ok(out.stdout_text().trim().to_string())
+        }
+        Control::Container {
+            exec,
+            target,
+            cli,
+            id,
+            ..
+        } => {
+            let mut argv = cli.base();
+            match stop {
+                Some(grace) => {
+                    argv.extend([
+                        "stop".into(),
+                        "-t".into(),
+                        grace.as_secs().to_string().into(),
+                        id.into(),
+                    ]);
+                    exec.run_op(
+                        target,
+                        argv,
+                        exec.options().op_timeout + grace,
+                        "docker stop",
+                    )
+                    .await?;
+                }
+                None => {
+                    argv.extend(["kill".into(), "-s".into(), signal.name().into(), id.into()]);
+                    exec.run_op(target, argv, exec.options().op_timeout, "docker kill")
+                        .await?;
+                }
+            }
+            Ok(String::new())
+        }
+    }
+}
+
+impl Place {
+    pub(crate) fn local() -> Place {
+        Place {
+            host: "localhost".into(),
+            layer: "local".into(),
+        }
+    }
+}
+
+/// Reads /proc/PID/stat field 22 on this machine.
+pub(crate) fn local_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// What the stderr pump saw besides output.
+#[derive(Default)]
+pub(crate) struct Markers {
+    pub(crate) vanished: bool,
+}
+
+/// Spawns a one-off command on `target`. `shell_status` maps `$?`-style codes above 128 to signals.
+pub(crate) async fn spawn(
+    exec: &Executor,
+    target: &Target,
+    cmd: &Command,
+    shell_status: bool,
+) -> Result<Process> {
+    cmd.validate()?;
+    if target.is_local() {
+        spawn_local(exec, cmd, shell_status).await
+    } else {
+        spawn_chain(exec, target, cmd, shell_status).await
+    }
+}
+
+fn piped(cmd: std::process::Command, stdin: StdinMode) -> async_process::Command {
+    use async_process::Stdio;
+    let mut cmd = cmd;
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut cmd = async_process::Command::from(cmd);
+    cmd.stdin(match stdin {
+        StdinMode::Null => Stdio::null(),
+        StdinMode::Piped => Stdio::piped(),
+    });
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn spawn_local(exec: &Executor, cmd: &Command, shell_status: bool) -> Result<Process> {
+    let at = Place::local();
+    if let Some(dir) = &cmd.cwd
+        && !std::path::Path::new(dir).is_dir()
+    {
+        return Err(Error::WorkingDir {
+            at,
+            dir: dir.to_string_lossy().into_owned(),
+        });
+    }
+    let mut std_cmd = std::process::Command::new(&cmd.program);
+    std_cmd.args(&cmd.args);
+    for (k, v) in &cmd.env {
+        std_cmd.env(k, v);
+    }
+    if let Some(dir) = &cmd.cwd {
+        std_cmd.current_dir(dir);
+    }
+    let mut child = piped(std_cmd, cmd.stdin).spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::ProgramNotFound {
+                at: at.clone(),
+                program: cmd.program.to_string_lossy().into_owned(),
+            }
+        } else {
+            Error::io(
+                at.clone(),
+                format!("spawning {}", cmd.program.to_string_lossy()),
+                e,
+            )
+        }
+    })?;
+    let pid = child.id();
+    let id = ProcessId::Local {
+        pid,
+        start_time: local_start_time(pid),
+    };
+    let ctl = Arc::new(Control::Local { pgid: pid });
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take().map(LineReader::new);
+    Ok(finish_spawn(
+        exec,
+        id,
+        ctl,
+        child,
+        stdin,
+        stdout,
+        stderr,
+        None,
+        cmd.timeout,
+        at,
+        shell_status,
+    ))
+}
+
+async fn spawn_chain(
+    exec: &Executor,
+    target: &Target,
+    cmd: &Command,
+    shell_status: bool,
+) -> Result<Process> {
+    let places = target.places();
+    let first = places[0].clone();
+    let outer_ssh = match target.layers.first() {
+        Some(Layer::Ssh(h)) => Some(h),
+        _ => None,
+    };
+    let inner = target.wrap(script::exec_argv(cmd), true);
+    let (argv, session) = match outer_ssh {
+        Some(host) => {
+            let session = exec.ssh().session(host).await?;
+            (
+                session
+                    .conn
+                    .session_argv(OsString::from_vec(quote::join(&inner))),
+                Some(session),
+            )
+        }
+        None => (inner, None),
+    };
+    let mut std_cmd = std::process::Command::new(&argv[0]);
+    std_cmd.args(&argv[1..]);
+    let mut child = piped(std_cmd, cmd.stdin).spawn().map_err(|e| {
+        let prog = argv[0].to_string_lossy().into_owned();
+        match target.layers.first() {
+            Some(Layer::Docker(d)) if e.kind() == std::io::ErrorKind::NotFound => {
+                Error::DockerMissing {
+                    at: first.clone(),
+                    detail: format!("{}: {e}", d.cli.program),
+                }
+            }
+            _ => Error::io(first.clone(), format!("spawning {prog}"), e),
+        }
+    })?;
+    let local_pgid = child.id();
+    let mut stderr = LineReader::new(child.stderr.take().ok_or_else(|| {
+        Error::io(
+            first.clone(),
+            "stderr",
+            std::io::Error::other("no stderr pipe"),
+        )
+    })?);
+
+    // Everything on stderr before the wrapper's marker comes from the layers.
+    let start_timeout = exec.options().start_timeout;
+    let mut said: Vec<String> = Vec::new();
+    let started = async {
+        while let Some(line) = stderr.next_line().await {
+            if let Some(rest) = line.bytes.strip_prefix(MARK) {
+                let text = String::from_utf8_lossy(rest).into_owned();
+                if let Some(pid_st) = text.strip_prefix("PID ") {
+                    return Ok(Some(pid_st.to_string()));
+                }
+                said.push(format!("\u{1e}HARNESS-{text}"));
+            } else {
+                said.push(line.text().into_owned());
+            }
+        }
+        Ok(None)
+    }
+    .or(async {
+        async_io::Timer::after(start_timeout).await;
+        Err(())
+    })
+    .await;
+    let pid_st = match started {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            let status = child.status().await.ok().map(ExitStatus::from_std);
+            return Err(classify::chain_error(
+                target,
+                &said,
+                status.and_then(ExitStatus::code),
+            ));
+        }
+        Err(()) => {
+            kill_group(local_pgid, Signal::Kill);
+            let _ = child.kill();
+            let at = places.iter().rev().nth(1).cloned().unwrap_or(first);
+            return Err(Error::Timeout {
+                at,
+                operation: format!(
+                    "starting {} ({})",
+                    cmd.program.to_string_lossy(),
+                    said.join("; ")
+                ),
+                after: start_timeout,
+            });
+        }
+    };
+    let mut parts = pid_st.split_whitespace();
+    let pid: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let start_time = parts.next().unwrap_or("").to_string();
+    for l in &said {
+        tracing::debug!(target: "command_executor", "{}: {l}", first);
+    }
+    let id = ProcessId::Remote {
+        host: target.host(),
+        pid,
+        start_time: start_time.parse().ok(),
+    };
+    let ctl = Arc::new(Control::Chain {
+        exec: exec.clone(),
+        target: target.clone(),
+        pid,
+        start_time,
+        local_pgid,
+    });
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    Ok(finish_spawn(
+        exec,
+        id,
+        ctl,
+        child,
+        stdin,
+        stdout,
+        Some(stderr),
+        session,
+        cmd.timeout,
+        target.program_place(),
+        shell_status,
+    ))
+}
+
+/// Starts the output pumps and the waiter; returns the handle.
+#[allow(clippy::too_many_arguments)]
+fn finish_spawn(
+    exec: &Executor,
+    id: ProcessId,
+    ctl: Arc<Control>,
+    mut child: async_process::Child,
+    stdin: Option<Stdin>,
+    stdout: Option<async_process::ChildStdout>,
+    stderr: Option<LineReader<async_process::ChildStderr>>,
+    session: Option<crate::ssh::Session>,
+    timeout: Option<Duration>,
+    at: Place,
+    shell_status: bool,
+) -> Process {
+    let (sink, events) = EventSink::new(exec.options().queue_bytes);
+    sink.push(Event::Started(id.clone()));
+    let markers = Arc::new(Mutex::new(Markers::default()));
+    let out_pump = {
+        let sink = sink.clone();
+        smol::spawn(async move {
+            if let Some(out) = stdout {
+                let mut r = LineReader::new(out);
+                while let Some(line) = r.next_line().await {
+                    sink.push(Event::Stdout(line));
+                }
+            }
+        })
+    };
+    let err_pump = {
+        let sink = sink.clone();
+        let markers = markers.clone();
+        smol::spawn(async move {
+            if let Some(mut r) = stderr {
+                while let Some(line) = r.next_line().await {
+                    if let Some(rest) = line.bytes.strip_prefix(MARK) {
+                        if rest.starts_with(b"VANISHED") {
+                            markers.lock().unwrap_or_else(|p| p.into_inner()).vanished = true;
+                        }
+                        continue;
+                    }
+                    sink.push(Event::Stderr(Line {
+                        bytes: line.bytes,
+                        newline: line.newline,
+                    }));
+                }
+            }
+        })
+    };
+    let outcome: Outcome = Arc::new(OnceCell::new());
+    let waiter = {
+        let outcome = outcome.clone();
+        let ctl = ctl.clone();
+        smol::spawn(async move {
+            let _session = session;
+            let run = async {
+                out_pump.await;
+                err_pump.await;
+                child.status().await
+            };
+            let result = match timeout {
+                None => Some(run.await),
+                Some(limit) => {
+                    async { Some(run.await) }
+                        .or(async {
+                            async_io::Timer::after(limit).await;
+                            None
+                        })
+                        .await
+                }
+            };
+            let result = match result {
+                Some(Ok(status)) => {
+                    let st = ExitStatus::from_std(status);
+                    let st = match (shell_status, st) {
+                        (true, ExitStatus::Code(c)) => ExitStatus::from_shell(c),
+                        (_, st) => st,
+                    };
+                    if markers.lock().unwrap_or_else(|p| p.into_inner()).vanished {
+                        Err(Error::Stale {
+                            at: at.clone(),
+                            pidfile: String::new(),
+                            detail: "the process is gone and no exit status was recorded".into(),
+                        })
+                    } else {
+                        Ok(st)
+                    }
+                }
+                Some(Err(e)) => Err(Error::io(at.clone(), "waiting", e)),
+                None => {
+                    let _ = signal_control(&ctl, Signal::Kill, None).await;
+                    if let Control::Chain { local_pgid, .. } = &*ctl {
+                        kill_group(*local_pgid, Signal::Kill);
+                    }
+                    Err(Error::Timeout {
+                        at: at.clone(),
+                        operation: "command".into(),
+                        after: timeout.unwrap_or_default(),
+                    })
+                }
+            };
+            match &result {
+                Ok(st) => sink.push(Event::Exited(*st)),
+                Err(e) => sink.push(Event::Failed(e.clone())),
+            }
+            sink.close();
+            let _ = outcome.set(result).await;
+        })
+    };
+    Process {
+        id,
+        events: Some(events),
+        stdin,
+        outcome,
+        ctl,
+        _tasks: vec![waiter],
+    }
+}
+
+/// Runs to the end and collects the exact output.
+pub(crate) async fn collect(mut p: Process) -> Result<Output> {
+    let mut events = p
+        .take_events()
+        .ok_or_else(|| Error::invalid("process", "events already taken"))?;
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    while let Some(ev) = events.next().await {
+        match ev {
+            Event::Stdout(l) => push_line(&mut stdout, l),
+            Event::Stderr(l) => push_line(&mut stderr, l),
+            _ => {}
+        }
+    }
+    let status = p.wait().await?;
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+fn push_line(buf: &mut Vec<u8>, l: Line) {
+    buf.extend_from_slice(&l.bytes);
+    if l.newline {
+        buf.push(b'\n');
+    }
+}

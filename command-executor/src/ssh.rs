@@ -1,0 +1,320 @@
+//! The ssh transport: the system OpenSSH client, one multiplexed master connection per host (see
+//! docs/adr/0004-ssh-transport-openssh-multiplexing.md).
+//!
+//! Each host gets a generated config file holding every option, for the host and its jump hosts (options
+//! on the command line do not reach jump hosts). The master is started explicitly (`ssh -M -N -f`), so a
+//! connection failure is seen once, classified, and not mistaken for a command's failure. Sessions on a
+//! master are limited by a semaphore to the host's `max_sessions` (sshd's MaxSessions, 10 by default);
+//! beyond it ssh would silently open slow extra connections.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_lock::{Semaphore, SemaphoreGuardArc};
+use futures_lite::FutureExt;
+
+use crate::classify;
+use crate::error::{Error, Place, Result};
+use crate::layer::{HostKeyPolicy, SshHost};
+
+/// How long an idle master stays up after its last session (ssh's `ControlPersist`).
+const CONTROL_PERSIST: &str = "300";
+/// A master checked this recently is trusted without another `-O check`.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+pub(crate) struct SshPool {
+    dir: PathBuf,
+    hosts: Mutex<HashMap<u64, Arc<HostConn>>>,
+}
+
+pub(crate) struct HostConn {
+    pub(crate) host: SshHost,
+    pub(crate) alias: String,
+    pub(crate) config: PathBuf,
+    sessions: Arc<Semaphore>,
+    last_ok: async_lock::Mutex<Option<Instant>>,
+}
+
+/// A session slot on a host's master; held while the session's ssh client runs.
+pub(crate) struct Session {
+    pub(crate) conn: Arc<HostConn>,
+    pub(crate) _permit: SemaphoreGuardArc,
+}
+
+impl SshPool {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        SshPool {
+            dir,
+            hosts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn conn(&self, host: &SshHost) -> Result<Arc<HostConn>> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        host.hash(&mut hasher);
+        let key = hasher.finish();
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = hosts.get(&key) {
+            return Ok(c.clone());
+        }
+        let at = Place {
+            host: "localhost".into(),
+            layer: format!("ssh({})", host.name),
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| Error::io(at.clone(), format!("creating {}", self.dir.display()), e))?;
+        let alias = format!("harness-{key:016x}");
+        let config = self.dir.join(format!("{alias}.conf"));
+        let text = config_text(host, &alias, &self.dir);
+        let tmp = self.dir.join(format!("{alias}.conf.tmp"));
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)))
+            .and_then(|_| std::fs::rename(&tmp, &config))
+            .map_err(|e| Error::io(at, format!("writing {}", config.display()), e))?;
+        let conn = Arc::new(HostConn {
+            host: host.clone(),
+            alias,
+            config,
+            sessions: Arc::new(Semaphore::new(host.max_sessions.max(1))),
+            last_ok: async_lock::Mutex::new(None),
+        });
+        hosts.insert(key, conn.clone());
+        Ok(conn)
+    }
+
+    /// A session slot on `host`'s master, starting or restarting the master if needed.
+    pub(crate) async fn session(&self, host: &SshHost) -> Result<Session> {
+        let conn = self.conn(host)?;
+        conn.ensure_master().await?;
+        let permit = conn.sessions.acquire_arc().await;
+        Ok(Session {
+            conn,
+            _permit: permit,
+        })
+    }
+
+    /// Closes every master this pool opened (`ssh -O exit`).
+    pub(crate) async fn shutdown(&self) {
+        let conns: Vec<Arc<HostConn>> = self
+            .hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for c in conns {
+            let _ = run_ssh(&c, &["-O", "exit"], Duration::from_secs(5)).await;
+            *c.last_ok.lock().await = None;
+        }
+    }
+}
+
+impl HostConn {
+    fn place(&self) -> Place {
+        Place {
+            host: "localhost".into(),
+            layer: format!("ssh({})", self.host.name),
+        }
+    }
+
+    async fn ensure_master(&self) -> Result<()> {
+        let mut last_ok = self.last_ok.lock().await;
+        if last_ok.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
+            return Ok(());
+        }
+        if let Ok((true, _)) = run_ssh(self, &["-O", "check"], Duration::from_secs(5)).await {
+            *last_ok = Some(Instant::now());
+            return Ok(());
+        }
+        // Jump hops each take a connect; allow for them.
+        let hops = 1 + self.host.jump.len() as u32;
+        let limit = self.host.connect_timeout * hops + Duration::from_secs(5);
+        let (ok, stderr) = run_ssh(
+            self,
+            &[
+                "-M",
+                "-N",
+                "-f",
+                "-o",
+                &format!("ControlPersist={CONTROL_PERSIST}"),
+            ],
+            limit,
+        )
+        .await
+        .map_err(|e| match e {
+            Error::Timeout { .. } => Error::Timeout {
+                at: self.place(),
+                operation: format!("connecting to {}", self.host.hostname),
+                after: limit,
+            },
+            other => other,
+        })?;
+        if !ok {
+            return Err(
+                classify::ssh_error(self.place(), &self.host, &stderr).unwrap_or_else(|| {
+                    Error::Layer {
+                        at: self.place(),
+                        code: Some(255),
+                        stderr: stderr.trim().to_string(),
+                    }
+                }),
+            );
+        }
+        *last_ok = Some(Instant::now());
+        Ok(())
+    }
+
+    /// The local argv of a session running the shell command line `line` on this host.
+    pub(crate) fn session_argv(&self, line: OsString) -> Vec<OsString> {
+        vec![
+            "ssh".into(),
+            "-F".into(),
+            self.config.clone().into_os_string(),
+            "-T".into(),
+            "-o".into(),
+            "ControlMaster=no".into(),
+            self.alias.clone().into(),
+            "--".into(),
+            line,
+        ]
+    }
+}
+
+/// Runs a control ssh command (master start, check, exit) to completion; returns success and stderr.
+async fn run_ssh(conn: &HostConn, args: &[&str], limit: Duration) -> Result<(bool, String)> {
+    let at = conn.place();
+    // stderr goes to a file: a master started with -f keeps running, and must not hold a pipe we read.
+    let err_path = conn
+        .config
+        .with_extension(format!("err.{}", std::process::id()));
+    let err_file = std::fs::File::create(&err_path)
+        .map_err(|e| Error::io(at.clone(), format!("creating {}", err_path.display()), e))?;
+    let mut cmd = std::process::Command::new("ssh");
+    cmd.arg("-F").arg(&conn.config).args(args).arg(&conn.alias);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = async_process::Command::from(cmd)
+        .stdin(async_process::Stdio::null())
+        .stdout(async_process::Stdio::null())
+        .stderr(err_file)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::io(at.clone(), "spawning ssh", e))?;
+    let status = async { child.status().await.map(Some) }
+        .or(async {
+            async_io::Timer::after(limit).await;
+            Ok(None)
+        })
+        .await
+        .map_err(|e| Error::io(at.clone(), "waiting for ssh", e))?;
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&err_path);
+    match status {
+        Some(s) => Ok((s.success(), stderr)),
+        None => {
+            let _ = child.kill();
+            Err(Error::Timeout {
+                at,
+                operation: format!("ssh {}", args.join(" ")),
+                after: limit,
+            })
+        }
+    }
+}
+
+fn block(out: &mut String, host: &SshHost, alias: &str, dir: &Path, jump: Option<&str>) {
+    let policy = match host.host_key_policy {
+        HostKeyPolicy::Strict => "yes",
+        HostKeyPolicy::AcceptNew => "accept-new",
+    };
+    let _ = writeln!(out, "Host {alias}");
+    let _ = writeln!(out, "  HostName {}", host.hostname);
+    let _ = writeln!(out, "  Port {}", host.port);
+    if let Some(u) = &host.user {
+        let _ = writeln!(out, "  User {u}");
+    }
+    if let Some(i) = &host.identity_file {
+        let _ = writeln!(out, "  IdentityFile \"{}\"", i.display());
+        let _ = writeln!(out, "  IdentitiesOnly yes");
+    }
+    if let Some(k) = &host.known_hosts {
+        let _ = writeln!(out, "  UserKnownHostsFile \"{}\"", k.display());
+        let _ = writeln!(out, "  GlobalKnownHostsFile /dev/null");
+    }
+    let _ = writeln!(out, "  StrictHostKeyChecking {policy}");
+    let _ = writeln!(out, "  BatchMode yes");
+    let _ = writeln!(out, "  PasswordAuthentication no");
+    let _ = writeln!(out, "  KbdInteractiveAuthentication no");
+    // The default sntrup761 exchange costs ~110 ms per connection; prefer curve25519, keep the rest.
+    let _ = writeln!(
+        out,
+        "  KexAlgorithms ^curve25519-sha256,curve25519-sha256@libssh.org"
+    );
+    let _ = writeln!(
+        out,
+        "  ConnectTimeout {}",
+        host.connect_timeout.as_secs().max(1)
+    );
+    let _ = writeln!(out, "  ServerAliveInterval 5");
+    let _ = writeln!(out, "  ServerAliveCountMax 3");
+    let _ = writeln!(out, "  ControlPath \"{}/cm-%C\"", dir.display());
+    let _ = writeln!(out, "  LogLevel ERROR");
+    if let Some(j) = jump {
+        let _ = writeln!(out, "  ProxyJump {j}");
+    }
+    for (k, v) in &host.options {
+        let _ = writeln!(out, "  {k} {v}");
+    }
+}
+
+/// The config file text: the host's block, then one block per jump host (each jumping through the one
+/// before it).
+pub(crate) fn config_text(host: &SshHost, alias: &str, dir: &Path) -> String {
+    let mut out =
+        String::from("# generated by harness; every option for this host and its jump hosts\n");
+    let jump_aliases: Vec<String> = (0..host.jump.len())
+        .map(|i| format!("{alias}-j{i}"))
+        .collect();
+    block(
+        &mut out,
+        host,
+        alias,
+        dir,
+        jump_aliases.last().map(String::as_str),
+    );
+    for (i, j) in host.jump.iter().enumerate() {
+        let prev = if i == 0 {
+            None
+        } else {
+            Some(jump_aliases[i - 1].as_str())
+        };
+        block(&mut out, j, &jump_aliases[i], dir, prev);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_has_jump_blocks() {
+        let h = SshHost::new("198.18.0.14")
+            .name("h4")
+            .user("u")
+            .jump(SshHost::new("198.18.0.11").user("u"));
+        let text = config_text(&h, "harness-x", Path::new("/tmp/d"));
+        assert!(text.contains("Host harness-x\n  HostName 198.18.0.14"));
+        assert!(text.contains("ProxyJump harness-x-j0"));
+        assert!(text.contains("Host harness-x-j0\n  HostName 198.18.0.11"));
+        assert!(text.contains("ControlPath \"/tmp/d/cm-%C\""));
+    }
+}
