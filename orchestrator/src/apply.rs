@@ -1,0 +1,997 @@
+//! The orchestrator's operations: apply (start in dependency order), stop (reverse order),
+//! restart, re-attach on open, and the read-only views (health, logs, exec).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_io::Timer;
+use command_executor::{Command, Target};
+use futures_lite::FutureExt;
+use harness_config::{Condition, Project};
+use registry::{Endpoint, HealthStatus, Location, ServiceEntry, ServiceKey, ServiceState};
+
+use crate::addresses::{Placement, daemon_ip};
+use crate::readiness::{self, Readiness};
+use crate::report::*;
+use crate::spec::Resolved;
+use crate::supervisor::{self, Begin, FAILURE_LINES, StopRequest, Supervisor, set_state};
+use crate::{Error, Handle, Inner, ProjectRt, Result, Slot};
+use crate::{LogQuery, Logs};
+
+/// How long a service may take to become ready when it sets no `startup_timeout`.
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn check_project_name(name: &str) -> Result<()> {
+    ServiceKey::new(name, "x").map_err(|e| Error::Service {
+        service: name.to_owned(),
+        message: e.to_string(),
+    })?;
+    if name == "." || name == ".." {
+        return Err(Error::Service {
+            service: name.to_owned(),
+            message: "project names . and .. are reserved".into(),
+        });
+    }
+    Ok(())
+}
+
+fn key(project: &str, name: &str) -> ServiceKey {
+    ServiceKey {
+        project: project.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+async fn write_atomic(path: PathBuf, bytes: Vec<u8>) -> Result<()> {
+    let p = path.clone();
+    blocking::unblock(move || {
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = p.with_extension("tmp");
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &p)
+    })
+    .await
+    .map_err(|e| Error::io(path, e))
+}
+
+async fn save_project(inner: &Inner, project: &Project, base: Option<&Path>) -> Result<()> {
+    let yaml = serde_saphyr::to_string(project).map_err(|e| Error::SavedProject {
+        project: project.name.clone(),
+        message: e.to_string(),
+    })?;
+    let dir = inner.project_dir(&project.name);
+    write_atomic(dir.join("project.yaml"), yaml.into_bytes()).await?;
+    let base = base
+        .map(|b| b.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    write_atomic(dir.join("base_dir"), base.into_bytes()).await
+}
+
+async fn load_saved(inner: &Inner, name: &str) -> Result<Option<(Project, Option<PathBuf>)>> {
+    let dir = inner.project_dir(name);
+    let path = dir.join("project.yaml");
+    let text = match async_fs::read_to_string(&path).await {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let p = path.clone();
+    let loaded = blocking::unblock(move || {
+        harness_config::load_str(&p, text, &|_: &str| None::<String>).into_result()
+    })
+    .await
+    .map_err(|e| Error::SavedProject {
+        project: name.to_owned(),
+        message: e.to_string(),
+    })?;
+    let base = async_fs::read_to_string(dir.join("base_dir"))
+        .await
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    Ok(Some((loaded, base)))
+}
+
+/// The project as last applied: from memory, else from the state dir.
+async fn known_project(inner: &Inner, name: &str) -> Result<Option<(Project, Option<PathBuf>)>> {
+    if let Ok(p) = inner.projects.lock()
+        && let Some(rt) = p.get(name)
+    {
+        return Ok(Some((rt.project.clone(), rt.base_dir.clone())));
+    }
+    load_saved(inner, name).await
+}
+
+fn endpoints(project: &Project, name: &str) -> Vec<Endpoint> {
+    let Some(s) = project.services.get(name) else {
+        return Vec::new();
+    };
+    let Ok(placement) = Placement::of(s) else {
+        return Vec::new();
+    };
+    s.ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Endpoint {
+            name: p.name.clone().unwrap_or_else(|| {
+                if i == 0 {
+                    "default".into()
+                } else {
+                    format!("port{i}")
+                }
+            }),
+            ip: daemon_ip(&placement),
+            port: p.published.unwrap_or(p.port),
+        })
+        .collect()
+}
+
+async fn ensure_entry(inner: &Inner, project: &Project, name: &str) -> Result<ServiceEntry> {
+    let k = ServiceKey::new(&project.name, name).map_err(|e| Error::Service {
+        service: name.to_owned(),
+        message: e.to_string(),
+    })?;
+    let eps = endpoints(project, name);
+    match inner.store.get(&k).await? {
+        None => {
+            let mut e = ServiceEntry::new(k, Location::Local);
+            e.endpoints = eps;
+            Ok(inner.store.register(e).await?)
+        }
+        Some(e) if e.endpoints != eps || e.location != Location::Local => Ok(inner
+            .store
+            .modify(&k, move |e| {
+                e.endpoints = eps;
+                e.location = Location::Local;
+                Ok(())
+            })
+            .await?),
+        Some(e) => Ok(e),
+    }
+}
+
+fn spawn_supervisor(
+    inner: &Inner,
+    project: &str,
+    spec: Resolved,
+    ready: Arc<Readiness>,
+    begin: Begin,
+) -> Handle {
+    let (tx, rx) = async_channel::unbounded();
+    let sup = Supervisor {
+        store: inner.store.clone(),
+        executor: inner.executor.clone(),
+        key: key(project, &spec.name),
+        dir: inner.service_dir(project, &spec.name),
+        hub: inner.hub(project, &spec.name),
+        spec,
+        ready,
+        stops: rx,
+    };
+    Handle {
+        stops: tx,
+        task: smol::spawn(sup.run(begin)),
+    }
+}
+
+fn with_slot<T>(
+    inner: &Inner,
+    project: &str,
+    name: &str,
+    f: impl FnOnce(&mut Slot) -> T,
+) -> Option<T> {
+    let mut p = inner.projects.lock().ok()?;
+    let rt = p.get_mut(project)?;
+    Some(f(rt
+        .services
+        .entry(name.to_owned())
+        .or_insert_with(Slot::new)))
+}
+
+/// Live while the entry says a process may exist or a restart is pending.
+fn is_up(state: &ServiceState) -> bool {
+    state.is_active() || matches!(state, ServiceState::Restarting { .. })
+}
+
+// ---------------------------------------------------------------------------------------------
+// re-attach
+
+pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
+    let root = inner.state_dir.join("projects");
+    let mut names = Vec::new();
+    if let Ok(mut dir) = async_fs::read_dir(&root).await {
+        use futures_lite::StreamExt;
+        while let Some(Ok(e)) = dir.next().await {
+            if let Some(n) = e.file_name().to_str() {
+                names.push(n.to_owned());
+            }
+        }
+    }
+    for name in names {
+        match load_saved(inner, &name).await {
+            Ok(Some((project, base_dir))) => {
+                if let Ok(mut p) = inner.projects.lock() {
+                    p.insert(
+                        name.clone(),
+                        ProjectRt {
+                            project,
+                            base_dir,
+                            services: BTreeMap::new(),
+                        },
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("cannot re-attach project {name}: {e}"),
+        }
+    }
+    for entry in inner.store.list(None).await? {
+        if !is_up(&entry.state) {
+            continue;
+        }
+        let k = entry.key();
+        let known = known_project(inner, &entry.project).await.ok().flatten();
+        let resolved = match &known {
+            Some((p, base)) => Resolved::new(p, &entry.name, base.as_deref()),
+            None => Err("its project definition is missing from the state directory".into()),
+        };
+        let alive = match (entry.runtime.pid, entry.runtime.process_start_time) {
+            (Some(pid), Some(st)) => crate::runtime::reattach(&Placement::Local, pid, st),
+            _ => None,
+        };
+        let spec = match resolved {
+            Ok(s) => s,
+            Err(reason) => {
+                if alive.is_some() {
+                    tracing::warn!(service = %k, "running but cannot be supervised: {reason}");
+                } else {
+                    set_state(&inner.store, &k, ServiceState::Failed { reason }).await;
+                }
+                continue;
+            }
+        };
+        let ready = Arc::new(Readiness::default());
+        let stopping = entry.state == ServiceState::Stopping;
+        let begin = match (&entry.state, alive) {
+            (ServiceState::Restarting { next_start, .. }, _) => {
+                let left = next_start
+                    .map(|t| t.duration_since(jiff::Timestamp::now()))
+                    .and_then(|d| Duration::try_from(d).ok())
+                    .unwrap_or_default();
+                Begin::Backoff(left)
+            }
+            (_, Some(proc)) => {
+                let healthy = entry.health.status == HealthStatus::Healthy;
+                ready.update(|r| {
+                    r.started = true;
+                    r.healthy = healthy;
+                });
+                Begin::Attach(proc)
+            }
+            (_, None) => Begin::Ended,
+        };
+        let hash =
+            async_fs::read_to_string(inner.service_dir(&entry.project, &entry.name).join("hash"))
+                .await
+                .ok()
+                .or_else(|| Some(spec.hash()));
+        let check = spec.health_description();
+        let stop = (spec.stop.signal, spec.stop.timeout);
+        let handle = spawn_supervisor(inner, &entry.project, spec, ready.clone(), begin);
+        if stopping {
+            // The daemon died mid-stop: finish it.
+            let (done, _rx) = async_channel::bounded(1);
+            let _ = handle.stops.try_send(StopRequest {
+                signal: stop.0,
+                timeout: stop.1,
+                done,
+            });
+        }
+        let installed = with_slot(inner, &entry.project, &entry.name, |slot| {
+            slot.hash = hash;
+            slot.health_check = check;
+            slot.ready = ready;
+            slot.handle = Some(handle);
+        });
+        if installed.is_none() {
+            tracing::warn!(service = %k, "re-attached without a project");
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// apply
+
+enum Plan {
+    Unchanged,
+    Fail(String),
+    Start(Box<Resolved>, Action),
+}
+
+pub(crate) async fn apply(
+    inner: &Arc<Inner>,
+    project: &Project,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport> {
+    check_project_name(&project.name)?;
+    let began = Instant::now();
+    let order: Vec<String> = project.start_waves()?.concat();
+    let selected = selection(project, &opts.services)?;
+    let base = opts.base_dir.clone();
+    save_project(inner, project, base.as_deref()).await?;
+    let previous: BTreeSet<String> = {
+        let mut names: BTreeSet<String> = inner
+            .store
+            .list(Some(&project.name))
+            .await?
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        if let Ok(p) = inner.projects.lock()
+            && let Some(rt) = p.get(&project.name)
+        {
+            names.extend(rt.services.keys().cloned());
+        }
+        names
+    };
+    if let Ok(mut p) = inner.projects.lock() {
+        let rt = p.entry(project.name.clone()).or_insert_with(|| ProjectRt {
+            project: project.clone(),
+            base_dir: base.clone(),
+            services: BTreeMap::new(),
+        });
+        rt.project = project.clone();
+        rt.base_dir = base.clone();
+    }
+
+    // Decide per service.
+    let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
+    for name in order.iter().filter(|n| selected.contains(*n)) {
+        let entry = ensure_entry(inner, project, name).await?;
+        let plan = match Resolved::new(project, name, base.as_deref()) {
+            Err(reason) => Plan::Fail(reason),
+            Ok(spec) => {
+                let hash = spec.hash();
+                let (running_hash, supervised) = with_slot(inner, &project.name, name, |s| {
+                    (
+                        s.hash.clone(),
+                        s.handle.as_ref().is_some_and(|h| !h.task.is_finished()),
+                    )
+                })
+                .unwrap_or((None, false));
+                let up = is_up(&entry.state) && supervised;
+                if up && running_hash.as_deref() == Some(hash.as_str()) {
+                    Plan::Unchanged
+                } else if up {
+                    Plan::Start(Box::new(spec), Action::Restarted)
+                } else {
+                    Plan::Start(Box::new(spec), Action::Started)
+                }
+            }
+        };
+        plans.insert(name.clone(), plan);
+    }
+
+    // Changed services stop first, dependents before dependencies.
+    for name in order.iter().rev() {
+        if let Some(Plan::Start(_, Action::Restarted)) = plans.get(name) {
+            stop_one(inner.clone(), project.name.clone(), name.clone(), None).await;
+        }
+    }
+
+    // Fresh readiness for everything that starts, before any task looks at it.
+    for (name, plan) in &plans {
+        if matches!(plan, Plan::Start(..) | Plan::Fail(_)) {
+            with_slot(inner, &project.name, name, |s| {
+                s.ready = Arc::new(Readiness::default());
+            });
+        }
+    }
+
+    let mut tasks: Vec<(String, smol::Task<ServiceReport>)> = Vec::new();
+    for name in order.iter().filter(|n| selected.contains(*n)) {
+        let Some(plan) = plans.remove(name) else {
+            continue;
+        };
+        let deps: Vec<(String, Condition, Arc<Readiness>, Option<Duration>)> = project
+            .services
+            .get(name)
+            .map(|s| {
+                s.depends_on
+                    .iter()
+                    .filter(|(d, _)| project.services.contains_key(*d))
+                    .filter_map(|(d, c)| {
+                        let r = with_slot(inner, &project.name, d, |s| s.ready.clone())?;
+                        let timeout = project.services.get(d).and_then(|s| s.startup_timeout);
+                        Some((d.clone(), *c, r, timeout))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let inner = inner.clone();
+        let project_name = project.name.clone();
+        let n = name.clone();
+        let task =
+            smol::spawn(
+                async move { start_one(&inner, &project_name, &n, plan, deps, began).await },
+            );
+        tasks.push((name.clone(), task));
+    }
+    let mut services = Vec::new();
+    for (_, t) in tasks {
+        services.push(t.await);
+    }
+
+    // Orphans.
+    for name in previous.difference(&project.services.keys().cloned().collect()) {
+        let k = key(&project.name, name);
+        let entry = inner.store.get(&k).await?;
+        let action = if opts.remove_orphans {
+            stop_one(inner.clone(), project.name.clone(), name.clone(), None).await;
+            if entry.is_some() {
+                inner.store.deregister(&k).await?;
+            }
+            if let Ok(mut p) = inner.projects.lock()
+                && let Some(rt) = p.get_mut(&project.name)
+            {
+                rt.services.remove(name);
+            }
+            Action::Removed
+        } else {
+            Action::Orphaned
+        };
+        services.push(ServiceReport {
+            name: name.clone(),
+            action,
+            state: entry.map(|e| e.state).unwrap_or(ServiceState::Stopped),
+            pid: None,
+            elapsed: began.elapsed(),
+            error: None,
+            last_lines: Vec::new(),
+        });
+    }
+    Ok(ApplyReport {
+        project: project.name.clone(),
+        services,
+    })
+}
+
+/// The named services and everything they depend on; all when `names` is empty.
+fn selection(project: &Project, names: &[String]) -> Result<BTreeSet<String>> {
+    if names.is_empty() {
+        return Ok(project.services.keys().cloned().collect());
+    }
+    let mut out = BTreeSet::new();
+    let mut todo: Vec<String> = Vec::new();
+    for n in names {
+        if !project.services.contains_key(n) {
+            return Err(Error::UnknownService {
+                project: project.name.clone(),
+                service: n.clone(),
+            });
+        }
+        todo.push(n.clone());
+    }
+    while let Some(n) = todo.pop() {
+        if out.insert(n.clone())
+            && let Some(s) = project.services.get(&n)
+        {
+            todo.extend(
+                s.depends_on
+                    .keys()
+                    .filter(|d| project.services.contains_key(*d))
+                    .cloned(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+async fn start_one(
+    inner: &Arc<Inner>,
+    project: &str,
+    name: &str,
+    plan: Plan,
+    deps: Vec<(String, Condition, Arc<Readiness>, Option<Duration>)>,
+    began: Instant,
+) -> ServiceReport {
+    let k = key(project, name);
+    let ready = with_slot(inner, project, name, |s| s.ready.clone()).unwrap_or_default();
+    let (spec, action) = match plan {
+        Plan::Unchanged => return report(inner, &k, Action::Unchanged, began, None).await,
+        Plan::Fail(reason) => {
+            set_state(
+                &inner.store,
+                &k,
+                ServiceState::Failed {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
+            ready.update(|r| r.failed = Some(reason.clone()));
+            return report(inner, &k, Action::Failed, began, Some(reason)).await;
+        }
+        Plan::Start(spec, action) => (*spec, action),
+    };
+    for (dep, cond, r, timeout) in deps {
+        let limit = timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
+        let waited = async { Some(r.wait(|st| readiness::condition(st, cond)).await) }
+            .or(async {
+                Timer::after(limit).await;
+                None
+            })
+            .await;
+        let why = match waited {
+            Some(Ok(())) => continue,
+            Some(Err(why)) => format!("dependency {dep} failed: {why}"),
+            None => format!(
+                "dependency {dep} was not {} within {}",
+                condition_name(cond),
+                harness_config::format_duration(limit)
+            ),
+        };
+        set_state(
+            &inner.store,
+            &k,
+            ServiceState::Failed {
+                reason: why.clone(),
+            },
+        )
+        .await;
+        ready.update(|r| r.failed = Some(why.clone()));
+        return report(inner, &k, Action::Skipped, began, Some(why)).await;
+    }
+    let hash = spec.hash();
+    let _ = write_atomic(
+        inner.service_dir(project, name).join("hash"),
+        hash.clone().into_bytes(),
+    )
+    .await;
+    let gated = spec.health.is_some();
+    let limit = spec.startup_timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
+    let check = spec.health_description();
+    let handle = spawn_supervisor(inner, project, spec, ready.clone(), Begin::Launch);
+    let old = with_slot(inner, project, name, |s| {
+        s.hash = Some(hash);
+        s.health_check = check;
+        s.handle.replace(handle)
+    });
+    drop(old);
+    let cond = if gated {
+        Condition::Healthy
+    } else {
+        Condition::Started
+    };
+    let outcome = async { Some(ready.wait(|st| readiness::condition(st, cond)).await) }
+        .or(async {
+            Timer::after(limit).await;
+            None
+        })
+        .await;
+    match outcome {
+        Some(Ok(())) => report(inner, &k, action, began, None).await,
+        Some(Err(why)) => report(inner, &k, Action::Failed, began, Some(why)).await,
+        None => {
+            let why = format!(
+                "not {} within its startup_timeout of {}",
+                condition_name(cond),
+                harness_config::format_duration(limit)
+            );
+            report(inner, &k, Action::Failed, began, Some(why)).await
+        }
+    }
+}
+
+fn condition_name(c: Condition) -> &'static str {
+    match c {
+        Condition::Started => "started",
+        Condition::Healthy => "healthy",
+        Condition::CompletedSuccessfully => "completed successfully",
+    }
+}
+
+async fn report(
+    inner: &Inner,
+    k: &ServiceKey,
+    action: Action,
+    began: Instant,
+    error: Option<String>,
+) -> ServiceReport {
+    let elapsed = began.elapsed();
+    let entry = inner.store.get(k).await.ok().flatten();
+    let last_lines = if matches!(action, Action::Failed) {
+        // Give the log pump a moment to catch up with a process that is still running.
+        Timer::after(Duration::from_millis(50)).await;
+        inner
+            .hub(&k.project, &k.name)
+            .last_lines(FAILURE_LINES)
+            .await
+    } else {
+        Vec::new()
+    };
+    ServiceReport {
+        name: k.name.clone(),
+        action,
+        state: entry
+            .as_ref()
+            .map(|e| e.state.clone())
+            .unwrap_or(ServiceState::Pending),
+        pid: entry.as_ref().and_then(|e| e.runtime.pid),
+        elapsed,
+        error,
+        last_lines,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// stop
+
+/// Stops one service; `None` when it was not up.
+async fn stop_one(
+    inner: Arc<Inner>,
+    project: String,
+    name: String,
+    timeout: Option<Duration>,
+) -> Option<StoppedService> {
+    let began = Instant::now();
+    let k = key(&project, &name);
+    let entry = inner.store.get(&k).await.ok().flatten()?;
+    let sender = with_slot(&inner, &project, &name, |s| {
+        s.handle.as_ref().map(|h| h.stops.clone())
+    })
+    .flatten();
+    let (signal, configured) = known_project(&inner, &project)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|(p, base)| Resolved::new(&p, &name, base.as_deref()).ok())
+        .map(|s| (s.stop.signal, s.stop.timeout))
+        .unwrap_or((command_executor::Signal::Term, Duration::from_secs(10)));
+    let mut killed = false;
+    let mut stopped = false;
+    if let Some(tx) = sender {
+        let (done, done_rx) = async_channel::bounded(1);
+        let req = StopRequest {
+            signal,
+            timeout: timeout.unwrap_or(configured),
+            done,
+        };
+        if tx.send(req).await.is_ok()
+            && let Ok(k) = done_rx.recv().await
+        {
+            killed = k;
+            stopped = true;
+        }
+    }
+    let handle = with_slot(&inner, &project, &name, |s| s.handle.take()).flatten();
+    drop(handle);
+    if !stopped {
+        if matches!(entry.state, ServiceState::Stopped) {
+            return None;
+        }
+        supervisor::set_state(&inner.store, &k, ServiceState::Stopped).await;
+        if !is_up(&entry.state) {
+            return None;
+        }
+    }
+    Some(StoppedService {
+        name,
+        was: entry.state,
+        killed,
+        elapsed: began.elapsed(),
+    })
+}
+
+pub(crate) async fn stop(
+    inner: &Arc<Inner>,
+    project: &str,
+    opts: &StopOptions,
+) -> Result<StopReport> {
+    let known = known_project(inner, project).await?;
+    let entries = inner.store.list(Some(project)).await?;
+    if known.is_none() && entries.is_empty() {
+        return Err(Error::UnknownProject {
+            project: project.to_owned(),
+        });
+    }
+    let def = known.as_ref().map(|(p, _)| p);
+    let mut all: BTreeSet<String> = entries.iter().map(|e| e.name.clone()).collect();
+    if let Some(p) = def {
+        all.extend(p.services.keys().cloned());
+    }
+    let up: BTreeSet<String> = entries
+        .iter()
+        .filter(|e| is_up(&e.state))
+        .map(|e| e.name.clone())
+        .collect();
+    let mut targets: BTreeSet<String> = BTreeSet::new();
+    if opts.services.is_empty() {
+        targets = all.clone();
+    } else {
+        for s in &opts.services {
+            if !all.contains(s) {
+                return Err(Error::UnknownService {
+                    project: project.to_owned(),
+                    service: s.clone(),
+                });
+            }
+            targets.insert(s.clone());
+        }
+        // Running services that depend on a target, directly or not.
+        loop {
+            let mut added = false;
+            for (name, svc) in def
+                .map(|p| p.services.iter().collect::<Vec<_>>())
+                .unwrap_or_default()
+            {
+                if targets.contains(name) || !up.contains(name) {
+                    continue;
+                }
+                if let Some(dep) = svc.depends_on.keys().find(|d| targets.contains(*d)) {
+                    if !opts.force {
+                        let dependents: Vec<String> = def
+                            .map(|p| {
+                                p.services
+                                    .iter()
+                                    .filter(|(n, s)| {
+                                        up.contains(*n)
+                                            && !targets.contains(*n)
+                                            && s.depends_on.contains_key(dep)
+                                    })
+                                    .map(|(n, _)| n.clone())
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        return Err(Error::HasDependents {
+                            service: dep.clone(),
+                            dependents,
+                        });
+                    }
+                    targets.insert(name.clone());
+                    added = true;
+                }
+            }
+            if !added {
+                break;
+            }
+        }
+    }
+    // Dependents first; services the definition no longer knows go first of all.
+    let mut waves: Vec<Vec<String>> = Vec::new();
+    let in_def: BTreeSet<String> = def
+        .map(|p| p.services.keys().cloned().collect())
+        .unwrap_or_default();
+    waves.push(
+        targets
+            .iter()
+            .filter(|t| !in_def.contains(*t))
+            .cloned()
+            .collect(),
+    );
+    if let Some(p) = def {
+        for wave in p.stop_waves()? {
+            waves.push(wave.into_iter().filter(|n| targets.contains(n)).collect());
+        }
+    }
+    let mut services = Vec::new();
+    for wave in waves {
+        let tasks: Vec<_> = wave
+            .into_iter()
+            .map(|n| smol::spawn(stop_one(inner.clone(), project.to_owned(), n, opts.timeout)))
+            .collect();
+        for t in tasks {
+            services.extend(t.await);
+        }
+    }
+    if opts.remove {
+        for name in &targets {
+            let k = key(project, name);
+            if inner.store.get(&k).await?.is_some() {
+                inner.store.deregister(&k).await?;
+            }
+        }
+        let forget = if let Ok(mut p) = inner.projects.lock() {
+            if let Some(rt) = p.get_mut(project) {
+                for t in &targets {
+                    rt.services.remove(t);
+                }
+            }
+            let all_gone = all.iter().all(|n| targets.contains(n));
+            if all_gone {
+                p.remove(project);
+            }
+            all_gone
+        } else {
+            false
+        };
+        if forget {
+            let path = inner.project_dir(project).join("project.yaml");
+            let _ = async_fs::remove_file(&path).await;
+        }
+    }
+    Ok(StopReport {
+        project: project.to_owned(),
+        services,
+    })
+}
+
+pub(crate) async fn restart(
+    inner: &Arc<Inner>,
+    project: &str,
+    services: &[String],
+) -> Result<ApplyReport> {
+    let (def, base) =
+        known_project(inner, project)
+            .await?
+            .ok_or_else(|| Error::UnknownProject {
+                project: project.to_owned(),
+            })?;
+    let names: Vec<String> = if services.is_empty() {
+        def.services.keys().cloned().collect()
+    } else {
+        for s in services {
+            if !def.services.contains_key(s) {
+                return Err(Error::UnknownService {
+                    project: project.to_owned(),
+                    service: s.clone(),
+                });
+            }
+        }
+        services.to_vec()
+    };
+    // Dependents first, in parallel within a wave.
+    for wave in def.stop_waves()? {
+        let tasks: Vec<_> = wave
+            .into_iter()
+            .filter(|n| names.contains(n))
+            .map(|n| smol::spawn(stop_one(inner.clone(), project.to_owned(), n, None)))
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+    }
+    let mut report = apply(
+        inner,
+        &def,
+        &ApplyOptions {
+            services: names.clone(),
+            remove_orphans: false,
+            base_dir: base,
+        },
+    )
+    .await?;
+    for s in &mut report.services {
+        if names.contains(&s.name) && s.action == Action::Started {
+            s.action = Action::Restarted;
+        }
+    }
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------
+// views
+
+fn pick(project: &str, all: &BTreeSet<String>, services: &[String]) -> Result<Vec<String>> {
+    if services.is_empty() {
+        return Ok(all.iter().cloned().collect());
+    }
+    for s in services {
+        if !all.contains(s) {
+            return Err(Error::UnknownService {
+                project: project.to_owned(),
+                service: s.clone(),
+            });
+        }
+    }
+    Ok(services.to_vec())
+}
+
+async fn service_names(inner: &Inner, project: &str) -> Result<BTreeSet<String>> {
+    let mut all: BTreeSet<String> = inner
+        .store
+        .list(Some(project))
+        .await?
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    if let Some((p, _)) = known_project(inner, project).await? {
+        all.extend(p.services.keys().cloned());
+    }
+    if all.is_empty() {
+        return Err(Error::UnknownProject {
+            project: project.to_owned(),
+        });
+    }
+    Ok(all)
+}
+
+pub(crate) async fn health(
+    inner: &Arc<Inner>,
+    project: &str,
+    services: &[String],
+) -> Result<Vec<ServiceHealth>> {
+    let all = service_names(inner, project).await?;
+    let known = known_project(inner, project).await?;
+    let mut out = Vec::new();
+    for name in pick(project, &all, services)? {
+        let entry = inner.store.get(&key(project, &name)).await?;
+        let check = known
+            .as_ref()
+            .and_then(|(p, base)| Resolved::new(p, &name, base.as_deref()).ok())
+            .and_then(|s| s.health_description());
+        out.push(ServiceHealth {
+            name,
+            check,
+            state: entry
+                .as_ref()
+                .map(|e| e.state.clone())
+                .unwrap_or(ServiceState::Pending),
+            health: entry.map(|e| e.health).unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) async fn logs(inner: &Arc<Inner>, q: &LogQuery) -> Result<Logs> {
+    let all = service_names(inner, &q.project).await?;
+    let hubs = pick(&q.project, &all, &q.services)?
+        .iter()
+        .map(|n| inner.hub(&q.project, n))
+        .collect();
+    Ok(crate::logs::serve(hubs, q).await)
+}
+
+pub(crate) async fn exec(
+    inner: &Arc<Inner>,
+    project: &str,
+    service: &str,
+    argv: &[String],
+) -> Result<command_executor::Process> {
+    let (def, base) =
+        known_project(inner, project)
+            .await?
+            .ok_or_else(|| Error::UnknownProject {
+                project: project.to_owned(),
+            })?;
+    let spec = Resolved::new(&def, service, base.as_deref()).map_err(|message| {
+        if def.services.contains_key(service) {
+            Error::Service {
+                service: service.to_owned(),
+                message,
+            }
+        } else {
+            Error::UnknownService {
+                project: project.to_owned(),
+                service: service.to_owned(),
+            }
+        }
+    })?;
+    let (program, args) = argv.split_first().ok_or_else(|| Error::Service {
+        service: service.to_owned(),
+        message: "exec needs a command".into(),
+    })?;
+    let mut cmd = Command::new(program).args(args);
+    for (k, v) in &spec.launch.env {
+        cmd = cmd.env(k, v);
+    }
+    if let Some(cwd) = &spec.launch.cwd {
+        cmd = cmd.current_dir(cwd);
+    }
+    let target = match spec.placement {
+        Placement::Local => Target::local(),
+    };
+    inner
+        .executor
+        .spawn(&target, &cmd)
+        .await
+        .map_err(|source| Error::Exec {
+            service: service.to_owned(),
+            source: Box::new(source),
+        })
+}

@@ -1,0 +1,323 @@
+//! What should exist: turns a services.yaml [`Project`] into running services and keeps them so.
+//!
+//! The daemon owns one [`Orchestrator`]. It starts services in dependency order (independent ones
+//! in parallel, dependents only once their conditions hold), records every change in the
+//! registry [`Store`] — so progress is observed by subscribing to the registry's events — runs
+//! health checks, applies restart policies, keeps every service's output in rotated log files,
+//! and stops services with nothing left behind.
+//!
+//! Services survive the daemon: a local service's output goes to files, not pipes, and a new
+//! daemon re-attaches to what is still running ([`Orchestrator::open`]).
+//!
+//! ```no_run
+//! # async fn demo(store: registry::Store, project: harness_config::Project) -> orchestrator::Result<()> {
+//! use orchestrator::*;
+//! let orch = Orchestrator::open(OrchestratorOptions::new("/var/lib/harness", store)).await?;
+//! let report = orch.apply(&project, ApplyOptions::default()).await?;
+//! for s in report.failures() {
+//!     eprintln!("{}: {}", s.name, s.error.as_deref().unwrap_or(""));
+//! }
+//! orch.stop(&project.name, StopOptions::default()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! State directory layout (`state_dir`):
+//!
+//! ```text
+//! projects/<project>/project.yaml          the applied definition (resolved services.yaml)
+//! projects/<project>/base_dir              folder of services.yaml (relative paths)
+//! projects/<project>/services/<svc>/stdout, stderr   raw output of the current run
+//! projects/<project>/services/<svc>/offsets          how much of it is in the log
+//! projects/<project>/services/<svc>/<svc>.log[.N]    timestamped log, rotated
+//! ```
+//! Pid and start time of each running service live in the registry entry (`runtime`).
+
+pub mod addresses;
+mod apply;
+mod error;
+mod health;
+mod logs;
+mod readiness;
+mod report;
+mod runtime;
+mod spec;
+mod supervisor;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use command_executor::Executor;
+use harness_config::Project;
+use registry::{ServiceEntry, ServiceKey, Store};
+
+pub use error::{Error, Result};
+pub use logs::{LogLimits, LogLine, LogQuery, Logs, StreamKind};
+pub use report::{
+    Action, ApplyOptions, ApplyReport, ServiceHealth, ServiceReport, StopOptions, StopReport,
+    StoppedService,
+};
+
+use logs::LogHub;
+use readiness::Readiness;
+use supervisor::StopRequest;
+
+/// How the daemon sets up its orchestrator.
+#[derive(Clone)]
+pub struct OrchestratorOptions {
+    /// Where definitions and logs are kept (see the crate docs for the layout).
+    pub state_dir: PathBuf,
+    pub store: Store,
+    /// Runs health-check commands and `exec`.
+    pub executor: Executor,
+    pub log_limits: LogLimits,
+}
+
+impl OrchestratorOptions {
+    pub fn new(state_dir: impl Into<PathBuf>, store: Store) -> Self {
+        OrchestratorOptions {
+            state_dir: state_dir.into(),
+            store,
+            executor: Executor::default(),
+            log_limits: LogLimits::default(),
+        }
+    }
+}
+
+/// The service manager. Cheap to clone. Dropping the last clone detaches from the services
+/// without stopping them (as a killed daemon would); [`Orchestrator::shutdown`] is the orderly
+/// way.
+#[derive(Clone)]
+pub struct Orchestrator {
+    life: Arc<Life>,
+}
+
+/// Detaches every supervisor when the last handle goes (their tasks hold `Inner`, so `Inner`
+/// alone would never drop).
+struct Life(Arc<Inner>);
+
+impl Drop for Life {
+    fn drop(&mut self) {
+        self.0.detach_all();
+    }
+}
+
+pub(crate) struct Inner {
+    pub state_dir: PathBuf,
+    pub store: Store,
+    pub executor: Executor,
+    pub log_limits: LogLimits,
+    pub projects: Mutex<BTreeMap<String, ProjectRt>>,
+    pub hubs: Mutex<HashMap<ServiceKey, Arc<LogHub>>>,
+    /// Applies, stops and restarts run one at a time.
+    pub ops: async_lock::Mutex<()>,
+    pub shut: std::sync::atomic::AtomicBool,
+}
+
+/// A project as applied.
+pub(crate) struct ProjectRt {
+    pub project: Project,
+    pub base_dir: Option<PathBuf>,
+    pub services: BTreeMap<String, Slot>,
+}
+
+/// One service's supervision.
+pub(crate) struct Slot {
+    /// The definition hash of the running instance.
+    pub hash: Option<String>,
+    pub health_check: Option<String>,
+    pub ready: Arc<Readiness>,
+    pub handle: Option<Handle>,
+}
+
+impl Slot {
+    pub fn new() -> Slot {
+        Slot {
+            hash: None,
+            health_check: None,
+            ready: Arc::new(Readiness::default()),
+            handle: None,
+        }
+    }
+}
+
+/// A running supervisor.
+pub(crate) struct Handle {
+    pub stops: async_channel::Sender<StopRequest>,
+    pub task: smol::Task<()>,
+}
+
+impl Orchestrator {
+    /// Opens the orchestrator on `state_dir` and re-attaches to every service the registry
+    /// records as running: a process that still has the recorded pid *and* start time is
+    /// supervised again (never started twice); one that is gone is marked exited and its restart
+    /// policy applied; one waiting out a backoff resumes it.
+    pub async fn open(opts: OrchestratorOptions) -> Result<Orchestrator> {
+        let projects = opts.state_dir.join("projects");
+        async_fs::create_dir_all(&projects)
+            .await
+            .map_err(|e| Error::io(&projects, e))?;
+        let inner = Arc::new(Inner {
+            state_dir: opts.state_dir,
+            store: opts.store,
+            executor: opts.executor,
+            log_limits: opts.log_limits,
+            projects: Mutex::new(BTreeMap::new()),
+            hubs: Mutex::new(HashMap::new()),
+            ops: async_lock::Mutex::new(()),
+            shut: false.into(),
+        });
+        let orch = Orchestrator {
+            life: Arc::new(Life(inner)),
+        };
+        apply::reattach(&orch.life.0).await?;
+        Ok(orch)
+    }
+
+    fn inner(&self) -> Result<&Arc<Inner>> {
+        let inner = &self.life.0;
+        if inner.shut.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::ShutDown);
+        }
+        Ok(inner)
+    }
+
+    /// Brings the project to its definition, idempotently: services that run with an unchanged
+    /// definition stay; changed ones are restarted; missing ones start. Services start as soon as
+    /// their `depends_on` conditions hold (`started`, `healthy`, `completed_successfully`), and
+    /// each must become ready — healthy if it has a health check — within its `startup_timeout`.
+    /// A failure fails that service and skips its dependents; the others proceed. Services that
+    /// are no longer in the project are reported as orphans (stopped with `remove_orphans`).
+    ///
+    /// Relative `working_dir`s and binaries are taken relative to `opts.base_dir` (the folder of
+    /// services.yaml); give it whenever the project came from a file.
+    ///
+    /// Progress (every state and health change) is in the registry's event stream as it
+    /// happens; the returned report is the summary.
+    pub async fn apply(&self, project: &Project, opts: ApplyOptions) -> Result<ApplyReport> {
+        let inner = self.inner()?;
+        let _op = inner.ops.lock().await;
+        apply::apply(inner, project, &opts).await
+    }
+
+    /// Stops services of `project` (all, or `opts.services`), dependents before their
+    /// dependencies, each with its configured signal to its whole process group, SIGKILL after
+    /// its timeout, and finally anything left in its session. Stopping a service that running
+    /// services depend on is refused with [`Error::HasDependents`] unless `opts.force`, which
+    /// stops those dependents first.
+    pub async fn stop(&self, project: &str, opts: StopOptions) -> Result<StopReport> {
+        let inner = self.inner()?;
+        let _op = inner.ops.lock().await;
+        apply::stop(inner, project, &opts).await
+    }
+
+    /// Stops `services` (all when empty) and starts them again with the last applied
+    /// definition; their dependents keep running.
+    pub async fn restart(&self, project: &str, services: &[String]) -> Result<ApplyReport> {
+        let inner = self.inner()?;
+        let _op = inner.ops.lock().await;
+        apply::restart(inner, project, services).await
+    }
+
+    /// Registry entries (state, pid, endpoints, health, restarts), of one project or all.
+    pub async fn status(&self, project: Option<&str>) -> Result<Vec<ServiceEntry>> {
+        Ok(self.inner()?.store.list(project).await?)
+    }
+
+    /// The projects this daemon has applied.
+    pub fn projects(&self) -> Vec<String> {
+        self.life
+            .0
+            .projects
+            .lock()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Health of services (all of the project when `services` is empty): what is checked, the
+    /// status, the last check's time and output.
+    pub async fn health(&self, project: &str, services: &[String]) -> Result<Vec<ServiceHealth>> {
+        apply::health(self.inner()?, project, services).await
+    }
+
+    /// Log lines per the query: history (with `tail`/`since`), then, with `follow`, new lines as
+    /// they are written, across restarts of the services, until the stream is dropped.
+    pub async fn logs(&self, query: LogQuery) -> Result<Logs> {
+        apply::logs(self.inner()?, &query).await
+    }
+
+    /// Runs `argv` in the service's context (its working directory and environment, where it
+    /// runs). The process's events carry its output; the caller waits or signals it.
+    pub async fn exec(
+        &self,
+        project: &str,
+        service: &str,
+        argv: &[String],
+    ) -> Result<command_executor::Process> {
+        apply::exec(self.inner()?, project, service, argv).await
+    }
+
+    /// Ends the orchestrator: with `stop_services` every service of every project is stopped
+    /// first; without, they keep running for the next daemon to re-attach.
+    pub async fn shutdown(&self, stop_services: bool) -> Result<()> {
+        let inner = self.inner()?;
+        {
+            let _op = inner.ops.lock().await;
+            if stop_services {
+                let names: Vec<String> = inner
+                    .projects
+                    .lock()
+                    .map(|p| p.keys().cloned().collect())
+                    .unwrap_or_default();
+                for name in names {
+                    let opts = StopOptions {
+                        force: true,
+                        ..StopOptions::default()
+                    };
+                    apply::stop(inner, &name, &opts).await?;
+                }
+            }
+            inner.shut.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        inner.detach_all();
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Cancels every supervisor; the processes keep running.
+    fn detach_all(&self) {
+        let handles: Vec<Handle> = match self.projects.lock() {
+            Ok(mut p) => p
+                .values_mut()
+                .flat_map(|rt| rt.services.values_mut().filter_map(|s| s.handle.take()))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        drop(handles);
+    }
+
+    pub fn project_dir(&self, project: &str) -> PathBuf {
+        self.state_dir.join("projects").join(project)
+    }
+
+    pub fn service_dir(&self, project: &str, service: &str) -> PathBuf {
+        self.project_dir(project).join("services").join(service)
+    }
+
+    pub fn hub(&self, project: &str, service: &str) -> Arc<LogHub> {
+        let key = ServiceKey {
+            project: project.to_owned(),
+            name: service.to_owned(),
+        };
+        let mut hubs = match self.hubs.lock() {
+            Ok(h) => h,
+            Err(p) => p.into_inner(),
+        };
+        hubs.entry(key)
+            .or_insert_with(|| {
+                LogHub::new(service, self.service_dir(project, service), self.log_limits)
+            })
+            .clone()
+    }
+}

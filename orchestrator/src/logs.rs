@@ -1,0 +1,552 @@
+//! Service output: drained at all times, kept in rotated files, served with tail and follow.
+//!
+//! A service writes into two raw files (`stdout`, `stderr`) that it holds open with `O_APPEND`;
+//! nothing it writes can block or be lost when the daemon is slow or dead. The daemon's pump
+//! copies complete lines into `<service>.log` (`TIME STREAM TEXT`, size-rotated into
+//! `.log.1 ..`), into an in-memory tail ring and to live followers, records how far it got in
+//! `offsets`, and punches holes (`fallocate(PUNCH_HOLE)`) into what it consumed, so the raw files
+//! take no disk space for copied output yet are never truncated under the writer. After a daemon
+//! restart the pump resumes from `offsets`; when a process ends, the pump drains to the end
+//! before the exit is recorded, so the last lines always come first.
+//!
+//! Reading polls, adaptively (5 ms while output flows, backing off to 200 ms when quiet): the
+//! smol family has no inotify, and exits do not depend on it (see `runtime`).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_channel::{Receiver, Sender};
+use async_io::Timer;
+use futures_lite::{FutureExt, Stream};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Longest line kept whole; longer ones are split.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Lines of each service kept in memory for `--tail` without reading files.
+const RING_LINES: usize = 2_000;
+/// A follower this far behind is cut off rather than buffering without bound.
+const MAX_FOLLOWER_BACKLOG: usize = 200_000;
+const READ_CHUNK: usize = 1 << 20;
+const PUNCH_EVERY: u64 = 1 << 20;
+
+/// Which output a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    Stdout,
+    Stderr,
+}
+
+impl StreamKind {
+    fn tag(self) -> &'static str {
+        match self {
+            StreamKind::Stdout => "out",
+            StreamKind::Stderr => "err",
+        }
+    }
+}
+
+/// One line a service printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub service: String,
+    pub stream: StreamKind,
+    /// When the daemon read it (within a few ms of when it was written while the daemon runs).
+    pub time: Timestamp,
+    /// The line without its newline; invalid UTF-8 replaced.
+    pub text: String,
+}
+
+/// Which lines `logs` returns.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LogQuery {
+    pub project: String,
+    /// Empty means every service of the project.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// At most this many of the latest lines per service (before following).
+    #[serde(default)]
+    pub tail: Option<usize>,
+    /// Only lines read at or after this time.
+    #[serde(default)]
+    pub since: Option<Timestamp>,
+    /// Keep delivering new lines, across restarts, until the stream is dropped.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+/// Size-based rotation of `<service>.log`.
+#[derive(Debug, Clone, Copy)]
+pub struct LogLimits {
+    /// Rotate when the current file would grow past this.
+    pub max_bytes: u64,
+    /// Rotated files kept (`.log.1` newest).
+    pub keep: usize,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits {
+            max_bytes: 32 << 20,
+            keep: 4,
+        }
+    }
+}
+
+/// Lines from `Orchestrator::logs`: history first (ordered by time), then live lines when
+/// following. Ends when history is exhausted, or, when following, when dropped.
+pub struct Logs {
+    rx: Pin<Box<Receiver<LogLine>>>,
+    _tasks: Vec<smol::Task<()>>,
+}
+
+impl Logs {
+    pub async fn next(&mut self) -> Option<LogLine> {
+        self.rx.recv().await.ok()
+    }
+}
+
+impl Stream for Logs {
+    type Item = LogLine;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<LogLine>> {
+        self.rx.as_mut().poll_next(cx)
+    }
+}
+
+/// Where a service's files live and who listens; shared by every run of the service, so
+/// followers keep receiving across restarts.
+pub(crate) struct LogHub {
+    service: String,
+    dir: PathBuf,
+    limits: LogLimits,
+    state: async_lock::Mutex<HubState>,
+}
+
+#[derive(Default)]
+struct HubState {
+    ring: VecDeque<LogLine>,
+    followers: Vec<Sender<LogLine>>,
+}
+
+impl LogHub {
+    pub fn new(service: &str, dir: PathBuf, limits: LogLimits) -> Arc<LogHub> {
+        Arc::new(LogHub {
+            service: service.to_owned(),
+            dir,
+            limits,
+            state: async_lock::Mutex::new(HubState::default()),
+        })
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.log", self.service))
+    }
+
+    /// The last `n` lines from memory, as text.
+    pub async fn last_lines(&self, n: usize) -> Vec<String> {
+        let st = self.state.lock().await;
+        let skip = st.ring.len().saturating_sub(n);
+        st.ring.iter().skip(skip).map(|l| l.text.clone()).collect()
+    }
+
+    /// Empties the raw files and the offsets before a new run writes into them.
+    pub async fn reset_raw(&self) -> std::io::Result<()> {
+        let dir = self.dir.clone();
+        blocking::unblock(move || {
+            std::fs::create_dir_all(&dir)?;
+            for name in ["stdout", "stderr"] {
+                File::create(dir.join(name))?;
+            }
+            write_offsets(&dir, [0, 0])
+        })
+        .await
+    }
+
+    /// Starts copying the raw files, from the recorded offsets.
+    pub fn pump(self: &Arc<Self>) -> Pump {
+        let (finish, finish_rx) = async_channel::bounded(1);
+        let hub = self.clone();
+        let task = smol::spawn(async move { hub.run_pump(finish_rx).await });
+        Pump { finish, task }
+    }
+
+    async fn run_pump(self: Arc<Self>, finish: Receiver<()>) {
+        let dir = self.dir.clone();
+        let start = blocking::unblock(move || read_offsets(&dir)).await;
+        let mut cur = Cursor {
+            committed: start,
+            read: start,
+            partial: [Vec::new(), Vec::new()],
+            punched: [0, 0],
+            files: [None, None],
+            last_read_any: false,
+        };
+        let mut idle = Duration::from_millis(5);
+        let mut finishing = false;
+        loop {
+            let dir = self.dir.clone();
+            let (c, got) = blocking::unblock(move || {
+                let got = cur.read_some_from(&dir);
+                (cur, got)
+            })
+            .await;
+            cur = c;
+            let final_round = finishing && got.iter().all(Vec::is_empty);
+            let lines = cur.split(got, final_round, &self.service);
+            if !lines.is_empty() || final_round {
+                self.commit(lines, &mut cur, final_round).await;
+            }
+            if final_round {
+                return;
+            }
+            if finishing {
+                continue;
+            }
+            if cur.last_read_any {
+                idle = Duration::from_millis(5);
+            } else {
+                idle = (idle * 2).min(Duration::from_millis(200));
+            }
+            let woke = async {
+                Timer::after(idle).await;
+                false
+            }
+            .or(async {
+                let _ = finish.recv().await;
+                true
+            })
+            .await;
+            if woke {
+                finishing = true;
+            }
+        }
+    }
+
+    /// Writes lines to the log file, the ring and followers, then records the offsets.
+    async fn commit(&self, lines: Vec<LogLine>, cur: &mut Cursor, final_round: bool) {
+        let mut st = self.state.lock().await;
+        if !lines.is_empty() {
+            let mut buf = Vec::with_capacity(lines.len() * 64);
+            for l in &lines {
+                let _ = writeln!(buf, "{} {} {}", l.time, l.stream.tag(), l.text);
+            }
+            let path = self.log_path();
+            let limits = self.limits;
+            if let Err(e) = blocking::unblock(move || append_rotating(&path, &buf, limits)).await {
+                tracing::warn!(service = %self.service, "cannot write the log file: {e}");
+            }
+        }
+        let dir = self.dir.clone();
+        let committed = cur.committed;
+        let punch: Vec<(usize, u64)> = (0..2)
+            .filter(|&i| {
+                committed[i] > cur.punched[i]
+                    && (final_round || committed[i] - cur.punched[i] >= PUNCH_EVERY)
+            })
+            .map(|i| (i, committed[i]))
+            .collect();
+        let files = [
+            cur.files[0].as_ref().and_then(|f| f.try_clone().ok()),
+            cur.files[1].as_ref().and_then(|f| f.try_clone().ok()),
+        ];
+        let _ = blocking::unblock(move || {
+            for (i, upto) in &punch {
+                if let Some(f) = &files[*i] {
+                    // Consumed bytes only; the writer keeps appending past them.
+                    let _ = rustix::fs::fallocate(
+                        f,
+                        rustix::fs::FallocateFlags::PUNCH_HOLE
+                            | rustix::fs::FallocateFlags::KEEP_SIZE,
+                        0,
+                        *upto,
+                    );
+                }
+            }
+            write_offsets(&dir, committed)
+        })
+        .await;
+        for (punched, done) in cur.punched.iter_mut().zip(committed) {
+            if final_round || done - *punched >= PUNCH_EVERY {
+                *punched = done;
+            }
+        }
+        for l in lines {
+            st.followers
+                .retain(|f| f.len() < MAX_FOLLOWER_BACKLOG && f.try_send(l.clone()).is_ok());
+            if st.ring.len() == RING_LINES {
+                st.ring.pop_front();
+            }
+            st.ring.push_back(l);
+        }
+    }
+
+    /// History per the query, and a live receiver when following (subscribed under the same lock
+    /// as the history read, so no line is missed or repeated).
+    async fn query(
+        &self,
+        since: Option<Timestamp>,
+        tail: Option<usize>,
+        follow: bool,
+    ) -> (Vec<LogLine>, Option<Receiver<LogLine>>) {
+        let mut st = self.state.lock().await;
+        let from_ring = since.is_none() && tail.is_some_and(|n| n <= st.ring.len());
+        let mut lines: Vec<LogLine> = if from_ring {
+            st.ring.iter().cloned().collect()
+        } else {
+            let path = self.log_path();
+            let keep = self.limits.keep;
+            let service = self.service.clone();
+            blocking::unblock(move || read_log_files(&path, keep, &service, since)).await
+        };
+        if let Some(n) = tail {
+            let skip = lines.len().saturating_sub(n);
+            lines.drain(..skip);
+        }
+        let rx = follow.then(|| {
+            let (tx, rx) = async_channel::unbounded();
+            st.followers.push(tx);
+            rx
+        });
+        (lines, rx)
+    }
+}
+
+/// Streams `hubs` per the query.
+pub(crate) async fn serve(hubs: Vec<Arc<LogHub>>, q: &LogQuery) -> Logs {
+    let mut history = Vec::new();
+    let mut live = Vec::new();
+    for hub in &hubs {
+        let (lines, rx) = hub.query(q.since, q.tail, q.follow).await;
+        history.extend(lines);
+        live.extend(rx);
+    }
+    history.sort_by_key(|l| l.time);
+    let (tx, rx) = async_channel::bounded(4096);
+    let mut tasks = Vec::new();
+    let history_sent = {
+        let (done_tx, done_rx) = async_channel::bounded::<()>(1);
+        let tx = tx.clone();
+        tasks.push(smol::spawn(async move {
+            for l in history {
+                if tx.send(l).await.is_err() {
+                    return;
+                }
+            }
+            drop(done_tx);
+        }));
+        done_rx
+    };
+    for live_rx in live {
+        let tx = tx.clone();
+        let history_sent = history_sent.clone();
+        tasks.push(smol::spawn(async move {
+            let _ = history_sent.recv().await;
+            while let Ok(l) = live_rx.recv().await {
+                if tx.send(l).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    if !q.follow {
+        drop(tx);
+    } else {
+        // Following never ends on its own: keep one sender alive with the stream.
+        tasks.push(smol::spawn(async move {
+            let _keep = tx;
+            futures_lite::future::pending::<()>().await;
+        }));
+    }
+    Logs {
+        rx: Box::pin(rx),
+        _tasks: tasks,
+    }
+}
+
+/// A running pump; [`Pump::finish`] drains everything left and stops it.
+pub(crate) struct Pump {
+    finish: Sender<()>,
+    task: smol::Task<()>,
+}
+
+impl Pump {
+    pub async fn finish(self) {
+        let _ = self.finish.try_send(());
+        self.task.await;
+    }
+}
+
+struct Cursor {
+    /// Bytes of each raw file copied as complete lines.
+    committed: [u64; 2],
+    /// Bytes read (committed plus the partial line held in memory).
+    read: [u64; 2],
+    partial: [Vec<u8>; 2],
+    punched: [u64; 2],
+    files: [Option<File>; 2],
+    last_read_any: bool,
+}
+
+const STREAMS: [(&str, StreamKind); 2] = [
+    ("stdout", StreamKind::Stdout),
+    ("stderr", StreamKind::Stderr),
+];
+
+impl Cursor {
+    fn read_some_from(&mut self, dir: &Path) -> [Vec<u8>; 2] {
+        let mut out = [Vec::new(), Vec::new()];
+        for (i, (name, _)) in STREAMS.iter().enumerate() {
+            if self.files[i].is_none() {
+                self.files[i] = File::open(dir.join(name)).ok();
+            }
+            let Some(f) = &self.files[i] else { continue };
+            let mut buf = vec![0u8; READ_CHUNK];
+            loop {
+                match f.read_at(&mut buf, self.read[i]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        out[i].extend_from_slice(&buf[..n]);
+                        self.read[i] += n as u64;
+                        if out[i].len() >= 4 * READ_CHUNK {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.last_read_any = out.iter().any(|b| !b.is_empty());
+        out
+    }
+
+    /// Complete lines (all of it when `flush`), advancing `committed` past them.
+    fn split(&mut self, got: [Vec<u8>; 2], flush: bool, service: &str) -> Vec<LogLine> {
+        let time = Timestamp::now();
+        let mut lines = Vec::new();
+        for (i, bytes) in got.into_iter().enumerate() {
+            let stream = STREAMS[i].1;
+            let mut data = std::mem::take(&mut self.partial[i]);
+            data.extend_from_slice(&bytes);
+            let mut start = 0;
+            let mut push = |line: &[u8], consumed: usize, committed: &mut u64| {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                lines.push(LogLine {
+                    service: service.to_owned(),
+                    stream,
+                    time,
+                    text: String::from_utf8_lossy(line).into_owned(),
+                });
+                *committed += consumed as u64;
+            };
+            while start < data.len() {
+                let rest = &data[start..];
+                match rest.iter().position(|&b| b == b'\n') {
+                    Some(n) if n <= MAX_LINE_BYTES => {
+                        push(&rest[..n], n + 1, &mut self.committed[i]);
+                        start += n + 1;
+                    }
+                    _ if rest.len() > MAX_LINE_BYTES => {
+                        push(
+                            &rest[..MAX_LINE_BYTES],
+                            MAX_LINE_BYTES,
+                            &mut self.committed[i],
+                        );
+                        start += MAX_LINE_BYTES;
+                    }
+                    _ => break,
+                }
+            }
+            let rest = &data[start..];
+            if flush && !rest.is_empty() {
+                push(rest, rest.len(), &mut self.committed[i]);
+            } else {
+                self.partial[i] = rest.to_vec();
+            }
+        }
+        lines
+    }
+}
+
+fn read_offsets(dir: &Path) -> [u64; 2] {
+    let text = std::fs::read_to_string(dir.join("offsets")).unwrap_or_default();
+    let mut it = text.split_whitespace().map(|w| w.parse().unwrap_or(0));
+    [it.next().unwrap_or(0), it.next().unwrap_or(0)]
+}
+
+fn write_offsets(dir: &Path, offsets: [u64; 2]) -> std::io::Result<()> {
+    let tmp = dir.join("offsets.tmp");
+    std::fs::write(&tmp, format!("{} {}\n", offsets[0], offsets[1]))?;
+    std::fs::rename(tmp, dir.join("offsets"))
+}
+
+fn rotated(path: &Path, n: usize) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(format!(".{n}"));
+    PathBuf::from(p)
+}
+
+fn append_rotating(path: &Path, buf: &[u8], limits: LogLimits) -> std::io::Result<()> {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if size > 0 && size + buf.len() as u64 > limits.max_bytes {
+        let _ = std::fs::remove_file(rotated(path, limits.keep.max(1)));
+        for k in (1..limits.keep.max(1)).rev() {
+            let _ = std::fs::rename(rotated(path, k), rotated(path, k + 1));
+        }
+        std::fs::rename(path, rotated(path, 1))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(buf)
+}
+
+fn read_log_files(
+    path: &Path,
+    keep: usize,
+    service: &str,
+    since: Option<Timestamp>,
+) -> Vec<LogLine> {
+    let mut out = Vec::new();
+    let mut files: Vec<PathBuf> = (1..=keep.max(1)).rev().map(|k| rotated(path, k)).collect();
+    files.push(path.to_path_buf());
+    for f in files {
+        let Ok(bytes) = std::fs::read(&f) else {
+            continue;
+        };
+        for raw in bytes.split(|&b| b == b'\n') {
+            let Some(line) = parse_log_line(raw, service) else {
+                continue;
+            };
+            if since.is_some_and(|s| line.time < s) {
+                continue;
+            }
+            out.push(line);
+        }
+    }
+    out
+}
+
+fn parse_log_line(raw: &[u8], service: &str) -> Option<LogLine> {
+    let text = String::from_utf8_lossy(raw);
+    let (time, rest) = text.split_once(' ')?;
+    let (tag, text) = rest.split_once(' ').unwrap_or((rest, ""));
+    let stream = match tag {
+        "out" => StreamKind::Stdout,
+        "err" => StreamKind::Stderr,
+        _ => return None,
+    };
+    Some(LogLine {
+        service: service.to_owned(),
+        stream,
+        time: time.parse().ok()?,
+        text: text.to_owned(),
+    })
+}

@@ -1,0 +1,73 @@
+//! What dependents wait for: a small watch over one service's progress since its supervisor
+//! began, with sticky flags (once healthy, a later restart does not un-satisfy a dependent that
+//! already proceeded).
+
+use std::sync::Mutex;
+
+use event_listener::Event;
+use harness_config::Condition;
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ready {
+    pub started: bool,
+    pub healthy: bool,
+    pub completed_ok: bool,
+    /// The last check's output once it counts as unhealthy.
+    pub unhealthy: Option<String>,
+    /// Ended and will not be restarted: why.
+    pub ended: Option<String>,
+    /// Could not be started, or gave up: why.
+    pub failed: Option<String>,
+    pub stopped: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Readiness {
+    state: Mutex<Ready>,
+    changed: Event,
+}
+
+impl Readiness {
+    pub fn update(&self, f: impl FnOnce(&mut Ready)) {
+        if let Ok(mut st) = self.state.lock() {
+            f(&mut st);
+        }
+        self.changed.notify(usize::MAX);
+    }
+
+    pub fn get(&self) -> Ready {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits until `f` gives an answer.
+    pub async fn wait<T>(&self, f: impl Fn(&Ready) -> Option<T>) -> T {
+        loop {
+            let listener = self.changed.listen();
+            if let Some(t) = f(&self.get()) {
+                return t;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Whether `cond` holds (`Some(Ok)`), can no longer hold (`Some(Err(why))`), or may yet.
+pub(crate) fn condition(r: &Ready, cond: Condition) -> Option<Result<(), String>> {
+    if let Some(why) = &r.failed {
+        return Some(Err(why.clone()));
+    }
+    match cond {
+        Condition::Started if r.started => Some(Ok(())),
+        Condition::Healthy if r.healthy => Some(Ok(())),
+        Condition::CompletedSuccessfully if r.completed_ok => Some(Ok(())),
+        _ if r.stopped => Some(Err("it was stopped".into())),
+        Condition::Healthy if r.unhealthy.is_some() => Some(Err(format!(
+            "its health check fails: {}",
+            r.unhealthy.as_deref().unwrap_or("")
+        ))),
+        Condition::Healthy | Condition::CompletedSuccessfully if r.ended.is_some() => {
+            Some(Err(r.ended.clone().unwrap_or_default()))
+        }
+        _ => None,
+    }
+}

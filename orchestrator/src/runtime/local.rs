@@ -1,0 +1,317 @@
+//! Local processes that survive the daemon.
+//!
+//! A service runs in its own session (`setsid`), so its pid is its process group and session id,
+//! with stdin from /dev/null and stdout/stderr appended to files: no pipe to the daemon, so a
+//! `kill -9` of the daemon never hands the service a SIGPIPE. The daemon that started it is its
+//! parent and learns of its exit from SIGCHLD (async-process); a later daemon re-attaches by pid
+//! plus start time and learns of the exit from a pidfd (readable when the process ends).
+
+use std::os::fd::OwnedFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_io::{Async, Timer};
+use command_executor::Signal;
+use futures_lite::future;
+use rustix::process::{Pid, PidfdFlags};
+
+use super::ExitInfo;
+use crate::spec::LaunchSpec;
+
+pub(crate) struct LocalProcess {
+    pub pid: u32,
+    pub start_time: u64,
+    exit: Exit,
+    ended: Option<ExitInfo>,
+}
+
+enum Exit {
+    /// Our child: its status comes with SIGCHLD.
+    Child(async_process::Child),
+    /// Not our child (re-attached): the pidfd becomes readable when it ends.
+    Pidfd(Async<OwnedFd>),
+}
+
+/// Field 22 of /proc/PID/stat (start time in clock ticks since boot), if the process exists.
+pub(crate) fn start_time_of(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_fields(&stat)?.get(19)?.parse().ok()
+}
+
+/// The fields after the command name (field 3, the state, first). The name may hold spaces and
+/// parentheses, so it is cut at the last `)`.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().collect())
+}
+
+pub(crate) async fn spawn(spec: &LaunchSpec, dir: &Path) -> Result<LocalProcess, String> {
+    let (stdout, stderr) = {
+        let d = dir.to_path_buf();
+        blocking::unblock(move || -> std::io::Result<_> {
+            let dir = d;
+            std::fs::create_dir_all(&dir)?;
+            let open = |name: &str| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(name))
+            };
+            Ok((open("stdout")?, open("stderr")?))
+        })
+        .await
+        .map_err(|e| format!("cannot open the log files in {}: {e}", dir.display()))?
+    };
+    if let Some(cwd) = &spec.cwd
+        && !async_fs::metadata(cwd).await.is_ok_and(|m| m.is_dir())
+    {
+        return Err(format!("working_dir {cwd:?} does not exist"));
+    }
+    let mut cmd = std::process::Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
+    }
+    let child = async_process::Command::from(cmd)
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                format!("binary {:?} not found (PATH or path)", spec.program)
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                format!("binary {:?} is not executable: {e}", spec.program)
+            }
+            _ => format!("cannot start {:?}: {e}", spec.program),
+        })?;
+    let pid = child.id();
+    // The start time is set at fork, so it is final even if exec has not happened yet.
+    let start_time = start_time_of(pid).unwrap_or(0);
+    Ok(LocalProcess {
+        pid,
+        start_time,
+        exit: Exit::Child(child),
+        ended: None,
+    })
+}
+
+/// Re-attaches if `pid` still is the process started at `start_time`.
+pub(crate) fn attach(pid: u32, start_time: u64) -> Option<LocalProcess> {
+    let p = Pid::from_raw(i32::try_from(pid).ok()?)?;
+    let fd = rustix::process::pidfd_open(p, PidfdFlags::empty()).ok()?;
+    // Checked after opening the pidfd: if the start time still matches, the fd is that process.
+    if start_time_of(pid)? != start_time || is_zombie(pid) {
+        return None;
+    }
+    Some(LocalProcess {
+        pid,
+        start_time,
+        exit: Exit::Pidfd(Async::new_nonblocking(fd).ok()?),
+        ended: None,
+    })
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| stat_fields(&s).and_then(|f| f.first().map(|st| *st == "Z")))
+        .unwrap_or(true)
+}
+
+impl LocalProcess {
+    pub async fn wait(&mut self) -> ExitInfo {
+        if let Some(e) = self.ended {
+            return e;
+        }
+        let info = match &mut self.exit {
+            Exit::Child(child) => match child.status().await {
+                Ok(st) => ExitInfo {
+                    code: st.code(),
+                    signal: st.signal(),
+                },
+                Err(_) => ExitInfo {
+                    code: None,
+                    signal: None,
+                },
+            },
+            Exit::Pidfd(fd) => {
+                let _ = fd.readable().await;
+                ExitInfo {
+                    code: None,
+                    signal: None,
+                }
+            }
+        };
+        self.ended = Some(info);
+        info
+    }
+
+    pub async fn terminate(&mut self, signal: Signal, timeout: Duration) -> (ExitInfo, bool) {
+        let pid = self.pid;
+        let tree = snapshot(pid).await;
+        signal_group(pid, signal);
+        let deadline = Instant::now() + timeout;
+        let mut killed = false;
+        loop {
+            if self.ended.is_none() {
+                let tick = Timer::after(Duration::from_millis(10));
+                future::or(
+                    async {
+                        self.wait().await;
+                    },
+                    async {
+                        tick.await;
+                    },
+                )
+                .await;
+            } else {
+                Timer::after(Duration::from_millis(10)).await;
+            }
+            if self.ended.is_some() && !group_alive(pid).await {
+                break;
+            }
+            if Instant::now() >= deadline {
+                signal_group(pid, Signal::Kill);
+                killed = true;
+                break;
+            }
+        }
+        sweep(pid, tree).await;
+        let info = self.wait().await;
+        (info, killed)
+    }
+}
+
+fn signal_group(pid: u32, signal: Signal) {
+    let (Some(p), Some(sig)) = (
+        i32::try_from(pid).ok().and_then(Pid::from_raw),
+        rustix::process::Signal::from_named_raw(signal.number()),
+    ) else {
+        return;
+    };
+    if rustix::process::kill_process_group(p, sig).is_err() {
+        let _ = rustix::process::kill_process(p, sig);
+    }
+}
+
+/// One row of /proc: pid, parent, group, session, start time, zombie.
+struct ProcRow {
+    pid: u32,
+    ppid: u32,
+    pgrp: u32,
+    session: u32,
+    start_time: u64,
+    zombie: bool,
+}
+
+fn proc_table() -> Vec<ProcRow> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let f = stat_fields(&stat)?;
+        Some(ProcRow {
+            pid,
+            zombie: *f.first()? == "Z",
+            ppid: f.get(1)?.parse().ok()?,
+            pgrp: f.get(2)?.parse().ok()?,
+            session: f.get(3)?.parse().ok()?,
+            start_time: f.get(19)?.parse().ok()?,
+        })
+    })
+    .collect()
+}
+
+/// Live processes that belong to the service led by `pid`: its process group, its session, and
+/// every descendant of those (a grandchild that called setsid left both, but is still a
+/// descendant while its parents live). Pid plus start time, so a reused pid is never hit.
+fn owned(pid: u32) -> Vec<(u32, u64)> {
+    let table = proc_table();
+    let mut set: std::collections::BTreeSet<u32> = table
+        .iter()
+        .filter(|r| r.pid == pid || r.pgrp == pid || r.session == pid)
+        .map(|r| r.pid)
+        .collect();
+    loop {
+        let before = set.len();
+        for r in &table {
+            if set.contains(&r.ppid) {
+                set.insert(r.pid);
+            }
+        }
+        if set.len() == before {
+            break;
+        }
+    }
+    table
+        .iter()
+        .filter(|r| !r.zombie && set.contains(&r.pid))
+        .map(|r| (r.pid, r.start_time))
+        .collect()
+}
+
+async fn group_alive(pid: u32) -> bool {
+    let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return false;
+    };
+    if rustix::process::test_kill_process_group(p).is_err() {
+        return false;
+    }
+    // Zombies still count for kill(0); only live members matter.
+    blocking::unblock(move || {
+        proc_table()
+            .iter()
+            .any(|r| !r.zombie && (r.pgrp == pid || r.session == pid))
+    })
+    .await
+}
+
+/// The processes of the service right now, to be swept after it is stopped.
+pub(crate) async fn snapshot(pid: u32) -> Vec<(u32, u64)> {
+    blocking::unblock(move || owned(pid)).await
+}
+
+/// SIGKILLs every live process left of the service: what [`owned`] finds now plus `earlier`
+/// (taken before the stop, while the process tree was intact), checked by start time.
+pub(crate) async fn sweep(pid: u32, earlier: Vec<(u32, u64)>) {
+    blocking::unblock(move || {
+        let mut earlier = earlier;
+        for _ in 0..200 {
+            let mut left = owned(pid);
+            earlier.retain(|(p, st)| start_time_of(*p) == Some(*st) && !is_zombie(*p));
+            left.extend(earlier.iter().copied());
+            if left.is_empty() {
+                return;
+            }
+            for (p, _) in left {
+                if let Some(p) = i32::try_from(p).ok().and_then(Pid::from_raw) {
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stat_fields_survive_odd_names() {
+        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 12345 0";
+        let f = super::stat_fields(stat).unwrap();
+        assert_eq!(f[0], "S");
+        assert_eq!(f[2], "42");
+        assert_eq!(f[19], "12345");
+    }
+}

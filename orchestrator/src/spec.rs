@@ -1,0 +1,193 @@
+//! A service's definition with every `${...}` resolved for where it runs: what is launched,
+//! checked and how it is stopped. Its hash decides whether `apply` restarts a running service.
+
+use std::path::Path;
+use std::time::Duration;
+
+use command_executor::Signal;
+use harness_config::{Command, Project, Service, Template};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::addresses::{Placement, Resolver};
+
+/// What to launch.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LaunchSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+}
+
+/// The health check, resolved.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) enum Probe {
+    Command(Vec<String>),
+    Http { url: String },
+    Tcp { host: String, port: u16 },
+}
+
+impl Probe {
+    pub fn describe(&self) -> String {
+        match self {
+            Probe::Command(argv) => format!("command {}", argv.join(" ")),
+            Probe::Http { url } => format!("http {url}"),
+            Probe::Tcp { host, port } => format!("tcp {host}:{port}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct HealthSpec {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct StopSpec {
+    #[serde(serialize_with = "signal_name")]
+    pub signal: Signal,
+    pub timeout: Duration,
+}
+
+fn signal_name<S: serde::Serializer>(s: &Signal, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.name())
+}
+
+/// Everything the supervisor needs for one service.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Resolved {
+    pub name: String,
+    #[serde(skip)]
+    pub placement: Placement,
+    pub launch: LaunchSpec,
+    pub health: Option<HealthSpec>,
+    #[serde(skip)]
+    pub restart: harness_config::Restart,
+    pub restart_hashed: String,
+    pub stop: StopSpec,
+    pub startup_timeout: Option<Duration>,
+}
+
+impl Resolved {
+    /// Resolves service `name` of `project`; the error says which field or reference failed.
+    pub fn new(project: &Project, name: &str, base_dir: Option<&Path>) -> Result<Resolved, String> {
+        let service = project
+            .services
+            .get(name)
+            .ok_or_else(|| format!("no service {name:?}"))?;
+        let placement = Placement::of(service)?;
+        if service.user.is_some() {
+            return Err(
+                "running a local service as another user (user:) is not supported yet".into(),
+            );
+        }
+        let resolver = Resolver::new(project, placement.clone());
+        let render = |t: &Template| t.render(|r| resolver.resolve(r));
+        let launch = launch_spec(service, &render, base_dir)?;
+        let health = match &service.health_check {
+            None => None,
+            Some(hc) => Some(HealthSpec {
+                probe: match &hc.probe {
+                    harness_config::Probe::Command { command, args } => {
+                        let mut argv = vec![render(command)?];
+                        for a in args {
+                            argv.push(render(a)?);
+                        }
+                        Probe::Command(argv)
+                    }
+                    harness_config::Probe::Http { http } => Probe::Http { url: render(http)? },
+                    harness_config::Probe::Tcp { tcp } => Probe::Tcp {
+                        host: match &tcp.host {
+                            Some(h) => render(h)?,
+                            None => crate::addresses::daemon_ip(&placement).to_string(),
+                        },
+                        port: tcp.port,
+                    },
+                },
+                interval: hc.interval,
+                timeout: hc.timeout,
+                retries: hc.retries.max(1),
+                start_period: hc.start_period,
+            }),
+        };
+        let signal: Signal = service
+            .stop
+            .signal
+            .parse()
+            .map_err(|e| format!("stop.signal: {e}"))?;
+        Ok(Resolved {
+            name: name.to_owned(),
+            placement,
+            launch,
+            health,
+            restart_hashed: format!("{:?}", service.restart),
+            restart: service.restart.clone(),
+            stop: StopSpec {
+                signal,
+                timeout: service.stop.timeout,
+            },
+            startup_timeout: service.startup_timeout,
+        })
+    }
+
+    /// Identifies the definition: equal hashes mean a running service can stay as it is.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(&json))
+    }
+
+    pub fn health_description(&self) -> Option<String> {
+        self.health.as_ref().map(|h| h.probe.describe())
+    }
+}
+
+fn launch_spec(
+    service: &Service,
+    render: &dyn Fn(&Template) -> Result<String, String>,
+    base_dir: Option<&Path>,
+) -> Result<LaunchSpec, String> {
+    let (program, mut args) = match (&service.command, &service.binary) {
+        (Some(Command::Shell(t)), _) => ("sh".to_owned(), vec!["-c".to_owned(), render(t)?]),
+        (Some(Command::Argv(v)), _) => {
+            let mut it = v.iter();
+            let first = it
+                .next()
+                .ok_or_else(|| "command: the list is empty".to_owned())?;
+            (
+                render(first)?,
+                it.map(render).collect::<Result<Vec<_>, _>>()?,
+            )
+        }
+        (None, Some(b)) => (render(b)?, Vec::new()),
+        (None, None) => return Err("neither binary nor command is set".into()),
+    };
+    for a in &service.args {
+        args.push(render(a)?);
+    }
+    let env = service
+        .env
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), render(v)?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    // Relative paths are relative to the folder of services.yaml, not to the daemon's.
+    let cwd = match (
+        service.working_dir.as_ref().map(render).transpose()?,
+        base_dir,
+    ) {
+        (Some(w), Some(base)) => Some(base.join(w).to_string_lossy().into_owned()),
+        (Some(w), None) => Some(w),
+        (None, Some(base)) => Some(base.to_string_lossy().into_owned()),
+        (None, None) => None,
+    };
+    Ok(LaunchSpec {
+        program,
+        args,
+        env,
+        cwd,
+    })
+}

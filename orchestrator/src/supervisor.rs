@@ -1,0 +1,364 @@
+//! One task per service: launches it, records every change in the registry, runs its health
+//! checks, drains its logs, applies its restart policy, and stops it on request. Exits are noticed
+//! as they happen (the process's own exit notification), never by polling.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_channel::{Receiver, Sender};
+use async_io::Timer;
+use command_executor::{Executor, Signal, Target};
+use futures_lite::FutureExt;
+use harness_config::RestartPolicy;
+use jiff::Timestamp;
+use registry::{Health, HealthStatus, ServiceEntry, ServiceKey, ServiceState, Store};
+
+use crate::logs::LogHub;
+use crate::readiness::Readiness;
+use crate::runtime::{self, ExitInfo, Launched};
+use crate::spec::{HealthSpec, Resolved};
+
+/// After this long up, the backoff starts again from its initial delay.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+/// Lines of output shown with a failure.
+pub(crate) const FAILURE_LINES: usize = 20;
+
+pub(crate) struct StopRequest {
+    pub signal: Signal,
+    pub timeout: Duration,
+    /// Gets whether SIGKILL was needed.
+    pub done: Sender<bool>,
+}
+
+/// How a supervisor begins.
+pub(crate) enum Begin {
+    Launch,
+    /// Re-attached to a process that is still running.
+    Attach(Launched),
+    /// Recorded as running, but it ended while no daemon watched.
+    Ended,
+    /// Recorded as waiting out a backoff: start after this long.
+    Backoff(Duration),
+}
+
+pub(crate) struct Supervisor {
+    pub store: Store,
+    pub executor: Executor,
+    pub key: ServiceKey,
+    pub spec: Resolved,
+    pub dir: PathBuf,
+    pub hub: Arc<LogHub>,
+    pub ready: Arc<Readiness>,
+    pub stops: Receiver<StopRequest>,
+}
+
+enum Woke {
+    Exited(ExitInfo),
+    Stop(StopRequest),
+}
+
+impl Supervisor {
+    pub async fn run(self, begin: Begin) {
+        let mut attempt: u32 = 0;
+        let mut delay = self.spec.restart.backoff.initial;
+        let mut begin = begin;
+        loop {
+            let mut proc = match begin {
+                Begin::Launch => match self.launch().await {
+                    Some(p) => p,
+                    None => return,
+                },
+                Begin::Attach(p) => p,
+                Begin::Ended => {
+                    let pump = self.hub.pump();
+                    pump.finish().await;
+                    let info = ExitInfo {
+                        code: None,
+                        signal: None,
+                    };
+                    self.record_exit(info).await;
+                    if !self
+                        .restart_after(info, Duration::ZERO, &mut attempt, &mut delay)
+                        .await
+                    {
+                        return;
+                    }
+                    begin = Begin::Launch;
+                    continue;
+                }
+                Begin::Backoff(d) => {
+                    if !self.backoff(d).await {
+                        return;
+                    }
+                    begin = Begin::Launch;
+                    continue;
+                }
+            };
+            self.ready.update(|r| r.started = true);
+            let health = self.spec.health.clone().map(|h| {
+                smol::spawn(health_loop(
+                    self.store.clone(),
+                    self.executor.clone(),
+                    self.key.clone(),
+                    h,
+                    self.ready.clone(),
+                ))
+            });
+            let pump = self.hub.pump();
+            let up_since = Instant::now();
+            let woke = {
+                let exited = async { Woke::Exited(proc.wait().await) };
+                let stop = async {
+                    match self.stops.recv().await {
+                        Ok(req) => Woke::Stop(req),
+                        Err(_) => futures_lite::future::pending().await,
+                    }
+                };
+                exited.or(stop).await
+            };
+            match woke {
+                Woke::Stop(req) => {
+                    drop(health);
+                    self.set_state(ServiceState::Stopping).await;
+                    let (_, killed) = proc.terminate(req.signal, req.timeout).await;
+                    pump.finish().await;
+                    self.set_state(ServiceState::Stopped).await;
+                    self.ready.update(|r| r.stopped = true);
+                    let _ = req.done.try_send(killed);
+                    return;
+                }
+                Woke::Exited(info) => {
+                    drop(health);
+                    // Nothing left behind: children it did not take with it go too.
+                    proc.sweep(Vec::new()).await;
+                    pump.finish().await;
+                    self.record_exit(info).await;
+                    let up = up_since.elapsed();
+                    if !self.restart_after(info, up, &mut attempt, &mut delay).await {
+                        return;
+                    }
+                    begin = Begin::Launch;
+                }
+            }
+        }
+    }
+
+    async fn launch(&self) -> Option<Launched> {
+        self.set_state(ServiceState::Starting).await;
+        if let Err(e) = self.hub.reset_raw().await {
+            self.fail(format!("cannot prepare {}: {e}", self.dir.display()))
+                .await;
+            return None;
+        }
+        match runtime::launch(&self.spec, &self.dir).await {
+            Ok(p) => {
+                let (pid, st) = (p.pid(), p.start_time());
+                let gated = self.spec.health.is_some();
+                let r = self
+                    .store
+                    .modify(&self.key, move |e| {
+                        e.runtime.pid = Some(pid);
+                        e.runtime.process_start_time = Some(st);
+                        if !gated && e.state == ServiceState::Starting {
+                            e.transition(ServiceState::Running)?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(service = %self.key, "cannot record the start: {e}");
+                }
+                Some(p)
+            }
+            Err(reason) => {
+                self.fail(reason).await;
+                None
+            }
+        }
+    }
+
+    async fn record_exit(&self, info: ExitInfo) {
+        self.set_state(ServiceState::Exited {
+            code: info.code,
+            signal: info.signal,
+        })
+        .await;
+        self.ready.update(|r| {
+            if info.success() {
+                r.completed_ok = true;
+            }
+        });
+    }
+
+    /// Decides on a restart after an exit; waits out the backoff. False when the supervisor is done.
+    async fn restart_after(
+        &self,
+        info: ExitInfo,
+        up: Duration,
+        attempt: &mut u32,
+        delay: &mut Duration,
+    ) -> bool {
+        let policy = &self.spec.restart;
+        let restart = match policy.policy {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure => !info.success(),
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+        };
+        if up >= BACKOFF_RESET_AFTER {
+            *attempt = 0;
+            *delay = policy.backoff.initial;
+        }
+        if !restart {
+            let why = format!("it exited ({})", info.describe());
+            self.ready.update(|r| r.ended = Some(why));
+            return false;
+        }
+        if let Some(max) = policy.max_restarts
+            && *attempt >= max
+        {
+            self.fail(format!(
+                "exited ({}) after {max} restart(s); max_restarts reached",
+                info.describe()
+            ))
+            .await;
+            return false;
+        }
+        *attempt += 1;
+        let next = Timestamp::now()
+            .checked_add(jiff::SignedDuration::try_from(*delay).unwrap_or_default())
+            .ok();
+        self.set_state(ServiceState::Restarting {
+            attempt: *attempt,
+            next_start: next,
+        })
+        .await;
+        let d = *delay;
+        *delay = (*delay * 2).min(policy.backoff.max.max(policy.backoff.initial));
+        self.backoff(d).await
+    }
+
+    /// Sleeps `d` unless a stop comes first (then records it). False when stopped.
+    async fn backoff(&self, d: Duration) -> bool {
+        let stop = async {
+            match self.stops.recv().await {
+                Ok(req) => Some(req),
+                Err(_) => futures_lite::future::pending().await,
+            }
+        };
+        let slept = async {
+            Timer::after(d).await;
+            None
+        };
+        match slept.or(stop).await {
+            None => true,
+            Some(req) => {
+                self.set_state(ServiceState::Stopped).await;
+                self.ready.update(|r| r.stopped = true);
+                let _ = req.done.try_send(false);
+                false
+            }
+        }
+    }
+
+    async fn fail(&self, reason: String) {
+        tracing::info!(service = %self.key, "failed: {reason}");
+        let r = reason.clone();
+        self.set_state(ServiceState::Failed { reason: r }).await;
+        self.ready.update(|st| st.failed = Some(reason));
+    }
+
+    async fn set_state(&self, to: ServiceState) {
+        set_state(&self.store, &self.key, to).await;
+    }
+}
+
+/// Moves the entry to `to`, through `pending` when there is no direct legal move (e.g. a stopped
+/// service that fails to start again). Registry problems are logged, never fatal to a service.
+pub(crate) async fn set_state(store: &Store, key: &ServiceKey, to: ServiceState) {
+    let r = store
+        .modify(key, move |e: &mut ServiceEntry| {
+            if e.state == to {
+                return Ok(());
+            }
+            if !e.state.can_transition_to(&to) && e.state.can_transition_to(&ServiceState::Pending)
+            {
+                e.transition(ServiceState::Pending)?;
+            }
+            e.transition(to)
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(service = %key, "registry: {e}");
+    }
+}
+
+/// Checks until cancelled. Failures count at most once per interval and not during the start
+/// period; until the first pass, checks run up to 5 times per second so a health-gated start is
+/// not held back by a long interval.
+async fn health_loop(
+    store: Store,
+    executor: Executor,
+    key: ServiceKey,
+    spec: HealthSpec,
+    ready: Arc<Readiness>,
+) {
+    let target = Target::local();
+    let began = Instant::now();
+    let mut failures: u32 = 0;
+    let mut status = HealthStatus::Unknown;
+    let mut last_counted: Option<Instant> = None;
+    let fast = spec.interval.min(Duration::from_millis(200));
+    Timer::after(Duration::from_millis(20).min(spec.interval)).await;
+    loop {
+        let result = crate::health::check(&spec.probe, spec.timeout, &executor, &target).await;
+        let now = Instant::now();
+        let (ok, output) = match result {
+            Ok(o) => (true, o),
+            Err(o) => (false, o),
+        };
+        if ok {
+            failures = 0;
+            status = HealthStatus::Healthy;
+        } else if began.elapsed() >= spec.start_period
+            && last_counted.is_none_or(|t| now.duration_since(t) + fast / 2 >= spec.interval)
+        {
+            failures += 1;
+            last_counted = Some(now);
+            if failures >= spec.retries {
+                status = HealthStatus::Unhealthy;
+            }
+        }
+        let health = Health {
+            status,
+            last_check: Some(Timestamp::now()),
+            last_output: Some(output.clone()),
+            consecutive_failures: failures,
+        };
+        let r = store
+            .modify(&key, move |e| {
+                if health.status == HealthStatus::Healthy && e.state == ServiceState::Starting {
+                    e.transition(ServiceState::Running)?;
+                }
+                e.set_health(health)
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::debug!(service = %key, "health not recorded: {e}");
+        }
+        match status {
+            HealthStatus::Healthy => ready.update(|r| {
+                r.healthy = true;
+                r.unhealthy = None;
+            }),
+            HealthStatus::Unhealthy => ready.update(|r| r.unhealthy = Some(output)),
+            HealthStatus::Unknown => {}
+        }
+        let wait = if status == HealthStatus::Healthy {
+            spec.interval
+        } else {
+            fast
+        };
+        Timer::after(wait).await;
+    }
+}
