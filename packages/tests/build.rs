@@ -9,6 +9,11 @@ use common::*;
 use packages::safety::Unsafe;
 use packages::{Error, Package};
 
+/// A way to spoil a package directory.
+type Spoil = Box<dyn Fn(&Path)>;
+/// A crafted archive and the refusal it must meet.
+type Case<'a> = (&'a str, Vec<Raw<'a>>, fn(&Unsafe) -> bool);
+
 const MANIFEST: &str = "name: evil\nversion: 1.0.0\nstart: 'true'\n";
 
 #[test]
@@ -149,7 +154,7 @@ fn manifest_errors_name_file_line_and_column() {
 #[test]
 fn build_refuses_unsafe_sources() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    let cases: Vec<(&str, Spoil)> = vec![
         (
             "setuid",
             Box::new(|d: &Path| {
@@ -210,7 +215,7 @@ fn build_refuses_unsafe_sources() {
 #[test]
 fn crafted_archives_are_refused_when_opened() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases: Vec<(&str, Vec<Raw>, fn(&Unsafe) -> bool)> = vec![
+    let cases: Vec<Case> = vec![
         ("dotdot", vec![Raw::file("../../etc/x", b"pwned")], |u| {
             *u == Unsafe::ParentComponent
         }),

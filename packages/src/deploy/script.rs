@@ -90,7 +90,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 take_lock
 phase upload
-e=$(cat >"$up" 2>&1) || classify "$up" "$e"
+e=$(cat 2>&1 >"$up") || classify "$up" "$e"
 phase verify
 got=$(sha256sum -- "$up" | cut -d' ' -f1)
 [ "$got" = "$want" ] || fail checksum "$got"
@@ -101,6 +101,12 @@ phase extract
 untar -t >"$up.list" 2>"$up.err" || fail io "listing $up: $(tail -n 3 "$up.err")"
 while IFS= read -r p; do
     case "$p" in /* | .. | ../* | */../* | */..) fail unsafe "entry $p" ;; esac
+done <"$up.list"
+# Types and modes from the verbose listing: only files, directories and symlinks; no setuid/setgid.
+untar -tv >"$up.list" 2>"$up.err" || fail io "listing $up: $(tail -n 3 "$up.err")"
+while read -r m rest; do
+    case "$m" in [-dl]*) ;; *) fail unsafe "entry type ${m%"${m#?}"}: $rest" ;; esac
+    case "$m" in ???[sS]* | ??????[sS]*) fail unsafe "setuid/setgid entry: $rest" ;; esac
 done <"$up.list"
 e=$(mkdir -- "$new" 2>&1) || classify "$new" "$e"
 e=$(untar -x --no-same-owner -C "$new" 2>&1) || classify "$new" "$e"
