@@ -214,6 +214,14 @@ async fn round_trip(s: &Setup, n: usize) {
 }
 
 fn main() {
+    // smol's global executor runs on one thread unless told otherwise; a daemon uses all cores.
+    if std::env::var_os("SMOL_THREADS").is_none() {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("SMOL_THREADS", n.to_string()) };
+    }
     // `cargo test --benches` runs bench binaries with `--bench` absent; keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
     let (subs, events, tp, rt) = if quick {

@@ -237,6 +237,10 @@ pub struct ServiceEntry {
     pub health: Health,
     #[serde(default)]
     pub restart_count: u32,
+    /// Hash of the resolved service definition the running instance was started from; on re-attach
+    /// the orchestrator compares it with the current configuration to decide whether to restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     /// When the current state was entered.
@@ -256,6 +260,7 @@ impl ServiceEntry {
             endpoints: Vec::new(),
             health: Health::default(),
             restart_count: 0,
+            spec_hash: None,
             created_at: now,
             updated_at: now,
             state_since: now,

@@ -733,6 +733,7 @@ fn other_fields_differ(a: &ServiceEntry, b: &ServiceEntry) -> bool {
         || a.runtime != b.runtime
         || a.endpoints != b.endpoints
         || a.restart_count != b.restart_count
+        || a.spec_hash != b.spec_hash
 }
 
 fn prune(
