@@ -588,8 +588,25 @@ async fn session<S>(
                             out: &out_tx,
                             running: &running,
                         };
-                        handle_text(text.as_bytes(), &ctx, &inflight, &mut subs, &mut next_sub)
-                            .await;
+                        // Handling waits only when this peer stops reading its responses (full
+                        // outbound queue) or has too many requests in flight; past the heartbeat
+                        // timeout that is a dead peer.
+                        let handled = with_timeout(
+                            shared.config.heartbeat_timeout,
+                            handle_text(text.as_bytes(), &ctx, &inflight, &mut subs, &mut next_sub),
+                        )
+                        .await;
+                        if handled.is_none() {
+                            tracing::info!(connection, %peer, "closing peer that does not read its responses");
+                            shared
+                                .metrics
+                                .subscriptions_open
+                                .fetch_sub(subs.len() as u64, Ordering::Relaxed);
+                            drop(subs);
+                            running.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                            writer.cancel().await;
+                            return;
+                        }
                     }
                     Message::Binary(_) => {
                         let err = WireError::new(

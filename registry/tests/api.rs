@@ -444,3 +444,42 @@ fn streaming_requests_send_progress_outlive_the_timeout_and_can_be_cancelled() {
         assert!(err.is_retryable());
     });
 }
+
+#[test]
+fn a_peer_that_sends_requests_but_never_reads_is_dropped() {
+    run(async {
+        let config = ServerConfig {
+            heartbeat_interval: Duration::from_millis(50),
+            heartbeat_timeout: Duration::from_millis(500),
+            ..ServerConfig::default()
+        };
+        let f = Fixture::with(config, Retention::default(), Arc::new(registry::NoMethods)).await;
+        let ws = raw_ws(&f).await;
+        let (mut sink, _stream) = ws.split();
+        let flood = smol::spawn(async move {
+            let frame = format!(
+                r#"{{"id":1,"method":"hello","params":"{}"}}"#,
+                "x".repeat(1000)
+            );
+            for _ in 0..200_000 {
+                if sink.send(Message::text(frame.clone())).await.is_err() {
+                    break;
+                }
+            }
+        });
+        common::wait_until("the flooding connection to be open", || {
+            f.server.connections() == 1
+        })
+        .await;
+        common::wait_until("the non-reading peer to be dropped", || {
+            f.server.connections() == 0
+        })
+        .await;
+        f.client()
+            .await
+            .hello()
+            .await
+            .expect("server still serves others");
+        drop(flood);
+    });
+}
