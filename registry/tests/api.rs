@@ -337,8 +337,8 @@ fn connection_and_subscription_limits() {
 fn heartbeats_close_silent_peers_and_keep_live_ones() {
     run(async {
         let config = ServerConfig {
-            heartbeat_interval: Duration::from_millis(50),
-            heartbeat_timeout: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(100),
+            heartbeat_timeout: Duration::from_millis(1000),
             ..ServerConfig::default()
         };
         let f = Fixture::with(config, Retention::default(), Arc::new(registry::NoMethods)).await;
@@ -347,7 +347,7 @@ fn heartbeats_close_silent_peers_and_keep_live_ones() {
         // A raw socket that never reads never answers pings: it is a dead peer.
         let _dead = raw_ws(&f).await;
         assert_eq!(f.server.connections(), 2);
-        smol::Timer::after(Duration::from_millis(900)).await;
+        smol::Timer::after(Duration::from_millis(2500)).await;
         live.hello().await.expect("idle but live client kept");
         common::wait_until("the dead peer to be dropped", || {
             f.server.connections() == 1
@@ -386,15 +386,15 @@ async fn follow(p: FollowParams, ctx: RequestContext) -> Result<u64, WireError> 
 fn streaming_requests_send_progress_outlive_the_timeout_and_can_be_cancelled() {
     run(async {
         let config = ServerConfig {
-            request_timeout: Duration::from_millis(100),
+            request_timeout: Duration::from_millis(300),
             ..ServerConfig::default()
         };
         let handler = Arc::new(Router::new().route("test.follow", follow));
         let f = Fixture::with(config, Retention::default(), handler).await;
         let c = f.client().await;
-        // 15 lines take 300 ms: longer than the 100 ms timeout, which stops counting at the first line.
+        // 30 lines take 600 ms: longer than the 300 ms timeout, which stops counting at the first line.
         let mut call = c
-            .request_streaming("test.follow", json!({"lines": 15}))
+            .request_streaming("test.follow", json!({"lines": 30}))
             .await
             .expect("call");
         let mut lines = Vec::new();
@@ -404,8 +404,8 @@ fn streaming_requests_send_progress_outlive_the_timeout_and_can_be_cancelled() {
                 registry::CallItem::Done(v) => break v,
             }
         };
-        assert_eq!(lines, (0..15).collect::<Vec<_>>());
-        assert_eq!(done, json!(15));
+        assert_eq!(lines, (0..30).collect::<Vec<_>>());
+        assert_eq!(done, json!(30));
         assert!(call.next().await.is_none());
 
         // Cancel an endless stream.

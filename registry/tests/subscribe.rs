@@ -264,15 +264,21 @@ fn a_lagging_subscriber_is_closed_with_4008_and_others_keep_receiving() {
             .await
             .expect("fast");
         let total = 20_000u64;
-        let fast_reader = smol::spawn(async move {
-            let mut n = 0;
-            while n < total {
-                fast.next().await.expect("fast keeps receiving");
-                n += 1;
-            }
-            n
-        });
-        // Large events fill the socket buffers quickly; the slow client never reads meanwhile.
+        let fast_count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let fast_reader = {
+            let fast_count = fast_count.clone();
+            smol::spawn(async move {
+                let mut n = 0;
+                while n < total {
+                    fast.next().await.expect("fast keeps receiving");
+                    n += 1;
+                    fast_count.store(n, Ordering::Relaxed);
+                }
+                n
+            })
+        };
+        // Large events fill the socket buffers quickly; the slow client never reads meanwhile. The
+        // producer waits for the fast reader, so only the slow one can fall behind.
         let pad = "x".repeat(2048);
         for chunk in 0..(total / 100) {
             let batch = (0..100)
@@ -284,6 +290,11 @@ fn a_lagging_subscriber_is_closed_with_4008_and_others_keep_receiving() {
                 })
                 .collect();
             f.store.emit(batch).await.expect("emit");
+            let want = (chunk + 1) * 100;
+            wait_until("the fast subscriber", || {
+                fast_count.load(Ordering::Relaxed) >= want
+            })
+            .await;
         }
         assert_eq!(fast_reader.await, total);
         // Drain what was buffered before the cut; then the close code.
