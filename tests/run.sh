@@ -5,6 +5,7 @@
 #   bash tests/run.sh                 # everything
 #   bash tests/run.sh -p testbed      # extra arguments go to `cargo test --workspace --all-targets`
 #   HARNESS_TESTBED_KEEP=1 bash tests/run.sh   # leave the testbed up afterwards (down: tests/testbed/down.sh)
+#   HARNESS_TESTBED_INSTANCE=1 bash tests/run.sh # a second testbed, beside one that others are using
 #
 # Runs as root (re-executes itself with sudo otherwise): it creates network namespaces, users and daemons.
 set -uo pipefail
@@ -16,6 +17,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 T0=$(date +%s.%N)
+TESTS_PID=
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 section() { printf '\n==== %s  [%s s]\n' "$*" "$(elapsed "$T0")"; }
 
@@ -57,6 +59,12 @@ mkdir -p /run/sshd
 teardown() {
     local rc=$?
     trap - EXIT INT TERM
+    if [ -n "${TESTS_PID:-}" ] && kill -0 "$TESTS_PID" 2>/dev/null; then
+        section "stopping the tests"
+        kill -TERM -- "-$TESTS_PID" 2>/dev/null
+        sleep 1
+        kill -KILL -- "-$TESTS_PID" 2>/dev/null
+    fi
     if [ -n "${HARNESS_TESTBED_KEEP:-}" ]; then
         section "testbed left up (HARNESS_TESTBED_KEEP): $HARNESS_TESTBED_ENV; down: bash tests/testbed/down.sh"
     else
@@ -70,7 +78,9 @@ trap teardown EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-export HARNESS_TESTBED_DIR=${HARNESS_TESTBED_DIR:-/var/lib/harness-testbed}
+# The state dir of this instance (HARNESS_TESTBED_INSTANCE, HARNESS_TESTBED_DIR), as up.sh computes it.
+HARNESS_TESTBED_DIR=$(. "$ROOT/tests/testbed/common.sh" && echo "$TB_DIR") || exit 2
+export HARNESS_TESTBED_DIR
 export HARNESS_TESTBED_ENV=$HARNESS_TESTBED_DIR/testbed.env
 section "testbed up"
 bash "$ROOT/tests/testbed/up.sh" || {
@@ -81,7 +91,12 @@ bash "$ROOT/tests/testbed/up.sh" || {
 # --- tests ------------------------------------------------------------------------------------------------
 section "cargo test --workspace --all-targets $*"
 cd "$ROOT"
-cargo test --workspace --all-targets "$@" </dev/null
+# In its own process group, waited for in the background: a TERM or INT to this script then tears down at
+# once (bash runs traps only between commands) and takes the test binaries down with it.
+setsid cargo test --workspace --all-targets "$@" </dev/null &
+TESTS_PID=$!
+wait "$TESTS_PID"
 rc=$?
+TESTS_PID=
 section "cargo test exit $rc"
 exit $rc

@@ -2,39 +2,53 @@
 #
 # Every object the testbed creates carries a fixed prefix (netns "hb-", links "hbveth-", bridges "hbbr0",
 # "hbdock0", cgroups "hbtestbed-") so down.sh can find the leftovers of any earlier run, crashed or not.
-# Only one testbed runs per machine: the names are fixed.
+# Names are fixed per instance (see HARNESS_TESTBED_INSTANCE below).
 
-TB_DIR=${HARNESS_TESTBED_DIR:-/var/lib/harness-testbed}
+# HARNESS_TESTBED_INSTANCE=N (0-9, default 0) runs a second, independent testbed beside the first: other names,
+# subnets, state dir and sudoers file. Instance 0 uses the names and addresses shown in README.md.
+TB_INSTANCE=${HARNESS_TESTBED_INSTANCE:-0}
+case $TB_INSTANCE in
+[0-9]) ;;
+*)
+    echo "testbed: HARNESS_TESTBED_INSTANCE must be 0-9, got '$TB_INSTANCE'" >&2
+    exit 2
+    ;;
+esac
+if [ "$TB_INSTANCE" = 0 ]; then TB_L=hb TB_SUFFIX=; else TB_L=hb$TB_INSTANCE TB_SUFFIX=-$TB_INSTANCE; fi
+
+TB_DIR=${HARNESS_TESTBED_DIR:-/var/lib/harness-testbed$TB_SUFFIX}
 TB_DIR=${TB_DIR%/}
 
-TB_NETNS_PREFIX=hb-
-TB_BRIDGE=hbbr0
-TB_BRIDGE_ADDR=198.18.0.1
+TB_NETNS_PREFIX=$TB_L-
+TB_VETH_PREFIX=${TB_L}veth-
+TB_BRIDGE=${TB_L}br0
+TB_NET=198.18.$TB_INSTANCE
+TB_BRIDGE_ADDR=$TB_NET.1
 TB_ALL_HOSTS="h1 h2 h3 h4"
 TB_BRIDGED_HOSTS="h1 h2 h3"
 # h4 sits behind h1 on its own link; the root namespace has no route to it.
-TB_H4_LINK_H1_ADDR=198.19.0.1
-TB_H4_NET=198.19.0.0/24
+TB_H4_NET=198.19.$TB_INSTANCE.0/24
+TB_H4_LINK_H1_ADDR=198.19.$TB_INSTANCE.1
 # Nobody owns this address: a static neighbour entry sends its frames to a MAC that no port has, so
 # connections to it time out instead of failing fast (for timeout tests).
-TB_UNREACHABLE=198.18.0.250
+TB_UNREACHABLE=$TB_NET.250
 TB_UNREACHABLE_MAC=02:00:5e:10:00:fa
 # Container bridges: one per engine, so the two dockerd never fight over docker0.
-TB_DOCK_LOCAL_BRIDGE=hbdock0
-TB_DOCK_LOCAL_CIDR=198.18.100.1/24
-TB_DOCK_H2_BRIDGE=hbdock2
-TB_DOCK_H2_NET=198.18.102.0/24
-TB_DOCK_H2_CIDR=198.18.102.1/24
-TB_CGROUP_PREFIX=hbtestbed-
+TB_DOCK_LOCAL_BRIDGE=${TB_L}dock0
+TB_DOCK_LOCAL_CIDR=198.18.$((100 + 4 * TB_INSTANCE)).1/24
+TB_DOCK_H2_BRIDGE=${TB_L}dock2
+TB_DOCK_H2_NET=198.18.$((102 + 4 * TB_INSTANCE)).0/24
+TB_DOCK_H2_CIDR=198.18.$((102 + 4 * TB_INSTANCE)).1/24
+TB_CGROUP_PREFIX=${TB_L}testbed-
 TB_USERS="hbuser hbsvc hbpw"
-TB_SUDOERS=/etc/sudoers.d/harness-testbed
+TB_SUDOERS=/etc/sudoers.d/harness-testbed$TB_SUFFIX
 
 tb_addr() {
     case $1 in
-    h1) echo 198.18.0.11 ;;
-    h2) echo 198.18.0.12 ;;
-    h3) echo 198.18.0.13 ;;
-    h4) echo 198.19.0.14 ;;
+    h1) echo "$TB_NET.11" ;;
+    h2) echo "$TB_NET.12" ;;
+    h3) echo "$TB_NET.13" ;;
+    h4) echo "198.19.$TB_INSTANCE.14" ;;
     *) return 1 ;;
     esac
 }

@@ -114,7 +114,7 @@ done
 for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }' | grep "^${TB_NETNS_PREFIX}h[0-9]*$"); do
     ip netns del "$ns" 2>/dev/null || say "could not delete netns $ns"
 done
-for l in $(ip -o link show 2>/dev/null | awk -F': ' '{ print $2 }' | cut -d@ -f1 | grep -E '^hb(veth-|br|dock)'); do
+for l in $(ip -o link show 2>/dev/null | awk -F': ' '{ print $2 }' | cut -d@ -f1 | grep -E "^${TB_L}(veth-|br0\$|dock[02]\$)"); do
     ip link del "$l" 2>/dev/null
 done
 ip route del unreachable "$TB_H4_NET" 2>/dev/null
@@ -128,10 +128,12 @@ if [ -r /proc/self/mountinfo ]; then
 fi
 
 # 7. Files and the forwarding switch the local engine turned on.
-if [ -s "$TB_DIR/ip_forward.orig" ]; then
+# Another instance still up keeps it on; the last one down restores it.
+others=$(ls /var/lib/harness-testbed*/ip_forward.orig 2>/dev/null | grep -vxF "$TB_DIR/ip_forward.orig")
+if [ -s "$TB_DIR/ip_forward.orig" ] && [ -z "$others" ]; then
     tr -dc 01 <"$TB_DIR/ip_forward.orig" >/proc/sys/net/ipv4/ip_forward 2>/dev/null
-    rm -f "$TB_DIR/ip_forward.orig"
 fi
+rm -f "$TB_DIR/ip_forward.orig"
 # Only what up.sh creates, so a custom HARNESS_TESTBED_DIR never loses anything else.
 rm -f "$TB_SUDOERS"
 if [ -d "$TB_DIR" ]; then

@@ -50,10 +50,21 @@ for h in $TB_ALL_HOSTS; do
 done
 
 # --- users and sudo ---------------------------------------------------------------------------------------
+# retry CMD...: /etc/passwd and /etc/shadow are locked briefly by any concurrent user tool (or a killed one).
+retry() {
+    local i
+    for ((i = 0; i < 20; i++)); do
+        "$@" && return 0
+        sleep 0.25
+    done
+    return 1
+}
 for u in $TB_USERS; do
-    id -u "$u" >/dev/null 2>&1 || useradd --no-create-home --home-dir "/home/$u" --shell /bin/bash --user-group "$u"
+    id -u "$u" >/dev/null 2>&1 ||
+        retry useradd --no-create-home --home-dir "/home/$u" --shell /bin/bash --user-group "$u" ||
+        die "cannot create user $u"
     # useradd leaves the password locked ("!"), and sshd without PAM refuses locked accounts even for keys.
-    usermod -p '*' "$u"
+    [ "$(getent shadow "$u" | cut -d: -f2)" = '*' ] || retry usermod -p '*' "$u" || die "cannot unlock user $u"
 done
 cat >"$TB_SUDOERS.tmp" <<'EOF'
 # harness testbed (tests/testbed/up.sh); removed by down.sh
@@ -106,8 +117,8 @@ for h in $TB_ALL_HOSTS; do
 done
 for h in $TB_BRIDGED_HOSTS; do
     ns=$(tb_netns "$h")
-    ip link add "hbveth-$h" type veth peer name eth0 netns "$ns"
-    ip link set "hbveth-$h" master "$TB_BRIDGE" up
+    ip link add "$TB_VETH_PREFIX$h" type veth peer name eth0 netns "$ns"
+    ip link set "$TB_VETH_PREFIX$h" master "$TB_BRIDGE" up
     ip -n "$ns" addr add "$(tb_addr "$h")/24" dev eth0
     ip -n "$ns" link set eth0 up
     ip -n "$ns" route add default via "$TB_BRIDGE_ADDR"
@@ -300,6 +311,7 @@ step "ssh ready on $TB_ALL_HOSTS, image imported"
 {
     echo "# harness testbed, written by tests/testbed/up.sh at $(date -u +%FT%TZ); see tests/testbed/README.md"
     echo "TB_DIR=$TB_DIR"
+    echo "TB_INSTANCE=$TB_INSTANCE"
     echo "TB_HOSTS=\"$TB_BRIDGED_HOSTS\""
     echo "TB_ALL_HOSTS=\"$TB_ALL_HOSTS\""
     for h in $TB_ALL_HOSTS; do
