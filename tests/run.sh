@@ -56,6 +56,7 @@ command -v cargo >/dev/null || {
 mkdir -p /run/sshd
 
 # --- testbed ----------------------------------------------------------------------------------------------
+# shellcheck disable=SC2317 # invoked by the trap
 teardown() {
     local rc=$?
     trap - EXIT INT TERM
@@ -72,7 +73,7 @@ teardown() {
         bash "$ROOT/tests/testbed/down.sh"
     fi
     section "done, exit $rc"
-    exit $rc
+    exit "$rc"
 }
 trap teardown EXIT
 trap 'exit 130' INT
@@ -90,7 +91,7 @@ bash "$ROOT/tests/testbed/up.sh" || {
 
 # --- tests ------------------------------------------------------------------------------------------------
 section "cargo test --workspace --all-targets $*"
-cd "$ROOT"
+cd "$ROOT" || exit 2
 # In its own process group, waited for in the background: a TERM or INT to this script then tears down at
 # once (bash runs traps only between commands) and takes the test binaries down with it.
 setsid cargo test --workspace --all-targets "$@" </dev/null &

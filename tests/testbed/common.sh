@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # the names are used by up.sh and down.sh
 # Names and addresses shared by up.sh and down.sh. Sourced, not run.
 #
 # Every object the testbed creates carries a fixed prefix (netns "hb-", links "hbveth-", bridges "hbbr0",

@@ -4,7 +4,7 @@
 # crashed up.sh, and when nothing is up. Run as root.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 . "$HERE/common.sh"
 tb_check_dir || exit 2
 [ "$(id -u)" = 0 ] || {
@@ -58,10 +58,10 @@ engines=()
 for d in "$TB_DIR"/docker-*/; do
     [ -d "$d" ] || continue
     pid=$(pidfile_pid "${d}dockerd.pid")
-    [ -n "$pid" ] && alive "$pid" || continue
+    if [ -z "$pid" ] || ! alive "$pid"; then continue; fi
     engines+=("$pid")
     sock="${d}docker.sock"
-    [ -n "$cli" ] && [ -S "$sock" ] || continue
+    if [ -z "$cli" ] || [ ! -S "$sock" ]; then continue; fi
     (
         ids=$(DOCKER_API_VERSION=1.41 timeout 5 "$cli" -H "unix://$sock" ps -aq 2>/dev/null || true)
         if [ -n "$ids" ]; then
@@ -129,7 +129,10 @@ fi
 
 # 7. Files and the forwarding switch the local engine turned on.
 # Another instance still up keeps it on; the last one down restores it.
-others=$(ls /var/lib/harness-testbed*/ip_forward.orig 2>/dev/null | grep -vxF "$TB_DIR/ip_forward.orig")
+others=
+for f in /var/lib/harness-testbed*/ip_forward.orig; do
+    [ -e "$f" ] && [ "$f" != "$TB_DIR/ip_forward.orig" ] && others=1
+done
 if [ -s "$TB_DIR/ip_forward.orig" ] && [ -z "$others" ]; then
     tr -dc 01 <"$TB_DIR/ip_forward.orig" >/proc/sys/net/ipv4/ip_forward 2>/dev/null
 fi

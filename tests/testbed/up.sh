@@ -6,7 +6,7 @@
 # Run as root. Needs openssh-server, openssh-client, sudo, docker.io, busybox-static, iproute2.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 . "$HERE/common.sh"
 tb_check_dir
 [ "$(id -u)" = 0 ] || {
@@ -315,7 +315,7 @@ step "ssh ready on $TB_ALL_HOSTS, image imported"
     echo "TB_HOSTS=\"$TB_BRIDGED_HOSTS\""
     echo "TB_ALL_HOSTS=\"$TB_ALL_HOSTS\""
     for h in $TB_ALL_HOSTS; do
-        H=$(echo "$h" | tr a-z A-Z)
+        H=$(echo "$h" | tr '[:lower:]' '[:upper:]')
         echo "TB_${H}_ADDR=$(tb_addr "$h")"
         echo "TB_${H}_NETNS=$(tb_netns "$h")"
     done
