@@ -296,6 +296,32 @@ proptest::proptest! {
     }
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, .. Default::default() })]
+    /// Garbage instead of an HTTP request head (after TLS) gets a refusal or a closed socket, never
+    /// a crash.
+    #[test]
+    fn arbitrary_request_heads_never_break_the_server(head in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000), crlf in proptest::prelude::any::<bool>()) {
+        run(async {
+            use futures_lite::{AsyncReadExt, AsyncWriteExt};
+            let f = shared_fixture().await;
+            let mut tls = common::tls_connect(f.server.local_addr(), &f.creds.ca_pem).await;
+            let _ = tls.write_all(&head).await;
+            if crlf {
+                let _ = tls.write_all(b"\r\n\r\n").await;
+            }
+            let _ = tls.flush().await;
+            let mut buf = Vec::new();
+            let _ = futures_lite::future::or(async { let _ = tls.read_to_end(&mut buf).await; }, async { smol::Timer::after(Duration::from_millis(200)).await; }).await;
+            if !buf.is_empty() {
+                assert!(buf.starts_with(b"HTTP/1.1 "), "{}", String::from_utf8_lossy(&buf));
+            }
+            let (status, _) = https_get(f, "/healthz", None).await;
+            assert_eq!(status, 200);
+        });
+    }
+}
+
 /// One server for all proptest cases.
 async fn shared_fixture() -> &'static Fixture {
     static F: async_lock::OnceCell<Fixture> = async_lock::OnceCell::new();
