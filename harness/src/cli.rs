@@ -1,8 +1,9 @@
 //! The command line, declared with clap derive. Global flags apply to every command.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -12,16 +13,19 @@ use clap::{Parser, Subcommand, ValueEnum};
     propagate_version = true
 )]
 pub struct Cli {
-    /// The services file.
+    /// The services file [default: services.yaml]
     #[arg(
         short = 'f',
         long = "file",
         global = true,
         value_name = "PATH",
-        env = "HARNESS_FILE",
-        default_value = "services.yaml"
+        env = "HARNESS_FILE"
     )]
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
+
+    /// The project to act on, instead of the one named in the services file.
+    #[arg(short = 'p', long, global = true, value_name = "NAME")]
+    pub project: Option<String>,
 
     /// Output format for reports.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
@@ -31,8 +35,29 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub no_color: bool,
 
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How the CLI reaches the daemon.
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// The daemon to talk to (wss://HOST:PORT/v1/ws); default: the local one in $HARNESS_HOME
+    /// (also set by HARNESS_DAEMON or `daemon:` in the config file).
+    #[arg(
+        long = "daemon",
+        global = true,
+        value_name = "URL",
+        env = "HARNESS_DAEMON"
+    )]
+    pub url: Option<String>,
+
+    /// Fail instead of starting a local daemon when none runs (also HARNESS_NO_AUTOSTART=1).
+    #[arg(long, global = true, env = "HARNESS_NO_AUTOSTART")]
+    pub no_autostart: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -47,6 +72,51 @@ pub enum Output {
 pub enum Command {
     /// Check the services file and report every problem (exit 0 valid, 2 invalid).
     Validate,
+    /// Start the project's services (all, or these and what they depend on); idempotent.
+    Start {
+        /// Services to start; default: all.
+        services: Vec<String>,
+        /// Stop and forget services that are no longer in the file.
+        #[arg(long)]
+        remove_orphans: bool,
+    },
+    /// Stop services (all by default), dependents first.
+    Stop {
+        services: Vec<String>,
+        /// Also stop running services that depend on the named ones.
+        #[arg(long)]
+        force: bool,
+        /// Override every service's stop timeout (e.g. 2s).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// Stop and start services again (all by default).
+    Restart { services: Vec<String> },
+    /// What runs: state, pid, endpoints, health, restarts, uptime.
+    Status {
+        /// Redraw every second until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Service output, with a prefix per service.
+    Logs(LogsArgs),
+    /// Run a command in a service's context; its exit code becomes harness's.
+    Exec {
+        service: String,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Health checks: what is checked, the last result and its output.
+    Health { service: Option<String> },
+    /// The live event stream (Ctrl-C to stop).
+    Events {
+        /// Replay retained events after this sequence number first.
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
+    },
+    /// The daemon that owns the services.
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
     /// Inspect the resolved configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -55,6 +125,56 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    pub services: Vec<String>,
+    /// Keep printing new lines, across restarts, until interrupted.
+    #[arg(short = 'F', long)]
+    pub follow: bool,
+    /// Only the last N lines of each service.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// Only lines from this long ago (e.g. 10m, 1h30m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// Prefix each line with the time it was read.
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Run the daemon in the foreground.
+    Run(ListenArgs),
+    /// Start the daemon in the background (log in $HARNESS_HOME/daemon.log).
+    Start(ListenArgs),
+    /// Stop the daemon; services keep running unless --stop-services.
+    Stop {
+        #[arg(long)]
+        stop_services: bool,
+    },
+    /// Pid, version, uptime, address, services, connections.
+    Status,
+    /// The daemon's own log.
+    Logs {
+        #[arg(short = 'F', long)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListenArgs {
+    /// Address to listen on; port 0 picks a free one (recorded in $HARNESS_HOME/daemon.json).
+    #[arg(long, value_name = "ADDR", env = "HARNESS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// When the daemon itself shuts down (SIGTERM/SIGINT), stop the services too.
+    #[arg(long)]
+    pub stop_services: bool,
+    /// Set by `daemon start` and auto-start: leave the caller's session.
+    #[arg(long, hide = true)]
+    pub detached: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,4 +189,8 @@ pub enum ConfigCommand {
     Deps,
     /// The JSON Schema of the services file, for editors.
     Schema,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    harness_config::parse_duration(s)
 }

@@ -1,8 +1,11 @@
-//! `harness`: the CLI (and, later, the daemon). Parsing lives in `cli`, each command in
-//! `commands/<name>.rs`.
+//! `harness`: the CLI and the daemon. Parsing lives in `cli`, each command in `commands/<name>.rs`;
+//! the CLI reaches the daemon through `client`, and the daemon (`daemon/`) serves one handler per
+//! method in `daemon/handlers/<method>.rs`.
 
 mod cli;
+mod client;
 mod commands;
+mod daemon;
 mod output;
 
 use std::process::ExitCode;
@@ -22,6 +25,5 @@ fn main() -> ExitCode {
             };
         }
     };
-    let status = commands::run(cli);
-    ExitCode::from(status as u8)
+    ExitCode::from(commands::run(cli))
 }

@@ -5,22 +5,38 @@ use std::io::IsTerminal;
 use harness_config::Loaded;
 use miette::{GraphicalReportHandler, GraphicalTheme};
 
-use crate::cli::{Cli, Output};
+use crate::cli::{Cli, DaemonArgs, Output};
 
 /// What every command gets besides its own arguments.
 pub struct Context {
     pub file: std::path::PathBuf,
+    /// `-f`/`HARNESS_FILE` was given (otherwise `file` is the default `services.yaml`).
+    pub file_given: bool,
+    /// `-p`: the project to act on without reading the services file.
+    pub project: Option<String>,
     pub output: Output,
+    /// Colors on stderr (diagnostics, progress).
     pub color: bool,
+    /// Colors on stdout (tables, log prefixes).
+    pub color_out: bool,
+    pub daemon: DaemonArgs,
 }
 
 impl Context {
     pub fn new(cli: &Cli) -> Self {
         let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let colors = !cli.no_color && !no_color_env;
         Context {
-            file: cli.file.clone(),
+            file: cli
+                .file
+                .clone()
+                .unwrap_or_else(|| std::path::PathBuf::from("services.yaml")),
+            file_given: cli.file.is_some(),
+            project: cli.project.clone(),
             output: cli.output,
-            color: !cli.no_color && !no_color_env && std::io::stderr().is_terminal(),
+            color: colors && std::io::stderr().is_terminal(),
+            color_out: colors && std::io::stdout().is_terminal(),
+            daemon: cli.daemon.clone(),
         }
     }
 
@@ -61,4 +77,34 @@ pub fn plural(n: usize, word: &str) -> String {
     } else {
         format!("{n} {word}s")
     }
+}
+
+/// A duration as people read it in a table: `850ms`, `12s`, `5m12s`, `3h04m`, `2d05h`.
+pub fn short_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        1..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// One compact JSON line on stdout (for streams: logs, events).
+pub fn print_json_line(
+    out: &mut impl std::io::Write,
+    value: &impl serde::Serialize,
+) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, value).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+/// ANSI colors for per-service prefixes, picked by name so a service keeps its color.
+pub fn service_color(name: &str) -> &'static str {
+    const COLORS: [&str; 6] = ["36", "33", "32", "35", "34", "91"];
+    let h = name
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    COLORS[h as usize % COLORS.len()]
 }

@@ -8,9 +8,19 @@ mod completions;
 mod config_deps;
 mod config_schema;
 mod config_show;
+mod daemon;
+mod events;
+mod exec;
+mod health;
+mod logs;
+mod restart;
+mod start;
+mod status;
+mod stop;
 mod validate;
 
 use harness_config::Project;
+use registry::Client;
 
 use crate::cli::{Cli, Command, ConfigCommand};
 use crate::output::{Context, print_json};
@@ -26,16 +36,65 @@ pub enum Status {
     Invalid = 2,
 }
 
-pub fn run(cli: Cli) -> Status {
+/// Runs the command; the process exit code (`exec` passes its command's through).
+pub fn run(cli: Cli) -> u8 {
     let ctx = Context::new(&cli);
-    match cli.command {
+    let status = match cli.command {
+        Command::Exec { service, command } => return exec::run(&ctx, &service, command),
         Command::Validate => validate::run(&ctx),
+        Command::Start {
+            services,
+            remove_orphans,
+        } => start::run(&ctx, services, remove_orphans),
+        Command::Stop {
+            services,
+            force,
+            timeout,
+        } => stop::run(&ctx, services, force, timeout),
+        Command::Restart { services } => restart::run(&ctx, services),
+        Command::Status { watch } => status::run(&ctx, watch),
+        Command::Logs(args) => logs::run(&ctx, args),
+        Command::Health { service } => health::run(&ctx, service),
+        Command::Events { since } => events::run(&ctx, since),
+        Command::Daemon(cmd) => daemon::run(&ctx, cmd),
         Command::Config(ConfigCommand::Show { show_secrets }) => {
             config_show::run(&ctx, show_secrets)
         }
         Command::Config(ConfigCommand::Deps) => config_deps::run(&ctx),
         Command::Config(ConfigCommand::Schema) => config_schema::run(&ctx),
         Command::Completions { shell } => completions::run(shell),
+    };
+    status as u8
+}
+
+/// The project a daemon command acts on: `-p NAME`, else the name in the services file (which
+/// must then be valid).
+pub fn project_name(ctx: &Context) -> Result<String, Status> {
+    match &ctx.project {
+        Some(name) => Ok(name.clone()),
+        None => load_project(ctx).map(|p| p.name),
+    }
+}
+
+/// Connects to the daemon (auto-starting a local one when allowed); prints why not on failure.
+pub async fn connect(ctx: &Context) -> Result<Client, Status> {
+    crate::client::connect(&ctx.daemon).await.map_err(|e| {
+        eprintln!("error: {e:#}");
+        Status::Failed
+    })
+}
+
+/// Prints a failed request's error and gives the status for it.
+pub fn request_failed(what: &str, e: registry::ClientError) -> Status {
+    match &e {
+        registry::ClientError::Remote(w) => eprintln!("error: {what}: {}", w.message),
+        _ => eprintln!("error: {what}: {e}"),
+    }
+    match e {
+        registry::ClientError::Remote(w) if w.code == registry::ErrorCode::InvalidParams => {
+            Status::Invalid
+        }
+        _ => Status::Failed,
     }
 }
 

@@ -1,0 +1,232 @@
+//! Finding and reaching the daemon.
+//!
+//! Where: `--daemon URL` > `HARNESS_DAEMON` > `daemon:` in the config file (`$HARNESS_HOME/config.yaml`,
+//! else `$XDG_CONFIG_HOME/harness/config.yaml`) > the local daemon recorded in `$HARNESS_HOME/daemon.json`.
+//! Credentials: `HARNESS_TOKEN` and `HARNESS_CA` (a PEM file) when set, else the token and CA in
+//! `$HARNESS_HOME`. A local daemon that does not answer is started, unless auto-start is off; a lock
+//! file makes two CLIs racing here start one daemon, not two.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use registry::{Client, ConnectOptions, HarnessHome};
+
+use crate::cli::DaemonArgs;
+
+/// How long a CLI waits for a daemon it started to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// Requests such as `start` wait for health checks; their limit is the daemon's, not the client's.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+
+pub const DAEMON_LOG: &str = "daemon.log";
+pub const DAEMON_PID: &str = "daemon.pid";
+/// Held (flock) by the running daemon for its whole life: one daemon per state directory.
+pub const DAEMON_LOCK: &str = "daemon.lock";
+/// Held by a CLI while it starts a daemon.
+const AUTOSTART_LOCK: &str = "autostart.lock";
+
+/// `$HARNESS_HOME/config.yaml` (or the XDG one): client settings.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientConfig {
+    /// wss://HOST:PORT/v1/ws of the daemon to use by default.
+    #[serde(default)]
+    daemon: Option<String>,
+}
+
+fn config_file(home: &HarnessHome) -> Option<PathBuf> {
+    let in_home = home.path("config.yaml");
+    if in_home.exists() {
+        return Some(in_home);
+    }
+    use etcetera::BaseStrategy;
+    let xdg = etcetera::choose_base_strategy()
+        .ok()?
+        .config_dir()
+        .join("harness/config.yaml");
+    xdg.exists().then_some(xdg)
+}
+
+fn configured_url(home: &HarnessHome) -> anyhow::Result<Option<String>> {
+    let Some(path) = config_file(home) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    let config: ClientConfig =
+        serde_saphyr::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(config.daemon)
+}
+
+/// Connects to the daemon chosen by `args`, starting a local one if needed and allowed.
+pub async fn connect(args: &DaemonArgs) -> anyhow::Result<Client> {
+    let home = HarnessHome::from_env()?;
+    let remote = match &args.url {
+        Some(url) => Some(url.clone()),
+        None => {
+            let h = home.clone();
+            blocking::unblock(move || configured_url(&h)).await?
+        }
+    };
+    if let Some(url) = remote {
+        return connect_remote(&home, &url).await;
+    }
+    match connect_local(&home).await {
+        Ok(client) => Ok(client),
+        Err(e) if args.no_autostart => Err(e.context(format!(
+            "no daemon answers for {} and auto-start is off (start one with `harness daemon start`)",
+            home.root().display()
+        ))),
+        Err(_) => autostart(&home).await,
+    }
+}
+
+async fn connect_remote(home: &HarnessHome, url: &str) -> anyhow::Result<Client> {
+    let home = home.clone();
+    let (ca, token) = blocking::unblock(move || -> anyhow::Result<(String, String)> {
+        let ca = match std::env::var_os("HARNESS_CA") {
+            Some(path) => std::fs::read_to_string(&path)
+                .with_context(|| format!("HARNESS_CA={}", Path::new(&path).display()))?,
+            None => {
+                std::fs::read_to_string(home.path(registry::home::CA_CERT)).with_context(|| {
+                    format!(
+                        "no CA for the remote daemon: set HARNESS_CA to its ca.pem (not in {})",
+                        home.root().display()
+                    )
+                })?
+            }
+        };
+        let token = match std::env::var("HARNESS_TOKEN") {
+            Ok(t) => t,
+            Err(_) => std::fs::read_to_string(home.path(registry::home::TOKEN))
+                .with_context(|| "no token for the remote daemon: set HARNESS_TOKEN")?,
+        };
+        Ok((ca, token.trim().to_owned()))
+    })
+    .await?;
+    let mut opts = ConnectOptions::new(url, ca, token);
+    opts.request_timeout = REQUEST_TIMEOUT;
+    Client::connect_with(&opts)
+        .await
+        .with_context(|| format!("cannot reach the daemon at {url}"))
+}
+
+/// Whether a process with this pid exists.
+pub fn pid_alive(pid: u32) -> bool {
+    i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+}
+
+/// The options for the local daemon, if `daemon.json` names a live process.
+pub fn local_options(home: &HarnessHome) -> anyhow::Result<ConnectOptions> {
+    let info = home
+        .read_daemon_info()
+        .map_err(|e| anyhow!("no daemon recorded: {e}"))?;
+    if !pid_alive(info.pid) {
+        bail!("the recorded daemon (pid {}) is not running", info.pid);
+    }
+    let mut opts = ConnectOptions::from_home(home)?;
+    opts.request_timeout = REQUEST_TIMEOUT;
+    opts.connect_timeout = Duration::from_secs(5);
+    Ok(opts)
+}
+
+async fn connect_local(home: &HarnessHome) -> anyhow::Result<Client> {
+    let h = home.clone();
+    let opts = blocking::unblock(move || local_options(&h)).await?;
+    Ok(Client::connect_with(&opts).await?)
+}
+
+/// Starts a local daemon and connects to it, unless another CLI got there first.
+async fn autostart(home: &HarnessHome) -> anyhow::Result<Client> {
+    let h = home.clone();
+    let lock = blocking::unblock(move || -> anyhow::Result<File> {
+        h.ensure_dir()?;
+        let path = h.path(AUTOSTART_LOCK);
+        let file = File::create(&path).with_context(|| format!("{}", path.display()))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(file)
+    })
+    .await?;
+    // Whoever held the lock before may have started one.
+    if let Ok(client) = connect_local(home).await {
+        return Ok(client);
+    }
+    let mut child = spawn_daemon(home, None, false)?;
+    let client = wait_ready(home, &mut child).await;
+    drop(lock);
+    client
+}
+
+/// Starts `harness daemon run` in its own session, detached from this terminal, its output
+/// appended to `$HARNESS_HOME/daemon.log`.
+pub fn spawn_daemon(
+    home: &HarnessHome,
+    listen: Option<std::net::SocketAddr>,
+    stop_services: bool,
+) -> anyhow::Result<Child> {
+    home.ensure_dir()?;
+    let log_path = home.path(DAEMON_LOG);
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("{}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the harness executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["daemon", "run", "--detached"])
+        .env("HARNESS_HOME", home.root())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if let Some(addr) = listen {
+        cmd.arg("--listen").arg(addr.to_string());
+    }
+    if stop_services {
+        cmd.arg("--stop-services");
+    }
+    cmd.spawn().context("cannot start the daemon")
+}
+
+/// Waits until the daemon we started has recorded itself and answers.
+pub async fn wait_ready(home: &HarnessHome, child: &mut Child) -> anyhow::Result<Client> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut last_err = None;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!(
+                "the daemon exited at start ({status}); its log {} ends with:\n{}",
+                home.path(DAEMON_LOG).display(),
+                tail_of(&home.path(DAEMON_LOG), 10)
+            );
+        }
+        if let Ok(info) = home.read_daemon_info()
+            && info.pid == child.id()
+        {
+            match connect_local(home).await {
+                Ok(client) => return Ok(client),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if Instant::now() > deadline {
+            let why = last_err.map(|e| format!(": {e}")).unwrap_or_default();
+            bail!(
+                "the daemon did not answer within {START_TIMEOUT:?}{why} (log: {})",
+                home.path(DAEMON_LOG).display()
+            );
+        }
+        smol::Timer::after(Duration::from_millis(2)).await;
+    }
+}
+
+/// The last `n` lines of a text file (for error messages).
+pub fn tail_of(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

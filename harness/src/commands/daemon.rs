@@ -1,0 +1,206 @@
+//! `harness daemon run|start|stop|status|logs`. Only `run` and `start` ever start a daemon.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::time::{Duration, Instant};
+
+use registry::wire::{DaemonStatusResult, DaemonStopParams, methods};
+use registry::{Client, HarnessHome};
+
+use super::{Status, request_failed};
+use crate::cli::{DaemonCommand, ListenArgs};
+use crate::client::{self, DAEMON_LOG, pid_alive};
+use crate::daemon::RunOptions;
+use crate::output::{Context, print_json, short_duration};
+
+pub fn run(ctx: &Context, cmd: DaemonCommand) -> Status {
+    let home = match HarnessHome::from_env() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Status::Failed;
+        }
+    };
+    match cmd {
+        DaemonCommand::Run(args) => foreground(args),
+        DaemonCommand::Start(args) => start(ctx, &home, args),
+        DaemonCommand::Stop { stop_services } => stop(ctx, &home, stop_services),
+        DaemonCommand::Status => status(ctx, &home),
+        DaemonCommand::Logs { follow } => logs(&home, follow),
+    }
+}
+
+fn foreground(args: ListenArgs) -> Status {
+    match crate::daemon::run(RunOptions {
+        listen: args.listen,
+        stop_services: args.stop_services,
+        detached: args.detached,
+    }) {
+        Ok(()) => Status::Ok,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Status::Failed
+        }
+    }
+}
+
+/// The daemon named by `--daemon`/env/config, or the local one; never starts one.
+async fn existing(ctx: &Context, home: &HarnessHome) -> Option<Client> {
+    let args = crate::cli::DaemonArgs {
+        url: ctx.daemon.url.clone(),
+        no_autostart: true,
+    };
+    let _ = home;
+    client::connect(&args).await.ok()
+}
+
+fn start(ctx: &Context, home: &HarnessHome, args: ListenArgs) -> Status {
+    smol::block_on(async {
+        if let Some(c) = existing(ctx, home).await
+            && let Ok(s) = c
+                .call::<_, DaemonStatusResult>(methods::DAEMON_STATUS, &())
+                .await
+        {
+            println!("daemon already running: pid {} at {}", s.pid, s.url);
+            return Status::Ok;
+        }
+        let mut child = match client::spawn_daemon(home, args.listen, args.stop_services) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Status::Failed;
+            }
+        };
+        match client::wait_ready(home, &mut child).await {
+            Ok(_) => {
+                let url = home.read_daemon_info().map(|i| i.url).unwrap_or_default();
+                println!("daemon started: pid {} at {url}", child.id());
+                Status::Ok
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                Status::Failed
+            }
+        }
+    })
+}
+
+fn stop(ctx: &Context, home: &HarnessHome, stop_services: bool) -> Status {
+    smol::block_on(async {
+        let Some(client) = existing(ctx, home).await else {
+            println!("no daemon running");
+            return Status::Ok;
+        };
+        let pid = match client
+            .call::<_, DaemonStatusResult>(methods::DAEMON_STATUS, &())
+            .await
+        {
+            Ok(s) => s.pid,
+            Err(e) => return request_failed("daemon.status", e),
+        };
+        if let Err(e) = client
+            .call::<_, serde_json::Value>(methods::DAEMON_STOP, &DaemonStopParams { stop_services })
+            .await
+        {
+            return request_failed("daemon.stop", e);
+        }
+        client.close().await;
+        // A remote daemon's pid means nothing here.
+        if ctx.daemon.url.is_none() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while pid_alive(pid) && Instant::now() < deadline {
+                smol::Timer::after(Duration::from_millis(5)).await;
+            }
+            if pid_alive(pid) {
+                eprintln!("error: the daemon (pid {pid}) is still running after 30 s");
+                return Status::Failed;
+            }
+        }
+        if stop_services {
+            println!("daemon stopped (pid {pid}), and every service with it");
+        } else {
+            println!("daemon stopped (pid {pid}); services keep running");
+        }
+        Status::Ok
+    })
+}
+
+fn status(ctx: &Context, home: &HarnessHome) -> Status {
+    smol::block_on(async {
+        let Some(client) = existing(ctx, home).await else {
+            if ctx.json() {
+                print_json(&serde_json::json!({ "running": false }));
+            } else {
+                println!("no daemon running for {}", home.root().display());
+            }
+            return Status::Failed;
+        };
+        let s: DaemonStatusResult = match client.call(methods::DAEMON_STATUS, &()).await {
+            Ok(s) => s,
+            Err(e) => return request_failed("daemon.status", e),
+        };
+        if ctx.json() {
+            let mut v = serde_json::to_value(&s).unwrap_or_default();
+            v["running"] = true.into();
+            print_json(&v);
+            return Status::Ok;
+        }
+        println!("pid:         {}", s.pid);
+        println!("version:     {}", s.version);
+        println!(
+            "uptime:      {} (since {})",
+            short_duration(Duration::from_millis(s.uptime_ms)),
+            s.started_at
+        );
+        println!("address:     {}", s.url);
+        println!("home:        {}", s.home);
+        println!(
+            "projects:    {}",
+            if s.projects.is_empty() {
+                "-".to_owned()
+            } else {
+                s.projects.join(", ")
+            }
+        );
+        println!("services:    {} ({} running)", s.services, s.running);
+        println!("connections: {}", s.connections);
+        Status::Ok
+    })
+}
+
+fn logs(home: &HarnessHome, follow: bool) -> Status {
+    let path = home.path(DAEMON_LOG);
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return Status::Failed;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if let Err(e) = file.read_to_end(&mut buf) {
+            eprintln!("error: {}: {e}", path.display());
+            return Status::Failed;
+        }
+        if out.write_all(&buf).and_then(|()| out.flush()).is_err() {
+            return Status::Ok;
+        }
+        if !follow {
+            return Status::Ok;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        // The log was truncated or replaced: start again from its beginning.
+        if let (Ok(pos), Ok(meta)) = (file.stream_position(), std::fs::metadata(&path))
+            && meta.len() < pos
+        {
+            match std::fs::File::open(&path) {
+                Ok(f) => file = f,
+                Err(_) => {
+                    let _ = file.seek(SeekFrom::Start(0));
+                }
+            }
+        }
+    }
+}

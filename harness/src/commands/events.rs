@@ -1,0 +1,98 @@
+//! `harness events`: the live event stream (Ctrl-C ends it cleanly); `--since SEQ` replays first.
+
+use std::io::{Write, stdout};
+
+use futures_lite::StreamExt;
+use registry::{EventFilter, SubscriptionItem};
+
+use super::{Status, connect, request_failed};
+use crate::output::{Context, print_json_line};
+
+pub fn run(ctx: &Context, since: Option<u64>) -> Status {
+    let filter = EventFilter {
+        project: ctx.project.clone(),
+        ..EventFilter::default()
+    };
+    smol::block_on(async {
+        let mut signals = match async_signal::Signals::new([
+            async_signal::Signal::Int,
+            async_signal::Signal::Term,
+        ]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot handle signals: {e}");
+                return Status::Failed;
+            }
+        };
+        let client = match connect(ctx).await {
+            Ok(c) => c,
+            Err(s) => return s,
+        };
+        let mut sub = match client.subscribe(filter, since).await {
+            Ok(s) => s,
+            Err(e) => return request_failed("subscribe", e),
+        };
+        loop {
+            let item = futures_lite::future::or(async { Some(sub.next().await) }, async {
+                signals.next().await;
+                None
+            })
+            .await;
+            let item = match item {
+                None => return Status::Ok,
+                Some(Ok(item)) => item,
+                Some(Err(e)) => return request_failed("events", e),
+            };
+            let mut out = stdout().lock();
+            let written = match &item {
+                SubscriptionItem::Event(e) if ctx.json() => print_json_line(&mut out, e),
+                SubscriptionItem::Resync(s) if ctx.json() => {
+                    print_json_line(&mut out, &serde_json::json!({ "resync": s }))
+                }
+                SubscriptionItem::Event(e) => writeln!(out, "{}", describe(e)),
+                SubscriptionItem::Resync(s) => writeln!(
+                    out,
+                    "{:>6} resync: events before this were pruned; {} services now",
+                    s.seq,
+                    s.services.len()
+                ),
+            };
+            if written.and_then(|()| out.flush()).is_err() {
+                return Status::Ok;
+            }
+        }
+    })
+}
+
+/// `SEQ TIME TYPE project/service what`, one line.
+fn describe(e: &registry::Event) -> String {
+    let who = match (&e.project, &e.service) {
+        (Some(p), Some(s)) => format!("{p}/{s}"),
+        (Some(p), None) => p.clone(),
+        _ => "-".into(),
+    };
+    let name = |v: Option<&serde_json::Value>| -> String {
+        v.and_then(|v| serde_json::from_value::<registry::ServiceState>(v.clone()).ok())
+            .map(|s| s.to_string())
+            .or_else(|| v.and_then(|v| v.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| "?".into())
+    };
+    let what = match e.kind {
+        registry::EventType::ServiceState | registry::EventType::ServiceHealth => {
+            format!("{} -> {}", name(e.data.get("from")), name(e.data.get("to")))
+        }
+        registry::EventType::DaemonNotice => e
+            .data
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or("")
+            .to_owned(),
+        _ => String::new(),
+    };
+    format!(
+        "{:>6} {} {:<20} {who} {what}",
+        e.seq,
+        e.time,
+        e.kind.as_str()
+    )
+}

@@ -1,0 +1,95 @@
+//! `harness logs`: service output with a colored prefix per service; `-F` follows across restarts;
+//! `-o json` prints one object per line.
+
+use std::io::{BufWriter, Write};
+
+use registry::wire::{LogLine, LogsParams, LogsResult, methods};
+
+use super::{Status, connect, project_name, request_failed};
+use crate::cli::LogsArgs;
+use crate::output::{Context, print_json_line, service_color};
+
+pub fn run(ctx: &Context, args: LogsArgs) -> Status {
+    let project = match project_name(ctx) {
+        Ok(p) => p,
+        Err(s) => return s,
+    };
+    let since = match args.since {
+        None => None,
+        Some(d) => match jiff::SignedDuration::try_from(d)
+            .ok()
+            .and_then(|d| jiff::Timestamp::now().checked_sub(d).ok())
+        {
+            Some(t) => Some(t),
+            None => {
+                eprintln!("error: --since is too far back");
+                return Status::Invalid;
+            }
+        },
+    };
+    let mut params = LogsParams {
+        project,
+        services: args.services.clone(),
+        tail: args.tail,
+        since,
+        follow: args.follow,
+        session: None,
+    };
+    smol::block_on(async {
+        let client = match connect(ctx).await {
+            Ok(c) => c,
+            Err(s) => return s,
+        };
+        let stdout = std::io::stdout();
+        let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+        let mut width = args.services.iter().map(String::len).max().unwrap_or(0);
+        loop {
+            let batch: LogsResult = match client.call(methods::LOGS, &params).await {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = out.flush();
+                    return request_failed("logs", e);
+                }
+            };
+            for line in &batch.lines {
+                width = width.max(line.service.len());
+                let written = if ctx.json() {
+                    print_json_line(&mut out, line)
+                } else {
+                    write_line(&mut out, ctx, &args, line, width)
+                };
+                if written.is_err() {
+                    // The reader went away (`| head`): that is not an error.
+                    return Status::Ok;
+                }
+            }
+            if out.flush().is_err() {
+                return Status::Ok;
+            }
+            if batch.end {
+                return Status::Ok;
+            }
+            params.session = Some(batch.session);
+        }
+    })
+}
+
+fn write_line(
+    out: &mut impl Write,
+    ctx: &Context,
+    args: &LogsArgs,
+    line: &LogLine,
+    width: usize,
+) -> std::io::Result<()> {
+    let name = &line.service;
+    if ctx.color_out {
+        write!(out, "\x1b[{}m{name:width$} |\x1b[0m ", service_color(name))?;
+    } else {
+        write!(out, "{name:width$} | ")?;
+    }
+    if args.timestamps {
+        write!(out, "{} ", line.time)?;
+    }
+    out.write_all(line.text.as_bytes())?;
+    out.write_all(b"\n")
+}

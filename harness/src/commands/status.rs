@@ -1,0 +1,151 @@
+//! `harness status`: what runs. Every project, unless `-p` or `-f` names one.
+
+use std::time::Duration;
+
+use comfy_table::{Cell, Color, Table, presets::UTF8_FULL_CONDENSED};
+use registry::wire::{StatusParams, StatusResult, methods};
+use registry::{Client, HealthStatus, Location, ServiceEntry, ServiceState};
+
+use super::{Status, connect, load_project, request_failed};
+use crate::output::{Context, print_json, short_duration};
+
+pub fn run(ctx: &Context, watch: bool) -> Status {
+    let project = match (&ctx.project, ctx.file_given) {
+        (Some(p), _) => Some(p.clone()),
+        (None, true) => match load_project(ctx) {
+            Ok(p) => Some(p.name),
+            Err(s) => return s,
+        },
+        (None, false) => None,
+    };
+    smol::block_on(async {
+        let client = match connect(ctx).await {
+            Ok(c) => c,
+            Err(s) => return s,
+        };
+        if !watch {
+            return show(ctx, &client, &project, false).await;
+        }
+        loop {
+            let status = show(ctx, &client, &project, true).await;
+            if status != Status::Ok {
+                return status;
+            }
+            smol::Timer::after(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+async fn show(ctx: &Context, client: &Client, project: &Option<String>, clear: bool) -> Status {
+    let params = StatusParams {
+        project: project.clone(),
+    };
+    let result: StatusResult = match client.call(methods::STATUS, &params).await {
+        Ok(r) => r,
+        Err(e) => return request_failed("status", e),
+    };
+    if ctx.json() {
+        print_json(&result.services);
+        return Status::Ok;
+    }
+    if clear && ctx.color_out {
+        print!("\x1b[2J\x1b[H");
+    }
+    if result.services.is_empty() {
+        match project {
+            Some(p) => println!("no services of project {p} (start them with `harness start`)"),
+            None => println!("no services (start some with `harness start`)"),
+        }
+        return Status::Ok;
+    }
+    println!("{}", table(ctx, &result.services));
+    Status::Ok
+}
+
+fn table(ctx: &Context, services: &[ServiceEntry]) -> Table {
+    let many = services.iter().any(|s| s.project != services[0].project);
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    if !ctx.color_out {
+        table.force_no_tty();
+    }
+    let mut header = vec![];
+    if many {
+        header.push("project");
+    }
+    header.extend([
+        "service",
+        "state",
+        "pid",
+        "host",
+        "endpoints",
+        "health",
+        "restarts",
+        "uptime",
+    ]);
+    table.set_header(header);
+    let now = jiff::Timestamp::now();
+    for s in services {
+        let mut row = vec![];
+        if many {
+            row.push(Cell::new(&s.project));
+        }
+        let mut state = Cell::new(s.state.to_string());
+        if ctx.color_out {
+            state = state.fg(match s.state {
+                ServiceState::Running => Color::Green,
+                ServiceState::Failed { .. } | ServiceState::Exited { .. } => Color::Red,
+                ServiceState::Stopped => Color::DarkGrey,
+                _ => Color::Yellow,
+            });
+        }
+        let active = s.state.is_active();
+        let pid = match (active, s.runtime.pid) {
+            (true, Some(pid)) => pid.to_string(),
+            _ => "-".into(),
+        };
+        let host = match &s.location {
+            Location::Local => "local".to_owned(),
+            Location::Host { name, .. } => name.clone(),
+            Location::Container { name, engine, .. } => format!("{name} ({engine})"),
+        };
+        let endpoints: Vec<String> = s
+            .endpoints
+            .iter()
+            .map(|e| format!("{}={}:{}", e.name, e.ip, e.port))
+            .collect();
+        let health = match (active, s.health.status) {
+            (false, _) | (_, HealthStatus::Unknown) => "-".to_owned(),
+            (true, HealthStatus::Healthy) => "healthy".to_owned(),
+            (true, HealthStatus::Unhealthy) => {
+                format!("unhealthy ({})", s.health.consecutive_failures)
+            }
+        };
+        let mut health = Cell::new(health);
+        if ctx.color_out && active {
+            match s.health.status {
+                HealthStatus::Healthy => health = health.fg(Color::Green),
+                HealthStatus::Unhealthy => health = health.fg(Color::Red),
+                HealthStatus::Unknown => {}
+            }
+        }
+        let uptime = if s.state == ServiceState::Running {
+            let secs = now.duration_since(s.state_since).as_secs_f64().max(0.0);
+            short_duration(Duration::from_secs_f64(secs))
+        } else {
+            "-".into()
+        };
+        row.extend([
+            Cell::new(&s.name),
+            state,
+            Cell::new(pid),
+            Cell::new(host),
+            Cell::new(endpoints.join(" ")),
+            health,
+            Cell::new(s.restart_count),
+            Cell::new(uptime),
+        ]);
+        table.add_row(row);
+    }
+    table
+}

@@ -1,0 +1,57 @@
+//! `harness stop`: stop services (all by default), dependents first; nothing is left running.
+
+use std::time::Duration;
+
+use registry::wire::{StopParams, StopResult, methods};
+
+use super::{Status, connect, project_name, request_failed};
+use crate::output::{Context, print_json, short_duration};
+
+pub fn run(ctx: &Context, services: Vec<String>, force: bool, timeout: Option<Duration>) -> Status {
+    let project = match project_name(ctx) {
+        Ok(p) => p,
+        Err(s) => return s,
+    };
+    let params = StopParams {
+        project,
+        services,
+        force,
+        timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+    };
+    smol::block_on(async {
+        let client = match connect(ctx).await {
+            Ok(c) => c,
+            Err(s) => return s,
+        };
+        let result: StopResult = match client.call(methods::STOP, &params).await {
+            Ok(r) => r,
+            Err(e) => return request_failed("stop", e),
+        };
+        if ctx.json() {
+            print_json(&result);
+            return Status::Ok;
+        }
+        if result.services.is_empty() {
+            println!("nothing to stop in project {}", result.project);
+        }
+        let width = result
+            .services
+            .iter()
+            .map(|s| s.name.len())
+            .max()
+            .unwrap_or(0);
+        for s in &result.services {
+            let how = if s.killed {
+                " (killed after the stop timeout)"
+            } else {
+                ""
+            };
+            println!(
+                "✓ {:width$}  stopped in {}{how}",
+                s.name,
+                short_duration(Duration::from_millis(s.elapsed_ms))
+            );
+        }
+        Status::Ok
+    })
+}

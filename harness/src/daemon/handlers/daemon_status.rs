@@ -1,0 +1,38 @@
+//! `daemon.status`: who and where the daemon is, and what it looks after.
+
+use std::sync::Arc;
+
+use registry::wire::DaemonStatusResult;
+use registry::{RequestContext, ServiceState, WireError};
+
+use crate::daemon::{State, wire_error};
+
+pub async fn handle(
+    state: Arc<State>,
+    _p: serde_json::Value,
+    _ctx: RequestContext,
+) -> Result<DaemonStatusResult, WireError> {
+    let services = state.orch.status(None).await.map_err(wire_error)?;
+    let mut projects = state.orch.projects();
+    for s in &services {
+        if !projects.contains(&s.project) {
+            projects.push(s.project.clone());
+        }
+    }
+    projects.sort();
+    Ok(DaemonStatusResult {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: state.started_at,
+        uptime_ms: u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        url: state.url.lock().map(|u| u.clone()).unwrap_or_default(),
+        home: state.home.root().display().to_string(),
+        projects,
+        running: services
+            .iter()
+            .filter(|s| s.state == ServiceState::Running)
+            .count(),
+        services: services.len(),
+        connections: state.connections(),
+    })
+}

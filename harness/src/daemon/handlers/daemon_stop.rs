@@ -1,0 +1,28 @@
+//! `daemon.stop`: answer, then shut down. With `stop_services` every service is stopped before the
+//! answer, so the client knows they are gone when it returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use registry::wire::DaemonStopParams;
+use registry::{RequestContext, WireError};
+
+use crate::daemon::{State, wire_error};
+
+pub async fn handle(
+    state: Arc<State>,
+    p: DaemonStopParams,
+    _ctx: RequestContext,
+) -> Result<serde_json::Value, WireError> {
+    if p.stop_services {
+        state.orch.shutdown(true).await.map_err(wire_error)?;
+    }
+    let stop = state.stop.clone();
+    // Let the answer reach the client before connections close.
+    smol::spawn(async move {
+        smol::Timer::after(Duration::from_millis(20)).await;
+        let _ = stop.try_send(());
+    })
+    .detach();
+    Ok(serde_json::json!({}))
+}

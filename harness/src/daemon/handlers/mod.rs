@@ -1,0 +1,47 @@
+//! One file per request method. Each `handle` takes the daemon [`State`](super::State), the
+//! method's params (a `registry::wire` type) and the request context, and returns its result.
+
+pub mod daemon_status;
+pub mod daemon_stop;
+pub mod exec;
+pub mod health;
+pub mod logs;
+pub mod restart;
+pub mod start;
+pub mod status;
+pub mod stop;
+
+use registry::wire::{ApplyResult, ServiceAction, ServiceOutcome};
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The orchestrator's report in wire types (`start` and `restart`).
+pub(crate) fn apply_result(report: orchestrator::ApplyReport) -> ApplyResult {
+    use orchestrator::Action as A;
+    ApplyResult {
+        project: report.project,
+        services: report
+            .services
+            .into_iter()
+            .map(|s| ServiceOutcome {
+                name: s.name,
+                action: match s.action {
+                    A::Started => ServiceAction::Started,
+                    A::Restarted => ServiceAction::Restarted,
+                    A::Unchanged => ServiceAction::Unchanged,
+                    A::Failed => ServiceAction::Failed,
+                    A::Skipped => ServiceAction::Skipped,
+                    A::Orphaned => ServiceAction::Orphaned,
+                    A::Removed => ServiceAction::Removed,
+                },
+                state: s.state,
+                pid: s.pid,
+                elapsed_ms: millis(s.elapsed),
+                error: s.error,
+                last_lines: s.last_lines,
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,52 @@
+//! `start`: apply a project the CLI validated. The YAML is loaded again here with the same loader,
+//! so the daemon runs exactly what was validated and never trusts a half-parsed definition.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use orchestrator::ApplyOptions;
+use registry::wire::{ApplyResult, StartParams};
+use registry::{ErrorCode, RequestContext, WireError};
+
+use crate::daemon::{State, wire_error};
+
+pub async fn handle(
+    state: Arc<State>,
+    p: StartParams,
+    _ctx: RequestContext,
+) -> Result<ApplyResult, WireError> {
+    let dir = PathBuf::from(&p.dir);
+    let path = dir.join("services.yaml");
+    let yaml = p.yaml;
+    // Everything is substituted already: the daemon's own environment must not leak in.
+    let loaded = blocking::unblock(move || {
+        harness_config::load_str(&path, yaml, &|_: &str| -> Option<String> { None })
+    })
+    .await;
+    let project = match loaded.project {
+        Some(project) if loaded.errors.is_empty() => project,
+        _ => {
+            let errors: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+            return Err(WireError::new(
+                ErrorCode::InvalidParams,
+                format!("the project definition is invalid: {}", errors.join("; ")),
+            ));
+        }
+    };
+    if project.name != p.project {
+        return Err(WireError::new(
+            ErrorCode::InvalidParams,
+            format!(
+                "params name project {:?} but the definition is project {:?}",
+                p.project, project.name
+            ),
+        ));
+    }
+    let opts = ApplyOptions {
+        services: p.services,
+        remove_orphans: p.remove_orphans,
+        base_dir: Some(dir),
+    };
+    let report = state.orch.apply(&project, opts).await.map_err(wire_error)?;
+    Ok(super::apply_result(report))
+}

@@ -1,0 +1,41 @@
+//! `stop`: services of a project, dependents first, nothing left behind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrator::StopOptions;
+use registry::wire::{StopParams, StopResult, StoppedOutcome};
+use registry::{RequestContext, WireError};
+
+use crate::daemon::{State, wire_error};
+
+pub async fn handle(
+    state: Arc<State>,
+    p: StopParams,
+    _ctx: RequestContext,
+) -> Result<StopResult, WireError> {
+    let opts = StopOptions {
+        services: p.services,
+        force: p.force,
+        timeout: p.timeout_ms.map(Duration::from_millis),
+        remove: false,
+    };
+    let report = state
+        .orch
+        .stop(&p.project, opts)
+        .await
+        .map_err(wire_error)?;
+    Ok(StopResult {
+        project: report.project,
+        services: report
+            .services
+            .into_iter()
+            .map(|s| StoppedOutcome {
+                name: s.name,
+                was: s.was,
+                killed: s.killed,
+                elapsed_ms: super::millis(s.elapsed),
+            })
+            .collect(),
+    })
+}

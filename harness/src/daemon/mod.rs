@@ -1,0 +1,258 @@
+//! `harness daemon run`: owns the orchestrator and the registry, serves the one TLS WebSocket API.
+//!
+//! Pueue-style: this module sets up and tears down; each request method is one file in
+//! `handlers/`. The daemon holds `daemon.lock` for its whole life, so one state directory never has
+//! two daemons. It can be killed -9 at any moment: services keep running (their output goes to
+//! files), and the next daemon re-attaches to them in [`Orchestrator::open`].
+
+mod handlers;
+mod logs;
+
+use std::fs::File;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures_lite::StreamExt;
+use orchestrator::{Orchestrator, OrchestratorOptions};
+use registry::{
+    EventType, HarnessHome, NewEvent, RequestContext, Retention, Router, ServerConfig,
+    ServerHandle, Store, WireError,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::client::{DAEMON_LOCK, DAEMON_PID};
+
+/// What every handler can reach.
+pub struct State {
+    pub orch: Orchestrator,
+    pub home: HarnessHome,
+    pub started_at: jiff::Timestamp,
+    pub started: Instant,
+    pub url: Mutex<String>,
+    pub server: Mutex<Option<ServerHandle>>,
+    pub logs: logs::Sessions,
+    /// `daemon.stop` asks the main loop to end through this.
+    pub stop: async_channel::Sender<()>,
+}
+
+impl State {
+    pub fn connections(&self) -> u64 {
+        self.server
+            .lock()
+            .map(|s| s.as_ref().map_or(0, ServerHandle::connections))
+            .unwrap_or(0)
+    }
+}
+
+/// Requests like `start` wait for health checks and startup timeouts; the daemon bounds them, not
+/// a generic request timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+
+pub struct RunOptions {
+    pub listen: Option<SocketAddr>,
+    /// On SIGTERM/SIGINT, stop every service before exiting.
+    pub stop_services: bool,
+    /// Started by `daemon start` or auto-start: leave the CLI's session.
+    pub detached: bool,
+}
+
+pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    if opts.detached {
+        // Our own session: the terminal's hangup and Ctrl-C never reach the daemon.
+        let _ = rustix::process::setsid();
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HARNESS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    smol::block_on(serve(opts))
+}
+
+async fn serve(opts: RunOptions) -> anyhow::Result<()> {
+    let home = HarnessHome::from_env()?;
+    let h = home.clone();
+    let (lock, credentials) = blocking::unblock(move || -> anyhow::Result<_> {
+        h.ensure_dir()?;
+        let lock = lock_home(&h)?;
+        let credentials = h.ensure_credentials(&[])?;
+        Ok((lock, credentials))
+    })
+    .await?;
+
+    let store = Store::open(home.path(registry::home::REGISTRY_DB), Retention::default())
+        .await
+        .context("opening the registry")?;
+    let orch = Orchestrator::open(OrchestratorOptions::new(home.root(), store.clone()))
+        .await
+        .context("opening the orchestrator")?;
+
+    let (stop_tx, stop_rx) = async_channel::bounded(1);
+    let state = Arc::new(State {
+        orch: orch.clone(),
+        home: home.clone(),
+        started_at: jiff::Timestamp::now(),
+        started: Instant::now(),
+        url: Mutex::new(String::new()),
+        server: Mutex::new(None),
+        logs: logs::Sessions::default(),
+        stop: stop_tx,
+    });
+    let config = ServerConfig {
+        listen: opts
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+        request_timeout: REQUEST_TIMEOUT,
+        ..ServerConfig::default()
+    };
+    let server = registry::serve(
+        config,
+        &credentials,
+        store.clone(),
+        Arc::new(router(&state)),
+    )
+    .await?;
+    let url = server.url();
+    if let Ok(mut u) = state.url.lock() {
+        u.clone_from(&url);
+    }
+    if let Ok(mut s) = state.server.lock() {
+        *s = Some(server);
+    }
+    let pid = std::process::id();
+    let h = home.clone();
+    let info = registry::DaemonInfo {
+        url: url.clone(),
+        pid,
+    };
+    blocking::unblock(move || h.write_daemon_info(&info)).await?;
+    let _ = store
+        .emit(vec![NewEvent {
+            kind: EventType::DaemonNotice,
+            project: None,
+            service: None,
+            data: serde_json::json!({
+                "message": "daemon started",
+                "pid": pid,
+                "url": url,
+                "version": env!("CARGO_PKG_VERSION"),
+            }),
+        }])
+        .await;
+    tracing::info!(pid, %url, home = %home.root().display(), "daemon ready");
+    let sweeper = smol::spawn(logs::sweep(state.clone()));
+
+    let mut signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .context("installing signal handlers")?;
+    let by_signal = futures_lite::future::or(
+        async {
+            let sig = signals.next().await;
+            tracing::info!(?sig, "signal received, shutting down");
+            true
+        },
+        async {
+            let _ = stop_rx.recv().await;
+            tracing::info!("daemon.stop received, shutting down");
+            false
+        },
+    )
+    .await;
+
+    // `daemon.stop` has already stopped the services it was asked to (before answering).
+    if let Err(e) = orch.shutdown(by_signal && opts.stop_services).await {
+        tracing::warn!(error = %e, "orchestrator shutdown");
+    }
+    drop(sweeper);
+    let server = state.server.lock().ok().and_then(|mut s| s.take());
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
+    let h = home.clone();
+    blocking::unblock(move || {
+        // Only our own record: a newer daemon may already have written its own.
+        if h.read_daemon_info().is_ok_and(|i| i.pid == pid) {
+            let _ = std::fs::remove_file(h.path(registry::home::DAEMON_INFO));
+            let _ = std::fs::remove_file(h.path(DAEMON_PID));
+        }
+    })
+    .await;
+    drop(orch);
+    drop(state);
+    if let Err(e) = store.close().await {
+        tracing::warn!(error = %e, "closing the registry");
+    }
+    drop(lock);
+    tracing::info!("daemon stopped");
+    Ok(())
+}
+
+/// Takes `daemon.lock` (held until the daemon exits) and records our pid.
+fn lock_home(home: &HarnessHome) -> anyhow::Result<File> {
+    let path = home.path(DAEMON_LOCK);
+    let file = File::create(&path).with_context(|| format!("{}", path.display()))?;
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        let other = std::fs::read_to_string(home.path(DAEMON_PID)).unwrap_or_default();
+        bail!(
+            "a daemon already runs for {} (pid {})",
+            home.root().display(),
+            other.trim()
+        );
+    }
+    registry::home::write_private(
+        &home.path(DAEMON_PID),
+        format!("{}\n", std::process::id()).as_bytes(),
+    )?;
+    Ok(file)
+}
+
+/// One route per method, each served by `handlers::<method>::handle`.
+fn router(state: &Arc<State>) -> Router {
+    use handlers::*;
+    use registry::wire::methods;
+    Router::new()
+        .route(methods::START, with(state, start::handle))
+        .route(methods::STOP, with(state, stop::handle))
+        .route(methods::RESTART, with(state, restart::handle))
+        .route(methods::STATUS, with(state, status::handle))
+        .route(methods::LOGS, with(state, logs::handle))
+        .route(methods::EXEC, with(state, exec::handle))
+        .route(methods::HEALTH, with(state, health::handle))
+        .route(methods::DAEMON_STATUS, with(state, daemon_status::handle))
+        .route(methods::DAEMON_STOP, with(state, daemon_stop::handle))
+}
+
+/// Gives a handler the daemon's state.
+fn with<P, R, F, Fut>(
+    state: &Arc<State>,
+    f: F,
+) -> impl Fn(P, RequestContext) -> Fut + Send + Sync + 'static
+where
+    P: DeserializeOwned + Send + 'static,
+    R: Serialize + 'static,
+    F: Fn(Arc<State>, P, RequestContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, WireError>> + Send + 'static,
+{
+    let state = state.clone();
+    move |p, ctx| f(state.clone(), p, ctx)
+}
+
+/// An orchestrator error as the client sees it.
+pub fn wire_error(e: orchestrator::Error) -> WireError {
+    use orchestrator::Error as E;
+    use registry::ErrorCode;
+    let code = match &e {
+        E::UnknownProject { .. } | E::UnknownService { .. } => ErrorCode::NotFound,
+        E::ShutDown => ErrorCode::Unavailable,
+        E::Registry(_) | E::Io { .. } => ErrorCode::Internal,
+        _ => ErrorCode::Failed,
+    };
+    WireError::new(code, e.to_string())
+}
