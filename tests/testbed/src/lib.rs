@@ -293,8 +293,9 @@ impl Testbed {
         process_state(pid).is_some_and(|s| s != 'Z') && want.is_some() && process_netns(pid) == want
     }
 
-    /// Every live process whose command line contains `pattern`, on any host or locally, with the host it
-    /// runs on. The caller's own process is never listed.
+    /// Every live process whose command line contains `pattern`, on any host or locally (including `ssh`
+    /// clients whose remote command contains it), with the host it runs on. The caller's own process is
+    /// never listed.
     pub fn processes_matching(&self, pattern: &str) -> Vec<ProcessInfo> {
         let hosts: Vec<(u64, &str)> = self
             .all_hosts()
@@ -333,6 +334,15 @@ impl Testbed {
             found.push(ProcessInfo { pid, cmdline, host });
         }
         found.sort_by_key(|p| p.pid);
+        found
+    }
+
+    /// Like [`Self::processes_matching`], but only processes running on `host` (not the local `ssh` clients
+    /// whose command line carries the same text).
+    pub fn processes_on(&self, host: &str, pattern: &str) -> Vec<ProcessInfo> {
+        let name = &self.host(host).name;
+        let mut found = self.processes_matching(pattern);
+        found.retain(|p| p.host.as_ref() == Some(name));
         found
     }
 

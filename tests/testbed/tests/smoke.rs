@@ -271,6 +271,8 @@ fn processes_are_found_by_pid_and_host() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].pid, pid);
     assert_eq!(found[0].host.as_deref(), Some("h3"));
+    assert_eq!(tb.processes_on("h3", &format!("sleep {secs}")), found);
+    assert!(tb.processes_on("h2", &format!("sleep {secs}")).is_empty());
     tb.sh_ok("h3", &format!("kill {pid}"));
     assert!(wait_until(Duration::from_secs(5), || !tb.pid_alive_on("h3", pid)));
     assert!(tb.processes_matching(&format!("sleep {secs}")).is_empty());
