@@ -719,7 +719,7 @@ fn outcome(o: Outcome) -> Result<Value, ClientError> {
 /// `since` = the last seq it yielded, so its consumer sees every event exactly once (or a
 /// [`SubscriptionItem::Resync`] when the gap fell out of retention).
 pub struct EventStream {
-    opts: ConnectOptions,
+    source: Source,
     filter: EventFilter,
     last_seq: Option<u64>,
     current: Option<(Client, Subscription)>,
@@ -727,11 +727,27 @@ pub struct EventStream {
     max_backoff: Duration,
 }
 
+enum Source {
+    Fixed(Box<ConnectOptions>),
+    /// Re-read on every reconnect, so a restarted daemon on a new port is found again.
+    Home(HarnessHome),
+}
+
 impl EventStream {
     /// `since: None` starts with live events; later reconnects resume from what was yielded.
     pub fn new(opts: ConnectOptions, filter: EventFilter, since: Option<u64>) -> Self {
+        EventStream::with_source(Source::Fixed(Box::new(opts)), filter, since)
+    }
+
+    /// Like [`EventStream::new`], but finds the daemon through `home` (`daemon.json`, CA, token)
+    /// on every (re)connect: what `harness events --follow` wants across daemon restarts.
+    pub fn from_home(home: HarnessHome, filter: EventFilter, since: Option<u64>) -> Self {
+        EventStream::with_source(Source::Home(home), filter, since)
+    }
+
+    fn with_source(source: Source, filter: EventFilter, since: Option<u64>) -> Self {
         EventStream {
-            opts,
+            source,
             filter,
             last_seq: since,
             current: None,
@@ -784,7 +800,20 @@ impl EventStream {
     }
 
     async fn open(&mut self) -> Result<(), ClientError> {
-        let client = Client::connect_with(&self.opts).await?;
+        let client = match &self.source {
+            Source::Fixed(opts) => Client::connect_with(opts).await?,
+            Source::Home(home) => {
+                let home = home.clone();
+                let opts = blocking::unblock(move || ConnectOptions::from_home(&home))
+                    .await
+                    // A daemon that is restarting may not have written daemon.json yet.
+                    .map_err(|e| ClientError::Connect {
+                        addr: "daemon.json".into(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
+                Client::connect_with(&opts).await?
+            }
+        };
         let sub = client.subscribe(self.filter.clone(), self.last_seq).await?;
         if self.last_seq.is_none() {
             // Started live: anything after this point must be resumed from here, not skipped.

@@ -354,3 +354,45 @@ fn unsubscribe_stops_the_stream() {
         assert!(released, "subscription still registered after unsubscribe");
     });
 }
+
+#[test]
+fn an_event_stream_from_home_follows_a_restarted_daemon_to_its_new_port() {
+    run(async {
+        let mut f = Fixture::start().await;
+        let info = |url: String| registry::DaemonInfo {
+            url,
+            pid: std::process::id(),
+        };
+        f.home
+            .write_daemon_info(&info(f.server.url()))
+            .expect("daemon.json");
+        let mut stream = EventStream::from_home(f.home.clone(), EventFilter::default(), Some(0));
+        emit_n(&f, 0, 3).await;
+        for want in 1..=3 {
+            assert_eq!(seq_of(stream.next().await.expect("item")), want);
+        }
+        // Restart the API on another port while events keep coming.
+        let old_port = f.server.local_addr().port();
+        let server = std::mem::replace(
+            &mut f.server,
+            registry::serve(
+                ServerConfig::default(),
+                &f.creds,
+                f.store.clone(),
+                Arc::new(registry::NoMethods),
+            )
+            .await
+            .expect("second server"),
+        );
+        server.shutdown().await;
+        assert_ne!(f.server.local_addr().port(), old_port);
+        emit_n(&f, 0, 3).await;
+        f.home
+            .write_daemon_info(&info(f.server.url()))
+            .expect("daemon.json");
+        for want in 4..=6 {
+            assert_eq!(seq_of(stream.next().await.expect("item")), want);
+        }
+        assert!(stream.reconnects() >= 1);
+    });
+}
