@@ -60,9 +60,12 @@ retry() {
     return 1
 }
 for u in $TB_USERS; do
-    id -u "$u" >/dev/null 2>&1 ||
-        retry useradd --no-create-home --home-dir "/home/$u" --shell /bin/bash --user-group "$u" ||
-        die "cannot create user $u"
+    if ! id -u "$u" >/dev/null 2>&1; then
+        group=(--user-group)
+        getent group "$u" >/dev/null && group=(--gid "$u")
+        retry useradd --no-create-home --home-dir "/home/$u" --shell /bin/bash "${group[@]}" "$u" ||
+            die "cannot create user $u"
+    fi
     # useradd leaves the password locked ("!"), and sshd without PAM refuses locked accounts even for keys.
     [ "$(getent shadow "$u" | cut -d: -f2)" = '*' ] || retry usermod -p '*' "$u" || die "cannot unlock user $u"
 done
@@ -78,9 +81,9 @@ mv "$TB_SUDOERS.tmp" "$TB_SUDOERS"
 # --- per-host private /home, /opt, /tmp -------------------------------------------------------------------
 for h in $TB_ALL_HOSTS; do
     hd=$TB_DIR/hosts/$h
-    mkdir -p "$hd/home" "$hd/opt" "$hd/tmp"
+    mkdir -p "$hd/home" "$hd/opt" "$hd/tmp" "$hd/var-tmp"
     chmod 0755 "$hd" "$hd/home" "$hd/opt"
-    chmod 1777 "$hd/tmp"
+    chmod 1777 "$hd/tmp" "$hd/var-tmp"
     for u in $TB_USERS; do
         home=$hd/home/$u
         mkdir -p "$home"
@@ -149,8 +152,9 @@ step "network"
 
 # --- sshd per host ----------------------------------------------------------------------------------------
 # Each sshd runs in its host's network namespace and in its own UTS and mount namespace, where the host's
-# hosts/resolv.conf/hostname files and private /home, /opt, /tmp are bind-mounted. nsenter is used instead of
-# `ip netns exec` because the latter remounts /sys without cgroups, and h2's dockerd joins this mount namespace.
+# hosts/resolv.conf/hostname files and private /home, /opt, /tmp and /var/tmp are bind-mounted. nsenter is used
+# instead of `ip netns exec` because the latter remounts /sys without cgroups, and h2's dockerd joins this
+# mount namespace.
 for h in $TB_ALL_HOSTS; do
     ns=$(tb_netns "$h")
     hd=$TB_DIR/hosts/$h
@@ -188,6 +192,7 @@ for f in hosts resolv.conf hostname; do mount --bind /etc/netns/$ns/\$f /etc/\$f
 mount --bind $hd/home /home
 mount --bind $hd/opt /opt
 mount --bind $hd/tmp /tmp
+mount --bind $hd/var-tmp /var/tmp
 exec /usr/sbin/sshd -D -e -f $hd/sshd_config
 EOF
     /usr/sbin/sshd -t -f "$hd/sshd_config" || die "sshd config for $h is invalid"

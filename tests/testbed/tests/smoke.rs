@@ -107,17 +107,20 @@ fn hosts_have_their_own_hostname_tmp_opt_and_home() {
     let file = marker("tmp");
     tb.sh_ok(
         "h1",
-        &format!("echo h1 > /tmp/{file}; echo home > ~/{file}"),
+        &format!("echo h1 > /tmp/{file}; echo h1 > /var/tmp/{file}; echo home > ~/{file}"),
     );
     assert!(!std::path::Path::new(&format!("/tmp/{file}")).exists());
     for h in ["h2", "h3", "h4"] {
         let seen = tb.sh_ok(
             h,
             &format!(
-                "hostname; test -e /tmp/{file} && echo tmp; test -e ~/{file} && echo home; true"
+                "hostname; test -e /tmp/{file} && echo tmp; test -e /var/tmp/{file} && echo var; test -e ~/{file} && echo home; true"
             ),
         );
-        assert_eq!(seen, h, "h1's /tmp and /home must be invisible on {h}");
+        assert_eq!(
+            seen, h,
+            "h1's /tmp, /var/tmp and /home must be invisible on {h}"
+        );
     }
     // /opt is private too: root on h2 installs something that h3 does not see.
     tb.sh_ok("h2", &format!("sudo -n mkdir /opt/{file}"));
@@ -127,7 +130,7 @@ fn hosts_have_their_own_hostname_tmp_opt_and_home() {
     );
     assert!(!std::path::Path::new(&format!("/opt/{file}")).exists());
     tb.sh_ok("h2", &format!("sudo -n rmdir /opt/{file}"));
-    tb.sh_ok("h1", &format!("rm -f /tmp/{file} ~/{file}"));
+    tb.sh_ok("h1", &format!("rm -f /tmp/{file} /var/tmp/{file} ~/{file}"));
 }
 
 #[test]
