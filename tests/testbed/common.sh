@@ -70,5 +70,18 @@ tb_check_dir() {
     esac
 }
 
+# tb_lock: one up.sh or down.sh per instance at a time (down.sh run by up.sh inherits the lock). Daemons must
+# be started with `9>&-` so they do not hold it forever.
+tb_lock() {
+    [ -z "${TB_LOCK_HELD:-}" ] || return 0
+    mkdir -p /run/lock
+    exec 9>"/run/lock/harness-testbed$TB_SUFFIX.lock"
+    flock -w 120 9 || {
+        echo "testbed: another up.sh/down.sh of this instance holds /run/lock/harness-testbed$TB_SUFFIX.lock" >&2
+        exit 1
+    }
+    export TB_LOCK_HELD=1
+}
+
 tb_now() { date +%s.%N; }
 tb_since() { awk -v a="$1" -v b="$(tb_now)" 'BEGIN { printf "%.2f", b - a }'; }

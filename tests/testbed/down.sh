@@ -12,6 +12,7 @@ tb_check_dir || exit 2
     exit 2
 }
 
+tb_lock
 QUIET=${1:-}
 say() { [ "$QUIET" = --quiet ] || echo "testbed: $*"; }
 t0=$(tb_now)

@@ -14,6 +14,7 @@ tb_check_dir
     exit 2
 }
 
+tb_lock
 t0=$(tb_now)
 step() { echo "testbed: $* (+$(tb_since "$t0") s)"; }
 die() {
@@ -197,7 +198,7 @@ exec /usr/sbin/sshd -D -e -f $hd/sshd_config
 EOF
     /usr/sbin/sshd -t -f "$hd/sshd_config" || die "sshd config for $h is invalid"
     setsid nsenter --net="/run/netns/$ns" unshare --uts --mount --propagation private /bin/sh "$hd/boot.sh" \
-        </dev/null >>"$hd/sshd.log" 2>&1 &
+        </dev/null >>"$hd/sshd.log" 2>&1 9>&- &
     echo $! >"$hd/boot.pid"
 done
 
@@ -249,7 +250,7 @@ start_dockerd() {
         --pidfile "$d/dockerd.pid" -H "unix://$d/docker.sock" --bridge "$bridge" \
         --iptables=false --ip6tables=false --ip-masq=false --storage-driver=vfs \
         --cgroup-parent "/${TB_CGROUP_PREFIX}$name" --log-level warn \
-        </dev/null >"$d/dockerd.log" 2>&1 &
+        </dev/null >"$d/dockerd.log" 2>&1 9>&- &
 }
 # Like any docker install, the root namespace's engine switches on IPv4 forwarding (containers reach the
 # hosts through it, and `docker run` warns without it); down.sh restores the value saved here.
