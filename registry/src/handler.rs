@@ -127,13 +127,7 @@ impl Router {
         let route: Route = Arc::new(move |params: Value, ctx: RequestContext| {
             let f = f.clone();
             Box::pin(async move {
-                // `null` params mean "none": let `{}`-shaped structs with defaults accept them.
-                let params = if params.is_null() {
-                    Value::Object(Default::default())
-                } else {
-                    params
-                };
-                let p: P = serde_json::from_value(params).map_err(WireError::invalid_params)?;
+                let p: P = decode_params(params)?;
                 let r = f(p, ctx).await?;
                 serde_json::to_value(r).map_err(WireError::internal)
             })
@@ -145,6 +139,18 @@ impl Router {
     pub fn methods(&self) -> impl Iterator<Item = &str> {
         self.routes.keys().map(String::as_str)
     }
+}
+
+/// Decodes params. Absent params arrive as `null`: that suits `()` and `Option` params, and structs
+/// whose fields all have defaults get `{}` instead.
+pub fn decode_params<P: DeserializeOwned>(params: Value) -> Result<P, WireError> {
+    if params.is_null() {
+        return serde_json::from_value(Value::Null).or_else(|e| {
+            serde_json::from_value(Value::Object(Default::default()))
+                .map_err(|_| WireError::invalid_params(e))
+        });
+    }
+    serde_json::from_value(params).map_err(WireError::invalid_params)
 }
 
 impl Handler for Router {

@@ -1070,12 +1070,7 @@ async fn dispatch(
     ctx: RequestContext,
 ) -> Result<Value, WireError> {
     fn parse<P: serde::de::DeserializeOwned>(params: Value) -> Result<P, WireError> {
-        let params = if params.is_null() {
-            Value::Object(Default::default())
-        } else {
-            params
-        };
-        serde_json::from_value(params).map_err(WireError::invalid_params)
+        crate::handler::decode_params(params)
     }
     fn to_value(v: impl serde::Serialize) -> Result<Value, WireError> {
         serde_json::to_value(v).map_err(WireError::internal)

@@ -509,3 +509,50 @@ fn a_peer_that_sends_requests_but_never_reads_is_dropped() {
         drop(flood);
     });
 }
+
+#[test]
+fn absent_params_suit_unit_option_and_defaulted_structs() {
+    run(async {
+        let handler = Router::new()
+            .route("test.unit", |_: (), _ctx: RequestContext| async {
+                Ok::<_, WireError>("unit")
+            })
+            .route(
+                "test.opt",
+                |p: Option<u64>, _ctx: RequestContext| async move { Ok::<_, WireError>(p) },
+            );
+        let f = Fixture::with(
+            ServerConfig::default(),
+            Retention::default(),
+            Arc::new(handler),
+        )
+        .await;
+        let c = f.client().await;
+        assert_eq!(
+            c.request("test.unit", serde_json::Value::Null)
+                .await
+                .expect("unit"),
+            json!("unit")
+        );
+        assert_eq!(
+            c.request("test.opt", serde_json::Value::Null)
+                .await
+                .expect("none"),
+            json!(null)
+        );
+        assert_eq!(
+            c.request("test.opt", json!(3)).await.expect("some"),
+            json!(3)
+        );
+        let list: registry::wire::ListServicesResult = c
+            .call("service.list", &serde_json::Value::Null)
+            .await
+            .expect("defaulted struct");
+        assert!(list.services.is_empty());
+        let err = c
+            .request("service.get", serde_json::Value::Null)
+            .await
+            .expect_err("required fields");
+        assert_eq!(remote_code(&err), Some(ErrorCode::InvalidParams));
+    });
+}

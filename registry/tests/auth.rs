@@ -99,3 +99,30 @@ fn secrets_are_0600_in_a_0700_dir_and_never_regenerated() {
     .expect("daemon info");
     assert_eq!(mode(home.path(registry::home::DAEMON_INFO)), 0o600);
 }
+
+#[test]
+fn ipv6_loopback_and_port_zero_work() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this machine; nothing to test");
+        return;
+    }
+    run(async {
+        let config = registry::ServerConfig {
+            listen: "[::1]:0".parse().expect("addr"),
+            ..registry::ServerConfig::default()
+        };
+        let f = common::Fixture::with(
+            config,
+            registry::Retention::default(),
+            std::sync::Arc::new(registry::NoMethods),
+        )
+        .await;
+        assert_ne!(f.server.local_addr().port(), 0);
+        assert!(
+            f.server.url().starts_with("wss://[::1]:"),
+            "{}",
+            f.server.url()
+        );
+        f.client().await.hello().await.expect("hello over IPv6");
+    });
+}
