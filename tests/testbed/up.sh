@@ -269,24 +269,32 @@ wait_file "$TB_DIR/hosts/h2/sshd.pid" || die "sshd on h2 did not start: $(tail -
 start_dockerd h2 "$TB_DOCK_H2_BRIDGE" true nsenter --target "$(cat "$TB_DIR/hosts/h2/sshd.pid")" --net --uts --mount
 step "sshd and dockerd started"
 
-# A client that talks to dockerd 20.10: /usr/local/bin/docker may be a newer client than the engine.
-DOCKER_CLI=
-for c in /usr/bin/docker /usr/local/bin/docker; do
-    [ -x "$c" ] || continue
-    for ((i = 0; i < 200; i++)); do
-        "$c" -H "unix://$TB_DIR/docker-local/docker.sock" info >/dev/null 2>&1 && DOCKER_CLI=$c && break 2
-        pid=$(cat "$TB_DIR/docker-local/dockerd.pid" 2>/dev/null || true)
-        [ $i -gt 20 ] && { [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; } && break
+# A client that talks to dockerd 20.10 (the Debian one first; /usr/local/bin/docker may be a newer client).
+clients=()
+for c in /usr/bin/docker /usr/local/bin/docker; do [ -x "$c" ] && clients+=("$c"); done
+[ ${#clients[@]} -gt 0 ] || die "no docker client found"
+# wait_engine NAME: prints the first client that gets an answer; fails when dockerd dies or after 30 s.
+wait_engine() {
+    local d=$TB_DIR/docker-$1 c pick pid deadline=$((SECONDS + 30))
+    while :; do
+        for c in "${clients[@]}"; do
+            if "$c" -H "unix://$d/docker.sock" info >/dev/null 2>&1; then
+                # The engine is up: now choose by preference, not by who asked first.
+                for pick in "${clients[@]}"; do
+                    "$pick" -H "unix://$d/docker.sock" version >/dev/null 2>&1 && echo "$pick" && return 0
+                done
+            fi
+        done
+        pid=$(cat "$d/dockerd.pid" 2>/dev/null || true)
+        if [ $SECONDS -ge $deadline ] || { [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; }; then
+            echo "testbed: dockerd $1 not answering: $(tail -n 5 "$d/dockerd.log")" >&2
+            return 1
+        fi
         sleep 0.05
     done
-done
-[ -n "$DOCKER_CLI" ] || die "local dockerd not answering: $(tail -5 "$TB_DIR/docker-local/dockerd.log")"
-for ((i = 0; i < 200; i++)); do
-    "$DOCKER_CLI" -H "unix://$TB_DIR/docker-h2/docker.sock" info >/dev/null 2>&1 && break
-    sleep 0.05
-done
-"$DOCKER_CLI" -H "unix://$TB_DIR/docker-h2/docker.sock" info >/dev/null ||
-    die "h2 dockerd not answering: $(tail -5 "$TB_DIR/docker-h2/dockerd.log")"
+}
+DOCKER_CLI=$(wait_engine local) || die "local dockerd did not start"
+wait_engine h2 >/dev/null || die "h2's dockerd did not start"
 step "dockerd ready ($DOCKER_CLI)"
 
 imports=()
