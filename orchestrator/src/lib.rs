@@ -34,6 +34,7 @@
 
 pub mod addresses;
 mod apply;
+pub mod deploy;
 mod error;
 mod health;
 mod logs;
