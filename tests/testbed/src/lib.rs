@@ -137,10 +137,20 @@ impl Testbed {
             if !path.exists() {
                 panic!("{NOT_RUNNING} ({} does not exist)", path.display());
             }
-            match Testbed::from_env_file(&path) {
+            let tb = match Testbed::from_env_file(&path) {
                 Ok(tb) => tb,
                 Err(e) => panic!("{NOT_RUNNING}: {e}"),
+            };
+            // An env file that outlived its testbed (a reboot, a killed down.sh) would fail every test
+            // with ssh errors; say what is wrong instead.
+            if let Some(gone) = tb.all_hosts().find(|h| !h.netns_path().exists()) {
+                panic!(
+                    "{NOT_RUNNING} ({} is stale: {} does not exist)",
+                    path.display(),
+                    gone.netns_path().display()
+                );
             }
+            tb
         })
     }
 
