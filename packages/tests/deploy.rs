@@ -574,3 +574,85 @@ fn disk_full_names_host_and_path_and_keeps_previous() {
         ]
     );
 }
+
+#[test]
+fn concurrent_deploys_of_one_package_are_serialized_and_dead_locks_taken_over() {
+    let root = Root::new("lock");
+    let tmp = tempfile::tempdir().unwrap();
+    let h1 = root_on("h1");
+    let slow = small_package(tmp.path(), "web", "1.0.0", "setup: sleep 3\n");
+    let other = small_package(tmp.path(), "web", "2.0.0", "");
+    let in_setup = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let first = s.spawn(|| {
+            smol::block_on(packages::deploy(exec(), &h1, &slow, &opts(&root), &|p| {
+                if p.phase == Phase::Setup {
+                    in_setup.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }))
+        });
+        assert!(testbed::wait_until(Duration::from_secs(20), || in_setup
+            .load(std::sync::atomic::Ordering::SeqCst)));
+        let err = smol::block_on(packages::deploy(exec(), &h1, &other, &opts(&root), &|_| {}))
+            .unwrap_err();
+        match &err {
+            Error::Busy { host, lock, .. } => assert_eq!(
+                (host.as_str(), lock.as_str()),
+                ("h1", &*format!("{}/.web.lock", root.path))
+            ),
+            other => panic!("expected Busy, got {other}"),
+        }
+        assert_eq!(first.join().unwrap().unwrap().outcome, Outcome::Installed);
+    });
+    // A lock left by a holder that died (pid gone) is taken over.
+    tb().sh_ok(
+        "h1",
+        &format!(
+            "sudo -n sh -c 'mkdir {0}/.web.lock && echo 999999999 > {0}/.web.lock/pid'",
+            root.path
+        ),
+    );
+    let d = smol::block_on(packages::deploy(exec(), &h1, &other, &opts(&root), &|_| {})).unwrap();
+    assert_eq!(d.outcome, Outcome::Installed);
+    assert_no_leftovers("h1", &root);
+}
+
+#[test]
+fn an_install_killed_midway_is_cleaned_up_by_the_next() {
+    let root = Root::new("killed");
+    let tmp = tempfile::tempdir().unwrap();
+    let h2 = root_on("h2");
+    let v1 = small_package(tmp.path(), "web", "1.0.0", "");
+    smol::block_on(packages::deploy(exec(), &h2, &v1, &opts(&root), &|_| {})).unwrap();
+    let hang = small_package(tmp.path(), "web", "2.0.0", "setup: sleep 31.4\n");
+    let o = DeployOptions {
+        timeout: Duration::from_secs(3),
+        ..opts(&root)
+    };
+    let err = smol::block_on(packages::deploy(exec(), &h2, &hang, &o, &|_| {})).unwrap_err();
+    assert!(
+        matches!(err, Error::Remote(command_executor::Error::Timeout { .. })),
+        "{err}"
+    );
+    assert!(
+        testbed::wait_until(Duration::from_secs(10), || tb()
+            .processes_matching("sleep 31.4")
+            .is_empty()),
+        "the setup was left running"
+    );
+    assert_eq!(current("h2", &root, "web"), "web-1.0.0");
+    let v3 = small_package(tmp.path(), "web", "3.0.0", "");
+    smol::block_on(packages::deploy(exec(), &h2, &v3, &opts(&root), &|_| {})).unwrap();
+    assert_no_leftovers("h2", &root);
+    assert_eq!(
+        ls("h2", &root.path),
+        [
+            ".web.history",
+            "web-1.0.0",
+            "web-1.0.0.sha256",
+            "web-3.0.0",
+            "web-3.0.0.sha256",
+            "web-current"
+        ]
+    );
+}

@@ -7,7 +7,7 @@
 //! NAME-VERSION.sha256    sha256 of the .tar.zst it came from (written before the directory is renamed)
 //! NAME-current           symlink to the active NAME-VERSION, swapped with `ln -sfn` + `mv -T`
 //! .NAME.history          versions in activation order, the active one last (rollback, pruning)
-//! .NAME.lock/            held (pid inside) by the script changing NAME; a dead holder's lock is taken over
+//! .NAME.lock/            held by the script changing NAME (pid, temporaries to remove if it dies)
 //! .NAME-VERSION.*.PID    upload, listing and extraction temporaries, removed on exit
 //! ```
 //! Every program reports on stdout with lines `PHASE <name>`, `ERR <code> <detail>` or `DONE ...`;
@@ -34,6 +34,10 @@ take_lock() {
     if ! mkdir -- "$lock" 2>/dev/null; then
         p=$(cat "$lock/pid" 2>/dev/null)
         if [ -n "$p" ] && [ -d "/proc/$p" ]; then fail busy "$lock"; fi
+        # The dead holder's temporaries, as it listed them.
+        if [ -f "$lock/cleanup" ]; then
+            while IFS= read -r f; do case "$f" in "$root/."*) rm -rf -- "$f" ;; esac; done <"$lock/cleanup"
+        fi
         rm -rf -- "$lock"
         e=$(mkdir -- "$lock" 2>&1) || { [ -d "$lock" ] && fail busy "$lock"; classify "$lock" "$e"; }
     fi
@@ -81,7 +85,7 @@ exit 0
 /// Receives, verifies, checks, extracts, sets up and activates one version. stdin: the archive.
 /// Args: ROOT NAME VERSION STREAM-SHA PACKAGE-SHA FORMAT(zst|tar) KEEP REPLACE(0|1) SETUP
 const INSTALL: &str = r#"ver=$1 want=$2 pkgsha=$3 fmt=$4 keep=$5 replace=$6 setup=$7
-id=$name-$ver dest=$root/$id
+id=$name-$ver dest=$root/$id h=$root/.$name.history
 up=$root/.$id.upload.$$ new=$root/.$id.new.$$
 cleanup() { rm -rf -- "$up" "$up.list" "$up.err" "$new"; unlock; }
 trap cleanup EXIT
@@ -89,6 +93,7 @@ trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
 take_lock
+printf '%s\n' "$up" "$up.list" "$up.err" "$new" "$root/.$name-current.$$" "$dest.sha256.$$" "$h.$$" >"$lock/cleanup"
 phase upload
 e=$(cat 2>&1 >"$up") || classify "$up" "$e"
 phase verify
