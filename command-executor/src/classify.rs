@@ -25,8 +25,13 @@ pub(crate) fn ssh_error(at: Place, host: &SshHost, stderr: &str) -> Option<Error
                 user: host.user.clone().unwrap_or_default(),
                 detail,
             }
-        } else if has("timed out")
-            || has("No route to host")
+        } else if has("timed out") {
+            Error::Timeout {
+                at,
+                operation: format!("connecting to {target}"),
+                after: host.connect_timeout,
+            }
+        } else if has("No route to host")
             || has("Network is unreachable")
             || has("Connection closed by UNKNOWN")
         {

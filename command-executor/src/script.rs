@@ -11,19 +11,22 @@ use crate::command::Command;
 /// Start of a marker line.
 pub(crate) const MARK: &[u8] = b"\x1eHARNESS-";
 
-/// Shared helper: `st PID` sets `S` to the process's start time (field 22 of /proc/PID/stat), empty if gone.
-/// Cut at the last `) ` first: the command name may contain spaces and parentheses.
-const START_TIME_FN: &str = r#"st() { S=; if read -r l 2>/dev/null < "/proc/$1/stat"; then l=${l##*) }; set -f; set -- $l; shift 19 && S=$1; set +f; fi; }
+/// Shared helper: `st PID` sets `S` to the process's start time (field 22 of /proc/PID/stat), empty if gone,
+/// and `G` to its process group. Cut at the last `) ` first: the command name may contain spaces and `)`.
+const START_TIME_FN: &str = r#"st() { S=; G=; if read -r l 2>/dev/null < "/proc/$1/stat"; then l=${l##*) }; set -f; set -- $l; G=$3; shift 19 && S=$1; set +f; fi; }
 "#;
 
 /// Wraps a one-off command: sets env and cwd innermost, checks the program, announces its pid and start
-/// time on stderr, then execs it (so the pid is the program's).
+/// time on stderr, then execs it (so the pid is the program's). Unless it already leads its process group
+/// (sudo keeps its child in its own group), it execs through `setsid`, which does not fork for a non-leader:
+/// the pid stays, and a signal to the group reaches everything the program started.
 /// Args: CWD N K=V... PROGRAM ARGS...
 const EXEC: &str = r#"c=$1; n=$2; shift 2
 while [ "$n" -gt 0 ]; do export "$1" || exit 125; shift; n=$((n-1)); done
 if [ -n "$c" ]; then cd "$c" 2>/dev/null || { printf '\036HARNESS-NOCWD\n' >&2; exit 126; }; fi
 command -v "$1" >/dev/null 2>&1 || { printf '\036HARNESS-NOPROG\n' >&2; exit 127; }
 st $$
+if [ -n "$G" ] && [ "$G" != $$ ] && command -v setsid >/dev/null 2>&1; then set -- setsid "$@"; fi
 printf '\036HARNESS-PID %s %s\n' $$ "$S" >&2
 exec "$@"
 "#;

@@ -65,7 +65,7 @@ impl SshPool {
         }
         let at = Place {
             host: "localhost".into(),
-            layer: format!("ssh({})", host.name),
+            layer: crate::layer::Layer::Ssh(host.clone()).describe(),
         };
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -122,7 +122,7 @@ impl HostConn {
     fn place(&self) -> Place {
         Place {
             host: "localhost".into(),
-            layer: format!("ssh({})", self.host.name),
+            layer: crate::layer::Layer::Ssh(self.host.clone()).describe(),
         }
     }
 
@@ -265,7 +265,8 @@ fn block(out: &mut String, host: &SshHost, alias: &str, dir: &Path, jump: Option
     );
     let _ = writeln!(out, "  ServerAliveInterval 5");
     let _ = writeln!(out, "  ServerAliveCountMax 3");
-    let _ = writeln!(out, "  ControlPath \"{}/cm-%C\"", dir.display());
+    // Per config block, not %C: %C ignores the identity and options, so another key would share a master.
+    let _ = writeln!(out, "  ControlPath \"{}/{alias}.sock\"", dir.display());
     let _ = writeln!(out, "  LogLevel ERROR");
     if let Some(j) = jump {
         let _ = writeln!(out, "  ProxyJump {j}");
@@ -315,6 +316,6 @@ mod tests {
         assert!(text.contains("Host harness-x\n  HostName 198.18.0.14"));
         assert!(text.contains("ProxyJump harness-x-j0"));
         assert!(text.contains("Host harness-x-j0\n  HostName 198.18.0.11"));
-        assert!(text.contains("ControlPath \"/tmp/d/cm-%C\""));
+        assert!(text.contains("ControlPath \"/tmp/d/harness-x.sock\""));
     }
 }

@@ -118,3 +118,88 @@ pub async fn drain(events: &mut Events) -> Vec<Event> {
     }
     all
 }
+
+/// The testbed, as ssh hosts and docker CLIs for command-executor.
+pub mod tb {
+    use super::*;
+    use std::sync::OnceLock;
+    use testbed::Testbed;
+
+    pub fn bed() -> &'static Testbed {
+        Testbed::get()
+    }
+
+    /// One executor per test binary, with its own runtime dir (short: control socket paths are limited).
+    pub fn exec() -> &'static Executor {
+        static EXEC: OnceLock<Executor> = OnceLock::new();
+        EXEC.get_or_init(fresh_exec)
+    }
+
+    /// A new executor with fresh ssh state, as after a restart of the client.
+    pub fn fresh_exec() -> Executor {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::path::PathBuf::from(format!("/tmp/hxt-{}-{n}", std::process::id()));
+        Executor::new(ExecutorOptions {
+            runtime_dir: dir,
+            ..ExecutorOptions::default()
+        })
+    }
+
+    pub fn host(name: &str) -> SshHost {
+        let tb = bed();
+        let h = tb.host(name);
+        let mut s = SshHost::new(h.addr.to_string())
+            .name(name)
+            .port(tb.ssh_port)
+            .user(&tb.ssh_user)
+            .identity_file(&tb.ssh_key)
+            .known_hosts(&tb.known_hosts)
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(j) = &h.jump {
+            s = s.jump(host(j));
+        }
+        s
+    }
+
+    pub fn docker_h2() -> DockerCli {
+        DockerCli {
+            program: bed().docker_cli.display().to_string(),
+            host: Some(bed().docker_h2.clone()),
+        }
+    }
+
+    pub fn docker_local() -> DockerCli {
+        DockerCli {
+            program: bed().docker_cli.display().to_string(),
+            host: Some(bed().docker_local.clone()),
+        }
+    }
+
+    /// Where docker on h2 runs: ssh to h2, sudo to root.
+    pub fn h2_root() -> Target {
+        Target::ssh(host("h2")).sudo("root")
+    }
+
+    /// A unique name for containers and state dirs.
+    pub fn unique(prefix: &str) -> String {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )
+    }
+
+    /// Runs a long-sleeping container on `engine_target` and returns its handle and name.
+    pub fn sleeper(engine_target: &Target, cli: &DockerCli) -> (Process, String) {
+        let name = unique("hx-ctr");
+        let run = DockerRun::new(&bed().image)
+            .cli(cli.clone())
+            .name(&name)
+            .label("harness.test", "command-executor")
+            .command(["sleep", "3600"]);
+        let p = smol::block_on(exec().docker_run(engine_target, &run)).expect("docker run");
+        (p, name)
+    }
+}
