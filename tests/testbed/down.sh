@@ -96,12 +96,12 @@ for procs in /sys/fs/cgroup/*/"${TB_CGROUP_PREFIX}"*/ /sys/fs/cgroup/"${TB_CGROU
     [ -d "$procs" ] || continue
     while read -r p; do sweep+=("$p"); done < <(find "$procs" -name cgroup.procs -exec cat {} + 2>/dev/null)
 done
-for c in /proc/[0-9]*/cmdline; do
+# The pattern comes from a file so that grep's own command line does not match.
+while read -r c; do
     p=${c#/proc/}
     p=${p%/cmdline}
-    [ -n "${KEEP[$p]:-}" ] && continue
-    if tr '\0' ' ' 2>/dev/null <"$c" | grep -qF -- "$TB_DIR/"; then sweep+=("$p"); fi
-done
+    [ -n "${KEEP[$p]:-}" ] || sweep+=("$p")
+done < <(grep -lsF -f <(printf '%s/\n' "$TB_DIR") /proc/[0-9]*/cmdline)
 if [ ${#sweep[@]} -gt 0 ]; then
     mapfile -t sweep < <(printf '%s\n' "${sweep[@]}" | sort -un)
     say "killing leftover testbed processes: ${sweep[*]}"
