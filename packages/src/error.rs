@@ -11,7 +11,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Manifest(#[from] ManifestError),
+    Manifest(Box<ManifestError>),
     #[error("{}: {action}: {source}", .path.display())]
     Io {
         path: PathBuf,
@@ -64,12 +64,11 @@ pub enum Error {
     },
     /// The same NAME-VERSION is installed with different contents.
     #[error(
-        "{host}: {id} is already installed at {path} with sha256 {installed}, not {sha256}; bump the version \
-         or deploy with replace"
+        "{host}: {path} is already installed with sha256 {installed}, not {sha256}; bump the version or \
+         deploy with replace"
     )]
     VersionConflict {
         host: String,
-        id: String,
         path: String,
         installed: String,
         sha256: String,
@@ -102,6 +101,12 @@ pub enum Error {
     },
     #[error("invalid {what}: {detail}")]
     Invalid { what: String, detail: String },
+}
+
+impl From<ManifestError> for Error {
+    fn from(e: ManifestError) -> Self {
+        Error::Manifest(Box::new(e))
+    }
 }
 
 impl Error {

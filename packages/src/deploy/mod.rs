@@ -231,7 +231,6 @@ pub async fn deploy(
         Some(sha) if !options.replace => {
             return Err(Error::VersionConflict {
                 host,
-                id,
                 path,
                 installed: sha.clone(),
                 sha256: pkg.sha256.clone(),
