@@ -225,6 +225,32 @@ impl Raw {
                 None
             }
         };
+        let commands = [
+            ("start", Some(&self.start.value)),
+            ("stop", self.stop.as_ref()),
+            ("setup", self.setup.as_ref()),
+            ("health", self.health.as_ref()),
+        ];
+        for (field, text) in commands {
+            if text.is_some_and(|t| t.contains('\0')) {
+                bad(
+                    &self.start.referenced,
+                    field,
+                    format!("{field} contains a NUL character"),
+                    None,
+                );
+            }
+        }
+        for (k, v) in &self.env {
+            if v.value.contains('\0') {
+                bad(
+                    &v.referenced,
+                    &format!("env.{k}"),
+                    "value contains a NUL character".into(),
+                    None,
+                );
+            }
+        }
         if self.start.value.trim().is_empty() {
             bad(
                 &self.start.referenced,
@@ -474,6 +500,14 @@ mod tests {
         assert_eq!(e.problems.len(), 2, "{e}");
         assert_eq!(e.problems[0].field, "files[1]");
         assert_eq!(e.problems[1].field, "files[2]");
+    }
+
+    #[test]
+    fn nul_characters_refused() {
+        let e =
+            parse("name: a\nversion: 1.0.0\nstart: \"a\\0b\"\nenv: {X: \"\\0\"}\n").unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
+        assert_eq!(e.problems[1].field, "env.X");
     }
 
     #[test]

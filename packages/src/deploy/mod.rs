@@ -278,17 +278,20 @@ pub async fn deploy(
         detail: "no event stream".into(),
     })?;
     report(Phase::Uploading, 0, total);
-    let mut source: Box<dyn futures_lite::AsyncRead + Unpin + Send> = {
-        let file =
-            std::fs::File::open(&pkg.path).map_err(|e| Error::io(&pkg.path, "opening", e))?;
-        if compressed {
-            Box::new(blocking::Unblock::with_capacity(CHUNK, file))
-        } else {
-            let dec = zstd::stream::read::Decoder::new(file)
-                .map_err(|e| Error::io(&pkg.path, "decompressing", e))?;
-            Box::new(blocking::Unblock::with_capacity(CHUNK, dec))
-        }
-    };
+    let path = pkg.path.clone();
+    let mut source: Box<dyn futures_lite::AsyncRead + Unpin + Send> =
+        blocking::unblock(move || {
+            let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, "opening", e))?;
+            Ok::<_, Error>(if compressed {
+                Box::new(blocking::Unblock::with_capacity(CHUNK, file))
+                    as Box<dyn futures_lite::AsyncRead + Unpin + Send>
+            } else {
+                let dec = zstd::stream::read::Decoder::new(file)
+                    .map_err(|e| Error::io(&path, "decompressing", e))?;
+                Box::new(blocking::Unblock::with_capacity(CHUNK, dec))
+            })
+        })
+        .await?;
     let corrupt_at = options
         .corrupt_byte_at
         .map(|at| at.min(total.saturating_sub(1)));
