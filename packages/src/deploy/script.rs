@@ -87,13 +87,13 @@ exit 0
 const INSTALL: &str = r#"ver=$1 want=$2 pkgsha=$3 fmt=$4 keep=$5 replace=$6 setup=$7
 id=$name-$ver dest=$root/$id h=$root/.$name.history
 up=$root/.$id.upload.$$ new=$root/.$id.new.$$
-cleanup() { rm -rf -- "$up" "$up.list" "$up.err" "$new"; unlock; }
+cleanup() { rm -rf -- "$up" "$up.names" "$up.list" "$up.links" "$up.err" "$new"; unlock; }
 trap cleanup EXIT
 trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
 take_lock
-printf '%s\n' "$up" "$up.list" "$up.err" "$new" "$root/.$name-current.$$" "$dest.sha256.$$" "$h.$$" >"$lock/cleanup"
+printf '%s\n' "$up" "$up.names" "$up.list" "$up.links" "$up.err" "$new" "$root/.$name-current.$$" "$dest.sha256.$$" "$h.$$" >"$lock/cleanup"
 phase upload
 e=$(cat 2>&1 >"$up") || classify "$up" "$e"
 phase verify
@@ -103,18 +103,30 @@ untar() {
     if [ "$fmt" = zst ]; then zstd -dcq -- "$up" | tar "$@" -f -; else tar "$@" -f "$up"; fi
 }
 phase extract
-untar -t >"$up.list" 2>"$up.err" || fail io "listing $up: $(tail -n 3 "$up.err")"
+# Names: nothing absolute or with `..` (a tar that strips such prefixes says so on stderr: refused too).
+untar -t >"$up.names" 2>"$up.err" || fail io "listing $up: $(tail -n 3 "$up.err")"
+[ ! -s "$up.err" ] || fail unsafe "$(head -n 1 "$up.err")"
 while IFS= read -r p; do
     case "$p" in /* | .. | ../* | */../* | */..) fail unsafe "entry $p" ;; esac
-done <"$up.list"
+done <"$up.names"
 # Types and modes from the verbose listing: only files, directories and symlinks; no setuid/setgid.
 untar -tv >"$up.list" 2>"$up.err" || fail io "listing $up: $(tail -n 3 "$up.err")"
-while read -r m rest; do
+: >"$up.links"
+while read -r m o s d t rest; do
     case "$m" in [-dl]*) ;; *) fail unsafe "entry type ${m%"${m#?}"}: $rest" ;; esac
     case "$m" in ???[sS]* | ??????[sS]*) fail unsafe "setuid/setgid entry: $rest" ;; esac
+    case "$m" in l*) printf '%s\n' "${rest%% -> *}" >>"$up.links" ;; esac
 done <"$up.list"
+# No entry may be written through a symlink of the same archive.
+if [ -s "$up.links" ]; then
+    while IFS= read -r p; do
+        while IFS= read -r l; do
+            case "$p" in "$l"/*) fail unsafe "entry $p goes through the symlink $l" ;; esac
+        done <"$up.links"
+    done <"$up.names"
+fi
 e=$(mkdir -- "$new" 2>&1) || classify "$new" "$e"
-e=$(untar -x --no-same-owner -C "$new" 2>&1) || classify "$new" "$e"
+e=$(untar -x -o -C "$new" 2>&1) || classify "$new" "$e"
 bad=$(find "$new" \( -perm -4000 -o -perm -2000 -o \( ! -type f ! -type d ! -type l \) \) -print | head -n 1)
 [ -z "$bad" ] || fail unsafe "setuid, setgid or special file ${bad#"$new/"}"
 real=$(cd "$new" && pwd -P)

@@ -69,7 +69,7 @@ impl<'a> Raw<'a> {
 pub fn craft(dir: &Path, file_name: &str, manifest: &str, entries: &[Raw]) -> PathBuf {
     let mut tar = Vec::new();
     let mut push = |e: &Raw| {
-        let mut h = tar::Header::new_old();
+        let mut h = tar::Header::new_ustar();
         {
             let old = h.as_old_mut();
             old.name[..e.name.len()].copy_from_slice(e.name);
