@@ -27,6 +27,8 @@ pub struct Command {
     pub(crate) cwd: Option<OsString>,
     pub(crate) stdin: StdinMode,
     pub(crate) timeout: Option<Duration>,
+    /// An internal control operation (signal, status): uses the ssh slot kept for those.
+    pub(crate) control: bool,
 }
 
 impl Command {
@@ -39,6 +41,7 @@ impl Command {
             cwd: None,
             stdin: StdinMode::Null,
             timeout: None,
+            control: false,
         }
     }
 

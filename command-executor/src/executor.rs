@@ -213,7 +213,8 @@ impl Executor {
         let program = it
             .next()
             .ok_or_else(|| Error::invalid("operation", "empty argv"))?;
-        let cmd = Command::new(program).args(it).timeout(limit);
+        let mut cmd = Command::new(program).args(it).timeout(limit);
+        cmd.control = true;
         let result = async { process::collect(self.spawn(target, &cmd).await?).await };
         result.await.map_err(|e| match e {
             Error::Timeout { at, after, .. } => Error::Timeout {

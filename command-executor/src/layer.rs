@@ -37,7 +37,8 @@ pub struct SshHost {
     pub jump: Vec<SshHost>,
     /// TCP connect plus handshake limit.
     pub connect_timeout: Duration,
-    /// Sessions allowed at once on the multiplexed connection (sshd's `MaxSessions`, 10 by default).
+    /// Sessions allowed at once on one multiplexed connection (sshd's `MaxSessions`, 10 by default). One
+    /// is kept for control operations (signals, status); up to 4 connections open when all are busy.
     pub max_sessions: usize,
     /// Further `Key Value` ssh options written into the config block.
     pub options: Vec<(String, String)>,

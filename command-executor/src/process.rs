@@ -488,11 +488,23 @@ async fn spawn_chain(
     let inner = target.wrap(script::exec_argv(cmd), true);
     let (argv, session) = match outer_ssh {
         Some(host) => {
-            let session = exec.ssh().session(host).await?;
+            let limit = exec.options().start_timeout;
+            let session = async { exec.ssh().session(host, cmd.control).await.map(Some) }
+                .or(async {
+                    async_io::Timer::after(limit).await;
+                    Ok(None)
+                })
+                .await?
+                .ok_or_else(|| Error::Timeout {
+                    at: first.clone(),
+                    operation: format!(
+                        "waiting for a free ssh session (at most {} per connection)",
+                        host.max_sessions
+                    ),
+                    after: limit,
+                })?;
             (
-                session
-                    .conn
-                    .session_argv(OsString::from_vec(quote::join(&inner))),
+                session.argv(OsString::from_vec(quote::join(&inner))),
                 Some(session),
             )
         }

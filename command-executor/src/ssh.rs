@@ -27,6 +27,9 @@ use crate::layer::{HostKeyPolicy, SshHost};
 const CONTROL_PERSIST: &str = "300";
 /// A master checked this recently is trusted without another `-O check`.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// Masters per host: when every session slot of the first is taken (long log followers, say), the next
+/// one opens, rather than waiting or letting ssh open unaccounted connections.
+const MAX_MASTERS: usize = 4;
 
 pub(crate) struct SshPool {
     dir: PathBuf,
@@ -37,14 +40,24 @@ pub(crate) struct HostConn {
     pub(crate) host: SshHost,
     pub(crate) alias: String,
     pub(crate) config: PathBuf,
+    masters: Vec<Master>,
+}
+
+/// One master connection: its control socket and its session slots.
+struct Master {
+    socket: PathBuf,
     sessions: Arc<Semaphore>,
+    /// One slot kept for short control operations (signals, status), so a full connection can still be
+    /// told to stop what runs on it.
+    control: Arc<Semaphore>,
     last_ok: async_lock::Mutex<Option<Instant>>,
 }
 
-/// A session slot on a host's master; held while the session's ssh client runs.
+/// A session slot on one of a host's masters; held while the session's ssh client runs.
 pub(crate) struct Session {
     pub(crate) conn: Arc<HostConn>,
-    pub(crate) _permit: SemaphoreGuardArc,
+    socket: PathBuf,
+    _permit: SemaphoreGuardArc,
 }
 
 impl SshPool {
@@ -80,24 +93,69 @@ impl SshPool {
             .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)))
             .and_then(|_| std::fs::rename(&tmp, &config))
             .map_err(|e| Error::io(at, format!("writing {}", config.display()), e))?;
+        let masters = (0..MAX_MASTERS)
+            .map(|i| Master {
+                socket: self.dir.join(format!("{alias}.{i}.sock")),
+                sessions: Arc::new(Semaphore::new(host.max_sessions.saturating_sub(1).max(1))),
+                control: Arc::new(Semaphore::new(1)),
+                last_ok: async_lock::Mutex::new(None),
+            })
+            .collect();
         let conn = Arc::new(HostConn {
             host: host.clone(),
             alias,
             config,
-            sessions: Arc::new(Semaphore::new(host.max_sessions.max(1))),
-            last_ok: async_lock::Mutex::new(None),
+            masters,
         });
         hosts.insert(key, conn.clone());
         Ok(conn)
     }
 
     /// A session slot on `host`'s master, starting or restarting the master if needed.
-    pub(crate) async fn session(&self, host: &SshHost) -> Result<Session> {
+    /// `control` sessions (short operations) use the slot each master keeps for them.
+    pub(crate) async fn session(&self, host: &SshHost, control: bool) -> Result<Session> {
         let conn = self.conn(host)?;
-        conn.ensure_master().await?;
-        let permit = conn.sessions.acquire_arc().await;
+        if control {
+            for m in &conn.masters {
+                if let Some(permit) = m.control.try_acquire_arc() {
+                    conn.ensure_master(m).await?;
+                    let socket = m.socket.clone();
+                    return Ok(Session {
+                        conn,
+                        socket,
+                        _permit: permit,
+                    });
+                }
+            }
+            let m = &conn.masters[0];
+            let permit = m.control.acquire_arc().await;
+            conn.ensure_master(m).await?;
+            let socket = m.socket.clone();
+            return Ok(Session {
+                conn,
+                socket,
+                _permit: permit,
+            });
+        }
+        for m in &conn.masters {
+            if let Some(permit) = m.sessions.try_acquire_arc() {
+                conn.ensure_master(m).await?;
+                let socket = m.socket.clone();
+                return Ok(Session {
+                    conn,
+                    socket,
+                    _permit: permit,
+                });
+            }
+        }
+        // Every slot of every master is taken: wait for one on the first.
+        let m = &conn.masters[0];
+        let permit = m.sessions.acquire_arc().await;
+        conn.ensure_master(m).await?;
+        let socket = m.socket.clone();
         Ok(Session {
             conn,
+            socket,
             _permit: permit,
         })
     }
@@ -112,8 +170,12 @@ impl SshPool {
             .cloned()
             .collect();
         for c in conns {
-            let _ = run_ssh(&c, &["-O", "exit"], Duration::from_secs(5)).await;
-            *c.last_ok.lock().await = None;
+            for m in &c.masters {
+                let mut last_ok = m.last_ok.lock().await;
+                if last_ok.take().is_some() {
+                    let _ = run_ssh(&c, &m.socket, &["-O", "exit"], Duration::from_secs(5)).await;
+                }
+            }
         }
     }
 }
@@ -126,12 +188,14 @@ impl HostConn {
         }
     }
 
-    async fn ensure_master(&self) -> Result<()> {
-        let mut last_ok = self.last_ok.lock().await;
+    async fn ensure_master(&self, m: &Master) -> Result<()> {
+        let mut last_ok = m.last_ok.lock().await;
         if last_ok.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
             return Ok(());
         }
-        if let Ok((true, _)) = run_ssh(self, &["-O", "check"], Duration::from_secs(5)).await {
+        if let Ok((true, _)) =
+            run_ssh(self, &m.socket, &["-O", "check"], Duration::from_secs(5)).await
+        {
             *last_ok = Some(Instant::now());
             return Ok(());
         }
@@ -140,6 +204,7 @@ impl HostConn {
         let limit = self.host.connect_timeout * hops + Duration::from_secs(5);
         let (ok, stderr) = run_ssh(
             self,
+            &m.socket,
             &[
                 "-M",
                 "-N",
@@ -172,17 +237,21 @@ impl HostConn {
         *last_ok = Some(Instant::now());
         Ok(())
     }
+}
 
+impl Session {
     /// The local argv of a session running the shell command line `line` on this host.
-    pub(crate) fn session_argv(&self, line: OsString) -> Vec<OsString> {
+    pub(crate) fn argv(&self, line: OsString) -> Vec<OsString> {
         vec![
             "ssh".into(),
             "-F".into(),
-            self.config.clone().into_os_string(),
+            self.conn.config.clone().into_os_string(),
+            "-S".into(),
+            self.socket.clone().into_os_string(),
             "-T".into(),
             "-o".into(),
             "ControlMaster=no".into(),
-            self.alias.clone().into(),
+            self.conn.alias.clone().into(),
             "--".into(),
             line,
         ]
@@ -190,7 +259,12 @@ impl HostConn {
 }
 
 /// Runs a control ssh command (master start, check, exit) to completion; returns success and stderr.
-async fn run_ssh(conn: &HostConn, args: &[&str], limit: Duration) -> Result<(bool, String)> {
+async fn run_ssh(
+    conn: &HostConn,
+    socket: &Path,
+    args: &[&str],
+    limit: Duration,
+) -> Result<(bool, String)> {
     let at = conn.place();
     // stderr goes to a file: a master started with -f keeps running, and must not hold a pipe we read.
     let err_path = conn
@@ -199,7 +273,12 @@ async fn run_ssh(conn: &HostConn, args: &[&str], limit: Duration) -> Result<(boo
     let err_file = std::fs::File::create(&err_path)
         .map_err(|e| Error::io(at.clone(), format!("creating {}", err_path.display()), e))?;
     let mut cmd = std::process::Command::new("ssh");
-    cmd.arg("-F").arg(&conn.config).args(args).arg(&conn.alias);
+    cmd.arg("-F")
+        .arg(&conn.config)
+        .arg("-S")
+        .arg(socket)
+        .args(args)
+        .arg(&conn.alias);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = async_process::Command::from(cmd)
         .stdin(async_process::Stdio::null())

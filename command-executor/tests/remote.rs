@@ -362,3 +362,55 @@ fn typed_errors_name_host_and_layer() {
         let _: Vec<OsString> = Vec::new();
     });
 }
+
+#[test]
+fn sessions_per_connection_are_limited_and_spread_over_masters() {
+    smol::block_on(async {
+        use futures_lite::FutureExt;
+        let exec = tb::fresh_exec();
+        let h3 = Target::ssh(host("h3").max_sessions(2));
+        // 4 masters × (2 sessions - 1 kept for control): 4 run at once, each master within the limit.
+        let mut running = Vec::new();
+        for i in 0..4 {
+            let p = exec
+                .spawn(&h3, &Command::new("sleep").arg(format!("30{i}")))
+                .await
+                .unwrap();
+            running.push(p);
+        }
+        let sockets = std::fs::read_dir(&exec.options().runtime_dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".sock")
+            })
+            .count();
+        assert_eq!(sockets, 4, "one control socket per master");
+        // The fifth waits for a free slot instead of opening an unaccounted connection.
+        let t = Command::new("true");
+        let mut fifth = Box::pin(exec.spawn(&h3, &t));
+        let early = async { Some((&mut fifth).await) }
+            .or(async {
+                async_io::Timer::after(Duration::from_millis(1500)).await;
+                None
+            })
+            .await;
+        assert!(early.is_none(), "a fifth session started beyond the limit");
+        let first = running.remove(0);
+        first.kill().await.unwrap();
+        let _ = first.wait().await;
+        drop(first);
+        let p = fifth.await.unwrap();
+        assert_eq!(p.wait().await.unwrap(), ExitStatus::Code(0));
+        for p in running {
+            let pid = p.id().pid().unwrap();
+            p.kill().await.unwrap();
+            let _ = p.wait().await;
+            assert!(wait_gone(pid, Duration::from_secs(5)));
+        }
+        exec.shutdown().await;
+    });
+}
