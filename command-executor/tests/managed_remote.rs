@@ -219,3 +219,63 @@ fn container_on_h2_runs_attaches_by_label_and_stops() {
         );
     });
 }
+
+#[test]
+fn managed_process_inside_a_container_on_h2() {
+    let (ctr, name) = tb::sleeper(&tb::h2_root(), &tb::docker_h2());
+    let r = std::panic::catch_unwind(|| {
+        smol::block_on(async {
+            let exec = tb::exec();
+            let target = tb::h2_root().docker(DockerExec::new(&name).cli(tb::docker_h2()));
+            let spec = ManagedSpec::new(
+                "in-ctr",
+                Command::new("sh").args([
+                    "-c",
+                    "echo \"in $(pwd) as $V\"; sleep 600 & echo \"CHILD $!\"; wait",
+                ]),
+            )
+            .state_dir("/tmp/harness/in-ctr")
+            .current_dir_env();
+            let mut p = exec.start_managed(&target, &spec).await.unwrap();
+            let mut ev = p.take_events().unwrap();
+            let first = loop {
+                if let Some(Event::Stdout(l)) = ev.next().await {
+                    break l.text().into_owned();
+                }
+            };
+            assert_eq!(first, "in / as v1");
+            let _child = child_pid(&mut ev).await;
+            drop(ev);
+            drop(p);
+            let again = exec
+                .attach_managed(&target, "/tmp/harness/in-ctr", Follow::FromEnd)
+                .await
+                .unwrap();
+            let st = again.stop(Duration::from_secs(3)).await.unwrap();
+            assert_eq!(st, ExitStatus::Signal(15));
+            // Nothing of it is left in the container.
+            let ps = exec
+                .output(&target, &Command::new("ps"))
+                .await
+                .unwrap()
+                .stdout_text();
+            assert!(!ps.contains("sleep 600"), "{ps}");
+        })
+    });
+    let _ = smol::block_on(ctr.stop(Duration::from_secs(1)));
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+}
+
+trait EnvForTest {
+    fn current_dir_env(self) -> Self;
+}
+
+impl EnvForTest for ManagedSpec {
+    /// Sets V=v1 and the root directory on the spec's command.
+    fn current_dir_env(mut self) -> Self {
+        self.command = self.command.env("V", "v1").current_dir("/");
+        self
+    }
+}
