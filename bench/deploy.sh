@@ -42,8 +42,9 @@ mkdir -p "$pkgdir/data"
 printf 'name: big\nversion: 1.0.0\nstart: sleep infinity\n' >"$pkgdir/manifest.yaml"
 head -c "$((size_mb * 1024 * 1024))" /dev/urandom >"$pkgdir/data/blob.bin"
 echo 'echo hi' >"$pkgdir/run.sh"
-"$bin" "$pkgdir" "$root_h" h1 >/dev/null # builds big-1.0.0.tar.zst in the cwd
-mv big-1.0.0.tar.zst big-1.0.0.tar.zst.sha256 "$work/"
+"$bin" "$pkgdir" "$root_h" h1 >/dev/null # builds big-1.0.0.tar.zst into $TMPDIR/harness-packages
+built="${TMPDIR:-/tmp}/harness-packages/big-1.0.0.tar.zst"
+mv "$built" "$built.sha256" "$work/"
 pkg="$work/big-1.0.0.tar.zst"
 echo "package: $(du -h "$pkg" | cut -f1) $pkg"
 

@@ -4,7 +4,8 @@
 //! ```text
 //! cargo run --release -p packages --example deploy_hosts -- PKG.tar.zst|DIR ROOT h1 [h2 ...]
 //! ```
-//! Hosts come from the testbed env file (`HARNESS_TESTBED_ENV`); the login user installs through sudo.
+//! A directory is built first, into `$TMPDIR/harness-packages/`. Hosts come from the testbed env file
+//! (`HARNESS_TESTBED_ENV`); the login user installs through sudo.
 
 use std::path::Path;
 use std::time::Instant;
@@ -20,8 +21,9 @@ fn main() {
     }
     let started = Instant::now();
     let src = Path::new(&args[0]);
+    let out = std::env::temp_dir().join("harness-packages");
     let pkg = if src.is_dir() {
-        packages::build(src, Path::new("."))
+        packages::build(src, &out)
     } else {
         Package::open(src)
     };
@@ -64,9 +66,10 @@ fn main() {
         }
     }
     println!(
-        "{} ({} bytes) to {} hosts: open/verify {:?}, total {:?}",
+        "{} ({} bytes, {}) to {} hosts: open/verify {:?}, total {:?}",
         pkg.id(),
         pkg.size,
+        pkg.path.display(),
         targets.len(),
         opened,
         started.elapsed()

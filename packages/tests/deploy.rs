@@ -761,3 +761,40 @@ fn busybox_host_without_zstd_gets_a_plain_tar() {
         assert!(out.stdout.is_empty(), "{case}: written outside");
     }
 }
+
+#[test]
+fn names_with_spaces_and_unicode_survive_the_host_checks() {
+    let root = Root::new("names");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    package_dir(
+        &dir,
+        "web",
+        "1.0.0",
+        "",
+        &[("dir with space/é -> x.txt", "content"), ("日本/a b", "jp")],
+    );
+    std::os::unix::fs::symlink("dir with space/é -> x.txt", dir.join("link to é")).unwrap();
+    let v1 = packages::build(&dir, &tmp.path().join("out")).unwrap();
+    let h3 = root_on("h3");
+    for plain in [false, true] {
+        let o = DeployOptions {
+            plain,
+            replace: true,
+            ..opts(&root)
+        };
+        smol::block_on(packages::deploy(exec(), &h3, &v1, &o, &|_| {})).unwrap();
+        tb().sh_ok(
+            "h3",
+            &format!("sudo -n rm -f {}/web-1.0.0.sha256", root.path),
+        );
+    }
+    let got = tb().sh_ok(
+        "h3",
+        &format!(
+            "cat '{0}/web-current/link to é' '{0}/web-current/日本/a b'",
+            root.path
+        ),
+    );
+    assert_eq!(got, "contentjp");
+}
