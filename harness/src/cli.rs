@@ -120,6 +120,9 @@ pub enum Command {
     /// Inspect the resolved configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Build and verify deployable packages.
+    #[command(subcommand)]
+    Package(crate::commands::package::PackageCommand),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]

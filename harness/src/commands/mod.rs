@@ -13,6 +13,7 @@ mod events;
 mod exec;
 mod health;
 mod logs;
+pub mod package;
 mod restart;
 mod start;
 mod status;
@@ -62,6 +63,7 @@ pub fn run(cli: Cli) -> u8 {
         }
         Command::Config(ConfigCommand::Deps) => config_deps::run(&ctx),
         Command::Config(ConfigCommand::Schema) => config_schema::run(&ctx),
+        Command::Package(cmd) => package::run(&ctx, cmd),
         Command::Completions { shell } => completions::run(shell),
     };
     status as u8
