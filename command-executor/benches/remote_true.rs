@@ -23,6 +23,7 @@ fn exec(tag: &str) -> Executor {
     let dir = std::path::PathBuf::from(format!("/tmp/hxb-{}-{tag}", std::process::id()));
     Executor::new(ExecutorOptions {
         runtime_dir: dir,
+        master_idle: Duration::from_secs(10),
         ..ExecutorOptions::default()
     })
 }

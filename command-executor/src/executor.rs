@@ -101,6 +101,8 @@ pub struct ExecutorOptions {
     pub op_timeout: Duration,
     /// Bound on the event bytes queued for a listener that falls behind.
     pub queue_bytes: usize,
+    /// How long an idle ssh master connection stays up (`ControlPersist`).
+    pub master_idle: Duration,
 }
 
 impl Default for ExecutorOptions {
@@ -115,6 +117,7 @@ impl Default for ExecutorOptions {
             start_timeout: Duration::from_secs(30),
             op_timeout: Duration::from_secs(30),
             queue_bytes: DEFAULT_QUEUE_BYTES,
+            master_idle: Duration::from_secs(300),
         }
     }
 }
@@ -139,7 +142,7 @@ impl Default for Executor {
 
 impl Executor {
     pub fn new(options: ExecutorOptions) -> Self {
-        let ssh = SshPool::new(options.runtime_dir.clone());
+        let ssh = SshPool::new(options.runtime_dir.clone(), options.master_idle);
         Executor {
             inner: Arc::new(Inner { options, ssh }),
         }

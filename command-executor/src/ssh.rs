@@ -23,8 +23,6 @@ use crate::classify;
 use crate::error::{Error, Place, Result};
 use crate::layer::{HostKeyPolicy, SshHost};
 
-/// How long an idle master stays up after its last session (ssh's `ControlPersist`).
-const CONTROL_PERSIST: &str = "300";
 /// A master checked this recently is trusted without another `-O check`.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// Masters per host: when every session slot of the first is taken (long log followers, say), the next
@@ -33,6 +31,8 @@ const MAX_MASTERS: usize = 4;
 
 pub(crate) struct SshPool {
     dir: PathBuf,
+    /// How long an idle master stays up after its last session (ssh's `ControlPersist`).
+    idle: Duration,
     hosts: Mutex<HashMap<u64, Arc<HostConn>>>,
 }
 
@@ -41,6 +41,7 @@ pub(crate) struct HostConn {
     pub(crate) alias: String,
     pub(crate) config: PathBuf,
     masters: Vec<Master>,
+    idle: Duration,
 }
 
 /// One master connection: its control socket and its session slots.
@@ -61,9 +62,10 @@ pub(crate) struct Session {
 }
 
 impl SshPool {
-    pub(crate) fn new(dir: PathBuf) -> Self {
+    pub(crate) fn new(dir: PathBuf, idle: Duration) -> Self {
         SshPool {
             dir,
+            idle,
             hosts: Mutex::new(HashMap::new()),
         }
     }
@@ -102,6 +104,7 @@ impl SshPool {
             })
             .collect();
         let conn = Arc::new(HostConn {
+            idle: self.idle,
             host: host.clone(),
             alias,
             config,
@@ -188,14 +191,53 @@ impl HostConn {
         }
     }
 
+    async fn check(&self, m: &Master) -> bool {
+        matches!(
+            run_ssh(self, &m.socket, &["-O", "check"], Duration::from_secs(5)).await,
+            Ok((true, _))
+        )
+    }
+
+    /// An exclusive lock on `<socket>.lock`, polled without blocking the executor.
+    async fn lock(&self, m: &Master) -> Result<std::fs::File> {
+        let path = m.socket.with_extension("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(self.place(), format!("opening {}", path.display()), e))?;
+        let until = Instant::now() + self.host.connect_timeout * 2 + Duration::from_secs(10);
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(file),
+                Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() < until => {
+                    async_io::Timer::after(Duration::from_millis(25)).await;
+                }
+                Err(e) => {
+                    return Err(Error::io(
+                        self.place(),
+                        format!("locking {}", path.display()),
+                        e.into(),
+                    ));
+                }
+            }
+        }
+    }
+
     async fn ensure_master(&self, m: &Master) -> Result<()> {
         let mut last_ok = m.last_ok.lock().await;
         if last_ok.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
             return Ok(());
         }
-        if let Ok((true, _)) =
-            run_ssh(self, &m.socket, &["-O", "check"], Duration::from_secs(5)).await
-        {
+        if self.check(m).await {
+            *last_ok = Some(Instant::now());
+            return Ok(());
+        }
+        // Another client with the same runtime dir may be starting this master right now: a second
+        // `ssh -M` on a taken socket would run on as an unmultiplexed, unowned connection. Take turns.
+        let _lock = self.lock(m).await?;
+        if self.check(m).await {
             *last_ok = Some(Instant::now());
             return Ok(());
         }
@@ -210,7 +252,7 @@ impl HostConn {
                 "-N",
                 "-f",
                 "-o",
-                &format!("ControlPersist={CONTROL_PERSIST}"),
+                &format!("ControlPersist={}", self.idle.as_secs().max(1)),
             ],
             limit,
         )

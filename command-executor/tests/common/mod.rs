@@ -139,9 +139,22 @@ pub mod tb {
     pub fn fresh_exec() -> Executor {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::path::PathBuf::from(format!("/tmp/hxt-{}-{n}", std::process::id()));
+        let root = std::path::Path::new("/tmp/hxt");
+        if n == 0 {
+            // Runtime dirs of test binaries that are gone (their masters expired with them).
+            for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid = name.split('-').next().unwrap_or("");
+                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = root.join(format!("{}-{n}", std::process::id()));
+        // Masters outlive a test binary by seconds, not minutes.
         Executor::new(ExecutorOptions {
             runtime_dir: dir,
+            master_idle: Duration::from_secs(10),
             ..ExecutorOptions::default()
         })
     }
