@@ -30,7 +30,8 @@ pub trait Launcher {
 }
 
 /// Connects to something already running: a managed process by its state directory
-/// ([`crate::ManagedRef`]), a container by name, id or label ([`ContainerSelector`]).
+/// ([`crate::ManagedRef`]), a container by name, id or label ([`ContainerSelector`]), a local pid
+/// ([`LocalPid`]; the target is ignored).
 pub trait Attacher {
     fn attach<'a>(
         &'a self,
@@ -86,6 +87,23 @@ impl Attacher for (DockerCli, ContainerSelector) {
         target: &'a Target,
     ) -> BoxFuture<'a, Result<Process>> {
         Box::pin(exec.attach_container(target, &self.0, &self.1))
+    }
+}
+
+/// A local process to attach to by pid, with the start time recorded when it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalPid {
+    pub pid: u32,
+    pub start_time: Option<u64>,
+}
+
+impl Attacher for LocalPid {
+    fn attach<'a>(
+        &'a self,
+        exec: &'a Executor,
+        _target: &'a Target,
+    ) -> BoxFuture<'a, Result<Process>> {
+        Box::pin(exec.attach_local_pid(self.pid, self.start_time))
     }
 }
 
@@ -197,6 +215,12 @@ impl Executor {
         which: &ContainerSelector,
     ) -> Result<Process> {
         crate::docker::attach(self, target, cli, which).await
+    }
+
+    /// Attaches to a local process by pid (and the start time recorded with it, which guards against a
+    /// reused pid). Signals reach its process group when it leads one; its exit status cannot be known.
+    pub async fn attach_local_pid(&self, pid: u32, start_time: Option<u64>) -> Result<Process> {
+        process::attach_pid(self, pid, start_time).await
     }
 
     /// Closes the ssh master connections this executor opened. Running remote processes are not touched.

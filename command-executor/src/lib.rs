@@ -34,7 +34,7 @@ pub use command::{Command, StdinMode};
 pub use docker::{ContainerSelector, DockerRun};
 pub use error::{Error, Place, Result};
 pub use event::{Event, Events, ExitStatus, Line, MAX_LINE, OutputStream};
-pub use executor::{Attacher, BoxFuture, Executor, ExecutorOptions, Launcher};
+pub use executor::{Attacher, BoxFuture, Executor, ExecutorOptions, Launcher, LocalPid};
 pub use layer::{DockerCli, DockerExec, HostKeyPolicy, Layer, SshHost, Sudo, Target};
 pub use managed::{Follow, ManagedRef, ManagedSpec};
 pub use process::{ManagedState, Output, Process, ProcessId, Stdin};

@@ -121,6 +121,8 @@ pub(crate) enum Control {
         state: ManagedState,
         keep_running: bool,
     },
+    /// A local process attached by pid (not ours: never killed on drop).
+    Pid { pid: u32, start_time: Option<u64> },
     /// A docker container.
     Container {
         exec: Executor,
@@ -261,7 +263,7 @@ impl Drop for Process {
                 })
                 .detach();
             }
-            Control::Managed { .. } | Control::Container { .. } => {}
+            Control::Managed { .. } | Control::Container { .. } | Control::Pid { .. } => {}
         }
     }
 }
@@ -329,6 +331,34 @@ pub(crate) async fn signal_control(
                 )
                 .await?;
             Ok(out.stdout_text().trim().to_string())
+        }
+        Control::Pid { pid, start_time } => {
+            if local_start_time(*pid) != *start_time {
+                return Ok(String::new());
+            }
+            let p = rustix::process::Pid::from_raw(*pid as i32)
+                .ok_or_else(|| Error::invalid("pid", pid.to_string()))?;
+            let leads_group = rustix::process::getpgid(Some(p)).is_ok_and(|g| g == p);
+            let sent = if leads_group {
+                rustix::process::kill_process_group(p, signal.to_rustix())
+            } else {
+                rustix::process::kill_process(p, signal.to_rustix())
+            };
+            sent.or_else(|e| {
+                if e == rustix::io::Errno::SRCH {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|e| {
+                Error::io(
+                    Place::local(),
+                    format!("sending {signal} to {pid}"),
+                    e.into(),
+                )
+            })?;
+            Ok(String::new())
         }
         Control::Container {
             exec,
@@ -761,4 +791,60 @@ fn push_line(buf: &mut Vec<u8>, l: Line) {
     if l.newline {
         buf.push(b'\n');
     }
+}
+
+/// Attaches to a local process by pid. `start_time` (from [`ProcessId::start_time`], recorded when it was
+/// started) guards against a reused pid. Not our child, so its exit status is [`ExitStatus::Unknown`]; it
+/// is watched by polling /proc, has no output events, and is not killed when the handle is dropped.
+pub(crate) async fn attach_pid(
+    exec: &Executor,
+    pid: u32,
+    start_time: Option<u64>,
+) -> Result<Process> {
+    let now = local_start_time(pid);
+    let at = Place::local();
+    if now.is_none() || (start_time.is_some() && now != start_time) {
+        return Err(Error::Stale {
+            at,
+            pidfile: String::new(),
+            detail: format!("pid {pid} is gone or belongs to another process"),
+        });
+    }
+    let id = ProcessId::Local {
+        pid,
+        start_time: now,
+    };
+    let (sink, events) = EventSink::new(exec.options().queue_bytes);
+    sink.push(Event::Started(id.clone()));
+    let outcome: Outcome = Arc::new(OnceCell::new());
+    let task = {
+        let outcome = outcome.clone();
+        smol::spawn(async move {
+            while local_start_time(pid) == now && !is_zombie(pid) {
+                async_io::Timer::after(Duration::from_millis(100)).await;
+            }
+            sink.push(Event::Exited(ExitStatus::Unknown));
+            sink.close();
+            let _ = outcome.set(Ok(ExitStatus::Unknown)).await;
+        })
+    };
+    let ctl = Arc::new(Control::Pid {
+        pid,
+        start_time: now,
+    });
+    Ok(Process {
+        id,
+        events: Some(events),
+        stdin: None,
+        outcome,
+        ctl,
+        _tasks: vec![task],
+    })
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
 }

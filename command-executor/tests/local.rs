@@ -9,6 +9,7 @@ use command_executor::*;
 use common::*;
 use futures_lite::AsyncWriteExt;
 use proptest::prelude::*;
+use std::os::unix::process::CommandExt;
 
 fn exec() -> Executor {
     Executor::default()
@@ -306,5 +307,44 @@ fn local_managed_process_outlives_handle_and_reattaches() {
             .await;
         assert!(matches!(r, Err(Error::Stale { .. })), "{r:?}");
         let _: Vec<OsString> = Vec::new();
+    });
+}
+
+#[test]
+fn attach_local_pid_signals_and_sees_the_end() {
+    smol::block_on(async {
+        let e = exec();
+        let mut child = std::process::Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let start = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let start_time: u64 = start[start.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .nth(19)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let r = LocalPid {
+            pid,
+            start_time: Some(start_time + 1),
+        }
+        .attach(&e, &Target::local())
+        .await;
+        assert!(matches!(r, Err(Error::Stale { .. })), "{r:?}");
+        let p = LocalPid {
+            pid,
+            start_time: Some(start_time),
+        }
+        .attach(&e, &Target::local())
+        .await
+        .unwrap();
+        assert_eq!(p.id().start_time(), Some(start_time));
+        p.signal(Signal::Term).await.unwrap();
+        let reaper = std::thread::spawn(move || child.wait());
+        assert_eq!(p.wait().await.unwrap(), ExitStatus::Unknown);
+        assert!(reaper.join().unwrap().is_ok());
     });
 }
