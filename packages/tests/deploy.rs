@@ -798,3 +798,24 @@ fn names_with_spaces_and_unicode_survive_the_host_checks() {
     );
     assert_eq!(got, "contentjp");
 }
+
+#[test]
+fn manifest_env_reaches_setup_only() {
+    let root = Root::new("env");
+    let tmp = tempfile::tempdir().unwrap();
+    // A PATH that would break the installer itself if it leaked into it.
+    let extra = "env: {GREETING: 'hi there', PATH: '/nonexistent'}\nsetup: /bin/echo \"$GREETING\" > greeting\n";
+    let v1 = small_package(tmp.path(), "web", "1.0.0", extra);
+    smol::block_on(packages::deploy(
+        exec(),
+        &root_on("h1"),
+        &v1,
+        &opts(&root),
+        &|_| {},
+    ))
+    .unwrap();
+    assert_eq!(
+        tb().sh_ok("h1", &format!("cat {}/web-current/greeting", root.path)),
+        "hi there"
+    );
+}

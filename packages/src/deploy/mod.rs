@@ -186,7 +186,6 @@ pub async fn deploy(
         &options.root,
         &m.name,
         args,
-        &[],
         Duration::from_secs(60),
     )
     .await?;
@@ -220,7 +219,6 @@ pub async fn deploy(
                 &options.root,
                 &m.name,
                 vec![version.clone().into()],
-                &[],
                 Duration::from_secs(60),
             )
             .await?;
@@ -253,8 +251,7 @@ pub async fn deploy(
         let p = pkg.path.clone();
         blocking::unblock(move || plain_sha256(&p)).await?
     };
-    let env: Vec<(String, String)> = m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let args: Vec<OsString> = vec![
+    let mut args: Vec<OsString> = vec![
         version.clone().into(),
         stream_sha.clone().into(),
         pkg.sha256.clone().into(),
@@ -263,7 +260,12 @@ pub async fn deploy(
         (if options.replace { "1" } else { "0" }).into(),
         m.setup.clone().unwrap_or_default().into(),
     ];
-    let cmd = command(&script::install(), &options.root, &m.name, args, &env)
+    args.extend(
+        m.env
+            .iter()
+            .map(|(k, v)| OsString::from(format!("{k}={v}"))),
+    );
+    let cmd = command(&script::install(), &options.root, &m.name, args)
         .stdin(StdinMode::Piped)
         .timeout(options.timeout);
     let mut proc = exec.spawn(target, &cmd).await?;
@@ -411,7 +413,6 @@ pub async fn rollback(
         root,
         name,
         args,
-        &[],
         Duration::from_secs(60),
     )
     .await?;
@@ -448,7 +449,6 @@ pub async fn installed(
         root,
         name,
         vec!["0.0.0".into()],
-        &[],
         Duration::from_secs(60),
     )
     .await?;
@@ -483,24 +483,14 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn command(
-    program: &str,
-    root: &str,
-    name: &str,
-    args: Vec<OsString>,
-    env: &[(String, String)],
-) -> Command {
-    let mut cmd = Command::new("sh")
+fn command(program: &str, root: &str, name: &str, args: Vec<OsString>) -> Command {
+    Command::new("sh")
         .arg("-c")
         .arg(program)
         .arg("sh")
         .arg(root)
         .arg(name)
-        .args(args);
-    for (k, v) in env {
-        cmd = cmd.env(k, v);
-    }
-    cmd
+        .args(args)
 }
 
 /// A finished program's output.
@@ -539,10 +529,9 @@ async fn run(
     root: &str,
     name: &str,
     args: Vec<OsString>,
-    env: &[(String, String)],
     limit: Duration,
 ) -> Result<Reply> {
-    let cmd = command(program, root, name, args, env).timeout(limit);
+    let cmd = command(program, root, name, args).timeout(limit);
     let out = exec.output(target, &cmd).await?;
     let lines = |b: &[u8]| {
         String::from_utf8_lossy(b)

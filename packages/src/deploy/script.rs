@@ -83,8 +83,10 @@ exit 0
 "#;
 
 /// Receives, verifies, checks, extracts, sets up and activates one version. stdin: the archive.
-/// Args: ROOT NAME VERSION STREAM-SHA PACKAGE-SHA FORMAT(zst|tar) KEEP REPLACE(0|1) SETUP
+/// Args: ROOT NAME VERSION STREAM-SHA PACKAGE-SHA FORMAT(zst|tar) KEEP REPLACE(0|1) SETUP K=V...
+/// (the manifest's env, for setup only: it must not change how this program itself runs).
 const INSTALL: &str = r#"ver=$1 want=$2 pkgsha=$3 fmt=$4 keep=$5 replace=$6 setup=$7
+shift 7
 id=$name-$ver dest=$root/$id h=$root/.$name.history
 up=$root/.$id.upload.$$ new=$root/.$id.new.$$
 cleanup() { rm -rf -- "$up" "$up.names" "$up.list" "$up.links" "$up.err" "$new"; unlock; }
@@ -137,7 +139,11 @@ while IFS= read -r l; do
 done <"$up.list"
 if [ -n "$setup" ]; then
     phase setup
-    (cd "$new" && HARNESS_PACKAGE_DIR=$dest HARNESS_PACKAGE_NAME=$name HARNESS_PACKAGE_VERSION=$ver sh -c "$setup") 1>&2
+    (
+        cd "$new" || exit 126
+        for kv in "$@"; do export "$kv"; done
+        HARNESS_PACKAGE_DIR=$dest HARNESS_PACKAGE_NAME=$name HARNESS_PACKAGE_VERSION=$ver exec /bin/sh -c "$setup"
+    ) 1>&2
     rc=$?
     [ "$rc" = 0 ] || fail setup "$rc"
 fi
