@@ -26,7 +26,9 @@ pub const ZSTD_LEVEL: i32 = 9;
 /// Refused when opening: archives that unpack to more than this (zip-bomb guard).
 pub const MAX_UNPACKED_BYTES: u64 = 16 << 30;
 
-/// A built or opened package archive whose checksum and entries have been verified.
+/// A built or opened package archive whose checksum and entries have been verified. The fields are
+/// public for inspection; a value put together by hand has not been verified here, and a host it is
+/// deployed to checks the archive again before extracting anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Package {
     /// The `.tar.zst` file.

@@ -176,6 +176,8 @@ pub async fn deploy(
         });
     };
     check_root(&options.root)?;
+    // A Package can be put together by hand: its name must still be a safe path component.
+    check_name(&m.name)?;
     report(Phase::Checking, 0, 0);
     let mut args: Vec<OsString> = vec![version.clone().into()];
     args.extend(m.requires.iter().map(OsString::from));
