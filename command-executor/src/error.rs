@@ -119,6 +119,9 @@ pub enum Error {
     /// Nothing to attach to: no pidfile, no container matching.
     #[error("{at}: nothing to attach: {detail}")]
     NotFound { at: Place, detail: String },
+    /// A process attached by pid ended; how cannot be known (it is not our child).
+    #[error("{at}: pid {pid} ended; its exit status is unknown (not our child)")]
+    StatusUnknown { at: Place, pid: u32 },
     /// The process is already running (a second start of the same managed process).
     #[error("{at}: already running as pid {pid}")]
     AlreadyRunning { at: Place, pid: u32 },
@@ -160,7 +163,8 @@ impl Error {
             | Error::Io { at, .. }
             | Error::Stale { at, .. }
             | Error::NotFound { at, .. }
-            | Error::AlreadyRunning { at, .. } => Some(at),
+            | Error::AlreadyRunning { at, .. }
+            | Error::StatusUnknown { at, .. } => Some(at),
             Error::Invalid { .. } => None,
         }
     }

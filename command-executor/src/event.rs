@@ -53,8 +53,6 @@ pub enum ExitStatus {
     /// Killed by this signal number. Behind a remote shell a signal death is only seen as code 128+n; such
     /// codes are reported as signals where the layer chain ends in a shell wrapper (managed processes).
     Signal(i32),
-    /// Ended, but how cannot be known: a process attached by pid is not our child.
-    Unknown,
 }
 
 impl ExitStatus {
@@ -67,7 +65,7 @@ impl ExitStatus {
     pub fn code(self) -> Option<i32> {
         match self {
             ExitStatus::Code(c) => Some(c),
-            ExitStatus::Signal(_) | ExitStatus::Unknown => None,
+            ExitStatus::Signal(_) => None,
         }
     }
 
@@ -94,7 +92,6 @@ impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ExitStatus::Code(c) => write!(f, "exit code {c}"),
-            ExitStatus::Unknown => write!(f, "ended (status unknown)"),
             ExitStatus::Signal(s) => match crate::Signal::from_number(*s) {
                 Some(sig) => write!(f, "killed by {sig}"),
                 None => write!(f, "killed by signal {s}"),

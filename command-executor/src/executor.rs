@@ -218,7 +218,7 @@ impl Executor {
     }
 
     /// Attaches to a local process by pid (and the start time recorded with it, which guards against a
-    /// reused pid). Signals reach its process group when it leads one; its exit status cannot be known.
+    /// reused pid). Signals reach its process group when it leads one; its end is reported as [`Error::StatusUnknown`].
     pub async fn attach_local_pid(&self, pid: u32, start_time: Option<u64>) -> Result<Process> {
         process::attach_pid(self, pid, start_time).await
     }

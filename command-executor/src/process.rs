@@ -794,7 +794,7 @@ fn push_line(buf: &mut Vec<u8>, l: Line) {
 }
 
 /// Attaches to a local process by pid. `start_time` (from [`ProcessId::start_time`], recorded when it was
-/// started) guards against a reused pid. Not our child, so its exit status is [`ExitStatus::Unknown`]; it
+/// started) guards against a reused pid. Not our child, so its end is [`Error::StatusUnknown`]; it
 /// is watched by polling /proc, has no output events, and is not killed when the handle is dropped.
 pub(crate) async fn attach_pid(
     exec: &Executor,
@@ -823,9 +823,13 @@ pub(crate) async fn attach_pid(
             while local_start_time(pid) == now && !is_zombie(pid) {
                 async_io::Timer::after(Duration::from_millis(100)).await;
             }
-            sink.push(Event::Exited(ExitStatus::Unknown));
+            let e = Error::StatusUnknown {
+                at: Place::local(),
+                pid,
+            };
+            sink.push(Event::Failed(e.clone()));
             sink.close();
-            let _ = outcome.set(Ok(ExitStatus::Unknown)).await;
+            let _ = outcome.set(Err(e)).await;
         })
     };
     let ctl = Arc::new(Control::Pid {
