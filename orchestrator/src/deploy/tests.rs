@@ -38,8 +38,17 @@ fn package(dir: &std::path::Path, version: &str) -> Package {
 
 #[test]
 fn deploy_records_throttled_progress_events_per_host() {
-    let tb = testbed::Testbed::get();
     let root = format!("/opt/drvtest-{}", std::process::id());
+    /// Removes the install root on h1 and h2 however the test ends.
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for h in ["h1", "h2"] {
+                let _ = testbed::Testbed::get().sh_on(h, &format!("sudo -n rm -rf {}", self.0));
+            }
+        }
+    }
+    let _cleanup = Cleanup(root.clone());
     let tmp = tempfile::tempdir().unwrap();
     let exec = Executor::new(ExecutorOptions {
         runtime_dir: tmp.path().join("ssh"),
@@ -142,8 +151,5 @@ fn deploy_records_throttled_progress_events_per_host() {
         assert!(rolled.iter().all(|d| d.package == "drv-1.0.0"));
         store.close().await.unwrap();
     });
-    for h in ["h1", "h2"] {
-        tb.sh_ok(h, &format!("sudo -n rm -rf {root}"));
-    }
     smol::block_on(exec.shutdown());
 }
