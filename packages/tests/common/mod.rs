@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use command_executor::{Executor, ExecutorOptions, SshHost, Target};
+use command_executor::{Executor, SshHost, Target};
 use packages::{Manifest, Package};
 
 /// Writes a package directory: a manifest for `name`/`version` with `extra` manifest lines, and files.
@@ -124,22 +124,11 @@ pub fn tb() -> &'static testbed::Testbed {
     testbed::Testbed::get()
 }
 
-/// An executor with its own ssh runtime directory, shared by the tests of one binary.
+/// One executor per test binary: its ssh masters are shared by the tests (and, like every harness
+/// client's, persist briefly after the last session in the per-user runtime directory).
 pub fn exec() -> &'static Executor {
-    static EXEC: OnceLock<(tempfile::TempDir, Executor)> = OnceLock::new();
-    &EXEC
-        .get_or_init(|| {
-            let dir = tempfile::Builder::new()
-                .prefix("pkg-ssh-")
-                .tempdir()
-                .unwrap();
-            let opts = ExecutorOptions {
-                runtime_dir: dir.path().to_owned(),
-                ..ExecutorOptions::default()
-            };
-            (dir, Executor::new(opts))
-        })
-        .1
+    static EXEC: OnceLock<Executor> = OnceLock::new();
+    EXEC.get_or_init(Executor::default)
 }
 
 pub fn ssh_host(name: &str) -> SshHost {
