@@ -819,3 +819,39 @@ fn manifest_env_reaches_setup_only() {
         "hi there"
     );
 }
+
+/// h4 is reachable only through h1: the archive streams over the jump.
+#[test]
+fn deploys_through_a_jump_host() {
+    let tb = tb();
+    let h4 = tb.host("h4");
+    let via = ssh_host("h1");
+    let ssh = command_executor::SshHost::new(h4.addr.to_string())
+        .name("h4")
+        .port(tb.ssh_port)
+        .user(tb.ssh_user.clone())
+        .identity_file(&tb.ssh_key)
+        .known_hosts(&tb.known_hosts)
+        .jump(via);
+    let target = command_executor::Target::ssh(ssh).sudo("root");
+    let path = format!("/opt/pkgtest-jump-{}", std::process::id());
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = common::tb().sh_on("h4", &format!("sudo -n rm -rf {}", self.0));
+        }
+    }
+    let _cleanup = Cleanup(path.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let v1 = small_package(tmp.path(), "web", "1.0.0", "");
+    let o = DeployOptions {
+        root: path.clone(),
+        ..DeployOptions::default()
+    };
+    let d = smol::block_on(packages::deploy(exec(), &target, &v1, &o, &|_| {})).unwrap();
+    assert_eq!((d.host.as_str(), d.outcome), ("h4", Outcome::Installed));
+    assert_eq!(
+        tb.sh_ok("h4", &format!("readlink {path}/web-current")),
+        "web-1.0.0"
+    );
+}
