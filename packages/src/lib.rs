@@ -28,8 +28,8 @@ pub use archive::{
     FIXED_MTIME, MAX_UNPACKED_BYTES, Package, ZSTD_LEVEL, build, checksum_path, sha256_file,
 };
 pub use deploy::{
-    DEFAULT_KEEP, DEFAULT_ROOT, DeployOptions, Deployed, Installed, Outcome, Phase, Progress,
-    RolledBack, deploy, deploy_all, installed, rollback,
+    CORRUPT_UPLOAD_ENV, DEFAULT_KEEP, DEFAULT_ROOT, DeployOptions, Deployed, Installed, Outcome,
+    Phase, Progress, RolledBack, deploy, deploy_all, installed, rollback,
 };
 pub use error::{Error, Result};
 pub use manifest::{MANIFEST_FILE, Manifest, ManifestError, Problem};

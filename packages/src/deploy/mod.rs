@@ -47,6 +47,24 @@ pub struct DeployOptions {
     pub corrupt_byte_at: Option<u64>,
 }
 
+/// Environment variable read by [`DeployOptions::with_test_hooks_from_env`]: a byte offset to corrupt in
+/// every upload, for end-to-end tests through the CLI and daemon.
+pub const CORRUPT_UPLOAD_ENV: &str = "HARNESS_TEST_CORRUPT_UPLOAD_AT";
+
+impl DeployOptions {
+    /// Sets [`DeployOptions::corrupt_byte_at`] from `HARNESS_TEST_CORRUPT_UPLOAD_AT` when it holds a
+    /// number. The daemon calls this so end-to-end tests can fault an upload; nothing else reads it.
+    pub fn with_test_hooks_from_env(mut self) -> Self {
+        if let Some(at) = std::env::var(CORRUPT_UPLOAD_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+        {
+            self.corrupt_byte_at = Some(at);
+        }
+        self
+    }
+}
+
 impl Default for DeployOptions {
     fn default() -> Self {
         DeployOptions {
@@ -660,4 +678,54 @@ fn plain_sha256(path: &std::path::Path) -> Result<(String, u64)> {
         total += n as u64;
     }
     Ok((hex::encode(hasher.finalize()), total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_hook_from_env() {
+        // SAFETY: no other test of this binary reads or writes the environment.
+        unsafe { std::env::set_var(CORRUPT_UPLOAD_ENV, "1234") };
+        assert_eq!(
+            DeployOptions::default()
+                .with_test_hooks_from_env()
+                .corrupt_byte_at,
+            Some(1234)
+        );
+        unsafe { std::env::set_var(CORRUPT_UPLOAD_ENV, "x") };
+        assert_eq!(
+            DeployOptions::default()
+                .with_test_hooks_from_env()
+                .corrupt_byte_at,
+            None
+        );
+        unsafe { std::env::remove_var(CORRUPT_UPLOAD_ENV) };
+        assert_eq!(DeployOptions::default().corrupt_byte_at, None);
+    }
+
+    #[test]
+    fn probe_lines() {
+        let lines: Vec<String> = [
+            "CURRENT 1.0.0",
+            "INSTALLED abc",
+            "VERSION 0.9.0",
+            "VERSION 1.0.0",
+            "ZSTD",
+            "MISSING curl",
+            "WRITABLE",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let p = parse_probe(&lines);
+        assert_eq!(
+            (p.current.as_deref(), p.installed.as_deref()),
+            (Some("1.0.0"), Some("abc"))
+        );
+        assert_eq!(p.versions, ["0.9.0", "1.0.0"]);
+        assert!(p.zstd && p.writable);
+        assert_eq!(p.missing, ["curl"]);
+    }
 }
