@@ -405,7 +405,12 @@ impl Cursor {
         let mut out = [Vec::new(), Vec::new()];
         for (i, (name, _)) in STREAMS.iter().enumerate() {
             if self.files[i].is_none() {
-                self.files[i] = File::open(dir.join(name)).ok();
+                // Writable only for fallocate: the pump never writes to raw files.
+                self.files[i] = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(dir.join(name))
+                    .ok();
             }
             let Some(f) = &self.files[i] else { continue };
             let mut buf = vec![0u8; READ_CHUNK];

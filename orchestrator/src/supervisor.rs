@@ -335,16 +335,24 @@ async fn health_loop(
             last_output: Some(output.clone()),
             consecutive_failures: failures,
         };
-        let r = store
-            .modify(&key, move |e| {
-                if health.status == HealthStatus::Healthy && e.state == ServiceState::Starting {
-                    e.transition(ServiceState::Running)?;
-                }
-                e.set_health(health)
-            })
-            .await;
+        // Health first, then the state: a transition in the same change would hide the health
+        // event.
+        let r = store.modify(&key, move |e| e.set_health(health)).await;
         if let Err(e) = r {
             tracing::debug!(service = %key, "health not recorded: {e}");
+        }
+        if status == HealthStatus::Healthy {
+            let r = store
+                .modify(&key, |e| {
+                    if e.state == ServiceState::Starting {
+                        e.transition(ServiceState::Running)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::debug!(service = %key, "running not recorded: {e}");
+            }
         }
         match status {
             HealthStatus::Healthy => ready.update(|r| {

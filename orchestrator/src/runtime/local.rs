@@ -70,10 +70,7 @@ pub(crate) async fn spawn(spec: &LaunchSpec, dir: &Path) -> Result<LocalProcess,
     }
     let mut cmd = std::process::Command::new(&spec.program);
     cmd.args(&spec.args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(std::process::Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
+        .envs(spec.env.iter().map(|(k, v)| (k, v)));
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
@@ -81,7 +78,11 @@ pub(crate) async fn spawn(spec: &LaunchSpec, dir: &Path) -> Result<LocalProcess,
     unsafe {
         cmd.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
     }
+    // Stdio is set on the async-process command: it does not take it over from std's.
     let child = async_process::Command::from(cmd)
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
         .spawn()
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
