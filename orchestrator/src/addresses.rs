@@ -1,25 +1,93 @@
 //! `${svc.ip}`, `${svc.port}`, `${svc.ports.NAME}`, `${svc.host}`: what a consumer connects to.
 //!
 //! The answer depends on where both ends run, so every rule is a match on the pair of
-//! [`Placement`]s. Only local processes exist today; remote hosts and containers (issue 6) add
-//! placements and arms here, and nothing else needs to change.
+//! [`Placement`]s (docs/adr/0020-location-aware-addresses.md):
+//!
+//! - same machine, consumer not in a container: `127.0.0.1` (`localhost`);
+//! - consumer in a container on a host's engine, provider on that host: the host's address;
+//!   consumer in a container on the local engine, provider on this machine:
+//!   `host.docker.internal` (added to every local container as the engine's gateway);
+//! - different machines: the provider host's configured `address`; for a provider on the
+//!   daemon's machine, the local address the daemon's machine uses towards the consumer's host
+//!   (discovered from the routing table);
+//! - a container's port is its published host port (a port that is not published cannot be
+//!   referenced), a process's port is its own.
+
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 
 use harness_config::{Project, Property, Service, ServiceKind, ServiceRef};
 
 /// Where a service runs, as far as addressing is concerned.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Placement {
     /// A process on the daemon's machine.
     Local,
+    /// A process on hosts entry `host`, as `user` (through sudo) when set.
+    Host { host: String, user: Option<String> },
+    /// A container on the local engine (`host: None`) or on the engine of hosts entry `host`.
+    Container { host: Option<String> },
 }
 
 impl Placement {
-    /// The placement of a service, or why it has none yet.
+    /// The placement of a service, or why it has none.
     pub fn of(service: &Service) -> Result<Placement, String> {
         match (service.kind, &service.host) {
             (ServiceKind::Process, None) => Ok(Placement::Local),
+            (ServiceKind::Process | ServiceKind::Remote, Some(h)) => Ok(Placement::Host {
+                host: h.clone(),
+                user: service.user.clone(),
+            }),
+            (ServiceKind::Docker, h) => Ok(Placement::Container { host: h.clone() }),
+            (ServiceKind::Remote, None) => Err("type: remote needs host:".to_owned()),
             _ => Err(crate::runtime::UNSUPPORTED.to_owned()),
         }
+    }
+
+    /// The hosts entry of the machine it runs on; `None` for the daemon's machine.
+    pub fn machine(&self) -> Option<&str> {
+        match self {
+            Placement::Local | Placement::Container { host: None } => None,
+            Placement::Host { host, .. }
+            | Placement::Container {
+                host: Some(host), ..
+            } => Some(host),
+        }
+    }
+
+    fn in_container(&self) -> bool {
+        matches!(self, Placement::Container { .. })
+    }
+}
+
+/// The name local containers reach the daemon's machine by (`--add-host ...:host-gateway`).
+pub(crate) const LOCAL_GATEWAY_NAME: &str = "host.docker.internal";
+
+fn host_address<'p>(project: &'p Project, host: &str) -> Result<&'p str, String> {
+    project
+        .hosts
+        .get(host)
+        .map(|h| h.address.as_str())
+        .ok_or_else(|| format!("host {host:?} is not defined under hosts:"))
+}
+
+/// The address this machine uses towards `host` (from the routing table: a UDP socket is
+/// connected, which sends nothing).
+fn local_address_towards(project: &Project, host: &str) -> Result<String, String> {
+    let h = project
+        .hosts
+        .get(host)
+        .ok_or_else(|| format!("host {host:?} is not defined under hosts:"))?;
+    let found = (|| {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+        sock.connect((h.address.as_str(), h.port)).ok()?;
+        sock.local_addr().ok().map(|a| a.ip())
+    })();
+    match found {
+        Some(ip) if !ip.is_unspecified() && h.jump.is_none() => Ok(ip.to_string()),
+        _ => Err(format!(
+            "the daemon's machine has no address known to be reachable from host {host:?} \
+             (behind a jump host, or no route); run the provider on a host instead"
+        )),
     }
 }
 
@@ -43,15 +111,16 @@ impl<'a> Resolver<'a> {
             .get(name)
             .ok_or_else(|| format!("{reference}: there is no service {name:?}"))?;
         let placement = Placement::of(provider).map_err(|e| format!("{reference}: {e}"))?;
+        let e = |m: String| format!("{reference}: {m}");
         match &reference.property {
-            Property::Ip => Ok(ip(&self.consumer, &placement).to_owned()),
-            Property::Host => Ok(host(&self.consumer, &placement).to_owned()),
+            Property::Ip => ip(self.project, &self.consumer, &placement).map_err(e),
+            Property::Host => host(self.project, &self.consumer, &placement).map_err(e),
             Property::Port => {
                 let port = provider
                     .ports
                     .first()
                     .ok_or_else(|| format!("{reference}: service {name:?} declares no ports"))?;
-                Ok(reachable_port(&self.consumer, &placement, port).to_string())
+                Ok(reachable_port(name, &placement, port).map_err(e)?.to_string())
             }
             Property::NamedPort(want) => {
                 let port = provider
@@ -61,36 +130,76 @@ impl<'a> Resolver<'a> {
                     .ok_or_else(|| {
                         format!("{reference}: service {name:?} has no port named {want:?}")
                     })?;
-                Ok(reachable_port(&self.consumer, &placement, port).to_string())
+                Ok(reachable_port(name, &placement, port).map_err(e)?.to_string())
             }
         }
     }
 }
 
 /// The address a consumer at `from` uses to reach a provider at `to`.
-fn ip(from: &Placement, to: &Placement) -> &'static str {
-    match (from, to) {
-        (Placement::Local, Placement::Local) => "127.0.0.1",
+fn ip(project: &Project, from: &Placement, to: &Placement) -> Result<String, String> {
+    match (from.machine(), to.machine()) {
+        (None, None) if from.in_container() => Ok(LOCAL_GATEWAY_NAME.to_owned()),
+        (None, None) => Ok("127.0.0.1".to_owned()),
+        (Some(a), Some(b)) if a == b && !from.in_container() => Ok("127.0.0.1".to_owned()),
+        (_, Some(b)) => host_address(project, b).map(str::to_owned),
+        (Some(a), None) => local_address_towards(project, a),
     }
 }
 
 /// The name of the provider's host as the consumer knows it.
-fn host(from: &Placement, to: &Placement) -> &'static str {
-    match (from, to) {
-        (Placement::Local, Placement::Local) => "localhost",
+fn host(project: &Project, from: &Placement, to: &Placement) -> Result<String, String> {
+    match (from.machine(), to.machine()) {
+        (None, None) if !from.in_container() => Ok("localhost".to_owned()),
+        (Some(a), Some(b)) if a == b && !from.in_container() => Ok("localhost".to_owned()),
+        _ => ip(project, from, to),
     }
 }
 
-/// A process binds its port itself; `published` only matters for containers.
-fn reachable_port(from: &Placement, to: &Placement, port: &harness_config::Port) -> u16 {
-    match (from, to) {
-        (Placement::Local, Placement::Local) => port.published.unwrap_or(port.port),
+/// A process binds its port itself; a container is reached on its published port.
+fn reachable_port(
+    name: &str,
+    to: &Placement,
+    port: &harness_config::Port,
+) -> Result<u16, String> {
+    match to {
+        Placement::Container { .. } => port.published.ok_or_else(|| {
+            format!(
+                "port {} of {name:?} is not published; write it as \"HOST_PORT:{}\" to reach it",
+                port.port, port.port
+            )
+        }),
+        _ => Ok(port.published.unwrap_or(port.port)),
     }
 }
 
-/// The daemon checks health and serves endpoints from its own machine.
-pub(crate) fn daemon_ip(of: &Placement) -> std::net::IpAddr {
+/// The address the daemon checks health at and lists as the endpoint.
+pub(crate) fn daemon_ip(project: &Project, of: &Placement) -> IpAddr {
+    of.machine()
+        .and_then(|h| project.hosts.get(h))
+        .and_then(|h| h.address.parse().ok())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// Where the registry says a service runs.
+pub(crate) fn location(project: &Project, name: &str, of: &Placement) -> registry::Location {
     match of {
-        Placement::Local => std::net::IpAddr::from([127, 0, 0, 1]),
+        Placement::Local => registry::Location::Local,
+        Placement::Host { host, .. } => registry::Location::Host {
+            name: host.clone(),
+            address: project
+                .hosts
+                .get(host)
+                .map(|h| h.address.clone())
+                .unwrap_or_default(),
+        },
+        Placement::Container { host } => registry::Location::Container {
+            engine: match host {
+                None => "docker".to_owned(),
+                Some(h) => format!("ssh://{h}"),
+            },
+            id: None,
+            name: format!("harness.{}.{name}", project.name),
+        },
     }
 }

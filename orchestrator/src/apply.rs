@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_io::Timer;
-use command_executor::{Command, Target};
+use command_executor::Command;
 use futures_lite::FutureExt;
 use harness_config::{Condition, Project};
 use registry::{Endpoint, HealthStatus, Location, ServiceEntry, ServiceKey, ServiceState};
@@ -125,7 +125,7 @@ fn endpoints(project: &Project, name: &str) -> Vec<Endpoint> {
                     format!("port{i}")
                 }
             }),
-            ip: daemon_ip(&placement),
+            ip: daemon_ip(project, &placement),
             port: p.published.unwrap_or(p.port),
         })
         .collect()
@@ -137,17 +137,23 @@ async fn ensure_entry(inner: &Inner, project: &Project, name: &str) -> Result<Se
         message: e.to_string(),
     })?;
     let eps = endpoints(project, name);
+    let loc = project
+        .services
+        .get(name)
+        .and_then(|s| Placement::of(s).ok())
+        .map(|p| crate::addresses::location(project, name, &p))
+        .unwrap_or(Location::Local);
     match inner.store.get(&k).await? {
         None => {
-            let mut e = ServiceEntry::new(k, Location::Local);
+            let mut e = ServiceEntry::new(k, loc);
             e.endpoints = eps;
             Ok(inner.store.register(e).await?)
         }
-        Some(e) if e.endpoints != eps || e.location != Location::Local => Ok(inner
+        Some(e) if e.endpoints != eps || e.location != loc => Ok(inner
             .store
             .modify(&k, move |e| {
                 e.endpoints = eps;
-                e.location = Location::Local;
+                e.location = loc;
                 Ok(())
             })
             .await?),
@@ -240,8 +246,11 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
             Some((p, base)) => Resolved::new(p, &entry.name, base.as_deref()),
             None => Err("its project definition is missing from the state directory".into()),
         };
-        let alive = match (entry.runtime.pid, entry.runtime.process_start_time) {
-            (Some(pid), Some(st)) => crate::runtime::reattach(&Placement::Local, pid, st),
+        let alive = match (&resolved, entry.runtime.pid, entry.runtime.process_start_time) {
+            (Ok(spec), Some(pid), Some(st)) => {
+                let dir = inner.service_dir(&entry.project, &entry.name);
+                crate::runtime::reattach(spec, &dir, &inner.executor, pid, st).await
+            }
             _ => None,
         };
         let spec = match resolved {
@@ -983,9 +992,7 @@ pub(crate) async fn exec(
     if let Some(cwd) = &spec.launch.cwd {
         cmd = cmd.current_dir(cwd);
     }
-    let target = match spec.placement {
-        Placement::Local => Target::local(),
-    };
+    let target = spec.exec_target.clone();
     inner
         .executor
         .spawn(&target, &cmd)

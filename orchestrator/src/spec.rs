@@ -45,6 +45,9 @@ pub(crate) struct HealthSpec {
     pub timeout: Duration,
     pub retries: u32,
     pub start_period: Duration,
+    /// Where a command probe runs.
+    #[serde(skip)]
+    pub target: command_executor::Target,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +74,13 @@ pub(crate) struct Resolved {
     pub restart_hashed: String,
     pub stop: StopSpec,
     pub startup_timeout: Option<Duration>,
+    /// The SSH host it runs on (its engine's host for containers).
+    pub host: Option<crate::runtime::host::HostSpec>,
+    /// For containers: what to run.
+    pub container: Option<crate::runtime::container::ContainerSpec>,
+    /// Where command health checks and `exec` run.
+    #[serde(skip)]
+    pub exec_target: command_executor::Target,
 }
 
 impl Resolved {
@@ -81,13 +91,35 @@ impl Resolved {
             .get(name)
             .ok_or_else(|| format!("no service {name:?}"))?;
         let placement = Placement::of(service)?;
-        if service.user.is_some() {
+        if service.user.is_some() && placement == Placement::Local {
             return Err(
                 "running a local service as another user (user:) is not supported yet".into(),
             );
         }
+        let host = match placement.machine() {
+            Some(h) => Some(crate::runtime::host::host_spec(project, h)?),
+            None => None,
+        };
+        let container = match placement {
+            Placement::Container { .. } => Some(crate::runtime::container::ContainerSpec::new(
+                service,
+                host.clone(),
+            )),
+            _ => None,
+        };
+        let exec_target = crate::runtime::probe_target(
+            &placement,
+            host.as_ref(),
+            container.as_ref(),
+            &format!("harness.{}.{name}", project.name),
+        );
         let resolver = Resolver::new(project, placement.clone());
         let render = |t: &Template| t.render(|r| resolver.resolve(r));
+        // http and tcp checks are made by the daemon, so they resolve from its machine.
+        let daemon_resolver = Resolver::new(project, Placement::Local);
+        let render_daemon = |t: &Template| t.render(|r| daemon_resolver.resolve(r));
+        // The folder of services.yaml means nothing on another machine or in a container.
+        let base_dir = base_dir.filter(|_| placement == Placement::Local);
         let launch = launch_spec(service, &render, base_dir)?;
         let health = match &service.health_check {
             None => None,
@@ -100,11 +132,13 @@ impl Resolved {
                         }
                         Probe::Command(argv)
                     }
-                    harness_config::Probe::Http { http } => Probe::Http { url: render(http)? },
+                    harness_config::Probe::Http { http } => Probe::Http {
+                        url: render_daemon(http)?,
+                    },
                     harness_config::Probe::Tcp { tcp } => Probe::Tcp {
                         host: match &tcp.host {
-                            Some(h) => render(h)?,
-                            None => crate::addresses::daemon_ip(&placement).to_string(),
+                            Some(h) => render_daemon(h)?,
+                            None => crate::addresses::daemon_ip(project, &placement).to_string(),
                         },
                         port: tcp.port,
                     },
@@ -113,6 +147,7 @@ impl Resolved {
                 timeout: hc.timeout,
                 retries: hc.retries.max(1),
                 start_period: hc.start_period,
+                target: exec_target.clone(),
             }),
         };
         let signal: Signal = service
@@ -132,6 +167,9 @@ impl Resolved {
                 timeout: service.stop.timeout,
             },
             startup_timeout: service.startup_timeout,
+            host,
+            container,
+            exec_target,
         })
     }
 
@@ -164,6 +202,10 @@ fn launch_spec(
             )
         }
         (None, Some(b)) => (render(b)?, Vec::new()),
+        // A container runs its image's default command.
+        (None, None) if service.kind == harness_config::ServiceKind::Docker => {
+            (String::new(), Vec::new())
+        }
         (None, None) => return Err("neither binary nor command is set".into()),
     };
     for a in &service.args {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use async_io::Timer;
-use command_executor::{Executor, Signal, Target};
+use command_executor::{Executor, Signal};
 use futures_lite::FutureExt;
 use harness_config::RestartPolicy;
 use jiff::Timestamp;
@@ -151,7 +151,7 @@ impl Supervisor {
                 .await;
             return None;
         }
-        match runtime::launch(&self.spec, &self.dir).await {
+        match runtime::launch(&self.spec, &self.dir, &self.executor).await {
             Ok(p) => {
                 let (pid, st) = (p.pid(), p.start_time());
                 let gated = self.spec.health.is_some();
@@ -303,7 +303,7 @@ async fn health_loop(
     spec: HealthSpec,
     ready: Arc<Readiness>,
 ) {
-    let target = Target::local();
+    let target = spec.target.clone();
     let began = Instant::now();
     let mut failures: u32 = 0;
     let mut status = HealthStatus::Unknown;

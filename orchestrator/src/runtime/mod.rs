@@ -1,21 +1,23 @@
 //! How services are launched, watched and stopped, per kind of place they run.
 //!
-//! [`Launched`] is the one handle the supervisor holds whatever the runtime. Today there is one
-//! runtime, local processes; remote processes and containers (issue 6) become more variants of
-//! [`Launched`] and arms of [`launch`], with the supervisor unchanged.
+//! [`Launched`] is the one handle the supervisor holds whatever the runtime: a local process
+//! ([`local`]), a process on an SSH host ([`host`]) or a container ([`container`]).
 
+pub(crate) mod container;
+pub(crate) mod host;
 pub(crate) mod local;
 
 use std::path::Path;
 use std::time::Duration;
 
-use command_executor::Signal;
+use command_executor::{Executor, Signal, Target};
 
 use crate::addresses::Placement;
 use crate::spec::Resolved;
 
 /// What services of a kind not yet supported fail with.
-pub(crate) const UNSUPPORTED: &str = "remote/docker services are not supported yet";
+pub(crate) const UNSUPPORTED: &str =
+    "package services run through `harness deploy`, not as supervised services";
 
 /// How a process ended. Both are `None` when it ended while no daemon watched (its status is
 /// then unknowable) — restart policies treat that as a failure.
@@ -45,18 +47,24 @@ impl ExitInfo {
 /// A running service instance.
 pub(crate) enum Launched {
     Local(local::LocalProcess),
+    Host(host::RemoteProcess),
+    Container(container::Container),
 }
 
 impl Launched {
     pub fn pid(&self) -> u32 {
         match self {
             Launched::Local(p) => p.pid,
+            Launched::Host(p) => p.pid,
+            Launched::Container(c) => c.pid,
         }
     }
 
     pub fn start_time(&self) -> u64 {
         match self {
             Launched::Local(p) => p.start_time,
+            Launched::Host(p) => p.start_time,
+            Launched::Container(_) => 0,
         }
     }
 
@@ -64,6 +72,8 @@ impl Launched {
     pub async fn wait(&mut self) -> ExitInfo {
         match self {
             Launched::Local(p) => p.wait().await,
+            Launched::Host(p) => p.wait().await,
+            Launched::Container(c) => c.wait().await,
         }
     }
 
@@ -72,6 +82,8 @@ impl Launched {
     pub async fn terminate(&mut self, signal: Signal, timeout: Duration) -> (ExitInfo, bool) {
         match self {
             Launched::Local(p) => p.terminate(signal, timeout).await,
+            Launched::Host(p) => p.terminate(signal, timeout).await,
+            Launched::Container(c) => c.terminate(signal, timeout).await,
         }
     }
 
@@ -79,21 +91,60 @@ impl Launched {
     pub async fn sweep(&self, earlier: Vec<(u32, u64)>) {
         match self {
             Launched::Local(p) => local::sweep(p.pid, earlier).await,
+            Launched::Host(p) => p.clean().await,
+            Launched::Container(c) => c.remove().await,
         }
     }
 }
 
 /// Starts a service with its output appended to `stdout`/`stderr` files in `dir`.
-pub(crate) async fn launch(spec: &Resolved, dir: &Path) -> Result<Launched, String> {
-    match spec.placement {
-        Placement::Local => local::spawn(&spec.launch, dir).await.map(Launched::Local),
+pub(crate) async fn launch(spec: &Resolved, dir: &Path, exec: &Executor) -> Result<Launched, String> {
+    match (&spec.placement, &spec.container) {
+        (_, Some(c)) => container::spawn(exec, c, &spec.launch, spec.stop.signal, dir)
+            .await
+            .map(Launched::Container),
+        (Placement::Host { user, .. }, None) => match &spec.host {
+            Some(h) => host::spawn(exec, &h.target(user.as_deref()), &spec.launch, dir)
+                .await
+                .map(Launched::Host),
+            None => Err("no host resolved".into()),
+        },
+        _ => local::spawn(&spec.launch, dir).await.map(Launched::Local),
     }
 }
 
-/// Re-attaches to a service recorded as running: `Ok(None)` when it is gone (or the pid now
-/// belongs to another process).
-pub(crate) fn reattach(placement: &Placement, pid: u32, start_time: u64) -> Option<Launched> {
-    match placement {
-        Placement::Local => local::attach(pid, start_time).map(Launched::Local),
+/// Re-attaches to a service recorded as running: `None` when it is gone (or the pid now
+/// belongs to another process). Remote processes are found by their run record in `dir` and
+/// pidfile on the host, containers by their labels.
+pub(crate) async fn reattach(
+    spec: &Resolved,
+    dir: &Path,
+    exec: &Executor,
+    pid: u32,
+    start_time: u64,
+) -> Option<Launched> {
+    match (&spec.placement, &spec.container, &spec.host) {
+        (_, Some(c), _) => container::attach(exec, c, dir).await.map(Launched::Container),
+        (Placement::Host { user, .. }, None, Some(h)) => {
+            host::attach(exec, &h.target(user.as_deref()), dir, pid, start_time)
+                .await
+                .map(Launched::Host)
+        }
+        _ => local::attach(pid, start_time).map(Launched::Local),
+    }
+}
+
+/// Where a service's command health checks (and `exec`) run: on its host, as its user, or
+/// inside its container (`container_name`).
+pub(crate) fn probe_target(
+    placement: &Placement,
+    host: Option<&host::HostSpec>,
+    container: Option<&container::ContainerSpec>,
+    container_name: &str,
+) -> Target {
+    match (placement, container, host) {
+        (_, Some(c), _) => c.exec_target(container_name),
+        (Placement::Host { user, .. }, None, Some(h)) => h.target(user.as_deref()),
+        _ => Target::local(),
     }
 }
