@@ -304,6 +304,7 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
         let installed = with_slot(inner, &entry.project, &entry.name, |slot| {
             slot.hash = hash;
             slot.health_check = check;
+            slot.stop = Some(stop);
             slot.ready = ready;
             slot.handle = Some(handle);
         });
@@ -359,10 +360,28 @@ pub(crate) async fn apply(
         rt.base_dir = base.clone();
     }
 
+    // Registry entries, concurrently: the store commits them in one group.
+    let shared = Arc::new(project.clone());
+    let registering: Vec<_> = order
+        .iter()
+        .filter(|n| selected.contains(*n))
+        .map(|name| {
+            let (inner, project, name) = (inner.clone(), shared.clone(), name.clone());
+            smol::spawn(async move { ensure_entry(&inner, &project, &name).await })
+        })
+        .collect();
+    let mut entries = BTreeMap::new();
+    for t in registering {
+        let e = t.await?;
+        entries.insert(e.name.clone(), e);
+    }
+
     // Decide per service.
     let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
     for name in order.iter().filter(|n| selected.contains(*n)) {
-        let entry = ensure_entry(inner, project, name).await?;
+        let Some(entry) = entries.remove(name) else {
+            continue;
+        };
         let plan = match Resolved::new(project, name, base.as_deref()) {
             Err(reason) => Plan::Fail(reason),
             Ok(spec) => {
@@ -557,11 +576,15 @@ async fn start_one(
         return report(inner, &k, Action::Skipped, began, Some(why)).await;
     }
     let hash = spec.hash();
-    let _ = write_atomic(
-        inner.service_dir(project, name).join("hash"),
-        hash.clone().into_bytes(),
-    )
+    // Not synced: a lost hash only means one needless restart after a crash.
+    let hash_file = inner.service_dir(project, name).join("hash");
+    let h = hash.clone();
+    let _ = blocking::unblock(move || {
+        std::fs::create_dir_all(hash_file.parent()?).ok()?;
+        std::fs::write(hash_file, h).ok()
+    })
     .await;
+    let stop = (spec.stop.signal, spec.stop.timeout);
     let gated = spec.health.is_some();
     let limit = spec.startup_timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
     let check = spec.health_description();
@@ -569,6 +592,7 @@ async fn start_one(
     let old = with_slot(inner, project, name, |s| {
         s.hash = Some(hash);
         s.health_check = check;
+        s.stop = Some(stop);
         s.handle.replace(handle)
     });
     drop(old);
@@ -651,17 +675,20 @@ async fn stop_one(
     let began = Instant::now();
     let k = key(&project, &name);
     let entry = inner.store.get(&k).await.ok().flatten()?;
-    let sender = with_slot(&inner, &project, &name, |s| {
-        s.handle.as_ref().map(|h| h.stops.clone())
+    let (sender, stop) = with_slot(&inner, &project, &name, |s| {
+        (s.handle.as_ref().map(|h| h.stops.clone()), s.stop)
     })
-    .flatten();
-    let (signal, configured) = known_project(&inner, &project)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|(p, base)| Resolved::new(&p, &name, base.as_deref()).ok())
-        .map(|s| (s.stop.signal, s.stop.timeout))
-        .unwrap_or((command_executor::Signal::Term, Duration::from_secs(10)));
+    .unwrap_or((None, None));
+    let (signal, configured) = match stop {
+        Some(stop) => stop,
+        None => known_project(&inner, &project)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|(p, base)| Resolved::new(&p, &name, base.as_deref()).ok())
+            .map(|s| (s.stop.signal, s.stop.timeout))
+            .unwrap_or((command_executor::Signal::Term, Duration::from_secs(10))),
+    };
     let mut killed = false;
     let mut stopped = false;
     if let Some(tx) = sender {

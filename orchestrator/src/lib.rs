@@ -127,6 +127,8 @@ pub(crate) struct Slot {
     /// The definition hash of the running instance.
     pub hash: Option<String>,
     pub health_check: Option<String>,
+    /// Signal and timeout of the running instance.
+    pub stop: Option<(command_executor::Signal, std::time::Duration)>,
     pub ready: Arc<Readiness>,
     pub handle: Option<Handle>,
 }
@@ -136,6 +138,7 @@ impl Slot {
         Slot {
             hash: None,
             health_check: None,
+            stop: None,
             ready: Arc::new(Readiness::default()),
             handle: None,
         }

@@ -261,11 +261,40 @@ fn owned(pid: u32) -> Vec<(u32, u64)> {
         .collect()
 }
 
+/// `pid` and its descendants now, from the kernel's per-thread `children` lists: cheap (only
+/// the service's own processes are read), unlike a scan of all of /proc.
+fn descendants(pid: u32) -> Vec<(u32, u64)> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(p) = todo.pop() {
+        if !seen.insert(p) {
+            continue;
+        }
+        let Some(st) = start_time_of(p) else { continue };
+        out.push((p, st));
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let path = t.path().join("children");
+            if let Ok(list) = std::fs::read_to_string(path) {
+                todo.extend(list.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+fn group_exists(pid: u32) -> bool {
+    i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .is_some_and(|p| rustix::process::test_kill_process_group(p).is_ok())
+}
+
 async fn group_alive(pid: u32) -> bool {
-    let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
-        return false;
-    };
-    if rustix::process::test_kill_process_group(p).is_err() {
+    if !group_exists(pid) {
         return false;
     }
     // Zombies still count for kill(0); only live members matter.
@@ -279,17 +308,20 @@ async fn group_alive(pid: u32) -> bool {
 
 /// The processes of the service right now, to be swept after it is stopped.
 pub(crate) async fn snapshot(pid: u32) -> Vec<(u32, u64)> {
-    blocking::unblock(move || owned(pid)).await
+    blocking::unblock(move || descendants(pid)).await
 }
 
-/// SIGKILLs every live process left of the service: what [`owned`] finds now plus `earlier`
-/// (taken before the stop, while the process tree was intact), checked by start time.
+/// SIGKILLs every live process left of the service: those in `earlier` (taken before the stop,
+/// while the process tree was intact; checked by start time), and — when the service had
+/// children or its group still exists — everything [`owned`] finds in its group and session.
+/// An empty `earlier` (the service ended on its own, its tree is gone) always scans.
 pub(crate) async fn sweep(pid: u32, earlier: Vec<(u32, u64)>) {
     blocking::unblock(move || {
+        let scan = earlier.len() != 1 || group_exists(pid);
         let mut earlier = earlier;
         for _ in 0..200 {
-            let mut left = owned(pid);
             earlier.retain(|(p, st)| start_time_of(*p) == Some(*st) && !is_zombie(*p));
+            let mut left = if scan { owned(pid) } else { Vec::new() };
             left.extend(earlier.iter().copied());
             if left.is_empty() {
                 return;
