@@ -329,10 +329,27 @@ pub(crate) async fn apply(
     project: &Project,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport> {
+    apply_selected(inner, project, opts, true).await
+}
+
+/// `with_deps`: also start what the named services depend on (apply), or only them (restart).
+async fn apply_selected(
+    inner: &Arc<Inner>,
+    project: &Project,
+    opts: &ApplyOptions,
+    with_deps: bool,
+) -> Result<ApplyReport> {
     check_project_name(&project.name)?;
     let began = Instant::now();
     let order: Vec<String> = project.start_waves()?.concat();
-    let selected = selection(project, &opts.services)?;
+    let selected = if with_deps || opts.services.is_empty() {
+        selection(project, &opts.services)?
+    } else {
+        selection(project, &[])?
+            .into_iter()
+            .filter(|n| opts.services.contains(n))
+            .collect()
+    };
     let base = opts.base_dir.clone();
     save_project(inner, project, base.as_deref()).await?;
     let previous: BTreeSet<String> = {
@@ -393,8 +410,19 @@ pub(crate) async fn apply(
                     )
                 })
                 .unwrap_or((None, false));
+                let running_hash = match running_hash {
+                    Some(h) => Some(h),
+                    None => async_fs::read_to_string(
+                        inner.service_dir(&project.name, name).join("hash"),
+                    )
+                    .await
+                    .ok(),
+                };
+                let same = running_hash.as_deref() == Some(hash.as_str());
                 let up = is_up(&entry.state) && supervised;
-                if up && running_hash.as_deref() == Some(hash.as_str()) {
+                // A one-shot job that completed with this definition has done its work.
+                let done = matches!(entry.state, ServiceState::Exited { code: Some(0), .. });
+                if (up || done) && same {
                     Plan::Unchanged
                 } else if up {
                     Plan::Start(Box::new(spec), Action::Restarted)
@@ -411,6 +439,17 @@ pub(crate) async fn apply(
         if let Some(Plan::Start(_, Action::Restarted)) = plans.get(name) {
             stop_one(inner.clone(), project.name.clone(), name.clone(), None).await;
         }
+    }
+
+    // What will not be started in this apply is judged by its registry entry.
+    let entries_now = inner.store.list(Some(&project.name)).await?;
+    for e in entries_now {
+        if matches!(plans.get(&e.name), Some(Plan::Start(..) | Plan::Fail(_))) {
+            continue;
+        }
+        with_slot(inner, &project.name, &e.name, |s| {
+            s.ready.update(|r| seed(r, &e));
+        });
     }
 
     // Fresh readiness for everything that starts, before any task looks at it.
@@ -488,6 +527,21 @@ pub(crate) async fn apply(
         project: project.name.clone(),
         services,
     })
+}
+
+/// Readiness of a service this apply does not start, from what the registry says of it.
+fn seed(r: &mut readiness::Ready, e: &ServiceEntry) {
+    let up = is_up(&e.state);
+    r.started |= up || matches!(e.state, ServiceState::Exited { .. });
+    r.healthy |= up && e.health.status == HealthStatus::Healthy;
+    r.completed_ok |= matches!(e.state, ServiceState::Exited { code: Some(0), .. });
+    if !up {
+        r.stopped |= e.state == ServiceState::Stopped;
+        match &e.state {
+            ServiceState::Failed { reason } => r.failed = Some(reason.clone()),
+            other => r.ended = Some(format!("it is {other}")),
+        }
+    }
 }
 
 /// The named services and everything they depend on; all when `names` is empty.
@@ -892,7 +946,7 @@ pub(crate) async fn restart(
             t.await;
         }
     }
-    let mut report = apply(
+    let mut report = apply_selected(
         inner,
         &def,
         &ApplyOptions {
@@ -900,6 +954,7 @@ pub(crate) async fn restart(
             remove_orphans: false,
             base_dir: base,
         },
+        false,
     )
     .await?;
     for s in &mut report.services {

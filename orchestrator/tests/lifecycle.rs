@@ -148,7 +148,10 @@ fn tree(pid: u32) -> BTreeSet<u32> {
 
 /// Processes whose command line is exactly `argv`.
 fn count_cmdline(argv: &[&str]) -> usize {
-    let want: Vec<u8> = argv.iter().flat_map(|a| [a.as_bytes(), b"\0"].concat()).collect();
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| {
@@ -203,7 +206,7 @@ services:
     binary: python3
     args: [-m, http.server, "{port}", --bind, 127.0.0.1]
     ports: [{port}]
-    health_check: {{http: "http://127.0.0.1:{port}/", interval: 100ms, timeout: 1s, retries: 3}}
+    health_check: {{http: "http://127.0.0.1:{port}/", interval: 100ms, timeout: 1s, retries: 3, start_period: 10s}}
   migrate:
     command: "sleep 0.2; echo migrated"
     depends_on: {{db: healthy}}
@@ -257,10 +260,71 @@ services:
             .filter_map(|e| e.runtime.pid)
             .collect();
         assert_eq!(pids.len(), 4, "db, api, worker, cache run");
-        let stopped = fx.orch.stop("graph", StopOptions::default()).await.unwrap();
+        // exec runs in the service's context: its environment and working directory.
+        let argv = ["sh", "-c", "echo $DB; pwd"].map(String::from);
+        let mut proc = fx.orch.exec("graph", "api", &argv).await.unwrap();
+        let mut events = proc.take_events().unwrap();
+        let mut out = Vec::new();
+        while let Some(e) = events.next().await {
+            if let command_executor::Event::Stdout(l) = e {
+                out.push(l.text().into_owned());
+            }
+        }
+        assert_eq!(
+            out,
+            [
+                format!("127.0.0.1:{port}"),
+                fx.dir.path().display().to_string()
+            ]
+        );
+
+        let worker = fx.entry("graph", "worker").await.runtime.pid.unwrap();
+        let restarted = fx.orch.restart("graph", &["worker".into()]).await.unwrap();
+        let w = restarted.services.iter().find(|s| s.name == "worker").unwrap();
+        assert_eq!(w.action, Action::Restarted);
+        assert!(!alive(worker) && w.pid.is_some_and(alive));
+        let pids: Vec<u32> = fx
+            .orch
+            .status(Some("graph"))
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.runtime.pid)
+            .collect();
+        // Idempotent: nothing changed, nothing restarts (nor does the completed one-shot job).
+        let again = fx.apply(&p).await;
+        for s in &again.services {
+            assert_eq!(s.action, Action::Unchanged, "{s:?}");
+        }
+
+        let only_db = StopOptions {
+            services: vec!["db".into()],
+            ..StopOptions::default()
+        };
+        match fx.orch.stop("graph", only_db.clone()).await {
+            Err(Error::HasDependents {
+                service,
+                dependents,
+            }) => {
+                assert_eq!(service, "db");
+                assert_eq!(dependents, ["api"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let forced = StopOptions {
+            force: true,
+            ..only_db
+        };
+        let stopped = fx.orch.stop("graph", forced).await.unwrap();
         let order: Vec<&str> = stopped.services.iter().map(|s| s.name.as_str()).collect();
         let pos = |n| order.iter().position(|o| *o == n).unwrap();
-        assert!(pos("worker") < pos("api") && pos("api") < pos("db"), "{order:?}");
+        assert!(
+            pos("worker") < pos("api") && pos("api") < pos("db"),
+            "{order:?}"
+        );
+        assert!(!order.contains(&"cache"), "{order:?}");
+        assert!(alive(fx.entry("graph", "cache").await.runtime.pid.unwrap()));
+        fx.orch.stop("graph", StopOptions::default()).await.unwrap();
         for pid in pids {
             assert!(!alive(pid), "pid {pid} survived the stop");
         }
@@ -295,7 +359,10 @@ services:
         assert!(!report.is_success());
         let web = report.services.iter().find(|s| s.name == "web").unwrap();
         assert_eq!(web.action, Action::Failed);
-        assert!(web.error.as_deref().unwrap().contains("not ready yet"), "{web:?}");
+        assert!(
+            web.error.as_deref().unwrap().contains("not ready yet"),
+            "{web:?}"
+        );
         assert!(web.last_lines.iter().any(|l| l == "booting"), "{web:?}");
         assert!(web.last_lines.iter().any(|l| l == "oops"), "{web:?}");
         let client = report.services.iter().find(|s| s.name == "client").unwrap();
@@ -307,7 +374,13 @@ services:
         let health = fx.orch.health("sick", &["web".into()]).await.unwrap();
         assert_eq!(health[0].health.status, registry::HealthStatus::Unhealthy);
         assert!(health[0].health.last_check.is_some());
-        assert!(health[0].check.as_deref().unwrap().starts_with("command sh"));
+        assert!(
+            health[0]
+                .check
+                .as_deref()
+                .unwrap()
+                .starts_with("command sh")
+        );
         fx.orch.stop("sick", StopOptions::default()).await.unwrap();
     })
 }
@@ -342,9 +415,16 @@ services:
         }
         assert!(procs.len() >= 8, "only {procs:?}");
         let t = Instant::now();
-        let report = fx.orch.stop("stubborn", StopOptions::default()).await.unwrap();
+        let report = fx
+            .orch
+            .stop("stubborn", StopOptions::default())
+            .await
+            .unwrap();
         let took = t.elapsed();
-        assert!(report.services[0].killed, "TERM was ignored, so KILL was needed");
+        assert!(
+            report.services[0].killed,
+            "TERM was ignored, so KILL was needed"
+        );
         assert!(took < Duration::from_secs(2), "took {took:?}");
         let left: Vec<u32> = procs.iter().copied().filter(|p| alive(*p)).collect();
         assert!(left.is_empty(), "left behind: {left:?}");
@@ -407,10 +487,16 @@ services:
         let tail: Vec<LogLine> = futures_lite::StreamExt::collect(tail).await;
         assert_eq!(tail.len(), 1);
         // The copied raw output takes no disk space any more.
-        let raw = fx.dir.path().join("state/projects/chatty/services/talk/stdout");
+        let raw = fx
+            .dir
+            .path()
+            .join("state/projects/chatty/services/talk/stdout");
         let meta = std::fs::metadata(raw).unwrap();
         use std::os::unix::fs::MetadataExt;
-        assert!(meta.len() > 10_000_000 && meta.blocks() * 512 < 1 << 20, "{meta:?}");
+        assert!(
+            meta.len() > 10_000_000 && meta.blocks() * 512 < 1 << 20,
+            "{meta:?}"
+        );
     })
 }
 
@@ -448,7 +534,9 @@ services:
             })
             .await;
         assert_eq!(e.restart_count, 3);
-        let ServiceState::Failed { reason } = &e.state else { unreachable!() };
+        let ServiceState::Failed { reason } = &e.state else {
+            unreachable!()
+        };
         assert!(reason.contains("max_restarts"), "{reason}");
         let ev = fx.events().await;
         let exits = state_events(&ev, "c", "exited");
@@ -458,7 +546,10 @@ services:
         for (i, want) in [100u64, 200, 300].into_iter().enumerate() {
             let gap = starts[i + 1].time.duration_since(exits[i].time);
             let ms = gap.as_millis() as u64;
-            assert!(ms >= want && ms < want + 250, "restart {i}: {ms} ms, want {want}");
+            assert!(
+                ms >= want && ms < want + 250,
+                "restart {i}: {ms} ms, want {want}"
+            );
         }
         // Followed across every restart.
         let mut follow = follow.unwrap();
@@ -493,7 +584,11 @@ services:
         ));
         let report = fx.apply(&p).await;
         assert_eq!(
-            report.services.iter().filter(|s| s.action == Action::Started).count(),
+            report
+                .services
+                .iter()
+                .filter(|s| s.action == Action::Started)
+                .count(),
             3
         );
         let before: Vec<(String, u32)> = fx
@@ -577,7 +672,14 @@ services:
   gone: {binary: sleep, args: ["60"]}
 "#;
         let report = fx.apply(&fx.project(yaml)).await;
-        let get = |n: &str| report.services.iter().find(|s| s.name == n).unwrap().clone();
+        let get = |n: &str| {
+            report
+                .services
+                .iter()
+                .find(|s| s.name == n)
+                .unwrap()
+                .clone()
+        };
         assert_eq!(get("bad").action, Action::Failed);
         assert!(get("bad").error.unwrap().contains("not found"));
         assert_eq!(get("after-bad").action, Action::Skipped);
@@ -587,13 +689,25 @@ services:
 
         let steady = fx.entry("partial", "steady").await.runtime.pid.unwrap();
         let good = fx.entry("partial", "good").await.runtime.pid.unwrap();
-        let changed = yaml.replace("V: \"1\"", "V: \"2\"").replace("  gone: {binary: sleep, args: [\"60\"]}\n", "");
+        let changed = yaml
+            .replace("V: \"1\"", "V: \"2\"")
+            .replace("  gone: {binary: sleep, args: [\"60\"]}\n", "");
         let report = fx.apply(&fx.project(&changed)).await;
-        let get = |n: &str| report.services.iter().find(|s| s.name == n).unwrap().clone();
+        let get = |n: &str| {
+            report
+                .services
+                .iter()
+                .find(|s| s.name == n)
+                .unwrap()
+                .clone()
+        };
         assert_eq!(get("steady").action, Action::Unchanged);
         assert_eq!(get("good").action, Action::Restarted);
         assert_eq!(get("gone").action, Action::Orphaned);
-        assert_eq!(fx.entry("partial", "steady").await.runtime.pid, Some(steady));
+        assert_eq!(
+            fx.entry("partial", "steady").await.runtime.pid,
+            Some(steady)
+        );
         assert!(!alive(good));
         let new_good = fx.entry("partial", "good").await.runtime.pid.unwrap();
         assert!(alive(new_good));
