@@ -123,6 +123,9 @@ pub enum Command {
     /// Build and verify deployable packages.
     #[command(subcommand)]
     Package(crate::commands::package::PackageCommand),
+    /// The SSH hosts of the services file.
+    #[command(subcommand)]
+    Hosts(HostsCommand),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -178,6 +181,13 @@ pub struct ListenArgs {
     /// Set by `daemon start` and auto-start: leave the caller's session.
     #[arg(long, hide = true)]
     pub detached: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostsCommand {
+    /// Per host: reachable, authenticated, `sudo -n` works, docker reachable (and as whom),
+    /// latency; a hint for each failure (exit 1 when something the project needs fails).
+    Check,
 }
 
 #[derive(Debug, Subcommand)]

@@ -120,7 +120,9 @@ impl<'a> Resolver<'a> {
                     .ports
                     .first()
                     .ok_or_else(|| format!("{reference}: service {name:?} declares no ports"))?;
-                Ok(reachable_port(name, &placement, port).map_err(e)?.to_string())
+                Ok(reachable_port(name, &placement, port)
+                    .map_err(e)?
+                    .to_string())
             }
             Property::NamedPort(want) => {
                 let port = provider
@@ -130,7 +132,9 @@ impl<'a> Resolver<'a> {
                     .ok_or_else(|| {
                         format!("{reference}: service {name:?} has no port named {want:?}")
                     })?;
-                Ok(reachable_port(name, &placement, port).map_err(e)?.to_string())
+                Ok(reachable_port(name, &placement, port)
+                    .map_err(e)?
+                    .to_string())
             }
         }
     }
@@ -157,11 +161,7 @@ fn host(project: &Project, from: &Placement, to: &Placement) -> Result<String, S
 }
 
 /// A process binds its port itself; a container is reached on its published port.
-fn reachable_port(
-    name: &str,
-    to: &Placement,
-    port: &harness_config::Port,
-) -> Result<u16, String> {
+fn reachable_port(name: &str, to: &Placement, port: &harness_config::Port) -> Result<u16, String> {
     match to {
         Placement::Container { .. } => port.published.ok_or_else(|| {
             format!(

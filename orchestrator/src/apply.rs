@@ -246,7 +246,11 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
             Some((p, base)) => Resolved::new(p, &entry.name, base.as_deref()),
             None => Err("its project definition is missing from the state directory".into()),
         };
-        let alive = match (&resolved, entry.runtime.pid, entry.runtime.process_start_time) {
+        let alive = match (
+            &resolved,
+            entry.runtime.pid,
+            entry.runtime.process_start_time,
+        ) {
             (Ok(spec), Some(pid), Some(st)) => {
                 let dir = inner.service_dir(&entry.project, &entry.name);
                 crate::runtime::reattach(spec, &dir, &inner.executor, pid, st).await

@@ -204,11 +204,7 @@ fn stack_across_hosts_and_engines() {
         );
         let p = fx.project(&yaml);
         let report = fx.apply(&p).await;
-        assert!(
-            report.failures().next().is_none(),
-            "{:#?}",
-            report.services
-        );
+        assert!(report.failures().next().is_none(), "{:#?}", report.services);
 
         // Addresses: the consumer on h3 reaches the api on h1 and the container on h2.
         let consumer = fx.entry("rstack", "consumer").await;
@@ -280,12 +276,19 @@ fn stack_across_hosts_and_engines() {
         async_io::Timer::after(Duration::from_millis(500)).await;
         for (name, pid) in &pids {
             let e = fx.entry("rstack", name).await;
-            assert!(matches!(e.state, ServiceState::Running), "{name}: {:?}", e.state);
+            assert!(
+                matches!(e.state, ServiceState::Running),
+                "{name}: {:?}",
+                e.state
+            );
             assert_eq!(&e.runtime.pid, pid, "{name} was not re-attached");
         }
         let report = fx.apply(&p).await;
         assert!(
-            report.services.iter().all(|s| s.action == Action::Unchanged),
+            report
+                .services
+                .iter()
+                .all(|s| s.action == Action::Unchanged),
             "{:#?}",
             report.services
         );
@@ -308,7 +311,10 @@ fn stack_across_hosts_and_engines() {
         );
         let after = ticks(&fx.lines("rstack", "api").await);
         let want: Vec<u64> = (1..=after.len() as u64).collect();
-        assert_eq!(after, want, "api lines lost or doubled across the re-attach");
+        assert_eq!(
+            after, want,
+            "api lines lost or doubled across the re-attach"
+        );
 
         // Stop: nothing left on any host, no container.
         fx.orch()
@@ -327,7 +333,9 @@ fn stack_across_hosts_and_engines() {
             let port = format!("-p {api_port}");
             for pat in ["echo api-", port.as_str(), "busybox wget", "HARNESS-D"] {
                 assert!(
-                    wait_for(Duration::from_secs(5), || tb.processes_on(h, pat).is_empty()),
+                    wait_for(Duration::from_secs(5), || tb
+                        .processes_on(h, pat)
+                        .is_empty()),
                     "left on {h}: {:?}",
                     tb.processes_on(h, pat)
                 );
@@ -395,7 +403,11 @@ services:
         let p = fx.project(&yaml);
         let began = Instant::now();
         let report = fx.apply(&p).await;
-        assert!(began.elapsed() < Duration::from_secs(25), "took {:?}", began.elapsed());
+        assert!(
+            began.elapsed() < Duration::from_secs(25),
+            "took {:?}",
+            began.elapsed()
+        );
         let by = |n: &str| report.services.iter().find(|s| s.name == n).unwrap();
         let err = |n: &str| {
             let s = by(n);
@@ -403,11 +415,20 @@ services:
             s.error.clone().unwrap_or_default()
         };
         let e = err("unreachable");
-        assert!(e.contains("gone") && (e.contains("unreachable") || e.contains("timed out")), "{e}");
+        assert!(
+            e.contains("gone") && (e.contains("unreachable") || e.contains("timed out")),
+            "{e}"
+        );
         let e = err("wrongkey");
-        assert!(e.contains("badkey") && e.contains("authentication failed"), "{e}");
+        assert!(
+            e.contains("badkey") && e.contains("authentication failed"),
+            "{e}"
+        );
         let e = err("sudopw");
-        assert!(e.contains("pw") && e.contains("sudo needs a password"), "{e}");
+        assert!(
+            e.contains("pw") && e.contains("sudo needs a password"),
+            "{e}"
+        );
         let e = err("noimage");
         assert!(e.contains("h2") && e.contains("image"), "{e}");
         assert_eq!(by("fine").action, Action::Started);

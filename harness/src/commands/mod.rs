@@ -12,6 +12,7 @@ mod daemon;
 mod events;
 mod exec;
 mod health;
+mod hosts_check;
 mod logs;
 pub mod package;
 mod restart;
@@ -64,6 +65,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Config(ConfigCommand::Deps) => config_deps::run(&ctx),
         Command::Config(ConfigCommand::Schema) => config_schema::run(&ctx),
         Command::Package(cmd) => package::run(&ctx, cmd),
+        Command::Hosts(crate::cli::HostsCommand::Check) => hosts_check::run(&ctx),
         Command::Completions { shell } => completions::run(shell),
     };
     status as u8

@@ -79,7 +79,10 @@ impl ContainerSpec {
 
 /// The container's name for `<project>/<service>` (from the local service directory).
 pub(crate) fn container_name(dir: &Path) -> String {
-    let svc = dir.file_name().and_then(|n| n.to_str()).unwrap_or("service");
+    let svc = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("service");
     let project = dir
         .parent()
         .and_then(Path::parent)
@@ -138,10 +141,7 @@ async fn docker(
     }
     argv.extend(args.iter().map(OsString::from));
     let cmd = Command::new(&argv[0]).args(&argv[1..]).timeout(limit);
-    let out = exec
-        .output(target, &cmd)
-        .await
-        .map_err(|e| e.to_string())?;
+    let out = exec.output(target, &cmd).await.map_err(|e| e.to_string())?;
     Ok(out)
 }
 
@@ -151,7 +151,8 @@ fn failure(target: &Target, what: &str, out: &Output) -> String {
     let host = target.host();
     if err.contains("No such image") || err.contains("Unable to find image") {
         format!("on {host}: image not found: {err}")
-    } else if err.contains("Cannot connect to the Docker daemon") || err.contains("error during connect")
+    } else if err.contains("Cannot connect to the Docker daemon")
+        || err.contains("error during connect")
     {
         format!("on {host}: docker engine not reachable: {err}")
     } else if out.status.code() == Some(127) {
@@ -195,8 +196,10 @@ pub(crate) async fn spawn(
     run.extra_args = vec!["--pull".into(), "never".into()];
     if spec.host.is_none() {
         // Lets a container reach services of the daemon's machine (see ADR 0020).
-        run.extra_args
-            .extend(["--add-host".into(), "host.docker.internal:host-gateway".into()]);
+        run.extra_args.extend([
+            "--add-host".into(),
+            "host.docker.internal:host-gateway".into(),
+        ]);
     }
     if !launch.program.is_empty() {
         let mut cmd: Vec<OsString> = vec![launch.program.clone().into()];
@@ -212,7 +215,13 @@ pub(crate) async fn spawn(
     if !out.status.success() {
         return Err(failure(&target, "docker run", &out));
     }
-    let id = out.stdout_text().lines().last().unwrap_or("").trim().to_owned();
+    let id = out
+        .stdout_text()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_owned();
     if id.is_empty() {
         return Err(format!("on {}: docker run printed no id", target.host()));
     }
@@ -425,14 +434,22 @@ async fn follow(
                 }
                 append(&dir, &mut files, stream, &bytes).await;
                 if last_save.elapsed() > Duration::from_millis(200) {
-                    let p = shared.progress.lock().map(|p| p.clone()).unwrap_or_default();
+                    let p = shared
+                        .progress
+                        .lock()
+                        .map(|p| p.clone())
+                        .unwrap_or_default();
                     save_progress(&dir, &p).await;
                     last_save = Instant::now();
                 }
             }
         }
         let status = proc.wait().await;
-        let p = shared.progress.lock().map(|p| p.clone()).unwrap_or_default();
+        let p = shared
+            .progress
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
         save_progress(&dir, &p).await;
         // `docker logs -f` ends by itself only when the container stopped.
         if matches!(status, Ok(s) if s.success()) {
@@ -440,7 +457,12 @@ async fn follow(
                 &exec,
                 &target,
                 &cli,
-                &["inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", &id],
+                &[
+                    "inspect",
+                    "-f",
+                    "{{.State.Running}} {{.State.ExitCode}}",
+                    &id,
+                ],
                 exec.options().op_timeout,
             )
             .await;

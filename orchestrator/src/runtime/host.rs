@@ -272,7 +272,11 @@ done
 "#;
 
 fn sh(script: String, args: impl IntoIterator<Item = String>) -> Command {
-    Command::new("sh").arg("-c").arg(script).arg("sh").args(args)
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .args(args)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -359,7 +363,11 @@ impl Follower {
         let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         let mut v = vec![STATE_ROOT.to_owned()];
         for (k, r) in runs.iter() {
-            v.extend([k.clone(), r.offsets[0].to_string(), r.offsets[1].to_string()]);
+            v.extend([
+                k.clone(),
+                r.offsets[0].to_string(),
+                r.offsets[1].to_string(),
+            ]);
         }
         v
     }
@@ -559,7 +567,10 @@ fn run_dir(key: &str) -> String {
 
 /// `<project>/<service>` from the local service directory (`.../projects/P/services/S`).
 fn service_key(dir: &Path) -> String {
-    let svc = dir.file_name().and_then(|n| n.to_str()).unwrap_or("service");
+    let svc = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("service");
     let project = dir
         .parent()
         .and_then(Path::parent)
@@ -594,8 +605,8 @@ pub(crate) async fn spawn(
     args.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
     args.push(spec.program.clone());
     args.extend(spec.args.iter().cloned());
-    let cmd = sh(format!("{START_TIME_FN}{HOME_DIR}{START}"), args)
-        .timeout(exec.options().start_timeout);
+    let cmd =
+        sh(format!("{START_TIME_FN}{HOME_DIR}{START}"), args).timeout(exec.options().start_timeout);
     let follower = Follower::get(exec, target);
     follower.register(&key, dir, [0, 0]);
     let failed = |why: String| {

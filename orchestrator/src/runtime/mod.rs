@@ -98,7 +98,11 @@ impl Launched {
 }
 
 /// Starts a service with its output appended to `stdout`/`stderr` files in `dir`.
-pub(crate) async fn launch(spec: &Resolved, dir: &Path, exec: &Executor) -> Result<Launched, String> {
+pub(crate) async fn launch(
+    spec: &Resolved,
+    dir: &Path,
+    exec: &Executor,
+) -> Result<Launched, String> {
     match (&spec.placement, &spec.container) {
         (_, Some(c)) => container::spawn(exec, c, &spec.launch, spec.stop.signal, dir)
             .await
@@ -124,7 +128,9 @@ pub(crate) async fn reattach(
     start_time: u64,
 ) -> Option<Launched> {
     match (&spec.placement, &spec.container, &spec.host) {
-        (_, Some(c), _) => container::attach(exec, c, dir).await.map(Launched::Container),
+        (_, Some(c), _) => container::attach(exec, c, dir)
+            .await
+            .map(Launched::Container),
         (Placement::Host { user, .. }, None, Some(h)) => {
             host::attach(exec, &h.target(user.as_deref()), dir, pid, start_time)
                 .await
