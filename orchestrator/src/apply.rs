@@ -345,6 +345,7 @@ async fn apply_selected(
 ) -> Result<ApplyReport> {
     check_project_name(&project.name)?;
     let began = Instant::now();
+    let generation = inner.generation(&project.name);
     let order: Vec<String> = project.start_waves()?.concat();
     let selected = if with_deps || opts.services.is_empty() {
         selection(project, &opts.services)?
@@ -490,7 +491,7 @@ async fn apply_selected(
         let n = name.clone();
         let task =
             smol::spawn(
-                async move { start_one(&inner, &project_name, &n, plan, deps, began).await },
+                async move { start_one(&inner, &project_name, &n, plan, deps, began, generation).await },
             );
         tasks.push((name.clone(), task));
     }
@@ -586,7 +587,9 @@ async fn start_one(
     plan: Plan,
     deps: Vec<(String, Condition, Arc<Readiness>, Option<Duration>)>,
     began: Instant,
+    generation: u64,
 ) -> ServiceReport {
+    const STOPPED: &str = "not started: a stop was requested";
     let k = key(project, name);
     let ready = with_slot(inner, project, name, |s| s.ready.clone()).unwrap_or_default();
     let (spec, action) = match plan {
@@ -607,12 +610,20 @@ async fn start_one(
     };
     for (dep, cond, r, timeout) in deps {
         let limit = timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
-        let waited = async { Some(r.wait(|st| readiness::condition(st, cond)).await) }
+        let waited = async { Some(Some(r.wait(|st| readiness::condition(st, cond)).await)) }
             .or(async {
                 Timer::after(limit).await;
+                Some(None)
+            })
+            .or(async {
+                inner.cancelled(project, generation).await;
                 None
             })
             .await;
+        let Some(waited) = waited else {
+            set_state(&inner.store, &k, ServiceState::Stopped).await;
+            return report(inner, &k, Action::Skipped, began, Some(STOPPED.into())).await;
+        };
         let why = match waited {
             Some(Ok(())) => continue,
             Some(Err(why)) => format!("dependency {dep} failed: {why}"),
@@ -646,6 +657,11 @@ async fn start_one(
     let gated = spec.health.is_some();
     let limit = spec.startup_timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
     let check = spec.health_description();
+    // No await from here to the spawn: a stop either came before (skip) or will find it.
+    if inner.generation(project) != generation {
+        set_state(&inner.store, &k, ServiceState::Stopped).await;
+        return report(inner, &k, Action::Skipped, began, Some(STOPPED.into())).await;
+    }
     let handle = spawn_supervisor(inner, project, spec, ready.clone(), Begin::Launch);
     let old = with_slot(inner, project, name, |s| {
         s.hash = Some(hash);
@@ -663,6 +679,10 @@ async fn start_one(
         .or(async {
             Timer::after(limit).await;
             None
+        })
+        .or(async {
+            inner.cancelled(project, generation).await;
+            Some(Err("a stop was requested before it was ready".into()))
         })
         .await;
     match outcome {

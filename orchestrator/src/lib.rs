@@ -113,6 +113,10 @@ pub(crate) struct Inner {
     /// Applies, stops and restarts run one at a time.
     pub ops: async_lock::Mutex<()>,
     pub shut: std::sync::atomic::AtomicBool,
+    /// Bumped per project by every stop, so that an apply still waiting for readiness gives up
+    /// at once instead of holding `ops` (and the stop) until its startup timeouts.
+    pub generations: Mutex<BTreeMap<String, u64>>,
+    pub generation_changed: event_listener::Event,
 }
 
 /// A project as applied.
@@ -170,6 +174,8 @@ impl Orchestrator {
             hubs: Mutex::new(HashMap::new()),
             ops: async_lock::Mutex::new(()),
             shut: false.into(),
+            generations: Mutex::new(BTreeMap::new()),
+            generation_changed: event_listener::Event::new(),
         });
         let orch = Orchestrator {
             life: Arc::new(Life(inner)),
@@ -211,6 +217,7 @@ impl Orchestrator {
     /// stops those dependents first.
     pub async fn stop(&self, project: &str, opts: StopOptions) -> Result<StopReport> {
         let inner = self.inner()?;
+        inner.cancel(project);
         let _op = inner.ops.lock().await;
         apply::stop(inner, project, &opts).await
     }
@@ -265,6 +272,9 @@ impl Orchestrator {
     /// first; without, they keep running for the next daemon to re-attach.
     pub async fn shutdown(&self, stop_services: bool) -> Result<()> {
         let inner = self.inner()?;
+        for name in self.projects() {
+            inner.cancel(&name);
+        }
         {
             let _op = inner.ops.lock().await;
             if stop_services {
@@ -289,6 +299,32 @@ impl Orchestrator {
 }
 
 impl Inner {
+    pub fn generation(&self, project: &str) -> u64 {
+        self.generations
+            .lock()
+            .map(|g| g.get(project).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Makes pending starts of `project` give up (see `generations`).
+    pub fn cancel(&self, project: &str) {
+        if let Ok(mut g) = self.generations.lock() {
+            *g.entry(project.to_owned()).or_insert(0) += 1;
+        }
+        self.generation_changed.notify(usize::MAX);
+    }
+
+    /// Resolves once `project` was cancelled after generation `seen`.
+    pub async fn cancelled(&self, project: &str, seen: u64) {
+        loop {
+            let listener = self.generation_changed.listen();
+            if self.generation(project) != seen {
+                return;
+            }
+            listener.await;
+        }
+    }
+
     /// Cancels every supervisor; the processes keep running.
     fn detach_all(&self) {
         let handles: Vec<Handle> = match self.projects.lock() {

@@ -64,11 +64,19 @@ impl Fx {
     ) -> ServiceEntry {
         let end = Instant::now() + within;
         loop {
-            let e = self.entry(project, name).await;
-            if f(&e.state) {
-                return e;
+            let e = self
+                .orch
+                .status(Some(project))
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|e| e.name == name);
+            if let Some(e) = &e
+                && f(&e.state)
+            {
+                return e.clone();
             }
-            assert!(Instant::now() < end, "{name} stayed {:?}", e.state);
+            assert!(Instant::now() < end, "{name} stayed {e:?}");
             async_io::Timer::after(Duration::from_millis(20)).await;
         }
     }
@@ -280,7 +288,11 @@ services:
 
         let worker = fx.entry("graph", "worker").await.runtime.pid.unwrap();
         let restarted = fx.orch.restart("graph", &["worker".into()]).await.unwrap();
-        let w = restarted.services.iter().find(|s| s.name == "worker").unwrap();
+        let w = restarted
+            .services
+            .iter()
+            .find(|s| s.name == "worker")
+            .unwrap();
         assert_eq!(w.action, Action::Restarted);
         assert!(!alive(worker) && w.pid.is_some_and(alive));
         let pids: Vec<u32> = fx
@@ -713,5 +725,60 @@ services:
         assert!(alive(new_good));
         fx.orch.shutdown(true).await.unwrap();
         assert!(!alive(new_good) && !alive(steady));
+    })
+}
+
+#[test]
+fn stop_during_a_health_gated_start_ends_the_wait_and_starts_nothing_more() {
+    smol::block_on(async {
+        let fx = Fx::new().await;
+        let p = fx.project(
+            r#"
+name: impatient
+services:
+  slow:
+    binary: sleep
+    args: ["60"]
+    health_check: {tcp: {port: 9, host: 127.0.0.1}, interval: 100ms, retries: 1000}
+    startup_timeout: 60s
+  after:
+    binary: sleep
+    args: ["60"]
+    depends_on: {slow: healthy}
+"#,
+        );
+        let applying = {
+            let orch = fx.orch.clone();
+            let opts = ApplyOptions {
+                base_dir: Some(fx.dir.path().to_path_buf()),
+                ..ApplyOptions::default()
+            };
+            smol::spawn(async move { orch.apply(&p, opts).await })
+        };
+        fx.wait_state("impatient", "slow", Duration::from_secs(5), |s| {
+            *s == ServiceState::Starting
+        })
+        .await;
+        let mut pid = None;
+        while pid.is_none() {
+            pid = fx.entry("impatient", "slow").await.runtime.pid;
+            async_io::Timer::after(Duration::from_millis(5)).await;
+        }
+        let t = Instant::now();
+        fx.orch
+            .stop("impatient", StopOptions::default())
+            .await
+            .unwrap();
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        let report = applying.await.unwrap();
+        let get = |n: &str| report.services.iter().find(|s| s.name == n).unwrap();
+        assert_eq!(get("slow").action, Action::Failed);
+        assert_eq!(get("after").action, Action::Skipped);
+        assert!(get("after").error.as_deref().unwrap().contains("stop"));
+        for e in fx.orch.status(Some("impatient")).await.unwrap() {
+            assert!(e.runtime.pid.is_none(), "{e:?}");
+            assert_eq!(e.state, ServiceState::Stopped, "{}", e.name);
+        }
+        assert!(pid.is_some_and(|p| !alive(p)));
     })
 }
