@@ -70,7 +70,7 @@ pub(crate) const HEALTH_KEYS: &[&str] = &[
     "start_period",
 ];
 pub(crate) const TCP_KEYS: &[&str] = &["port", "host", "timeout"];
-pub(crate) const RESTART_KEYS: &[&str] = &["policy", "max_restarts", "backoff"];
+pub(crate) const RESTART_KEYS: &[&str] = &["policy", "max_restarts", "backoff", "on_unhealthy"];
 pub(crate) const BACKOFF_KEYS: &[&str] = &["initial", "max"];
 pub(crate) const STOP_KEYS: &[&str] = &["signal", "timeout"];
 pub(crate) const DEPENDS_ON_LONG_KEYS: &[&str] = &["condition"];
@@ -1262,10 +1262,15 @@ impl<'a> Decoder<'a> {
                 }
             }
         }
+        let on_unhealthy = f
+            .get("on_unhealthy")
+            .and_then(|n| self.boolean(n, &p("on_unhealthy")))
+            .unwrap_or(false);
         Some(Restart {
             policy,
             max_restarts,
             backoff,
+            on_unhealthy,
         })
     }
 

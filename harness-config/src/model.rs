@@ -327,6 +327,9 @@ pub struct Restart {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_restarts: Option<u32>,
     pub backoff: Backoff,
+    /// Also restart (through the backoff) when the health check turns unhealthy.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub on_unhealthy: bool,
 }
 
 impl Default for Restart {
@@ -335,6 +338,7 @@ impl Default for Restart {
             policy: RestartPolicy::No,
             max_restarts: None,
             backoff: Backoff::default(),
+            on_unhealthy: false,
         }
     }
 }

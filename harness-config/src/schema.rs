@@ -250,6 +250,8 @@ struct Restart {
     policy: Option<RestartPolicy>,
     max_restarts: Option<u32>,
     backoff: Option<Backoff>,
+    /// Also restart when the health check turns unhealthy.
+    on_unhealthy: Option<bool>,
 }
 
 #[derive(JsonSchema)]

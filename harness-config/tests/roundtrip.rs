@@ -102,6 +102,7 @@ fn service(index: usize, earlier: Vec<String>) -> impl Strategy<Value = Service>
                 initial: a.min(b),
                 max: a.max(b),
             },
+            on_unhealthy: false,
         });
     let stop = (
         proptest::sample::select(vec!["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP"]),

@@ -19,10 +19,11 @@ pub(crate) async fn check(
     timeout: Duration,
     exec: &Executor,
     target: &Target,
+    context: (&[(String, String)], Option<&str>),
 ) -> Result<String, String> {
     let run = async {
         match probe {
-            Probe::Command(argv) => command(argv, timeout, exec, target).await,
+            Probe::Command(argv) => command(argv, timeout, exec, target, context).await,
             Probe::Http { url } => http(url).await,
             Probe::Tcp { host, port } => tcp(host, *port).await,
         }
@@ -56,11 +57,18 @@ async fn command(
     timeout: Duration,
     exec: &Executor,
     target: &Target,
+    (env, cwd): (&[(String, String)], Option<&str>),
 ) -> Result<String, String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("empty health check command".into());
     };
-    let cmd = Command::new(program).args(args).timeout(timeout);
+    let mut cmd = Command::new(program).args(args).timeout(timeout);
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    if let Some(cwd) = cwd {
+        cmd = cmd.current_dir(cwd);
+    }
     match exec.output(target, &cmd).await {
         Ok(out) => {
             let text = format!("{}{}", out.stdout_text(), out.stderr_text());

@@ -48,6 +48,11 @@ pub(crate) struct HealthSpec {
     /// Where a command probe runs.
     #[serde(skip)]
     pub target: command_executor::Target,
+    /// A command probe runs in the service's context: its environment and working directory.
+    #[serde(skip)]
+    pub env: Vec<(String, String)>,
+    #[serde(skip)]
+    pub cwd: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,6 +153,8 @@ impl Resolved {
                 retries: hc.retries.max(1),
                 start_period: hc.start_period,
                 target: exec_target.clone(),
+                env: launch.env.clone(),
+                cwd: launch.cwd.clone(),
             }),
         };
         let signal: Signal = service

@@ -56,6 +56,8 @@ pub(crate) struct Supervisor {
 enum Woke {
     Exited(ExitInfo),
     Stop(StopRequest),
+    /// The health check turned unhealthy and `restart.on_unhealthy` is set.
+    Unhealthy,
 }
 
 impl Supervisor {
@@ -79,7 +81,7 @@ impl Supervisor {
                     };
                     self.record_exit(info).await;
                     if !self
-                        .restart_after(info, Duration::ZERO, &mut attempt, &mut delay)
+                        .restart_after(info, false, Duration::ZERO, &mut attempt, &mut delay)
                         .await
                     {
                         return;
@@ -96,6 +98,7 @@ impl Supervisor {
                 }
             };
             self.ready.update(|r| r.started = true);
+            let (unhealthy_tx, unhealthy) = async_channel::bounded::<()>(1);
             let health = self.spec.health.clone().map(|h| {
                 smol::spawn(health_loop(
                     self.store.clone(),
@@ -103,6 +106,7 @@ impl Supervisor {
                     self.key.clone(),
                     h,
                     self.ready.clone(),
+                    self.spec.restart.on_unhealthy.then_some(unhealthy_tx),
                 ))
             });
             let pump = self.hub.pump();
@@ -115,7 +119,13 @@ impl Supervisor {
                         Err(_) => futures_lite::future::pending().await,
                     }
                 };
-                exited.or(stop).await
+                let sick = async {
+                    match unhealthy.recv().await {
+                        Ok(()) => Woke::Unhealthy,
+                        Err(_) => futures_lite::future::pending().await,
+                    }
+                };
+                exited.or(stop).or(sick).await
             };
             match woke {
                 Woke::Stop(req) => {
@@ -135,7 +145,27 @@ impl Supervisor {
                     pump.finish().await;
                     self.record_exit(info).await;
                     let up = up_since.elapsed();
-                    if !self.restart_after(info, up, &mut attempt, &mut delay).await {
+                    if !self
+                        .restart_after(info, false, up, &mut attempt, &mut delay)
+                        .await
+                    {
+                        return;
+                    }
+                    begin = Begin::Launch;
+                }
+                Woke::Unhealthy => {
+                    drop(health);
+                    tracing::info!(service = %self.key, "unhealthy: restarting");
+                    let (info, _) = proc
+                        .terminate(self.spec.stop.signal, self.spec.stop.timeout)
+                        .await;
+                    pump.finish().await;
+                    self.record_exit(info).await;
+                    let up = up_since.elapsed();
+                    if !self
+                        .restart_after(info, true, up, &mut attempt, &mut delay)
+                        .await
+                    {
                         return;
                     }
                     begin = Begin::Launch;
@@ -192,15 +222,18 @@ impl Supervisor {
     }
 
     /// Decides on a restart after an exit; waits out the backoff. False when the supervisor is done.
+    /// `unhealthy`: the process was stopped because its health check failed.
     async fn restart_after(
         &self,
         info: ExitInfo,
+        unhealthy: bool,
         up: Duration,
         attempt: &mut u32,
         delay: &mut Duration,
     ) -> bool {
         let policy = &self.spec.restart;
         let restart = match policy.policy {
+            _ if unhealthy => true,
             RestartPolicy::No => false,
             RestartPolicy::OnFailure => !info.success(),
             RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
@@ -302,6 +335,7 @@ async fn health_loop(
     key: ServiceKey,
     spec: HealthSpec,
     ready: Arc<Readiness>,
+    on_unhealthy: Option<Sender<()>>,
 ) {
     let target = spec.target.clone();
     let began = Instant::now();
@@ -311,7 +345,9 @@ async fn health_loop(
     let fast = spec.interval.min(Duration::from_millis(200));
     Timer::after(Duration::from_millis(20).min(spec.interval)).await;
     loop {
-        let result = crate::health::check(&spec.probe, spec.timeout, &executor, &target).await;
+        let context = (spec.env.as_slice(), spec.cwd.as_deref());
+        let result =
+            crate::health::check(&spec.probe, spec.timeout, &executor, &target, context).await;
         let now = Instant::now();
         let (ok, output) = match result {
             Ok(o) => (true, o),
@@ -359,7 +395,12 @@ async fn health_loop(
                 r.healthy = true;
                 r.unhealthy = None;
             }),
-            HealthStatus::Unhealthy => ready.update(|r| r.unhealthy = Some(output)),
+            HealthStatus::Unhealthy => {
+                ready.update(|r| r.unhealthy = Some(output));
+                if let Some(tx) = &on_unhealthy {
+                    let _ = tx.try_send(());
+                }
+            }
             HealthStatus::Unknown => {}
         }
         let wait = if status == HealthStatus::Healthy {

@@ -782,3 +782,45 @@ services:
         assert!(pid.is_some_and(|p| !alive(p)));
     })
 }
+
+#[test]
+fn unhealthy_service_restarts_when_configured_and_checks_run_in_its_context() {
+    smol::block_on(async {
+        let fx = Fx::new().await;
+        std::fs::write(fx.dir.path().join("ok"), "").unwrap();
+        let p = fx.project(
+            r#"
+name: heal
+services:
+  h:
+    binary: sleep
+    args: ["60"]
+    env: {FLAG: ok}
+    health_check:
+      command: sh
+      args: [-c, 'test -e "$$FLAG"']
+      interval: 100ms
+      retries: 2
+    restart: {policy: "no", on_unhealthy: true, backoff: {initial: 100ms, max: 100ms}}
+"#,
+        );
+        assert!(fx.apply(&p).await.is_success());
+        let first = fx.entry("heal", "h").await.runtime.pid.unwrap();
+        std::fs::remove_file(fx.dir.path().join("ok")).unwrap();
+        let e = fx
+            .wait_state("heal", "h", Duration::from_secs(5), |s| {
+                matches!(s, ServiceState::Restarting { .. })
+            })
+            .await;
+        assert_eq!(e.restart_count, 1);
+        assert!(!alive(first));
+        std::fs::write(fx.dir.path().join("ok"), "").unwrap();
+        let e = fx
+            .wait_state("heal", "h", Duration::from_secs(5), |s| {
+                *s == ServiceState::Running
+            })
+            .await;
+        assert!(e.runtime.pid.is_some_and(|p| p != first && alive(p)));
+        fx.orch.stop("heal", StopOptions::default()).await.unwrap();
+    })
+}
