@@ -123,6 +123,8 @@ pub enum Command {
     /// Build and verify deployable packages.
     #[command(subcommand)]
     Package(crate::commands::package::PackageCommand),
+    /// Ship a package to hosts over SSH (verified, installed atomically), or roll it back.
+    Deploy(crate::commands::deploy::DeployArgs),
     /// The SSH hosts of the services file.
     #[command(subcommand)]
     Hosts(HostsCommand),

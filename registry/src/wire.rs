@@ -58,9 +58,13 @@ pub mod methods {
     pub const DAEMON_STATUS: &str = "daemon.status";
     /// [`super::DaemonStopParams`] → `{}`: the daemon answers, then shuts down.
     pub const DAEMON_STOP: &str = "daemon.stop";
+    /// [`super::DeployParams`] → [`super::DeployResult`], streaming [`super::DeployProgress`].
+    pub const DEPLOY: &str = "deploy";
+    /// [`super::RollbackParams`] → [`super::DeployResult`]
+    pub const DEPLOY_ROLLBACK: &str = "deploy.rollback";
 
     /// Methods the daemon adds through its [`crate::Handler`] (the live event stream is `subscribe`).
-    pub const ORCHESTRATOR: [&str; 9] = [
+    pub const ORCHESTRATOR: [&str; 11] = [
         START,
         STOP,
         RESTART,
@@ -70,6 +74,8 @@ pub mod methods {
         HEALTH,
         DAEMON_STATUS,
         DAEMON_STOP,
+        DEPLOY,
+        DEPLOY_ROLLBACK,
     ];
 
     /// Methods the server itself answers; everything else goes to the [`crate::Handler`].
@@ -439,6 +445,10 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
             "event-data.health-change",
             schema_for!(crate::event::HealthChange),
         ),
+        ("deploy.params", schema_for!(DeployParams)),
+        ("deploy.rollback.params", schema_for!(RollbackParams)),
+        ("deploy.result", schema_for!(DeployResult)),
+        ("deploy.progress", schema_for!(DeployProgress)),
     ];
     list.into_iter()
         .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or(Value::Null)))
@@ -669,4 +679,122 @@ pub struct DaemonStopParams {
     /// Stop every service first; otherwise they keep running and the next daemon re-attaches.
     #[serde(default)]
     pub stop_services: bool,
+}
+
+// --- Deployments (`harness deploy`) ----------------------------------------------------------------
+
+/// `deploy`: install a built package on hosts of a project. Like `start`, the project travels as the CLI
+/// validated it (its `hosts` section says how to reach each host). Progress messages are
+/// [`DeployProgress`]; the same steps are recorded as `deployment.progress` events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeployParams {
+    pub project: String,
+    /// The resolved project, serialized (see [`StartParams::yaml`]).
+    pub yaml: String,
+    /// The directory of the services file.
+    pub dir: String,
+    /// Path of `NAME-VERSION.tar.zst` on the daemon's machine; `.sha256` beside it.
+    pub archive: String,
+    /// Hosts entries to deploy to; empty: every host with a `type: package` service of this package.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Install root on the hosts (default `/opt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    /// Earlier versions to keep besides the active one (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<usize>,
+    /// Reinstall a version that is present with another checksum instead of refusing.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+/// `deploy.rollback`: switch hosts back to the previously active version of a package (or `to`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RollbackParams {
+    pub project: String,
+    pub yaml: String,
+    pub dir: String,
+    /// The package name.
+    pub name: String,
+    /// Empty: every host with a `type: package` service of this package.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// A retained version to switch to; default: the most recently active other one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+}
+
+/// One progress message of `deploy`: a host entered a phase or sent more bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeployProgress {
+    pub host: String,
+    /// `NAME-VERSION`.
+    pub package: String,
+    /// `checking`, `uploading`, `verifying`, `extracting`, `setup`, `activating`, `done`.
+    pub phase: String,
+    /// Bytes sent so far, of `total` to send.
+    pub bytes: u64,
+    pub total: u64,
+}
+
+/// What happened on one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployAction {
+    /// Uploaded, verified, extracted, set up and activated.
+    Installed,
+    /// The exact package was on the host already; only the active link switched.
+    Activated,
+    /// The same checksum was active already: nothing was done.
+    Unchanged,
+    /// `deploy.rollback` switched to an earlier version.
+    RolledBack,
+    /// See `error`; the previously active version is untouched.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HostDeployment {
+    pub host: String,
+    /// `NAME-VERSION` now active (or that was to be installed, on failure).
+    pub package: String,
+    pub action: DeployAction,
+    /// The active directory on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The version active before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// Bytes streamed to the host (0 unless installed).
+    #[serde(default)]
+    pub bytes_sent: u64,
+    /// The error, naming the host and the path or step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `type: package` services on this host restarted on the new version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarted: Vec<String>,
+}
+
+/// Result of `deploy` and `deploy.rollback`: one entry per host, in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeployResult {
+    /// The package name.
+    pub name: String,
+    /// sha256 of the archive (absent for a rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub hosts: Vec<HostDeployment>,
+    pub elapsed_ms: u64,
+}
+
+impl DeployResult {
+    pub fn failures(&self) -> impl Iterator<Item = &HostDeployment> {
+        self.hosts
+            .iter()
+            .filter(|h| h.action == DeployAction::Failed)
+    }
 }

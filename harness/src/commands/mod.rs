@@ -9,6 +9,7 @@ mod config_deps;
 mod config_schema;
 mod config_show;
 mod daemon;
+pub mod deploy;
 mod events;
 mod exec;
 mod health;
@@ -65,6 +66,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Config(ConfigCommand::Deps) => config_deps::run(&ctx),
         Command::Config(ConfigCommand::Schema) => config_schema::run(&ctx),
         Command::Package(cmd) => package::run(&ctx, cmd),
+        Command::Deploy(args) => deploy::run(&ctx, args),
         Command::Hosts(crate::cli::HostsCommand::Check) => hosts_check::run(&ctx),
         Command::Completions { shell } => completions::run(shell),
     };

@@ -227,6 +227,11 @@ fn router(state: &Arc<State>) -> Router {
         .route(methods::HEALTH, with(state, health::handle))
         .route(methods::DAEMON_STATUS, with(state, daemon_status::handle))
         .route(methods::DAEMON_STOP, with(state, daemon_stop::handle))
+        .route(methods::DEPLOY, with(state, deploy::handle))
+        .route(
+            methods::DEPLOY_ROLLBACK,
+            with(state, deploy_rollback::handle),
+        )
 }
 
 /// Gives a handler the daemon's state.

@@ -5,6 +5,8 @@ use harness_config::{Host, KnownHosts, Project};
 
 /// Jump chains longer than this are refused (they would also be refused as cycles).
 const MAX_JUMPS: usize = 8;
+/// Environment variable naming a known-hosts file for every harness ssh connection.
+const KNOWN_HOSTS_ENV: &str = "HARNESS_KNOWN_HOSTS";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
@@ -50,6 +52,10 @@ fn ssh_host(
         KnownHosts::Strict => HostKeyPolicy::Strict,
         KnownHosts::AcceptNew => HostKeyPolicy::AcceptNew,
     });
+    // The same known-hosts file as remote services (the services file only chooses the policy).
+    if let Some(k) = std::env::var_os(KNOWN_HOSTS_ENV).filter(|k| !k.is_empty()) {
+        s = s.known_hosts(std::path::PathBuf::from(k));
+    }
     if let Some(j) = &host.jump {
         let bad = || TargetError::BadJump {
             host: name.to_owned(),

@@ -3,6 +3,8 @@
 
 pub mod daemon_status;
 pub mod daemon_stop;
+pub mod deploy;
+pub mod deploy_rollback;
 pub mod exec;
 pub mod health;
 pub mod logs;

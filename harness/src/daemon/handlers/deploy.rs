@@ -1,0 +1,196 @@
+//! `deploy`: install a built package on hosts of a project, all in parallel, streaming each host's
+//! phase and bytes to the caller and recording them as `deployment.progress` events
+//! (see `orchestrator::deploy`). A failure on one host is that host's entry in the result, never the
+//! request's error: the other hosts' outcomes matter as much.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use command_executor::Executor;
+use harness_config::Project;
+use orchestrator::deploy::{DeployOptions, DeployTarget, Outcome, Package, Phase, Progress};
+use registry::wire::{DeployAction, DeployParams, DeployProgress, DeployResult, HostDeployment};
+use registry::{ErrorCode, RequestContext, WireError};
+
+use crate::daemon::State;
+
+/// Progress messages per host during an upload, at most (plus one per phase).
+const UPLOAD_STEPS: u64 = 50;
+
+pub async fn handle(
+    _state: Arc<State>,
+    p: DeployParams,
+    ctx: RequestContext,
+) -> Result<DeployResult, WireError> {
+    let began = Instant::now();
+    let project = project_from(&p.project, &p.yaml, &p.dir).await?;
+    let archive = PathBuf::from(&p.archive);
+    if !archive.is_absolute() {
+        return Err(invalid(format!(
+            "archive {:?} must be an absolute path on the daemon's machine",
+            p.archive
+        )));
+    }
+    let pkg = blocking::unblock(move || Package::open(&archive))
+        .await
+        .map_err(|e| invalid(e.to_string()))?;
+    let name = pkg.manifest.name.clone();
+    let targets = targets(&project, &name, &p.hosts)?;
+    let mut options = DeployOptions::default().with_test_hooks_from_env();
+    if let Some(root) = &p.root {
+        options.root.clone_from(root);
+    }
+    if let Some(keep) = p.keep {
+        options.keep = keep;
+    }
+    options.replace = p.replace;
+
+    let (tx, rx) = async_channel::unbounded::<DeployProgress>();
+    let last = Mutex::new(HashMap::<String, (Phase, u64)>::new());
+    let on_progress = |pr: &Progress| {
+        if should_send(&last, pr) {
+            let _ = tx.try_send(DeployProgress {
+                host: pr.host.clone(),
+                package: pr.package.clone(),
+                phase: pr.phase.as_str().to_owned(),
+                bytes: pr.bytes,
+                total: pr.total,
+            });
+        }
+    };
+    let work = async {
+        let results = orchestrator::deploy::deploy(
+            executor(),
+            &ctx.store,
+            Some(&project.name),
+            &pkg,
+            &targets,
+            &options,
+            &on_progress,
+        )
+        .await;
+        tx.close();
+        results
+    };
+    let forward = async {
+        while let Ok(msg) = rx.recv().await {
+            // The caller may have gone; the deployment still finishes and is recorded.
+            let _ = ctx.progress(&msg).await;
+        }
+    };
+    let (results, ()) = futures_lite::future::zip(work, forward).await;
+
+    let hosts = targets
+        .iter()
+        .zip(results)
+        .map(|(t, r)| match r {
+            Ok(d) => HostDeployment {
+                host: t.host.clone(),
+                package: d.package,
+                action: match d.outcome {
+                    Outcome::Installed => DeployAction::Installed,
+                    Outcome::Activated => DeployAction::Activated,
+                    Outcome::Unchanged => DeployAction::Unchanged,
+                },
+                path: Some(d.path),
+                previous: d.previous,
+                bytes_sent: d.bytes_sent,
+                error: None,
+                restarted: Vec::new(),
+            },
+            Err(e) => HostDeployment {
+                host: t.host.clone(),
+                package: pkg.id(),
+                action: DeployAction::Failed,
+                path: None,
+                previous: None,
+                bytes_sent: 0,
+                error: Some(e.to_string()),
+                restarted: Vec::new(),
+            },
+        })
+        .collect();
+    Ok(DeployResult {
+        name,
+        sha256: Some(pkg.sha256.clone()),
+        hosts,
+        elapsed_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// Phase changes always; bytes at most [`UPLOAD_STEPS`] times per host, and the last byte.
+fn should_send(last: &Mutex<HashMap<String, (Phase, u64)>>, p: &Progress) -> bool {
+    let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+    let step = (p.total / UPLOAD_STEPS).max(1);
+    let send = match last.get(&p.host) {
+        Some((phase, bytes)) => *phase != p.phase || p.bytes >= bytes + step || p.bytes == p.total,
+        None => true,
+    };
+    if send {
+        last.insert(p.host.clone(), (p.phase, p.bytes));
+    }
+    send
+}
+
+/// The ssh connections deployments use. Clones share connections, and masters are shared with the
+/// orchestrator's executor through the per-user runtime directory, so one per daemon is enough.
+pub(crate) fn executor() -> &'static Executor {
+    static EXECUTOR: OnceLock<Executor> = OnceLock::new();
+    EXECUTOR.get_or_init(Executor::default)
+}
+
+/// The hosts named, or every host with a `type: package` service of `name`.
+pub(crate) fn targets(
+    project: &Project,
+    name: &str,
+    hosts: &[String],
+) -> Result<Vec<DeployTarget>, WireError> {
+    let targets = if hosts.is_empty() {
+        orchestrator::deploy::package_targets(project, name)
+    } else {
+        orchestrator::deploy::named_targets(project, hosts)
+    }
+    .map_err(|e| invalid(e.to_string()))?;
+    if targets.is_empty() {
+        return Err(invalid(format!(
+            "no host to deploy {name} to: no `type: package` service of package {name:?} names a \
+             host in project {:?}; name hosts with --host",
+            project.name
+        )));
+    }
+    Ok(targets)
+}
+
+/// Loads the project the CLI validated, as `start` does: again with the same loader and no
+/// environment, so the daemon acts on exactly what was validated.
+pub(crate) async fn project_from(name: &str, yaml: &str, dir: &str) -> Result<Project, WireError> {
+    let path = Path::new(dir).join("services.yaml");
+    let yaml = yaml.to_owned();
+    let loaded = blocking::unblock(move || {
+        harness_config::load_str(&path, yaml, &|_: &str| -> Option<String> { None })
+    })
+    .await;
+    let project = match loaded.project {
+        Some(project) if loaded.errors.is_empty() => project,
+        _ => {
+            let errors: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+            return Err(invalid(format!(
+                "the project definition is invalid: {}",
+                errors.join("; ")
+            )));
+        }
+    };
+    if project.name != name {
+        return Err(invalid(format!(
+            "params name project {name:?} but the definition is project {:?}",
+            project.name
+        )));
+    }
+    Ok(project)
+}
+
+pub(crate) fn invalid(message: String) -> WireError {
+    WireError::new(ErrorCode::InvalidParams, message)
+}

@@ -1,0 +1,67 @@
+//! `deploy.rollback`: switch hosts back to the previously active version of a package (or a named
+//! retained one), all in parallel, with one `deployment.progress` event per host.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use registry::wire::{DeployAction, DeployResult, HostDeployment, RollbackParams};
+use registry::{RequestContext, WireError};
+
+use super::deploy::{executor, project_from, targets};
+use crate::daemon::State;
+
+pub async fn handle(
+    _state: Arc<State>,
+    p: RollbackParams,
+    ctx: RequestContext,
+) -> Result<DeployResult, WireError> {
+    let began = Instant::now();
+    let project = project_from(&p.project, &p.yaml, &p.dir).await?;
+    let targets = targets(&project, &p.name, &p.hosts)?;
+    let root = p
+        .root
+        .clone()
+        .unwrap_or_else(|| packages::DEFAULT_ROOT.to_owned());
+    let results = orchestrator::deploy::rollback(
+        executor(),
+        &ctx.store,
+        Some(&project.name),
+        &targets,
+        &root,
+        &p.name,
+        p.to.as_deref(),
+    )
+    .await;
+    let hosts = targets
+        .iter()
+        .zip(results)
+        .map(|(t, r)| match r {
+            Ok(rb) => HostDeployment {
+                host: t.host.clone(),
+                package: format!("{}-{}", p.name, rb.to),
+                action: DeployAction::RolledBack,
+                path: Some(rb.path),
+                previous: rb.from,
+                bytes_sent: 0,
+                error: None,
+                restarted: Vec::new(),
+            },
+            Err(e) => HostDeployment {
+                host: t.host.clone(),
+                package: p.name.clone(),
+                action: DeployAction::Failed,
+                path: None,
+                previous: None,
+                bytes_sent: 0,
+                error: Some(e.to_string()),
+                restarted: Vec::new(),
+            },
+        })
+        .collect();
+    Ok(DeployResult {
+        name: p.name,
+        sha256: None,
+        hosts,
+        elapsed_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
