@@ -39,3 +39,23 @@ pub use layer::{DockerCli, DockerExec, HostKeyPolicy, Layer, SshHost, Sudo, Targ
 pub use managed::{Follow, ManagedRef, ManagedSpec};
 pub use process::{ManagedState, Output, Process, ProcessId, Stdin};
 pub use signal::Signal;
+
+#[cfg(test)]
+mod tests {
+    /// The orchestrator moves handles across tasks and threads.
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<crate::Process>();
+        check::<crate::Executor>();
+        check::<crate::Events>();
+        check::<crate::Error>();
+        fn check_future<F: std::future::Future + Send>(_: F) {}
+        let exec = crate::Executor::default();
+        let target = crate::Target::local();
+        let cmd = crate::Command::new("true");
+        check_future(exec.spawn(&target, &cmd));
+        let spec = crate::ManagedSpec::new("x", cmd.clone());
+        check_future(exec.start_managed(&target, &spec));
+    }
+}

@@ -60,11 +60,11 @@ fn push_env_and_argv(v: &mut Vec<OsString>, cmd: &Command) {
 const STATE_DIR: &str = r#"d=$1; case $d in "~/"*) d=$HOME/${d#"~/"};; "~") d=$HOME;; esac
 "#;
 
-/// Runs detached as its own session: applies env and cwd, starts the program in a new session (so its
+/// Runs detached as its own session, with the environment already exported by START (so values, secrets
+/// included, never sit in a long-lived process's argv): applies the cwd, starts the program in a new session (so its
 /// process group is its own, apart from this runner), records `PID STARTTIME` in `pid`, waits, and records
-/// `$?` in `exit`. Args: DIR CWD N K=V... PROGRAM ARGS...
-const RUNNER: &str = r#"d=$1; c=$2; n=$3; shift 3
-while [ "$n" -gt 0 ]; do export "$1"; shift; n=$((n-1)); done
+/// `$?` in `exit`. Args: DIR CWD PROGRAM ARGS...
+const RUNNER: &str = r#"d=$1; c=$2; shift 2
 if [ -n "$c" ]; then cd "$c" || { echo "$$ 0" > "$d/pid"; echo 126 > "$d/exit"; exit 126; }; fi
 setsid "$@" </dev/null >>"$d/stdout" 2>>"$d/stderr" &
 p=$!
@@ -84,7 +84,7 @@ command -v setsid >/dev/null 2>&1 || { echo NOSETSID; exit 0; }
 ( c=$1; n=$2; shift 2; shift "$n"; if [ -n "$c" ]; then cd "$c" 2>/dev/null || { echo NOCWD; exit 1; }; fi; command -v "$1" >/dev/null 2>&1 || { echo NOPROG; exit 1; } ) || exit 0
 rm -f "$d/pid" "$d/exit" "$d/pid.tmp" "$d/exit.tmp"
 : > "$d/stdout" && : > "$d/stderr" || exit 1
-setsid sh -c "$r" sh "$d" "$@" </dev/null >/dev/null 2>&1 &
+( c=$1; n=$2; shift 2; while [ "$n" -gt 0 ]; do export "$1"; shift; n=$((n-1)); done; exec setsid sh -c "$r" sh "$d" "$c" "$@" ) </dev/null >/dev/null 2>&1 &
 i=0
 while [ ! -s "$d/pid" ]; do i=$((i+1)); if [ "$i" -gt 400 ]; then echo "runner did not write $d/pid" >&2; exit 1; fi; sleep 0.05; done
 read -r p s < "$d/pid"

@@ -67,6 +67,9 @@ fn managed_process_outlives_client_reattaches_and_stops_with_term() {
             "managed pid {pid} died with its client"
         );
         assert!(bed().pid_alive_on("h1", child));
+        // The environment is not in any long-lived process's argv.
+        let leaks = bed().processes_matching("GREETING=");
+        assert!(leaks.is_empty(), "env value visible in argv: {leaks:?}");
 
         // Client 2, a fresh start, finds it by pidfile.
         let client2 = tb::fresh_exec();
