@@ -237,8 +237,9 @@ exit 0
 /// Follows every run under ROOT (`ROOT/<project>/<service>/<run>/`) in one session, by byte
 /// offset: `\036HARNESS-D KEY o|e OFFSET LEN` then LEN bytes of output; `\036HARNESS-X KEY RC`
 /// once a run's exit is recorded (after its last output); `\036HARNESS-G KEY` when its process
-/// vanished without a recorded status. Args: ROOT then KEY OUT_OFFSET ERR_OFFSET per known run.
-const FOLLOW: &str = r#"d=$1; shift
+/// vanished without a recorded status; `\036HARNESS-H` about once a second, so a follower whose
+/// session is gone dies of SIGPIPE. Args: ROOT then KEY OUT_OFFSET ERR_OFFSET per known run.
+const FOLLOW: &str = r#"d=$1; shift; h=0
 case $d in "~/"*) d=$HOME/${d#"~/"};; esac
 n=0
 while [ $# -ge 3 ]; do n=$((n+1)); eval "k_$n=\$1 a_$n=\$2 b_$n=\$3 x_$n=0"; shift 3; done
@@ -267,6 +268,8 @@ while :; do
       fi
     fi
   done
+  # A heartbeat: once the session is gone the write fails and SIGPIPE ends this follower.
+  h=$((h+1)); if [ "$h" -ge 5 ]; then h=0; printf '\036HARNESS-H\n'; fi
   sleep 0.2
 done
 "#;

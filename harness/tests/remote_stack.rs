@@ -1,0 +1,376 @@
+//! Issue 6 through the real CLI and daemon on the testbed: a local process, an http server on h1
+//! run as a sudo user, a container on h2's engine and a consumer on h3 that fetches from both;
+//! kill -9 of the daemon re-attaches everything without duplicates; `stop` leaves nothing on any
+//! host and no container. And `harness hosts check`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use testbed::{Engine, Testbed};
+
+const BIN: &str = env!("CARGO_BIN_EXE_harness");
+
+struct Env {
+    home: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    run: tempfile::TempDir,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "exit {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+    }
+}
+
+impl Env {
+    fn new(yaml: &str) -> Env {
+        let env = Env {
+            home: tempfile::tempdir().unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+            run: tempfile::tempdir().unwrap(),
+        };
+        std::fs::write(env.dir.path().join("services.yaml"), yaml).unwrap();
+        env
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let tb = Testbed::get();
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HARNESS_HOME", self.home.path())
+            .env("HARNESS_LISTEN", "127.0.0.1:0")
+            .env("XDG_RUNTIME_DIR", self.run.path())
+            .env("HARNESS_KNOWN_HOSTS", tb.var("TB_SSH_KNOWN_HOSTS").unwrap())
+            .env("NO_COLOR", "1")
+            .env_remove("HARNESS_FILE")
+            .env_remove("HARNESS_DAEMON")
+            .env_remove("HARNESS_NO_AUTOSTART")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn status(&self) -> Vec<Value> {
+        match self.run(&["status", "-o", "json"]).ok().json() {
+            Value::Array(a) => a,
+            other => panic!("status is not a list: {other}"),
+        }
+    }
+
+    fn daemon_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.home.path().join("daemon.json")).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        v["pid"].as_u64().map(|p| p as u32)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.run(&["stop", "--force"]);
+        let _ = self.run(&["daemon", "stop"]);
+        // Close this test's ssh masters (they would linger for ControlPersist otherwise).
+        let dir = self.run.path().join("harness-ssh");
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "conf") {
+                    let alias = p.file_stem().unwrap().to_string_lossy().into_owned();
+                    let _ = Command::new("ssh")
+                        .arg("-F")
+                        .arg(&p)
+                        .args(["-O", "exit", &alias])
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+        }
+    }
+}
+
+fn hosts_yaml(tb: &Testbed) -> String {
+    let key = tb.var("TB_SSH_KEY").unwrap();
+    let mut y = String::from("hosts:\n");
+    for h in ["h1", "h2", "h3"] {
+        let docker = if h == "h2" {
+            format!(", docker_host: \"{}\"", tb.docker_endpoint(Engine::H2))
+        } else {
+            String::new()
+        };
+        y.push_str(&format!(
+            "  {h}: {{address: {}, user: hbuser, identity_file: {key}, sudo: true{docker}}}\n",
+            tb.host(h).addr
+        ));
+    }
+    y
+}
+
+fn wait_for(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+fn kill9(pid: u32) {
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    );
+}
+
+fn containers(tb: &Testbed, project: &str) -> usize {
+    tb.docker_ok(
+        Engine::H2,
+        [
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=harness.project={project}"),
+        ],
+    )
+    .lines()
+    .count()
+}
+
+#[test]
+fn remote_stack_survives_a_killed_daemon_and_stops_clean() {
+    let tb = Testbed::get();
+    let port = testbed::free_port();
+    let dbport = testbed::free_port();
+    let yaml = format!(
+        r#"name: e2eremote
+{hosts}services:
+  local:
+    command: "while :; do echo local; sleep 1; done"
+  api:
+    host: h1
+    user: hbsvc
+    ports: [{port}]
+    command: "mkdir -p /tmp/e2e-www && echo hello-e2e > /tmp/e2e-www/index.html && exec busybox httpd -f -p {port} -h /tmp/e2e-www"
+    health_check: {{http: "http://${{api.ip}}:${{api.port}}/", interval: 1s}}
+    startup_timeout: 30s
+  db:
+    type: docker
+    host: h2
+    image: "{image}"
+    ports: ["{dbport}:80"]
+    command: ["sh", "-c", "mkdir -p /w && echo db-e2e > /w/index.html && exec httpd -f -p 80 -h /w"]
+    health_check: {{command: ["wget", "-q", "-O-", "http://127.0.0.1:80/"], interval: 1s}}
+    startup_timeout: 30s
+  consumer:
+    host: h3
+    env: {{API: "${{api.ip}}:${{api.port}}", DB: "${{db.ip}}:${{db.port}}"}}
+    command: "while :; do busybox wget -q -O- http://$API/; busybox wget -q -O- http://$DB/; sleep 1; done"
+    depends_on: {{api: healthy, db: healthy}}
+    health_check:
+      command: ["sh", "-c", "busybox wget -q -O- http://${{api.ip}}:${{api.port}}/ | grep -q hello-e2e"]
+      interval: 1s
+    startup_timeout: 30s
+"#,
+        hosts = hosts_yaml(tb),
+        image = tb.image,
+    );
+    let env = Env::new(&yaml);
+    env.run(&["start"]).ok();
+
+    // The consumer on h3 really fetched from h1 and from the container on h2.
+    assert!(
+        wait_for(Duration::from_secs(15), || {
+            let out = env.run(&["logs", "consumer"]).stdout;
+            out.contains("hello-e2e") && out.contains("db-e2e")
+        }),
+        "{}",
+        env.run(&["logs"]).stdout
+    );
+    let health = env.run(&["health", "consumer", "-o", "json"]).ok().stdout;
+    assert!(health.contains("healthy"), "{health}");
+
+    let before: Vec<(String, Value)> = env
+        .status()
+        .into_iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["runtime"]["pid"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(before.len(), 4);
+    assert!(before.iter().all(|(_, p)| p.is_u64()), "{before:?}");
+    assert_eq!(containers(tb, "e2eremote"), 1);
+
+    // kill -9 the daemon; the next command starts a new one, which re-attaches everything.
+    let daemon = env.daemon_pid().expect("daemon pid");
+    kill9(daemon);
+    assert!(wait_for(Duration::from_secs(5), || !Path::new(&format!(
+        "/proc/{daemon}"
+    ))
+    .exists()
+        || std::fs::read_to_string(format!("/proc/{daemon}/stat"))
+            .is_ok_and(|s| s.contains(") Z"))));
+    let after = env.status();
+    assert_ne!(env.daemon_pid(), Some(daemon));
+    for (name, pid) in &before {
+        let s = after.iter().find(|s| s["name"] == name.as_str()).unwrap();
+        assert_eq!(&s["runtime"]["pid"], pid, "{name} not re-attached: {s:#}");
+        assert_eq!(s["state"]["kind"], "running", "{name}: {s:#}");
+    }
+    // Starting again changes nothing: no duplicate process, no second container.
+    env.run(&["start"]).ok();
+    let again = env.status();
+    for (name, pid) in &before {
+        let s = again.iter().find(|s| s["name"] == name.as_str()).unwrap();
+        assert_eq!(&s["runtime"]["pid"], pid, "{name} restarted: {s:#}");
+    }
+    assert_eq!(containers(tb, "e2eremote"), 1);
+    let api_pid = before
+        .iter()
+        .find(|(n, _)| n == "api")
+        .unwrap()
+        .1
+        .as_u64()
+        .unwrap() as u32;
+    let servers: Vec<_> = tb
+        .processes_on("h1", &format!("httpd -f -p {port}"))
+        .into_iter()
+        .filter(|p| p.cmdline.starts_with("busybox httpd"))
+        .collect();
+    assert_eq!(servers.len(), 1, "one api on h1: {servers:?}");
+
+    env.run(&["stop"]).ok();
+    assert!(wait_for(Duration::from_secs(5), || !tb.pid_alive_on("h1", api_pid)));
+    for h in ["h1", "h2", "h3"] {
+        for pat in [
+            format!("httpd -f -p {port}"),
+            "busybox wget -q".to_owned(),
+            "HARNESS-D".to_owned(),
+        ] {
+            assert!(
+                wait_for(Duration::from_secs(5), || tb
+                    .processes_on(h, &pat)
+                    .is_empty()),
+                "left on {h}: {:?}",
+                tb.processes_on(h, &pat)
+            );
+        }
+        let state = tb.sh_ok(
+            h,
+            "sudo -n ls -A /home/hbuser/.local/state/harness /home/hbsvc/.local/state/harness 2>/dev/null | grep -x e2eremote || true",
+        );
+        assert!(state.trim().is_empty(), "state left on {h}");
+    }
+    assert_eq!(containers(tb, "e2eremote"), 0);
+}
+
+#[test]
+fn hosts_check_reports_each_host_with_hints() {
+    let tb = Testbed::get();
+    let key = tb.var("TB_SSH_KEY").unwrap();
+    let yaml = format!(
+        r#"name: e2ehosts
+{hosts}  badkey: {{address: {h3}, user: hbuser, identity_file: {wrong}}}
+  pw: {{address: {h3}, user: hbpw, identity_file: {key}, sudo: true}}
+  gone: {{address: {gone}, user: hbuser, identity_file: {key}}}
+  h4: {{address: {h4}, user: hbuser, identity_file: {key}, jump: h1}}
+services:
+  db: {{type: docker, host: h2, image: "{image}"}}
+"#,
+        hosts = hosts_yaml(tb),
+        h3 = tb.host("h3").addr,
+        h4 = tb.h4.addr,
+        wrong = tb.var("TB_SSH_WRONG_KEY").unwrap(),
+        gone = tb.var("TB_UNREACHABLE_ADDR").unwrap(),
+        image = tb.image,
+    );
+    let env = Env::new(&yaml);
+    let began = Instant::now();
+    let run = env.run(&["hosts", "check", "-o", "json"]);
+    assert!(began.elapsed() < Duration::from_secs(20));
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let all = run.json();
+    let host = |n: &str| {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == n)
+            .unwrap()
+            .clone()
+    };
+    for h in ["h1", "h2", "h3", "h4"] {
+        let r = host(h);
+        assert_eq!(r["ok"], true, "{r:#}");
+        assert_eq!(r["authenticated"], true);
+        assert_eq!(r["sudo"], true);
+        assert!(r["latency_ms"].as_f64().unwrap() > 0.0);
+    }
+    let d = &host("h2")["docker"];
+    assert_eq!(d["reachable"], true, "{d:#}");
+    assert_eq!(d["as_user"], "root");
+    let r = host("badkey");
+    assert_eq!(
+        (r["reachable"].clone(), r["authenticated"].clone()),
+        (Value::Bool(true), Value::Bool(false))
+    );
+    assert!(
+        r["problems"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("authentication failed")
+    );
+    assert!(
+        r["problems"][0]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("authorized_keys")
+    );
+    let r = host("pw");
+    assert_eq!(r["sudo"], false);
+    assert!(
+        r["problems"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("password"),
+        "{r:#}"
+    );
+    assert!(
+        r["problems"][0]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("NOPASSWD")
+    );
+    let r = host("gone");
+    assert_eq!(r["reachable"], false);
+    assert!(!r["problems"][0]["hint"].as_str().unwrap().is_empty());
+
+    let table = env.run(&["hosts", "check"]);
+    assert_eq!(table.code, 1);
+    assert!(table.stdout.contains("hint:"), "{}", table.stdout);
+}
