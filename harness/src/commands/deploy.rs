@@ -299,12 +299,14 @@ fn describe(h: &HostDeployment) -> String {
 fn report_failures(result: &DeployResult) -> Status {
     let mut status = Status::Ok;
     for h in result.failures() {
-        eprintln!(
-            "error: {} on host {}: {}",
-            h.package,
-            h.host,
-            h.error.as_deref().unwrap_or("no reason given")
-        );
+        let why = h.error.as_deref().unwrap_or("no reason given");
+        // Errors from the host name it first already; others get the host here.
+        let why = if why.starts_with(&format!("{}: ", h.host)) {
+            why.to_owned()
+        } else {
+            format!("{}: {why}", h.host)
+        };
+        eprintln!("error: {}: {why}", h.package);
         status = Status::Failed;
     }
     status
