@@ -413,19 +413,23 @@ impl Cursor {
                     .ok();
             }
             let Some(f) = &self.files[i] else { continue };
-            let mut buf = vec![0u8; READ_CHUNK];
-            loop {
-                match f.read_at(&mut buf, self.read[i]) {
+            // An idle service costs one fstat per poll, no buffer.
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let want = len.saturating_sub(self.read[i]).min(4 * READ_CHUNK as u64) as usize;
+            if want == 0 {
+                continue;
+            }
+            let mut buf = vec![0u8; want];
+            let mut got = 0;
+            while got < want {
+                match f.read_at(&mut buf[got..], self.read[i] + got as u64) {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        out[i].extend_from_slice(&buf[..n]);
-                        self.read[i] += n as u64;
-                        if out[i].len() >= 4 * READ_CHUNK {
-                            break;
-                        }
-                    }
+                    Ok(n) => got += n,
                 }
             }
+            buf.truncate(got);
+            self.read[i] += got as u64;
+            out[i] = buf;
         }
         self.last_read_any = out.iter().any(|b| !b.is_empty());
         out

@@ -79,12 +79,20 @@ pub(crate) async fn spawn(spec: &LaunchSpec, dir: &Path) -> Result<LocalProcess,
         cmd.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
     }
     // Stdio is set on the async-process command: it does not take it over from std's.
-    let child = async_process::Command::from(cmd)
-        .stdin(std::process::Stdio::null())
+    let mut cmd = async_process::Command::from(cmd);
+    cmd.stdin(std::process::Stdio::null())
         .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .map_err(|e| match e.kind() {
+        .stderr(stderr);
+    // fork + exec blocks until the exec (or its failure) is known: off the executor, so that
+    // many services launch in parallel.
+    let (child, start_time) = blocking::unblock(move || {
+        let child = cmd.spawn()?;
+        // The start time is set at fork, so it is final even if exec has not happened yet.
+        let start_time = start_time_of(child.id()).unwrap_or(0);
+        Ok::<_, std::io::Error>((child, start_time))
+    })
+    .await
+    .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
                 format!("binary {:?} not found (PATH or path)", spec.program)
             }
@@ -94,8 +102,6 @@ pub(crate) async fn spawn(spec: &LaunchSpec, dir: &Path) -> Result<LocalProcess,
             _ => format!("cannot start {:?}: {e}", spec.program),
         })?;
     let pid = child.id();
-    // The start time is set at fork, so it is final even if exec has not happened yet.
-    let start_time = start_time_of(pid).unwrap_or(0);
     Ok(LocalProcess {
         pid,
         start_time,
