@@ -246,10 +246,19 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
             Some((p, base)) => Resolved::new(p, &entry.name, base.as_deref()),
             None => Err("its project definition is missing from the state directory".into()),
         };
+        // A daemon killed between launching a local service and recording it left the pidfile.
+        let recorded = match (entry.runtime.pid, entry.runtime.process_start_time) {
+            (Some(pid), Some(st)) => Some((pid, st)),
+            _ if entry.location == Location::Local => {
+                crate::runtime::local::read_pidfile(&inner.service_dir(&entry.project, &entry.name))
+                    .await
+            }
+            _ => None,
+        };
         let alive = match (
             &resolved,
-            entry.runtime.pid,
-            entry.runtime.process_start_time,
+            recorded.map(|r| r.0),
+            recorded.map(|r| r.1),
         ) {
             (Ok(spec), Some(pid), Some(st)) => {
                 let dir = inner.service_dir(&entry.project, &entry.name);
@@ -284,6 +293,20 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
                     r.started = true;
                     r.healthy = healthy;
                 });
+                let (pid, st) = (proc.pid(), proc.start_time());
+                if entry.runtime.pid != Some(pid) {
+                    let r = inner
+                        .store
+                        .modify(&k, move |e| {
+                            e.runtime.pid = Some(pid);
+                            e.runtime.process_start_time = Some(st);
+                            Ok(())
+                        })
+                        .await;
+                    if let Err(e) = r {
+                        tracing::warn!(service = %k, "cannot record the re-attached pid: {e}");
+                    }
+                }
                 Begin::Attach(proc)
             }
             (_, None) => Begin::Ended,

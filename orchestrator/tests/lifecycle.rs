@@ -622,6 +622,15 @@ services:
         while alive(c_pid) {
             async_io::Timer::after(Duration::from_millis(5)).await;
         }
+        // And it died after launching a, before recording a's pid: the pidfile tells.
+        fx.store
+            .modify(&registry::ServiceKey::new("keep", "a").unwrap(), |e| {
+                e.runtime.pid = None;
+                e.runtime.process_start_time = None;
+                Ok(())
+            })
+            .await
+            .unwrap();
         let orch = open(fx.dir.path(), &fx.store).await;
         let fx = Fx { orch, ..fx };
         for (name, pid) in &before {

@@ -85,10 +85,13 @@ pub(crate) async fn spawn(spec: &LaunchSpec, dir: &Path) -> Result<LocalProcess,
         .stderr(stderr);
     // fork + exec blocks until the exec (or its failure) is known: off the executor, so that
     // many services launch in parallel.
+    let pidfile = dir.join("pid");
     let (child, start_time) = blocking::unblock(move || {
         let child = cmd.spawn()?;
         // The start time is set at fork, so it is final even if exec has not happened yet.
         let start_time = start_time_of(child.id()).unwrap_or(0);
+        // Before anything else: a daemon killed right now must still find the process.
+        let _ = std::fs::write(&pidfile, format!("{} {start_time}\n", child.id()));
         Ok::<_, std::io::Error>((child, start_time))
     })
     .await
@@ -108,6 +111,13 @@ pub(crate) async fn spawn(spec: &LaunchSpec, dir: &Path) -> Result<LocalProcess,
         exit: Exit::Child(child),
         ended: None,
     })
+}
+
+/// `PID STARTTIME` of the last local launch in `dir`.
+pub(crate) async fn read_pidfile(dir: &Path) -> Option<(u32, u64)> {
+    let text = async_fs::read_to_string(dir.join("pid")).await.ok()?;
+    let mut words = text.split_whitespace();
+    Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
 }
 
 /// Re-attaches if `pid` still is the process started at `start_time`.
