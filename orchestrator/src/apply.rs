@@ -255,11 +255,7 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
             }
             _ => None,
         };
-        let alive = match (
-            &resolved,
-            recorded.map(|r| r.0),
-            recorded.map(|r| r.1),
-        ) {
+        let alive = match (&resolved, recorded.map(|r| r.0), recorded.map(|r| r.1)) {
             (Ok(spec), Some(pid), Some(st)) => {
                 let dir = inner.service_dir(&entry.project, &entry.name);
                 crate::runtime::reattach(spec, &dir, &inner.executor, pid, st).await
@@ -512,10 +508,9 @@ async fn apply_selected(
         let inner = inner.clone();
         let project_name = project.name.clone();
         let n = name.clone();
-        let task =
-            smol::spawn(
-                async move { start_one(&inner, &project_name, &n, plan, deps, began, generation).await },
-            );
+        let task = smol::spawn(async move {
+            start_one(&inner, &project_name, &n, plan, deps, began, generation).await
+        });
         tasks.push((name.clone(), task));
     }
     let mut services = Vec::new();

@@ -96,14 +96,14 @@ pub(crate) async fn spawn(spec: &LaunchSpec, dir: &Path) -> Result<LocalProcess,
     })
     .await
     .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                format!("binary {:?} not found (PATH or path)", spec.program)
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                format!("binary {:?} is not executable: {e}", spec.program)
-            }
-            _ => format!("cannot start {:?}: {e}", spec.program),
-        })?;
+        std::io::ErrorKind::NotFound => {
+            format!("binary {:?} not found (PATH or path)", spec.program)
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("binary {:?} is not executable: {e}", spec.program)
+        }
+        _ => format!("cannot start {:?}: {e}", spec.program),
+    })?;
     let pid = child.id();
     Ok(LocalProcess {
         pid,
@@ -295,7 +295,10 @@ fn descendants(pid: u32) -> Vec<(u32, u64)> {
         for t in tasks.flatten() {
             let path = t.path().join("children");
             if let Ok(list) = std::fs::read_to_string(path) {
-                todo.extend(list.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+                todo.extend(
+                    list.split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
             }
         }
     }
