@@ -771,7 +771,8 @@ pub struct HostDeployment {
     /// Bytes streamed to the host (0 unless installed).
     #[serde(default)]
     pub bytes_sent: u64,
-    /// The error, naming the host and the path or step.
+    /// The error, naming the host and the path or step; also set, with another action, when the
+    /// package was installed but its services could not be restarted on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// `type: package` services on this host restarted on the new version.
@@ -792,9 +793,10 @@ pub struct DeployResult {
 }
 
 impl DeployResult {
+    /// Hosts that failed, or whose services could not be restarted on the new version.
     pub fn failures(&self) -> impl Iterator<Item = &HostDeployment> {
         self.hosts
             .iter()
-            .filter(|h| h.action == DeployAction::Failed)
+            .filter(|h| h.action == DeployAction::Failed || h.error.is_some())
     }
 }

@@ -172,7 +172,7 @@ pub fn run(ctx: &Context, args: DeployArgs) -> Status {
             print_json(&result);
         } else if !ui.enabled {
             for h in &result.hosts {
-                println!("{} {}  {}", mark(h.action), h.host, describe(h));
+                println!("{} {}  {}", mark(h), h.host, describe(h));
             }
         }
         report_failures(&result)
@@ -253,8 +253,9 @@ fn package(ctx: &Context, source: &Path) -> Result<packages::Package, Status> {
     }
 }
 
-fn mark(action: DeployAction) -> &'static str {
-    match action {
+fn mark(h: &HostDeployment) -> &'static str {
+    match h.action {
+        _ if h.error.is_some() => "✗",
         DeployAction::Failed => "✗",
         DeployAction::Unchanged => "=",
         _ => "✓",
@@ -386,7 +387,7 @@ impl Bars {
                 None => self.multi.add(ProgressBar::new(0)),
             };
             bar.set_style(done.clone());
-            bar.set_prefix(format!("{} {}", mark(h.action), h.host));
+            bar.set_prefix(format!("{} {}", mark(h), h.host));
             bar.finish_with_message(format!(
                 "{} in {}",
                 describe(h),

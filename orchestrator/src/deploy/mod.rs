@@ -6,6 +6,7 @@
 //! so a 20 MB upload to three hosts makes a few dozen events, not hundreds. The last event of each host
 //! carries the outcome or the error.
 
+mod services;
 mod target;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use registry::{EventType, NewEvent, Store};
 use serde::{Deserialize, Serialize};
 
 pub use packages::{DeployOptions, Deployed, Outcome, Package, Phase, Progress, RolledBack};
+pub use services::{PreparedService, archive_dirs, prepare};
 pub use target::{TargetError, host_target};
 
 /// One host to deploy to: its name in messages and events, and how to run commands there (with sudo to

@@ -20,7 +20,7 @@ use crate::daemon::State;
 const UPLOAD_STEPS: u64 = 50;
 
 pub async fn handle(
-    _state: Arc<State>,
+    state: Arc<State>,
     p: DeployParams,
     ctx: RequestContext,
 ) -> Result<DeployResult, WireError> {
@@ -82,7 +82,29 @@ pub async fn handle(
     };
     let (results, ()) = futures_lite::future::zip(work, forward).await;
 
-    let hosts = targets
+    // Running services of this package move to what is now active on their host.
+    let versions: HashMap<String, String> = targets
+        .iter()
+        .zip(&results)
+        .filter_map(|(t, r)| match r {
+            Ok(d) if d.outcome != Outcome::Unchanged => {
+                Some((t.host.clone(), pkg.manifest.version.to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+    let dir = PathBuf::from(&p.dir);
+    let mut restarts = restart_services(
+        &ctx,
+        &state,
+        &project,
+        &dir,
+        p.root.as_deref(),
+        &name,
+        &versions,
+    )
+    .await;
+    let mut hosts: Vec<HostDeployment> = targets
         .iter()
         .zip(results)
         .map(|(t, r)| match r {
@@ -112,6 +134,13 @@ pub async fn handle(
             },
         })
         .collect();
+    for h in &mut hosts {
+        match restarts.remove(&h.host) {
+            Some(Ok(list)) => h.restarted = list,
+            Some(Err(e)) => h.error = Some(format!("{}: {e}", h.host)),
+            None => {}
+        }
+    }
     Ok(DeployResult {
         name,
         sha256: Some(pkg.sha256.clone()),
@@ -193,4 +222,126 @@ pub(crate) async fn project_from(name: &str, yaml: &str, dir: &str) -> Result<Pr
 
 pub(crate) fn invalid(message: String) -> WireError {
     WireError::new(ErrorCode::InvalidParams, message)
+}
+
+/// `type: package` services made runnable (see `orchestrator::deploy::prepare`): deployed first
+/// where their version is missing, then rewritten as the remote processes they are.
+pub(crate) async fn prepare_packages(
+    ctx: &RequestContext,
+    state: &State,
+    project: &Project,
+    dir: &Path,
+    root: Option<&str>,
+    versions: &HashMap<String, String>,
+) -> Result<Project, WireError> {
+    if !project
+        .services
+        .values()
+        .any(|s| s.kind == harness_config::ServiceKind::Package)
+    {
+        return Ok(project.clone());
+    }
+    let mut options = DeployOptions::default().with_test_hooks_from_env();
+    if let Some(r) = root {
+        options.root = r.to_owned();
+    }
+    let dirs = orchestrator::deploy::archive_dirs(Some(dir), state.home.root());
+    orchestrator::deploy::prepare(executor(), &ctx.store, project, &dirs, &options, versions)
+        .await
+        .map(|(p, _)| p)
+        .map_err(|e| WireError::new(ErrorCode::Failed, e))
+}
+
+/// Restarts the running `type: package` services of package `name` on the hosts of `versions`
+/// (host → the version now active there) on that version. Per host: the services restarted, or
+/// why they could not be.
+pub(crate) async fn restart_services(
+    ctx: &RequestContext,
+    state: &State,
+    project: &Project,
+    dir: &Path,
+    root: Option<&str>,
+    name: &str,
+    versions: &HashMap<String, String>,
+) -> HashMap<String, Result<Vec<String>, String>> {
+    let mut out: HashMap<String, Result<Vec<String>, String>> = HashMap::new();
+    let running: Vec<String> = match state.orch.status(Some(&project.name)).await {
+        Ok(entries) => entries
+            .into_iter()
+            .filter(|e| {
+                matches!(
+                    e.state,
+                    registry::ServiceState::Running | registry::ServiceState::Starting
+                )
+            })
+            .map(|e| e.name)
+            .collect(),
+        // Nothing of this project was ever started here.
+        Err(_) => return out,
+    };
+    let mut pick: HashMap<String, String> = HashMap::new();
+    let mut hosts_of: HashMap<String, String> = HashMap::new();
+    for (svc, s) in &project.services {
+        let (Some(host), Some(pkg)) = (&s.host, &s.package) else {
+            continue;
+        };
+        let Some(version) = versions.get(host) else {
+            continue;
+        };
+        // A service pinned to another version keeps it.
+        if s.kind != harness_config::ServiceKind::Package
+            || pkg != name
+            || !running.contains(svc)
+            || s.version.as_ref().is_some_and(|v| v != version)
+        {
+            continue;
+        }
+        pick.insert(svc.clone(), version.clone());
+        hosts_of.insert(svc.clone(), host.clone());
+    }
+    if pick.is_empty() {
+        return out;
+    }
+    let fail = |out: &mut HashMap<String, Result<Vec<String>, String>>, why: String| {
+        for host in hosts_of.values() {
+            out.insert(host.clone(), Err(why.clone()));
+        }
+    };
+    let prepared = match prepare_packages(ctx, state, project, dir, root, &pick).await {
+        Ok(p) => p,
+        Err(e) => {
+            fail(&mut out, format!("restarting: {}", e.message));
+            return out;
+        }
+    };
+    let opts = orchestrator::ApplyOptions {
+        services: pick.keys().cloned().collect(),
+        remove_orphans: false,
+        base_dir: Some(dir.to_owned()),
+    };
+    let report = match state.orch.apply(&prepared, opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            fail(&mut out, format!("restarting: {e}"));
+            return out;
+        }
+    };
+    for s in report.services {
+        let Some(host) = hosts_of.get(&s.name) else {
+            continue;
+        };
+        let entry = out.entry(host.clone()).or_insert_with(|| Ok(Vec::new()));
+        match (s.action, entry) {
+            (orchestrator::Action::Failed | orchestrator::Action::Skipped, e) => {
+                *e = Err(format!(
+                    "restarting {}: {}",
+                    s.name,
+                    s.error.as_deref().unwrap_or("failed")
+                ));
+            }
+            (_, Ok(list)) => list.push(s.name),
+            (_, Err(_)) => {}
+        }
+    }
+    out
 }

@@ -1,17 +1,19 @@
 //! `deploy.rollback`: switch hosts back to the previously active version of a package (or a named
 //! retained one), all in parallel, with one `deployment.progress` event per host.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use registry::wire::{DeployAction, DeployResult, HostDeployment, RollbackParams};
 use registry::{RequestContext, WireError};
 
-use super::deploy::{executor, project_from, targets};
+use super::deploy::{executor, project_from, restart_services, targets};
 use crate::daemon::State;
 
 pub async fn handle(
-    _state: Arc<State>,
+    state: Arc<State>,
     p: RollbackParams,
     ctx: RequestContext,
 ) -> Result<DeployResult, WireError> {
@@ -32,7 +34,22 @@ pub async fn handle(
         p.to.as_deref(),
     )
     .await;
-    let hosts = targets
+    let versions: HashMap<String, String> = targets
+        .iter()
+        .zip(&results)
+        .filter_map(|(t, r)| r.as_ref().ok().map(|rb| (t.host.clone(), rb.to.clone())))
+        .collect();
+    let mut restarts = restart_services(
+        &ctx,
+        &state,
+        &project,
+        &PathBuf::from(&p.dir),
+        p.root.as_deref(),
+        &p.name,
+        &versions,
+    )
+    .await;
+    let mut hosts: Vec<HostDeployment> = targets
         .iter()
         .zip(results)
         .map(|(t, r)| match r {
@@ -58,6 +75,13 @@ pub async fn handle(
             },
         })
         .collect();
+    for h in &mut hosts {
+        match restarts.remove(&h.host) {
+            Some(Ok(list)) => h.restarted = list,
+            Some(Err(e)) => h.error = Some(format!("{}: {e}", h.host)),
+            None => {}
+        }
+    }
     Ok(DeployResult {
         name: p.name,
         sha256: None,

@@ -13,7 +13,7 @@ use crate::daemon::{State, wire_error};
 pub async fn handle(
     state: Arc<State>,
     p: StartParams,
-    _ctx: RequestContext,
+    ctx: RequestContext,
 ) -> Result<ApplyResult, WireError> {
     let dir = PathBuf::from(&p.dir);
     let path = dir.join("services.yaml");
@@ -42,6 +42,10 @@ pub async fn handle(
             ),
         ));
     }
+    // `type: package` services become the remote processes they are (deployed first if missing).
+    let project =
+        super::deploy::prepare_packages(&ctx, &state, &project, &dir, None, &Default::default())
+            .await?;
     let opts = ApplyOptions {
         services: p.services,
         remove_orphans: p.remove_orphans,
