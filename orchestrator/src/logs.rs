@@ -501,20 +501,52 @@ fn rotated(path: &Path, n: usize) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Appends whole lines, rotating before a line would take the file past `max_bytes` (a single
+/// longer line gets a file of its own).
 fn append_rotating(path: &Path, buf: &[u8], limits: LogLimits) -> std::io::Result<()> {
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    if size > 0 && size + buf.len() as u64 > limits.max_bytes {
-        let _ = std::fs::remove_file(rotated(path, limits.keep.max(1)));
-        for k in (1..limits.keep.max(1)).rev() {
-            let _ = std::fs::rename(rotated(path, k), rotated(path, k + 1));
+    let mut size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let room = limits.max_bytes.saturating_sub(size) as usize;
+        // As many whole lines as fit; at least one line into an empty file.
+        let mut take = 0;
+        for (i, b) in rest.iter().enumerate() {
+            if *b == b'\n' {
+                if i + 1 > room && !(take == 0 && size == 0) {
+                    break;
+                }
+                take = i + 1;
+                if i + 1 > room {
+                    break;
+                }
+            }
         }
-        std::fs::rename(path, rotated(path, 1))?;
+        if take == 0 && size > 0 {
+            rotate(path, limits.keep)?;
+            size = 0;
+            continue;
+        }
+        if take == 0 {
+            take = rest.len();
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        f.write_all(&rest[..take])?;
+        size += take as u64;
+        rest = &rest[take..];
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    f.write_all(buf)
+    Ok(())
+}
+
+fn rotate(path: &Path, keep: usize) -> std::io::Result<()> {
+    let keep = keep.max(1);
+    let _ = std::fs::remove_file(rotated(path, keep));
+    for k in (1..keep).rev() {
+        let _ = std::fs::rename(rotated(path, k), rotated(path, k + 1));
+    }
+    std::fs::rename(path, rotated(path, 1))
 }
 
 fn read_log_files(

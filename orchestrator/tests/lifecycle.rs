@@ -833,3 +833,58 @@ services:
         fx.orch.stop("heal", StopOptions::default()).await.unwrap();
     })
 }
+
+#[test]
+fn logs_rotate_by_size_and_read_back_across_the_rotated_files() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("registry.redb"), Default::default())
+            .await
+            .unwrap();
+        let mut opts = OrchestratorOptions::new(dir.path().join("state"), store.clone());
+        opts.log_limits = LogLimits {
+            max_bytes: 4096,
+            keep: 3,
+        };
+        let orch = Orchestrator::open(opts).await.unwrap();
+        let fx = Fx {
+            _reaper: Reaper(dir.path().to_path_buf()),
+            dir,
+            store,
+            orch,
+        };
+        let p = fx.project(
+            r#"
+name: rot
+services:
+  r:
+    command: "i=0; while [ $i -lt 180 ]; do echo line-$i-padding-padding; i=$((i+1)); sleep 0.002; done"
+"#,
+        );
+        assert!(fx.apply(&p).await.is_success());
+        fx.wait_state("rot", "r", Duration::from_secs(10), |s| {
+            matches!(s, ServiceState::Exited { .. })
+        })
+        .await;
+        let svc = fx.dir.path().join("state/projects/rot/services/r");
+        assert!(svc.join("r.log.1").exists() && svc.join("r.log.2").exists());
+        for f in ["r.log", "r.log.1", "r.log.2"] {
+            let len = std::fs::metadata(svc.join(f)).unwrap().len();
+            assert!(len <= 4096, "{f}: {len}");
+        }
+        let logs = fx
+            .orch
+            .logs(LogQuery {
+                project: "rot".into(),
+                ..LogQuery::default()
+            })
+            .await
+            .unwrap();
+        let lines: Vec<LogLine> = futures_lite::StreamExt::collect(logs).await;
+        let want: Vec<String> = (0..180)
+            .map(|i| format!("line-{i}-padding-padding"))
+            .collect();
+        let got: Vec<String> = lines.into_iter().map(|l| l.text).collect();
+        assert_eq!(got, want);
+    })
+}
