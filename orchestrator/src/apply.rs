@@ -2,6 +2,7 @@
 //! restart, re-attach on open, and the read-only views (health, logs, exec).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,8 +52,15 @@ async fn write_atomic(path: PathBuf, bytes: Vec<u8>) -> Result<()> {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = p.with_extension("tmp");
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
+        // 0600: definitions carry environment values, which may be secrets.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut f, &bytes)?;
+        f.sync_all()?;
         std::fs::rename(&tmp, &p)
     })
     .await

@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -163,7 +163,12 @@ impl LogHub {
         blocking::unblock(move || {
             std::fs::create_dir_all(&dir)?;
             for name in ["stdout", "stderr"] {
-                File::create(dir.join(name))?;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(dir.join(name))?;
             }
             write_offsets(&dir, [0, 0])
         })
@@ -529,9 +534,11 @@ fn append_rotating(path: &Path, buf: &[u8], limits: LogLimits) -> std::io::Resul
         if take == 0 {
             take = rest.len();
         }
+        // 0600: service output may hold secrets.
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)?;
         f.write_all(&rest[..take])?;
         size += take as u64;

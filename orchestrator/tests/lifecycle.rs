@@ -509,6 +509,20 @@ services:
             meta.len() > 10_000_000 && meta.blocks() * 512 < 1 << 20,
             "{meta:?}"
         );
+        // Output and definitions may hold secrets.
+        use std::os::unix::fs::PermissionsExt;
+        let state = fx.dir.path().join("state/projects/chatty");
+        for f in [
+            "project.yaml",
+            "services/talk/talk.log",
+            "services/talk/stdout",
+        ] {
+            let mode = std::fs::metadata(state.join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
     })
 }
 

@@ -7,6 +7,7 @@
 //! plus start time and learns of the exit from a pidfd (readable when the process ends).
 
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -56,6 +57,7 @@ pub(crate) async fn spawn(spec: &LaunchSpec, dir: &Path) -> Result<LocalProcess,
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .mode(0o600)
                     .open(dir.join(name))
             };
             Ok((open("stdout")?, open("stderr")?))
