@@ -26,11 +26,19 @@
 //! ```text
 //! projects/<project>/project.yaml          the applied definition (resolved services.yaml)
 //! projects/<project>/base_dir              folder of services.yaml (relative paths)
-//! projects/<project>/services/<svc>/stdout, stderr   raw output of the current run
+//! projects/<project>/services/<svc>/stdout, stderr   raw output of the current run (0600)
 //! projects/<project>/services/<svc>/offsets          how much of it is in the log
-//! projects/<project>/services/<svc>/<svc>.log[.N]    timestamped log, rotated
+//! projects/<project>/services/<svc>/<svc>.log[.N]    `TIME out|err TEXT`, size-rotated (0600)
+//! projects/<project>/services/<svc>/pid              `PID STARTTIME` of the last local launch
+//! projects/<project>/services/<svc>/hash             definition hash of the running instance
 //! ```
-//! Pid and start time of each running service live in the registry entry (`runtime`).
+//! Pid and start time of each running service also live in the registry entry (`runtime`);
+//! remote and container services keep their own run records there (see `runtime`).
+//!
+//! Progress: every state change (`service.state`: pending → starting → running → …) and health
+//! change (`service.health`) is a registry event as it happens; subscribe to the store (or the
+//! daemon's event stream) to follow an `apply`. Log lines are not events: use
+//! [`Orchestrator::logs`].
 
 pub mod addresses;
 mod apply;
