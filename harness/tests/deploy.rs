@@ -382,3 +382,125 @@ fn permission_denied_and_disk_full_name_host_and_path() {
     );
     assert_eq!(d.current("h3", &root), format!("{}-1.0.0", d.name));
 }
+
+/// A package holding a small http server that serves its own version.
+fn server_source(d: &Deploy, version: &str) -> PathBuf {
+    let dir = d.env.dir.path().join(format!("srv-{version}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("manifest.yaml"),
+        format!(
+            r#"name: {}
+version: {version}
+setup: printf '%s\n' "$HARNESS_PACKAGE_VERSION" > version.txt
+start: exec python3 -m http.server "$PORT" --bind 0.0.0.0
+health: python3 -c "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/version.txt' % os.environ['PORT'], timeout=2)"
+requires: [python3]
+"#,
+            d.name
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// What the consumer on h3 printed last: `web1=V web2=V`.
+fn consumer_saw(d: &Deploy, want: &str) -> bool {
+    common::wait_until(std::time::Duration::from_secs(20), || {
+        d.run(&["logs", "consumer", "-n", "1"], &[])
+            .stdout
+            .contains(want)
+    })
+}
+
+#[test]
+fn package_services_run_on_their_hosts_and_follow_deploys_and_rollbacks() {
+    let port = 20000 + std::process::id() % 20000;
+    let services = format!(
+        r#"services:
+  web1:
+    type: package
+    package: PKG
+    host: h1
+    ports: [{{name: http, port: {port}}}]
+    env: {{PORT: "{port}"}}
+  web2:
+    type: package
+    package: PKG
+    version: 1.0.0
+    host: h2
+    ports: [{{name: http, port: {port}}}]
+    env: {{PORT: "{port}"}}
+  consumer:
+    host: h3
+    command: >-
+      while true; do python3 -c 'import sys, urllib.request as u; print(" ".join(n + "=" + u.urlopen(x, timeout=2).read().decode().strip() for n, x in zip(["web1", "web2"], sys.argv[1:])), flush=True)'
+      http://${{web1.ip}}:${{web1.port}}/version.txt http://${{web2.ip}}:${{web2.port}}/version.txt; sleep 0.3; done
+    depends_on: {{web1: started, web2: started}}
+"#
+    );
+    let d = Deploy::new("run", &services);
+    let v1 = server_source(&d, "1.0.0");
+    let v2 = server_source(&d, "2.0.0");
+    let v3 = server_source(&d, "3.0.0");
+
+    // web1's host gets the package from `harness deploy`; web2's (pinned, missing) from `start`.
+    d.run(&["deploy", path(&v1), "--host", "h1"], &[]).ok();
+    let run = d.run(&["start"], &[]).ok();
+    assert!(run.stdout.contains("web2"), "{}", run.stdout);
+    assert_eq!(d.current("h2", "/opt"), format!("{}-1.0.0", d.name));
+    assert!(consumer_saw(&d, "web1=1.0.0 web2=1.0.0"));
+    let web1 = d.env.service("web1");
+    assert_eq!(web1["location"]["name"], "h1", "{web1:#}");
+    assert_eq!(web1["health"]["status"], "healthy", "{web1:#}");
+
+    // A new version restarts the running service on it; web2 is pinned and stays.
+    let web2_pid = d.env.service("web2")["runtime"]["pid"].clone();
+    let run = d
+        .run(&["deploy", path(&v2), "--host", "h1,h2", "-o", "json"], &[])
+        .ok();
+    let v = json(&run);
+    assert_eq!(
+        v["hosts"][0]["restarted"],
+        serde_json::json!(["web1"]),
+        "{v:#}"
+    );
+    assert!(v["hosts"][1].get("restarted").is_none(), "{v:#}");
+    assert!(consumer_saw(&d, "web1=2.0.0 web2=1.0.0"));
+    assert_eq!(d.env.service("web2")["runtime"]["pid"], web2_pid);
+
+    // A corrupted upload is refused; web1 keeps running 2.0.0, same process.
+    let web1_pid = d.env.service("web1")["runtime"]["pid"].clone();
+    d.run(&["daemon", "stop"], &[]).ok();
+    let hook = [(packages::CORRUPT_UPLOAD_ENV, "100")];
+    let run = d.run(&["deploy", path(&v3), "--host", "h1"], &hook);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("h1: upload rejected"), "{}", run.stderr);
+    assert_eq!(d.env.service("web1")["runtime"]["pid"], web1_pid);
+    assert!(consumer_saw(&d, "web1=2.0.0 web2=1.0.0"));
+
+    // Rollback restores 1.0.0 on h1 and restarts web1 on it.
+    let run = d
+        .run(
+            &[
+                "deploy",
+                "--rollback",
+                &d.name,
+                "--host",
+                "h1",
+                "-o",
+                "json",
+            ],
+            &[],
+        )
+        .ok();
+    let v = json(&run);
+    assert_eq!(v["hosts"][0]["action"], "rolled_back", "{v:#}");
+    assert_eq!(
+        v["hosts"][0]["restarted"],
+        serde_json::json!(["web1"]),
+        "{v:#}"
+    );
+    assert_ne!(d.env.service("web1")["runtime"]["pid"], web1_pid);
+    assert!(consumer_saw(&d, "web1=1.0.0 web2=1.0.0"));
+}
