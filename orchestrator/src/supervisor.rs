@@ -62,6 +62,21 @@ enum Woke {
 
 impl Supervisor {
     pub async fn run(self, begin: Begin) {
+        self.supervise(begin).await;
+        // A stop that raced with the end is answered, never left waiting: no more can come.
+        self.stops.close();
+        let mut answered = false;
+        while let Ok(req) = self.stops.try_recv() {
+            if !answered {
+                self.set_state(ServiceState::Stopped).await;
+                self.ready.update(|r| r.stopped = true);
+                answered = true;
+            }
+            let _ = req.done.try_send(false);
+        }
+    }
+
+    async fn supervise(&self, begin: Begin) {
         let mut attempt: u32 = 0;
         let mut delay = self.spec.restart.backoff.initial;
         let mut begin = begin;
