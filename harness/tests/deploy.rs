@@ -267,6 +267,31 @@ fn without_host_deploys_where_the_package_services_run() {
     let bad = d.run(&["deploy", path(&src), "--host", "h9"], &[]);
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("h9"), "{}", bad.stderr);
+
+    // An archive that does not match its .sha256 is refused by the daemon before any host is touched.
+    let built = json(
+        &d.run(
+            &[
+                "package",
+                "build",
+                path(&src),
+                "--out",
+                path(d.env.dir.path()),
+                "-o",
+                "json",
+            ],
+            &[],
+        )
+        .ok(),
+    );
+    let archive = PathBuf::from(built["path"].as_str().unwrap());
+    let mut sum = archive.clone().into_os_string();
+    sum.push(".sha256");
+    std::fs::write(&sum, format!("{}  x\n", "0".repeat(64))).unwrap();
+    let bad = d.run(&["deploy", path(&archive), "--host", "h1"], &[]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("does not match"), "{}", bad.stderr);
+    assert_eq!(d.current("h1", "/opt"), "none");
 }
 
 #[test]

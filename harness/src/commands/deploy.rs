@@ -2,8 +2,8 @@
 //! ships the package to every host in parallel; here, one bar per host (bytes and phase) on a
 //! terminal, one line per phase otherwise, and one result line per host.
 //!
-//! PKG is a built `NAME-VERSION.tar.zst` (its `.sha256` beside it) or a package directory, which is
-//! built first into `$HARNESS_HOME/packages/` (builds are reproducible, so the same directory gives the
+//! PKG is a built `NAME-VERSION.tar.zst` (its `.sha256` beside it; the daemon verifies both) or a
+//! package directory, which is built first into `$HARNESS_HOME/packages/` (builds are reproducible, so the same directory gives the
 //! same checksum and redeploying it does nothing).
 
 use std::collections::BTreeMap;
@@ -106,7 +106,7 @@ pub fn run(ctx: &Context, args: DeployArgs) -> Status {
                 eprintln!("error: name a package (archive or directory) or --rollback NAME");
                 return Status::Invalid;
             };
-            let pkg = match package(ctx, source) {
+            let archive = match package(ctx, source) {
                 Ok(p) => p,
                 Err(s) => return s,
             };
@@ -116,7 +116,7 @@ pub fn run(ctx: &Context, args: DeployArgs) -> Status {
                     project: project.name.clone(),
                     yaml,
                     dir,
-                    archive: pkg.path.display().to_string(),
+                    archive: archive.display().to_string(),
                     hosts: args.hosts.clone(),
                     root: args.root.clone(),
                     keep: args.keep,
@@ -192,9 +192,26 @@ fn encode(ctx: &Context, project: &Project) -> Result<(String, String), Status> 
     Ok((yaml, dir.display().to_string()))
 }
 
-/// Opens (and so verifies) an archive, or builds a package directory into `$HARNESS_HOME/packages`.
-fn package(ctx: &Context, source: &Path) -> Result<packages::Package, Status> {
-    let result = if source.is_dir() {
+/// The archive to send: PKG itself (the daemon opens and verifies it, so it is not read twice), or a
+/// package directory built into `$HARNESS_HOME/packages`.
+fn package(ctx: &Context, source: &Path) -> Result<PathBuf, Status> {
+    if !source.is_dir() {
+        return match std::path::absolute(source) {
+            Ok(p) if p.is_file() => Ok(p),
+            Ok(p) => {
+                eprintln!(
+                    "error: {}: no such package archive or directory",
+                    p.display()
+                );
+                Err(Status::Invalid)
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", source.display());
+                Err(Status::Invalid)
+            }
+        };
+    }
+    let result = {
         let out = match registry::HarnessHome::from_env() {
             Ok(home) => home.path("packages"),
             Err(e) => {
@@ -207,8 +224,6 @@ fn package(ctx: &Context, source: &Path) -> Result<packages::Package, Status> {
             return Err(Status::Failed);
         }
         packages::build(source, &out)
-    } else {
-        packages::Package::open(source)
     };
     let result = result.and_then(|p| {
         // The daemon opens it by this path, whatever its working directory.
@@ -221,10 +236,10 @@ fn package(ctx: &Context, source: &Path) -> Result<packages::Package, Status> {
     });
     match result {
         Ok(p) => {
-            if !ctx.json() && source.is_dir() {
+            if !ctx.json() {
                 eprintln!("built {} ({})", p.path.display(), HumanBytes(p.size));
             }
-            Ok(p)
+            Ok(p.path)
         }
         Err(packages::Error::Manifest(m)) => {
             let theme = if ctx.color {
