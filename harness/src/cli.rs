@@ -56,7 +56,12 @@ pub struct DaemonArgs {
     pub url: Option<String>,
 
     /// Fail instead of starting a local daemon when none runs (also HARNESS_NO_AUTOSTART=1).
-    #[arg(long, global = true, env = "HARNESS_NO_AUTOSTART")]
+    #[arg(
+        long,
+        global = true,
+        env = "HARNESS_NO_AUTOSTART",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub no_autostart: bool,
 }
 

@@ -51,8 +51,13 @@ pub fn run(ctx: &Context, args: LogsArgs) -> Status {
                     return request_failed("logs", e);
                 }
             };
+            // Align the prefixes of everything in the batch, not just what came before.
+            width = batch
+                .lines
+                .iter()
+                .map(|l| l.service.len())
+                .fold(width, usize::max);
             for line in &batch.lines {
-                width = width.max(line.service.len());
                 let written = if ctx.json() {
                     print_json_line(&mut out, line)
                 } else {

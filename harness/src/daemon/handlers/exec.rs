@@ -57,7 +57,7 @@ pub async fn handle(
         code: status.code(),
         signal: match status {
             ExitStatus::Signal(s) => Some(s),
-            ExitStatus::Code(_) => None,
+            _ => None,
         },
         stdout,
         stderr,

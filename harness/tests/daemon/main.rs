@@ -1,0 +1,6 @@
+//! The daemon and the CLI end to end, through the real binary with real processes. Each test has
+//! its own `$HARNESS_HOME`, so its own daemon on its own port, and they run in parallel.
+
+mod acceptance;
+mod commands;
+mod common;
