@@ -72,7 +72,7 @@ for _ in $(seq 1 "$RUNS"); do
 done
 left=0
 for h in h1 h2 h3; do
-    n=$(ssh -F "$TB_SSH_CONFIG" "$h" 'pgrep -c -f "while :; do sleep 1; done" || true')
+    n=$(ssh -F "$TB_SSH_CONFIG" "$h" 'pgrep -c -f "[w]hile :; do sleep 1; done" || true')
     left=$((left + n))
 done
 

@@ -218,8 +218,10 @@ const STOP: &str = r#"g=$2; t=$3
 read -r p s < "$d/pid"; st "$p"
 if [ -z "$S" ] || [ "$S" != "$s" ]; then kill -KILL "-$p" 2>/dev/null; echo GONE; exit 0; fi
 kill "-$g" "-$p" 2>/dev/null || kill "-$g" "$p" 2>/dev/null
+# Zombies still answer kill -0 (orphans wait for init to reap them): only live members count.
+live() { for f in /proc/[0-9]*/stat; do read -r l < "$f" 2>/dev/null || continue; l=${l##*) }; set -f; set -- $l; set +f; [ "$1" != Z ] && [ "$3" = "$p" ] && return 0; done; return 1; }
 i=0
-while kill -0 "-$p" 2>/dev/null; do
+while kill -0 "-$p" 2>/dev/null && live; do
   if [ "$i" -ge "$t" ]; then kill -KILL "-$p" 2>/dev/null; echo KILLED; exit 0; fi
   sleep 0.1; i=$((i+1))
 done
@@ -273,6 +275,31 @@ while :; do
   sleep 0.2
 done
 "#;
+
+/// One-off operations (start, status, stop, clean) at once per host. With the followers and
+/// health checks they stay within sshd's 10 sessions per connection, so a burst of starts never
+/// makes the executor open a second connection to the host.
+const OPS_PER_HOST: usize = 6;
+
+async fn op(
+    exec: &Executor,
+    target: &Target,
+    cmd: &Command,
+) -> Result<command_executor::Output, command_executor::Error> {
+    static SLOTS: std::sync::OnceLock<Mutex<HashMap<String, Arc<async_lock::Semaphore>>>> =
+        std::sync::OnceLock::new();
+    let slots = {
+        let mut all = SLOTS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        all.entry(target.host())
+            .or_insert_with(|| Arc::new(async_lock::Semaphore::new(OPS_PER_HOST)))
+            .clone()
+    };
+    let _slot = slots.acquire().await;
+    exec.output(target, cmd).await
+}
 
 fn sh(script: String, args: impl IntoIterator<Item = String>) -> Command {
     Command::new("sh")
@@ -616,7 +643,7 @@ pub(crate) async fn spawn(
         follower.unregister(&key);
         why
     };
-    let out = match exec.output(target, &cmd).await {
+    let out = match op(exec, target, &cmd).await {
         Ok(o) => o,
         Err(e) => return Err(failed(describe(&e))),
     };
@@ -685,7 +712,7 @@ pub(crate) async fn attach(
         format!("{START_TIME_FN}{HOME_DIR}{STATUS}"),
         [run_dir(&rec.key), pid.to_string(), start_time.to_string()],
     );
-    let out = match exec.output(target, &cmd).await {
+    let out = match op(exec, target, &cmd).await {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!("cannot re-attach to {} on {}: {e}", rec.key, target.host());
@@ -735,7 +762,7 @@ impl RemoteProcess {
             ],
         )
         .timeout(self.exec.options().op_timeout + timeout);
-        let killed = match self.exec.output(&self.target, &cmd).await {
+        let killed = match op(&self.exec, &self.target, &cmd).await {
             Ok(out) => out.stdout_text().trim() == "KILLED",
             Err(e) => {
                 tracing::warn!(run = %self.key, "stop on {}: {e}", self.target.host());
@@ -765,7 +792,7 @@ impl RemoteProcess {
             [run_dir(&self.key), self.pid.to_string()],
         )
         .timeout(self.exec.options().op_timeout);
-        if let Err(e) = self.exec.output(&self.target, &cmd).await {
+        if let Err(e) = op(&self.exec, &self.target, &cmd).await {
             tracing::warn!(run = %self.key, "cleaning up on {}: {e}", self.target.host());
         }
     }
