@@ -81,15 +81,25 @@ pub async fn prepare(
             })
         })
         .collect();
+    // Every task runs to its end (no deployment is cut off midway); all failures are reported.
     let mut done = Vec::with_capacity(tasks.len());
+    let mut errors = Vec::new();
     for (name, task) in names.iter().zip(tasks) {
-        let (manifest, p) = task.await.map_err(|e| format!("service {name}: {e}"))?;
-        if let Some(s) = out.services.get_mut(name) {
-            rewrite(s, &manifest, &p.dir);
+        match task.await {
+            Ok((manifest, p)) => {
+                if let Some(s) = out.services.get_mut(name) {
+                    rewrite(s, &manifest, &p.dir);
+                }
+                done.push(p);
+            }
+            Err(e) => errors.push(format!("service {name}: {e}")),
         }
-        done.push(p);
     }
-    Ok((out, done))
+    if errors.is_empty() {
+        Ok((out, done))
+    } else {
+        Err(errors.join("; "))
+    }
 }
 
 async fn prepare_one(
@@ -249,5 +259,52 @@ fn rewrite(s: &mut harness_config::Service, m: &Manifest, dir: &str) {
             retries: HealthCheck::DEFAULT_RETRIES,
             start_period: std::time::Duration::ZERO,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_package_service_becomes_a_remote_process_in_its_installed_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("services.yaml");
+        std::fs::write(
+            &path,
+            "hosts:\n  h1: {address: 198.18.0.11}\nservices:\n  web:\n    type: package\n    \
+             package: hello\n    host: h1\n    env: {GREETING: mine}\n",
+        )
+        .unwrap();
+        let loaded = harness_config::load(&path);
+        let mut project = loaded.project.unwrap();
+        let m = Manifest::from_bytes(
+            Path::new("manifest.yaml"),
+            b"name: hello\nversion: 1.2.0\nstart: exec ./server --port $PORT\n\
+              health: ./server --check\nenv: {GREETING: theirs, MODE: prod}\n",
+        )
+        .unwrap();
+        let s = project.services.get_mut("web").unwrap();
+        rewrite(s, &m, "/opt/hello-1.2.0");
+        assert_eq!(s.kind, ServiceKind::Remote);
+        assert_eq!(
+            s.command,
+            Some(harness_config::Command::Shell(Template::literal(
+                "exec ./server --port $PORT"
+            )))
+        );
+        assert_eq!(s.working_dir, Some(Template::literal("/opt/hello-1.2.0")));
+        let env = |k: &str| s.env.get(k).and_then(Template::as_literal);
+        assert_eq!(env("GREETING").as_deref(), Some("mine"), "the service wins");
+        assert_eq!(env("MODE").as_deref(), Some("prod"));
+        assert_eq!(env("HARNESS_PACKAGE_VERSION").as_deref(), Some("1.2.0"));
+        assert!(s.health_check.is_some(), "the manifest's health is used");
+        // The rewritten project survives the round trip the daemon makes (saved, loaded again).
+        let yaml = serde_saphyr::to_string(&project).unwrap();
+        let again = harness_config::load_str(&path, yaml, &|_: &str| -> Option<String> { None });
+        assert!(again.errors.is_empty(), "{:?}", again.errors);
+        let web = &again.project.unwrap().services["web"];
+        assert_eq!(web.kind, ServiceKind::Remote);
+        assert_eq!(web.command, project.services["web"].command);
     }
 }
