@@ -90,7 +90,11 @@ pub(crate) fn validate(
             if dep == name {
                 continue; // reported as a cycle
             }
-            if *condition == Condition::Healthy && target.health_check.is_none() {
+            // A package's health check may come from its manifest (checked when it is deployed).
+            if *condition == Condition::Healthy
+                && target.health_check.is_none()
+                && target.kind != ServiceKind::Package
+            {
                 push(
                     Severity::Error,
                     Code::InvalidValue,

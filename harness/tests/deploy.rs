@@ -461,7 +461,7 @@ fn package_services_run_on_their_hosts_and_follow_deploys_and_rollbacks() {
     command: >-
       while true; do python3 -c 'import sys, urllib.request as u; print(" ".join(n + "=" + u.urlopen(x, timeout=2).read().decode().strip() for n, x in zip(["web1", "web2"], sys.argv[1:])), flush=True)'
       http://${{web1.ip}}:${{web1.port}}/version.txt http://${{web2.ip}}:${{web2.port}}/version.txt; sleep 0.3; done
-    depends_on: {{web1: started, web2: started}}
+    depends_on: {{web1: healthy, web2: healthy}}
 "#
     );
     let d = Deploy::new("run", &services);

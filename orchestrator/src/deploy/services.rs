@@ -96,6 +96,24 @@ pub async fn prepare(
         }
     }
     if errors.is_empty() {
+        for (name, s) in &out.services {
+            for (dep, condition) in &s.depends_on {
+                if *condition == harness_config::Condition::Healthy
+                    && names.contains(dep)
+                    && out
+                        .services
+                        .get(dep)
+                        .is_some_and(|d| d.health_check.is_none())
+                {
+                    errors.push(format!(
+                        "service {name} waits for {dep} to be healthy, but neither {dep} nor the \
+                         manifest of its package has a health check"
+                    ));
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
         Ok((out, done))
     } else {
         Err(errors.join("; "))
