@@ -902,3 +902,44 @@ services:
         assert_eq!(got, want);
     })
 }
+
+#[test]
+fn https_health_check_accepts_a_self_signed_service() {
+    smol::block_on(async {
+        let fx = Fx::new().await;
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(fx.dir.path().join("cert.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(
+            fx.dir.path().join("key.pem"),
+            ck.signing_key.serialize_pem(),
+        )
+        .unwrap();
+        let port = free_port();
+        let p = fx.project(&format!(
+            r#"
+name: tls
+services:
+  web:
+    binary: python3
+    args:
+      - -c
+      - |
+        import http.server, ssl
+        s = http.server.HTTPServer(("127.0.0.1", {port}), http.server.SimpleHTTPRequestHandler)
+        c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        c.load_cert_chain("cert.pem", "key.pem")
+        s.socket = c.wrap_socket(s.socket, server_side=True)
+        s.serve_forever()
+    health_check: {{http: "https://localhost:{port}/", interval: 100ms, retries: 3, start_period: 10s}}
+"#
+        ));
+        let report = fx.apply(&p).await;
+        assert!(report.is_success(), "{report:#?}");
+        let h = fx.orch.health("tls", &[]).await.unwrap();
+        assert!(
+            h[0].health.last_output.as_deref().unwrap().contains("200"),
+            "{h:?}"
+        );
+        fx.orch.stop("tls", StopOptions::default()).await.unwrap();
+    })
+}
