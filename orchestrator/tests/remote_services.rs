@@ -106,6 +106,23 @@ impl Fx {
     }
 }
 
+impl Drop for Fx {
+    /// A failed test still leaves nothing running.
+    fn drop(&mut self) {
+        if let Some(o) = self.orch.take() {
+            smol::block_on(async {
+                for p in o.projects() {
+                    let opts = StopOptions {
+                        force: true,
+                        ..StopOptions::default()
+                    };
+                    let _ = o.stop(&p, opts).await;
+                }
+            });
+        }
+    }
+}
+
 fn hosts_yaml(tb: &Testbed) -> String {
     let key = tb.var("TB_SSH_KEY").unwrap();
     let mut y = String::from("hosts:\n");
@@ -146,9 +163,13 @@ fn wait_for(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// The numbers of `api-N` lines, which must run 1, 2, 3... without gaps or repeats.
 fn ticks(lines: &[String]) -> Vec<u64> {
+    numbered(lines, "api-")
+}
+
+fn numbered(lines: &[String], prefix: &str) -> Vec<u64> {
     lines
         .iter()
-        .filter_map(|l| l.strip_prefix("api-")?.parse().ok())
+        .filter_map(|l| l.strip_prefix(prefix)?.parse().ok())
         .collect()
 }
 
@@ -168,7 +189,7 @@ fn stack_across_hosts_and_engines() {
     user: hbsvc
     ports: [{api_port}]
     command: >-
-      mkdir -p /tmp/www-$$ && echo hello-from-api > /tmp/www-$$/index.html &&
+      mkdir -p /tmp/www-$$; echo hello-from-api > /tmp/www-$$/index.html;
       (i=0; while :; do i=$((i+1)); echo api-$i; sleep 0.05; done) &
       exec busybox httpd -f -p {api_port} -h /tmp/www-$$
     health_check:
@@ -180,7 +201,7 @@ fn stack_across_hosts_and_engines() {
     host: h2
     image: "{image}"
     ports: ["15432:5432"]
-    command: ["sh", "-c", "mkdir -p /w && echo db-data > /w/index.html && echo db-up && exec httpd -f -p 5432 -h /w"]
+    command: ["sh", "-c", "mkdir -p /w; echo db-data > /w/index.html; (i=0; while :; do i=$((i+1)); echo db-$i; sleep 0.05; done) & exec httpd -f -p 5432 -h /w"]
     health_check:
       command: ["wget", "-q", "-O-", "http://127.0.0.1:5432/"]
       interval: 1s
@@ -256,6 +277,18 @@ fn stack_across_hosts_and_engines() {
         let after = ticks(&fx.lines("rstack", "api").await);
         let want: Vec<u64> = (1..=after.len() as u64).collect();
         assert_eq!(after, want, "api lines lost or doubled");
+        // The container's log follower resumed too (`docker logs --since`, deduplicated).
+        let db_before = numbered(&fx.lines("rstack", "db").await, "db-").len() as u64;
+        assert!(
+            wait_for(Duration::from_secs(10), || {
+                numbered(&smol::block_on(fx.lines("rstack", "db")), "db-").len() as u64
+                    > db_before + 20
+            }),
+            "db output did not resume after the master died"
+        );
+        let db = numbered(&fx.lines("rstack", "db").await, "db-");
+        let want: Vec<u64> = (1..=db.len() as u64).collect();
+        assert_eq!(db, want, "db lines lost or doubled");
         let api2 = fx.entry("rstack", "api").await;
         assert_eq!(api2.runtime.pid, Some(api_pid));
         assert_eq!(api2.restart_count, 0);
