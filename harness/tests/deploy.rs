@@ -441,6 +441,7 @@ fn consumer_saw(d: &Deploy, want: &str) -> bool {
 #[test]
 fn package_services_run_on_their_hosts_and_follow_deploys_and_rollbacks() {
     let port = 20000 + std::process::id() % 20000;
+    let port2 = port + 1;
     let services = format!(
         r#"services:
   web1:
@@ -456,6 +457,14 @@ fn package_services_run_on_their_hosts_and_follow_deploys_and_rollbacks() {
     host: h2
     ports: [{{name: http, port: {port}}}]
     env: {{PORT: "{port}"}}
+  # A second service of the same package on the same host: prepared after web2, not beside it.
+  web3:
+    type: package
+    package: PKG
+    version: 1.0.0
+    host: h2
+    ports: [{{name: http, port: {port2}}}]
+    env: {{PORT: "{port2}"}}
   consumer:
     host: h3
     command: >-
@@ -478,6 +487,7 @@ fn package_services_run_on_their_hosts_and_follow_deploys_and_rollbacks() {
     let web1 = d.env.service("web1");
     assert_eq!(web1["location"]["name"], "h1", "{web1:#}");
     assert_eq!(web1["health"]["status"], "healthy", "{web1:#}");
+    assert_eq!(d.env.state_of("web3"), "running");
 
     // A new version restarts the running service on it; web2 is pinned and stays.
     let web2_pid = d.env.service("web2")["runtime"]["pid"].clone();

@@ -62,7 +62,17 @@ pub async fn prepare(
         .filter(|(_, s)| s.kind == ServiceKind::Package)
         .map(|(n, _)| n.clone())
         .collect();
-    // Each service may need a probe, an upload and a manifest read on its own host: all at once.
+    // Each host and package may need a probe, an upload and a manifest read: all at once, except
+    // services of one package on one host, which go one after the other (the first deploys it, and
+    // the host's install lock would refuse a second concurrent deployment).
+    let mut groups: BTreeMap<(Option<String>, Option<String>), Vec<String>> = BTreeMap::new();
+    for name in &names {
+        let s = &project.services[name];
+        groups
+            .entry((s.host.clone(), s.package.clone()))
+            .or_default()
+            .push(name.clone());
+    }
     let shared = std::sync::Arc::new((
         exec.clone(),
         store.clone(),
@@ -70,29 +80,37 @@ pub async fn prepare(
         archive_dirs.to_vec(),
         options.clone(),
     ));
-    let tasks: Vec<smol::Task<_>> = names
-        .iter()
-        .map(|name| {
-            let (shared, name) = (shared.clone(), name.clone());
-            let version = versions.get(&name).cloned();
+    let tasks: Vec<smol::Task<_>> = groups
+        .into_values()
+        .map(|group| {
+            let shared = shared.clone();
+            let versions: Vec<Option<String>> =
+                group.iter().map(|n| versions.get(n).cloned()).collect();
             smol::spawn(async move {
                 let (exec, store, project, dirs, options) = &*shared;
-                prepare_one(exec, store, project, &name, version, dirs, options).await
+                let mut results = Vec::with_capacity(group.len());
+                for (name, version) in group.into_iter().zip(versions) {
+                    let r = prepare_one(exec, store, project, &name, version, dirs, options).await;
+                    results.push((name, r));
+                }
+                results
             })
         })
         .collect();
     // Every task runs to its end (no deployment is cut off midway); all failures are reported.
-    let mut done = Vec::with_capacity(tasks.len());
+    let mut done = Vec::with_capacity(names.len());
     let mut errors = Vec::new();
-    for (name, task) in names.iter().zip(tasks) {
-        match task.await {
-            Ok((manifest, p)) => {
-                if let Some(s) = out.services.get_mut(name) {
-                    rewrite(s, &manifest, &p.dir);
+    for task in tasks {
+        for (name, r) in task.await {
+            match r {
+                Ok((manifest, p)) => {
+                    if let Some(s) = out.services.get_mut(&name) {
+                        rewrite(s, &manifest, &p.dir);
+                    }
+                    done.push(p);
                 }
-                done.push(p);
+                Err(e) => errors.push(format!("service {name}: {e}")),
             }
-            Err(e) => errors.push(format!("service {name}: {e}")),
         }
     }
     if errors.is_empty() {
