@@ -348,6 +348,22 @@ fn rollback_switches_back_and_forth() {
         .ok();
     assert_eq!(d.current("h1", "/opt"), format!("{}-2.0.0", d.name));
 
+    // Or to a named retained version.
+    d.run(
+        &[
+            "deploy",
+            "--rollback",
+            &d.name,
+            "--to",
+            "1.0.0",
+            "--host",
+            "h1",
+        ],
+        &[],
+    )
+    .ok();
+    assert_eq!(d.current("h1", "/opt"), format!("{}-1.0.0", d.name));
+
     // Nothing to roll back to on h2: exit 1 naming the host.
     let run = d.run(&["deploy", "--rollback", &d.name, "--host", "h2"], &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);

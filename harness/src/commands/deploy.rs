@@ -370,21 +370,29 @@ impl Bars {
             return;
         }
         let multi = &self.multi;
+        // A spinner until the size to send is known (probing), then a bar of the bytes sent.
         let bar = self.bars.entry(p.host.clone()).or_insert_with(|| {
             let bar = multi.add(ProgressBar::new(0));
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {msg} {elapsed:.dim}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{spinner} {prefix:.bold} {msg} {elapsed:.dim}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             bar.set_prefix(p.host.clone());
             bar.enable_steady_tick(Duration::from_millis(100));
             bar
         });
         if p.total > 0 {
-            bar.set_length(p.total);
+            if bar.length() != Some(p.total) {
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} {prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {msg} \
+                         {elapsed:.dim}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                bar.set_length(p.total);
+            }
             bar.set_position(p.bytes);
         }
         bar.set_message(format!("{} {}", p.package, p.phase));
