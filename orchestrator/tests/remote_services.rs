@@ -364,13 +364,17 @@ fn stack_across_hosts_and_engines() {
         }
         for h in ["h1", "h2", "h3"] {
             let port = format!("-p {api_port}");
+            // Followers are shared by every project on a host: only ours count.
+            let ours = |pat: &str| {
+                let mut v = tb.processes_on(h, pat);
+                v.retain(|p| !p.cmdline.contains("HARNESS-D") || p.cmdline.contains("rstack/"));
+                v
+            };
             for pat in ["echo api-", port.as_str(), "busybox wget", "HARNESS-D"] {
                 assert!(
-                    wait_for(Duration::from_secs(5), || tb
-                        .processes_on(h, pat)
-                        .is_empty()),
+                    wait_for(Duration::from_secs(5), || ours(pat).is_empty()),
                     "left on {h}: {:?}",
-                    tb.processes_on(h, pat)
+                    ours(pat)
                 );
             }
             let left = tb.sh_ok(h, "ls -A /home/hbsvc/.local/state/harness/rstack /home/hbuser/.local/state/harness/rstack 2>/dev/null || true");
@@ -471,5 +475,55 @@ services:
             .stop("rfail", StopOptions::default())
             .await
             .unwrap();
+    });
+}
+
+#[test]
+fn remote_exits_restart_with_their_output_and_status() {
+    let tb = Testbed::get();
+    smol::block_on(async {
+        let fx = Fx::new().await;
+        let yaml = format!(
+            r#"name: rexit
+{hosts}services:
+  flaky:
+    host: h1
+    user: hbsvc
+    command: "echo out-$(id -un); echo err-line >&2; exit 3"
+    restart: {{policy: on-failure, max_restarts: 2, backoff: {{initial: 100ms, max: 100ms}}}}
+"#,
+            hosts = hosts_yaml(tb),
+        );
+        let p = fx.project(&yaml);
+        fx.apply(&p).await;
+        let end = Instant::now() + Duration::from_secs(20);
+        let e = loop {
+            let e = fx.entry("rexit", "flaky").await;
+            if matches!(e.state, ServiceState::Failed { .. }) || Instant::now() > end {
+                break e;
+            }
+            async_io::Timer::after(Duration::from_millis(50)).await;
+        };
+        assert!(
+            matches!(&e.state, ServiceState::Failed { reason } if reason.contains("exit code 3")),
+            "{:?}",
+            e.state
+        );
+        assert_eq!(e.restart_count, 2);
+        let lines = fx.lines("rexit", "flaky").await;
+        assert_eq!(
+            lines.iter().filter(|l| *l == "out-hbsvc").count(),
+            3,
+            "{lines:?}"
+        );
+        assert_eq!(lines.iter().filter(|l| *l == "err-line").count(), 3);
+        // Every ended run was removed from the host.
+        assert!(wait_for(Duration::from_secs(5), || tb
+            .sh_ok(
+                "h1",
+                "sudo -n ls -A /home/hbsvc/.local/state/harness/rexit 2>/dev/null || true"
+            )
+            .trim()
+            .is_empty()));
     });
 }

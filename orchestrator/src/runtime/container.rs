@@ -444,48 +444,54 @@ async fn follow(
                 }
             }
         }
-        let status = proc.wait().await;
+        let _ = proc.wait().await;
         let p = shared
             .progress
             .lock()
             .map(|p| p.clone())
             .unwrap_or_default();
         save_progress(&dir, &p).await;
-        // `docker logs -f` ends by itself only when the container stopped.
-        if matches!(status, Ok(s) if s.success()) {
-            let out = docker(
-                &exec,
-                &target,
-                &cli,
-                &[
-                    "inspect",
-                    "-f",
-                    "{{.State.Running}} {{.State.ExitCode}}",
-                    &id,
-                ],
-                exec.options().op_timeout,
-            )
-            .await;
-            let text = out.map(|o| o.stdout_text()).unwrap_or_default();
-            let mut w = text.split_whitespace();
-            match (w.next(), w.next().and_then(|c| c.parse::<i32>().ok())) {
-                (Some("false"), Some(code)) => {
+        // `docker logs -f` ends by itself when the container stopped; otherwise the connection
+        // dropped (retried). Either way the engine says which.
+        let out = docker(
+            &exec,
+            &target,
+            &cli,
+            &[
+                "inspect",
+                "-f",
+                "{{.State.Running}} {{.State.ExitCode}}",
+                &id,
+            ],
+            exec.options().op_timeout,
+        )
+        .await;
+        match out {
+            Ok(o) if o.status.success() => {
+                let text = o.stdout_text();
+                let mut w = text.split_whitespace();
+                if let (Some("false"), Some(code)) =
+                    (w.next(), w.next().and_then(|c| c.parse::<i32>().ok()))
+                {
                     finish(&shared, super::host::exit_info(code));
                     return;
                 }
-                (Some("true"), _) => {}
-                _ => {
-                    // Gone altogether (removed behind our back).
-                    finish(
-                        &shared,
-                        ExitInfo {
-                            code: None,
-                            signal: None,
-                        },
-                    );
-                    return;
-                }
             }
+            Ok(o) if o.stderr_text().contains("No such") => {
+                // Removed behind our back: gone, status unknown.
+                finish(
+                    &shared,
+                    ExitInfo {
+                        code: None,
+                        signal: None,
+                    },
+                );
+                return;
+            }
+            Ok(o) => {
+                tracing::warn!(container = %id, "docker inspect: {}", o.stderr_text().trim());
+            }
+            Err(e) => tracing::warn!(container = %id, "docker inspect: {e}"),
         }
         Timer::after(Duration::from_millis(200)).await;
     }
