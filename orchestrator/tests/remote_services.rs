@@ -33,8 +33,14 @@ async fn open(dir: &Path, store: &Store) -> Orchestrator {
 impl Fx {
     async fn new() -> Fx {
         let tb = Testbed::get();
-        // SAFETY: every test sets the same value; nothing else writes the environment.
-        unsafe { std::env::set_var("HARNESS_KNOWN_HOSTS", tb.var("TB_SSH_KNOWN_HOSTS").unwrap()) };
+        static KNOWN_HOSTS: std::sync::Once = std::sync::Once::new();
+        KNOWN_HOSTS.call_once(|| {
+            // SAFETY: set once, by the first test, before it starts any ssh; Rust's own
+            // environment access is locked.
+            unsafe {
+                std::env::set_var("HARNESS_KNOWN_HOSTS", tb.var("TB_SSH_KNOWN_HOSTS").unwrap())
+            };
+        });
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("registry.redb"), Default::default())
             .await
