@@ -11,7 +11,9 @@
 //!   daemon's machine, the local address the daemon's machine uses towards the consumer's host
 //!   (discovered from the routing table);
 //! - a container's port is its published host port (a port that is not published cannot be
-//!   referenced), a process's port is its own.
+//!   referenced), a process's port is its own;
+//! - two containers on one engine: the provider container's address on the engine's network
+//!   (filled in when the consumer is launched, the provider running by then) and its own port.
 
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 
@@ -112,7 +114,26 @@ impl<'a> Resolver<'a> {
             .ok_or_else(|| format!("{reference}: there is no service {name:?}"))?;
         let placement = Placement::of(provider).map_err(|e| format!("{reference}: {e}"))?;
         let e = |m: String| format!("{reference}: {m}");
+        // Two containers on one engine talk container to container: the provider's address on
+        // the engine's network (known once it runs, filled in at the consumer's launch) and
+        // its own port.
+        let same_engine = matches!(
+            (&self.consumer, &placement),
+            (Placement::Container { host: a }, Placement::Container { host: b }) if a == b
+        );
         match &reference.property {
+            Property::Ip | Property::Host if same_engine => Ok(container_ip_marker(name)),
+            Property::Port if same_engine => provider
+                .ports
+                .first()
+                .map(|p| p.port.to_string())
+                .ok_or_else(|| format!("{reference}: service {name:?} declares no ports")),
+            Property::NamedPort(want) if same_engine => provider
+                .ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(want.as_str()))
+                .map(|p| p.port.to_string())
+                .ok_or_else(|| format!("{reference}: service {name:?} has no port named {want:?}")),
             Property::Ip => ip(self.project, &self.consumer, &placement).map_err(e),
             Property::Host => host(self.project, &self.consumer, &placement).map_err(e),
             Property::Port => {
@@ -138,6 +159,14 @@ impl<'a> Resolver<'a> {
             }
         }
     }
+}
+
+/// Stands for the address of container `service` on the consumer's engine until the consumer
+/// is launched (see `runtime::container`).
+pub(crate) const CONTAINER_IP_MARK: &str = "\u{1e}harness-container-ip:";
+
+fn container_ip_marker(service: &str) -> String {
+    format!("{CONTAINER_IP_MARK}{service}\u{1e}")
 }
 
 /// The address a consumer at `from` uses to reach a provider at `to`.

@@ -96,9 +96,9 @@ fn other_hosts_use_the_configured_address() {
 #[test]
 fn containers_reach_their_host_by_its_address() {
     let p = project();
-    // Loopback inside a container is the container itself.
+    // Another engine: that engine host's address (loopback in a container is itself).
     assert_eq!(
-        get(&p, in_container(Some("h2")), "db", Property::Ip).unwrap(),
+        get(&p, in_container(Some("h1")), "db", Property::Ip).unwrap(),
         "198.18.0.12"
     );
     assert_eq!(
@@ -123,6 +123,27 @@ fn the_daemons_machine_is_found_from_the_routing_table() {
     }
     let e = get(&p, on("h4"), "local", Property::Ip).unwrap_err();
     assert!(e.contains("jump host"), "{e}");
+}
+
+#[test]
+fn containers_on_one_engine_use_the_container_address_and_port() {
+    let p = project();
+    // The provider container's address is filled in when the consumer is launched.
+    let ip = get(&p, in_container(Some("h2")), "cache", Property::Ip).unwrap();
+    assert!(ip.contains("harness-container-ip:cache"), "{ip:?}");
+    assert_eq!(
+        get(&p, in_container(Some("h2")), "db", Property::Port).unwrap(),
+        "5432"
+    );
+    assert_eq!(
+        get(&p, in_container(Some("h2")), "cache", Property::Port).unwrap(),
+        "6379"
+    );
+    // Another engine goes through the published port.
+    assert_eq!(
+        get(&p, in_container(None), "db", Property::Port).unwrap(),
+        "15432"
+    );
 }
 
 #[test]

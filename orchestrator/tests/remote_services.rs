@@ -212,6 +212,11 @@ fn stack_across_hosts_and_engines() {
       command: ["wget", "-q", "-O-", "http://127.0.0.1:5432/"]
       interval: 1s
     startup_timeout: 30s
+  cache:
+    type: docker
+    host: h2
+    image: "{image}"
+    command: ["sh", "-c", "while :; do wget -q -O- http://${{db.ip}}:${{db.port}}/; sleep 0.5; done"]
   consumer:
     host: h3
     env:
@@ -240,6 +245,12 @@ fn stack_across_hosts_and_engines() {
             let l = smol::block_on(fx.lines("rstack", "consumer"));
             l.iter().any(|x| x == "hello-from-api") && l.iter().any(|x| x == "db-data")
         }));
+        // Container to container on h2's engine: by the container's address and own port.
+        assert!(wait_for(Duration::from_secs(10), || {
+            smol::block_on(fx.lines("rstack", "cache"))
+                .iter()
+                .any(|x| x == "db-data")
+        }));
         let h1 = tb.host("h1").addr.to_string();
         let api = fx.entry("rstack", "api").await;
         let api_pid = api.runtime.pid.unwrap();
@@ -257,7 +268,7 @@ fn stack_across_hosts_and_engines() {
             )
             .lines()
             .count(),
-            1
+            2
         );
 
         // The ssh master dies: output keeps coming, nothing restarts, nothing is doubled.
@@ -338,7 +349,7 @@ fn stack_across_hosts_and_engines() {
             )
             .lines()
             .count(),
-            1,
+            2,
             "duplicate container"
         );
         let n = ticks(&fx.lines("rstack", "api").await).len() as u64;

@@ -179,6 +179,7 @@ pub(crate) async fn spawn(
     if !out.status.success() && !out.stderr_text().contains("No such container") {
         return Err(failure(&target, "docker rm", &out));
     }
+    let launch = &fill_addresses(exec, &target, &cli, &project, launch).await?;
     let mut run = DockerRun::new(&spec.image)
         .cli(cli.clone())
         .name(&name)
@@ -233,6 +234,88 @@ pub(crate) async fn spawn(
     };
     save_progress(dir, &progress).await;
     Ok(start(exec, target, cli, id, pid, progress, dir))
+}
+
+/// Replaces the markers `addresses` leaves for containers on this engine by their addresses on
+/// the engine's network (their providers run by now: references imply a `started` dependency).
+async fn fill_addresses(
+    exec: &Executor,
+    target: &Target,
+    cli: &DockerCli,
+    project: &str,
+    launch: &LaunchSpec,
+) -> Result<LaunchSpec, String> {
+    use crate::addresses::CONTAINER_IP_MARK;
+    let mut names: Vec<String> = Vec::new();
+    let all = launch
+        .env
+        .iter()
+        .map(|(_, v)| v)
+        .chain(launch.args.iter())
+        .chain(std::iter::once(&launch.program))
+        .chain(launch.cwd.iter());
+    for text in all {
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find(CONTAINER_IP_MARK) {
+            let after = &rest[i + CONTAINER_IP_MARK.len()..];
+            let end = after.find('\u{1e}').unwrap_or(after.len());
+            if !names.iter().any(|n| n == &after[..end]) {
+                names.push(after[..end].to_owned());
+            }
+            rest = &after[(end + 1).min(after.len())..];
+        }
+    }
+    if names.is_empty() {
+        return Ok(launch.clone());
+    }
+    let mut found: Vec<(String, String)> = Vec::new();
+    for name in names {
+        let container = format!("harness.{project}.{name}");
+        let out = docker(
+            exec,
+            target,
+            cli,
+            &[
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+                &container,
+            ],
+            exec.options().op_timeout,
+        )
+        .await?;
+        let ip = out
+            .stdout_text()
+            .split_whitespace()
+            .next()
+            .map(str::to_owned)
+            .filter(|_| out.status.success())
+            .ok_or_else(|| {
+                format!(
+                    "on {}: no address for container {container} (is {name} running?): {}",
+                    target.host(),
+                    out.stderr_text().trim()
+                )
+            })?;
+        found.push((format!("{CONTAINER_IP_MARK}{name}\u{1e}"), ip));
+    }
+    let fill = |s: &String| {
+        let mut s = s.clone();
+        for (mark, ip) in &found {
+            s = s.replace(mark, ip);
+        }
+        s
+    };
+    Ok(LaunchSpec {
+        program: fill(&launch.program),
+        args: launch.args.iter().map(fill).collect(),
+        env: launch
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), fill(v)))
+            .collect(),
+        cwd: launch.cwd.as_ref().map(fill),
+    })
 }
 
 async fn main_pid(exec: &Executor, target: &Target, cli: &DockerCli, id: &str) -> Option<u32> {
