@@ -69,7 +69,8 @@ async fn command(
     if let Some(cwd) = cwd {
         cmd = cmd.current_dir(cwd);
     }
-    match exec.output(target, &cmd).await {
+    // Through the per-host limit, so checks share a host's one ssh connection with its services.
+    match crate::runtime::host::op(exec, target, &cmd).await {
         Ok(out) => {
             let text = format!("{}{}", out.stdout_text(), out.stderr_text());
             if out.status.success() {

@@ -141,7 +141,9 @@ async fn docker(
     }
     argv.extend(args.iter().map(OsString::from));
     let cmd = Command::new(&argv[0]).args(&argv[1..]).timeout(limit);
-    let out = exec.output(target, &cmd).await.map_err(|e| e.to_string())?;
+    let out = super::host::op(exec, target, &cmd)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(out)
 }
 
@@ -209,8 +211,7 @@ pub(crate) async fn spawn(
     }
     let argv = run.argv();
     let cmd = Command::new(&argv[0]).args(&argv[1..]).timeout(limit);
-    let out = exec
-        .output(&target, &cmd)
+    let out = super::host::op(exec, &target, &cmd)
         .await
         .map_err(|e| e.to_string())?;
     if !out.status.success() {

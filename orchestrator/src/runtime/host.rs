@@ -276,18 +276,21 @@ while :; do
 done
 "#;
 
-/// One-off operations (start, status, stop, clean) at once per host. With the followers and
-/// health checks they stay within sshd's 10 sessions per connection, so a burst of starts never
-/// makes the executor open a second connection to the host.
+/// One-off operations (start, status, stop, clean, command health checks) at once per ssh
+/// host. With the log followers they stay within sshd's 10 sessions per connection, so a burst
+/// of starts or checks never makes the executor open a second connection to the host.
 const OPS_PER_HOST: usize = 6;
 
-async fn op(
+pub(crate) async fn op(
     exec: &Executor,
     target: &Target,
     cmd: &Command,
 ) -> Result<command_executor::Output, command_executor::Error> {
     static SLOTS: std::sync::OnceLock<Mutex<HashMap<String, Arc<async_lock::Semaphore>>>> =
         std::sync::OnceLock::new();
+    if !matches!(target.layers.first(), Some(command_executor::Layer::Ssh(_))) {
+        return exec.output(target, cmd).await;
+    }
     let slots = {
         let mut all = SLOTS
             .get_or_init(Default::default)
