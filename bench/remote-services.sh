@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # 30 remote services, 10 on each of the testbed's h1..h3, through the real daemon and CLI:
-#   cold start   — no ssh connection open yet — until `harness start` reports all running (target ≤ 1 s)
+#   cold start   — no ssh connection open yet — until `harness start` reports all running and
+#                  healthy (a command check each, every 200 ms) (target ≤ 1 s)
 #   warm start   — the same with the connections already up
 #   stop         — all 30, nothing left behind
 #   per-command  — one command round trip over a host's shared connection (hosts check, best of 3),
@@ -40,7 +41,7 @@ trap cleanup EXIT
     echo "services:"
     for h in 1 2 3; do
         for i in $(seq 1 10); do
-            echo "  s$h-$i: {host: h$h, command: \"while :; do sleep 1; done\"}"
+            echo "  s$h-$i: {host: h$h, command: \"while :; do sleep 1; done\", health_check: {command: [\"true\"], interval: 200ms}}"
         done
     done
 } > "$work/services.yaml"
@@ -77,6 +78,8 @@ for h in h1 h2 h3; do
 done
 
 "$BIN" start >/dev/null
+sleep 2
+masters=$(pgrep -c -f "ssh -F $XDG_RUNTIME_DIR/harness-ssh/.* -M " || true)
 t0=$(date +%s%N)
 for _ in $(seq 1 20); do "$BIN" exec s1-1 -- true; done
 t1=$(date +%s%N)
@@ -86,9 +89,10 @@ rtt=$("$BIN" hosts check -o json | sed -n 's/.*"latency_ms": \([0-9.]*\).*/\1/p'
 
 med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "30 remote services (10 on each of h1..h3), $RUNS runs, median (all runs):"
-echo "  cold start until all running: $(med "${cold[@]}") ms   (${cold[*]})"
-echo "  warm start until all running: $(med "${warm[@]}") ms   (${warm[*]})"
+echo "  cold start until all running+healthy: $(med "${cold[@]}") ms   (${cold[*]})"
+echo "  warm start until all running+healthy: $(med "${warm[@]}") ms   (${warm[*]})"
 echo "  stop all 30:                  $(med "${stop[@]}") ms   (${stop[*]})"
 echo "  processes left on the hosts after stop: $left"
+echo "  ssh connections (masters) for 3 hosts, 30 services health-checked every 200 ms: $masters"
 echo "  harness exec s1-1 -- true (CLI → daemon → ssh → h1): $exec_ms ms per command"
 echo "  one command over a host's shared ssh connection (h1 h2 h3): $rtt ms"
