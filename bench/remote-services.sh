@@ -22,10 +22,10 @@ work=$(mktemp -d /tmp/harness-bench-remote.XXXXXX)
 export HARNESS_HOME="$work/home" XDG_RUNTIME_DIR="$work/run" HARNESS_KNOWN_HOSTS="$TB_SSH_KNOWN_HOSTS"
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 cleanup() {
-    (cd "$work" && "$BIN" stop >/dev/null 2>&1 || true)
+    if cd "$work"; then "$BIN" stop >/dev/null 2>&1 || true; fi
     "$BIN" daemon stop >/dev/null 2>&1 || true
     for c in "$XDG_RUNTIME_DIR"/harness-ssh/*.conf; do
-        [ -e "$c" ] && ssh -F "$c" -O exit "$(basename "$c" .conf)" >/dev/null 2>&1 || true
+        if [ -e "$c" ]; then ssh -F "$c" -O exit "$(basename "$c" .conf)" >/dev/null 2>&1 || true; fi
     done
     rm -rf "$work"
 }
@@ -52,7 +52,7 @@ close_masters() {
     for c in "$XDG_RUNTIME_DIR"/harness-ssh/*.conf; do
         [ -e "$c" ] || continue
         for s in "$XDG_RUNTIME_DIR"/harness-ssh/*.sock "$XDG_RUNTIME_DIR"/harness-ssh/cm-*; do
-            [ -S "$s" ] && ssh -F "$c" -o ControlPath="$s" -O exit x >/dev/null 2>&1 || true
+            if [ -S "$s" ]; then ssh -F "$c" -o ControlPath="$s" -O exit x >/dev/null 2>&1 || true; fi
         done
     done
 }
