@@ -54,6 +54,9 @@ impl Env {
     fn run(&self, args: &[&str]) -> Run {
         let tb = Testbed::get();
         let out = Command::new(BIN)
+            // The local engine of docker services without a host (also the daemon's, which
+            // inherits it when auto-started).
+            .env("DOCKER_HOST", tb.docker_endpoint(Engine::Local))
             .args(args)
             .current_dir(self.dir.path())
             .env("HARNESS_HOME", self.home.path())
@@ -377,4 +380,55 @@ services:
     let table = env.run(&["hosts", "check"]);
     assert_eq!(table.code, 1);
     assert!(table.stdout.contains("hint:"), "{}", table.stdout);
+}
+
+#[test]
+fn local_engine_containers_reach_and_are_reached_from_this_machine() {
+    let tb = Testbed::get();
+    let (web, api) = (testbed::free_port(), testbed::free_port());
+    let yaml = format!(
+        r#"name: e2elocal
+services:
+  web:
+    type: docker
+    image: "{image}"
+    ports: ["{web}:80"]
+    command: ["sh", "-c", "mkdir -p /w; echo web-local > /w/index.html; exec httpd -f -p 80 -h /w"]
+    health_check: {{http: "http://${{web.ip}}:${{web.port}}/", interval: 500ms}}
+  api:
+    command: "mkdir -p www; echo from-this-machine > www/index.html; exec busybox httpd -f -p {api} -h www"
+    ports: [{api}]
+  fetch:
+    command: "while :; do busybox wget -q -O- http://${{web.ip}}:${{web.port}}/; sleep 0.5; done"
+  cfetch:
+    type: docker
+    image: "{image}"
+    command: ["sh", "-c", "while :; do wget -q -O- http://${{api.ip}}:${{api.port}}/; sleep 0.5; done"]
+"#,
+        image = tb.image,
+    );
+    let env = Env::new(&yaml);
+    env.run(&["start"]).ok();
+    assert!(
+        wait_for(Duration::from_secs(15), || {
+            let out = env.run(&["logs", "fetch", "cfetch"]).stdout;
+            out.contains("web-local") && out.contains("from-this-machine")
+        }),
+        "{}",
+        env.run(&["logs"]).stdout
+    );
+    let local = |args: &[&str]| {
+        tb.docker_ok(Engine::Local, args.iter().copied())
+            .lines()
+            .count()
+    };
+    assert_eq!(
+        local(&["ps", "-q", "--filter", "label=harness.project=e2elocal"]),
+        2
+    );
+    env.run(&["stop"]).ok();
+    assert_eq!(
+        local(&["ps", "-aq", "--filter", "label=harness.project=e2elocal"]),
+        0
+    );
 }
