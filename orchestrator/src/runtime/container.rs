@@ -387,9 +387,23 @@ pub(crate) async fn attach(exec: &Executor, spec: &ContainerSpec, dir: &Path) ->
         ],
         exec.options().op_timeout,
     )
-    .await
-    .ok()?;
-    let id = out.stdout_text().split_whitespace().next()?.to_owned();
+    .await;
+    let id = match out {
+        Ok(o) if o.status.success() => o.stdout_text().split_whitespace().next()?.to_owned(),
+        // The engine cannot say now: presumed alive by its (unique) name, never started twice;
+        // the follower keeps trying and reports its end once the engine answers.
+        other => {
+            let why = match other {
+                Ok(o) => o.stderr_text().trim().to_owned(),
+                Err(e) => e,
+            };
+            tracing::warn!(
+                "re-attaching to {} without checking it: {why}",
+                container_name(dir)
+            );
+            container_name(dir)
+        }
+    };
     let pid = main_pid(exec, &target, &cli, &id).await.unwrap_or(0);
     let mut progress = load_progress(dir).await.unwrap_or_default();
     if progress.id != id {

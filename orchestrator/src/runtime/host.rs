@@ -715,16 +715,20 @@ pub(crate) async fn attach(
         format!("{START_TIME_FN}{HOME_DIR}{STATUS}"),
         [run_dir(&rec.key), pid.to_string(), start_time.to_string()],
     );
-    let out = match op(exec, target, &cmd).await {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::warn!("cannot re-attach to {} on {}: {e}", rec.key, target.host());
-            return None;
+    match op(exec, target, &cmd).await {
+        Ok(out) => {
+            let text = out.stdout_text();
+            if !(text.starts_with("RUNNING") || text.starts_with("EXITED")) {
+                return None;
+            }
         }
-    };
-    let text = out.stdout_text();
-    if !(text.starts_with("RUNNING") || text.starts_with("EXITED")) {
-        return None;
+        // The host cannot say now: the run is presumed alive (never started twice); the
+        // follower keeps trying and reports its end once the host answers.
+        Err(e) => tracing::warn!(
+            "re-attaching to {} on {} without checking it: {e}",
+            rec.key,
+            target.host()
+        ),
     }
     let size = |name: &str| {
         let p = dir.join(name);
