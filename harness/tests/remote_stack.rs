@@ -95,21 +95,47 @@ impl Drop for Env {
     fn drop(&mut self) {
         let _ = self.run(&["stop", "--force"]);
         let _ = self.run(&["daemon", "stop"]);
-        // Close this test's ssh masters (they would linger for ControlPersist otherwise).
+        // They would linger for ControlPersist otherwise.
+        self.close_masters();
+    }
+}
+
+impl Env {
+    /// Pids of this test's ssh master connections.
+    fn masters(&self) -> Vec<u32> {
+        let dir = self.run.path().to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| {
+                let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                (cmd.starts_with("ssh ") && cmd.contains(&dir) && cmd.contains(" -M "))
+                    .then_some(pid)
+            })
+            .collect()
+    }
+
+    /// `ssh -O exit` on every ssh connection of this test's daemon.
+    fn close_masters(&self) {
         let dir = self.run.path().join("harness-ssh");
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                let p = e.path();
-                if p.extension().is_some_and(|x| x == "conf") {
-                    let alias = p.file_stem().unwrap().to_string_lossy().into_owned();
-                    let _ = Command::new("ssh")
-                        .arg("-F")
-                        .arg(&p)
-                        .args(["-O", "exit", &alias])
-                        .stderr(Stdio::null())
-                        .status();
-                }
-            }
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let Some(alias) = name.split('.').next().filter(|_| name.ends_with(".sock")) else {
+                continue;
+            };
+            let _ = Command::new("ssh")
+                .arg("-F")
+                .arg(dir.join(format!("{alias}.conf")))
+                .arg("-S")
+                .arg(&p)
+                .args(["-O", "exit", alias])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
@@ -173,6 +199,9 @@ fn remote_stack_survives_a_killed_daemon_and_stops_clean() {
 {hosts}services:
   local:
     command: "while :; do echo local; sleep 1; done"
+  ticker:
+    host: h2
+    command: "i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.05; done"
   api:
     host: h1
     user: hbsvc
@@ -216,6 +245,52 @@ fn remote_stack_survives_a_killed_daemon_and_stops_clean() {
     let health = env.run(&["health", "consumer", "-o", "json"]).ok().stdout;
     assert!(health.contains("healthy"), "{health}");
 
+    // `ssh -O exit` every connection the daemon holds: output keeps coming after the
+    // reconnect, nothing restarts, no line is lost or doubled.
+    let ticks = || -> Vec<u64> {
+        env.run(&["logs", "ticker"])
+            .stdout
+            .lines()
+            .filter_map(|l| l.rsplit("tick-").next()?.trim().parse().ok())
+            .collect()
+    };
+    let ticker_pid = env
+        .status()
+        .into_iter()
+        .find(|s| s["name"] == "ticker")
+        .unwrap()["runtime"]["pid"]
+        .clone();
+    let seen = ticks().len();
+    assert!(seen > 0);
+    let masters = env.masters();
+    assert!(!masters.is_empty());
+    env.close_masters();
+    assert!(
+        wait_for(Duration::from_secs(5), || masters
+            .iter()
+            .all(|m| !Path::new(&format!("/proc/{m}/cmdline")).exists()
+                || std::fs::read(format!("/proc/{m}/cmdline"))
+                    .is_ok_and(|c| c.is_empty()))),
+        "masters still up"
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || ticks().len() > seen + 40),
+        "ticker output did not resume"
+    );
+    let all = ticks();
+    assert_eq!(
+        all,
+        (1..=all.len() as u64).collect::<Vec<_>>(),
+        "lines lost or doubled"
+    );
+    let t = env
+        .status()
+        .into_iter()
+        .find(|s| s["name"] == "ticker")
+        .unwrap();
+    assert_eq!(t["runtime"]["pid"], ticker_pid);
+    assert_eq!(t["restart_count"], 0);
+
     let before: Vec<(String, Value)> = env
         .status()
         .into_iter()
@@ -226,7 +301,7 @@ fn remote_stack_survives_a_killed_daemon_and_stops_clean() {
             )
         })
         .collect();
-    assert_eq!(before.len(), 4);
+    assert_eq!(before.len(), 5);
     assert!(before.iter().all(|(_, p)| p.is_u64()), "{before:?}");
     assert_eq!(containers(tb, "e2eremote"), 1);
 
