@@ -613,10 +613,6 @@ fn service_key(dir: &Path) -> String {
     format!("{project}/{svc}")
 }
 
-fn describe(e: &command_executor::Error) -> String {
-    e.to_string()
-}
-
 pub(crate) async fn spawn(
     exec: &Executor,
     target: &Target,
@@ -648,7 +644,7 @@ pub(crate) async fn spawn(
     };
     let out = match op(exec, target, &cmd).await {
         Ok(o) => o,
-        Err(e) => return Err(failed(describe(&e))),
+        Err(e) => return Err(failed(e.to_string())),
     };
     let text = out.stdout_text();
     let words: Vec<&str> = text.split_whitespace().collect();
