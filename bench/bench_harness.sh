@@ -67,6 +67,6 @@ peer_crash_prepare() {
     printf '    restart: always\n' >> "$W/services.yaml"
 }
 peer_crash_start() { $H -f "$W/services.yaml" start; }
-peer_crash_state() { $H -p bench status; }
+peer_crash_state() { $H -p bench status -o json | tr -d ' \n' | grep -o '"state":{[^}]*}'; }
 
 main_bench

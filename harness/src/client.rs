@@ -113,12 +113,20 @@ async fn connect_remote(home: &HarnessHome, url: &str) -> anyhow::Result<Client>
         .with_context(|| format!("cannot reach the daemon at {url}"))
 }
 
-/// Whether a process with this pid exists.
+/// Whether a process with this pid runs. A zombie does not: it has exited and only waits for its
+/// parent (for a daemon started by an earlier CLI, whatever adopted it) to reap it.
 pub fn pid_alive(pid: u32) -> bool {
-    i32::try_from(pid)
+    let exists = i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
-        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok());
+    exists
+        && match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_none_or(|(_, rest)| !rest.starts_with('Z')),
+            Err(_) => true,
+        }
 }
 
 /// The options for the local daemon, if `daemon.json` names a live process.
