@@ -15,9 +15,10 @@ use command_executor::{Executor, Signal, Target};
 use crate::addresses::Placement;
 use crate::spec::Resolved;
 
-/// What services of a kind not yet supported fail with.
+/// What a service without a place of its own fails with: a `type: package` service that was not
+/// prepared (`deploy::prepare` turns it into the remote process it runs as).
 pub(crate) const UNSUPPORTED: &str =
-    "package services run through `harness deploy`, not as supervised services";
+    "a type: package service runs only once prepared (installed on its host) by start";
 
 /// How a process ended. Both are `None` when it ended while no daemon watched (its status is
 /// then unknowable) — restart policies treat that as a failure.
