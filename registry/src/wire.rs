@@ -449,6 +449,21 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         ("deploy.rollback.params", schema_for!(RollbackParams)),
         ("deploy.result", schema_for!(DeployResult)),
         ("deploy.progress", schema_for!(DeployProgress)),
+        ("start.params", schema_for!(StartParams)),
+        ("start.result", schema_for!(ApplyResult)),
+        ("stop.params", schema_for!(StopParams)),
+        ("stop.result", schema_for!(StopResult)),
+        ("restart.params", schema_for!(RestartParams)),
+        ("status.params", schema_for!(StatusParams)),
+        ("status.result", schema_for!(StatusResult)),
+        ("logs.params", schema_for!(LogsParams)),
+        ("logs.result", schema_for!(LogsResult)),
+        ("exec.params", schema_for!(ExecParams)),
+        ("exec.result", schema_for!(ExecResult)),
+        ("health.params", schema_for!(HealthParams)),
+        ("health.result", schema_for!(HealthResult)),
+        ("daemon.status.result", schema_for!(DaemonStatusResult)),
+        ("daemon.stop.params", schema_for!(DaemonStopParams)),
     ];
     list.into_iter()
         .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or(Value::Null)))
