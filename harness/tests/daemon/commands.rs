@@ -421,3 +421,27 @@ fn a_remote_daemon_by_url_with_token_and_ca() {
         "no local daemon was started"
     );
 }
+
+#[test]
+fn status_watch_redraws_until_interrupted() {
+    let env = Env::new("name: w\nservices:\n  one:\n    command: [sleep, '86415']\n");
+    env.run(&["start"]).ok();
+    let mut watch = env
+        .cmd(&["status", "--watch"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(watch.stdout.take().unwrap());
+    let mut headers = 0;
+    let mut line = String::new();
+    while headers < 2 && reader.read_line(&mut line).unwrap() > 0 {
+        if line.contains("service") && line.contains("uptime") {
+            headers += 1;
+        }
+        line.clear();
+    }
+    assert_eq!(headers, 2, "two tables, a second apart");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    env.run(&["stop"]).ok();
+}
