@@ -445,3 +445,29 @@ fn status_watch_redraws_until_interrupted() {
     let _ = watch.wait();
     env.run(&["stop"]).ok();
 }
+
+#[test]
+fn sigterm_stops_the_daemon_gracefully_and_services_keep_running() {
+    let env = Env::new("name: t\nservices:\n  one:\n    command: [sleep, '86416']\n");
+    env.run(&["start"]).ok();
+    let services = env.pids();
+    let daemon = env.daemon_pid().unwrap();
+    let pid = rustix::process::Pid::from_raw(daemon as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !alive(daemon)));
+    assert!(
+        !env.home().join("daemon.json").exists(),
+        "its record is removed"
+    );
+    assert!(
+        env.run(&["daemon", "logs"])
+            .ok()
+            .stdout
+            .contains("daemon stopped")
+    );
+    assert!(services.iter().all(|(_, p)| alive(*p)));
+    // The next daemon takes them over.
+    assert_eq!(env.pids(), services);
+    env.run(&["stop"]).ok();
+    assert!(services.iter().all(|(_, p)| !alive(*p)));
+}
