@@ -167,7 +167,9 @@ impl Store {
         let (db, last_seq) = blocking::unblock(move || open_db(&p)).await?;
         let db = Arc::new(db);
         let hub = Arc::new(Hub::new(last_seq));
-        let (tx, rx) = async_channel::bounded(65_536);
+        // A bounded queue allocates every slot up front: 1024 keeps the idle daemon small while a batch
+        // (up to MAX_BATCH operations) still forms behind a slow fsync.
+        let (tx, rx) = async_channel::bounded(1024);
         let writer = {
             let db = db.clone();
             let hub = hub.clone();
