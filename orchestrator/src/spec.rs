@@ -18,6 +18,10 @@ pub(crate) struct LaunchSpec {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: Option<String>,
+    /// A local process run as this user through `sudo -n` (remote ones get it from their
+    /// target). Left out of the hash when unset, so existing definitions keep theirs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// The health check, resolved.
@@ -96,11 +100,10 @@ impl Resolved {
             .get(name)
             .ok_or_else(|| format!("no service {name:?}"))?;
         let placement = Placement::of(service)?;
-        if service.user.is_some() && placement == Placement::Local {
-            return Err(
-                "running a local service as another user (user:) is not supported yet".into(),
-            );
-        }
+        let local_user = service
+            .user
+            .clone()
+            .filter(|_| placement == Placement::Local);
         let host = match placement.machine() {
             Some(h) => Some(crate::runtime::host::host_spec(project, h)?),
             None => None,
@@ -112,12 +115,15 @@ impl Resolved {
             )),
             _ => None,
         };
-        let exec_target = crate::runtime::probe_target(
-            &placement,
-            host.as_ref(),
-            container.as_ref(),
-            &format!("harness.{}.{name}", project.name),
-        );
+        let exec_target = match &local_user {
+            Some(u) => command_executor::Target::local().sudo(u),
+            None => crate::runtime::probe_target(
+                &placement,
+                host.as_ref(),
+                container.as_ref(),
+                &format!("harness.{}.{name}", project.name),
+            ),
+        };
         let resolver = Resolver::new(project, placement.clone());
         let render = |t: &Template| t.render(|r| resolver.resolve(r));
         // http and tcp checks are made by the daemon, so they resolve from its machine.
@@ -125,7 +131,10 @@ impl Resolved {
         let render_daemon = |t: &Template| t.render(|r| daemon_resolver.resolve(r));
         // The folder of services.yaml means nothing on another machine or in a container.
         let base_dir = base_dir.filter(|_| placement == Placement::Local);
-        let launch = launch_spec(service, &render, base_dir)?;
+        let launch = LaunchSpec {
+            user: local_user,
+            ..launch_spec(service, &render, base_dir)?
+        };
         let health = match &service.health_check {
             None => None,
             Some(hc) => Some(HealthSpec {
@@ -238,5 +247,6 @@ fn launch_spec(
         args,
         env,
         cwd,
+        user: None,
     })
 }

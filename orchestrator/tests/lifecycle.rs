@@ -943,3 +943,114 @@ services:
         fx.orch.stop("tls", StopOptions::default()).await.unwrap();
     })
 }
+
+/// Real uid of `pid`, from /proc.
+fn uid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn uid_of_user(user: &str) -> u32 {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f[0] == user)
+        .unwrap_or_else(|| panic!("no user {user} in /etc/passwd (testbed up?)"))[2]
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn local_service_with_user_runs_as_that_user_through_sudo_and_stop_kills_its_tree() {
+    smol::block_on(async {
+        let tb = testbed::Testbed::get();
+        let user = &tb.sudo_user;
+        let fx = Fx::new().await;
+        // The service's working directory (the test's folder) must be enterable by the user.
+        std::fs::set_permissions(
+            fx.dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let tag = format!("700.{}", std::process::id());
+        let p = fx.project(&format!(
+            r#"
+name: asuser
+services:
+  s:
+    user: {user}
+    env: {{GREETING: "hello there"}}
+    command: |
+      echo "$(id -un) $GREETING $(pwd)"
+      sleep {tag} &
+      sh -c 'sleep {tag}' &
+      exec sleep {tag}
+    health_check:
+      command: sh
+      args: ["-c", 'test "$(id -un)" = {user} && test "$GREETING" = "hello there"']
+      interval: 50ms
+  nobody-here:
+    user: no-such-user-hb
+    binary: sleep
+    args: ["{tag}"]
+"#
+        ));
+        let report = fx.apply(&p).await;
+        let get = |n: &str| report.services.iter().find(|s| s.name == n).unwrap();
+        assert_eq!(get("s").action, Action::Started, "{report:?}");
+        let err = get("nobody-here").error.clone().unwrap();
+        assert!(
+            err.contains("no-such-user-hb") && err.contains("sudo -n"),
+            "{err}"
+        );
+
+        let pid = fx.entry("asuser", "s").await.runtime.pid.unwrap();
+        let want = uid_of_user(user);
+        let end = Instant::now() + Duration::from_secs(5);
+        let sleeps = loop {
+            let sleeps: Vec<u32> = tree(pid)
+                .into_iter()
+                .filter(|p| {
+                    std::fs::read(format!("/proc/{p}/cmdline"))
+                        .is_ok_and(|c| c == format!("sleep\0{tag}\0").as_bytes())
+                })
+                .collect();
+            if sleeps.len() == 3 {
+                break sleeps;
+            }
+            assert!(Instant::now() < end, "only {sleeps:?} under {pid}");
+            async_io::Timer::after(Duration::from_millis(20)).await;
+        };
+        for s in &sleeps {
+            assert_eq!(uid_of(*s), Some(want), "pid {s} runs as another uid");
+        }
+        let mut logs = fx
+            .orch
+            .logs(LogQuery {
+                project: "asuser".into(),
+                services: vec!["s".into()],
+                follow: true,
+                ..LogQuery::default()
+            })
+            .await
+            .unwrap();
+        let line = logs.next().await.unwrap();
+        assert_eq!(
+            line.text,
+            format!("{user} hello there {}", fx.dir.path().display())
+        );
+        drop(logs);
+
+        let procs = tree(pid);
+        fx.orch
+            .stop("asuser", StopOptions::default())
+            .await
+            .unwrap();
+        let left: Vec<u32> = procs.iter().copied().filter(|p| alive(*p)).collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        assert_eq!(count_cmdline(&["sleep", &tag]), 0);
+        assert_eq!(fx.entry("asuser", "s").await.state, ServiceState::Stopped);
+    })
+}

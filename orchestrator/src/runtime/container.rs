@@ -316,6 +316,7 @@ async fn fill_addresses(
             .map(|(k, v)| (k.clone(), fill(v)))
             .collect(),
         cwd: launch.cwd.as_ref().map(fill),
+        user: launch.user.clone(),
     })
 }
 

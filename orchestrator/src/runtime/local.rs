@@ -5,6 +5,11 @@
 //! `kill -9` of the daemon never hands the service a SIGPIPE. The daemon that started it is its
 //! parent and learns of its exit from SIGCHLD (async-process); a later daemon re-attaches by pid
 //! plus start time and learns of the exit from a pidfd (readable when the process ends).
+//!
+//! A service with `user:` runs as `sudo -n -u USER -- env -C CWD -- K=V... PROGRAM ARGS`: sudo
+//! is the session leader and the service's recorded pid, the user's processes are its
+//! descendants, and sudo relays the stop signal to them. A daemon that may not signal them
+//! itself (not root) signals through `sudo -n kill`.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -23,6 +28,8 @@ use crate::spec::LaunchSpec;
 pub(crate) struct LocalProcess {
     pub pid: u32,
     pub start_time: u64,
+    /// Runs as this user through sudo.
+    pub user: Option<String>,
     exit: Exit,
     ended: Option<ExitInfo>,
 }
@@ -70,12 +77,21 @@ pub(crate) async fn spawn(spec: &LaunchSpec, dir: &Path) -> Result<LocalProcess,
     {
         return Err(format!("working_dir {cwd:?} does not exist"));
     }
-    let mut cmd = std::process::Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)));
-    if let Some(cwd) = &spec.cwd {
-        cmd.current_dir(cwd);
-    }
+    let mut cmd = match &spec.user {
+        None => {
+            let mut cmd = std::process::Command::new(&spec.program);
+            cmd.args(&spec.args)
+                .envs(spec.env.iter().map(|(k, v)| (k, v)));
+            if let Some(cwd) = &spec.cwd {
+                cmd.current_dir(cwd);
+            }
+            cmd
+        }
+        Some(user) => {
+            check_sudo(user).await?;
+            sudo_command(user, spec)
+        }
+    };
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
@@ -98,6 +114,9 @@ pub(crate) async fn spawn(spec: &LaunchSpec, dir: &Path) -> Result<LocalProcess,
     })
     .await
     .map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound if spec.user.is_some() => {
+            format!("sudo not found: user: {:?} runs through sudo", spec.user)
+        }
         std::io::ErrorKind::NotFound => {
             format!("binary {:?} not found (PATH or path)", spec.program)
         }
@@ -110,9 +129,51 @@ pub(crate) async fn spawn(spec: &LaunchSpec, dir: &Path) -> Result<LocalProcess,
     Ok(LocalProcess {
         pid,
         start_time,
+        user: spec.user.clone(),
         exit: Exit::Child(child),
         ended: None,
     })
+}
+
+/// `sudo -n -u USER -- env [-C CWD] -- K=V... PROGRAM ARGS`. sudo resets the environment, so
+/// the service's is passed explicitly; the directory is entered as the user (sudo itself
+/// starts in `/`, which every user may enter).
+fn sudo_command(user: &str, spec: &LaunchSpec) -> std::process::Command {
+    let mut cmd = std::process::Command::new("sudo");
+    cmd.args(["-n", "-u", user, "--", "env"]);
+    if let Some(cwd) = &spec.cwd {
+        cmd.args(["-C", cwd]);
+    }
+    cmd.arg("--")
+        .args(spec.env.iter().map(|(k, v)| format!("{k}={v}")))
+        .arg(&spec.program)
+        .args(&spec.args)
+        .current_dir("/");
+    cmd
+}
+
+/// Fails at once, naming the user, when `sudo -n -u USER` would not run (a password needed, an
+/// unknown user): otherwise the service would just exit 1 with the reason in its log.
+async fn check_sudo(user: &str) -> Result<(), String> {
+    let out = async_process::Command::new("sudo")
+        .args(["-n", "-u", user, "--", "true"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("user: {user:?} runs through sudo, which cannot start: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let why = String::from_utf8_lossy(&out.stderr);
+    let why = why
+        .lines()
+        .find(|l| !l.contains("audit plugin"))
+        .unwrap_or("")
+        .trim();
+    Err(format!(
+        "cannot run as user {user:?}: `sudo -n -u {user}` failed ({why}); sudo -n must work \
+         without a password (NOPASSWD) for the daemon's user"
+    ))
 }
 
 /// `PID STARTTIME` of the last local launch in `dir`.
@@ -123,7 +184,7 @@ pub(crate) async fn read_pidfile(dir: &Path) -> Option<(u32, u64)> {
 }
 
 /// Re-attaches if `pid` still is the process started at `start_time`.
-pub(crate) fn attach(pid: u32, start_time: u64) -> Option<LocalProcess> {
+pub(crate) fn attach(pid: u32, start_time: u64, user: Option<String>) -> Option<LocalProcess> {
     let p = Pid::from_raw(i32::try_from(pid).ok()?)?;
     let fd = rustix::process::pidfd_open(p, PidfdFlags::empty()).ok()?;
     // Checked after opening the pidfd: if the start time still matches, the fd is that process.
@@ -133,6 +194,7 @@ pub(crate) fn attach(pid: u32, start_time: u64) -> Option<LocalProcess> {
     Some(LocalProcess {
         pid,
         start_time,
+        user,
         exit: Exit::Pidfd(Async::new_nonblocking(fd).ok()?),
         ended: None,
     })
@@ -176,7 +238,7 @@ impl LocalProcess {
     pub async fn terminate(&mut self, signal: Signal, timeout: Duration) -> (ExitInfo, bool) {
         let pid = self.pid;
         let tree = snapshot(pid).await;
-        signal_group(pid, signal);
+        self.signal_group(signal).await;
         let deadline = Instant::now() + timeout;
         let mut killed = false;
         loop {
@@ -198,27 +260,53 @@ impl LocalProcess {
                 break;
             }
             if Instant::now() >= deadline {
-                signal_group(pid, Signal::Kill);
+                self.signal_group(Signal::Kill).await;
                 killed = true;
                 break;
             }
         }
-        sweep(pid, tree).await;
+        sweep(pid, tree, self.user.clone()).await;
         let info = self.wait().await;
         (info, killed)
     }
+
+    async fn signal_group(&self, signal: Signal) {
+        let (pid, user) = (self.pid, self.user.clone());
+        match user {
+            None => signal_group(pid, signal, None),
+            // May run `sudo -n kill`: off the executor.
+            Some(u) => blocking::unblock(move || signal_group(pid, signal, Some(&u))).await,
+        }
+    }
 }
 
-fn signal_group(pid: u32, signal: Signal) {
+fn signal_group(pid: u32, signal: Signal, user: Option<&str>) {
     let (Some(p), Some(sig)) = (
         i32::try_from(pid).ok().and_then(Pid::from_raw),
         rustix::process::Signal::from_named_raw(signal.number()),
     ) else {
         return;
     };
-    if rustix::process::kill_process_group(p, sig).is_err() {
-        let _ = rustix::process::kill_process(p, sig);
+    match rustix::process::kill_process_group(p, sig) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::PERM) if user.is_some() => {
+            sudo_kill(signal.number(), &[format!("-{pid}")]);
+        }
+        Err(_) => {
+            let _ = rustix::process::kill_process(p, sig);
+        }
     }
+}
+
+/// Signals processes of another user the daemon may not signal itself (it is not root).
+fn sudo_kill(signal: i32, targets: &[String]) {
+    let _ = std::process::Command::new("sudo")
+        .args(["-n", "kill", "-s", &signal.to_string(), "--"])
+        .args(targets)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 /// One row of /proc: pid, parent, group, session, start time, zombie.
@@ -336,7 +424,8 @@ pub(crate) async fn snapshot(pid: u32) -> Vec<(u32, u64)> {
 /// while the process tree was intact; checked by start time), and — when the service had
 /// children or its group still exists — everything [`owned`] finds in its group and session.
 /// An empty `earlier` (the service ended on its own, its tree is gone) always scans.
-pub(crate) async fn sweep(pid: u32, earlier: Vec<(u32, u64)>) {
+/// Processes of `user` the daemon may not kill are killed through `sudo -n kill`.
+pub(crate) async fn sweep(pid: u32, earlier: Vec<(u32, u64)>, user: Option<String>) {
     blocking::unblock(move || {
         let scan = earlier.len() != 1 || group_exists(pid);
         let mut earlier = earlier;
@@ -347,10 +436,17 @@ pub(crate) async fn sweep(pid: u32, earlier: Vec<(u32, u64)>) {
             if left.is_empty() {
                 return;
             }
+            let mut denied = Vec::new();
             for (p, _) in left {
-                if let Some(p) = i32::try_from(p).ok().and_then(Pid::from_raw) {
-                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                if let Some(pp) = i32::try_from(p).ok().and_then(Pid::from_raw)
+                    && rustix::process::kill_process(pp, rustix::process::Signal::KILL)
+                        == Err(rustix::io::Errno::PERM)
+                {
+                    denied.push(p.to_string());
                 }
+            }
+            if user.is_some() && !denied.is_empty() {
+                sudo_kill(Signal::Kill.number(), &denied);
             }
             std::thread::sleep(Duration::from_millis(5));
         }

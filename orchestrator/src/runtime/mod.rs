@@ -91,7 +91,7 @@ impl Launched {
     /// Kills whatever the service left behind after it ended on its own.
     pub async fn sweep(&self, earlier: Vec<(u32, u64)>) {
         match self {
-            Launched::Local(p) => local::sweep(p.pid, earlier).await,
+            Launched::Local(p) => local::sweep(p.pid, earlier, p.user.clone()).await,
             Launched::Host(p) => p.clean().await,
             Launched::Container(c) => c.remove().await,
         }
@@ -137,7 +137,7 @@ pub(crate) async fn reattach(
                 .await
                 .map(Launched::Host)
         }
-        _ => local::attach(pid, start_time).map(Launched::Local),
+        _ => local::attach(pid, start_time, spec.launch.user.clone()).map(Launched::Local),
     }
 }
 
