@@ -245,7 +245,9 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
         }
     }
     for entry in inner.store.list(None).await? {
-        if !is_up(&entry.state) {
+        // A service stopped on request comes back with a new daemon only under `restart: always`.
+        let stopped = entry.state == ServiceState::Stopped;
+        if !is_up(&entry.state) && !stopped {
             continue;
         }
         let k = entry.key();
@@ -256,6 +258,7 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
         };
         // A daemon killed between launching a local service and recording it left the pidfile.
         let recorded = match (entry.runtime.pid, entry.runtime.process_start_time) {
+            _ if stopped => None,
             (Some(pid), Some(st)) => Some((pid, st)),
             _ if entry.location == Location::Local => {
                 crate::runtime::local::read_pidfile(&inner.service_dir(&entry.project, &entry.name))
@@ -271,7 +274,11 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
             _ => None,
         };
         let spec = match resolved {
+            Ok(s) if stopped && s.restart.policy != harness_config::RestartPolicy::Always => {
+                continue;
+            }
             Ok(s) => s,
+            Err(_) if stopped => continue,
             Err(reason) => {
                 if alive.is_some() {
                     tracing::warn!(service = %k, "running but cannot be supervised: {reason}");
@@ -313,6 +320,7 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
                 }
                 Begin::Attach(proc)
             }
+            (ServiceState::Stopped, None) => Begin::Launch,
             (_, None) => Begin::Ended,
         };
         let hash =

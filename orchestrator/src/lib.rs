@@ -167,7 +167,8 @@ impl Orchestrator {
     /// Opens the orchestrator on `state_dir` and re-attaches to every service the registry
     /// records as running: a process that still has the recorded pid *and* start time is
     /// supervised again (never started twice); one that is gone is marked exited and its restart
-    /// policy applied; one waiting out a backoff resumes it.
+    /// policy applied; one waiting out a backoff resumes it. A service stopped on request is
+    /// started again only under `restart: always` (like Docker; `unless-stopped` stays stopped).
     pub async fn open(opts: OrchestratorOptions) -> Result<Orchestrator> {
         let projects = opts.state_dir.join("projects");
         async_fs::create_dir_all(&projects)

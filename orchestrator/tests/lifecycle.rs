@@ -1054,3 +1054,72 @@ services:
         assert_eq!(fx.entry("asuser", "s").await.state, ServiceState::Stopped);
     })
 }
+
+#[test]
+fn a_new_daemon_starts_always_services_stopped_on_request_but_not_unless_stopped_ones() {
+    smol::block_on(async {
+        let fx = Fx::new().await;
+        let tag = format!("800.{}", std::process::id());
+        let p = fx.project(&format!(
+            r#"
+name: policies
+services:
+  al:
+    binary: sleep
+    args: ["{tag}1"]
+    restart: {{policy: always, backoff: {{initial: 50ms, max: 50ms}}}}
+  us:
+    binary: sleep
+    args: ["{tag}2"]
+    restart: {{policy: unless-stopped, backoff: {{initial: 50ms, max: 50ms}}}}
+"#
+        ));
+        assert!(fx.apply(&p).await.is_success());
+        // While the daemon runs, both come back after any exit (here a kill).
+        for name in ["al", "us"] {
+            let pid = fx.entry("policies", name).await.runtime.pid.unwrap();
+            rustix::process::kill_process(
+                rustix::process::Pid::from_raw(pid as i32).unwrap(),
+                rustix::process::Signal::KILL,
+            )
+            .unwrap();
+            let end = Instant::now() + Duration::from_secs(5);
+            loop {
+                let e = fx.entry("policies", name).await;
+                if e.state == ServiceState::Running && e.runtime.pid != Some(pid) {
+                    assert_eq!(e.restart_count, 1, "{name}");
+                    break;
+                }
+                assert!(Instant::now() < end, "{name} not restarted: {e:?}");
+                async_io::Timer::after(Duration::from_millis(20)).await;
+            }
+        }
+        // Stopped on request; the daemon goes away and a new one opens the same state.
+        fx.orch
+            .stop("policies", StopOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(count_cmdline(&["sleep", &format!("{tag}1")]), 0);
+        assert_eq!(count_cmdline(&["sleep", &format!("{tag}2")]), 0);
+        drop(fx.orch);
+        let orch = open(fx.dir.path(), &fx.store).await;
+        let fx = Fx { orch, ..fx };
+        let al = fx
+            .wait_state("policies", "al", Duration::from_secs(5), |s| {
+                *s == ServiceState::Running
+            })
+            .await;
+        assert!(alive(al.runtime.pid.unwrap()));
+        assert_eq!(count_cmdline(&["sleep", &format!("{tag}1")]), 1);
+        assert_eq!(
+            fx.entry("policies", "us").await.state,
+            ServiceState::Stopped
+        );
+        assert_eq!(count_cmdline(&["sleep", &format!("{tag}2")]), 0);
+        fx.orch
+            .stop("policies", StopOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(count_cmdline(&["sleep", &format!("{tag}1")]), 0);
+    })
+}
