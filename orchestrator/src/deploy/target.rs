@@ -1,12 +1,9 @@
 //! From a services.yaml hosts entry to a command-executor [`Target`] for installing packages.
 
-use command_executor::{HostKeyPolicy, SshHost, Target};
-use harness_config::{Host, KnownHosts, Project};
+use command_executor::Target;
+use harness_config::Project;
 
-/// Jump chains longer than this are refused (they would also be refused as cycles).
-const MAX_JUMPS: usize = 8;
-/// Environment variable naming a known-hosts file for every harness ssh connection.
-const KNOWN_HOSTS_ENV: &str = "HARNESS_KNOWN_HOSTS";
+use crate::runtime::host::host_spec;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
@@ -18,86 +15,25 @@ pub enum TargetError {
     BadJump { host: String, jump: String },
 }
 
-/// The target that installs on hosts entry `name`: ssh as the entry's user, then `sudo -u root` when the
-/// entry allows sudo (installing under /opt needs root) and the user is not root already.
+/// The target that installs on hosts entry `name`: ssh as the entry's user (the same connection
+/// as its services, [`host_spec`]), then `sudo -u root` when the entry allows sudo (installing
+/// under /opt needs root) and the user is not root already.
 pub fn host_target(project: &Project, name: &str) -> Result<Target, TargetError> {
     let host = project
         .hosts
         .get(name)
         .ok_or_else(|| TargetError::UnknownHost(name.to_owned()))?;
-    let target = Target::ssh(ssh_host(project, name, host, 0)?);
+    // The entry exists, so only its jump chain can fail.
+    let spec = host_spec(project, name).map_err(|_| TargetError::BadJump {
+        host: name.to_owned(),
+        jump: host.jump.clone().unwrap_or_default(),
+    })?;
+    let target = Target::ssh(spec.ssh());
     Ok(if host.sudo && host.user.as_deref() != Some("root") {
         target.sudo("root")
     } else {
         target
     })
-}
-
-fn ssh_host(
-    project: &Project,
-    name: &str,
-    host: &Host,
-    depth: usize,
-) -> Result<SshHost, TargetError> {
-    let mut s = SshHost::new(host.address.clone())
-        .name(name)
-        .port(host.port);
-    if let Some(u) = &host.user {
-        s = s.user(u.clone());
-    }
-    if let Some(i) = &host.identity_file {
-        s = s.identity_file(i.clone());
-    }
-    s = s.host_key_policy(match host.known_hosts {
-        KnownHosts::Strict => HostKeyPolicy::Strict,
-        KnownHosts::AcceptNew => HostKeyPolicy::AcceptNew,
-    });
-    // The same known-hosts file as remote services (the services file only chooses the policy).
-    if let Some(k) = std::env::var_os(KNOWN_HOSTS_ENV).filter(|k| !k.is_empty()) {
-        s = s.known_hosts(std::path::PathBuf::from(k));
-    }
-    if let Some(j) = &host.jump {
-        let bad = || TargetError::BadJump {
-            host: name.to_owned(),
-            jump: j.clone(),
-        };
-        if depth >= MAX_JUMPS {
-            return Err(bad());
-        }
-        let hop = match project.hosts.get(j) {
-            Some(jh) => ssh_host(project, j, jh, depth + 1)?,
-            None => parse_jump(j).ok_or_else(bad)?,
-        };
-        // The hop's own hops come first; SshHost keeps the chain flat, first hop first.
-        let mut chain = hop.jump.clone();
-        let mut hop = hop;
-        hop.jump.clear();
-        chain.push(hop);
-        for h in chain {
-            s = s.jump(h);
-        }
-    }
-    Ok(s)
-}
-
-/// `user@host[:port]` or `host[:port]`.
-fn parse_jump(text: &str) -> Option<SshHost> {
-    let (user, rest) = match text.split_once('@') {
-        Some((u, r)) => (Some(u), r),
-        None => (None, text),
-    };
-    let (addr, port) = match rest.rsplit_once(':') {
-        Some((a, p)) if !a.contains(':') => (a, p.parse().ok()?),
-        _ => (rest, 22),
-    };
-    if addr.is_empty() || user.is_some_and(str::is_empty) {
-        return None;
-    }
-    let mut h = SshHost::new(addr).port(port);
-    if let Some(u) = user {
-        h = h.user(u);
-    }
-    Some(h)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use command_executor::{
     Command, DockerCli, DockerExec, DockerRun, Event, Executor, Output, Signal, Target,
 };
 use event_listener::Event as Notify;
-use futures_lite::{AsyncWriteExt, FutureExt};
+use futures_lite::AsyncWriteExt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -657,16 +657,7 @@ impl Container {
             tracing::warn!(container = %self.id, "docker stop: {e}");
         }
         let killed = began.elapsed() >= timeout;
-        let info = async { Some(self.wait().await) }
-            .or(async {
-                Timer::after(Duration::from_secs(5)).await;
-                None
-            })
-            .await
-            .unwrap_or(ExitInfo {
-                code: None,
-                signal: None,
-            });
+        let info = super::exit_after_stop(self.wait()).await;
         self.ended = Some(info);
         self.remove().await;
         (info, killed)

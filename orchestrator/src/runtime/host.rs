@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_io::Timer;
 use command_executor::{Command, Event, Executor, HostKeyPolicy, Signal, SshHost, Target};
 use event_listener::Event as Notify;
-use futures_lite::{AsyncWriteExt, FutureExt};
+use futures_lite::AsyncWriteExt;
 use harness_config::{KnownHosts, Project};
 use serde::Serialize;
 
@@ -51,7 +51,8 @@ pub(crate) struct HostSpec {
     pub docker_host: Option<String>,
 }
 
-/// The `hosts:` entry `name`, with its jump chain.
+/// The `hosts:` entry `name`, with its jump chain. Services and package installs both reach a
+/// host through this (then [`HostSpec::ssh`]), so they connect the same way.
 pub(crate) fn host_spec(project: &Project, name: &str) -> Result<HostSpec, String> {
     host_spec_depth(project, name, 0)
 }
@@ -90,20 +91,23 @@ fn host_spec_depth(project: &Project, name: &str, depth: usize) -> Result<HostSp
     })
 }
 
-/// `user@host[:port]`.
+/// `user@host[:port]` or `host[:port]` (a bare IPv6 address takes no port).
 fn parse_jump(s: &str) -> Result<HostSpec, String> {
     let (user, rest) = match s.split_once('@') {
         Some((u, r)) => (Some(u.to_owned()), r),
         None => (None, s),
     };
     let (addr, port) = match rest.rsplit_once(':') {
-        Some((a, p)) => (
+        Some((a, p)) if !a.contains(':') => (
             a,
             p.parse::<u16>()
                 .map_err(|_| format!("jump {s:?}: bad port {p:?}"))?,
         ),
-        None => (rest, 22),
+        _ => (rest, 22),
     };
+    if addr.is_empty() || user.as_deref().is_some_and(str::is_empty) {
+        return Err(format!("jump {s:?}: expected [user@]host[:port]"));
+    }
     Ok(HostSpec {
         name: addr.to_owned(),
         address: addr.to_owned(),
@@ -773,16 +777,7 @@ impl RemoteProcess {
             }
         };
         // The follower delivers the last output, then the exit.
-        let info = async { Some(self.wait().await) }
-            .or(async {
-                Timer::after(Duration::from_secs(5)).await;
-                None
-            })
-            .await
-            .unwrap_or(ExitInfo {
-                code: None,
-                signal: None,
-            });
+        let info = super::exit_after_stop(self.wait()).await;
         self.ended = Some(info);
         self.clean().await;
         (info, killed)

@@ -29,6 +29,11 @@ pub(crate) struct ExitInfo {
 }
 
 impl ExitInfo {
+    const UNKNOWN: ExitInfo = ExitInfo {
+        code: None,
+        signal: None,
+    };
+
     pub fn success(self) -> bool {
         self.code == Some(0)
     }
@@ -43,6 +48,19 @@ impl ExitInfo {
             (None, None) => "ended while the daemon was down (status unknown)".into(),
         }
     }
+}
+
+/// How a stopped service ended, once its last output and exit have come in; unknown when they
+/// do not come within 5 s (the host or engine stopped answering).
+pub(crate) async fn exit_after_stop(wait: impl std::future::Future<Output = ExitInfo>) -> ExitInfo {
+    use futures_lite::FutureExt;
+    async { Some(wait.await) }
+        .or(async {
+            async_io::Timer::after(Duration::from_secs(5)).await;
+            None
+        })
+        .await
+        .unwrap_or(ExitInfo::UNKNOWN)
 }
 
 /// A running service instance.
