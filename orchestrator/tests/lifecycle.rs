@@ -81,6 +81,19 @@ impl Fx {
         }
     }
 
+    /// Follows the log of one service.
+    async fn follow(&self, project: &str, service: &str) -> Logs {
+        self.orch
+            .logs(LogQuery {
+                project: project.into(),
+                services: vec![service.into()],
+                follow: true,
+                ..LogQuery::default()
+            })
+            .await
+            .unwrap()
+    }
+
     async fn events(&self) -> Vec<Event> {
         self.store.events_after(0, 1_000_000).await.unwrap()
     }
@@ -246,16 +259,7 @@ services:
         // The independent service did not wait for the chain.
         assert!(first(&ev, "cache", "starting").seq < migrate.seq);
 
-        let mut logs = fx
-            .orch
-            .logs(LogQuery {
-                project: "graph".into(),
-                services: vec!["api".into()],
-                follow: true,
-                ..LogQuery::default()
-            })
-            .await
-            .unwrap();
+        let mut logs = fx.follow("graph", "api").await;
         let line = logs.next().await.unwrap();
         assert_eq!(line.text, format!("api sees 127.0.0.1:{port}"));
 
@@ -1026,16 +1030,7 @@ services:
         for s in &sleeps {
             assert_eq!(uid_of(*s), Some(want), "pid {s} runs as another uid");
         }
-        let mut logs = fx
-            .orch
-            .logs(LogQuery {
-                project: "asuser".into(),
-                services: vec!["s".into()],
-                follow: true,
-                ..LogQuery::default()
-            })
-            .await
-            .unwrap();
+        let mut logs = fx.follow("asuser", "s").await;
         let line = logs.next().await.unwrap();
         assert_eq!(
             line.text,
