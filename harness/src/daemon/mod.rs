@@ -65,6 +65,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         // Our own session: the terminal's hangup and Ctrl-C never reach the daemon.
         let _ = rustix::process::setsid();
     }
+    bound_threads_and_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HARNESS_LOG")
@@ -74,6 +75,26 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     smol::block_on(serve(opts))
+}
+
+/// Blocking-pool threads (file I/O, fork + exec, /proc scans). The pool's default (500) let 100
+/// parallel launches and log pumps grow it to ~70 threads, each with its stack and malloc arena;
+/// 2 cores gain nothing past a few. `BLOCKING_MAX_THREADS` still overrides.
+const BLOCKING_THREADS: usize = 8;
+
+/// Memory of a long-lived daemon: glibc gives each busy thread its own arena (up to 8 per core),
+/// which keep freed memory; two arenas are plenty for a daemon that mostly waits.
+fn bound_threads_and_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable of the allocator; called before any thread is spawned.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+    if std::env::var_os("BLOCKING_MAX_THREADS").is_none()
+        && let Some(n) = std::num::NonZeroUsize::new(BLOCKING_THREADS)
+    {
+        blocking::set_max_blocking_threads(n);
+    }
 }
 
 async fn serve(opts: RunOptions) -> anyhow::Result<()> {
