@@ -239,9 +239,9 @@ fn router(state: &Arc<State>) -> Router {
     use handlers::*;
     use registry::wire::methods;
     Router::new()
-        .route(methods::START, with(state, start::handle))
-        .route(methods::STOP, with(state, stop::handle))
-        .route(methods::RESTART, with(state, restart::handle))
+        .route(methods::START, trimming(with(state, start::handle)))
+        .route(methods::STOP, trimming(with(state, stop::handle)))
+        .route(methods::RESTART, trimming(with(state, restart::handle)))
         .route(methods::STATUS, with(state, status::handle))
         .route(methods::LOGS, with(state, logs::handle))
         .route(methods::EXEC, with(state, exec::handle))
@@ -268,6 +268,36 @@ where
 {
     let state = state.clone();
     move |p, ctx| f(state.clone(), p, ctx)
+}
+
+/// After a request that launches or ends many services (and frees what it needed for that),
+/// hands the allocator's free pages back to the system, off the executor.
+fn trimming<P, R, H, Fut>(handler: H) -> impl Fn(P, RequestContext) -> Trimmed<R> + Send + Sync
+where
+    H: Fn(P, RequestContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, WireError>> + Send + 'static,
+    R: 'static,
+{
+    move |p, ctx| {
+        let done = handler(p, ctx);
+        Box::pin(async move {
+            let r = done.await;
+            release_free_memory();
+            r
+        })
+    }
+}
+
+type Trimmed<R> = std::pin::Pin<Box<dyn Future<Output = Result<R, WireError>> + Send>>;
+
+/// Returns free heap pages (also those between live allocations) to the system.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    blocking::unblock(|| {
+        // SAFETY: malloc_trim only walks the allocator's own free lists, under its locks.
+        unsafe { libc::malloc_trim(0) };
+    })
+    .detach();
 }
 
 /// An orchestrator error as the client sees it.
