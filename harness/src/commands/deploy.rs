@@ -21,7 +21,7 @@ use registry::wire::{
 use registry::{CallItem, ClientError};
 use serde_json::Value;
 
-use super::{Status, connect, load_project, request_failed};
+use super::{Status, connect, load_selected_project, request_failed};
 use crate::output::{Context, print_json, short_duration};
 
 #[derive(Debug, Clone, Args)]
@@ -55,20 +55,10 @@ pub struct DeployArgs {
 }
 
 pub fn run(ctx: &Context, args: DeployArgs) -> Status {
-    let project = match load_project(ctx) {
+    let project = match load_selected_project(ctx) {
         Ok(p) => p,
         Err(status) => return status,
     };
-    if let Some(name) = &ctx.project
-        && name != &project.name
-    {
-        eprintln!(
-            "error: -p {name} but {} defines project {:?}",
-            ctx.file.display(),
-            project.name
-        );
-        return Status::Invalid;
-    }
     for h in &args.hosts {
         if !project.hosts.contains_key(h) {
             let known: Vec<&str> = project.hosts.keys().map(String::as_str).collect();

@@ -106,6 +106,22 @@ pub fn request_failed(what: &str, e: registry::ClientError) -> Status {
 
 /// Loads the services file for a command that needs a valid one. On errors, prints them
 /// (JSON on stdout with `-o json`, rendered on stderr otherwise) and gives the exit status.
+/// [`load_project`], refusing a `-p NAME` that names another project than the file defines.
+pub fn load_selected_project(ctx: &Context) -> Result<Project, Status> {
+    let project = load_project(ctx)?;
+    if let Some(name) = &ctx.project
+        && name != &project.name
+    {
+        eprintln!(
+            "error: -p {name} but {} defines project {:?}",
+            ctx.file.display(),
+            project.name
+        );
+        return Err(Status::Invalid);
+    }
+    Ok(project)
+}
+
 pub fn load_project(ctx: &Context) -> Result<Project, Status> {
     let loaded = harness_config::load(&ctx.file);
     if loaded.is_valid()

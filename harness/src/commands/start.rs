@@ -12,24 +12,14 @@ use registry::wire::{ApplyResult, ServiceAction, StartParams, methods};
 use registry::{Client, EventFilter, EventType, HealthStatus, ServiceState, SubscriptionItem};
 use serde_json::Value;
 
-use super::{Status, connect, load_project, request_failed};
+use super::{Status, connect, load_selected_project, request_failed};
 use crate::output::{Context, print_json, short_duration};
 
 pub fn run(ctx: &Context, services: Vec<String>, remove_orphans: bool) -> Status {
-    let project = match load_project(ctx) {
+    let project = match load_selected_project(ctx) {
         Ok(p) => p,
         Err(status) => return status,
     };
-    if let Some(name) = &ctx.project
-        && name != &project.name
-    {
-        eprintln!(
-            "error: -p {name} but {} defines project {:?}",
-            ctx.file.display(),
-            project.name
-        );
-        return Status::Invalid;
-    }
     for s in &services {
         if !project.services.contains_key(s) {
             let known: Vec<&str> = project.services.keys().map(String::as_str).collect();

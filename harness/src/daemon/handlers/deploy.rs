@@ -122,25 +122,10 @@ pub async fn handle(
                 error: None,
                 restarted: Vec::new(),
             },
-            Err(e) => HostDeployment {
-                host: t.host.clone(),
-                package: pkg.id(),
-                action: DeployAction::Failed,
-                path: None,
-                previous: None,
-                bytes_sent: 0,
-                error: Some(e.to_string()),
-                restarted: Vec::new(),
-            },
+            Err(e) => failed_host(&t.host, pkg.id(), &e),
         })
         .collect();
-    for h in &mut hosts {
-        match restarts.remove(&h.host) {
-            Some(Ok(list)) => h.restarted = list,
-            Some(Err(e)) => h.error = Some(format!("{}: {e}", h.host)),
-            None => {}
-        }
-    }
+    merge_restarts(&mut hosts, &mut restarts);
     Ok(DeployResult {
         name,
         sha256: Some(pkg.sha256.clone()),
@@ -255,6 +240,39 @@ pub(crate) async fn prepare_packages(
 /// Restarts the running `type: package` services of package `name` on the hosts of `versions`
 /// (host → the version now active there) on that version. Per host: the services restarted, or
 /// why they could not be.
+/// The entry of a host whose deployment or rollback failed.
+pub(crate) fn failed_host(
+    host: &str,
+    package: String,
+    error: &dyn std::fmt::Display,
+) -> HostDeployment {
+    HostDeployment {
+        host: host.to_owned(),
+        package,
+        action: DeployAction::Failed,
+        path: None,
+        previous: None,
+        bytes_sent: 0,
+        error: Some(error.to_string()),
+        restarted: Vec::new(),
+    }
+}
+
+/// Puts each host's restarted services (from [`restart_services`]) into its entry; a failed restart
+/// becomes the host's error.
+pub(crate) fn merge_restarts(
+    hosts: &mut [HostDeployment],
+    restarts: &mut HashMap<String, Result<Vec<String>, String>>,
+) {
+    for h in hosts {
+        match restarts.remove(&h.host) {
+            Some(Ok(list)) => h.restarted = list,
+            Some(Err(e)) => h.error = Some(format!("{}: {e}", h.host)),
+            None => {}
+        }
+    }
+}
+
 pub(crate) async fn restart_services(
     ctx: &RequestContext,
     state: &State,

@@ -9,7 +9,9 @@ use std::time::Instant;
 use registry::wire::{DeployAction, DeployResult, HostDeployment, RollbackParams};
 use registry::{RequestContext, WireError};
 
-use super::deploy::{executor, project_from, restart_services, targets};
+use super::deploy::{
+    executor, failed_host, merge_restarts, project_from, restart_services, targets,
+};
 use crate::daemon::State;
 
 pub async fn handle(
@@ -63,25 +65,10 @@ pub async fn handle(
                 error: None,
                 restarted: Vec::new(),
             },
-            Err(e) => HostDeployment {
-                host: t.host.clone(),
-                package: p.name.clone(),
-                action: DeployAction::Failed,
-                path: None,
-                previous: None,
-                bytes_sent: 0,
-                error: Some(e.to_string()),
-                restarted: Vec::new(),
-            },
+            Err(e) => failed_host(&t.host, p.name.clone(), &e),
         })
         .collect();
-    for h in &mut hosts {
-        match restarts.remove(&h.host) {
-            Some(Ok(list)) => h.restarted = list,
-            Some(Err(e)) => h.error = Some(format!("{}: {e}", h.host)),
-            None => {}
-        }
-    }
+    merge_restarts(&mut hosts, &mut restarts);
     Ok(DeployResult {
         name: p.name,
         sha256: None,
