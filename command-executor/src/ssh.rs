@@ -54,6 +54,17 @@ struct Master {
     last_ok: async_lock::Mutex<Option<Instant>>,
 }
 
+impl Master {
+    /// The slots a session of this kind takes: the control slot or the ordinary ones.
+    fn slots(&self, control: bool) -> &Arc<Semaphore> {
+        if control {
+            &self.control
+        } else {
+            &self.sessions
+        }
+    }
+}
+
 /// A session slot on one of a host's masters; held while the session's ssh client runs.
 pub(crate) struct Session {
     pub(crate) conn: Arc<HostConn>,
@@ -118,42 +129,17 @@ impl SshPool {
     /// `control` sessions (short operations) use the slot each master keeps for them.
     pub(crate) async fn session(&self, host: &SshHost, control: bool) -> Result<Session> {
         let conn = self.conn(host)?;
-        if control {
-            for m in &conn.masters {
-                if let Some(permit) = m.control.try_acquire_arc() {
-                    conn.ensure_master(m).await?;
-                    let socket = m.socket.clone();
-                    return Ok(Session {
-                        conn,
-                        socket,
-                        _permit: permit,
-                    });
-                }
-            }
-            let m = &conn.masters[0];
-            let permit = m.control.acquire_arc().await;
-            conn.ensure_master(m).await?;
-            let socket = m.socket.clone();
-            return Ok(Session {
-                conn,
-                socket,
-                _permit: permit,
-            });
-        }
-        for m in &conn.masters {
-            if let Some(permit) = m.sessions.try_acquire_arc() {
-                conn.ensure_master(m).await?;
-                let socket = m.socket.clone();
-                return Ok(Session {
-                    conn,
-                    socket,
-                    _permit: permit,
-                });
-            }
-        }
-        // Every slot of every master is taken: wait for one on the first.
-        let m = &conn.masters[0];
-        let permit = m.sessions.acquire_arc().await;
+        let free = conn
+            .masters
+            .iter()
+            .enumerate()
+            .find_map(|(i, m)| m.slots(control).try_acquire_arc().map(|permit| (i, permit)));
+        let (i, permit) = match free {
+            Some(found) => found,
+            // Every slot of every master is taken: wait for one on the first.
+            None => (0, conn.masters[0].slots(control).acquire_arc().await),
+        };
+        let m = &conn.masters[i];
         conn.ensure_master(m).await?;
         let socket = m.socket.clone();
         Ok(Session {
