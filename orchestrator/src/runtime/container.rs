@@ -23,8 +23,8 @@ use futures_lite::AsyncWriteExt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::ExitInfo;
 use super::host::HostSpec;
+use super::{ExitInfo, project_and_service};
 use crate::spec::LaunchSpec;
 
 /// A container to run, resolved from the services file.
@@ -79,26 +79,13 @@ impl ContainerSpec {
 
 /// The container's name for `<project>/<service>` (from the local service directory).
 pub(crate) fn container_name(dir: &Path) -> String {
-    let svc = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("service");
-    let project = dir
-        .parent()
-        .and_then(Path::parent)
-        .and_then(|p| p.file_name())
-        .and_then(|n| n.to_str())
-        .unwrap_or("project");
-    format!("harness.{project}.{svc}")
+    let (project, service) = project_and_service(dir);
+    format!("harness.{project}.{service}")
 }
 
 fn project_service(dir: &Path) -> (String, String) {
-    let name = container_name(dir);
-    let mut it = name.splitn(3, '.').skip(1);
-    (
-        it.next().unwrap_or_default().to_owned(),
-        it.next().unwrap_or_default().to_owned(),
-    )
+    let (project, service) = project_and_service(dir);
+    (project.to_owned(), service.to_owned())
 }
 
 /// Where the follower got to; survives the daemon.

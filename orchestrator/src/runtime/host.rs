@@ -27,7 +27,7 @@ use futures_lite::AsyncWriteExt;
 use harness_config::{KnownHosts, Project};
 use serde::Serialize;
 
-use super::ExitInfo;
+use super::{ExitInfo, project_and_service};
 use crate::spec::LaunchSpec;
 
 /// Where runs keep their state on a host (in the home of the user the service runs as).
@@ -604,17 +604,8 @@ fn run_dir(key: &str) -> String {
 
 /// `<project>/<service>` from the local service directory (`.../projects/P/services/S`).
 fn service_key(dir: &Path) -> String {
-    let svc = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("service");
-    let project = dir
-        .parent()
-        .and_then(Path::parent)
-        .and_then(|p| p.file_name())
-        .and_then(|n| n.to_str())
-        .unwrap_or("project");
-    format!("{project}/{svc}")
+    let (project, service) = project_and_service(dir);
+    format!("{project}/{service}")
 }
 
 pub(crate) async fn spawn(

@@ -15,6 +15,17 @@ use command_executor::{Executor, Signal, Target};
 use crate::addresses::Placement;
 use crate::spec::Resolved;
 
+/// `(project, service)` of a local service directory (`.../projects/P/services/S`), which names the
+/// service's remote run directory and its container.
+pub(crate) fn project_and_service(dir: &Path) -> (&str, &str) {
+    fn name(p: Option<&Path>) -> Option<&str> {
+        p.and_then(Path::file_name).and_then(|n| n.to_str())
+    }
+    let service = name(Some(dir)).unwrap_or("service");
+    let project = name(dir.parent().and_then(Path::parent)).unwrap_or("project");
+    (project, service)
+}
+
 /// What a service without a place of its own fails with: a `type: package` service that was not
 /// prepared (`deploy::prepare` turns it into the remote process it runs as).
 pub(crate) const UNSUPPORTED: &str =
