@@ -317,7 +317,8 @@ pub(crate) async fn attach(
     follow(exec, target, cli, id, false).await
 }
 
-/// The handle: `docker logs -f` for output, then `docker wait` for the exit code.
+/// The handle: `docker logs -f` for output and, beside it, `docker wait` for the exit code (two
+/// sessions when the CLI runs over ssh).
 async fn follow(
     exec: &Executor,
     target: &Target,
@@ -338,25 +339,16 @@ async fn follow(
     sink.push(Event::Started(pid.clone()));
     let outcome: Outcome = Arc::new(OnceCell::new());
     let mut logs_events = logs.take_events();
-    let task = {
-        let outcome = outcome.clone();
+    // `docker wait` runs from the start, beside `logs -f`: started only after the logs end, it could
+    // find the container already removed (by its owner's stop) and the exit code would be lost.
+    let waiting = {
         let (exec, target, cli, id) = (exec.clone(), target.clone(), cli.clone(), id.clone());
         smol::spawn(async move {
-            if let Some(ev) = logs_events.as_mut() {
-                while let Some(e) = ev.next().await {
-                    match e {
-                        Event::Stdout(_) | Event::Stderr(_) | Event::Lost(_) => sink.push(e),
-                        _ => {}
-                    }
-                }
-            }
-            let _ = logs.wait().await;
-            // `docker wait` blocks until the container stops; logs -f ended, so that is now.
             let mut argv = cli.base();
             argv.extend(["wait".into(), id.clone().into()]);
             let mut it = argv.into_iter();
             let wait_cmd = Command::new(it.next().unwrap_or_default()).args(it);
-            let result = match exec.output(&target, &wait_cmd).await {
+            match exec.output(&target, &wait_cmd).await {
                 Ok(out) if out.status.success() => match out.stdout_text().trim().parse::<i32>() {
                     Ok(code) => Ok(ExitStatus::from_shell(code)),
                     Err(_) => Err(Error::Layer {
@@ -367,7 +359,23 @@ async fn follow(
                 },
                 Ok(out) => Err(docker_error(cli_place(&target, &cli), &cli, &id, &out)),
                 Err(e) => Err(e),
-            };
+            }
+        })
+    };
+    let task = {
+        let outcome = outcome.clone();
+        smol::spawn(async move {
+            if let Some(ev) = logs_events.as_mut() {
+                while let Some(e) = ev.next().await {
+                    match e {
+                        Event::Stdout(_) | Event::Stderr(_) | Event::Lost(_) => sink.push(e),
+                        _ => {}
+                    }
+                }
+            }
+            let _ = logs.wait().await;
+            // The last lines are out; the exit comes after them.
+            let result = waiting.await;
             match &result {
                 Ok(st) => sink.push(Event::Exited(*st)),
                 Err(e) => sink.push(Event::Failed(e.clone())),
