@@ -176,7 +176,7 @@ fn spawn_supervisor(
     ready: Arc<Readiness>,
     begin: Begin,
 ) -> Handle {
-    let (tx, rx) = async_channel::unbounded();
+    let stops = supervisor::Stops::new();
     let sup = Supervisor {
         store: inner.store.clone(),
         executor: inner.executor.clone(),
@@ -185,10 +185,10 @@ fn spawn_supervisor(
         hub: inner.hub(project, &spec.name),
         spec,
         ready,
-        stops: rx,
+        stops: stops.clone(),
     };
     Handle {
-        stops: tx,
+        stops,
         task: smol::spawn(sup.run(begin)),
     }
 }
@@ -318,7 +318,7 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
                         tracing::warn!(service = %k, "cannot record the re-attached pid: {e}");
                     }
                 }
-                Begin::Attach(proc)
+                Begin::Attach(Box::new(proc))
             }
             (ServiceState::Stopped, None) => Begin::Launch,
             (_, None) => Begin::Ended,
@@ -334,7 +334,7 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
         if stopping {
             // The daemon died mid-stop: finish it.
             let (done, _rx) = async_channel::bounded(1);
-            let _ = handle.stops.try_send(StopRequest {
+            let _ = handle.stops.send(StopRequest {
                 signal: stop.0,
                 timeout: stop.1,
                 done,
@@ -810,7 +810,7 @@ async fn stop_one(
             timeout: timeout.unwrap_or(configured),
             done,
         };
-        if tx.send(req).await.is_ok()
+        if tx.send(req).is_ok()
             && let Ok(k) = done_rx.recv().await
         {
             killed = k;

@@ -69,7 +69,7 @@ pub use report::{
 
 use logs::LogHub;
 use readiness::Readiness;
-use supervisor::StopRequest;
+use supervisor::Stops;
 
 /// How the daemon sets up its orchestrator.
 #[derive(Clone)]
@@ -159,7 +159,7 @@ impl Slot {
 
 /// A running supervisor.
 pub(crate) struct Handle {
-    pub stops: async_channel::Sender<StopRequest>,
+    pub stops: Arc<Stops>,
     pub task: smol::Task<()>,
 }
 

@@ -70,23 +70,25 @@ fn signal_name<S: serde::Serializer>(s: &Signal, ser: S) -> Result<S::Ok, S::Err
     ser.serialize_str(s.name())
 }
 
-/// Everything the supervisor needs for one service.
+/// Everything the supervisor needs for one service. Each supervisor keeps one for the service's
+/// life, so the parts most services do not have (health check, host, container) are boxed: `None`
+/// takes 8 bytes instead of hundreds. Boxes serialize as their contents: the hash is unchanged.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Resolved {
     pub name: String,
     #[serde(skip)]
     pub placement: Placement,
     pub launch: LaunchSpec,
-    pub health: Option<HealthSpec>,
+    pub health: Option<Box<HealthSpec>>,
     #[serde(skip)]
     pub restart: harness_config::Restart,
     pub restart_hashed: String,
     pub stop: StopSpec,
     pub startup_timeout: Option<Duration>,
     /// The SSH host it runs on (its engine's host for containers).
-    pub host: Option<crate::runtime::host::HostSpec>,
+    pub host: Option<Box<crate::runtime::host::HostSpec>>,
     /// For containers: what to run.
-    pub container: Option<crate::runtime::container::ContainerSpec>,
+    pub container: Option<Box<crate::runtime::container::ContainerSpec>>,
     /// Where command health checks and `exec` run.
     #[serde(skip)]
     pub exec_target: command_executor::Target,
@@ -175,7 +177,7 @@ impl Resolved {
             name: name.to_owned(),
             placement,
             launch,
-            health,
+            health: health.map(Box::new),
             restart_hashed: format!("{:?}", service.restart),
             restart: service.restart.clone(),
             stop: StopSpec {
@@ -183,8 +185,8 @@ impl Resolved {
                 timeout: service.stop.timeout,
             },
             startup_timeout: service.startup_timeout,
-            host,
-            container,
+            host: host.map(Box::new),
+            container: container.map(Box::new),
             exec_target,
         })
     }
