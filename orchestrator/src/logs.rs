@@ -19,11 +19,13 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 use async_io::Timer;
+use event_listener::Event;
 use futures_lite::{FutureExt, Stream};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -177,13 +179,14 @@ impl LogHub {
 
     /// Starts copying the raw files, from the recorded offsets.
     pub fn pump(self: &Arc<Self>) -> Pump {
-        let (finish, finish_rx) = async_channel::bounded(1);
+        let finish = Arc::new(Finish::default());
         let hub = self.clone();
-        let task = smol::spawn(async move { hub.run_pump(finish_rx).await });
+        let asked = finish.clone();
+        let task = smol::spawn(async move { hub.run_pump(asked).await });
         Pump { finish, task }
     }
 
-    async fn run_pump(self: Arc<Self>, finish: Receiver<()>) {
+    async fn run_pump(self: Arc<Self>, finish: Arc<Finish>) {
         let dir = self.dir.clone();
         let start = blocking::unblock(move || read_offsets(&dir)).await;
         let mut cur = Cursor {
@@ -225,7 +228,7 @@ impl LogHub {
                 false
             }
             .or(async {
-                let _ = finish.recv().await;
+                finish.wait().await;
                 true
             })
             .await;
@@ -378,14 +381,35 @@ pub(crate) async fn serve(hubs: Vec<Arc<LogHub>>, q: &LogQuery) -> Logs {
 
 /// A running pump; [`Pump::finish`] drains everything left and stops it.
 pub(crate) struct Pump {
-    finish: Sender<()>,
+    finish: Arc<Finish>,
     task: smol::Task<()>,
 }
 
 impl Pump {
     pub async fn finish(self) {
-        let _ = self.finish.try_send(());
+        self.finish.asked.store(true, Ordering::SeqCst);
+        self.finish.event.notify(usize::MAX);
         self.task.await;
+    }
+}
+
+/// Asks a pump to finish: a flag and its event (a channel would take ~800 bytes per service
+/// for one message in a run's life).
+#[derive(Default)]
+struct Finish {
+    asked: AtomicBool,
+    event: Event,
+}
+
+impl Finish {
+    async fn wait(&self) {
+        loop {
+            let listener = self.event.listen();
+            if self.asked.load(Ordering::SeqCst) {
+                return;
+            }
+            listener.await;
+        }
     }
 }
 
