@@ -80,7 +80,7 @@ async fn save_project(inner: &Inner, project: &Project, base: Option<&Path>) -> 
     write_atomic(dir.join("base_dir"), base.into_bytes()).await
 }
 
-async fn load_saved(inner: &Inner, name: &str) -> Result<Option<(Project, Option<PathBuf>)>> {
+async fn load_saved(inner: &Inner, name: &str) -> Result<Option<(Arc<Project>, Option<PathBuf>)>> {
     let dir = inner.project_dir(name);
     let path = dir.join("project.yaml");
     let text = match async_fs::read_to_string(&path).await {
@@ -102,11 +102,14 @@ async fn load_saved(inner: &Inner, name: &str) -> Result<Option<(Project, Option
         .ok()
         .filter(|s| !s.is_empty())
         .map(PathBuf::from);
-    Ok(Some((loaded, base)))
+    Ok(Some((Arc::new(loaded), base)))
 }
 
-/// The project as last applied: from memory, else from the state dir.
-async fn known_project(inner: &Inner, name: &str) -> Result<Option<(Project, Option<PathBuf>)>> {
+/// The project as last applied: from memory (shared, not copied), else from the state dir.
+async fn known_project(
+    inner: &Inner,
+    name: &str,
+) -> Result<Option<(Arc<Project>, Option<PathBuf>)>> {
     if let Ok(p) = inner.projects.lock()
         && let Some(rt) = p.get(name)
     {
@@ -368,16 +371,18 @@ pub(crate) async fn apply(
     project: &Project,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport> {
-    apply_selected(inner, project, opts, true).await
+    // The one copy of the definition kept while the project is applied, shared by what needs it.
+    apply_selected(inner, Arc::new(project.clone()), opts, true).await
 }
 
 /// `with_deps`: also start what the named services depend on (apply), or only them (restart).
 async fn apply_selected(
     inner: &Arc<Inner>,
-    project: &Project,
+    shared: Arc<Project>,
     opts: &ApplyOptions,
     with_deps: bool,
 ) -> Result<ApplyReport> {
+    let project: &Project = &shared;
     check_project_name(&project.name)?;
     let began = Instant::now();
     let generation = inner.generation(&project.name);
@@ -409,16 +414,15 @@ async fn apply_selected(
     };
     if let Ok(mut p) = inner.projects.lock() {
         let rt = p.entry(project.name.clone()).or_insert_with(|| ProjectRt {
-            project: project.clone(),
+            project: shared.clone(),
             base_dir: base.clone(),
             services: BTreeMap::new(),
         });
-        rt.project = project.clone();
+        rt.project = shared.clone();
         rt.base_dir = base.clone();
     }
 
     // Registry entries, concurrently: the store commits them in one group.
-    let shared = Arc::new(project.clone());
     let registering: Vec<_> = order
         .iter()
         .filter(|n| selected.contains(*n))
@@ -1006,7 +1010,7 @@ pub(crate) async fn restart(
     }
     let mut report = apply_selected(
         inner,
-        &def,
+        def,
         &ApplyOptions {
             services: names.clone(),
             remove_orphans: false,

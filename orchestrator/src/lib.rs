@@ -129,7 +129,8 @@ pub(crate) struct Inner {
 
 /// A project as applied.
 pub(crate) struct ProjectRt {
-    pub project: Project,
+    /// Shared with whoever reads it (`known_project`), never copied per use or per service.
+    pub project: Arc<Project>,
     pub base_dir: Option<PathBuf>,
     pub services: BTreeMap<String, Slot>,
 }
