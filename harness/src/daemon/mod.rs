@@ -23,6 +23,10 @@ use registry::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::client::{DAEMON_LOCK, DAEMON_PID};
 
@@ -66,14 +70,28 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let _ = rustix::process::setsid();
     }
     bound_threads_and_arenas();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HARNESS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    // `HARNESS_LOG=debug` or `info,registry=debug`: targets and levels, without EnvFilter's regex
+    // engine (a quarter MB of code the daemon would map for one line of configuration).
+    let asked = std::env::var("HARNESS_LOG").ok();
+    let (filter, bad) = match asked.as_deref().map(str::parse::<Targets>) {
+        Some(Ok(t)) => (t, None),
+        Some(Err(e)) => (Targets::new().with_default(Level::INFO), Some(e)),
+        None => (Targets::new().with_default(Level::INFO), None),
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
+        .with(filter)
         .init();
+    if let Some(e) = bad {
+        tracing::warn!(
+            "HARNESS_LOG {:?} ignored ({e}); logging at info",
+            asked.unwrap_or_default()
+        );
+    }
     smol::block_on(serve(opts))
 }
 
