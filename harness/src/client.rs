@@ -15,6 +15,8 @@ use anyhow::{Context as _, anyhow, bail};
 use registry::{Client, ConnectOptions, HarnessHome};
 
 use crate::cli::DaemonArgs;
+use crate::daemon::RunOptions;
+use crate::daemon::args::BUILD_ID;
 
 /// How long a CLI waits for a daemon it started to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -185,20 +187,46 @@ pub fn spawn_daemon(
         .append(true)
         .open(&log_path)
         .with_context(|| format!("{}", log_path.display()))?;
-    let exe = std::env::current_exe().context("cannot find the harness executable")?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(["daemon", "run", "--detached"])
-        .env("HARNESS_HOME", home.root())
+    let (mut cmd, _) = daemon_command(&RunOptions {
+        listen,
+        stop_services,
+        detached: true,
+    })?;
+    cmd.env("HARNESS_HOME", home.root())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    if let Some(addr) = listen {
-        cmd.arg("--listen").arg(addr.to_string());
-    }
-    if stop_services {
-        cmd.arg("--stop-services");
-    }
     cmd.spawn().context("cannot start the daemon")
+}
+
+/// The daemon's executable beside the CLI's.
+pub const DAEMON_EXE: &str = "harnessd";
+
+/// How to run a daemon with `opts`: `harnessd` beside this executable when it comes from the same
+/// build (the lean one, ADR 0024; the flag says so), else this executable's `daemon run`.
+pub fn daemon_command(opts: &RunOptions) -> anyhow::Result<(std::process::Command, bool)> {
+    let exe = std::env::current_exe().context("cannot find the harness executable")?;
+    let lean = exe.with_file_name(format!("{DAEMON_EXE}{}", std::env::consts::EXE_SUFFIX));
+    let (mut cmd, is_lean) = if same_build(&lean) {
+        (std::process::Command::new(lean), true)
+    } else {
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(["daemon", "run"]);
+        (cmd, false)
+    };
+    cmd.args(opts.to_args());
+    Ok((cmd, is_lean))
+}
+
+/// `harnessd --build-id` prints ours: a missing, foreign or older `harnessd` is never started.
+fn same_build(exe: &Path) -> bool {
+    exe.is_file()
+        && std::process::Command::new(exe)
+            .arg("--build-id")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success() && o.stdout.trim_ascii() == BUILD_ID.as_bytes())
 }
 
 /// Waits until the daemon we started has recorded itself and answers.

@@ -1,16 +1,10 @@
-//! `harness`: the CLI and the daemon. Parsing lives in `cli`, each command in `commands/<name>.rs`;
-//! the CLI reaches the daemon through `client`, and the daemon (`daemon/`) serves one handler per
-//! method in `daemon/handlers/<method>.rs`.
-
-mod cli;
-mod client;
-mod commands;
-mod daemon;
-mod output;
+//! `harness`: the CLI. The daemon it starts is `harnessd` when that is installed beside it (see
+//! `harness::daemon::executable`), else this same program in `daemon run` mode.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use harness::{cli, commands};
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {

@@ -21,7 +21,11 @@ pub fn run(ctx: &Context, cmd: DaemonCommand) -> Status {
         }
     };
     match cmd {
-        DaemonCommand::Run(args) => foreground(args),
+        DaemonCommand::Run(args) => foreground(RunOptions {
+            listen: args.listen,
+            stop_services: args.stop_services,
+            detached: args.detached,
+        }),
         DaemonCommand::Start(args) => start(ctx, &home, args),
         DaemonCommand::Stop { stop_services } => stop(ctx, &home, stop_services),
         DaemonCommand::Status => status(ctx, &home),
@@ -29,12 +33,18 @@ pub fn run(ctx: &Context, cmd: DaemonCommand) -> Status {
     }
 }
 
-fn foreground(args: ListenArgs) -> Status {
-    match crate::daemon::run(RunOptions {
-        listen: args.listen,
-        stop_services: args.stop_services,
-        detached: args.detached,
-    }) {
+/// Runs the daemon until it is told to stop: as `harnessd` in this process's place when that is
+/// installed beside us (same pid, terminal and signals), else in this process.
+fn foreground(opts: RunOptions) -> Status {
+    if let Ok((mut lean, true)) = client::daemon_command(&opts) {
+        use std::os::unix::process::CommandExt as _;
+        let e = lean.exec();
+        eprintln!(
+            "warning: cannot run {}: {e}; running the daemon in this process",
+            client::DAEMON_EXE
+        );
+    }
+    match crate::daemon::run(opts) {
         Ok(()) => Status::Ok,
         Err(e) => {
             eprintln!("error: {e:#}");

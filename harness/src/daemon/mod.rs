@@ -5,6 +5,7 @@
 //! two daemons. It can be killed -9 at any moment: services keep running (their output goes to
 //! files), and the next daemon re-attaches to them in [`Orchestrator::open`].
 
+pub mod args;
 mod handlers;
 mod logs;
 
@@ -56,6 +57,7 @@ impl State {
 /// a generic request timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunOptions {
     pub listen: Option<SocketAddr>,
     /// On SIGTERM/SIGINT, stop every service before exiting.

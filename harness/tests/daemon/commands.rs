@@ -354,8 +354,10 @@ fn concurrent_clients_start_one_daemon() {
             std::fs::read(format!("/proc/{p}/environ")).is_ok_and(|e| {
                 e.windows(env.home().as_os_str().len())
                     .any(|w| w == env.home().as_os_str().as_encoded_bytes())
-            }) && std::fs::read(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.windows(6).any(|w| w == b"daemon"))
+            }) && std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                // `harnessd`, or `harness daemon run` where there is no harnessd.
+                c.windows(8).any(|w| w == b"harnessd") || c.windows(6).any(|w| w == b"daemon")
+            })
         })
         .count();
     assert_eq!(daemons, 1, "daemon pid {pid}");

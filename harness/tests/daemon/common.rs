@@ -66,7 +66,12 @@ impl Env {
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
+        self.cmd_of(Path::new(BIN), args)
+    }
+
+    /// `args` run by another copy of the CLI (a different install, say).
+    pub fn cmd_of(&self, bin: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin);
         cmd.args(args)
             .current_dir(self.dir.path())
             .env("HARNESS_HOME", self.home.path())
@@ -82,12 +87,11 @@ impl Env {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        let out: Output = self.cmd(args).output().expect("run harness");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        run_command(self.cmd(args))
+    }
+
+    pub fn run_of(&self, bin: &Path, args: &[&str]) -> Run {
+        run_command(self.cmd_of(bin, args))
     }
 
     /// The daemon's pid as it recorded itself.
@@ -188,6 +192,15 @@ impl Drop for Env {
         for pid in pids {
             kill9(pid);
         }
+    }
+}
+
+pub fn run_command(mut cmd: Command) -> Run {
+    let out: Output = cmd.output().expect("run harness");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 

@@ -4,3 +4,4 @@
 mod acceptance;
 mod commands;
 mod common;
+mod lean;

@@ -1,0 +1,39 @@
+//! `harnessd`: the daemon alone. The same daemon as `harness daemon run`, in an executable
+//! without the CLI's code (parser, tables, diagnostics, TLS client), which a long-lived process
+//! would otherwise keep mapped: 1.8 MiB less resident memory (ADR 0024).
+
+use std::process::ExitCode;
+
+use harness::daemon::args::{self, Invocation};
+
+fn main() -> ExitCode {
+    let invocation = args::parse(
+        std::env::args_os().skip(1),
+        std::env::var_os("HARNESS_LISTEN"),
+    );
+    match invocation {
+        Ok(Invocation::Run(opts)) => match harness::daemon::run(opts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(Invocation::Help) => {
+            print!("{}", args::USAGE);
+            ExitCode::SUCCESS
+        }
+        Ok(Invocation::Version) => {
+            println!("harnessd {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Ok(Invocation::BuildId) => {
+            println!("{}", args::BUILD_ID);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Which program the daemon is: `harnessd` from the same build when it is beside the CLI, else the
+//! CLI itself in `daemon run` mode (ADR 0024).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const DAEMOND: &str = env!("CARGO_BIN_EXE_harnessd");
+const ONE: &str = "name: lean\nservices:\n  one:\n    command: [sleep, '86415']\n";
+
+fn exe_of(pid: u32) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/exe")).expect("daemon exe")
+}
+
+fn cmdline_of(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// A copy of the CLI alone in a folder of its own (a hard link when the file system allows).
+fn lone_cli(dir: &Path) -> PathBuf {
+    let bin = dir.join("harness");
+    if std::fs::hard_link(BIN, &bin).is_err() {
+        std::fs::copy(BIN, &bin).expect("copy harness");
+    }
+    bin
+}
+
+#[test]
+fn auto_start_runs_harnessd_from_the_same_build() {
+    let env = Env::new(ONE);
+    env.run(&["start"]).ok();
+    let pid = env.daemon_pid().expect("daemon pid");
+    assert_eq!(exe_of(pid), Path::new(DAEMOND).canonicalize().unwrap());
+    assert_eq!(cmdline_of(pid)[1], "--detached");
+    env.run(&["stop"]).ok();
+}
+
+#[test]
+fn daemon_run_becomes_harnessd_in_place() {
+    let env = Env::new(ONE);
+    let mut fg = env
+        .cmd(&["daemon", "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon run");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while env.daemon_pid() != Some(fg.id()) {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not record itself"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Same pid (exec), now the lean program.
+    assert_eq!(exe_of(fg.id()), Path::new(DAEMOND).canonicalize().unwrap());
+    env.run(&["start"]).ok();
+    assert_eq!(env.state_of("one"), "running");
+    env.run(&["daemon", "stop", "--stop-services"]).ok();
+    assert!(fg.wait().expect("wait").success());
+}
+
+#[test]
+fn without_harnessd_the_cli_runs_the_daemon_itself() {
+    let env = Env::new(ONE);
+    let dir = tempfile::tempdir().unwrap();
+    let cli = lone_cli(dir.path());
+    env.run_of(&cli, &["start"]).ok();
+    let pid = env.daemon_pid().expect("daemon pid");
+    assert_eq!(exe_of(pid), cli.canonicalize().unwrap());
+    assert_eq!(cmdline_of(pid)[1..4], ["daemon", "run", "--detached"]);
+    assert_eq!(env.state_of("one"), "running");
+    env.run_of(&cli, &["stop"]).ok();
+}
+
+#[test]
+fn a_harnessd_from_another_build_is_never_started() {
+    let env = Env::new(ONE);
+    let dir = tempfile::tempdir().unwrap();
+    let cli = lone_cli(dir.path());
+    let marker = dir.path().join("started");
+    let fake = dir.path().join("harnessd");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --build-id ] && {{ echo 0123456789abcdef; exit 0; }}\ntouch {}\nexit 1\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    env.run_of(&cli, &["start"]).ok();
+    let pid = env.daemon_pid().expect("daemon pid");
+    assert_eq!(exe_of(pid), cli.canonicalize().unwrap());
+    assert!(!marker.exists(), "the foreign harnessd was run");
+    env.run_of(&cli, &["stop"]).ok();
+}
+
+#[test]
+fn harnessd_names_bad_arguments_and_answers_help_and_version() {
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(DAEMOND);
+        cmd.args(args).env_remove("HARNESS_LISTEN");
+        run_command(cmd)
+    };
+    let bad = run(&["--listen", "nowhere"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("--listen \"nowhere\""),
+        "{}",
+        bad.stderr
+    );
+    let unknown = run(&["--frobnicate"]);
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown.stderr.contains("--frobnicate"),
+        "{}",
+        unknown.stderr
+    );
+    let help = run(&["--help"]).ok();
+    assert!(help.stdout.contains("Usage: harnessd"), "{}", help.stdout);
+    let version = run(&["--version"]).ok();
+    assert_eq!(
+        version.stdout.trim(),
+        format!("harnessd {}", env!("CARGO_PKG_VERSION"))
+    );
+    let id = run(&["--build-id"]).ok();
+    assert_eq!(id.stdout.trim().len(), 16, "{}", id.stdout);
+}
