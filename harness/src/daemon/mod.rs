@@ -187,7 +187,10 @@ async fn serve(opts: RunOptions) -> anyhow::Result<()> {
             }),
         }])
         .await;
-    tracing::info!(pid, %url, home = %home.root().display(), "daemon ready");
+    // Which program serves: `harnessd`, or the CLI's in-process daemon when no harnessd of the same
+    // build was beside it (ADR 0024).
+    let exe = std::env::current_exe().unwrap_or_default();
+    tracing::info!(pid, %url, home = %home.root().display(), exe = %exe.display(), version = env!("CARGO_PKG_VERSION"), "daemon ready");
     let sweeper = smol::spawn(logs::sweep(state.clone()));
 
     let mut signals =

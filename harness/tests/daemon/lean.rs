@@ -76,6 +76,12 @@ fn without_harnessd_the_cli_runs_the_daemon_itself() {
     let pid = env.daemon_pid().expect("daemon pid");
     assert_eq!(exe_of(pid), cli.canonicalize().unwrap());
     assert_eq!(cmdline_of(pid)[1..4], ["daemon", "run", "--detached"]);
+    // The daemon's log says which program serves.
+    let log = std::fs::read_to_string(env.home().join("daemon.log")).unwrap();
+    assert!(
+        log.contains(&format!("exe={}", cli.canonicalize().unwrap().display())),
+        "{log}"
+    );
     assert_eq!(env.state_of("one"), "running");
     env.run_of(&cli, &["stop"]).ok();
 }
