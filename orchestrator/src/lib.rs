@@ -118,13 +118,23 @@ pub(crate) struct Inner {
     pub log_limits: LogLimits,
     pub projects: Mutex<BTreeMap<String, ProjectRt>>,
     pub hubs: Mutex<HashMap<ServiceKey, Arc<LogHub>>>,
-    /// Applies, stops and restarts run one at a time.
-    pub ops: async_lock::Mutex<()>,
+    /// Applies, stops and restarts of one project run one at a time; other projects' run beside
+    /// them (one slow health-gated start does not hold up another project's `status` or `stop`).
+    pub ops: Mutex<BTreeMap<String, Arc<async_lock::Mutex<()>>>>,
+    /// Held shared by every apply, stop and restart, and exclusively by shutdown, which so waits
+    /// for all of them and lets none begin after it.
+    pub gate: async_lock::RwLock<()>,
     pub shut: std::sync::atomic::AtomicBool,
     /// Bumped per project by every stop, so that an apply still waiting for readiness gives up
-    /// at once instead of holding `ops` (and the stop) until its startup timeouts.
+    /// at once instead of holding its project's lock (and the stop) until its startup timeouts.
     pub generations: Mutex<BTreeMap<String, u64>>,
     pub generation_changed: event_listener::Event,
+}
+
+/// Held while an apply, stop or restart changes one project.
+pub(crate) struct Operation<'a> {
+    _project: async_lock::MutexGuardArc<()>,
+    _gate: async_lock::RwLockReadGuard<'a, ()>,
 }
 
 /// A project as applied.
@@ -182,7 +192,8 @@ impl Orchestrator {
             log_limits: opts.log_limits,
             projects: Mutex::new(BTreeMap::new()),
             hubs: Mutex::new(HashMap::new()),
-            ops: async_lock::Mutex::new(()),
+            ops: Mutex::new(BTreeMap::new()),
+            gate: async_lock::RwLock::new(()),
             shut: false.into(),
             generations: Mutex::new(BTreeMap::new()),
             generation_changed: event_listener::Event::new(),
@@ -216,7 +227,7 @@ impl Orchestrator {
     /// happens; the returned report is the summary.
     pub async fn apply(&self, project: &Project, opts: ApplyOptions) -> Result<ApplyReport> {
         let inner = self.inner()?;
-        let _op = inner.ops.lock().await;
+        let _op = inner.operation(&project.name).await;
         apply::apply(inner, project, &opts).await
     }
 
@@ -228,7 +239,7 @@ impl Orchestrator {
     pub async fn stop(&self, project: &str, opts: StopOptions) -> Result<StopReport> {
         let inner = self.inner()?;
         inner.cancel(project);
-        let _op = inner.ops.lock().await;
+        let _op = inner.operation(project).await;
         apply::stop(inner, project, &opts).await
     }
 
@@ -236,7 +247,7 @@ impl Orchestrator {
     /// definition; their dependents keep running.
     pub async fn restart(&self, project: &str, services: &[String]) -> Result<ApplyReport> {
         let inner = self.inner()?;
-        let _op = inner.ops.lock().await;
+        let _op = inner.operation(project).await;
         apply::restart(inner, project, services).await
     }
 
@@ -286,7 +297,7 @@ impl Orchestrator {
             inner.cancel(&name);
         }
         {
-            let _op = inner.ops.lock().await;
+            let _all = inner.gate.write().await;
             if stop_services {
                 let names: Vec<String> = inner
                     .projects
@@ -322,6 +333,22 @@ impl Inner {
             *g.entry(project.to_owned()).or_insert(0) += 1;
         }
         self.generation_changed.notify(usize::MAX);
+    }
+
+    /// The right to change `project`: its own lock, under the shared gate.
+    pub async fn operation(&self, project: &str) -> Operation<'_> {
+        let gate = self.gate.read().await;
+        let lock = self
+            .ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(project.to_owned())
+            .or_default()
+            .clone();
+        Operation {
+            _project: lock.lock_arc().await,
+            _gate: gate,
+        }
     }
 
     /// Resolves once `project` was cancelled after generation `seen`.

@@ -1118,3 +1118,58 @@ services:
         assert_eq!(count_cmdline(&["sleep", &format!("{tag}1")]), 0);
     })
 }
+
+#[test]
+fn one_projects_health_gated_start_does_not_hold_up_another_project() {
+    smol::block_on(async {
+        let fx = Fx::new().await;
+        let gate = fx.dir.path().join("healthy-now");
+        let slow = fx.project(&format!(
+            r#"
+name: waiting
+services:
+  gated:
+    binary: sleep
+    args: ["60"]
+    health_check: {{command: test, args: [-e, "{}"], interval: 50ms, retries: 1000}}
+    startup_timeout: 60s
+"#,
+            gate.display()
+        ));
+        let quick =
+            fx.project("name: quick\nservices:\n  one:\n    binary: sleep\n    args: [\"60\"]\n");
+        let applying = {
+            let orch = fx.orch.clone();
+            let opts = ApplyOptions {
+                base_dir: Some(fx.dir.path().to_path_buf()),
+                ..ApplyOptions::default()
+            };
+            smol::spawn(async move { orch.apply(&slow, opts).await })
+        };
+        fx.wait_state("waiting", "gated", Duration::from_secs(5), |s| {
+            *s == ServiceState::Starting
+        })
+        .await;
+        // The other project starts, and stops, while the first still waits for its health check.
+        let t = Instant::now();
+        let report = fx.apply(&quick).await;
+        assert_eq!(report.services[0].action, Action::Started);
+        fx.orch.stop("quick", StopOptions::default()).await.unwrap();
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(
+            !applying.is_finished(),
+            "the first apply ended before its check passed"
+        );
+        std::fs::write(&gate, "").unwrap();
+        let report = applying.await.unwrap();
+        assert_eq!(report.services[0].action, Action::Started);
+        fx.orch
+            .stop("waiting", StopOptions::default())
+            .await
+            .unwrap();
+        // A shutdown waits for nothing that is not running and lets no apply begin after it.
+        fx.orch.shutdown(false).await.unwrap();
+        let after = fx.orch.apply(&quick, ApplyOptions::default()).await;
+        assert!(matches!(after, Err(Error::ShutDown)), "{after:?}");
+    })
+}
