@@ -167,7 +167,9 @@ async fn autostart(home: &HarnessHome) -> anyhow::Result<Client> {
     if let Ok(client) = connect_local(home).await {
         return Ok(client);
     }
-    let mut child = spawn_daemon(home, None, false)?;
+    // Spawning checks harnessd's build first (a short exec and wait): off the executor.
+    let h = home.clone();
+    let mut child = blocking::unblock(move || spawn_daemon(&h, None, false)).await?;
     let client = wait_ready(home, &mut child).await;
     drop(lock);
     client
@@ -218,15 +220,38 @@ pub fn daemon_command(opts: &RunOptions) -> anyhow::Result<(std::process::Comman
     Ok((cmd, is_lean))
 }
 
-/// `harnessd --build-id` prints ours: a missing, foreign or older `harnessd` is never started.
+/// `harnessd --build-id` prints ours: a missing, foreign or older `harnessd` is never started (nor
+/// waited for: one that does not answer within a second is not ours either).
 fn same_build(exe: &Path) -> bool {
-    exe.is_file()
-        && std::process::Command::new(exe)
-            .arg("--build-id")
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .is_ok_and(|o| o.status.success() && o.stdout.trim_ascii() == BUILD_ID.as_bytes())
+    use std::io::Read as _;
+    if !exe.is_file() {
+        return false;
+    }
+    let Ok(mut child) = std::process::Command::new(exe)
+        .arg("--build-id")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            _ => break None,
+        }
+    };
+    let Some(status) = status.filter(|s| s.success()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return false;
+    };
+    let mut out = Vec::new();
+    let _ = child.stdout.take().map(|mut s| s.read_to_end(&mut out));
+    status.success() && out.trim_ascii() == BUILD_ID.as_bytes()
 }
 
 /// Waits until the daemon we started has recorded itself and answers.

@@ -73,7 +73,10 @@ fn start(ctx: &Context, home: &HarnessHome, args: ListenArgs) -> Status {
             println!("daemon already running: pid {} at {}", s.pid, s.url);
             return Status::Ok;
         }
-        let mut child = match client::spawn_daemon(home, args.listen, args.stop_services) {
+        let h = home.clone();
+        let spawned =
+            blocking::unblock(move || client::spawn_daemon(&h, args.listen, args.stop_services));
+        let mut child = match spawned.await {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -140,3 +140,24 @@ fn harnessd_names_bad_arguments_and_answers_help_and_version() {
     let id = run(&["--build-id"]).ok();
     assert_eq!(id.stdout.trim().len(), 16, "{}", id.stdout);
 }
+
+#[test]
+fn a_harnessd_that_does_not_answer_is_not_waited_for() {
+    let env = Env::new(ONE);
+    let dir = tempfile::tempdir().unwrap();
+    let cli = lone_cli(dir.path());
+    let fake = dir.path().join("harnessd");
+    std::fs::write(&fake, "#!/bin/sh\nexec sleep 31.25\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let t = Instant::now();
+    env.run_of(&cli, &["start"]).ok();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let pid = env.daemon_pid().expect("daemon pid");
+    assert_eq!(exe_of(pid), cli.canonicalize().unwrap());
+    // The probe was killed, not left behind.
+    assert_eq!(
+        processes_with_cmdline(&["sleep", "31.25"]),
+        Vec::<u32>::new()
+    );
+    env.run_of(&cli, &["stop"]).ok();
+}
