@@ -45,6 +45,16 @@ impl Fx {
         self.orch.apply(p, opts).await.unwrap()
     }
 
+    /// `apply` in a task of its own, for tests that act while it waits.
+    fn apply_in_background(&self, p: Project) -> smol::Task<Result<ApplyReport>> {
+        let orch = self.orch.clone();
+        let opts = ApplyOptions {
+            base_dir: Some(self.dir.path().to_path_buf()),
+            ..ApplyOptions::default()
+        };
+        smol::spawn(async move { orch.apply(&p, opts).await })
+    }
+
     async fn entry(&self, project: &str, name: &str) -> ServiceEntry {
         self.orch
             .status(Some(project))
@@ -774,14 +784,7 @@ services:
     depends_on: {slow: healthy}
 "#,
         );
-        let applying = {
-            let orch = fx.orch.clone();
-            let opts = ApplyOptions {
-                base_dir: Some(fx.dir.path().to_path_buf()),
-                ..ApplyOptions::default()
-            };
-            smol::spawn(async move { orch.apply(&p, opts).await })
-        };
+        let applying = fx.apply_in_background(p);
         fx.wait_state("impatient", "slow", Duration::from_secs(5), |s| {
             *s == ServiceState::Starting
         })
@@ -1138,14 +1141,7 @@ services:
         ));
         let quick =
             fx.project("name: quick\nservices:\n  one:\n    binary: sleep\n    args: [\"60\"]\n");
-        let applying = {
-            let orch = fx.orch.clone();
-            let opts = ApplyOptions {
-                base_dir: Some(fx.dir.path().to_path_buf()),
-                ..ApplyOptions::default()
-            };
-            smol::spawn(async move { orch.apply(&slow, opts).await })
-        };
+        let applying = fx.apply_in_background(slow);
         fx.wait_state("waiting", "gated", Duration::from_secs(5), |s| {
             *s == ServiceState::Starting
         })

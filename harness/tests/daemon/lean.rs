@@ -32,6 +32,13 @@ fn lone_cli(dir: &Path) -> PathBuf {
     bin
 }
 
+/// A `harnessd` beside `dir`'s lone CLI that runs `script` (sh).
+fn fake_harnessd(dir: &Path, script: &str) {
+    let fake = dir.join("harnessd");
+    std::fs::write(&fake, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
 #[test]
 fn auto_start_runs_harnessd_from_the_same_build() {
     let env = Env::new(ONE);
@@ -92,16 +99,13 @@ fn a_harnessd_from_another_build_is_never_started() {
     let dir = tempfile::tempdir().unwrap();
     let cli = lone_cli(dir.path());
     let marker = dir.path().join("started");
-    let fake = dir.path().join("harnessd");
-    std::fs::write(
-        &fake,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = --build-id ] && {{ echo 0123456789abcdef; exit 0; }}\ntouch {}\nexit 1\n",
+    fake_harnessd(
+        dir.path(),
+        &format!(
+            "[ \"$1\" = --build-id ] && {{ echo 0123456789abcdef; exit 0; }}\ntouch {}\nexit 1",
             marker.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     env.run_of(&cli, &["start"]).ok();
     let pid = env.daemon_pid().expect("daemon pid");
     assert_eq!(exe_of(pid), cli.canonicalize().unwrap());
@@ -146,9 +150,7 @@ fn a_harnessd_that_does_not_answer_is_not_waited_for() {
     let env = Env::new(ONE);
     let dir = tempfile::tempdir().unwrap();
     let cli = lone_cli(dir.path());
-    let fake = dir.path().join("harnessd");
-    std::fs::write(&fake, "#!/bin/sh\nexec sleep 31.25\n").unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fake_harnessd(dir.path(), "exec sleep 31.25");
     let t = Instant::now();
     env.run_of(&cli, &["start"]).ok();
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
