@@ -244,14 +244,14 @@ fn same_build(exe: &Path) -> bool {
             _ => break None,
         }
     };
-    let Some(status) = status.filter(|s| s.success()) else {
+    if !status.is_some_and(|s| s.success()) {
         let _ = child.kill();
         let _ = child.wait();
         return false;
-    };
+    }
     let mut out = Vec::new();
     let _ = child.stdout.take().map(|mut s| s.read_to_end(&mut out));
-    status.success() && out.trim_ascii() == BUILD_ID.as_bytes()
+    out.trim_ascii() == BUILD_ID.as_bytes()
 }
 
 /// Waits until the daemon we started has recorded itself and answers.
