@@ -9,6 +9,7 @@ use command_executor::*;
 use common::tb::{self, bed, exec, host};
 use common::*;
 use futures_lite::AsyncWriteExt;
+use proptest::prelude::any;
 use proptest::test_runner::TestRunner;
 
 /// Every chain the acceptance names, with a container started for the docker ones.
@@ -50,6 +51,86 @@ fn argv_round_trips_through_every_chain() {
         }
     }
     cleanup(containers);
+}
+
+#[test]
+fn env_values_round_trip_through_every_chain() {
+    let (chains, containers) = chains();
+    for (name, target) in &chains {
+        let mut runner = TestRunner::new(config(24));
+        let strategy = (env_strategy(), proptest::option::of(any::<Vec<u8>>()));
+        let result = runner.run(&strategy, |(values, stdin)| {
+            env_round_trip(exec(), target, &values, stdin.as_deref())
+        });
+        if let Err(e) = result {
+            cleanup(containers);
+            panic!("{name} ({target}): {e}");
+        }
+    }
+    cleanup(containers);
+}
+
+/// `ps -eo args` of every process on this machine. The testbed's hosts share the root pid namespace (their
+/// containers' processes show up too), so this sees the processes of every host.
+fn all_args() -> String {
+    let out = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn env_values_never_appear_in_any_argv() {
+    let (chains, containers) = chains();
+    let r = std::panic::catch_unwind(|| {
+        smol::block_on(async {
+            let secret = format!("hx-secret-{}-{}", std::process::id(), rand_tag());
+            let mut running = Vec::new();
+            for (name, target) in &chains {
+                for stdin in [StdinMode::Null, StdinMode::Piped] {
+                    // Checks it has the value, then runs on for a while.
+                    let cmd = Command::new("sh")
+                        .args(["-c", "[ \"$HX_SECRET\" = \"$1\" ] || exit 3; sleep 2", "sh"])
+                        .arg(secret.replace("secret", "expect"))
+                        .env("HX_SECRET", secret.replace("secret", "expect"))
+                        .env("HX_OTHER", &secret)
+                        .stdin(stdin);
+                    let p = exec()
+                        .spawn(target, &cmd)
+                        .await
+                        .unwrap_or_else(|e| panic!("{name}: {e}"));
+                    running.push((name, p));
+                }
+            }
+            let mut polls = 0;
+            while running.iter().any(|(_, p)| p.try_wait().is_none()) {
+                let args = all_args();
+                let hit: Vec<&str> = args.lines().filter(|l| l.contains(&secret)).collect();
+                assert!(hit.is_empty(), "the secret is in an argv: {hit:?}");
+                polls += 1;
+                async_io::Timer::after(Duration::from_millis(50)).await;
+            }
+            assert!(
+                polls > 10,
+                "polled only {polls} times while the commands ran"
+            );
+            for (name, p) in running {
+                assert_eq!(p.wait().await.unwrap(), ExitStatus::Code(0), "{name}");
+            }
+        })
+    });
+    cleanup(containers);
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn rand_tag() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 #[test]
