@@ -495,3 +495,49 @@ fn sessions_per_connection_are_limited_and_spread_over_masters() {
         exec.shutdown().await;
     });
 }
+
+#[test]
+fn a_second_executor_on_the_same_runtime_dir_never_closes_the_first_ones_masters() {
+    smol::block_on(async {
+        let first = tb::fresh_exec();
+        let dir = first.options().runtime_dir.clone();
+        let h3 = Target::ssh(host("h3"));
+        let cmd = Command::new("sh").args(["-c", "sleep 2; echo done; exit 5"]);
+        let running = first.spawn(&h3, &cmd).await.unwrap();
+        // A second client (as `harness hosts check` beside the daemon) with the same runtime dir.
+        let second = Executor::new(ExecutorOptions {
+            runtime_dir: dir.clone(),
+            master_idle: Duration::from_secs(10),
+            ..ExecutorOptions::default()
+        });
+        let out = second.output(&h3, &Command::new("true")).await.unwrap();
+        assert_eq!(out.status, ExitStatus::Code(0));
+        let private: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('p'))
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(
+            private.len(),
+            1,
+            "the second got a private dir: {private:?}"
+        );
+        second.shutdown().await;
+        assert!(
+            !private[0].exists(),
+            "its private dir is removed on shutdown"
+        );
+        let out = process_output(running).await;
+        assert_eq!(out, (ExitStatus::Code(5), b"done\n".to_vec()));
+        // The first's master still serves new sessions.
+        let again = first.output(&h3, &Command::new("true")).await.unwrap();
+        assert_eq!(again.status, ExitStatus::Code(0));
+        first.shutdown().await;
+    });
+}
+
+async fn process_output(p: Process) -> (ExitStatus, Vec<u8>) {
+    let (st, out, _) = collect(p).await;
+    (st, out)
+}
