@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use command_executor::Executor;
 use futures_lite::StreamExt;
 use orchestrator::{Orchestrator, OrchestratorOptions};
 use registry::{
@@ -34,6 +35,9 @@ use crate::client::{DAEMON_LOCK, DAEMON_PID};
 /// What every handler can reach.
 pub struct State {
     pub orch: Orchestrator,
+    /// The daemon's one executor, the orchestrator's too: every ssh master of the daemon is counted by one
+    /// pool, so sshd's per-connection session limit holds (ADR 0004).
+    pub executor: Executor,
     pub home: HarnessHome,
     pub started_at: jiff::Timestamp,
     pub started: Instant,
@@ -131,13 +135,18 @@ async fn serve(opts: RunOptions) -> anyhow::Result<()> {
     let store = Store::open(home.path(registry::home::REGISTRY_DB), Retention::default())
         .await
         .context("opening the registry")?;
-    let orch = Orchestrator::open(OrchestratorOptions::new(home.root(), store.clone()))
-        .await
-        .context("opening the orchestrator")?;
+    let executor = Executor::default();
+    let orch = Orchestrator::open(OrchestratorOptions {
+        executor: executor.clone(),
+        ..OrchestratorOptions::new(home.root(), store.clone())
+    })
+    .await
+    .context("opening the orchestrator")?;
 
     let (stop_tx, stop_rx) = async_channel::bounded(1);
     let state = Arc::new(State {
         orch: orch.clone(),
+        executor,
         home: home.clone(),
         started_at: jiff::Timestamp::now(),
         started: Instant::now(),
