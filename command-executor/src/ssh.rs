@@ -5,7 +5,8 @@
 //! on the command line do not reach jump hosts). The master is started explicitly (`ssh -M -N -f`), so a
 //! connection failure is seen once, classified, and not mistaken for a command's failure. Sessions on a
 //! master are limited by a semaphore to the host's `max_sessions` (sshd's MaxSessions, 10 by default);
-//! beyond it ssh would silently open slow extra connections.
+//! beyond it ssh would silently open slow extra connections. The semaphores count only this process's
+//! sessions, so a pool's masters are its own: it claims its runtime dir with a lock (see [`Claim`]).
 
 use std::collections::HashMap;
 use std::ffi::OsString;

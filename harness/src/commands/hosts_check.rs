@@ -3,7 +3,9 @@
 //!
 //! Runs in the CLI, not the daemon: it needs no state, works before any daemon exists, and the
 //! local daemon it would auto-start runs on this machine as this user, so it sees the hosts the
-//! same way. Hosts are checked in parallel, each within a few seconds.
+//! same way. Hosts are checked in parallel, each within a few seconds. Its ssh connections are its
+//! own (a private runtime dir while the daemon holds the shared one, ADR 0004) and closed at the end:
+//! the daemon's connections, and the `exec`s and log followers running on them, are left alone.
 
 use std::time::{Duration, Instant};
 
