@@ -146,14 +146,15 @@ impl SshPool {
             return Ok(c.clone());
         }
         let io = |dir: &Path, e| Error::io(at.clone(), format!("claiming {}", dir.display()), e);
-        let c = match try_claim(&self.base).map_err(|e| io(&self.base, e))? {
+        let held = try_claim(&self.base).map_err(|e| io(&self.base, e))?;
+        remove_stale_private(&self.base);
+        let c = match held {
             Some(lock) => Claim {
                 dir: self.base.clone(),
                 private: false,
                 _lock: lock,
             },
             None => {
-                remove_stale_private(&self.base);
                 let n = PRIVATE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let dir = self.base.join(format!("p{}.{n}", std::process::id()));
                 match try_claim(&dir).map_err(|e| io(&dir, e))? {
