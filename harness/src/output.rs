@@ -66,8 +66,8 @@ impl Context {
 /// Pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("error: cannot encode JSON: {e}"),
+        Ok(s) => crate::outln!("{s}"),
+        Err(e) => crate::errln!("error: cannot encode JSON: {e}"),
     }
 }
 
@@ -107,4 +107,62 @@ pub fn service_color(name: &str) -> &'static str {
         .bytes()
         .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
     COLORS[h as usize % COLORS.len()]
+}
+
+/// Writes to stdout (`stderr` false) or stderr. A reader that went away (`harness status | head`)
+/// ends the program the way it ends other Unix tools: quietly, by SIGPIPE (exit status 141 in a
+/// shell). Any other write error ends it with status 1, since its output can no longer be given.
+pub fn write_or_exit(stderr: bool, args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let result = if stderr {
+        let mut e = std::io::stderr().lock();
+        e.write_fmt(args)
+            .and_then(|()| if newline { e.write_all(b"\n") } else { Ok(()) })
+    } else {
+        let mut o = std::io::stdout().lock();
+        o.write_fmt(args)
+            .and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) })
+    };
+    if let Err(e) = result {
+        exit_on_write_error(&e);
+    }
+}
+
+/// Ends the program after stdout or stderr failed: by SIGPIPE for a closed pipe, else status 1.
+pub fn exit_on_write_error(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        // SAFETY: restoring the default disposition of SIGPIPE and raising it in this process;
+        // no handler of ours runs, the default action terminates the process.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::raise(libc::SIGPIPE);
+        }
+    }
+    std::process::exit(1)
+}
+
+/// `println!` that does not panic on a closed pipe (see [`write_or_exit`]).
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::output::write_or_exit(false, format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::output::write_or_exit(false, format_args!($($arg)*), true) };
+}
+
+/// `print!` that does not panic on a closed pipe (see [`write_or_exit`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_or_exit(false, format_args!($($arg)*), false) };
+}
+
+/// `eprintln!` that does not panic on a closed pipe (see [`write_or_exit`]).
+#[macro_export]
+macro_rules! errln {
+    () => { $crate::output::write_or_exit(true, format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::output::write_or_exit(true, format_args!($($arg)*), true) };
+}
+
+/// `eprint!` that does not panic on a closed pipe (see [`write_or_exit`]).
+#[macro_export]
+macro_rules! errout {
+    ($($arg:tt)*) => { $crate::output::write_or_exit(true, format_args!($($arg)*), false) };
 }

@@ -1,0 +1,271 @@
+//! CLI hygiene: a closed pipe never makes a command panic, and a request over the daemon's
+//! message limit is refused before it is sent, naming the limit and the field.
+
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::CommandFactory;
+
+use crate::common::*;
+
+const STACK: &str = "name: hyg
+services:
+  talk:
+    command: [sh, -c, 'i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done; exec sleep 86411']
+    health_check:
+      command: [sh, -c, 'echo checked']
+      interval: 1s
+  quiet:
+    command: [sleep, '86412']
+    depends_on: [talk]
+";
+
+/// Every leaf command of `harness --help`, as a path of subcommand names.
+fn leaf_commands() -> BTreeSet<String> {
+    fn walk(cmd: &clap::Command, prefix: &str, out: &mut BTreeSet<String>) {
+        let subs: Vec<&clap::Command> = cmd
+            .get_subcommands()
+            .filter(|s| s.get_name() != "help")
+            .collect();
+        if subs.is_empty() {
+            out.insert(prefix.trim().to_owned());
+        }
+        for s in subs {
+            walk(s, &format!("{prefix} {}", s.get_name()), out);
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(&harness::cli::Cli::command(), "", &mut out);
+    out
+}
+
+/// The arguments each command is run with; commands that stop things come last.
+fn invocations(pkg: &str) -> Vec<Vec<String>> {
+    let lines: &[&str] = &[
+        "validate",
+        "config show",
+        "config deps",
+        "config schema",
+        "completions bash",
+        "start",
+        "status",
+        "status --watch",
+        "logs",
+        "logs -F",
+        "logs -t talk",
+        "health",
+        "events --since 0",
+        "exec talk -- sh -c 'seq 1 1000'",
+        "hosts check",
+        "package verify /nonexistent.tar.zst",
+        "deploy --rollback nothing",
+        "daemon status",
+        "daemon logs",
+        "daemon run",
+        "daemon start",
+        "restart quiet",
+        "stop quiet",
+        "daemon stop --stop-services",
+    ];
+    let mut all: Vec<Vec<String>> = lines.iter().map(|l| shell_words(l)).collect();
+    all.insert(
+        5,
+        vec![
+            "package".into(),
+            "build".into(),
+            pkg.into(),
+            "--out".into(),
+            std::env::temp_dir().display().to_string(),
+        ],
+    );
+    all
+}
+
+/// Splits on spaces, keeping '...' together (enough for the lines above).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+/// Runs `cmd` with one of its outputs a pipe whose reader is already gone; kills it after
+/// `limit` if it is still running (a follower with nothing to write). What the other stream said.
+fn run_with_closed(
+    mut cmd: Command,
+    close_stdout: bool,
+    limit: Duration,
+) -> (Option<i32>, Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let other = tempfile::NamedTempFile::new().expect("temp file");
+    let other_file = other.reopen().expect("reopen");
+    if close_stdout {
+        cmd.stdout(writer).stderr(other_file);
+    } else {
+        cmd.stderr(writer).stdout(other_file);
+    }
+    let mut child = cmd.spawn().expect("spawn harness");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(other.path()).unwrap_or_default();
+    (status.code(), status.signal(), text)
+}
+
+#[test]
+fn every_command_survives_a_closed_pipe() {
+    let env = Env::new(STACK);
+    let pkg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/packages/hello");
+    let runs = invocations(&pkg.display().to_string());
+    // Every leaf command of --help is exercised here: a new command must be added above.
+    let covered: BTreeSet<String> = runs
+        .iter()
+        .map(|r| {
+            let names: Vec<&str> = r
+                .iter()
+                .take_while(|w| !w.starts_with('-'))
+                .map(String::as_str)
+                .collect();
+            leaf_commands()
+                .into_iter()
+                .filter(|l| names.join(" ").starts_with(l.as_str()))
+                .max_by_key(String::len)
+                .unwrap_or_else(|| panic!("{r:?} is no command"))
+        })
+        .collect();
+    assert_eq!(
+        covered,
+        leaf_commands(),
+        "commands of --help not exercised here"
+    );
+
+    // Help and version, of the program and of every command.
+    let mut helps: Vec<Vec<String>> = vec![vec!["--help".into()], vec!["--version".into()]];
+    for leaf in leaf_commands() {
+        let mut args = shell_words(&leaf);
+        args.push("--help".into());
+        helps.push(args);
+    }
+    for args in &helps {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, other) = run_with_closed(env.cmd(&args), true, Duration::from_secs(5));
+        assert!(
+            code != Some(101) && !other.contains("panicked"),
+            "harness {} panicked with its stdout closed:\n{other}",
+            args.join(" ")
+        );
+    }
+
+    env.run(&["start"]).ok();
+    for args in &runs {
+        for close_stdout in [true, false] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, signal, other) =
+                run_with_closed(env.cmd(&args), close_stdout, Duration::from_secs(5));
+            let closed = if close_stdout { "stdout" } else { "stderr" };
+            println!(
+                "harness {} (closed {closed}): exit {code:?} signal {signal:?}",
+                args.join(" ")
+            );
+            assert!(
+                code != Some(101) && !other.contains("panicked"),
+                "harness {} panicked with its {closed} closed (exit {code:?}):\n{other}",
+                args.join(" ")
+            );
+            if args[0] == "start" && close_stdout {
+                // the stack must be up for the commands after it
+                env.run(&["start"]).ok();
+            }
+        }
+        if args[0] == "daemon" && args.get(1).is_some_and(|a| a == "start") {
+            env.run(&["start"]).ok();
+        }
+    }
+}
+
+#[test]
+fn status_watch_and_completions_piped_into_head_exit_quietly() {
+    let env = Env::new(STACK);
+    env.run(&["start"]).ok();
+    for args in ["status --watch", "completions bash", "logs"] {
+        let script = format!(
+            "set -o pipefail; {BIN} {args} 2>err.txt | head -1 >/dev/null; echo $?; cat err.txt"
+        );
+        let run = Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(env.dir.path())
+            .env("HARNESS_HOME", env.home())
+            .env("HARNESS_LISTEN", "127.0.0.1:0")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("bash");
+        let text = String::from_utf8_lossy(&run.stdout);
+        let (code, err) = text.split_once('\n').unwrap_or((&text, ""));
+        println!("harness {args} | head -1: exit {code}");
+        assert!(
+            matches!(code.trim(), "0" | "141"),
+            "harness {args} | head -1 exited {code}:\n{err}"
+        );
+        assert!(
+            !err.contains("panicked"),
+            "harness {args} | head -1:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn a_request_over_the_message_limit_is_refused_before_sending_naming_the_field() {
+    let big = "x".repeat(5 << 20);
+    let env = Env::new(&format!(
+        "name: big\nservices:\n  web:\n    command: [sleep, '86413']\n    env:\n      BIG: {big}\n"
+    ));
+    let v = env.run(&["validate"]);
+    assert_eq!(v.code, 2, "validate must refuse it:\n{}", v.stderr);
+    assert!(v.stderr.contains("services.web.env.BIG"), "{}", v.stderr);
+    assert!(v.stderr.contains("1.0 MiB"), "{}", v.stderr);
+    let j = env.run(&["validate", "-o", "json"]).json();
+    assert!(
+        j.as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["code"] == "too-large" && d["path"] == "services.web.env.BIG"),
+        "{j:#}"
+    );
+    let s = env.run(&["start"]);
+    assert_eq!(s.code, 2, "start must refuse it:\n{}", s.stderr);
+    assert!(
+        s.stderr.contains("services.web.env.BIG") && s.stderr.contains("limit of 1.0 MiB"),
+        "{}",
+        s.stderr
+    );
+    assert!(s.stderr.contains("help:"), "{}", s.stderr);
+    // refused before it was sent: no daemon was even started
+    assert!(env.daemon_pid().is_none(), "start reached a daemon");
+}
