@@ -269,3 +269,74 @@ fn a_request_over_the_message_limit_is_refused_before_sending_naming_the_field()
     // refused before it was sent: no daemon was even started
     assert!(env.daemon_pid().is_none(), "start reached a daemon");
 }
+
+#[test]
+fn a_string_health_check_runs_through_sh_and_its_output_stays_out_of_the_logs() {
+    let tag = format!("86416.{}", std::process::id());
+    let env = Env::new(&format!(
+        "name: hc
+services:
+  a:
+    command: [sh, -c, 'echo service-line; exec sleep {tag}']
+    health_check:
+      command: echo HEALTHMARK-$((40+2)) && test -n \"$HOME\"
+      interval: 200ms
+"
+    ));
+    let r = env.run(&["start"]);
+    assert_eq!(r.code, 0, "a shell health check must pass:\n{}", r.stderr);
+    let h = env.run(&["health", "-o", "json"]).ok().json();
+    println!("health: {h}");
+    let out = h["services"][0]["health"]["last_output"]
+        .as_str()
+        .unwrap_or("");
+    assert!(out.contains("HEALTHMARK-42"), "{h:#}");
+    let text = env.run(&["health"]).ok().stdout;
+    assert!(
+        text.contains("HEALTHMARK-42") && text.contains("sh -c"),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let logs = env.run(&["logs"]).ok().stdout;
+    assert!(logs.contains("service-line"), "{logs}");
+    assert!(
+        !logs.contains("HEALTHMARK"),
+        "health output in the service's log:\n{logs}"
+    );
+    env.run(&["stop"]).ok();
+}
+
+#[test]
+fn a_health_check_of_a_missing_program_as_another_user_names_the_program() {
+    let tb = testbed::Testbed::get();
+    let tag = format!("86417.{}", std::process::id());
+    let env = Env::new(&format!(
+        "name: hcuser
+services:
+  b:
+    user: {user}
+    command: [sleep, '{tag}']
+    health_check:
+      command: [/nonexistent/probe-hb, --now]
+      interval: 200ms
+      retries: 1
+",
+        user = tb.sudo_user
+    ));
+    std::fs::set_permissions(
+        env.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let r = env.run(&["start"]);
+    println!("start: exit {}\n{}", r.code, r.stderr);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("/nonexistent/probe-hb"), "{}", r.stderr);
+    // exit 1: a service is unhealthy
+    let h = env.run(&["health", "-o", "json"]).json();
+    let out = h["services"][0]["health"]["last_output"]
+        .as_str()
+        .unwrap_or("");
+    assert!(out.contains("/nonexistent/probe-hb"), "{h:#}");
+    env.run(&["stop"]).ok();
+}
