@@ -176,6 +176,11 @@ fn status(ctx: &Context, home: &HarnessHome) -> Status {
         );
         crate::outln!("services:    {} ({} running)", s.services, s.running);
         crate::outln!("connections: {}", s.connections);
+        crate::outln!(
+            "capacity:    {} services (open-file limit {})",
+            s.max_services,
+            s.open_files_limit
+        );
         Status::Ok
     })
 }

@@ -6,6 +6,7 @@
 //! files), and the next daemon re-attaches to them in [`Orchestrator::open`].
 
 pub mod args;
+pub mod fds;
 mod handlers;
 mod logs;
 
@@ -42,6 +43,8 @@ pub struct State {
     pub logs: logs::Sessions,
     /// `daemon.stop` asks the main loop to end through this.
     pub stop: async_channel::Sender<()>,
+    /// The open-file limit (raised at start) and how many services it allows.
+    pub fds: fds::Budget,
 }
 
 impl State {
@@ -72,6 +75,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let _ = rustix::process::setsid();
     }
     bound_threads_and_arenas();
+    let budget = fds::raise();
     // `HARNESS_LOG=debug` or `info,registry=debug`: targets and levels, without EnvFilter's regex
     // engine (a quarter MB of code the daemon would map for one line of configuration).
     let asked = std::env::var("HARNESS_LOG").ok();
@@ -94,7 +98,13 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             asked.unwrap_or_default()
         );
     }
-    smol::block_on(serve(opts))
+    tracing::info!(
+        open_files = budget.limit,
+        hard = budget.hard,
+        max_services = budget.max_services,
+        "open-file limit"
+    );
+    smol::block_on(serve(opts, budget))
 }
 
 /// Blocking-pool threads (file I/O, fork + exec, /proc scans). The pool's default (500) let 100
@@ -117,7 +127,7 @@ fn bound_threads_and_arenas() {
     }
 }
 
-async fn serve(opts: RunOptions) -> anyhow::Result<()> {
+async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
     let home = HarnessHome::from_env()?;
     let h = home.clone();
     let (lock, credentials) = blocking::unblock(move || -> anyhow::Result<_> {
@@ -145,6 +155,7 @@ async fn serve(opts: RunOptions) -> anyhow::Result<()> {
         server: Mutex::new(None),
         logs: logs::Sessions::default(),
         stop: stop_tx,
+        fds: budget,
     });
     let config = ServerConfig {
         listen: opts

@@ -270,6 +270,75 @@ fn a_request_over_the_message_limit_is_refused_before_sending_naming_the_field()
     assert!(env.daemon_pid().is_none(), "start reached a daemon");
 }
 
+fn many(project: &str, n: usize, tag: &str) -> String {
+    let mut yaml = format!("name: {project}\nservices:\n");
+    for i in 0..n {
+        yaml += &format!("  s{i}:\n    command: [sleep, '{tag}']\n");
+    }
+    yaml
+}
+
+#[test]
+fn a_start_over_the_open_file_budget_is_refused_and_the_daemon_still_answers() {
+    let tag = format!("86414.{}", std::process::id());
+    let env = Env::new(&many("fds", 150, &tag));
+    // A daemon started with a soft limit of 200 and a hard limit of 1000.
+    let mut cmd = env.cmd(&["daemon", "start"]);
+    // SAFETY: only setrlimit (a system call) between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            use rustix::process::{Resource, Rlimit, setrlimit};
+            let lim = Rlimit {
+                current: Some(200),
+                maximum: Some(1000),
+            };
+            setrlimit(Resource::Nofile, lim).map_err(std::io::Error::from)
+        });
+    }
+    run_command(cmd).ok();
+    let st = env.run(&["daemon", "status", "-o", "json"]).ok().json();
+    println!("daemon status: {st}");
+    assert_eq!(st["open_files_limit"], 1000, "soft limit not raised: {st}");
+    let max = st["max_services"].as_u64().unwrap();
+    assert_eq!(max, 120, "{st}");
+    let text = env.run(&["daemon", "status"]).ok().stdout;
+    assert!(
+        text.contains("capacity:    120 services (open-file limit 1000)"),
+        "{text}"
+    );
+
+    // 150 services: refused as a whole, naming the excess and what to do.
+    let r = env.run(&["start"]);
+    println!("start of 150: exit {}: {}", r.code, r.stderr);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("30 more than this machine allows") && r.stderr.contains("ulimit -Hn"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("Too many open files"), "{}", r.stderr);
+    env.run(&["status"]).ok();
+
+    // Exactly the budget: every one of them runs, and the daemon still answers.
+    env.write(&many("fds", 120, &tag));
+    let r = env.run(&["start"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let running = env
+        .status()
+        .iter()
+        .filter(|s| s["state"]["kind"] == "running")
+        .count();
+    assert_eq!(running, 120);
+    let pid = env.daemon_pid().unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    println!("daemon fds with 120 services: {fds}");
+    assert!(fds < 1000, "{fds}");
+    env.run(&["daemon", "status"]).ok();
+    env.run(&["stop"]).ok();
+}
+
 #[test]
 fn a_string_health_check_runs_through_sh_and_its_output_stays_out_of_the_logs() {
     let tag = format!("86416.{}", std::process::id());
