@@ -325,7 +325,7 @@ where
 type Trimmed<R> = std::pin::Pin<Box<dyn Future<Output = Result<R, WireError>> + Send>>;
 
 /// Returns free heap pages (also those between live allocations) to the system.
-fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     blocking::unblock(|| {
         // SAFETY: malloc_trim only walks the allocator's own free lists, under its locks.
