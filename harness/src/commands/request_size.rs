@@ -35,30 +35,41 @@ pub fn check(file: &Path, project: &Project, params_len: usize) -> Option<Diagno
         .map(|(_, f)| f)
         .map(|(path, len)| format!("{path} ({})", bytes(*len)))
         .collect();
-    let path = fields.first().map(|f| f.0.clone()).unwrap_or_default();
+    // A field worth naming is a sizeable part of the limit; else the project is large as a whole.
+    let big = fields.first().is_some_and(|f| f.1 >= limit / 16);
+    let path = if big {
+        fields.first().map(|f| f.0.clone()).unwrap_or_default()
+    } else {
+        "services".to_owned()
+    };
+    let why = if big {
+        format!("largest fields: {}", largest.join(", "))
+    } else {
+        format!(
+            "no field is large: it is its {} services together",
+            project.services.len()
+        )
+    };
+    let help = if big {
+        "keep large data out of services.yaml: put it in a file the service reads \
+         (pass its path in env or args)"
+    } else {
+        "split the services into several projects (each its own services.yaml and `name:`)"
+    };
     Some(Diagnostic {
         severity: Severity::Error,
         code: Code::TooLarge,
         message: format!(
-            "project {:?} encodes to {}, over the daemon's request limit of {}; largest fields: {}",
+            "project {:?} encodes to {}, over the daemon's request limit of {}; {why}",
             project.name,
             bytes(size),
             bytes(limit),
-            if largest.is_empty() {
-                "none".to_owned()
-            } else {
-                largest.join(", ")
-            }
         ),
         file: file.to_owned(),
         line: None,
         column: None,
         path,
-        help: Some(
-            "keep large data out of services.yaml: put it in a file the service reads \
-             (pass its path in env or args)"
-                .to_owned(),
-        ),
+        help: Some(help.to_owned()),
         span: None,
     })
 }
