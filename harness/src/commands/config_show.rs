@@ -11,7 +11,7 @@ pub fn run(ctx: &Context, show_secrets: bool) -> Status {
     let mut value = match serde_json::to_value(&project) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("error: cannot encode the configuration: {e}");
+            crate::errln!("error: cannot encode the configuration: {e}");
             return Status::Failed;
         }
     };
@@ -24,11 +24,11 @@ pub fn run(ctx: &Context, show_secrets: bool) -> Status {
     }
     match serde_saphyr::to_string(&value) {
         Ok(yaml) => {
-            print!("{yaml}");
+            crate::out!("{yaml}");
             Status::Ok
         }
         Err(e) => {
-            eprintln!("error: cannot encode the configuration as YAML: {e}");
+            crate::errln!("error: cannot encode the configuration as YAML: {e}");
             Status::Failed
         }
     }

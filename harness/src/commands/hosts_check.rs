@@ -68,7 +68,7 @@ pub fn run(ctx: &Context) -> Status {
         if ctx.json() {
             print_json(&Vec::<HostReport>::new());
         } else {
-            println!("no hosts in {}", ctx.file.display());
+            crate::outln!("no hosts in {}", ctx.file.display());
         }
         return Status::Ok;
     }
@@ -329,12 +329,15 @@ fn print_table(reports: &[HostReport]) {
             r.latency_ms.map_or("-".into(), |l| format!("{l} ms")),
         ]);
     }
-    println!("{table}");
+    crate::outln!("{table}");
     for r in reports {
         for p in &r.problems {
-            println!(
+            crate::outln!(
                 "{}: {} failed: {}\n  hint: {}",
-                r.host, p.check, p.error, p.hint
+                r.host,
+                p.check,
+                p.error,
+                p.hint
             );
         }
     }

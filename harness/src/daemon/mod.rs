@@ -6,6 +6,7 @@
 //! files), and the next daemon re-attaches to them in [`Orchestrator::open`].
 
 pub mod args;
+pub mod fds;
 mod handlers;
 mod logs;
 
@@ -46,6 +47,8 @@ pub struct State {
     pub logs: logs::Sessions,
     /// `daemon.stop` asks the main loop to end through this.
     pub stop: async_channel::Sender<()>,
+    /// The open-file limit (raised at start) and how many services it allows.
+    pub fds: fds::Budget,
 }
 
 impl State {
@@ -76,6 +79,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let _ = rustix::process::setsid();
     }
     bound_threads_and_arenas();
+    let budget = fds::raise();
     // `HARNESS_LOG=debug` or `info,registry=debug`: targets and levels, without EnvFilter's regex
     // engine (a quarter MB of code the daemon would map for one line of configuration).
     let asked = std::env::var("HARNESS_LOG").ok();
@@ -98,7 +102,13 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             asked.unwrap_or_default()
         );
     }
-    smol::block_on(serve(opts))
+    tracing::info!(
+        open_files = budget.limit,
+        hard = budget.hard,
+        max_services = budget.max_services,
+        "open-file limit"
+    );
+    smol::block_on(serve(opts, budget))
 }
 
 /// Blocking-pool threads (file I/O, fork + exec, /proc scans). The pool's default (500) let 100
@@ -121,7 +131,7 @@ fn bound_threads_and_arenas() {
     }
 }
 
-async fn serve(opts: RunOptions) -> anyhow::Result<()> {
+async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
     let home = HarnessHome::from_env()?;
     let h = home.clone();
     let (lock, credentials) = blocking::unblock(move || -> anyhow::Result<_> {
@@ -154,6 +164,7 @@ async fn serve(opts: RunOptions) -> anyhow::Result<()> {
         server: Mutex::new(None),
         logs: logs::Sessions::default(),
         stop: stop_tx,
+        fds: budget,
     });
     let config = ServerConfig {
         listen: opts
@@ -323,7 +334,7 @@ where
 type Trimmed<R> = std::pin::Pin<Box<dyn Future<Output = Result<R, WireError>> + Send>>;
 
 /// Returns free heap pages (also those between live allocations) to the system.
-fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     blocking::unblock(|| {
         // SAFETY: malloc_trim only walks the allocator's own free lists, under its locks.
