@@ -266,6 +266,12 @@ impl Orchestrator {
             .unwrap_or_default()
     }
 
+    /// The definition of an applied project, as applied.
+    pub fn project(&self, name: &str) -> Option<Arc<Project>> {
+        let projects = self.life.0.projects.lock().ok()?;
+        projects.get(name).map(|rt| rt.project.clone())
+    }
+
     /// Health of services (all of the project when `services` is empty): what is checked, the
     /// status, the last check's time and output.
     pub async fn health(&self, project: &str, services: &[String]) -> Result<Vec<ServiceHealth>> {

@@ -8,6 +8,7 @@
 pub mod args;
 mod handlers;
 mod logs;
+pub(crate) mod proxy;
 
 use std::fs::File;
 use std::future::Future;
@@ -42,6 +43,8 @@ pub struct State {
     pub logs: logs::Sessions,
     /// `daemon.stop` asks the main loop to end through this.
     pub stop: async_channel::Sender<()>,
+    /// The one-port HTTP proxy, bound when a project asks for it (`proxy:`).
+    pub proxy: proxy::ProxySlot,
 }
 
 impl State {
@@ -145,7 +148,16 @@ async fn serve(opts: RunOptions) -> anyhow::Result<()> {
         server: Mutex::new(None),
         logs: logs::Sessions::default(),
         stop: stop_tx,
+        proxy: proxy::ProxySlot::new(orch.clone(), store.clone()),
     });
+    // Projects re-attached from the last run get their proxy back.
+    for name in orch.projects() {
+        if let Some(project) = orch.project(&name)
+            && let Err(e) = state.proxy.ensure(&project).await
+        {
+            tracing::warn!(project = %name, error = %e, "proxy");
+        }
+    }
     let config = ServerConfig {
         listen: opts
             .listen

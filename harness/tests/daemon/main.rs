@@ -5,3 +5,4 @@ mod acceptance;
 mod commands;
 mod common;
 mod lean;
+mod proxy;

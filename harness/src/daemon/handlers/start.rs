@@ -51,6 +51,12 @@ pub async fn handle(
         remove_orphans: p.remove_orphans,
         base_dir: Some(dir),
     };
+    // The proxy first, so that requests during the start get `503 Retry-After`, not a refusal.
+    state
+        .proxy
+        .ensure(&project)
+        .await
+        .map_err(|e| WireError::new(ErrorCode::Failed, e))?;
     let report = state.orch.apply(&project, opts).await.map_err(wire_error)?;
     Ok(super::apply_result(report))
 }
