@@ -97,11 +97,29 @@ pub enum Command {
     },
     /// Stop and start services again (all by default).
     Restart { services: Vec<String> },
-    /// What runs: state, pid, endpoints, health, restarts, uptime.
+    /// Start, then show every service's output and lifecycle in the foreground; Ctrl-C stops.
+    Up {
+        services: Vec<String>,
+        /// Start in the background and return (as `start`).
+        #[arg(short = 'd', long)]
+        detach: bool,
+    },
+    /// Stop the project's services and forget the project.
+    Down {
+        /// Override every service's stop timeout (e.g. 2s).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// What runs: state, pid, endpoints, health, restarts, uptime (of the services file's
+    /// project when there is one, else of every project).
+    #[command(visible_alias = "ps")]
     Status {
         /// Redraw every second until interrupted.
         #[arg(long)]
         watch: bool,
+        /// Every project, also when a services file names one.
+        #[arg(short = 'a', long)]
+        all: bool,
     },
     /// Service output, with a prefix per service.
     Logs(LogsArgs),
@@ -155,6 +173,12 @@ pub struct LogsArgs {
     /// Prefix each line with the time it was read.
     #[arg(short = 't', long)]
     pub timestamps: bool,
+    /// Only lines (or markers) that match this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub grep: Option<String>,
+    /// Lifecycle markers (start, exit, restart, health) instead of the output.
+    #[arg(long)]
+    pub events: bool,
 }
 
 #[derive(Debug, Subcommand)]

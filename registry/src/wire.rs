@@ -553,6 +553,10 @@ pub struct StopParams {
     /// Overrides every service's stop timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Also remove the stopped services from the registry, and forget the project when none is
+    /// left (`harness down`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -15,11 +15,13 @@ mod exec;
 mod health;
 mod hosts_check;
 mod logs;
+mod markers;
 pub mod package;
 mod restart;
 mod start;
 mod status;
 mod stop;
+mod up;
 mod validate;
 
 use harness_config::Project;
@@ -55,7 +57,9 @@ pub fn run(cli: Cli) -> u8 {
             timeout,
         } => stop::run(&ctx, services, force, timeout),
         Command::Restart { services } => restart::run(&ctx, services),
-        Command::Status { watch } => status::run(&ctx, watch),
+        Command::Up { services, detach } => up::run(&ctx, services, detach),
+        Command::Down { timeout } => up::down(&ctx, timeout),
+        Command::Status { watch, all } => status::run(&ctx, watch, all),
         Command::Logs(args) => logs::run(&ctx, args),
         Command::Health { service } => health::run(&ctx, service),
         Command::Events { since } => events::run(&ctx, since),

@@ -6,3 +6,4 @@ mod commands;
 mod common;
 mod lean;
 mod proxy;
+mod up;

@@ -18,7 +18,7 @@ pub async fn handle(
         services: p.services,
         force: p.force,
         timeout: p.timeout_ms.map(Duration::from_millis),
-        remove: false,
+        remove: p.remove,
     };
     let report = state
         .orch
