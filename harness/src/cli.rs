@@ -104,6 +104,8 @@ pub enum Command {
         #[arg(short = 'd', long)]
         detach: bool,
     },
+    /// Watch services' files (those with `watch:` by default): a change restarts the service.
+    Watch { services: Vec<String> },
     /// Stop the project's services and forget the project.
     Down {
         /// Override every service's stop timeout (e.g. 2s).

@@ -51,6 +51,7 @@ mod report;
 mod runtime;
 mod spec;
 mod supervisor;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -62,9 +62,11 @@ pub mod methods {
     pub const DEPLOY: &str = "deploy";
     /// [`super::RollbackParams`] → [`super::DeployResult`]
     pub const DEPLOY_ROLLBACK: &str = "deploy.rollback";
+    /// [`super::WatchParams`] → [`super::WatchResult`]: watch services' files (`watch:`).
+    pub const WATCH: &str = "watch";
 
     /// Methods the daemon adds through its [`crate::Handler`] (the live event stream is `subscribe`).
-    pub const ORCHESTRATOR: [&str; 11] = [
+    pub const ORCHESTRATOR: [&str; 12] = [
         START,
         STOP,
         RESTART,
@@ -76,6 +78,7 @@ pub mod methods {
         DAEMON_STOP,
         DEPLOY,
         DEPLOY_ROLLBACK,
+        WATCH,
     ];
 
     /// Methods the server itself answers; everything else goes to the [`crate::Handler`].
@@ -454,6 +457,8 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         ("stop.params", schema_for!(StopParams)),
         ("stop.result", schema_for!(StopResult)),
         ("restart.params", schema_for!(RestartParams)),
+        ("watch.params", schema_for!(WatchParams)),
+        ("watch.result", schema_for!(WatchResult)),
         ("status.params", schema_for!(StatusParams)),
         ("status.result", schema_for!(StatusResult)),
         ("logs.params", schema_for!(LogsParams)),
@@ -574,6 +579,31 @@ pub struct StoppedOutcome {
 pub struct StopResult {
     pub project: String,
     pub services: Vec<StoppedOutcome>,
+}
+
+/// `watch`: start watching services' files; a change restarts the service (or is only recorded
+/// with `action: none`) until the project is stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WatchParams {
+    pub project: String,
+    /// Empty means the services with `watch:`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WatchResult {
+    pub project: String,
+    pub services: Vec<WatchedService>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WatchedService {
+    pub name: String,
+    /// Absolute paths, watched recursively.
+    pub paths: Vec<String>,
+    /// `restart` or `none`.
+    pub action: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]

@@ -111,6 +111,30 @@ impl Markers {
                     }
                 }
             }
+            EventType::ServiceWatch => {
+                out.extend(held);
+                let paths: Vec<&str> = e
+                    .data
+                    .get("paths")
+                    .and_then(|p| p.as_array())
+                    .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
+                    .unwrap_or_default();
+                let count = e.data.get("count").and_then(|c| c.as_u64()).unwrap_or(0);
+                let more = count.saturating_sub(paths.len() as u64);
+                let more = if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                };
+                let then = match e.data.get("action").and_then(|a| a.as_str()) {
+                    Some("restart") => "; restarting",
+                    _ => "",
+                };
+                out.push(marker(format!(
+                    "{service}: {}{more} changed{then}",
+                    paths.join(", ")
+                )));
+            }
             EventType::ServiceHealth => {
                 out.extend(held);
                 let to = e

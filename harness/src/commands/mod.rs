@@ -23,6 +23,7 @@ mod status;
 mod stop;
 mod up;
 mod validate;
+mod watch;
 
 use harness_config::Project;
 use registry::Client;
@@ -59,6 +60,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Restart { services } => restart::run(&ctx, services),
         Command::Up { services, detach } => up::run(&ctx, services, detach),
         Command::Down { timeout } => up::down(&ctx, timeout),
+        Command::Watch { services } => watch::run(&ctx, services),
         Command::Status { watch, all } => status::run(&ctx, watch, all),
         Command::Logs(args) => logs::run(&ctx, args),
         Command::Health { service } => health::run(&ctx, service),

@@ -211,7 +211,11 @@ async fn follow(
     let markers = async {
         let filter = EventFilter {
             project: Some(project.to_owned()),
-            types: vec![EventType::ServiceState, EventType::ServiceHealth],
+            types: vec![
+                EventType::ServiceState,
+                EventType::ServiceHealth,
+                EventType::ServiceWatch,
+            ],
             ..EventFilter::default()
         };
         let mut sub = match client.subscribe(filter, None).await {

@@ -7,3 +7,4 @@ mod common;
 mod lean;
 mod proxy;
 mod up;
+mod watch;

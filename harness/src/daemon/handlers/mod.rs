@@ -12,6 +12,7 @@ pub mod restart;
 pub mod start;
 pub mod status;
 pub mod stop;
+pub mod watch;
 
 use registry::wire::{ApplyResult, ServiceAction, ServiceOutcome};
 

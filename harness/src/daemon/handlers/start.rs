@@ -58,5 +58,11 @@ pub async fn handle(
         .await
         .map_err(|e| WireError::new(ErrorCode::Failed, e))?;
     let report = state.orch.apply(&project, opts).await.map_err(wire_error)?;
+    // Services with `watch:` are watched from their start on.
+    if project.services.values().any(|s| s.watch.is_some())
+        && let Err(e) = state.watch(&project.name, &[]).await
+    {
+        tracing::warn!(project = %project.name, error = %e.message, "watch");
+    }
     Ok(super::apply_result(report))
 }

@@ -14,6 +14,9 @@ pub async fn handle(
     p: StopParams,
     _ctx: RequestContext,
 ) -> Result<StopResult, WireError> {
+    if p.services.is_empty() {
+        state.unwatch(&p.project);
+    }
     let opts = StopOptions {
         services: p.services,
         force: p.force,
