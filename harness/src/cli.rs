@@ -181,6 +181,9 @@ pub struct LogsArgs {
     /// Lifecycle markers (start, exit, restart, health) instead of the output.
     #[arg(long)]
     pub events: bool,
+    /// Delete the services' log files (current and rotated) instead of showing them.
+    #[arg(long, conflicts_with_all = ["follow", "events", "grep", "tail", "since"])]
+    pub clear: bool,
 }
 
 #[derive(Debug, Subcommand)]

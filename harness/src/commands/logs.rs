@@ -43,6 +43,9 @@ pub fn run(ctx: &Context, args: LogsArgs) -> Status {
             }
         },
     };
+    if args.clear {
+        return clear(ctx, project, args.services);
+    }
     if args.events {
         return super::markers::show(ctx, &project, &args, grep.as_ref());
     }
@@ -119,4 +122,25 @@ fn write_line(
     }
     out.write_all(line.text.as_bytes())?;
     out.write_all(b"\n")
+}
+
+fn clear(ctx: &Context, project: String, services: Vec<String>) -> Status {
+    use registry::wire::{LogsClearParams, LogsClearResult};
+    let params = LogsClearParams { project, services };
+    smol::block_on(async {
+        let client = match connect(ctx).await {
+            Ok(c) => c,
+            Err(s) => return s,
+        };
+        let r: LogsClearResult = match client.call(methods::LOGS_CLEAR, &params).await {
+            Ok(r) => r,
+            Err(e) => return request_failed("logs --clear", e),
+        };
+        if ctx.json() {
+            crate::output::print_json(&r);
+        } else {
+            println!("cleared the logs of {}", r.services.join(", "));
+        }
+        Status::Ok
+    })
 }

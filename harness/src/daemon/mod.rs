@@ -290,6 +290,7 @@ fn router(state: &Arc<State>) -> Router {
         .route(methods::STOP, trimming(with(state, stop::handle)))
         .route(methods::RESTART, trimming(with(state, restart::handle)))
         .route(methods::WATCH, with(state, watch::handle))
+        .route(methods::LOGS_CLEAR, with(state, logs_clear::handle))
         .route(methods::STATUS, with(state, status::handle))
         .route(methods::LOGS, with(state, logs::handle))
         .route(methods::EXEC, with(state, exec::handle))

@@ -147,3 +147,30 @@ fn logs_events_and_grep() {
     assert!(trap.stderr.contains("-F or --follow"), "{}", trap.stderr);
     env.run(&["stop"]).ok();
 }
+
+#[test]
+fn logging_rotates_per_service_and_logs_clear_deletes() {
+    let env = Env::new(
+        "name: rot\nservices:\n  chatty:\n    command: \"i=0; while :; do i=$((i+1)); echo line-$i-padding-padding-padding; sleep 0.002; done\"\n    logging: {max_size: 2k, max_files: 2}\n",
+    );
+    env.run(&["start"]).ok();
+    let dir = env.home().join("projects/rot/services/chatty");
+    let log = |n: &str| dir.join(format!("chatty.log{n}"));
+    assert!(
+        wait_until(Duration::from_secs(15), || log(".2").exists()),
+        "no second rotated file"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!log(".3").exists(), "max_files: 2 keeps two rotated files");
+    for n in ["", ".1", ".2"] {
+        let size = std::fs::metadata(log(n)).map(|m| m.len()).unwrap_or(0);
+        assert!(size <= 2048, "chatty.log{n} is {size} bytes");
+    }
+    env.run(&["stop"]).ok();
+    assert!(env.run(&["logs"]).ok().stdout.contains("line-"));
+    let out = env.run(&["logs", "--clear"]).ok().stdout;
+    assert!(out.contains("chatty"), "{out}");
+    assert!(!log("").exists() && !log(".1").exists() && !log(".2").exists());
+    assert_eq!(env.run(&["logs"]).ok().stdout, "");
+    assert_ne!(env.run(&["logs", "--clear", "nope"]).code, 0);
+}

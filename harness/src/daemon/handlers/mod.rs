@@ -8,6 +8,7 @@ pub mod deploy_rollback;
 pub mod exec;
 pub mod health;
 pub mod logs;
+pub mod logs_clear;
 pub mod restart;
 pub mod start;
 pub mod status;
