@@ -4,7 +4,7 @@
 //! To add a command: a variant in `cli::Command`, a `commands/<name>.rs` with
 //! `pub fn run(ctx: &Context, ...) -> Status`, and one arm in [`run`].
 
-mod completions;
+pub mod completions;
 mod config_deps;
 mod config_schema;
 mod config_show;
@@ -75,6 +75,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Deploy(args) => deploy::run(&ctx, args),
         Command::Hosts(crate::cli::HostsCommand::Check) => hosts_check::run(&ctx),
         Command::Completions { shell } => completions::run(shell),
+        Command::Manpage => completions::manpage(),
     };
     status as u8
 }

@@ -174,3 +174,34 @@ fn logging_rotates_per_service_and_logs_clear_deletes() {
     assert_eq!(env.run(&["logs"]).ok().stdout, "");
     assert_ne!(env.run(&["logs", "--clear", "nope"]).code, 0);
 }
+
+#[test]
+fn completions_offer_service_and_project_names_and_the_man_page_renders() {
+    let env = Env::new(UP);
+    let complete = |args: &[&str]| {
+        let mut all = vec!["--", "harness"];
+        all.extend_from_slice(args);
+        let out = env.cmd(&all).env("COMPLETE", "fish").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let names = complete(&["logs", ""]);
+    for s in ["alpha", "beta", "crash"] {
+        assert!(names.lines().any(|l| l == s), "{names}");
+    }
+    assert_eq!(complete(&["restart", "al"]).trim(), "alpha");
+    // Project names come from the running daemon.
+    env.run(&["start", "alpha"]).ok();
+    let projects = complete(&["status", "-p", ""]);
+    assert!(projects.lines().any(|l| l == "upt"), "{projects}");
+    let script = env.run(&["completions", "bash"]).ok().stdout;
+    assert!(
+        script.contains("complete") && script.contains("COMPLETE"),
+        "{script}"
+    );
+    let man = env.run(&["manpage"]).ok().stdout;
+    assert!(
+        man.contains(".TH harness 1") && man.contains("watch"),
+        "{man}"
+    );
+    env.run(&["stop"]).ok();
+}
