@@ -115,7 +115,11 @@ impl Client {
             if self.line == "\r\n" {
                 break;
             }
-            if let Some(v) = self.line.to_ascii_lowercase().strip_prefix("content-length:") {
+            if let Some(v) = self
+                .line
+                .to_ascii_lowercase()
+                .strip_prefix("content-length:")
+            {
                 len = v.trim().parse().unwrap();
             }
         }
