@@ -64,7 +64,7 @@ fn get(proxy: u16, host: &str, path: &str) -> (u16, String) {
 
 fn yaml(proxy: u16, port: u16) -> String {
     format!(
-        "name: px\nproxy: {{port: {proxy}}}\nservices:\n  api:\n    command: [python3, server.py, '{port}']\n    ports: [{port}]\n    health_check: {{tcp: {port}, interval: 200ms}}\n  other:\n    command: [sleep, '86413']\n    subdomain: web\n"
+        "name: px\nproxy: {{port: {proxy}}}\nservices:\n  api:\n    command: [python3, server.py, '{port}']\n    ports: [{port}]\n    health_check: {{tcp: {port}, interval: 200ms, start_period: 30s}}\n  other:\n    command: [sleep, '86413']\n    subdomain: web\n"
     )
 }
 

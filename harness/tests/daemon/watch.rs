@@ -11,7 +11,7 @@ const WATCHED: &str = r#"name: wt
 services:
   api:
     command: [sleep, '86414']
-    watch: {paths: [src], ignore: ["*.tmp"], debounce: 300ms}
+    watch: {paths: [src], ignore: ["*.tmp"], debounce: 500ms}
   plain:
     command: [sleep, '86415']
 "#;
