@@ -1,7 +1,8 @@
 //! `harness up`: `start`, then every service's output in the foreground with a colored prefix per
 //! service and lifecycle markers between the lines (`api exited with code 1; restarting in 2s
-//! (attempt 3)`), until Ctrl-C, which stops the project (a second Ctrl-C asks for the stop with
-//! no grace period and returns). `-d` is `start`. And `harness down`: stop and forget.
+//! (attempt 3)`), until Ctrl-C, which stops the project (a second Ctrl-C also asks for a stop with
+//! no grace period, which the daemon runs as soon as the first one lets go of the project). `-d`
+//! is `start`. And `harness down`: stop and forget.
 
 use std::io::Write;
 use std::time::Duration;
