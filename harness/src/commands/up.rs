@@ -63,7 +63,7 @@ pub fn run(ctx: &Context, services: Vec<String>, detach: bool) -> Status {
             return status;
         }
         eprintln!(
-            "\nstopping {} (Ctrl-C again to stop waiting and kill)",
+            "\nstopping {} (Ctrl-C again: kill what is left after this stop)",
             project.name
         );
         let graceful = StopParams {
