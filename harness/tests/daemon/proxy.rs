@@ -183,3 +183,41 @@ fn a_taken_proxy_port_fails_the_start_and_starts_nothing() {
     );
     assert!(env.status().iter().all(|s| s["state"]["kind"] != "running"));
 }
+
+#[test]
+fn a_starting_service_answers_503_with_retry_after_then_200() {
+    let (proxy, port) = (free_port(), free_port());
+    let env = Env::new(&format!(
+        "name: slow\nproxy: {{port: {proxy}}}\nservices:\n  api:\n    command: [sh, -c, 'sleep 2; exec python3 server.py {port}']\n    ports: [{port}]\n    health_check: {{tcp: {port}, interval: 200ms, start_period: 30s}}\n"
+    ));
+    std::fs::write(env.dir.path().join("server.py"), SERVER).unwrap();
+    let mut start = env
+        .cmd(&["start"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut during = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            // The daemon (and its proxy) may not be up yet.
+            if TcpStream::connect(("127.0.0.1", proxy)).is_err() {
+                return false;
+            }
+            during = get(proxy, "api.localhost", "/").1;
+            during.starts_with("HTTP/1.1 503")
+        }),
+        "{during}"
+    );
+    assert!(
+        during.to_ascii_lowercase().contains("retry-after: 1"),
+        "{during}"
+    );
+    assert!(
+        during.contains("api is not available: it is starting"),
+        "{during}"
+    );
+    assert!(start.wait().unwrap().success());
+    let (status, after) = get(proxy, "api.localhost", "/");
+    assert_eq!(status, 200, "{after}");
+    env.run(&["stop"]).ok();
+}
