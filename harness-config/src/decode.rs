@@ -21,6 +21,7 @@ pub(crate) const PROJECT_KEYS: &[&str] = &[
     "hosts",
     "networks",
     "env_file",
+    "proxy",
     "services",
 ];
 pub(crate) const HOST_KEYS: &[&str] = &[
@@ -57,6 +58,10 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "restart",
     "stop",
     "startup_timeout",
+    "subdomain",
+    "proxy_port",
+    "watch",
+    "logging",
 ];
 pub(crate) const PORT_KEYS: &[&str] = &["name", "port", "published"];
 pub(crate) const HEALTH_KEYS: &[&str] = &[
@@ -117,6 +122,10 @@ impl VarLookup for Layered<'_> {
             .or_else(|| self.files.iter().find_map(|f| f.get(name).cloned()))
     }
 }
+
+mod devloop;
+#[cfg(test)]
+pub(crate) use devloop::{LOGGING_KEYS, PROXY_KEYS, WATCH_KEYS};
 
 pub(crate) struct Decoder<'a> {
     pub file: &'a Path,
@@ -664,12 +673,14 @@ impl<'a> Decoder<'a> {
                 service.host = Some(node.name.clone());
             }
         }
+        let proxy = fields.get("proxy").and_then(|n| self.proxy(n, "proxy"));
         Some(Project {
             name,
             version,
             description,
             hosts,
             networks,
+            proxy,
             services,
         })
     }
@@ -874,6 +885,17 @@ impl<'a> Decoder<'a> {
         let startup_timeout = f
             .get("startup_timeout")
             .and_then(|n| self.duration(n, &p("startup_timeout")));
+        let subdomain = f
+            .get("subdomain")
+            .and_then(|n| self.subdomain(n, &p("subdomain")));
+        let proxy_port = f
+            .get("proxy_port")
+            .and_then(|n| self.proxy_port(n, &p("proxy_port")));
+        let watch = f.get("watch").and_then(|n| self.watch(n, &p("watch")));
+        let logging = f
+            .get("logging")
+            .and_then(|n| self.logging(n, &p("logging")))
+            .unwrap_or_default();
 
         let kind = explicit_kind.unwrap_or(if image.is_some() {
             ServiceKind::Docker
@@ -905,6 +927,10 @@ impl<'a> Decoder<'a> {
             restart,
             stop,
             startup_timeout,
+            subdomain,
+            proxy_port,
+            watch,
+            logging,
         };
         // A reference is an implicit `started` dependency on the referenced service.
         let prefix = format!("{path}.");

@@ -14,6 +14,9 @@ use serde::Serialize;
 use crate::duration::serde_duration;
 use crate::template::Template;
 
+mod devloop;
+pub use devloop::{Logging, Proxy, ProxyPort, Watch, WatchAction};
+
 /// Plain strings are substituted at load too, so `$` must come back as `$$` to load unchanged.
 mod escaped {
     use std::path::PathBuf;
@@ -62,6 +65,9 @@ pub struct Project {
     pub hosts: BTreeMap<String, Host>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub networks: BTreeMap<String, Network>,
+    /// The daemon's one-port HTTP proxy to the services, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<Proxy>,
     pub services: BTreeMap<String, Service>,
 }
 
@@ -201,6 +207,21 @@ pub struct Service {
         with = "serde_duration::option"
     )]
     pub startup_timeout: Option<Duration>,
+    /// The proxy routes `<subdomain>.localhost` here; default: the service's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::option")]
+    pub subdomain: Option<String>,
+    /// The port the proxy routes to; default: the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_port: Option<ProxyPort>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<Watch>,
+    #[serde(skip_serializing_if = "is_default_logging")]
+    pub logging: Logging,
+}
+
+fn is_default_logging(l: &Logging) -> bool {
+    *l == Logging::default()
 }
 
 impl Service {

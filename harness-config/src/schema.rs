@@ -31,7 +31,66 @@ struct File {
     networks: Option<BTreeMap<String, Network>>,
     /// Files of KEY=VALUE lines that feed `${VAR}` substitution.
     env_file: Option<OneOrMany>,
+    /// The daemon's one-port HTTP proxy: `true`, a port, or `{port, bind}`.
+    proxy: Option<ProxySpec>,
     services: BTreeMap<String, Service>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+enum ProxySpec {
+    On(bool),
+    Port(u16),
+    Full(Proxy),
+}
+
+/// Routes `http://<svc>.localhost:PORT` to the services.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Proxy {
+    /// Default 7080.
+    port: Option<u16>,
+    /// Default 127.0.0.1.
+    bind: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+enum WatchSpec {
+    On(bool),
+    Paths(Vec<String>),
+    Full(Watch),
+}
+
+/// What a change of the service's files does.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Watch {
+    /// Default: the working_dir, else the folder of services.yaml.
+    paths: Option<Vec<String>>,
+    /// gitignore-style patterns.
+    ignore: Option<Vec<String>>,
+    action: Option<WatchAction>,
+    /// Default 100ms.
+    debounce: Option<DurationSpec>,
+    /// Honour .gitignore files (default true).
+    gitignore: Option<bool>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename_all = "lowercase")]
+enum WatchAction {
+    Restart,
+    None,
+}
+
+/// Rotation of the service's log file.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Logging {
+    /// Bytes, or "512k", "10m", "1g".
+    max_size: Option<Scalar>,
+    max_files: Option<u32>,
 }
 
 #[derive(JsonSchema)]
@@ -130,6 +189,12 @@ struct Service {
     restart: Option<RestartSpec>,
     stop: Option<Stop>,
     startup_timeout: Option<DurationSpec>,
+    /// The proxy routes `<subdomain>.localhost` here (default: the service's name).
+    subdomain: Option<String>,
+    /// The port (number or name) the proxy routes to (default: the first).
+    proxy_port: Option<Scalar>,
+    watch: Option<WatchSpec>,
+    logging: Option<Logging>,
 }
 
 #[derive(JsonSchema)]
@@ -320,6 +385,9 @@ mod tests {
         assert_eq!(keys(&s, "Backoff"), sorted(BACKOFF_KEYS));
         assert_eq!(keys(&s, "Stop"), sorted(STOP_KEYS));
         assert_eq!(keys(&s, "LongDependency"), sorted(DEPENDS_ON_LONG_KEYS));
+        assert_eq!(keys(&s, "Proxy"), sorted(PROXY_KEYS));
+        assert_eq!(keys(&s, "Watch"), sorted(WATCH_KEYS));
+        assert_eq!(keys(&s, "Logging"), sorted(LOGGING_KEYS));
         assert_eq!(s["additionalProperties"], serde_json::json!(false));
     }
 }

@@ -185,6 +185,10 @@ fn service(index: usize, earlier: Vec<String>) -> impl Strategy<Value = Service>
                     restart,
                     stop,
                     startup_timeout,
+                    subdomain: None,
+                    proxy_port: None,
+                    watch: None,
+                    logging: Logging::default(),
                 };
                 match kind {
                     ServiceKind::Process | ServiceKind::Remote => {
@@ -268,6 +272,7 @@ fn project() -> impl Strategy<Value = Project> {
             description,
             hosts: BTreeMap::from([("h1".to_owned(), h1)]),
             networks: BTreeMap::new(),
+            proxy: None,
             services: services.into_iter().collect(),
         })
 }

@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::ArgValueCandidates;
+
+use crate::commands::completions::{project_names, service_names};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,7 +27,7 @@ pub struct Cli {
     pub file: Option<PathBuf>,
 
     /// The project to act on, instead of the one named in the services file.
-    #[arg(short = 'p', long, global = true, value_name = "NAME")]
+    #[arg(short = 'p', long, global = true, value_name = "NAME", add = ArgValueCandidates::new(project_names))]
     pub project: Option<String>,
 
     /// Output format for reports.
@@ -80,6 +83,7 @@ pub enum Command {
     /// Start the project's services (all, or these and what they depend on); idempotent.
     Start {
         /// Services to start; default: all.
+        #[arg(add = ArgValueCandidates::new(service_names))]
         services: Vec<String>,
         /// Stop and forget services that are no longer in the file.
         #[arg(long)]
@@ -87,6 +91,7 @@ pub enum Command {
     },
     /// Stop services (all by default), dependents first.
     Stop {
+        #[arg(add = ArgValueCandidates::new(service_names))]
         services: Vec<String>,
         /// Also stop running services that depend on the named ones.
         #[arg(long)]
@@ -96,23 +101,54 @@ pub enum Command {
         timeout: Option<std::time::Duration>,
     },
     /// Stop and start services again (all by default).
-    Restart { services: Vec<String> },
-    /// What runs: state, pid, endpoints, health, restarts, uptime.
+    Restart {
+        #[arg(add = ArgValueCandidates::new(service_names))]
+        services: Vec<String>,
+    },
+    /// Start, then show every service's output and lifecycle in the foreground; Ctrl-C stops.
+    Up {
+        #[arg(add = ArgValueCandidates::new(service_names))]
+        services: Vec<String>,
+        /// Start in the background and return (as `start`).
+        #[arg(short = 'd', long)]
+        detach: bool,
+    },
+    /// Watch services' files (those with `watch:` by default): a change restarts the service.
+    Watch {
+        #[arg(add = ArgValueCandidates::new(service_names))]
+        services: Vec<String>,
+    },
+    /// Stop the project's services and forget the project.
+    Down {
+        /// Override every service's stop timeout (e.g. 2s).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// What runs: state, pid, endpoints, health, restarts, uptime (of the services file's
+    /// project when there is one, else of every project).
+    #[command(visible_alias = "ps")]
     Status {
         /// Redraw every second until interrupted.
         #[arg(long)]
         watch: bool,
+        /// Every project, also when a services file names one.
+        #[arg(short = 'a', long)]
+        all: bool,
     },
     /// Service output, with a prefix per service.
     Logs(LogsArgs),
     /// Run a command in a service's context; its exit code becomes harness's.
     Exec {
+        #[arg(add = ArgValueCandidates::new(service_names))]
         service: String,
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
     /// Health checks: what is checked, the last result and its output.
-    Health { service: Option<String> },
+    Health {
+        #[arg(add = ArgValueCandidates::new(service_names))]
+        service: Option<String>,
+    },
     /// The live event stream (Ctrl-C to stop).
     Events {
         /// Replay retained events after this sequence number first.
@@ -133,15 +169,19 @@ pub enum Command {
     /// The SSH hosts of the services file.
     #[command(subcommand)]
     Hosts(HostsCommand),
-    /// Print a shell completion script.
+    /// Print the shell's completion set-up (completes service and project names too), e.g.
+    /// `source <(harness completions bash)`.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the man page (roff), e.g. `harness manpage > /usr/local/share/man/man1/harness.1`.
+    Manpage,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct LogsArgs {
+    #[arg(add = ArgValueCandidates::new(service_names))]
     pub services: Vec<String>,
     /// Keep printing new lines, across restarts, until interrupted.
     #[arg(short = 'F', long)]
@@ -155,6 +195,15 @@ pub struct LogsArgs {
     /// Prefix each line with the time it was read.
     #[arg(short = 't', long)]
     pub timestamps: bool,
+    /// Only lines (or markers) that match this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub grep: Option<String>,
+    /// Lifecycle markers (start, exit, restart, health) instead of the output.
+    #[arg(long)]
+    pub events: bool,
+    /// Delete the services' log files (current and rotated) instead of showing them.
+    #[arg(long, conflicts_with_all = ["follow", "events", "grep", "tail", "since"])]
+    pub clear: bool,
 }
 
 #[derive(Debug, Subcommand)]

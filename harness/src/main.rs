@@ -7,6 +7,9 @@ use clap::Parser;
 use harness::{cli, commands};
 
 fn main() -> ExitCode {
+    // `COMPLETE=bash harness ...`: a completion request from the shell (see `completions`).
+    clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command)
+        .complete();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version exit here, before any config or logging is touched.

@@ -51,6 +51,7 @@ mod report;
 mod runtime;
 mod spec;
 mod supervisor;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -202,6 +203,11 @@ impl Orchestrator {
             life: Arc::new(Life(inner)),
         };
         apply::reattach(&orch.life.0).await?;
+        for name in orch.projects() {
+            if let Some(p) = orch.project(&name) {
+                orch.life.0.set_log_limits(&p);
+            }
+        }
         Ok(orch)
     }
 
@@ -228,6 +234,7 @@ impl Orchestrator {
     pub async fn apply(&self, project: &Project, opts: ApplyOptions) -> Result<ApplyReport> {
         let inner = self.inner()?;
         let _op = inner.operation(&project.name).await;
+        inner.set_log_limits(project);
         apply::apply(inner, project, &opts).await
     }
 
@@ -266,10 +273,57 @@ impl Orchestrator {
             .unwrap_or_default()
     }
 
+    /// The definition of an applied project, as applied.
+    pub fn project(&self, name: &str) -> Option<Arc<Project>> {
+        let projects = self.life.0.projects.lock().ok()?;
+        projects.get(name).map(|rt| rt.project.clone())
+    }
+
     /// Health of services (all of the project when `services` is empty): what is checked, the
     /// status, the last check's time and output.
     pub async fn health(&self, project: &str, services: &[String]) -> Result<Vec<ServiceHealth>> {
         apply::health(self.inner()?, project, services).await
+    }
+
+    /// Deletes the log files of `services` (all when empty) of a project.
+    pub async fn clear_logs(&self, project: &str, services: &[String]) -> Result<Vec<String>> {
+        let inner = self.inner()?;
+        let def = self.project(project);
+        let mut names: Vec<String> = inner
+            .store
+            .list(Some(project))
+            .await?
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        if let Some(p) = &def {
+            names.extend(p.services.keys().cloned());
+        }
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            return Err(Error::UnknownProject {
+                project: project.to_owned(),
+            });
+        }
+        if !services.is_empty() {
+            if let Some(s) = services.iter().find(|s| !names.contains(s)) {
+                return Err(Error::UnknownService {
+                    project: project.to_owned(),
+                    service: s.clone(),
+                });
+            }
+            names = services.to_vec();
+        }
+        for n in &names {
+            let dir = inner.service_dir(project, n);
+            inner
+                .hub(project, n)
+                .clear()
+                .await
+                .map_err(|e| Error::io(&dir, e))?;
+        }
+        Ok(names)
     }
 
     /// Log lines per the query: history (with `tail`/`since`), then, with `follow`, new lines as
@@ -380,6 +434,20 @@ impl Inner {
 
     pub fn service_dir(&self, project: &str, service: &str) -> PathBuf {
         self.project_dir(project).join("services").join(service)
+    }
+
+    /// Each service's `logging:` over the daemon's default rotation.
+    fn set_log_limits(&self, project: &Project) {
+        for (name, s) in &project.services {
+            let mut limits = self.log_limits;
+            if let Some(b) = s.logging.max_size {
+                limits.max_bytes = b;
+            }
+            if let Some(k) = s.logging.max_files {
+                limits.keep = usize::try_from(k).unwrap_or(usize::MAX).max(1);
+            }
+            self.hub(&project.name, name).set_limits(limits);
+        }
     }
 
     pub fn hub(&self, project: &str, service: &str) -> Arc<LogHub> {

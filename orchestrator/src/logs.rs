@@ -128,7 +128,8 @@ impl Stream for Logs {
 pub(crate) struct LogHub {
     service: String,
     dir: PathBuf,
-    limits: LogLimits,
+    /// The daemon's default, or the service's `logging:` (set with each apply).
+    limits: std::sync::Mutex<LogLimits>,
     state: async_lock::Mutex<HubState>,
 }
 
@@ -143,9 +144,39 @@ impl LogHub {
         Arc::new(LogHub {
             service: service.to_owned(),
             dir,
-            limits,
+            limits: std::sync::Mutex::new(limits),
             state: async_lock::Mutex::new(HubState::default()),
         })
+    }
+
+    fn limits(&self) -> LogLimits {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_limits(&self, limits: LogLimits) {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
+    }
+
+    /// Deletes the log file and its rotated files, and the lines kept in memory; followers stay.
+    pub async fn clear(&self) -> std::io::Result<()> {
+        let mut st = self.state.lock().await;
+        st.ring.clear();
+        let path = self.log_path();
+        let keep = self.limits().keep;
+        blocking::unblock(move || {
+            // Also files of a larger `max_files` from before.
+            for k in (1..=keep.max(1) + 16).rev() {
+                match std::fs::remove_file(rotated(&path, k)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await
     }
 
     fn log_path(&self) -> PathBuf {
@@ -247,7 +278,7 @@ impl LogHub {
                 let _ = writeln!(buf, "{} {} {}", l.time, l.stream.tag(), l.text);
             }
             let path = self.log_path();
-            let limits = self.limits;
+            let limits = self.limits();
             if let Err(e) = blocking::unblock(move || append_rotating(&path, &buf, limits)).await {
                 tracing::warn!(service = %self.service, "cannot write the log file: {e}");
             }
@@ -310,7 +341,7 @@ impl LogHub {
             st.ring.iter().cloned().collect()
         } else {
             let path = self.log_path();
-            let keep = self.limits.keep;
+            let keep = self.limits().keep;
             let service = self.service.clone();
             blocking::unblock(move || read_log_files(&path, keep, &service, since, tail)).await
         };

@@ -34,10 +34,14 @@ pub enum EventType {
     /// A daemon-level notice (started, configuration reloaded, …); data `{message, …}`.
     #[serde(rename = "daemon.notice")]
     DaemonNotice,
+    /// Watched files of a service changed (`watch:`). data: `{paths, action}`; `action` is
+    /// `restart` when a restart follows, `none` otherwise.
+    #[serde(rename = "service.watch")]
+    ServiceWatch,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 8] = [
         EventType::ServiceRegistered,
         EventType::ServiceUpdated,
         EventType::ServiceState,
@@ -45,6 +49,7 @@ impl EventType {
         EventType::ServiceDeregistered,
         EventType::DeploymentProgress,
         EventType::DaemonNotice,
+        EventType::ServiceWatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +61,7 @@ impl EventType {
             EventType::ServiceDeregistered => "service.deregistered",
             EventType::DeploymentProgress => "deployment.progress",
             EventType::DaemonNotice => "daemon.notice",
+            EventType::ServiceWatch => "service.watch",
         }
     }
 }

@@ -62,9 +62,13 @@ pub mod methods {
     pub const DEPLOY: &str = "deploy";
     /// [`super::RollbackParams`] → [`super::DeployResult`]
     pub const DEPLOY_ROLLBACK: &str = "deploy.rollback";
+    /// [`super::LogsClearParams`] → [`super::LogsClearResult`]: delete services' log files.
+    pub const LOGS_CLEAR: &str = "logs.clear";
+    /// [`super::WatchParams`] → [`super::WatchResult`]: watch services' files (`watch:`).
+    pub const WATCH: &str = "watch";
 
     /// Methods the daemon adds through its [`crate::Handler`] (the live event stream is `subscribe`).
-    pub const ORCHESTRATOR: [&str; 11] = [
+    pub const ORCHESTRATOR: [&str; 13] = [
         START,
         STOP,
         RESTART,
@@ -76,6 +80,8 @@ pub mod methods {
         DAEMON_STOP,
         DEPLOY,
         DEPLOY_ROLLBACK,
+        WATCH,
+        LOGS_CLEAR,
     ];
 
     /// Methods the server itself answers; everything else goes to the [`crate::Handler`].
@@ -454,6 +460,10 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         ("stop.params", schema_for!(StopParams)),
         ("stop.result", schema_for!(StopResult)),
         ("restart.params", schema_for!(RestartParams)),
+        ("watch.params", schema_for!(WatchParams)),
+        ("logs.clear.params", schema_for!(LogsClearParams)),
+        ("logs.clear.result", schema_for!(LogsClearResult)),
+        ("watch.result", schema_for!(WatchResult)),
         ("status.params", schema_for!(StatusParams)),
         ("status.result", schema_for!(StatusResult)),
         ("logs.params", schema_for!(LogsParams)),
@@ -553,6 +563,10 @@ pub struct StopParams {
     /// Overrides every service's stop timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Also remove the stopped services from the registry, and forget the project when none is
+    /// left (`harness down`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -570,6 +584,47 @@ pub struct StoppedOutcome {
 pub struct StopResult {
     pub project: String,
     pub services: Vec<StoppedOutcome>,
+}
+
+/// `logs.clear`: delete the log files (current and rotated) of services.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LogsClearParams {
+    pub project: String,
+    /// Empty means every service of the project.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LogsClearResult {
+    pub project: String,
+    /// The services whose logs were deleted.
+    pub services: Vec<String>,
+}
+
+/// `watch`: start watching services' files; a change restarts the service (or is only recorded
+/// with `action: none`) until the project is stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WatchParams {
+    pub project: String,
+    /// Empty means the services with `watch:`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WatchResult {
+    pub project: String,
+    pub services: Vec<WatchedService>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WatchedService {
+    pub name: String,
+    /// Absolute paths, watched recursively.
+    pub paths: Vec<String>,
+    /// `restart` or `none`.
+    pub action: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]

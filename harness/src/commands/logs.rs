@@ -1,5 +1,6 @@
 //! `harness logs`: service output with a colored prefix per service; `-F` follows across restarts;
-//! `-o json` prints one object per line.
+//! `--grep` filters; `--events` shows lifecycle markers instead; `-o json` prints one object per
+//! line. `-f` stays the global `--file` (ADR 0025): a `-f` that names no file gets a hint.
 
 use std::io::{BufWriter, Write};
 
@@ -10,6 +11,21 @@ use crate::cli::LogsArgs;
 use crate::output::{Context, print_json_line, service_color};
 
 pub fn run(ctx: &Context, args: LogsArgs) -> Status {
+    if ctx.file_given && !ctx.file.exists() {
+        crate::errln!(
+            "error: {}: no such services file (-f is --file; to follow the logs use -F or --follow)",
+            ctx.file.display()
+        );
+        return Status::Invalid;
+    }
+    let grep = match args.grep.as_deref().map(regex::Regex::new) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            crate::errln!("error: --grep: {e}");
+            return Status::Invalid;
+        }
+    };
     let project = match project_name(ctx) {
         Ok(p) => p,
         Err(s) => return s,
@@ -27,6 +43,12 @@ pub fn run(ctx: &Context, args: LogsArgs) -> Status {
             }
         },
     };
+    if args.clear {
+        return clear(ctx, project, args.services);
+    }
+    if args.events {
+        return super::markers::show(ctx, &project, &args, grep.as_ref());
+    }
     let mut params = LogsParams {
         project,
         services: args.services.clone(),
@@ -58,6 +80,9 @@ pub fn run(ctx: &Context, args: LogsArgs) -> Status {
                 .map(|l| l.service.len())
                 .fold(width, usize::max);
             for line in &batch.lines {
+                if grep.as_ref().is_some_and(|r| !r.is_match(&line.text)) {
+                    continue;
+                }
                 let written = if ctx.json() {
                     print_json_line(&mut out, line)
                 } else {
@@ -97,4 +122,25 @@ fn write_line(
     }
     out.write_all(line.text.as_bytes())?;
     out.write_all(b"\n")
+}
+
+fn clear(ctx: &Context, project: String, services: Vec<String>) -> Status {
+    use registry::wire::{LogsClearParams, LogsClearResult};
+    let params = LogsClearParams { project, services };
+    smol::block_on(async {
+        let client = match connect(ctx).await {
+            Ok(c) => c,
+            Err(s) => return s,
+        };
+        let r: LogsClearResult = match client.call(methods::LOGS_CLEAR, &params).await {
+            Ok(r) => r,
+            Err(e) => return request_failed("logs --clear", e),
+        };
+        if ctx.json() {
+            crate::output::print_json(&r);
+        } else {
+            crate::outln!("cleared the logs of {}", r.services.join(", "));
+        }
+        Status::Ok
+    })
 }

@@ -4,7 +4,7 @@
 //! To add a command: a variant in `cli::Command`, a `commands/<name>.rs` with
 //! `pub fn run(ctx: &Context, ...) -> Status`, and one arm in [`run`].
 
-mod completions;
+pub mod completions;
 mod config_deps;
 mod config_schema;
 mod config_show;
@@ -15,13 +15,16 @@ mod exec;
 mod health;
 mod hosts_check;
 mod logs;
+mod markers;
 pub mod package;
 mod request_size;
 mod restart;
 mod start;
 mod status;
 mod stop;
+mod up;
 mod validate;
+mod watch;
 
 use harness_config::Project;
 use registry::Client;
@@ -56,7 +59,10 @@ pub fn run(cli: Cli) -> u8 {
             timeout,
         } => stop::run(&ctx, services, force, timeout),
         Command::Restart { services } => restart::run(&ctx, services),
-        Command::Status { watch } => status::run(&ctx, watch),
+        Command::Up { services, detach } => up::run(&ctx, services, detach),
+        Command::Down { timeout } => up::down(&ctx, timeout),
+        Command::Watch { services } => watch::run(&ctx, services),
+        Command::Status { watch, all } => status::run(&ctx, watch, all),
         Command::Logs(args) => logs::run(&ctx, args),
         Command::Health { service } => health::run(&ctx, service),
         Command::Events { since } => events::run(&ctx, since),
@@ -70,6 +76,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Deploy(args) => deploy::run(&ctx, args),
         Command::Hosts(crate::cli::HostsCommand::Check) => hosts_check::run(&ctx),
         Command::Completions { shell } => completions::run(shell),
+        Command::Manpage => completions::manpage(),
     };
     status as u8
 }

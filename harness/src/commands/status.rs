@@ -1,4 +1,5 @@
-//! `harness status`: what runs. Every project, unless `-p` or `-f` names one.
+//! `harness status` (`ps`): what runs. The project of `-p`, `-f` or ./services.yaml; every
+//! project with `--all` or when there is no services file.
 
 use std::time::Duration;
 
@@ -9,12 +10,24 @@ use registry::{Client, HealthStatus, Location, ServiceEntry, ServiceState};
 use super::{Status, connect, load_project, request_failed};
 use crate::output::{Context, print_json, short_duration};
 
-pub fn run(ctx: &Context, watch: bool) -> Status {
+pub fn run(ctx: &Context, watch: bool, all: bool) -> Status {
     let project = match (&ctx.project, ctx.file_given) {
+        _ if all => None,
         (Some(p), _) => Some(p.clone()),
         (None, true) => match load_project(ctx) {
             Ok(p) => Some(p.name),
             Err(s) => return s,
+        },
+        // ./services.yaml names the project; a broken one does not hide the others.
+        (None, false) if ctx.file.is_file() => match harness_config::load(&ctx.file).project {
+            Some(p) => Some(p.name),
+            None => {
+                crate::errln!(
+                    "warning: {} is not valid; showing every project",
+                    ctx.file.display()
+                );
+                None
+            }
         },
         (None, false) => None,
     };

@@ -17,6 +17,7 @@ pub fn run(ctx: &Context, services: Vec<String>, force: bool, timeout: Option<Du
         services,
         force,
         timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        remove: false,
     };
     smol::block_on(async {
         let client = match connect(ctx).await {

@@ -9,6 +9,7 @@ pub mod args;
 pub mod fds;
 mod handlers;
 mod logs;
+pub(crate) mod proxy;
 
 use std::fs::File;
 use std::future::Future;
@@ -49,6 +50,10 @@ pub struct State {
     pub stop: async_channel::Sender<()>,
     /// The open-file limit (raised at start) and how many services it allows.
     pub fds: fds::Budget,
+    /// The one-port HTTP proxy, bound when a project asks for it (`proxy:`).
+    pub proxy: proxy::ProxySlot,
+    /// File watches by project (`watch:`, `harness watch`).
+    pub watches: Mutex<std::collections::HashMap<String, orchestrator::watch::Watching>>,
 }
 
 impl State {
@@ -165,7 +170,23 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
         logs: logs::Sessions::default(),
         stop: stop_tx,
         fds: budget,
+        proxy: proxy::ProxySlot::new(orch.clone(), store.clone()),
+        watches: Mutex::default(),
     });
+    // Projects re-attached from the last run get their proxy and file watches back.
+    for name in orch.projects() {
+        let Some(project) = orch.project(&name) else {
+            continue;
+        };
+        if let Err(e) = state.proxy.ensure(&project).await {
+            tracing::warn!(project = %name, error = %e, "proxy");
+        }
+        if project.services.values().any(|s| s.watch.is_some())
+            && let Err(e) = state.watch(&name, &[]).await
+        {
+            tracing::warn!(project = %name, error = %e.message, "watch");
+        }
+    }
     let config = ServerConfig {
         listen: opts
             .listen
@@ -235,6 +256,9 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "orchestrator shutdown");
     }
     drop(sweeper);
+    if let Ok(mut w) = state.watches.lock() {
+        w.clear();
+    }
     let server = state.server.lock().ok().and_then(|mut s| s.take());
     if let Some(server) = server {
         server.shutdown().await;
@@ -285,6 +309,8 @@ fn router(state: &Arc<State>) -> Router {
         .route(methods::START, trimming(with(state, start::handle)))
         .route(methods::STOP, trimming(with(state, stop::handle)))
         .route(methods::RESTART, trimming(with(state, restart::handle)))
+        .route(methods::WATCH, with(state, watch::handle))
+        .route(methods::LOGS_CLEAR, with(state, logs_clear::handle))
         .route(methods::STATUS, with(state, status::handle))
         .route(methods::LOGS, with(state, logs::handle))
         .route(methods::EXEC, with(state, exec::handle))

@@ -6,3 +6,6 @@ mod commands;
 mod common;
 mod hygiene;
 mod lean;
+mod proxy;
+mod up;
+mod watch;

@@ -8,10 +8,12 @@ pub mod deploy_rollback;
 pub mod exec;
 pub mod health;
 pub mod logs;
+pub mod logs_clear;
 pub mod restart;
 pub mod start;
 pub mod status;
 pub mod stop;
+pub mod watch;
 
 use registry::wire::{ApplyResult, ServiceAction, ServiceOutcome};
 

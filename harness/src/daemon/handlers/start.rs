@@ -52,7 +52,19 @@ pub async fn handle(
         remove_orphans: p.remove_orphans,
         base_dir: Some(dir),
     };
+    // The proxy first, so that requests during the start get `503 Retry-After`, not a refusal.
+    state
+        .proxy
+        .ensure(&project)
+        .await
+        .map_err(|e| WireError::new(ErrorCode::Failed, e))?;
     let report = state.orch.apply(&project, opts).await.map_err(wire_error)?;
+    // Services with `watch:` are watched from their start on.
+    if project.services.values().any(|s| s.watch.is_some())
+        && let Err(e) = state.watch(&project.name, &[]).await
+    {
+        tracing::warn!(project = %project.name, error = %e.message, "watch");
+    }
     Ok(super::apply_result(report))
 }
 

@@ -14,11 +14,14 @@ pub async fn handle(
     p: StopParams,
     _ctx: RequestContext,
 ) -> Result<StopResult, WireError> {
+    if p.services.is_empty() {
+        state.unwatch(&p.project);
+    }
     let opts = StopOptions {
         services: p.services,
         force: p.force,
         timeout: p.timeout_ms.map(Duration::from_millis),
-        remove: false,
+        remove: p.remove,
     };
     let report = state
         .orch

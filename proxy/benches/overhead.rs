@@ -1,0 +1,199 @@
+//! Proxy overhead against a direct connection, for small requests (issue 14 targets: p50 added
+//! latency <= 0.2 ms, throughput >= 80 % of direct).
+//!
+//! An upstream (hyper's HTTP/1 server on smol answering `ok`) runs on its own thread, the proxy on
+//! another; clients are plain blocking sockets with keep-alive on their own threads. Measured:
+//! - latency: one connection, sequential GETs, per-request time, direct and through the proxy;
+//! - throughput: `CONNS` connections, each sending GETs back to back for `SECS` seconds.
+//!
+//! `cargo bench -p proxy --bench overhead` (CONNS, SECS, REQS in the environment override).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use proxy::{BoxFuture, Lookup, Proxy, Routes};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct One(SocketAddr);
+
+impl Routes for One {
+    fn lookup<'a>(&'a self, _host: &'a str) -> BoxFuture<'a, Lookup> {
+        let l = Lookup::Ready {
+            service: "api".into(),
+            upstreams: vec![self.0],
+        };
+        Box::pin(async move { l })
+    }
+}
+
+fn upstream() -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Its own executor on its own thread, as a service is its own process: it must not share the
+    // proxy's (smol's global) executor.
+    std::thread::spawn(move || {
+        let ex = smol::LocalExecutor::new();
+        smol::block_on(ex.run(async {
+            let l = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                let _ = s.set_nodelay(true);
+                ex.spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(smol_hyper::rt::FuturesIo::new(s), svc)
+                        .await;
+                })
+                .detach();
+            }
+        }))
+    });
+    rx.recv().unwrap()
+}
+
+fn proxy_to(up: SocketAddr) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        smol::block_on(async move {
+            let p = Proxy::bind("127.0.0.1:0".parse().unwrap(), Arc::new(One(up)))
+                .await
+                .unwrap();
+            tx.send(p.local_addr()).unwrap();
+            std::future::pending::<()>().await;
+        })
+    });
+    rx.recv().unwrap()
+}
+
+/// A keep-alive client: one GET, reads the whole response.
+struct Client {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+    line: String,
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Client {
+        let w = TcpStream::connect(addr).unwrap();
+        w.set_nodelay(true).unwrap();
+        let r = BufReader::new(w.try_clone().unwrap());
+        Client {
+            w,
+            r,
+            line: String::new(),
+        }
+    }
+
+    fn get(&mut self) {
+        self.w
+            .write_all(b"GET / HTTP/1.1\r\nHost: api.localhost\r\n\r\n")
+            .unwrap();
+        let mut len = 0usize;
+        let mut first = true;
+        loop {
+            self.line.clear();
+            self.r.read_line(&mut self.line).unwrap();
+            if first {
+                assert!(self.line.starts_with("HTTP/1.1 200"), "{}", self.line);
+                first = false;
+            }
+            if self.line == "\r\n" {
+                break;
+            }
+            if let Some(v) = self
+                .line
+                .to_ascii_lowercase()
+                .strip_prefix("content-length:")
+            {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = [0u8; 64];
+        self.r.read_exact(&mut body[..len]).unwrap();
+    }
+}
+
+fn latency(addr: SocketAddr, n: u64) -> (Duration, Duration) {
+    let mut c = Client::new(addr);
+    for _ in 0..200 {
+        c.get();
+    }
+    let mut times: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            c.get();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    (times[times.len() / 2], times[times.len() * 99 / 100])
+}
+
+fn throughput(addr: SocketAddr, conns: u64, secs: u64) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..conns)
+        .map(|_| {
+            let (stop, count) = (stop.clone(), count.clone());
+            std::thread::spawn(move || {
+                let mut c = Client::new(addr);
+                while !stop.load(Ordering::Relaxed) {
+                    c.get();
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    let n = count.load(Ordering::Relaxed);
+    let el = t.elapsed();
+    for t in threads {
+        let _ = t.join();
+    }
+    n as f64 / el.as_secs_f64()
+}
+
+fn main() {
+    let (reqs, conns, secs) = (env("REQS", 5000), env("CONNS", 8), env("SECS", 5));
+    let up = upstream();
+    let px = proxy_to(up);
+    let (d50, d99) = latency(up, reqs);
+    let (p50, p99) = latency(px, reqs);
+    println!("latency, 1 connection, {reqs} sequential GETs:");
+    println!("  direct  p50 {:>7.1} us  p99 {:>7.1} us", us(d50), us(d99));
+    println!("  proxied p50 {:>7.1} us  p99 {:>7.1} us", us(p50), us(p99));
+    println!(
+        "  added   p50 {:>7.1} us (target <= 200 us)",
+        us(p50) - us(d50)
+    );
+    let direct = throughput(up, conns, secs);
+    let proxied = throughput(px, conns, secs);
+    println!("throughput, {conns} connections, {secs} s:");
+    println!("  direct  {direct:>9.0} req/s");
+    println!("  proxied {proxied:>9.0} req/s");
+    println!(
+        "  ratio   {:>9.1} % (target >= 80 %)",
+        proxied / direct * 100.0
+    );
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}

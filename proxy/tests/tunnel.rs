@@ -1,0 +1,119 @@
+//! The proxy with real servers behind it: a WebSocket echo through an `Upgrade:`, round-robin
+//! over two upstreams, `503 Retry-After` for a starting service.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use async_net::TcpListener;
+use async_tungstenite::tungstenite::Message;
+use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
+use futures_util::StreamExt as _;
+use proxy::{BoxFuture, Lookup, Proxy, Routes};
+
+struct Fixed(Mutex<Lookup>);
+
+impl Routes for Fixed {
+    fn lookup<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Lookup> {
+        let l = if host == "echo.localhost" {
+            self.0.lock().unwrap().clone()
+        } else {
+            Lookup::Unknown { routes: Vec::new() }
+        };
+        Box::pin(async move { l })
+    }
+}
+
+/// A WebSocket server that echoes every message, prefixed with its own name.
+async fn ws_echo(name: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    smol::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            smol::spawn(async move {
+                let Ok(mut ws) = async_tungstenite::accept_async(s).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if let Message::Text(t) = m {
+                        let _ = ws.send(Message::text(format!("{name}:{t}"))).await;
+                    }
+                }
+            })
+            .detach();
+        }
+    })
+    .detach();
+    addr
+}
+
+async fn proxy_with(lookup: Lookup) -> Proxy {
+    let routes = Arc::new(Fixed(Mutex::new(lookup)));
+    Proxy::bind("127.0.0.1:0".parse().unwrap(), routes)
+        .await
+        .unwrap()
+}
+
+async fn ws_round_trip(proxy: SocketAddr, text: &str) -> String {
+    let s = async_net::TcpStream::connect(proxy).await.unwrap();
+    let (mut ws, resp) = async_tungstenite::client_async("ws://echo.localhost/socket", s)
+        .await
+        .expect("handshake through the proxy");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text(text)).await.unwrap();
+    let answer = match ws.next().await {
+        Some(Ok(Message::Text(t))) => t.to_string(),
+        other => panic!("no echo: {other:?}"),
+    };
+    ws.close(None).await.unwrap();
+    answer
+}
+
+#[test]
+fn websocket_echo_passes_through_and_upstreams_take_turns() {
+    smol::block_on(async {
+        let (a, b) = (ws_echo("a").await, ws_echo("b").await);
+        let p = proxy_with(Lookup::Ready {
+            service: "echo".into(),
+            upstreams: vec![a, b],
+        })
+        .await;
+        let first = ws_round_trip(p.local_addr(), "hello").await;
+        let second = ws_round_trip(p.local_addr(), "hello").await;
+        let mut both = [first, second];
+        both.sort();
+        assert_eq!(both, ["a:hello".to_owned(), "b:hello".to_owned()]);
+        // A large message crosses the tunnel whole.
+        let big = "x".repeat(1 << 20);
+        assert_eq!(
+            ws_round_trip(p.local_addr(), &big).await.len(),
+            big.len() + 2
+        );
+    });
+}
+
+#[test]
+fn a_starting_service_answers_503_with_retry_after() {
+    smol::block_on(async {
+        let p = proxy_with(Lookup::Unavailable {
+            service: "echo".into(),
+            reason: "it is starting".into(),
+            retry_after: Some(1),
+        })
+        .await;
+        let mut s = async_net::TcpStream::connect(p.local_addr()).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: echo.localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+        assert!(
+            text.to_ascii_lowercase().contains("retry-after: 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("echo is not available: it is starting"),
+            "{text}"
+        );
+    });
+}
