@@ -104,9 +104,11 @@ impl Positions {
     }
 }
 
-/// Variables for substitution: the process environment, then `.env`, then `env_file`.
+/// Variables for substitution: the process environment, then `.env`, then the top-level
+/// `env_file`s (a later one before an earlier one).
 pub(crate) struct Layered<'a> {
     pub process: &'a dyn VarLookup,
+    pub dotenv: HashMap<String, String>,
     pub files: Vec<HashMap<String, String>>,
 }
 
@@ -114,8 +116,41 @@ impl VarLookup for Layered<'_> {
     fn var(&self, name: &str) -> Option<String> {
         self.process
             .var(name)
-            .or_else(|| self.files.iter().find_map(|f| f.get(name).cloned()))
+            .or_else(|| self.dotenv.get(name).cloned())
+            .or_else(|| self.files.iter().rev().find_map(|f| f.get(name).cloned()))
     }
+}
+
+/// Reads an env file by Compose's rules; its problems become diagnostics naming its own
+/// file:line:col.
+pub(crate) fn read_env_file(
+    path: &Path,
+    vars: &dyn VarLookup,
+) -> Result<Vec<(String, String)>, Diagnostic> {
+    let text = read_capped(path).map_err(|e| {
+        Diagnostic::new(
+            Severity::Error,
+            Code::Io,
+            path,
+            None,
+            "",
+            format!("cannot read env file {}: {e}", path.display()),
+        )
+    })?;
+    crate::dotenv::parse(&text, vars).map_err(|e| {
+        Diagnostic::new(
+            Severity::Error,
+            Code::EnvFile,
+            path,
+            Some(Pos {
+                line: e.line,
+                column: e.column,
+                ..Pos::default()
+            }),
+            "",
+            e.message,
+        )
+    })
 }
 
 pub(crate) struct Decoder<'a> {
@@ -158,35 +193,6 @@ pub(crate) fn suggest<'k>(word: &str, known: impl IntoIterator<Item = &'k str>) 
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, k)| k)
-}
-
-/// `KEY=VALUE` lines, `export` prefixes, `#` comments, optional quotes.
-pub(crate) fn parse_dotenv(text: &str) -> HashMap<String, String> {
-    let mut vars = HashMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let value = value.trim();
-        let value = if value.len() >= 2
-            && ((value.starts_with('"') && value.ends_with('"'))
-                || (value.starts_with('\'') && value.ends_with('\'')))
-        {
-            value[1..value.len() - 1].to_owned()
-        } else {
-            match value.find(" #") {
-                Some(i) => value[..i].trim_end().to_owned(),
-                None => value.to_owned(),
-            }
-        };
-        vars.insert(key.trim().to_owned(), value);
-    }
-    vars
 }
 
 impl<'a> Decoder<'a> {
@@ -526,7 +532,7 @@ impl<'a> Decoder<'a> {
         None
     }
 
-    fn env_files(&mut self, node: &Node, path: &str) -> Vec<HashMap<String, String>> {
+    fn env_files(&mut self, node: &Node, path: &str) -> Vec<Vec<(String, String)>> {
         let files: Vec<(String, Pos)> = match &node.value {
             Value::Seq(items) => items
                 .iter()
@@ -541,14 +547,10 @@ impl<'a> Decoder<'a> {
         let mut out = Vec::new();
         for (file, pos) in files {
             let full = self.base_dir.join(&file);
-            match read_capped(&full) {
-                Ok(text) => out.push(parse_dotenv(&text)),
-                Err(e) => self.error(
-                    Code::Io,
-                    pos,
-                    path,
-                    format!("cannot read env_file {}: {e}", full.display()),
-                ),
+            match read_env_file(&full, &self.vars) {
+                Ok(vars) => out.push(vars),
+                Err(d) if d.code == Code::Io => self.error(Code::Io, pos, path, d.message),
+                Err(d) => self.diags.push(d),
             }
         }
         out
@@ -568,8 +570,10 @@ impl<'a> Decoder<'a> {
         let fields = self.fields(root, "", PROJECT_KEYS)?;
         // env_file comes first: it feeds the substitution of everything else.
         if let Some(n) = fields.get("env_file") {
-            let files = self.env_files(n, "env_file");
-            self.vars.files.extend(files);
+            for file in self.env_files(n, "env_file") {
+                // One at a time: a later file may use the variables of an earlier one.
+                self.vars.files.push(file.into_iter().collect());
+            }
         }
         let name = fields
             .get("name")
@@ -814,9 +818,10 @@ impl<'a> Decoder<'a> {
 
         let mut env = BTreeMap::new();
         if let Some(n) = f.get("env_file") {
+            // A later file wins, as in Compose; `env:` wins over all of them.
             for file in self.env_files(n, &p("env_file")) {
                 for (k, v) in file {
-                    env.entry(k).or_insert_with(|| Template::literal(v));
+                    env.insert(k, Template::literal(v));
                 }
             }
         }

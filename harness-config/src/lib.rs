@@ -19,6 +19,7 @@
 
 mod decode;
 mod diagnostic;
+mod dotenv;
 mod duration;
 mod graph;
 mod mask;
@@ -45,7 +46,8 @@ pub use template::{
     escape_dollars, substitute,
 };
 
-use decode::{Decoder, Layered, Positions, parse_dotenv};
+use decode::{Decoder, Layered, Positions};
+pub use dotenv::DotenvError;
 use node::{Node, Pos};
 
 /// Files larger than this are refused before parsing.
@@ -207,9 +209,13 @@ pub fn load_str(path: &Path, text: String, env: &dyn VarLookup) -> Loaded {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut files = Vec::new();
-    if let Ok(dotenv) = decode::read_capped(&base_dir.join(".env")) {
-        files.push(parse_dotenv(&dotenv));
+    let mut dotenv = HashMap::new();
+    let dotenv_path = base_dir.join(".env");
+    if dotenv_path.is_file() {
+        match decode::read_env_file(&dotenv_path, env) {
+            Ok(vars) => dotenv.extend(vars),
+            Err(d) => loaded.errors.push(d),
+        }
     }
     let mut decoder = Decoder {
         file: path,
@@ -217,7 +223,8 @@ pub fn load_str(path: &Path, text: String, env: &dyn VarLookup) -> Loaded {
         base_dir,
         vars: Layered {
             process: env,
-            files,
+            dotenv,
+            files: Vec::new(),
         },
         diags: Vec::new(),
         positions: Positions::default(),
@@ -239,7 +246,7 @@ pub fn load_str(path: &Path, text: String, env: &dyn VarLookup) -> Loaded {
     }
     diags.sort_by_key(|d| (d.line.is_none(), d.line, d.column));
     let (errors, warnings): (Vec<_>, Vec<_>) = diags.into_iter().partition(Diagnostic::is_error);
-    loaded.errors = errors;
+    loaded.errors.extend(errors);
     loaded.warnings = warnings;
     if loaded.errors.is_empty() {
         loaded.project = project;
@@ -325,7 +332,11 @@ fn explain_parser_error(message: &str) -> String {
     }
 }
 
-/// Re-exported for callers that keep their own variable maps (e.g. from a client's `.env`).
-pub fn parse_env_file(text: &str) -> HashMap<String, String> {
-    parse_dotenv(text)
+/// An env file's variables by Compose's rules (a later line for the same key wins), for
+/// callers that keep their own variable maps; `env` answers `${VAR}` and bare `KEY` lines.
+pub fn parse_env_file(
+    text: &str,
+    env: &dyn VarLookup,
+) -> Result<HashMap<String, String>, DotenvError> {
+    dotenv::parse(text, env).map(|vars| vars.into_iter().collect())
 }
