@@ -126,19 +126,19 @@ impl VarLookup for Layered<'_> {
 pub(crate) fn read_env_file(
     path: &Path,
     vars: &dyn VarLookup,
-) -> Result<Vec<(String, String)>, Diagnostic> {
+) -> Result<Vec<(String, String)>, Box<Diagnostic>> {
     let text = read_capped(path).map_err(|e| {
-        Diagnostic::new(
+        Box::new(Diagnostic::new(
             Severity::Error,
             Code::Io,
             path,
             None,
             "",
             format!("cannot read env file {}: {e}", path.display()),
-        )
+        ))
     })?;
     crate::dotenv::parse(&text, vars).map_err(|e| {
-        Diagnostic::new(
+        Box::new(Diagnostic::new(
             Severity::Error,
             Code::EnvFile,
             path,
@@ -149,7 +149,7 @@ pub(crate) fn read_env_file(
             }),
             "",
             e.message,
-        )
+        ))
     })
 }
 
@@ -550,7 +550,7 @@ impl<'a> Decoder<'a> {
             match read_env_file(&full, &self.vars) {
                 Ok(vars) => out.push(vars),
                 Err(d) if d.code == Code::Io => self.error(Code::Io, pos, path, d.message),
-                Err(d) => self.diags.push(d),
+                Err(d) => self.diags.push(*d),
             }
         }
         out

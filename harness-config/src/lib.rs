@@ -214,7 +214,7 @@ pub fn load_str(path: &Path, text: String, env: &dyn VarLookup) -> Loaded {
     if dotenv_path.is_file() {
         match decode::read_env_file(&dotenv_path, env) {
             Ok(vars) => dotenv.extend(vars),
-            Err(d) => loaded.errors.push(d),
+            Err(d) => loaded.errors.push(*d),
         }
     }
     let mut decoder = Decoder {
