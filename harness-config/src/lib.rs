@@ -22,6 +22,7 @@ mod diagnostic;
 mod dotenv;
 mod duration;
 mod graph;
+mod layers;
 mod mask;
 mod model;
 mod node;
@@ -29,7 +30,7 @@ mod schema;
 mod template;
 mod validate;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -66,8 +67,23 @@ pub struct Loaded {
     pub project: Option<Project>,
     pub errors: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,
-    /// The file as read, for rendering snippets.
+    /// The first file as read, for rendering snippets.
     pub source: Arc<NamedSource<String>>,
+    /// Every file as read (the first, then the override files).
+    pub sources: Vec<Arc<NamedSource<String>>>,
+    files: Vec<PathBuf>,
+    positions: Positions,
+}
+
+/// How to load: what the command line adds to the files.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Active profiles (`--profile`, `HARNESS_PROFILES`); `*` activates all.
+    pub profiles: Vec<String>,
+    /// The project name, instead of `name:` or the folder's name (`-p`).
+    pub project_name: Option<String>,
+    /// Instance counts that replace `replicas:` (`harness scale svc=N`).
+    pub replicas: BTreeMap<String, u32>,
 }
 
 /// An invalid services.yaml, renderable with miette (each problem is a related diagnostic).
@@ -101,9 +117,27 @@ impl Loaded {
         self.diagnostics()
             .map(|d| SourceDiagnostic {
                 diagnostic: d.clone(),
-                source: self.source.clone(),
+                source: self.source_of(d),
             })
             .collect()
+    }
+
+    /// The text a diagnostic points into (a `.env` problem has no snippet: an empty text).
+    fn source_of(&self, d: &Diagnostic) -> Arc<NamedSource<String>> {
+        let name = d.file.display().to_string();
+        self.sources
+            .iter()
+            .find(|s| s.name() == name)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(NamedSource::new(name, String::new())))
+    }
+
+    /// Where the value at `path` (`services.api.ports[0]`) was set: file, line, column. A value
+    /// that took a default answers with its nearest written parent.
+    pub fn origin(&self, path: &str) -> Option<(&Path, u32, u32)> {
+        let pos = self.positions.find(path)?;
+        let file = self.files.get(usize::from(pos.file))?;
+        Some((file.as_path(), pos.line, pos.column))
     }
 
     /// The project, or the errors as one miette-renderable error (warnings are dropped).
@@ -114,10 +148,10 @@ impl Loaded {
                 file: PathBuf::from(self.source.name()),
                 errors: self
                     .errors
-                    .into_iter()
+                    .iter()
                     .map(|diagnostic| SourceDiagnostic {
-                        diagnostic,
-                        source: self.source.clone(),
+                        diagnostic: diagnostic.clone(),
+                        source: self.source_of(diagnostic),
                     })
                     .collect(),
             }),
@@ -128,83 +162,153 @@ impl Loaded {
 /// Loads `path`, substituting variables from the process environment, then `.env` beside the
 /// file, then the `env_file`s it names.
 pub fn load(path: &Path) -> Loaded {
-    load_with_env(path, &|name: &str| std::env::var(name).ok())
+    load_with_env(path, &process_env)
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// [`load`] with the process environment replaced by `env` (tests, the daemon on behalf of a
 /// client whose environment differs).
 pub fn load_with_env(path: &Path, env: &dyn VarLookup) -> Loaded {
-    let whole_file = |code, message: String| {
-        let d = Diagnostic::new(Severity::Error, code, path, None, "", message);
-        Loaded {
-            project: None,
-            errors: vec![d],
-            warnings: Vec::new(),
-            source: Arc::new(NamedSource::new(path.display().to_string(), String::new())),
+    load_files_with_env(&[path.to_owned()], &LoadOptions::default(), env)
+}
+
+/// Loads a file and its override files (`-f base.yaml -f override.yaml`), merged as Compose
+/// merges them, with profiles, project name and replica counts from `options`.
+pub fn load_files(paths: &[PathBuf], options: &LoadOptions) -> Loaded {
+    load_files_with_env(paths, options, &process_env)
+}
+
+/// [`load_files`] with the process environment replaced by `env`.
+pub fn load_files_with_env(
+    paths: &[PathBuf],
+    options: &LoadOptions,
+    env: &dyn VarLookup,
+) -> Loaded {
+    let mut texts = Vec::with_capacity(paths.len());
+    for path in paths {
+        let whole_file = |code, message: String| {
+            let d = Diagnostic::new(Severity::Error, code, path, None, "", message);
+            let source = Arc::new(NamedSource::new(path.display().to_string(), String::new()));
+            Loaded {
+                project: None,
+                errors: vec![d],
+                warnings: Vec::new(),
+                source: source.clone(),
+                sources: vec![source],
+                files: vec![path.clone()],
+                positions: Positions::default(),
+            }
+        };
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() > MAX_FILE_BYTES => {
+                return whole_file(
+                    Code::TooLarge,
+                    format!(
+                        "the file is {:.1} MiB; services.yaml files are limited to {} MiB",
+                        m.len() as f64 / f64::from(1 << 20),
+                        MAX_FILE_BYTES >> 20
+                    ),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return whole_file(Code::Io, format!("cannot read {}: {e}", path.display())),
         }
-    };
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() > MAX_FILE_BYTES => {
-            return whole_file(
-                Code::TooLarge,
-                format!(
-                    "the file is {:.1} MiB; services.yaml files are limited to {} MiB",
-                    m.len() as f64 / f64::from(1 << 20),
-                    MAX_FILE_BYTES >> 20
-                ),
-            );
+        match decode::read_capped(path) {
+            Ok(text) => texts.push((path.clone(), text)),
+            Err(e) => {
+                return whole_file(
+                    Code::TooLarge,
+                    format!("cannot load {}: {e}", path.display()),
+                );
+            }
         }
-        Ok(_) => {}
-        Err(e) => return whole_file(Code::Io, format!("cannot read {}: {e}", path.display())),
     }
-    match decode::read_capped(path) {
-        Ok(text) => load_str(path, text, env),
-        Err(e) => whole_file(
-            Code::TooLarge,
-            format!("cannot load {}: {e}", path.display()),
-        ),
-    }
+    load_texts(texts, options, env)
 }
 
 /// Loads services.yaml text as if read from `path` (whose folder holds `.env` and `env_file`s,
 /// and names the project by default).
 pub fn load_str(path: &Path, text: String, env: &dyn VarLookup) -> Loaded {
-    let source = Arc::new(NamedSource::new(path.display().to_string(), text));
+    load_texts(vec![(path.to_owned(), text)], &LoadOptions::default(), env)
+}
+
+/// Loads texts as if read from their paths: the first is the project file (its folder holds
+/// `.env` and names the project by default), the others override it in order.
+pub fn load_texts(
+    texts: Vec<(PathBuf, String)>,
+    options: &LoadOptions,
+    env: &dyn VarLookup,
+) -> Loaded {
+    let files: Vec<PathBuf> = texts.iter().map(|(p, _)| p.clone()).collect();
+    let sources: Vec<Arc<NamedSource<String>>> = texts
+        .into_iter()
+        .map(|(p, t)| Arc::new(NamedSource::new(p.display().to_string(), t)))
+        .collect();
+    let path = files
+        .first()
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("services.yaml"));
     let mut loaded = Loaded {
         project: None,
         errors: Vec::new(),
         warnings: Vec::new(),
-        source: source.clone(),
+        source: sources.first().cloned().unwrap_or_else(|| {
+            Arc::new(NamedSource::new(path.display().to_string(), String::new()))
+        }),
+        sources: sources.clone(),
+        files: files.clone(),
+        positions: Positions::default(),
     };
-    let text = source.inner();
-    if text.len() as u64 > MAX_FILE_BYTES {
-        loaded.errors.push(Diagnostic::new(
-            Severity::Error,
-            Code::TooLarge,
-            path,
-            None,
-            "",
-            format!(
-                "the text is larger than the {} MiB limit",
-                MAX_FILE_BYTES >> 20
-            ),
-        ));
-        return loaded;
-    }
-    let root = match parse_yaml(text) {
-        Ok(root) => root,
-        Err((pos, message)) => {
+    let mut root: Option<Node> = None;
+    for (index, (file, source)) in files.iter().zip(&sources).enumerate() {
+        let text = source.inner();
+        if text.len() as u64 > MAX_FILE_BYTES {
             loaded.errors.push(Diagnostic::new(
                 Severity::Error,
+                Code::TooLarge,
+                file,
+                None,
+                "",
+                format!(
+                    "the text is larger than the {} MiB limit",
+                    MAX_FILE_BYTES >> 20
+                ),
+            ));
+            continue;
+        }
+        match parse_yaml(text) {
+            Ok(mut node) => {
+                layers::tag_file(&mut node, u16::try_from(index).unwrap_or(u16::MAX));
+                match &mut root {
+                    None => root = Some(node),
+                    Some(base) => layers::merge(base, node, ""),
+                }
+            }
+            Err((pos, message)) => loaded.errors.push(Diagnostic::new(
+                Severity::Error,
                 Code::Syntax,
-                path,
+                file,
                 pos,
                 "",
                 message,
-            ));
-            return loaded;
+            )),
         }
+    }
+    let Some(mut root) = root.filter(|_| loaded.errors.is_empty()) else {
+        return loaded;
     };
+    let file_of = |i: u16| {
+        files
+            .get(usize::from(i))
+            .cloned()
+            .unwrap_or_else(|| path.clone())
+    };
+    layers::apply_profiles(&mut root, &options.profiles);
+    let mut diags = layers::expand_replicas(&mut root, &options.replicas, &file_of);
+
     let base_dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -214,12 +318,13 @@ pub fn load_str(path: &Path, text: String, env: &dyn VarLookup) -> Loaded {
     if dotenv_path.is_file() {
         match decode::read_env_file(&dotenv_path, env) {
             Ok(vars) => dotenv.extend(vars),
-            Err(d) => loaded.errors.push(*d),
+            Err(d) => diags.push(*d),
         }
     }
     let mut decoder = Decoder {
-        file: path,
-        source: text,
+        files: &files,
+        sources: sources.iter().map(|s| s.inner().as_str()).collect(),
+        settings: Settings::default(),
         base_dir,
         vars: Layered {
             process: env,
@@ -229,8 +334,11 @@ pub fn load_str(path: &Path, text: String, env: &dyn VarLookup) -> Loaded {
         diags: Vec::new(),
         positions: Positions::default(),
     };
-    let project = decoder.project(&root, default_name(base_dir));
-    let mut diags = decoder.diags;
+    let mut project = decoder.project(&root, default_name(base_dir));
+    if let (Some(project), Some(name)) = (&mut project, &options.project_name) {
+        project.name = name.clone();
+    }
+    diags.extend(decoder.diags);
     if let Some(project) = &project {
         let broken: std::collections::HashSet<String> = diags
             .iter()
@@ -240,14 +348,15 @@ pub fn load_str(path: &Path, text: String, env: &dyn VarLookup) -> Loaded {
         diags.extend(validate::validate(
             project,
             &decoder.positions,
-            path,
+            &file_of,
             &broken,
         ));
     }
-    diags.sort_by_key(|d| (d.line.is_none(), d.line, d.column));
+    diags.sort_by_key(|d| (d.file != path, d.line.is_none(), d.line, d.column));
     let (errors, warnings): (Vec<_>, Vec<_>) = diags.into_iter().partition(Diagnostic::is_error);
-    loaded.errors.extend(errors);
+    loaded.errors = errors;
     loaded.warnings = warnings;
+    loaded.positions = decoder.positions;
     if loaded.errors.is_empty() {
         loaded.project = project;
     }

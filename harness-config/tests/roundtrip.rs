@@ -170,6 +170,7 @@ fn service(index: usize, earlier: Vec<String>) -> impl Strategy<Value = Service>
                     binary: None,
                     args: Vec::new(),
                     command: None,
+                    entrypoint: Vec::new(),
                     working_dir,
                     env,
                     host: None,
@@ -180,6 +181,7 @@ fn service(index: usize, earlier: Vec<String>) -> impl Strategy<Value = Service>
                     volumes,
                     package: None,
                     version: None,
+                    install_path: None,
                     depends_on: deps.into_iter().zip(conds).collect(),
                     health_check: Some(hc),
                     restart,
@@ -195,9 +197,14 @@ fn service(index: usize, earlier: Vec<String>) -> impl Strategy<Value = Service>
                             s.host = Some("h1".into());
                         }
                     }
-                    ServiceKind::Docker => s.image = Some(image.unwrap_or_else(|| "img".into())),
+                    ServiceKind::Docker => {
+                        s.image = Some(image.unwrap_or_else(|| "img".into()));
+                        s.entrypoint = args;
+                        s.command = command;
+                    }
                     ServiceKind::Package => {
                         s.package = Some("pkg".into());
+                        s.install_path = binary.map(|b| b.to_string());
                         s.version = image;
                         s.host = Some("h1".into());
                     }
@@ -260,15 +267,63 @@ fn project() -> impl Strategy<Value = Project> {
                 proptest::option::of(text()),
                 proptest::option::of(text()),
                 name_text(),
+                settings(),
+                network(),
             )
         })
-        .prop_map(|(services, h1, version, description, name)| Project {
-            name,
-            version,
-            description,
-            hosts: BTreeMap::from([("h1".to_owned(), h1)]),
-            networks: BTreeMap::new(),
-            services: services.into_iter().collect(),
+        .prop_map(
+            |(services, h1, version, description, name, settings, network)| {
+                let mut services: BTreeMap<String, Service> = services.into_iter().collect();
+                // The loader applies `settings` to services that set nothing themselves.
+                for s in services.values_mut() {
+                    s.startup_timeout = s.startup_timeout.or(settings.startup_timeout);
+                }
+                Project {
+                    name,
+                    version,
+                    description,
+                    settings,
+                    hosts: BTreeMap::from([("h1".to_owned(), h1)]),
+                    networks: BTreeMap::from([("n0".to_owned(), network)]),
+                    services,
+                }
+            },
+        )
+}
+
+fn settings() -> impl Strategy<Value = Settings> {
+    (
+        proptest::option::of(proptest::sample::select(vec!["debug", "info", "warn"])),
+        proptest::option::of(duration()),
+        proptest::option::of(duration()),
+        proptest::option::of(duration()),
+    )
+        .prop_map(|(level, interval, startup, shutdown)| Settings {
+            log_level: level.map(str::to_owned),
+            health_check_interval: interval,
+            startup_timeout: startup,
+            shutdown_timeout: shutdown,
+        })
+}
+
+fn network() -> impl Strategy<Value = Network> {
+    (
+        proptest::bool::ANY,
+        proptest::option::of(proptest::sample::select(vec![
+            "10.0.0.0/24",
+            "192.168.50.0/24",
+            "fd00::/64",
+        ])),
+    )
+        .prop_map(|(wireguard, subnet)| Network {
+            kind: if wireguard {
+                NetworkKind::Wireguard
+            } else {
+                NetworkKind::Local
+            },
+            subnet: subnet.map(str::to_owned),
+            config_path: wireguard.then(|| PathBuf::from("/etc/wireguard/wg0.conf")),
+            nodes: Vec::new(),
         })
 }
 
