@@ -51,7 +51,14 @@ pub(crate) fn merge(base: &mut Node, over: Node, key: &str) {
                     .iter_mut()
                     .find(|(bk, _)| key_text(bk).as_deref() == Some(&name))
                 {
-                    Some((_, existing)) => merge(existing, v, &name),
+                    Some((base_key, existing)) => {
+                        let over_pos = v.pos;
+                        merge(existing, v, &name);
+                        // A replaced value is the override file's, key included.
+                        if existing.pos == over_pos {
+                            *base_key = k;
+                        }
+                    }
                     None => entries.push((k, v)),
                 }
             }
