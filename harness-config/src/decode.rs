@@ -1002,8 +1002,8 @@ impl<'a> Decoder<'a> {
         let entrypoint = f
             .get("entrypoint")
             .map(|n| match &n.value {
-                Value::Seq(_) => self.templates(n, &p("entrypoint")),
-                _ => self.template(n, &p("entrypoint")).into_iter().collect(),
+                Value::Seq(_) => self.texts(n, &p("entrypoint")),
+                _ => self.text(n, &p("entrypoint")).into_iter().collect(),
             })
             .unwrap_or_default();
         let working_dir = f

@@ -207,9 +207,11 @@ pub struct Service {
     pub args: Vec<Template>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<Command>,
-    /// Docker: replaces the image's entrypoint (`command` becomes its arguments).
+    /// Docker: replaces the image's entrypoint (`command` becomes its arguments). Fixed at
+    /// load: no service references.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub entrypoint: Vec<Template>,
+    #[serde(serialize_with = "escaped::list")]
+    pub entrypoint: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<Template>,
     /// Environment, with `env_file` contents merged under the `env:` entries.
@@ -275,7 +277,6 @@ impl Service {
         let mut out: Vec<&Template> = Vec::new();
         out.extend(self.binary.iter());
         out.extend(self.args.iter());
-        out.extend(self.entrypoint.iter());
         if let Some(cmd) = &self.command {
             match cmd {
                 Command::Shell(t) => out.push(t),

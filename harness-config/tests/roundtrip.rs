@@ -199,7 +199,7 @@ fn service(index: usize, earlier: Vec<String>) -> impl Strategy<Value = Service>
                     }
                     ServiceKind::Docker => {
                         s.image = Some(image.unwrap_or_else(|| "img".into()));
-                        s.entrypoint = args;
+                        s.entrypoint = args.iter().filter_map(Template::as_literal).collect();
                         s.command = command;
                     }
                     ServiceKind::Package => {

@@ -13,19 +13,33 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     propagate_version = true
 )]
 pub struct Cli {
-    /// The services file [default: services.yaml]
+    /// The services file [default: services.yaml]; repeat for override files, merged in order
+    /// as Compose merges them (HARNESS_FILE: paths separated by `:`).
     #[arg(
         short = 'f',
         long = "file",
         global = true,
         value_name = "PATH",
-        env = "HARNESS_FILE"
+        env = "HARNESS_FILE",
+        value_delimiter = ':'
     )]
-    pub file: Option<PathBuf>,
+    pub file: Vec<PathBuf>,
 
-    /// The project to act on, instead of the one named in the services file.
+    /// The project name: names the project of the services file (two copies of one stack side
+    /// by side), or picks the project to act on without reading the file.
     #[arg(short = 'p', long, global = true, value_name = "NAME")]
     pub project: Option<String>,
+
+    /// Also start the services of this profile (repeatable; `*` for all; HARNESS_PROFILES:
+    /// comma-separated).
+    #[arg(
+        long = "profile",
+        global = true,
+        value_name = "NAME",
+        env = "HARNESS_PROFILES",
+        value_delimiter = ','
+    )]
+    pub profiles: Vec<String>,
 
     /// Output format for reports.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
@@ -97,6 +111,12 @@ pub enum Command {
     },
     /// Stop and start services again (all by default).
     Restart { services: Vec<String> },
+    /// Run N instances of a service (`web=3`): NAME-1..NAME-N; scaling down stops the highest
+    /// numbers first (and restarts what depends on them, so they see the new endpoints).
+    Scale {
+        #[arg(required = true, value_name = "SERVICE=N")]
+        targets: Vec<String>,
+    },
     /// What runs: state, pid, endpoints, health, restarts, uptime.
     Status {
         /// Redraw every second until interrupted.
@@ -204,6 +224,9 @@ pub enum ConfigCommand {
         /// Print secret-looking values (PASSWORD, TOKEN, SECRET, KEY, CREDENTIAL) unmasked.
         #[arg(long)]
         show_secrets: bool,
+        /// List every value with the file:line:col that set it (after override files).
+        #[arg(long)]
+        origins: bool,
     },
     /// Start order in waves; stop order is the reverse.
     Deps,

@@ -6,7 +6,7 @@ use super::Status;
 use crate::output::{Context, plural, print_json};
 
 pub fn run(ctx: &Context) -> Status {
-    let loaded = harness_config::load(&ctx.file);
+    let loaded = super::load(ctx, &super::load_options(ctx));
     if ctx.json() {
         let all: Vec<&Diagnostic> = loaded.diagnostics().collect();
         print_json(&all);

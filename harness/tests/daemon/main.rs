@@ -4,4 +4,5 @@
 mod acceptance;
 mod commands;
 mod common;
+mod compose;
 mod lean;
