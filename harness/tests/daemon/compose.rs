@@ -14,7 +14,7 @@ services:
   web:
     <<: *python
     args: [-m, http.server, --bind, 127.0.0.1, \"${web.port}\"]
-    health_check: {tcp: {port: \"${WEB_PORT}\"}, interval: 200ms}
+    health_check: {tcp: {port: \"${WEB_PORT}\"}, interval: 200ms, start_period: 30s}
   client:
     command: \"echo client sees ${web.ip}:${web.port}; sleep 86400\"
     depends_on: {web: healthy}
@@ -107,7 +107,7 @@ services:
     args: [-m, http.server, --bind, 127.0.0.1, \"${web.port}\"]
     ports: [0]
     replicas: 3
-    health_check: {http: \"http://127.0.0.1:${web.port}/\", interval: 200ms}
+    health_check: {http: \"http://127.0.0.1:${web.port}/\", interval: 200ms, start_period: 30s}
   consumer:
     command: \"echo endpoints=${web.endpoints}; sleep 86400\"
     depends_on: {web: healthy}
