@@ -103,6 +103,15 @@ pub(crate) struct Positions {
 }
 
 impl Positions {
+    /// Whether `path` itself was written in a file (a field of a list item written in a short
+    /// form, such as `ports: [8080]`, counts as written with its item).
+    pub fn is_recorded(&self, path: &str) -> bool {
+        self.by_path.contains_key(path)
+            || path.rsplit_once('.').is_some_and(|(parent, _)| {
+                parent.ends_with(']') && self.by_path.contains_key(parent)
+            })
+    }
+
     /// The position of `path`, or of its nearest recorded parent.
     pub fn find(&self, path: &str) -> Option<Pos> {
         let mut p = path;

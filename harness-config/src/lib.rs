@@ -132,12 +132,18 @@ impl Loaded {
             .unwrap_or_else(|| Arc::new(NamedSource::new(name, String::new())))
     }
 
-    /// Where the value at `path` (`services.api.ports[0]`) was set: file, line, column. A value
-    /// that took a default answers with its nearest written parent.
-    pub fn origin(&self, path: &str) -> Option<(&Path, u32, u32)> {
+    /// Where the value at `path` (`services.api.ports[0]`) was set: file, line, column, and
+    /// whether it was written there (`false`: a default, answered with its nearest written
+    /// parent).
+    pub fn origin(&self, path: &str) -> Option<(&Path, u32, u32, bool)> {
         let pos = self.positions.find(path)?;
         let file = self.files.get(usize::from(pos.file))?;
-        Some((file.as_path(), pos.line, pos.column))
+        Some((
+            file.as_path(),
+            pos.line,
+            pos.column,
+            self.positions.is_recorded(path),
+        ))
     }
 
     /// The project, or the errors as one miette-renderable error (warnings are dropped).

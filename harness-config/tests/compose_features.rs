@@ -136,15 +136,15 @@ fn diagnostics_and_origins_name_the_file_that_set_the_value() {
         &[("base.yaml", BASE), ("override.yaml", OVERRIDE)],
         &LoadOptions::default(),
     );
-    let (file, line, _) = loaded.origin("services.web.ports[1]").unwrap();
+    let (file, line, _, _) = loaded.origin("services.web.ports[1]").unwrap();
     assert!(file.ends_with("override.yaml"));
     assert_eq!(line, 4);
-    let (file, line, _) = loaded.origin("services.web.ports[0]").unwrap();
+    let (file, line, _, _) = loaded.origin("services.web.ports[0]").unwrap();
     assert!(file.ends_with("base.yaml"));
     assert_eq!(line, 5);
-    let (file, _, _) = loaded.origin("services.db.image").unwrap();
+    let (file, _, _, _) = loaded.origin("services.db.image").unwrap();
     assert!(file.ends_with("base.yaml"));
-    let (file, line, _) = loaded.origin("services.web.env.B").unwrap();
+    let (file, line, _, _) = loaded.origin("services.web.env.B").unwrap();
     assert!(file.ends_with("override.yaml"));
     assert_eq!(line, 6);
 }

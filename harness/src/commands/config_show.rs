@@ -56,7 +56,8 @@ pub fn run(ctx: &Context, show_secrets: bool, origins: bool) -> Status {
 struct Origin {
     path: String,
     value: serde_json::Value,
-    /// `file:line:col`, or `default` for a value no file set.
+    /// `file:line:col`; `default (in file:line:col)` for a default, with its nearest written
+    /// parent; `default` when no file has one.
     origin: String,
 }
 
@@ -90,7 +91,14 @@ fn origin_lines(
             value: value.clone(),
             origin: loaded
                 .origin(path)
-                .map(|(file, line, col)| format!("{}:{line}:{col}", file.display()))
+                .map(|(file, line, col, written)| {
+                    let at = format!("{}:{line}:{col}", file.display());
+                    if written {
+                        at
+                    } else {
+                        format!("default (in {at})")
+                    }
+                })
                 .unwrap_or_else(|| "default".to_owned()),
         }),
     }

@@ -68,7 +68,10 @@ fn two_copies_side_by_side_with_p_and_override_files() {
     assert_eq!(names(&env, "two"), ["client", "web"]);
     assert!(get(one) && get(two), "both copies serve on their own ports");
     let logs = env.run(&["-p", "two", "logs", "client"]).ok().stdout;
-    assert!(logs.contains(&format!("client sees 127.0.0.1:{two}")), "{logs}");
+    assert!(
+        logs.contains(&format!("client sees 127.0.0.1:{two}")),
+        "{logs}"
+    );
 
     // Stopping one copy leaves the other running.
     env.run(&["-p", "one", "stop"]).ok();
@@ -94,7 +97,15 @@ fn profile_debug_adds_a_service() {
     cmd.env("WEB_PORT", port.to_string());
     run_command(cmd).ok();
     assert_eq!(names(&env, "stack"), ["client", "web"]);
-    let mut cmd = env.cmd(&["-f", "services.yaml", "-f", "o.yaml", "--profile", "debug", "start"]);
+    let mut cmd = env.cmd(&[
+        "-f",
+        "services.yaml",
+        "-f",
+        "o.yaml",
+        "--profile",
+        "debug",
+        "start",
+    ]);
     cmd.env("WEB_PORT", port.to_string());
     run_command(cmd).ok();
     assert_eq!(names(&env, "stack"), ["client", "debugger", "web"]);
@@ -137,7 +148,10 @@ fn consumer_endpoints(env: &Env) -> Vec<u16> {
 fn replicas_run_instances_and_the_consumer_sees_them_all() {
     let env = Env::new(REPLICAS);
     env.run(&["start"]).ok();
-    assert_eq!(names(&env, "fleet"), ["consumer", "web-1", "web-2", "web-3"]);
+    assert_eq!(
+        names(&env, "fleet"),
+        ["consumer", "web-1", "web-2", "web-3"]
+    );
     let ports = consumer_endpoints(&env);
     assert_eq!(ports.len(), 3, "{ports:?}");
     for port in &ports {
@@ -150,7 +164,8 @@ fn replicas_run_instances_and_the_consumer_sees_them_all() {
     assert_eq!(names(&env, "fleet"), ["consumer", "web-1", "web-2"]);
     assert!(wait_until(Duration::from_secs(5), || !alive(web3_pid)));
     assert!(
-        wait_until(Duration::from_secs(10), || consumer_endpoints(&env).len() == 2),
+        wait_until(Duration::from_secs(10), || consumer_endpoints(&env).len()
+            == 2),
         "the consumer was not given two endpoints"
     );
 }
