@@ -985,6 +985,8 @@ impl<'a> Decoder<'a> {
     }
 
     fn service(&mut self, name: &str, node: &Node, path: &str) -> Option<Service> {
+        // The references this service's fields add are the ones pushed from here on.
+        let refs_before = self.positions.refs.len();
         let f = self.fields(node, path, SERVICE_KEYS)?;
         let p = |k: &str| join(path, k);
         let explicit_kind = f.get("type").and_then(|n| {
@@ -1166,6 +1168,8 @@ impl<'a> Decoder<'a> {
         let refs: Vec<(String, String)> = self
             .positions
             .refs
+            .get(refs_before..)
+            .unwrap_or_default()
             .iter()
             .filter(|(field, _)| field.starts_with(&prefix))
             .map(|(field, r)| (field.clone(), r.service.clone()))

@@ -23,6 +23,9 @@ const APPENDED: &[&str] = &[
     "depends_on",
 ];
 
+/// Most instances of one service (hostile input must not make millions of services).
+pub const MAX_REPLICAS: u32 = 1_000;
+
 /// Tags every node with the index of the file it came from.
 pub(crate) fn tag_file(node: &mut Node, file: u16) {
     node.pos.file = file;
@@ -45,12 +48,15 @@ fn key_text(node: &Node) -> Option<String> {
 pub(crate) fn merge(base: &mut Node, over: Node, key: &str) {
     match (&mut base.value, over.value) {
         (Value::Map(entries), Value::Map(more)) => {
+            // Index the base's keys once: a services map may hold thousands.
+            let mut index: std::collections::HashMap<String, usize> = entries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (k, _))| Some((key_text(k)?, i)))
+                .collect();
             for (k, v) in more {
                 let name = key_text(&k).unwrap_or_default();
-                match entries
-                    .iter_mut()
-                    .find(|(bk, _)| key_text(bk).as_deref() == Some(&name))
-                {
+                match index.get(&name).and_then(|&i| entries.get_mut(i)) {
                     Some((base_key, existing)) => {
                         let over_pos = v.pos;
                         merge(existing, v, &name);
@@ -59,7 +65,10 @@ pub(crate) fn merge(base: &mut Node, over: Node, key: &str) {
                             *base_key = k;
                         }
                     }
-                    None => entries.push((k, v)),
+                    None => {
+                        index.insert(name, entries.len());
+                        entries.push((k, v));
+                    }
                 }
             }
         }
@@ -139,7 +148,7 @@ fn replica_counts(
     for (k, service) in services {
         let Some(name) = key_text(k) else { continue };
         if let Some(n) = overrides.get(&name) {
-            counts.insert(name, *n);
+            counts.insert(name, (*n).min(MAX_REPLICAS));
             continue;
         }
         let Some(node) = get(service, "replicas") else {
@@ -151,9 +160,19 @@ fn replica_counts(
             _ => None,
         };
         match count {
-            Some(n) => {
+            Some(n) if n <= MAX_REPLICAS => {
                 counts.insert(name, n);
             }
+            Some(n) => diags.push(Diagnostic::new(
+                Severity::Error,
+                Code::InvalidValue,
+                &file_of(node.pos.file),
+                Some(node.pos),
+                format!("services.{name}.replicas"),
+                format!(
+                    "`replicas: {n}` is more than the {MAX_REPLICAS} instances a service may have"
+                ),
+            )),
             None => diags.push(
                 Diagnostic::new(
                     Severity::Error,

@@ -43,20 +43,22 @@ pub use mask::{MASK, SECRET_MARKERS, is_secret_key, mask_secrets};
 pub use model::*;
 pub use schema::json_schema;
 pub use template::{
-    Part, Property, ServiceRef, Template, TemplateError, TemplateErrorKind, VarLookup,
+    MAX_NESTING, Part, Property, ServiceRef, Template, TemplateError, TemplateErrorKind, VarLookup,
     escape_dollars, substitute,
 };
 
 use decode::{Decoder, Layered, Positions};
 pub use dotenv::DotenvError;
+pub use layers::MAX_REPLICAS;
 use node::{Node, Pos};
 
 /// Files larger than this are refused before parsing.
 pub const MAX_FILE_BYTES: u64 = 10 << 20;
 /// Deepest YAML nesting accepted; services.yaml needs about 6.
 pub const MAX_DEPTH: usize = 64;
-/// Most alias (`*name`) uses accepted.
-pub const MAX_ALIASES: usize = 1_000;
+/// Most alias (`*name`) uses accepted: a 1,000-service file merging two anchors per service
+/// needs 2,000; alias bombs are stopped by [`MAX_ALIAS_EXPANSION`].
+pub const MAX_ALIASES: usize = 10_000;
 /// Most events replayed from aliases, which bounds alias-bomb expansion.
 pub const MAX_ALIAS_EXPANSION: usize = 100_000;
 
@@ -269,6 +271,7 @@ pub fn load_texts(
         positions: Positions::default(),
     };
     let mut root: Option<Node> = None;
+    let mut parsed = parse_all(&sources);
     for (index, (file, source)) in files.iter().zip(&sources).enumerate() {
         let text = source.inner();
         if text.len() as u64 > MAX_FILE_BYTES {
@@ -285,7 +288,11 @@ pub fn load_texts(
             ));
             continue;
         }
-        match parse_yaml(text) {
+        let result = parsed
+            .get_mut(index)
+            .map(|r| std::mem::replace(r, Err((None, String::new()))))
+            .unwrap_or_else(|| Err((None, "not parsed".to_owned())));
+        match result {
             Ok(mut node) => {
                 layers::tag_file(&mut node, u16::try_from(index).unwrap_or(u16::MAX));
                 match &mut root {
@@ -380,22 +387,35 @@ fn default_name(base_dir: &Path) -> String {
 /// debug builds, and callers (test threads, async executors) may have small stacks.
 const PARSER_STACK_BYTES: usize = 64 << 20;
 
-/// Parses YAML into the spanned tree under the hostile-input limits, on a thread whose stack
-/// fits [`MAX_DEPTH`] levels whatever the caller's stack is.
-fn parse_yaml(text: &str) -> Result<Node, ParseError> {
+/// Parses every file into the spanned tree under the hostile-input limits, all at once, each on
+/// its own thread whose stack fits [`MAX_DEPTH`] levels whatever the caller's stack is (override
+/// files cost no extra wall time on a machine with cores to spare).
+fn parse_all(sources: &[Arc<NamedSource<String>>]) -> Vec<Result<Node, ParseError>> {
     std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("yaml-parser".into())
-            .stack_size(PARSER_STACK_BYTES)
-            .spawn_scoped(scope, || parse_yaml_here(text))
-            .map_err(|e| e.to_string())
-            .and_then(|handle| {
-                handle
-                    .join()
-                    .map_err(|_| "the YAML parser crashed".to_owned())
+        let handles: Vec<_> = sources
+            .iter()
+            .map(|source| {
+                let text = source.inner().as_str();
+                if text.len() as u64 > MAX_FILE_BYTES {
+                    return Err("the file is too large".to_owned());
+                }
+                std::thread::Builder::new()
+                    .name("yaml-parser".into())
+                    .stack_size(PARSER_STACK_BYTES)
+                    .spawn_scoped(scope, move || parse_yaml_here(text))
+                    .map_err(|e| format!("cannot start the parser: {e}"))
             })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| match handle {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err((None, "the YAML parser crashed".to_owned()))),
+                Err(e) => Err((None, e)),
+            })
+            .collect()
     })
-    .unwrap_or_else(|e| Err((None, format!("cannot parse: {e}"))))
 }
 
 /// Where and what.
@@ -406,6 +426,9 @@ fn parse_yaml_here(text: &str) -> Result<Node, ParseError> {
     budget.max_depth = MAX_DEPTH;
     budget.flow_nesting_limit = MAX_DEPTH;
     budget.max_aliases = MAX_ALIASES;
+    // The parser's aliases-per-anchor heuristic refuses Compose's everyday pattern (one
+    // `x-defaults` anchor merged into every service); bombs are bounded by the replay limit.
+    budget.enforce_alias_anchor_ratio = false;
     budget.max_documents = 1;
     budget.max_nodes = 1_000_000;
     let mut options = serde_saphyr::Options::default();

@@ -247,7 +247,7 @@ impl<F: Fn(&str) -> Option<String>> VarLookup for F {
 pub fn substitute(text: &str, vars: &dyn VarLookup) -> Result<Template, Vec<TemplateError>> {
     let mut out = Template::default();
     let mut errors = Vec::new();
-    expand(text, 0, vars, &mut out, &mut errors);
+    expand(text, 0, 0, vars, &mut out, &mut errors);
     if errors.is_empty() {
         Ok(out)
     } else {
@@ -282,10 +282,16 @@ fn closing_brace(text: &str, start: usize) -> Option<usize> {
     None
 }
 
-/// Appends the substitution of `text` (at byte `base` of the whole string) to `out`.
+/// Deepest nesting of `${...}` inside defaults, alternatives and messages; deeper is an error
+/// (hostile input must not exhaust the stack).
+pub const MAX_NESTING: usize = 32;
+
+/// Appends the substitution of `text` (at byte `base` of the whole string, `depth` arguments
+/// deep) to `out`.
 fn expand(
     text: &str,
     base: usize,
+    depth: usize,
     vars: &dyn VarLookup,
     out: &mut Template,
     errors: &mut Vec<TemplateError>,
@@ -327,7 +333,23 @@ fn expand(
                     });
                     return;
                 };
-                braced(&text[i + 2..close], base + dollar, vars, out, errors);
+                if depth >= MAX_NESTING {
+                    errors.push(TemplateError {
+                        offset: base + dollar,
+                        kind: TemplateErrorKind::BadExpression(format!(
+                            "... nested more than {MAX_NESTING} deep ..."
+                        )),
+                    });
+                    return;
+                }
+                braced(
+                    &text[i + 2..close],
+                    base + dollar,
+                    depth + 1,
+                    vars,
+                    out,
+                    errors,
+                );
                 i = close + 1;
             }
             // A `$` before anything else is literal, as in Compose (`a $ b`, `^x$`, `$}`).
@@ -345,6 +367,7 @@ fn expand(
 fn braced(
     body: &str,
     dollar: usize,
+    depth: usize,
     vars: &dyn VarLookup,
     out: &mut Template,
     errors: &mut Vec<TemplateError>,
@@ -397,13 +420,13 @@ fn braced(
     let present = value.as_deref().is_some_and(|v| !colon || !v.is_empty());
     match op {
         b'-' if present => out.push_literal(value.as_deref().unwrap_or_default()),
-        b'-' => expand(arg, arg_base, vars, out, errors),
-        b'+' if present => expand(arg, arg_base, vars, out, errors),
+        b'-' => expand(arg, arg_base, depth, vars, out, errors),
+        b'+' if present => expand(arg, arg_base, depth, vars, out, errors),
         b'+' => out.push_literal(value.as_deref().unwrap_or_default()),
         _ if present => out.push_literal(value.as_deref().unwrap_or_default()),
         _ => {
             let mut message = Template::default();
-            expand(arg, arg_base, vars, &mut message, errors);
+            expand(arg, arg_base, depth, vars, &mut message, errors);
             error(
                 errors,
                 TemplateErrorKind::Required {
@@ -590,6 +613,15 @@ mod tests {
             let t = sub(text).unwrap();
             assert_eq!(sub(&t.to_string()).unwrap(), t, "{text}");
         }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = "${A:-".repeat(10_000) + &"}".repeat(10_000);
+        let errs = sub(&deep).unwrap_err();
+        assert!(matches!(&errs[0], TemplateErrorKind::BadExpression(e) if e.contains("nested")));
+        let ok = "${A:-".repeat(MAX_NESTING) + "x" + &"}".repeat(MAX_NESTING);
+        assert_eq!(lit(&ok), "x");
     }
 
     #[test]

@@ -346,3 +346,21 @@ fn adr007_values_are_checked() {
     assert!(messages.iter().any(|m| m.contains("needs `config_path`")));
     assert!(messages.iter().any(|m| m.contains("same setting")));
 }
+
+/// Compose's everyday pattern, one anchor merged into many services, is not an alias bomb.
+#[test]
+fn one_anchor_merged_into_many_services_loads() {
+    let mut yaml = String::from("x-defaults: &defaults\n  restart: always\nservices:\n");
+    for i in 0..1_500 {
+        yaml.push_str(&format!(
+            "  s{i}:\n    <<: *defaults\n    command: run {i}\n"
+        ));
+    }
+    let p = valid(&yaml);
+    assert_eq!(p.services.len(), 1_500);
+    assert!(
+        p.services
+            .values()
+            .all(|s| s.restart.policy == RestartPolicy::Always)
+    );
+}

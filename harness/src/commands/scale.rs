@@ -16,8 +16,15 @@ pub fn run(ctx: &Context, targets: Vec<String>) -> Status {
             .split_once('=')
             .and_then(|(name, n)| Some((name.to_owned(), n.trim().parse::<u32>().ok()?)));
         match parsed {
-            Some((name, n)) => {
+            Some((name, n)) if n <= harness_config::MAX_REPLICAS => {
                 counts.insert(name, n);
+            }
+            Some((name, n)) => {
+                eprintln!(
+                    "error: {name}={n}: a service may have at most {} instances",
+                    harness_config::MAX_REPLICAS
+                );
+                return Status::Invalid;
             }
             None => {
                 eprintln!("error: {t:?} is not SERVICE=N (e.g. web=3)");
@@ -109,5 +116,9 @@ pub fn run(ctx: &Context, targets: Vec<String>) -> Status {
         .map(|(name, _)| name.clone())
         .collect();
     selected.sort();
+    if selected.is_empty() {
+        // Scaled to 0: stopping was all there was to do.
+        return Status::Ok;
+    }
     super::start::start_project(ctx, &project, selected, false)
 }
