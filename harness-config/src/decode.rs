@@ -129,15 +129,56 @@ impl Positions {
 /// `env_file`s (a later one before an earlier one).
 pub(crate) struct Layered<'a> {
     pub process: &'a dyn VarLookup,
-    pub dotenv: HashMap<String, String>,
+    pub dotenv: Dotenv,
     pub files: Vec<HashMap<String, String>>,
+}
+
+/// `.env` beside the project file: read when first needed (a variable the process environment
+/// does not have), or at once ([`Dotenv::load`]). A file already substituted (what the daemon
+/// receives) never reads it, so variables that only the client's environment had cannot fail
+/// there.
+pub(crate) struct Dotenv {
+    path: PathBuf,
+    state: std::cell::OnceCell<HashMap<String, String>>,
+    error: std::cell::RefCell<Option<Diagnostic>>,
+}
+
+impl Dotenv {
+    pub fn new(path: PathBuf) -> Self {
+        Dotenv {
+            path,
+            state: std::cell::OnceCell::new(),
+            error: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// Reads the file now (if not read yet), looking variables up in `env`.
+    pub fn load(&self, env: &dyn VarLookup) -> &HashMap<String, String> {
+        self.state.get_or_init(|| {
+            if !self.path.is_file() {
+                return HashMap::new();
+            }
+            match read_env_file(&self.path, env) {
+                Ok(vars) => vars.into_iter().collect(),
+                Err(d) => {
+                    *self.error.borrow_mut() = Some(*d);
+                    HashMap::new()
+                }
+            }
+        })
+    }
+
+    /// The problem reading the file, if it was read and had one.
+    pub fn take_error(&self) -> Option<Diagnostic> {
+        self.error.borrow_mut().take()
+    }
 }
 
 impl VarLookup for Layered<'_> {
     fn var(&self, name: &str) -> Option<String> {
         self.process
             .var(name)
-            .or_else(|| self.dotenv.get(name).cloned())
+            .or_else(|| self.dotenv.load(self.process).get(name).cloned())
             .or_else(|| self.files.iter().rev().find_map(|f| f.get(name).cloned()))
     }
 }

@@ -239,16 +239,34 @@ pub fn load_files_with_env(
 
 /// Loads services.yaml text as if read from `path` (whose folder holds `.env` and `env_file`s,
 /// and names the project by default).
+///
+/// `.env` is read only when a variable is not in `env`: this is how the daemon reloads a
+/// definition the CLI already substituted, where the client's variables are gone.
 pub fn load_str(path: &Path, text: String, env: &dyn VarLookup) -> Loaded {
-    load_texts(vec![(path.to_owned(), text)], &LoadOptions::default(), env)
+    load_inner(
+        vec![(path.to_owned(), text)],
+        &LoadOptions::default(),
+        env,
+        false,
+    )
 }
 
 /// Loads texts as if read from their paths: the first is the project file (its folder holds
 /// `.env` and names the project by default), the others override it in order.
+/// `.env` is always read, so a bad line in it is reported even when no variable needs it.
 pub fn load_texts(
     texts: Vec<(PathBuf, String)>,
     options: &LoadOptions,
     env: &dyn VarLookup,
+) -> Loaded {
+    load_inner(texts, options, env, true)
+}
+
+fn load_inner(
+    texts: Vec<(PathBuf, String)>,
+    options: &LoadOptions,
+    env: &dyn VarLookup,
+    eager_dotenv: bool,
 ) -> Loaded {
     let files: Vec<PathBuf> = texts.iter().map(|(p, _)| p.clone()).collect();
     let sources: Vec<Arc<NamedSource<String>>> = texts
@@ -326,13 +344,9 @@ pub fn load_texts(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut dotenv = HashMap::new();
-    let dotenv_path = base_dir.join(".env");
-    if dotenv_path.is_file() {
-        match decode::read_env_file(&dotenv_path, env) {
-            Ok(vars) => dotenv.extend(vars),
-            Err(d) => diags.push(*d),
-        }
+    let dotenv = decode::Dotenv::new(base_dir.join(".env"));
+    if eager_dotenv {
+        dotenv.load(env);
     }
     let mut decoder = Decoder {
         files: &files,
@@ -352,6 +366,7 @@ pub fn load_texts(
         project.name = name.clone();
     }
     diags.extend(decoder.diags);
+    diags.extend(decoder.vars.dotenv.take_error());
     if let Some(project) = &project {
         let broken: std::collections::HashSet<String> = diags
             .iter()

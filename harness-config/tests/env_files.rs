@@ -61,7 +61,8 @@ fn invalid_env_lines_name_their_file_line_and_column() {
     write(dir.path(), ".env", "OK=1\nNOT VALID\n");
     write(dir.path(), "svc.env", "A=1\n\nB=\"never closed\n");
     let yaml = "services:\n  a:\n    command: x\n    env_file: svc.env\n";
-    let loaded = load_str(&dir.path().join("services.yaml"), yaml.into(), &no_env);
+    let texts = vec![(dir.path().join("services.yaml"), yaml.to_owned())];
+    let loaded = load_texts(texts, &LoadOptions::default(), &no_env);
     let found: Vec<String> = loaded.errors.iter().map(|d| d.to_string()).collect();
     assert_eq!(loaded.errors.len(), 2, "{found:#?}");
     let dotenv = loaded
@@ -79,4 +80,26 @@ fn invalid_env_lines_name_their_file_line_and_column() {
     assert_eq!((svc.line, svc.column), (Some(3), Some(3)));
     assert!(svc.message.contains("unterminated"), "{}", svc.message);
     assert!(loaded.project.is_none());
+}
+
+/// The daemon reloads a definition the CLI already substituted, without the client's
+/// environment: `.env` is then not read, so its variables cannot fail there.
+#[test]
+fn a_substituted_definition_does_not_read_dotenv() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), ".env", "TOKEN=${ONLY_IN_THE_CLIENT}\n");
+    let yaml = "services:\n  a:\n    command: \"echo $$TOKEN ${b.ip}\"\n  b: {command: y}\n";
+    let loaded = load_str(&dir.path().join("services.yaml"), yaml.into(), &no_env);
+    assert!(loaded.errors.is_empty(), "{:#?}", loaded.errors);
+    // A variable that needs `.env` reads it, and its problem is reported.
+    let yaml = "services:\n  a:\n    command: \"echo ${TOKEN}\"\n";
+    let loaded = load_str(&dir.path().join("services.yaml"), yaml.into(), &no_env);
+    assert!(
+        loaded
+            .errors
+            .iter()
+            .any(|d| d.file.ends_with(".env") && d.message.contains("ONLY_IN_THE_CLIENT")),
+        "{:#?}",
+        loaded.errors
+    );
 }
