@@ -85,6 +85,23 @@ fn main() {
         (0..n).map(|_| time_true(&e, &h1)).collect(),
     );
 
+    // The environment travels on stdin (ADR 0005): what that adds to a warm round trip.
+    let with_env = Command::new("true")
+        .env("A", "1")
+        .env("B", "two words")
+        .env("C", "x".repeat(200));
+    let timed_env = || {
+        let t0 = Instant::now();
+        let out = smol::block_on(e.output(&h1, &with_env)).expect("remote true with env");
+        assert!(out.status.success());
+        t0.elapsed()
+    };
+    timed_env();
+    stats(
+        "ssh h1 true + 3 env vars, warm master",
+        (0..n).map(|_| timed_env()).collect(),
+    );
+
     let sudo = Target::ssh(host(tb, "h1")).sudo(&tb.sudo_user);
     time_true(&e, &sudo);
     stats(

@@ -111,7 +111,9 @@ impl Attacher for LocalPid {
 #[derive(Debug, Clone)]
 pub struct ExecutorOptions {
     /// Where ssh config files and control sockets live (0700). Fixed per user by default so a restarted
-    /// client finds the masters it left running.
+    /// client finds the masters it left running. One executor at a time uses it (an exclusive lock on
+    /// `owner.lock`, taken at the first ssh use); another, in this process or another, gets a private
+    /// subdirectory `p<pid>.<n>` with masters of its own, so no master is ever shared between executors.
     pub runtime_dir: PathBuf,
     /// Limit for a command to start at the end of its chain (ssh connected, sudo and docker passed).
     pub start_timeout: Duration,
@@ -223,7 +225,8 @@ impl Executor {
         process::attach_pid(self, pid, start_time).await
     }
 
-    /// Closes the ssh master connections this executor opened. Running remote processes are not touched.
+    /// Closes the ssh master connections this executor used: all in its own runtime dir, never another
+    /// executor's. Sessions still running on them end; remote processes they started are not touched.
     pub async fn shutdown(&self) {
         self.inner.ssh.shutdown().await;
     }

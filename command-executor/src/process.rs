@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_lock::OnceCell;
-use futures_lite::FutureExt;
+use futures_lite::{AsyncWriteExt, FutureExt};
 
 use crate::classify;
 use crate::command::{Command, StdinMode};
@@ -540,9 +540,16 @@ async fn spawn_chain(
         }
         None => (inner, None),
     };
+    // The environment goes to the wrapper's stdin, never into an argv: a pipe even for StdinMode::Null.
+    let preamble = script::env_preamble(cmd);
+    let stdin_mode = if preamble.is_some() {
+        StdinMode::Piped
+    } else {
+        cmd.stdin
+    };
     let mut std_cmd = std::process::Command::new(&argv[0]);
     std_cmd.args(&argv[1..]);
-    let mut child = piped(std_cmd, cmd.stdin).spawn().map_err(|e| {
+    let mut child = piped(std_cmd, stdin_mode).spawn().map_err(|e| {
         let prog = argv[0].to_string_lossy().into_owned();
         match target.layers.first() {
             Some(Layer::Docker(d)) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -566,7 +573,16 @@ async fn spawn_chain(
     // Everything on stderr before the wrapper's marker comes from the layers.
     let start_timeout = exec.options().start_timeout;
     let mut said: Vec<String> = Vec::new();
-    let started = async {
+    let mut stdin = child.stdin.take();
+    // Written while the layers start; a chain that fails first closes the pipe (EPIPE, ignored here: the
+    // layers' own error follows on stderr).
+    let send_env = async {
+        if let (Some(p), Some(w)) = (&preamble, stdin.as_mut()) {
+            let _ = w.write_all(p).await;
+            let _ = w.flush().await;
+        }
+    };
+    let read_marker = async {
         while let Some(line) = stderr.next_line().await {
             if let Some(rest) = line.bytes.strip_prefix(MARK) {
                 let text = String::from_utf8_lossy(rest).into_owned();
@@ -579,12 +595,13 @@ async fn spawn_chain(
             }
         }
         Ok(None)
-    }
-    .or(async {
-        async_io::Timer::after(start_timeout).await;
-        Err(())
-    })
-    .await;
+    };
+    let started = async { futures_lite::future::zip(send_env, read_marker).await.1 }
+        .or(async {
+            async_io::Timer::after(start_timeout).await;
+            Err(())
+        })
+        .await;
     let pid_st = match started {
         Ok(Some(p)) => p,
         Ok(None) => {
@@ -628,7 +645,8 @@ async fn spawn_chain(
         start_time,
         local_pgid,
     });
-    let stdin = child.stdin.take();
+    // With StdinMode::Null the pipe that carried the environment closes here.
+    let stdin = stdin.filter(|_| cmd.stdin == StdinMode::Piped);
     let stdout = child.stdout.take();
     Ok(finish_spawn(
         exec,

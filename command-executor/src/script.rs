@@ -5,8 +5,10 @@
 //! a program would plausibly print.
 
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 
-use crate::command::Command;
+use crate::command::{Command, StdinMode};
+use crate::quote;
 
 /// Start of a marker line.
 pub(crate) const MARK: &[u8] = b"\x1eHARNESS-";
@@ -16,14 +18,23 @@ pub(crate) const MARK: &[u8] = b"\x1eHARNESS-";
 const START_TIME_FN: &str = r#"st() { S=; G=; if read -r l 2>/dev/null < "/proc/$1/stat"; then l=${l##*) }; set -f; set -- $l; G=$3; shift 19 && S=$1; set +f; fi; }
 "#;
 
-/// Wraps a one-off command: sets env and cwd innermost, checks the program, announces its pid and start
-/// time on stderr, then execs it (so the pid is the program's). Unless it already leads its process group
-/// (sudo keeps its child in its own group), it execs through `setsid`, which does not fork for a non-leader:
-/// the pid stays, and a signal to the group reaches everything the program started.
-/// Args: CWD N K=V... PROGRAM ARGS...
-const EXEC: &str = r#"c=$1; n=$2; shift 2
-while [ "$n" -gt 0 ]; do export "$1" || exit 125; shift; n=$((n-1)); done
-if [ -n "$c" ]; then cd "$c" 2>/dev/null || { printf '\036HARNESS-NOCWD\n' >&2; exit 126; }; fi
+/// Wraps a one-off command: reads the environment from stdin when there is one (never from its arguments,
+/// which every user of the host sees in `ps`), sets it and the cwd innermost, checks the program, announces
+/// its pid and start time on stderr, then execs it (so the pid is the program's). Unless it already leads
+/// its process group (sudo keeps its child in its own group), it execs through `setsid`, which does not fork
+/// for a non-leader: the pid stays, and a signal to the group reaches everything the program started.
+/// Args: CWD ENV PROGRAM ARGS... where ENV is `0` (no environment), `p` (a preamble, then the caller's stdin)
+/// or `n` (a preamble, then /dev/null). The preamble is [`env_preamble`]: a line count, then that many lines of
+/// sh. `read` takes a pipe byte by byte, so what follows the preamble stays for the program.
+const EXEC: &str = r#"_c=$1; _e=$2; shift 2
+if [ "$_e" != 0 ]; then
+  IFS= read -r _n || exit 125
+  _v=; while [ "$_n" -gt 0 ]; do IFS= read -r _l || exit 125; _v="$_v$_l
+"; _n=$((_n-1)); done
+  [ "$_e" = p ] || exec </dev/null
+  eval "$_v" || exit 125
+fi
+if [ -n "$_c" ]; then cd "$_c" 2>/dev/null || { printf '\036HARNESS-NOCWD\n' >&2; exit 126; }; fi
 command -v "$1" >/dev/null 2>&1 || { printf '\036HARNESS-NOPROG\n' >&2; exit 127; }
 st $$
 if [ -n "$G" ] && [ "$G" != $$ ] && command -v setsid >/dev/null 2>&1; then set -- setsid "$@"; fi
@@ -31,17 +42,46 @@ printf '\036HARNESS-PID %s %s\n' $$ "$S" >&2
 exec "$@"
 "#;
 
-/// The argv that runs `cmd` through the exec wrapper.
+/// The argv that runs `cmd` through the exec wrapper. Environment values are not in it: they go to the
+/// wrapper's stdin as [`env_preamble`].
 pub(crate) fn exec_argv(cmd: &Command) -> Vec<OsString> {
+    let env = match (cmd.env.is_empty(), cmd.stdin) {
+        (true, _) => "0",
+        (false, StdinMode::Piped) => "p",
+        (false, StdinMode::Null) => "n",
+    };
     let mut v: Vec<OsString> = vec![
         "sh".into(),
         "-c".into(),
         format!("{START_TIME_FN}{EXEC}").into(),
         "sh".into(),
+        cmd.cwd.clone().unwrap_or_default(),
+        env.into(),
+        cmd.program.clone(),
     ];
-    v.push(cmd.cwd.clone().unwrap_or_default());
-    push_env_and_argv(&mut v, cmd);
+    v.extend(cmd.args.iter().cloned());
     v
+}
+
+/// What the exec wrapper reads from stdin before the program starts: the number of lines that follow, then
+/// one `export K=VALUE` per variable, each value quoted for sh (so newlines and any other byte but NUL come
+/// through exactly). `None` when the command sets no environment.
+pub(crate) fn env_preamble(cmd: &Command) -> Option<Vec<u8>> {
+    if cmd.env.is_empty() {
+        return None;
+    }
+    let mut body = Vec::new();
+    for (k, val) in &cmd.env {
+        body.extend_from_slice(b"export ");
+        body.extend_from_slice(k.as_bytes());
+        body.push(b'=');
+        body.extend_from_slice(&quote::quote(val));
+        body.push(b'\n');
+    }
+    let lines = body.iter().filter(|&&b| b == b'\n').count();
+    let mut out = format!("{lines}\n").into_bytes();
+    out.extend_from_slice(&body);
+    Some(out)
 }
 
 fn push_env_and_argv(v: &mut Vec<OsString>, cmd: &Command) {

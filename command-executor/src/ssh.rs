@@ -5,7 +5,8 @@
 //! on the command line do not reach jump hosts). The master is started explicitly (`ssh -M -N -f`), so a
 //! connection failure is seen once, classified, and not mistaken for a command's failure. Sessions on a
 //! master are limited by a semaphore to the host's `max_sessions` (sshd's MaxSessions, 10 by default);
-//! beyond it ssh would silently open slow extra connections.
+//! beyond it ssh would silently open slow extra connections. The semaphores count only this process's
+//! sessions, so a pool's masters are its own: it claims its runtime dir with a lock (see [`Claim`]).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -30,10 +31,66 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 const MAX_MASTERS: usize = 4;
 
 pub(crate) struct SshPool {
-    dir: PathBuf,
+    /// The runtime dir asked for; the pool uses it when no other live pool holds it (see [`Claim`]).
+    base: PathBuf,
     /// How long an idle master stays up after its last session (ssh's `ControlPersist`).
     idle: Duration,
     hosts: Mutex<HashMap<u64, Arc<HostConn>>>,
+    claim: Mutex<Option<Arc<Claim>>>,
+}
+
+/// The directory whose masters this pool, and only this pool, uses: the runtime dir if no other live pool
+/// (in this process or another) holds it, else a private subdirectory `p<pid>.<n>`. Held by an exclusive
+/// `flock` on its `owner.lock` for the pool's life, so a master is never shared by two pools: each counts
+/// every session on its masters, and closing its masters never cuts another client's sessions.
+struct Claim {
+    dir: PathBuf,
+    private: bool,
+    _lock: std::fs::File,
+}
+
+/// Private subdirectories of this process get distinct numbers.
+static PRIVATE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Creates `dir` (0700) and takes `dir/owner.lock` without waiting; `None` when another holder has it.
+fn try_claim(dir: &Path) -> std::io::Result<Option<std::fs::File>> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("owner.lock"))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(file)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes private subdirectories of `base` whose process is gone and lock is free. Masters still
+/// running there end after their idle time: nothing can open a session on them any more.
+fn remove_stale_private(base: &Path) {
+    for e in std::fs::read_dir(base).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // `p<pid>.<n>`, of a process that is gone: a live one may be about to lock a directory it just made.
+        let Some(pid) = name
+            .strip_prefix('p')
+            .and_then(|r| r.split('.').next())
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if Path::new("/proc").join(pid).exists() || !e.path().is_dir() {
+            continue;
+        }
+        if let Ok(Some(lock)) = try_claim(&e.path()) {
+            let _ = std::fs::remove_dir_all(e.path());
+            drop(lock);
+        }
+    }
 }
 
 pub(crate) struct HostConn {
@@ -75,10 +132,46 @@ pub(crate) struct Session {
 impl SshPool {
     pub(crate) fn new(dir: PathBuf, idle: Duration) -> Self {
         SshPool {
-            dir,
+            base: dir,
             idle,
             hosts: Mutex::new(HashMap::new()),
+            claim: Mutex::new(None),
         }
+    }
+
+    /// This pool's directory, claimed on first use (see [`Claim`]).
+    fn claim(&self, at: &Place) -> Result<Arc<Claim>> {
+        let mut claim = self.claim.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = claim.as_ref() {
+            return Ok(c.clone());
+        }
+        let io = |dir: &Path, e| Error::io(at.clone(), format!("claiming {}", dir.display()), e);
+        let held = try_claim(&self.base).map_err(|e| io(&self.base, e))?;
+        remove_stale_private(&self.base);
+        let c = match held {
+            Some(lock) => Claim {
+                dir: self.base.clone(),
+                private: false,
+                _lock: lock,
+            },
+            None => {
+                let n = PRIVATE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let dir = self.base.join(format!("p{}.{n}", std::process::id()));
+                match try_claim(&dir).map_err(|e| io(&dir, e))? {
+                    Some(lock) => Claim {
+                        dir,
+                        private: true,
+                        _lock: lock,
+                    },
+                    None => {
+                        return Err(io(&dir, std::io::Error::other("held by another client")));
+                    }
+                }
+            }
+        };
+        let c = Arc::new(c);
+        *claim = Some(c.clone());
+        Ok(c)
     }
 
     fn conn(&self, host: &SshHost) -> Result<Arc<HostConn>> {
@@ -93,22 +186,18 @@ impl SshPool {
             host: "localhost".into(),
             layer: crate::layer::Layer::Ssh(host.clone()).describe(),
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|e| Error::io(at.clone(), format!("creating {}", self.dir.display()), e))?;
+        let dir = self.claim(&at)?.dir.clone();
         let alias = format!("harness-{key:016x}");
-        let config = self.dir.join(format!("{alias}.conf"));
-        let text = config_text(host, &alias, &self.dir);
-        let tmp = self.dir.join(format!("{alias}.conf.tmp"));
+        let config = dir.join(format!("{alias}.conf"));
+        let text = config_text(host, &alias, &dir);
+        let tmp = dir.join(format!("{alias}.conf.tmp"));
         std::fs::write(&tmp, text)
             .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)))
             .and_then(|_| std::fs::rename(&tmp, &config))
             .map_err(|e| Error::io(at, format!("writing {}", config.display()), e))?;
         let masters = (0..MAX_MASTERS)
             .map(|i| Master {
-                socket: self.dir.join(format!("{alias}.{i}.sock")),
+                socket: dir.join(format!("{alias}.{i}.sock")),
                 sessions: Arc::new(Semaphore::new(host.max_sessions.saturating_sub(1).max(1))),
                 control: Arc::new(Semaphore::new(1)),
                 last_ok: async_lock::Mutex::new(None),
@@ -149,14 +238,15 @@ impl SshPool {
         })
     }
 
-    /// Closes every master this pool opened (`ssh -O exit`).
+    /// Closes the masters this pool used (`ssh -O exit`): they are in its own directory, so no other client
+    /// has a session on them. A private directory is removed; the next use claims a directory afresh.
     pub(crate) async fn shutdown(&self) {
         let conns: Vec<Arc<HostConn>> = self
             .hosts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
+            .drain()
+            .map(|(_, c)| c)
             .collect();
         for c in conns {
             for m in &c.masters {
@@ -165,6 +255,12 @@ impl SshPool {
                     let _ = run_ssh(&c, &m.socket, &["-O", "exit"], Duration::from_secs(5)).await;
                 }
             }
+        }
+        let claim = self.claim.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(c) = claim
+            && c.private
+        {
+            let _ = std::fs::remove_dir_all(&c.dir);
         }
     }
 }

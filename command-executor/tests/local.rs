@@ -348,3 +348,16 @@ fn attach_local_pid_signals_and_sees_the_end() {
         assert!(reaper.join().unwrap().is_ok());
     });
 }
+
+proptest! {
+    #![proptest_config(config(32))]
+    #[test]
+    fn env_values_round_trip_locally_and_through_sudo(
+        values in env_strategy(),
+        stdin in proptest::option::of(any::<Vec<u8>>()),
+    ) {
+        for t in [Target::local(), Target::local().sudo("nobody")] {
+            env_round_trip(&exec(), &t, &values, stdin.as_deref())?;
+        }
+    }
+}

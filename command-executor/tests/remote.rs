@@ -9,6 +9,7 @@ use command_executor::*;
 use common::tb::{self, bed, exec, host};
 use common::*;
 use futures_lite::AsyncWriteExt;
+use proptest::prelude::any;
 use proptest::test_runner::TestRunner;
 
 /// Every chain the acceptance names, with a container started for the docker ones.
@@ -50,6 +51,86 @@ fn argv_round_trips_through_every_chain() {
         }
     }
     cleanup(containers);
+}
+
+#[test]
+fn env_values_round_trip_through_every_chain() {
+    let (chains, containers) = chains();
+    for (name, target) in &chains {
+        let mut runner = TestRunner::new(config(24));
+        let strategy = (env_strategy(), proptest::option::of(any::<Vec<u8>>()));
+        let result = runner.run(&strategy, |(values, stdin)| {
+            env_round_trip(exec(), target, &values, stdin.as_deref())
+        });
+        if let Err(e) = result {
+            cleanup(containers);
+            panic!("{name} ({target}): {e}");
+        }
+    }
+    cleanup(containers);
+}
+
+/// `ps -eo args` of every process on this machine. The testbed's hosts share the root pid namespace (their
+/// containers' processes show up too), so this sees the processes of every host.
+fn all_args() -> String {
+    let out = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn env_values_never_appear_in_any_argv() {
+    let (chains, containers) = chains();
+    let r = std::panic::catch_unwind(|| {
+        smol::block_on(async {
+            let secret = format!("hx-secret-{}-{}", std::process::id(), rand_tag());
+            let mut running = Vec::new();
+            for (name, target) in &chains {
+                for stdin in [StdinMode::Null, StdinMode::Piped] {
+                    // Checks it has the value, then runs on for a while.
+                    let cmd = Command::new("sh")
+                        .args(["-c", "[ \"$HX_SECRET\" = \"$1\" ] || exit 3; sleep 2", "sh"])
+                        .arg(secret.replace("secret", "expect"))
+                        .env("HX_SECRET", secret.replace("secret", "expect"))
+                        .env("HX_OTHER", &secret)
+                        .stdin(stdin);
+                    let p = exec()
+                        .spawn(target, &cmd)
+                        .await
+                        .unwrap_or_else(|e| panic!("{name}: {e}"));
+                    running.push((name, p));
+                }
+            }
+            let mut polls = 0;
+            while running.iter().any(|(_, p)| p.try_wait().is_none()) {
+                let args = all_args();
+                let hit: Vec<&str> = args.lines().filter(|l| l.contains(&secret)).collect();
+                assert!(hit.is_empty(), "the secret is in an argv: {hit:?}");
+                polls += 1;
+                async_io::Timer::after(Duration::from_millis(50)).await;
+            }
+            assert!(
+                polls > 10,
+                "polled only {polls} times while the commands ran"
+            );
+            for (name, p) in running {
+                assert_eq!(p.wait().await.unwrap(), ExitStatus::Code(0), "{name}");
+            }
+        })
+    });
+    cleanup(containers);
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn rand_tag() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 #[test]
@@ -413,4 +494,50 @@ fn sessions_per_connection_are_limited_and_spread_over_masters() {
         }
         exec.shutdown().await;
     });
+}
+
+#[test]
+fn a_second_executor_on_the_same_runtime_dir_never_closes_the_first_ones_masters() {
+    smol::block_on(async {
+        let first = tb::fresh_exec();
+        let dir = first.options().runtime_dir.clone();
+        let h3 = Target::ssh(host("h3"));
+        let cmd = Command::new("sh").args(["-c", "sleep 2; echo done; exit 5"]);
+        let running = first.spawn(&h3, &cmd).await.unwrap();
+        // A second client (as `harness hosts check` beside the daemon) with the same runtime dir.
+        let second = Executor::new(ExecutorOptions {
+            runtime_dir: dir.clone(),
+            master_idle: Duration::from_secs(10),
+            ..ExecutorOptions::default()
+        });
+        let out = second.output(&h3, &Command::new("true")).await.unwrap();
+        assert_eq!(out.status, ExitStatus::Code(0));
+        let private: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('p'))
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(
+            private.len(),
+            1,
+            "the second got a private dir: {private:?}"
+        );
+        second.shutdown().await;
+        assert!(
+            !private[0].exists(),
+            "its private dir is removed on shutdown"
+        );
+        let out = process_output(running).await;
+        assert_eq!(out, (ExitStatus::Code(5), b"done\n".to_vec()));
+        // The first's master still serves new sessions.
+        let again = first.output(&h3, &Command::new("true")).await.unwrap();
+        assert_eq!(again.status, ExitStatus::Code(0));
+        first.shutdown().await;
+    });
+}
+
+async fn process_output(p: Process) -> (ExitStatus, Vec<u8>) {
+    let (st, out, _) = collect(p).await;
+    (st, out)
 }

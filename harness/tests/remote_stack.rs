@@ -52,8 +52,19 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> Run {
+        let out = self.cmd(args).output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `harness ARGS` as [`Env::run`] runs it, to start in the background.
+    fn cmd(&self, args: &[&str]) -> Command {
         let tb = Testbed::get();
-        let out = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        cmd
             // The local engine of docker services without a host (also the daemon's, which
             // inherits it when auto-started).
             .env("DOCKER_HOST", tb.docker_endpoint(Engine::Local))
@@ -68,13 +79,9 @@ impl Env {
             .env_remove("HARNESS_DAEMON")
             .env_remove("HARNESS_NO_AUTOSTART")
             .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
     }
 
     fn status(&self) -> Vec<Value> {
@@ -116,10 +123,28 @@ impl Env {
             .collect()
     }
 
-    /// `ssh -O exit` on every ssh connection of this test's daemon.
+    /// `ssh -O exit` on every ssh connection of this test's daemon (and of any other client, in
+    /// its private runtime dir).
     fn close_masters(&self) {
         let dir = self.run.path().join("harness-ssh");
-        let Ok(rd) = std::fs::read_dir(&dir) else {
+        let mut dirs = vec![dir.clone()];
+        dirs.extend(
+            std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir()),
+        );
+        for d in dirs {
+            close_masters_in(&d);
+        }
+    }
+}
+
+fn close_masters_in(dir: &Path) {
+    {
+        let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
         for e in rd.flatten() {
@@ -506,4 +531,198 @@ services:
         local(&["ps", "-aq", "--filter", "label=harness.project=e2elocal"]),
         0
     );
+}
+
+/// A harness CLI running in the background.
+struct Background(std::process::Child);
+
+impl Background {
+    fn finish(self) -> Run {
+        let out = self.0.wait_with_output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+    fn running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+fn background(env: &Env, args: &[&str]) -> Background {
+    Background(env.cmd(args).spawn().unwrap())
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+#[test]
+fn hosts_check_leaves_the_daemons_connections_alone() {
+    let tb = Testbed::get();
+    let token = unique("hxcheck");
+    let yaml = format!(
+        r#"name: e2echeck
+{hosts}services:
+  ticker:
+    host: h1
+    command: "while :; do echo t; sleep 0.2; done"
+  box:
+    type: docker
+    host: h2
+    image: "{image}"
+    command: ["sh", "-c", "i=0; while :; do i=$((i+1)); echo box-$$i; sleep 0.1; done"]
+"#,
+        hosts = hosts_yaml(tb),
+        image = tb.image,
+    );
+    let env = Env::new(&yaml);
+    env.run(&["start"]).ok();
+    let boxes = || {
+        env.run(&["logs", "box"])
+            .stdout
+            .lines()
+            .filter(|l| l.contains("box-"))
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(15), || boxes() > 0),
+        "no box logs"
+    );
+    // 5 s commands on h1 (over ssh) and in the container on h2 (ssh → sudo → docker exec).
+    let script =
+        |tag: &str, code: u8| format!("echo {tag}-begin; sleep 5; echo {tag}-end; exit {code}");
+    let (s1, s2) = (script("h1", 7), script("ctr", 8));
+    let mut execs = [
+        background(&env, &["exec", "ticker", "--", "sh", "-c", &s1, &token]),
+        background(&env, &["exec", "box", "--", "sh", "-c", &s2, &token]),
+    ];
+    assert!(
+        wait_for(Duration::from_secs(10), || tb
+            .processes_matching(&token)
+            .len()
+            >= 2),
+        "the execs did not start"
+    );
+    let check = env.run(&["hosts", "check", "-o", "json"]);
+    assert_eq!(check.code, 0, "{}\n{}", check.stdout, check.stderr);
+    assert!(
+        execs.iter_mut().all(Background::running),
+        "an exec ended early"
+    );
+    let seen = boxes();
+    let [e1, e2] = execs;
+    let (r1, r2) = (e1.finish(), e2.finish());
+    assert_eq!(
+        (r1.code, r1.stdout.as_str()),
+        (7, "h1-begin\nh1-end\n"),
+        "{}",
+        r1.stderr
+    );
+    assert_eq!(
+        (r2.code, r2.stdout.as_str()),
+        (8, "ctr-begin\nctr-end\n"),
+        "{}",
+        r2.stderr
+    );
+    // The container's log follower still delivers.
+    assert!(
+        wait_for(Duration::from_secs(10), || boxes() > seen + 10),
+        "box logs stopped after hosts check"
+    );
+    // Nothing of the execs or of hosts check is left on any host, nor any master of hosts check.
+    assert!(
+        wait_for(Duration::from_secs(5), || tb
+            .processes_matching(&token)
+            .is_empty()),
+        "left behind: {:?}",
+        tb.processes_matching(&token)
+    );
+    let private = format!("{}/harness-ssh/p", env.run.path().display());
+    assert!(
+        wait_for(Duration::from_secs(5), || tb
+            .processes_matching(&private)
+            .is_empty()),
+        "a master of hosts check is left: {:?}",
+        tb.processes_matching(&private)
+    );
+    env.run(&["stop"]).ok();
+    assert_eq!(containers(tb, "e2echeck"), 0);
+}
+
+#[test]
+fn exec_env_never_shows_in_any_argv() {
+    let tb = Testbed::get();
+    let secret = unique("hxsecret");
+    let token = unique("hxexec");
+    let yaml = format!(
+        r#"name: e2esecret
+{hosts}services:
+  mine:
+    user: hbsvc
+    working_dir: /tmp
+    env: {{SECRET: "{secret}"}}
+    command: "sleep 600"
+  plain:
+    host: h1
+    env: {{SECRET: "{secret}"}}
+    command: "sleep 600"
+  su:
+    host: h3
+    user: hbsvc
+    env: {{SECRET: "{secret}"}}
+    command: "sleep 600"
+  box:
+    type: docker
+    host: h2
+    image: "{image}"
+    env: {{SECRET: "{secret}"}}
+    command: ["sleep", "600"]
+"#,
+        hosts = hosts_yaml(tb),
+        image = tb.image,
+    );
+    let env = Env::new(&yaml);
+    env.run(&["start"]).ok();
+    // Only the container runs on: how the services themselves get their environment is not what is
+    // checked here, `harness exec` is.
+    env.run(&["stop", "mine", "plain", "su"]).ok();
+    let names = ["mine", "plain", "su", "box"];
+    let mut execs: Vec<Background> = names
+        .iter()
+        .map(|n| {
+            background(
+                &env,
+                &[
+                    "exec",
+                    n,
+                    "--",
+                    "sh",
+                    "-c",
+                    "echo \"got:$SECRET\"; sleep 3",
+                    &token,
+                ],
+            )
+        })
+        .collect();
+    let mut polls = 0;
+    while execs.iter_mut().any(Background::running) {
+        let hits = tb.processes_matching(&secret);
+        assert!(hits.is_empty(), "the secret is in an argv: {hits:?}");
+        polls += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(polls > 20, "polled {polls} times only");
+    for (n, e) in names.iter().zip(execs) {
+        let r = e.finish();
+        assert_eq!(r.code, 0, "{n}: {}", r.stderr);
+        assert_eq!(r.stdout, format!("got:{secret}\n"), "{n}");
+    }
+    env.run(&["stop"]).ok();
+    assert_eq!(containers(tb, "e2esecret"), 0);
 }

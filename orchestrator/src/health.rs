@@ -79,7 +79,16 @@ async fn command(
                 Err(format!("{text}\n({})", describe_status(out.status)))
             }
         }
-        Err(e) => Err(e.to_string()),
+        // Name the program when the error does not (a layer's own failure, say sudo's).
+        Err(e) => {
+            let e = e.to_string();
+            let shown = argv.last().filter(|_| program == "sh").unwrap_or(program);
+            if e.contains(shown.as_str()) {
+                Err(e)
+            } else {
+                Err(format!("health check `{}`: {e}", argv.join(" ")))
+            }
+        }
     }
 }
 

@@ -312,7 +312,7 @@ impl LogHub {
             let path = self.log_path();
             let keep = self.limits.keep;
             let service = self.service.clone();
-            blocking::unblock(move || read_log_files(&path, keep, &service, since)).await
+            blocking::unblock(move || read_log_files(&path, keep, &service, since, tail)).await
         };
         if let Some(n) = tail {
             let skip = lines.len().saturating_sub(n);
@@ -580,13 +580,20 @@ fn rotate(path: &Path, keep: usize) -> std::io::Result<()> {
     std::fs::rename(path, rotated(path, 1))
 }
 
+/// The lines of the log files, oldest first; with `tail`, only the last `tail` of them are ever
+/// held (a `--tail 100` of a 500,000-line history keeps 100 lines, not all).
 fn read_log_files(
     path: &Path,
     keep: usize,
     service: &str,
     since: Option<Timestamp>,
+    tail: Option<usize>,
 ) -> Vec<LogLine> {
-    let mut out = Vec::new();
+    let cap = tail.unwrap_or(usize::MAX);
+    if cap == 0 {
+        return Vec::new();
+    }
+    let mut out = VecDeque::new();
     let mut files: Vec<PathBuf> = (1..=keep.max(1)).rev().map(|k| rotated(path, k)).collect();
     files.push(path.to_path_buf());
     for f in files {
@@ -600,10 +607,13 @@ fn read_log_files(
             if since.is_some_and(|s| line.time < s) {
                 continue;
             }
-            out.push(line);
+            if out.len() == cap {
+                out.pop_front();
+            }
+            out.push_back(line);
         }
     }
-    out
+    out.into()
 }
 
 fn parse_log_line(raw: &[u8], service: &str) -> Option<LogLine> {
@@ -621,4 +631,32 @@ fn parse_log_line(raw: &[u8], service: &str) -> Option<LogLine> {
         time: time.parse().ok()?,
         text: text.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tail_read_keeps_only_the_last_lines_across_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("svc.log");
+        let t = Timestamp::now();
+        let write = |p: &Path, from: usize, to: usize| {
+            let text: String = (from..to).map(|i| format!("{t} out line {i}\n")).collect();
+            std::fs::write(p, text).unwrap();
+        };
+        write(&rotated(&path, 2), 0, 100);
+        write(&rotated(&path, 1), 100, 200);
+        write(&path, 200, 250);
+        let texts =
+            |lines: Vec<LogLine>| -> Vec<String> { lines.into_iter().map(|l| l.text).collect() };
+        let all = read_log_files(&path, 2, "svc", None, None);
+        assert_eq!(all.len(), 250);
+        let last = texts(read_log_files(&path, 2, "svc", None, Some(80)));
+        let want: Vec<String> = (170..250).map(|i| format!("line {i}")).collect();
+        assert_eq!(last, want);
+        assert!(read_log_files(&path, 2, "svc", None, Some(0)).is_empty());
+        assert_eq!(read_log_files(&path, 2, "svc", None, Some(1000)).len(), 250);
+    }
 }

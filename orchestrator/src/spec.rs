@@ -35,7 +35,10 @@ pub(crate) enum Probe {
 impl Probe {
     pub fn describe(&self) -> String {
         match self {
-            Probe::Command(argv) => format!("command {}", argv.join(" ")),
+            Probe::Command(argv) => match argv.as_slice() {
+                [sh, c, script] if sh == "sh" && c == "-c" => format!("command sh -c {script:?}"),
+                _ => format!("command {}", argv.join(" ")),
+            },
             Probe::Http { url } => format!("http {url}"),
             Probe::Tcp { host, port } => format!("tcp {host}:{port}"),
         }
@@ -141,6 +144,11 @@ impl Resolved {
             None => None,
             Some(hc) => Some(HealthSpec {
                 probe: match &hc.probe {
+                    // A command without args (a string) runs through `sh -c`, as the schema
+                    // says; a list's first word is the program.
+                    harness_config::Probe::Command { command, args } if args.is_empty() => {
+                        Probe::Command(vec!["sh".into(), "-c".into(), render(command)?])
+                    }
                     harness_config::Probe::Command { command, args } => {
                         let mut argv = vec![render(command)?];
                         for a in args {

@@ -687,6 +687,12 @@ pub struct DaemonStatusResult {
     pub running: usize,
     /// Open API connections (this one included).
     pub connections: u64,
+    /// The daemon's open-file limit (its soft `RLIMIT_NOFILE`, raised to the hard limit at start).
+    #[serde(default)]
+    pub open_files_limit: u64,
+    /// How many services that limit allows; a start that would run more is refused.
+    #[serde(default)]
+    pub max_services: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]

@@ -27,6 +27,22 @@ TB_NET=198.18.$TB_INSTANCE
 TB_BRIDGE_ADDR=$TB_NET.1
 TB_ALL_HOSTS="h1 h2 h3 h4"
 TB_BRIDGED_HOSTS="h1 h2 h3"
+# HARNESS_TESTBED_HOSTS=N (0-100, default 0) adds N scale hosts s1..sN on the bridge, each built like h1
+# (netns, sshd, private /home /opt /tmp), for benchmarks across many hosts (bench/scale.sh).
+TB_SCALE=${HARNESS_TESTBED_HOSTS:-0}
+case $TB_SCALE in
+'' | *[!0-9]*)
+    echo "testbed: HARNESS_TESTBED_HOSTS must be a number 0-100, got '$TB_SCALE'" >&2
+    exit 2
+    ;;
+esac
+[ "$TB_SCALE" -le 100 ] || {
+    echo "testbed: HARNESS_TESTBED_HOSTS must be at most 100, got '$TB_SCALE'" >&2
+    exit 2
+}
+TB_SCALE_HOSTS=
+for ((tb_i = 1; tb_i <= TB_SCALE; tb_i++)); do TB_SCALE_HOSTS="$TB_SCALE_HOSTS s$tb_i"; done
+TB_SCALE_HOSTS=${TB_SCALE_HOSTS# }
 # h4 sits behind h1 on its own link; the root namespace has no route to it.
 TB_H4_NET=198.19.$TB_INSTANCE.0/24
 TB_H4_LINK_H1_ADDR=198.19.$TB_INSTANCE.1
@@ -50,6 +66,7 @@ tb_addr() {
     h2) echo "$TB_NET.12" ;;
     h3) echo "$TB_NET.13" ;;
     h4) echo "198.19.$TB_INSTANCE.14" ;;
+    s[0-9]*) echo "$TB_NET.$((20 + ${1#s}))" ;;
     *) return 1 ;;
     esac
 }

@@ -77,14 +77,15 @@ kill_wait 10 "${engines[@]}"
 
 # 2. sshd of every host, by pid file.
 sshds=()
-for h in $TB_ALL_HOSTS; do
-    pid=$(pidfile_pid "$TB_DIR/hosts/$h/sshd.pid")
+# Every host that has a folder, so scale hosts (s1..sN) go too whatever HARNESS_TESTBED_HOSTS says now.
+for hd in "$TB_DIR"/hosts/*/; do
+    pid=$(pidfile_pid "${hd}sshd.pid")
     [ -n "$pid" ] && alive "$pid" && sshds+=("$pid")
 done
 kill_wait 3 "${sshds[@]}"
 
 # 3. Anything still running in a host's network namespace (sessions, detached services, docker-proxy, shims).
-for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }' | grep "^${TB_NETNS_PREFIX}h[0-9]*$"); do
+for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }' | grep -E "^${TB_NETNS_PREFIX}[hs][0-9]+$"); do
     pids=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')
     # shellcheck disable=SC2086
     [ -n "$pids" ] && say "killing leftover processes in $ns: $pids" && kill_wait 2 $pids
@@ -112,14 +113,14 @@ for cg in /sys/fs/cgroup/*/"${TB_CGROUP_PREFIX}"* /sys/fs/cgroup/"${TB_CGROUP_PR
 done
 
 # 5. Network: namespaces (their veth ends and h2's container bridge go with them), root-side links, bridges.
-for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }' | grep "^${TB_NETNS_PREFIX}h[0-9]*$"); do
+for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }' | grep -E "^${TB_NETNS_PREFIX}[hs][0-9]+$"); do
     ip netns del "$ns" 2>/dev/null || say "could not delete netns $ns"
 done
 for l in $(ip -o link show 2>/dev/null | awk -F': ' '{ print $2 }' | cut -d@ -f1 | grep -E "^${TB_L}(veth-|br0\$|dock[02]\$)"); do
     ip link del "$l" 2>/dev/null
 done
 ip route del unreachable "$TB_H4_NET" 2>/dev/null
-rm -rf /etc/netns/"${TB_NETNS_PREFIX}"h*
+rm -rf /etc/netns/"${TB_NETNS_PREFIX}"h* /etc/netns/"${TB_NETNS_PREFIX}"s*
 
 # 6. Mounts under the testbed dir (docker's netns files, anything a crashed run left), deepest first.
 if [ -r /proc/self/mountinfo ]; then

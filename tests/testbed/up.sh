@@ -45,10 +45,13 @@ chmod 0755 "$KEYS" "$SSHDIR"
 ssh-keygen -q -t ed25519 -N '' -C harness-testbed-client -f "$KEYS/id_ed25519"
 ssh-keygen -q -t ed25519 -N '' -C harness-testbed-wrong -f "$KEYS/wrong_ed25519"
 chmod 0600 "$KEYS/id_ed25519" "$KEYS/wrong_ed25519"
-for h in $TB_ALL_HOSTS; do
+keygens=()
+for h in $TB_ALL_HOSTS $TB_SCALE_HOSTS; do
     mkdir -p "$TB_DIR/hosts/$h"
-    ssh-keygen -q -t ed25519 -N '' -C "harness-testbed-$h" -f "$TB_DIR/hosts/$h/ssh_host_ed25519_key"
+    ssh-keygen -q -t ed25519 -N '' -C "harness-testbed-$h" -f "$TB_DIR/hosts/$h/ssh_host_ed25519_key" &
+    keygens+=($!)
 done
+for p in "${keygens[@]}"; do wait "$p" || die "ssh-keygen failed"; done
 
 # --- users and sudo ---------------------------------------------------------------------------------------
 # retry CMD...: /etc/passwd and /etc/shadow are locked briefly by any concurrent user tool (or a killed one).
@@ -80,7 +83,9 @@ visudo -cqf "$TB_SUDOERS.tmp" || die "generated sudoers rule is invalid"
 mv "$TB_SUDOERS.tmp" "$TB_SUDOERS"
 
 # --- per-host private /home, /opt, /tmp -------------------------------------------------------------------
-for h in $TB_ALL_HOSTS; do
+homes=()
+for h in $TB_ALL_HOSTS $TB_SCALE_HOSTS; do
+    (
     hd=$TB_DIR/hosts/$h
     mkdir -p "$hd/home" "$hd/opt" "$hd/tmp" "$hd/var-tmp"
     chmod 0755 "$hd" "$hd/home" "$hd/opt"
@@ -98,7 +103,10 @@ for h in $TB_ALL_HOSTS; do
         chown -R "$u:$u" "$home"
         chmod 0755 "$home"
     done
+    ) &
+    homes+=($!)
 done
+for p in "${homes[@]}"; do wait "$p" || die "cannot make the hosts' homes"; done
 step "keys, users, homes"
 
 # --- network ----------------------------------------------------------------------------------------------
@@ -106,28 +114,43 @@ ip link add "$TB_BRIDGE" type bridge
 ip addr add "$TB_BRIDGE_ADDR/24" dev "$TB_BRIDGE"
 ip link set "$TB_BRIDGE" up
 ip neigh replace "$TB_UNREACHABLE" lladdr "$TB_UNREACHABLE_MAC" dev "$TB_BRIDGE" nud permanent
-for h in $TB_ALL_HOSTS; do
-    ns=$(tb_netns "$h")
-    ip netns add "$ns"
-    ip -n "$ns" link set lo up
+# Every host's name and address, once (with 50 scale hosts, a lookup per pair took 15 s).
+all_addrs=$(for o in $TB_ALL_HOSTS $TB_SCALE_HOSTS; do echo "$(tb_addr "$o") $o"; done)
+# Links and addresses go through `ip -batch`, one ip process for the root namespace and one per host
+# (an ip process per command made 50 scale hosts take 15 s).
+root_batch=$TB_DIR/ip-root.batch
+: >"$root_batch"
+for h in $TB_ALL_HOSTS $TB_SCALE_HOSTS; do
+    ns=$TB_NETNS_PREFIX$h
+    echo "netns add $ns" >>"$root_batch"
     mkdir -p "/etc/netns/$ns"
     {
         echo "127.0.0.1 localhost"
         echo "127.0.1.1 $h"
-        for o in $TB_ALL_HOSTS; do echo "$(tb_addr "$o") $o"; done
+        echo "$all_addrs"
     } >"/etc/netns/$ns/hosts"
     echo "nameserver 127.0.0.1" >"/etc/netns/$ns/resolv.conf"
     echo "$h" >"/etc/netns/$ns/hostname"
 done
-for h in $TB_BRIDGED_HOSTS; do
-    ns=$(tb_netns "$h")
-    ip link add "$TB_VETH_PREFIX$h" type veth peer name eth0 netns "$ns"
-    ip link set "$TB_VETH_PREFIX$h" master "$TB_BRIDGE" up
-    ip -n "$ns" addr add "$(tb_addr "$h")/24" dev eth0
-    ip -n "$ns" link set eth0 up
-    ip -n "$ns" route add default via "$TB_BRIDGE_ADDR"
-    ip -n "$ns" neigh replace "$TB_UNREACHABLE" lladdr "$TB_UNREACHABLE_MAC" dev eth0 nud permanent
+for h in $TB_BRIDGED_HOSTS $TB_SCALE_HOSTS; do
+    echo "link add $TB_VETH_PREFIX$h type veth peer name eth0 netns $TB_NETNS_PREFIX$h" >>"$root_batch"
+    echo "link set $TB_VETH_PREFIX$h master $TB_BRIDGE up" >>"$root_batch"
 done
+ip -batch "$root_batch"
+for h in $TB_ALL_HOSTS $TB_SCALE_HOSTS; do
+    {
+        echo "link set lo up"
+        case " $TB_BRIDGED_HOSTS $TB_SCALE_HOSTS " in
+        *" $h "*)
+            echo "addr add $(tb_addr "$h")/24 dev eth0"
+            echo "link set eth0 up"
+            echo "route add default via $TB_BRIDGE_ADDR"
+            echo "neigh replace $TB_UNREACHABLE lladdr $TB_UNREACHABLE_MAC dev eth0 nud permanent"
+            ;;
+        esac
+    } | ip -n "$TB_NETNS_PREFIX$h" -batch -
+done
+rm -f "$root_batch"
 # h4: reachable only through h1 (h1 does not forward, the root namespace has no route).
 ip -n "$(tb_netns h1)" link add eth1 type veth peer name eth0 netns "$(tb_netns h4)"
 ip -n "$(tb_netns h1)" addr add "$TB_H4_LINK_H1_ADDR/24" dev eth1
@@ -156,7 +179,7 @@ step "network"
 # hosts/resolv.conf/hostname files and private /home, /opt, /tmp and /var/tmp are bind-mounted. nsenter is used
 # instead of `ip netns exec` because the latter remounts /sys without cgroups, and h2's dockerd joins this
 # mount namespace.
-for h in $TB_ALL_HOSTS; do
+for h in $TB_ALL_HOSTS $TB_SCALE_HOSTS; do
     ns=$(tb_netns "$h")
     hd=$TB_DIR/hosts/$h
     cat >"$hd/sshd_config" <<EOF
@@ -196,7 +219,8 @@ mount --bind $hd/tmp /tmp
 mount --bind $hd/var-tmp /var/tmp
 exec /usr/sbin/sshd -D -e -f $hd/sshd_config
 EOF
-    /usr/sbin/sshd -t -f "$hd/sshd_config" || die "sshd config for $h is invalid"
+    # Scale hosts share h1's template: checking it once is enough.
+    case $h in s*) ;; *) /usr/sbin/sshd -t -f "$hd/sshd_config" || die "sshd config for $h is invalid" ;; esac
     setsid nsenter --net="/run/netns/$ns" unshare --uts --mount --propagation private /bin/sh "$hd/boot.sh" \
         </dev/null >>"$hd/sshd.log" 2>&1 9>&- &
     echo $! >"$hd/boot.pid"
@@ -204,17 +228,17 @@ done
 
 # --- client config ----------------------------------------------------------------------------------------
 : >"$SSHDIR/known_hosts"
-for h in $TB_ALL_HOSTS; do
+for h in $TB_ALL_HOSTS $TB_SCALE_HOSTS; do
     echo "$h,$(tb_addr "$h") $(cut -d' ' -f1-2 "$TB_DIR/hosts/$h/ssh_host_ed25519_key.pub")" >>"$SSHDIR/known_hosts"
 done
 {
     echo "# harness testbed: ssh -F $SSHDIR/config h1 true"
-    for h in $TB_ALL_HOSTS; do
+    for h in $TB_ALL_HOSTS $TB_SCALE_HOSTS; do
         echo "Host $h"
         echo "    HostName $(tb_addr "$h")"
         [ "$h" = h4 ] && echo "    ProxyJump h1"
     done
-    echo "Host h1 h2 h3 h4 $(for h in $TB_ALL_HOSTS; do printf '%s ' "$(tb_addr "$h")"; done)"
+    echo "Host h1 h2 h3 h4 $TB_SCALE_HOSTS $(for h in $TB_ALL_HOSTS $TB_SCALE_HOSTS; do printf '%s ' "$(tb_addr "$h")"; done)"
     echo "    User hbuser"
     echo "    IdentityFile $KEYS/id_ed25519"
     echo "    IdentitiesOnly yes"
@@ -313,13 +337,13 @@ wait_ssh() {
     return 1
 }
 pids=()
-for h in $TB_ALL_HOSTS; do
+for h in $TB_ALL_HOSTS $TB_SCALE_HOSTS; do
     wait_ssh "$h" &
     pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p" || die "ssh hosts not ready"; done
 for p in "${imports[@]}"; do wait "$p" || die "docker import failed"; done
-step "ssh ready on $TB_ALL_HOSTS, image imported"
+step "ssh ready on $TB_ALL_HOSTS${TB_SCALE_HOSTS:+ and $TB_SCALE hosts s1..s$TB_SCALE}, image imported"
 
 # --- env file: written last, atomically; its presence means the testbed is up -----------------------------
 {
@@ -329,6 +353,12 @@ step "ssh ready on $TB_ALL_HOSTS, image imported"
     echo "TB_HOSTS=\"$TB_BRIDGED_HOSTS\""
     echo "TB_ALL_HOSTS=\"$TB_ALL_HOSTS\""
     for h in $TB_ALL_HOSTS; do
+        H=$(echo "$h" | tr '[:lower:]' '[:upper:]')
+        echo "TB_${H}_ADDR=$(tb_addr "$h")"
+        echo "TB_${H}_NETNS=$(tb_netns "$h")"
+    done
+    echo "TB_SCALE_HOSTS=\"$TB_SCALE_HOSTS\""
+    for h in $TB_SCALE_HOSTS; do
         H=$(echo "$h" | tr '[:lower:]' '[:upper:]')
         echo "TB_${H}_ADDR=$(tb_addr "$h")"
         echo "TB_${H}_NETNS=$(tb_netns "$h")"

@@ -42,6 +42,95 @@ pub fn argv_strategy() -> impl Strategy<Value = Vec<OsString>> {
     proptest::collection::vec(arg.prop_map(OsString::from), 0..6)
 }
 
+/// Random environment values: everything that breaks naive quoting, newlines, unicode, and arbitrary
+/// non-UTF-8 bytes (anything but NUL, which no environment can hold).
+pub fn env_strategy() -> impl Strategy<Value = Vec<OsString>> {
+    let value = prop_oneof![
+        Just(OsString::new()),
+        "[ a'\"#~$*;\n\\\\`=é日\t&|<>(){}!-]{0,10}".prop_map(OsString::from),
+        "\\PC{0,6}".prop_map(OsString::from),
+        proptest::collection::vec(1u8..=255, 0..12).prop_map(OsString::from_vec),
+    ];
+    proptest::collection::vec(value, 1..5)
+}
+
+/// A command printing the value of each of `V0`..`V{n-1}` as one hex line (see [`decode`]), then the number
+/// of bytes on its stdin, with those variables set to `values`.
+pub fn hex_env(values: &[OsString]) -> Command {
+    let names: Vec<String> = (0..values.len()).map(|i| format!("V{i}")).collect();
+    let mut cmd = Command::new("sh")
+        .arg("-c")
+        .arg(r#"for k in "$@"; do printf 'x'; eval "printf '%s' \"\$$k\"" | od -An -v -tx1 | tr -d ' \n'; echo; done; printf 'x%s\n' "$(wc -c | tr -d ' ')""#)
+        .arg("sh")
+        .args(names.iter());
+    for (k, v) in names.iter().zip(values) {
+        cmd = cmd.env(k, v.clone());
+    }
+    cmd
+}
+
+/// Checks that `values` reach the program through `target` byte for byte as its environment, and that the
+/// program's stdin holds exactly `stdin` (nothing of the environment), or nothing without it.
+pub fn env_round_trip(
+    exec: &Executor,
+    target: &Target,
+    values: &[OsString],
+    stdin: Option<&[u8]>,
+) -> Result<(), TestCaseError> {
+    use futures_lite::AsyncWriteExt;
+    let out = smol::block_on(async {
+        let mut cmd = hex_env(values);
+        if stdin.is_some() {
+            cmd = cmd.stdin(StdinMode::Piped);
+        }
+        let mut p = exec.spawn(target, &cmd).await.map_err(|e| e.to_string())?;
+        if let (Some(data), Some(mut w)) = (stdin, p.take_stdin()) {
+            w.write_all(data).await.map_err(|e| e.to_string())?;
+            w.close().await.map_err(|e| e.to_string())?;
+        }
+        let mut ev = p.take_events().ok_or("events taken")?;
+        let (mut o, mut e) = (Vec::new(), Vec::new());
+        while let Some(x) = ev.next().await {
+            match x {
+                Event::Stdout(l) => {
+                    o.extend_from_slice(&l.bytes);
+                    o.push(b'\n');
+                }
+                Event::Stderr(l) => {
+                    e.extend_from_slice(&l.bytes);
+                    e.push(b'\n');
+                }
+                _ => {}
+            }
+        }
+        p.wait()
+            .await
+            .map(|st| (st, o, e))
+            .map_err(|e| e.to_string())
+    })
+    .map_err(TestCaseError::fail)?;
+    prop_assert_eq!(
+        out.0,
+        ExitStatus::Code(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.2)
+    );
+    let text = String::from_utf8_lossy(&out.1).into_owned();
+    let (hex, count) = text
+        .trim_end_matches('\n')
+        .rsplit_once('\n')
+        .unwrap_or(("", text.trim_end_matches('\n')));
+    let got = if hex.is_empty() {
+        Vec::new()
+    } else {
+        decode(format!("{hex}\n").as_bytes())
+    };
+    prop_assert_eq!(got, values.to_vec());
+    let want = format!("x{}", stdin.map_or(0, <[u8]>::len));
+    prop_assert_eq!(count, want.as_str());
+    Ok(())
+}
+
 pub fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
         cases,

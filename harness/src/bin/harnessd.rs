@@ -15,24 +15,24 @@ fn main() -> ExitCode {
         Ok(Invocation::Run(opts)) => match harness::daemon::run(opts) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                harness::errln!("error: {e:#}");
                 ExitCode::FAILURE
             }
         },
         Ok(Invocation::Help) => {
-            print!("{}", args::USAGE);
+            harness::out!("{}", args::USAGE);
             ExitCode::SUCCESS
         }
         Ok(Invocation::Version) => {
-            println!("harnessd {}", env!("CARGO_PKG_VERSION"));
+            harness::outln!("harnessd {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
         Ok(Invocation::BuildId) => {
-            println!("{}", args::BUILD_ID);
+            harness::outln!("{}", args::BUILD_ID);
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            harness::errln!("error: {e}");
             ExitCode::from(2)
         }
     }

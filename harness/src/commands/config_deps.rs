@@ -14,7 +14,7 @@ pub fn run(ctx: &Context) -> Status {
     let waves = match project.start_waves() {
         Ok(w) => w,
         Err(cycle) => {
-            eprintln!("error: {cycle}");
+            crate::errln!("error: {cycle}");
             return Status::Invalid;
         }
     };
@@ -43,6 +43,6 @@ pub fn run(ctx: &Context) -> Status {
             table.add_row([(i + 1).to_string(), name.clone(), deps]);
         }
     }
-    println!("{table}");
+    crate::outln!("{table}");
     Status::Ok
 }

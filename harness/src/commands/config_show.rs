@@ -16,7 +16,7 @@ pub fn run(ctx: &Context, show_secrets: bool, origins: bool) -> Status {
     let mut value = match serde_json::to_value(&project) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("error: cannot encode the configuration: {e}");
+            crate::errln!("error: cannot encode the configuration: {e}");
             return Status::Failed;
         }
     };
@@ -30,7 +30,7 @@ pub fn run(ctx: &Context, show_secrets: bool, origins: bool) -> Status {
             print_json(&lines);
         } else {
             for l in &lines {
-                println!("{}: {}  # {}", l.path, l.value, l.origin);
+                crate::outln!("{}: {}  # {}", l.path, l.value, l.origin);
             }
         }
         return Status::Ok;
@@ -41,11 +41,11 @@ pub fn run(ctx: &Context, show_secrets: bool, origins: bool) -> Status {
     }
     match serde_saphyr::to_string(&value) {
         Ok(yaml) => {
-            print!("{yaml}");
+            crate::out!("{yaml}");
             Status::Ok
         }
         Err(e) => {
-            eprintln!("error: cannot encode the configuration as YAML: {e}");
+            crate::errln!("error: cannot encode the configuration as YAML: {e}");
             Status::Failed
         }
     }

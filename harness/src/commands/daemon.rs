@@ -16,7 +16,7 @@ pub fn run(ctx: &Context, cmd: DaemonCommand) -> Status {
     let home = match HarnessHome::from_env() {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             return Status::Failed;
         }
     };
@@ -39,7 +39,7 @@ fn foreground(opts: RunOptions) -> Status {
     if let Ok((mut lean, true)) = client::daemon_command(&opts) {
         use std::os::unix::process::CommandExt as _;
         let e = lean.exec();
-        eprintln!(
+        crate::errln!(
             "warning: cannot run {}: {e}; running the daemon in this process",
             client::DAEMON_EXE
         );
@@ -47,7 +47,7 @@ fn foreground(opts: RunOptions) -> Status {
     match crate::daemon::run(opts) {
         Ok(()) => Status::Ok,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            crate::errln!("error: {e:#}");
             Status::Failed
         }
     }
@@ -70,7 +70,7 @@ fn start(ctx: &Context, home: &HarnessHome, args: ListenArgs) -> Status {
                 .call::<_, DaemonStatusResult>(methods::DAEMON_STATUS, &())
                 .await
         {
-            println!("daemon already running: pid {} at {}", s.pid, s.url);
+            crate::outln!("daemon already running: pid {} at {}", s.pid, s.url);
             return Status::Ok;
         }
         let h = home.clone();
@@ -79,18 +79,18 @@ fn start(ctx: &Context, home: &HarnessHome, args: ListenArgs) -> Status {
         let mut child = match spawned.await {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                crate::errln!("error: {e:#}");
                 return Status::Failed;
             }
         };
         match client::wait_ready(home, &mut child).await {
             Ok(_) => {
                 let url = home.read_daemon_info().map(|i| i.url).unwrap_or_default();
-                println!("daemon started: pid {} at {url}", child.id());
+                crate::outln!("daemon started: pid {} at {url}", child.id());
                 Status::Ok
             }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                crate::errln!("error: {e:#}");
                 Status::Failed
             }
         }
@@ -100,7 +100,7 @@ fn start(ctx: &Context, home: &HarnessHome, args: ListenArgs) -> Status {
 fn stop(ctx: &Context, home: &HarnessHome, stop_services: bool) -> Status {
     smol::block_on(async {
         let Some(client) = existing(ctx, home).await else {
-            println!("no daemon running");
+            crate::outln!("no daemon running");
             return Status::Ok;
         };
         let pid = match client
@@ -124,14 +124,14 @@ fn stop(ctx: &Context, home: &HarnessHome, stop_services: bool) -> Status {
                 smol::Timer::after(Duration::from_millis(5)).await;
             }
             if pid_alive(pid) {
-                eprintln!("error: the daemon (pid {pid}) is still running after 30 s");
+                crate::errln!("error: the daemon (pid {pid}) is still running after 30 s");
                 return Status::Failed;
             }
         }
         if stop_services {
-            println!("daemon stopped (pid {pid}), and every service with it");
+            crate::outln!("daemon stopped (pid {pid}), and every service with it");
         } else {
-            println!("daemon stopped (pid {pid}); services keep running");
+            crate::outln!("daemon stopped (pid {pid}); services keep running");
         }
         Status::Ok
     })
@@ -143,7 +143,7 @@ fn status(ctx: &Context, home: &HarnessHome) -> Status {
             if ctx.json() {
                 print_json(&serde_json::json!({ "running": false }));
             } else {
-                println!("no daemon running for {}", home.root().display());
+                crate::outln!("no daemon running for {}", home.root().display());
             }
             return Status::Failed;
         };
@@ -157,16 +157,16 @@ fn status(ctx: &Context, home: &HarnessHome) -> Status {
             print_json(&v);
             return Status::Ok;
         }
-        println!("pid:         {}", s.pid);
-        println!("version:     {}", s.version);
-        println!(
+        crate::outln!("pid:         {}", s.pid);
+        crate::outln!("version:     {}", s.version);
+        crate::outln!(
             "uptime:      {} (since {})",
             short_duration(Duration::from_millis(s.uptime_ms)),
             s.started_at
         );
-        println!("address:     {}", s.url);
-        println!("home:        {}", s.home);
-        println!(
+        crate::outln!("address:     {}", s.url);
+        crate::outln!("home:        {}", s.home);
+        crate::outln!(
             "projects:    {}",
             if s.projects.is_empty() {
                 "-".to_owned()
@@ -174,8 +174,13 @@ fn status(ctx: &Context, home: &HarnessHome) -> Status {
                 s.projects.join(", ")
             }
         );
-        println!("services:    {} ({} running)", s.services, s.running);
-        println!("connections: {}", s.connections);
+        crate::outln!("services:    {} ({} running)", s.services, s.running);
+        crate::outln!("connections: {}", s.connections);
+        crate::outln!(
+            "capacity:    {} services (open-file limit {})",
+            s.max_services,
+            s.open_files_limit
+        );
         Status::Ok
     })
 }
@@ -185,7 +190,7 @@ fn logs(home: &HarnessHome, follow: bool) -> Status {
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {}: {e}", path.display());
+            crate::errln!("error: {}: {e}", path.display());
             return Status::Failed;
         }
     };
@@ -194,7 +199,7 @@ fn logs(home: &HarnessHome, follow: bool) -> Status {
     loop {
         buf.clear();
         if let Err(e) = file.read_to_end(&mut buf) {
-            eprintln!("error: {}: {e}", path.display());
+            crate::errln!("error: {}: {e}", path.display());
             return Status::Failed;
         }
         if out.write_all(&buf).and_then(|()| out.flush()).is_err() {

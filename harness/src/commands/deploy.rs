@@ -62,7 +62,7 @@ pub fn run(ctx: &Context, args: DeployArgs) -> Status {
     for h in &args.hosts {
         if !project.hosts.contains_key(h) {
             let known: Vec<&str> = project.hosts.keys().map(String::as_str).collect();
-            eprintln!(
+            crate::errln!(
                 "error: {}: there is no host {h:?} in the hosts section (hosts: {})",
                 ctx.file.display(),
                 if known.is_empty() {
@@ -93,7 +93,7 @@ pub fn run(ctx: &Context, args: DeployArgs) -> Status {
         ),
         None => {
             let Some(source) = &args.package else {
-                eprintln!("error: name a package (archive or directory) or --rollback NAME");
+                crate::errln!("error: name a package (archive or directory) or --rollback NAME");
                 return Status::Invalid;
             };
             let archive = match package(ctx, source) {
@@ -118,7 +118,7 @@ pub fn run(ctx: &Context, args: DeployArgs) -> Status {
     let params = match params {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             return Status::Failed;
         }
     };
@@ -162,7 +162,7 @@ pub fn run(ctx: &Context, args: DeployArgs) -> Status {
             print_json(&result);
         } else if !ui.enabled {
             for h in &result.hosts {
-                println!("{} {}  {}", mark(h), h.host, describe(h));
+                crate::outln!("{} {}  {}", mark(h), h.host, describe(h));
             }
         }
         report_failures(&result)
@@ -172,9 +172,15 @@ pub fn run(ctx: &Context, args: DeployArgs) -> Status {
 /// The project as the daemon gets it (every `${VAR}` substituted) and the services file's folder.
 fn encode(ctx: &Context, project: &Project) -> Result<(String, String), Status> {
     let yaml = serde_saphyr::to_string(project).map_err(|e| {
-        eprintln!("error: cannot encode the project: {e}");
+        crate::errln!("error: cannot encode the project: {e}");
         Status::Failed
     })?;
+    // The YAML travels as one JSON string: that is most of the request.
+    let encoded = serde_json::to_string(&yaml).map_or(yaml.len(), |s| s.len());
+    if let Some(d) = super::request_size::check(&ctx.file, project, encoded) {
+        super::request_size::print(&d);
+        return Err(Status::Invalid);
+    }
     let dir = std::path::absolute(&ctx.file)
         .ok()
         .and_then(|f| f.parent().map(PathBuf::from))
@@ -189,14 +195,14 @@ fn package(ctx: &Context, source: &Path) -> Result<PathBuf, Status> {
         return match std::path::absolute(source) {
             Ok(p) if p.is_file() => Ok(p),
             Ok(p) => {
-                eprintln!(
+                crate::errln!(
                     "error: {}: no such package archive or directory",
                     p.display()
                 );
                 Err(Status::Invalid)
             }
             Err(e) => {
-                eprintln!("error: {}: {e}", source.display());
+                crate::errln!("error: {}: {e}", source.display());
                 Err(Status::Invalid)
             }
         };
@@ -205,12 +211,12 @@ fn package(ctx: &Context, source: &Path) -> Result<PathBuf, Status> {
         let out = match registry::HarnessHome::from_env() {
             Ok(home) => home.path("packages"),
             Err(e) => {
-                eprintln!("error: {e}");
+                crate::errln!("error: {e}");
                 return Err(Status::Failed);
             }
         };
         if let Err(e) = std::fs::create_dir_all(&out) {
-            eprintln!("error: {}: {e}", out.display());
+            crate::errln!("error: {}: {e}", out.display());
             return Err(Status::Failed);
         }
         packages::build(source, &out)
@@ -227,7 +233,7 @@ fn package(ctx: &Context, source: &Path) -> Result<PathBuf, Status> {
     match result {
         Ok(p) => {
             if !ctx.json() {
-                eprintln!("built {} ({})", p.path.display(), HumanBytes(p.size));
+                crate::errln!("built {} ({})", p.path.display(), HumanBytes(p.size));
             }
             Ok(p.path)
         }
@@ -244,15 +250,15 @@ fn package(ctx: &Context, source: &Path) -> Result<PathBuf, Status> {
             {
                 out = m.to_string();
             }
-            eprint!("{out}");
+            crate::errout!("{out}");
             Err(Status::Invalid)
         }
         Err(e @ packages::Error::Io { .. }) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             Err(Status::Failed)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             Err(Status::Invalid)
         }
     }
@@ -312,7 +318,7 @@ fn report_failures(result: &DeployResult) -> Status {
         } else {
             format!("{}: {why}", h.host)
         };
-        eprintln!("error: {}: {why}", h.package);
+        crate::errln!("error: {}: {why}", h.package);
         status = Status::Failed;
     }
     status
@@ -346,14 +352,14 @@ impl Bars {
         }
         if self.lines && changed {
             if p.phase == "uploading" {
-                eprintln!(
+                crate::errln!(
                     "{}: {} uploading {}",
                     p.host,
                     p.package,
                     HumanBytes(p.total)
                 );
             } else {
-                eprintln!("{}: {} {}", p.host, p.package, p.phase);
+                crate::errln!("{}: {} {}", p.host, p.package, p.phase);
             }
         }
         if !self.enabled {

@@ -20,7 +20,7 @@ pub fn run(ctx: &Context, since: Option<u64>) -> Status {
         ]) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("error: cannot handle signals: {e}");
+                crate::errln!("error: cannot handle signals: {e}");
                 return Status::Failed;
             }
         };

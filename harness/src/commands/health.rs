@@ -67,7 +67,7 @@ pub fn run(ctx: &Context, service: Option<String>) -> Status {
                     output,
                 ]);
             }
-            println!("{table}");
+            crate::outln!("{table}");
         }
         // A script asking about health wants a failing exit when something is unhealthy.
         if result

@@ -3,7 +3,9 @@
 //!
 //! Runs in the CLI, not the daemon: it needs no state, works before any daemon exists, and the
 //! local daemon it would auto-start runs on this machine as this user, so it sees the hosts the
-//! same way. Hosts are checked in parallel, each within a few seconds.
+//! same way. Hosts are checked in parallel, each within a few seconds. Its ssh connections are its
+//! own (a private runtime dir while the daemon holds the shared one, ADR 0004) and closed at the end:
+//! the daemon's connections, and the `exec`s and log followers running on them, are left alone.
 
 use std::time::{Duration, Instant};
 
@@ -66,7 +68,7 @@ pub fn run(ctx: &Context) -> Status {
         if ctx.json() {
             print_json(&Vec::<HostReport>::new());
         } else {
-            println!("no hosts in {}", ctx.file.display());
+            crate::outln!("no hosts in {}", ctx.file.display());
         }
         return Status::Ok;
     }
@@ -327,12 +329,15 @@ fn print_table(reports: &[HostReport]) {
             r.latency_ms.map_or("-".into(), |l| format!("{l} ms")),
         ]);
     }
-    println!("{table}");
+    crate::outln!("{table}");
     for r in reports {
         for p in &r.problems {
-            println!(
+            crate::outln!(
                 "{}: {} failed: {}\n  hint: {}",
-                r.host, p.check, p.error, p.hint
+                r.host,
+                p.check,
+                p.error,
+                p.hint
             );
         }
     }

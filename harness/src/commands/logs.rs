@@ -22,7 +22,7 @@ pub fn run(ctx: &Context, args: LogsArgs) -> Status {
         {
             Some(t) => Some(t),
             None => {
-                eprintln!("error: --since is too far back");
+                crate::errln!("error: --since is too far back");
                 return Status::Invalid;
             }
         },

@@ -16,6 +16,7 @@ mod health;
 mod hosts_check;
 mod logs;
 pub mod package;
+mod request_size;
 mod restart;
 mod scale;
 mod start;
@@ -88,7 +89,7 @@ pub fn project_name(ctx: &Context) -> Result<String, Status> {
 /// Connects to the daemon (auto-starting a local one when allowed); prints why not on failure.
 pub async fn connect(ctx: &Context) -> Result<Client, Status> {
     crate::client::connect(&ctx.daemon).await.map_err(|e| {
-        eprintln!("error: {e:#}");
+        crate::errln!("error: {e:#}");
         Status::Failed
     })
 }
@@ -96,8 +97,8 @@ pub async fn connect(ctx: &Context) -> Result<Client, Status> {
 /// Prints a failed request's error and gives the status for it.
 pub fn request_failed(what: &str, e: registry::ClientError) -> Status {
     match &e {
-        registry::ClientError::Remote(w) => eprintln!("error: {what}: {}", w.message),
-        _ => eprintln!("error: {what}: {e}"),
+        registry::ClientError::Remote(w) => crate::errln!("error: {what}: {}", w.message),
+        _ => crate::errln!("error: {what}: {e}"),
     }
     match e {
         registry::ClientError::Remote(w) if w.code == registry::ErrorCode::InvalidParams => {
@@ -145,8 +146,8 @@ pub fn load_project_with(
     if ctx.json() {
         print_json(&loaded.errors);
     } else {
-        eprint!("{}", ctx.render_diagnostics(&loaded));
-        eprintln!(
+        crate::errout!("{}", ctx.render_diagnostics(&loaded));
+        crate::errln!(
             "error: {} is invalid; run `harness validate` for details",
             ctx.file.display()
         );

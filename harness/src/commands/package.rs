@@ -57,13 +57,13 @@ pub fn run(ctx: &Context, cmd: PackageCommand) -> Status {
                     unpacked_bytes: p.unpacked_bytes,
                 });
             } else {
-                println!("{}  {}", p.sha256, p.path.display());
+                crate::outln!("{}  {}", p.sha256, p.path.display());
                 let verb = if matches!(cmd, PackageCommand::Build { .. }) {
                     "built"
                 } else {
                     "verified"
                 };
-                eprintln!(
+                crate::errln!(
                     "{verb} {} ({} bytes, {} entries, {} bytes unpacked)",
                     p.id(),
                     p.size,
@@ -86,7 +86,7 @@ pub fn run(ctx: &Context, cmd: PackageCommand) -> Status {
             {
                 out = m.to_string();
             }
-            eprint!("{out}");
+            crate::errout!("{out}");
             Status::Invalid
         }
         Err(
@@ -94,11 +94,11 @@ pub fn run(ctx: &Context, cmd: PackageCommand) -> Status {
             | packages::Error::ChecksumMismatch { .. }
             | packages::Error::Corrupt { .. }),
         ) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             Status::Invalid
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             Status::Failed
         }
     }

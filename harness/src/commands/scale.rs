@@ -20,14 +20,14 @@ pub fn run(ctx: &Context, targets: Vec<String>) -> Status {
                 counts.insert(name, n);
             }
             Some((name, n)) => {
-                eprintln!(
+                crate::errln!(
                     "error: {name}={n}: a service may have at most {} instances",
                     harness_config::MAX_REPLICAS
                 );
                 return Status::Invalid;
             }
             None => {
-                eprintln!("error: {t:?} is not SERVICE=N (e.g. web=3)");
+                crate::errln!("error: {t:?} is not SERVICE=N (e.g. web=3)");
                 return Status::Invalid;
             }
         }
@@ -85,7 +85,7 @@ pub fn run(ctx: &Context, targets: Vec<String>) -> Status {
                     .await
                     .map_err(|e| request_failed("stop", e))?;
                 for s in &result.services {
-                    eprintln!("✓ {} stopped", s.name);
+                    crate::errln!("✓ {} stopped", s.name);
                 }
             }
             Ok::<_, Status>(())

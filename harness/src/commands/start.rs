@@ -41,7 +41,7 @@ pub fn start_project(
                 .get(net)
                 .is_some_and(|n| n.kind == harness_config::NetworkKind::Wireguard)
         {
-            eprintln!(
+            crate::errln!(
                 "error: service {name:?} is on network {net:?} of type wireguard, which harness cannot bring up yet; \
                  start it on a `local` or `lan` network, or leave it out (start only the other services)"
             );
@@ -51,7 +51,7 @@ pub fn start_project(
     for s in &services {
         if !project.services.contains_key(s) {
             let known: Vec<&str> = project.services.keys().map(String::as_str).collect();
-            eprintln!(
+            crate::errln!(
                 "error: {}: there is no service {s:?} (services: {})",
                 ctx.file.display(),
                 known.join(", ")
@@ -62,7 +62,7 @@ pub fn start_project(
     let yaml = match serde_saphyr::to_string(project) {
         Ok(y) => y,
         Err(e) => {
-            eprintln!("error: cannot encode the project: {e}");
+            crate::errln!("error: cannot encode the project: {e}");
             return Status::Failed;
         }
     };
@@ -80,10 +80,14 @@ pub fn start_project(
     let params = match serde_json::to_value(&params) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             return Status::Failed;
         }
     };
+    if let Some(d) = super::request_size::check(&ctx.file, project, params.to_string().len()) {
+        super::request_size::print(&d);
+        return Status::Invalid;
+    }
     smol::block_on(async {
         let client = match connect(ctx).await {
             Ok(c) => c,
@@ -203,7 +207,7 @@ fn print_summary(result: &ApplyResult) {
         .max()
         .unwrap_or(0);
     for s in &result.services {
-        println!("{} {:width$}  {}", mark(s.action), s.name, describe(s));
+        crate::outln!("{} {:width$}  {}", mark(s.action), s.name, describe(s));
     }
 }
 
@@ -220,11 +224,11 @@ fn report_failures(result: &ApplyResult) -> Status {
         } else {
             "failed"
         };
-        eprintln!("error: service {} {what}: {why}", s.name);
+        crate::errln!("error: service {} {what}: {why}", s.name);
         if !s.last_lines.is_empty() {
-            eprintln!("  last output of {}:", s.name);
+            crate::errln!("  last output of {}:", s.name);
             for line in &s.last_lines {
-                eprintln!("    {line}");
+                crate::errln!("    {line}");
             }
         }
     }

@@ -49,16 +49,18 @@ async fn show(ctx: &Context, client: &Client, project: &Option<String>, clear: b
         return Status::Ok;
     }
     if clear && ctx.color_out {
-        print!("\x1b[2J\x1b[H");
+        crate::out!("\x1b[2J\x1b[H");
     }
     if result.services.is_empty() {
         match project {
-            Some(p) => println!("no services of project {p} (start them with `harness start`)"),
-            None => println!("no services (start some with `harness start`)"),
+            Some(p) => {
+                crate::outln!("no services of project {p} (start them with `harness start`)")
+            }
+            None => crate::outln!("no services (start some with `harness start`)"),
         }
         return Status::Ok;
     }
-    println!("{}", table(ctx, &result.services));
+    crate::outln!("{}", table(ctx, &result.services));
     Status::Ok
 }
 

@@ -32,7 +32,7 @@ pub fn run(ctx: &Context, services: Vec<String>, force: bool, timeout: Option<Du
             return Status::Ok;
         }
         if result.services.is_empty() {
-            println!("nothing to stop in project {}", result.project);
+            crate::outln!("nothing to stop in project {}", result.project);
         }
         let width = result
             .services
@@ -46,7 +46,7 @@ pub fn run(ctx: &Context, services: Vec<String>, force: bool, timeout: Option<Du
             } else {
                 ""
             };
-            println!(
+            crate::outln!(
                 "✓ {:width$}  stopped in {}{how}",
                 s.name,
                 short_duration(Duration::from_millis(s.elapsed_ms))

@@ -6,6 +6,7 @@
 //! files), and the next daemon re-attaches to them in [`Orchestrator::open`].
 
 pub mod args;
+pub mod fds;
 mod handlers;
 mod logs;
 
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use command_executor::Executor;
 use futures_lite::StreamExt;
 use orchestrator::{Orchestrator, OrchestratorOptions};
 use registry::{
@@ -34,6 +36,9 @@ use crate::client::{DAEMON_LOCK, DAEMON_PID};
 /// What every handler can reach.
 pub struct State {
     pub orch: Orchestrator,
+    /// The daemon's one executor, the orchestrator's too: every ssh master of the daemon is counted by one
+    /// pool, so sshd's per-connection session limit holds (ADR 0004).
+    pub executor: Executor,
     pub home: HarnessHome,
     pub started_at: jiff::Timestamp,
     pub started: Instant,
@@ -42,6 +47,8 @@ pub struct State {
     pub logs: logs::Sessions,
     /// `daemon.stop` asks the main loop to end through this.
     pub stop: async_channel::Sender<()>,
+    /// The open-file limit (raised at start) and how many services it allows.
+    pub fds: fds::Budget,
 }
 
 impl State {
@@ -72,6 +79,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let _ = rustix::process::setsid();
     }
     bound_threads_and_arenas();
+    let budget = fds::raise();
     // `HARNESS_LOG=debug` or `info,registry=debug`: targets and levels, without EnvFilter's regex
     // engine (a quarter MB of code the daemon would map for one line of configuration).
     let asked = std::env::var("HARNESS_LOG").ok();
@@ -94,7 +102,13 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             asked.unwrap_or_default()
         );
     }
-    smol::block_on(serve(opts))
+    tracing::info!(
+        open_files = budget.limit,
+        hard = budget.hard,
+        max_services = budget.max_services,
+        "open-file limit"
+    );
+    smol::block_on(serve(opts, budget))
 }
 
 /// Blocking-pool threads (file I/O, fork + exec, /proc scans). The pool's default (500) let 100
@@ -117,7 +131,7 @@ fn bound_threads_and_arenas() {
     }
 }
 
-async fn serve(opts: RunOptions) -> anyhow::Result<()> {
+async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
     let home = HarnessHome::from_env()?;
     let h = home.clone();
     let (lock, credentials) = blocking::unblock(move || -> anyhow::Result<_> {
@@ -131,13 +145,18 @@ async fn serve(opts: RunOptions) -> anyhow::Result<()> {
     let store = Store::open(home.path(registry::home::REGISTRY_DB), Retention::default())
         .await
         .context("opening the registry")?;
-    let orch = Orchestrator::open(OrchestratorOptions::new(home.root(), store.clone()))
-        .await
-        .context("opening the orchestrator")?;
+    let executor = Executor::default();
+    let orch = Orchestrator::open(OrchestratorOptions {
+        executor: executor.clone(),
+        ..OrchestratorOptions::new(home.root(), store.clone())
+    })
+    .await
+    .context("opening the orchestrator")?;
 
     let (stop_tx, stop_rx) = async_channel::bounded(1);
     let state = Arc::new(State {
         orch: orch.clone(),
+        executor,
         home: home.clone(),
         started_at: jiff::Timestamp::now(),
         started: Instant::now(),
@@ -145,6 +164,7 @@ async fn serve(opts: RunOptions) -> anyhow::Result<()> {
         server: Mutex::new(None),
         logs: logs::Sessions::default(),
         stop: stop_tx,
+        fds: budget,
     });
     let config = ServerConfig {
         listen: opts
@@ -314,7 +334,7 @@ where
 type Trimmed<R> = std::pin::Pin<Box<dyn Future<Output = Result<R, WireError>> + Send>>;
 
 /// Returns free heap pages (also those between live allocations) to the system.
-fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     blocking::unblock(|| {
         // SAFETY: malloc_trim only walks the allocator's own free lists, under its locks.

@@ -5,4 +5,5 @@ mod acceptance;
 mod commands;
 mod common;
 mod compose;
+mod hygiene;
 mod lean;

@@ -34,5 +34,7 @@ pub async fn handle(
             .count(),
         services: services.len(),
         connections: state.connections(),
+        open_files_limit: state.fds.limit,
+        max_services: state.fds.max_services,
     })
 }

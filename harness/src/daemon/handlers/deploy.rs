@@ -5,10 +5,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use command_executor::Executor;
 use harness_config::Project;
 use orchestrator::deploy::{DeployOptions, DeployTarget, Outcome, Package, Phase, Progress};
 use registry::wire::{DeployAction, DeployParams, DeployProgress, DeployResult, HostDeployment};
@@ -62,7 +61,7 @@ pub async fn handle(
     };
     let work = async {
         let results = orchestrator::deploy::deploy(
-            executor(),
+            &state.executor,
             &ctx.store,
             Some(&project.name),
             &pkg,
@@ -148,13 +147,6 @@ fn should_send(last: &Mutex<HashMap<String, (Phase, u64)>>, p: &Progress) -> boo
     send
 }
 
-/// The ssh connections deployments use. Clones share connections, and masters are shared with the
-/// orchestrator's executor through the per-user runtime directory, so one per daemon is enough.
-pub(crate) fn executor() -> &'static Executor {
-    static EXECUTOR: OnceLock<Executor> = OnceLock::new();
-    EXECUTOR.get_or_init(Executor::default)
-}
-
 /// The hosts named, or every host with a `type: package` service of `name`.
 pub(crate) fn targets(
     project: &Project,
@@ -231,10 +223,17 @@ pub(crate) async fn prepare_packages(
         options.root = r.to_owned();
     }
     let dirs = orchestrator::deploy::archive_dirs(Some(dir), state.home.root());
-    orchestrator::deploy::prepare(executor(), &ctx.store, project, &dirs, &options, versions)
-        .await
-        .map(|(p, _)| p)
-        .map_err(|e| WireError::new(ErrorCode::Failed, e))
+    orchestrator::deploy::prepare(
+        &state.executor,
+        &ctx.store,
+        project,
+        &dirs,
+        &options,
+        versions,
+    )
+    .await
+    .map(|(p, _)| p)
+    .map_err(|e| WireError::new(ErrorCode::Failed, e))
 }
 
 /// Restarts the running `type: package` services of package `name` on the hosts of `versions`

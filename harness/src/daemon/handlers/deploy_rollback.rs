@@ -9,9 +9,7 @@ use std::time::Instant;
 use registry::wire::{DeployAction, DeployResult, HostDeployment, RollbackParams};
 use registry::{RequestContext, WireError};
 
-use super::deploy::{
-    executor, failed_host, merge_restarts, project_from, restart_services, targets,
-};
+use super::deploy::{failed_host, merge_restarts, project_from, restart_services, targets};
 use crate::daemon::State;
 
 pub async fn handle(
@@ -27,7 +25,7 @@ pub async fn handle(
         .clone()
         .unwrap_or_else(|| packages::DEFAULT_ROOT.to_owned());
     let results = orchestrator::deploy::rollback(
-        executor(),
+        &state.executor,
         &ctx.store,
         Some(&project.name),
         &targets,

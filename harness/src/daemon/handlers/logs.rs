@@ -86,6 +86,8 @@ pub async fn handle(
     }
     drop(logs);
     if end {
+        // Ours is the last reference but the map's: closing frees the reader, then trims.
+        drop(session);
         state.logs.close(id);
     }
     Ok(LogsResult {

@@ -42,6 +42,7 @@ pub async fn handle(
             ),
         ));
     }
+    within_fd_budget(&state, &project, &p.services).await?;
     // `type: package` services become the remote processes they are (deployed first if missing).
     let project =
         super::deploy::prepare_packages(&ctx, &state, &project, &dir, None, &Default::default())
@@ -53,4 +54,28 @@ pub async fn handle(
     };
     let report = state.orch.apply(&project, opts).await.map_err(wire_error)?;
     Ok(super::apply_result(report))
+}
+
+/// Refuses a start that would run more services than the daemon's open-file limit allows
+/// (see `daemon::fds`), instead of failing launches and accepts with "Too many open files".
+async fn within_fd_budget(
+    state: &State,
+    project: &harness_config::Project,
+    selected: &[String],
+) -> Result<(), WireError> {
+    use registry::ServiceState as S;
+    let starting = crate::daemon::fds::started_by(project, selected);
+    let all = state.orch.status(None).await.map_err(wire_error)?;
+    let active = |s: &registry::ServiceEntry| {
+        matches!(s.state, S::Pending | S::Starting | S::Running | S::Stopping)
+    };
+    let already = all.iter().filter(|s| active(s)).count();
+    let others = all
+        .iter()
+        .filter(|s| active(s) && !(s.project == project.name && starting.contains(&s.name)))
+        .count();
+    state
+        .fds
+        .check(others + starting.len(), already)
+        .map_err(|m| WireError::new(ErrorCode::LimitExceeded, m))
 }
