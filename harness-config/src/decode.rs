@@ -18,11 +18,18 @@ pub(crate) const PROJECT_KEYS: &[&str] = &[
     "version",
     "name",
     "description",
+    "settings",
     "hosts",
     "networks",
     "env_file",
     "proxy",
     "services",
+];
+pub(crate) const SETTINGS_KEYS: &[&str] = &[
+    "log_level",
+    "health_check_interval",
+    "startup_timeout",
+    "shutdown_timeout",
 ];
 pub(crate) const HOST_KEYS: &[&str] = &[
     "address",
@@ -34,13 +41,14 @@ pub(crate) const HOST_KEYS: &[&str] = &[
     "sudo",
     "docker_host",
 ];
-pub(crate) const NETWORK_KEYS: &[&str] = &["type", "nodes"];
-pub(crate) const NODE_KEYS: &[&str] = &["host", "name", "ssh_user", "ssh_key"];
+pub(crate) const NETWORK_KEYS: &[&str] = &["type", "subnet", "config_path", "nodes"];
+pub(crate) const NODE_KEYS: &[&str] = &["host", "name", "ssh_user", "ssh_key", "package_deploy"];
 pub(crate) const SERVICE_KEYS: &[&str] = &[
     "type",
     "binary",
     "args",
     "command",
+    "entrypoint",
     "working_dir",
     "env",
     "env_file",
@@ -57,11 +65,15 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "health_check",
     "restart",
     "stop",
+    "shutdown_timeout",
     "startup_timeout",
     "subdomain",
     "proxy_port",
     "watch",
     "logging",
+    "install_path",
+    "profiles",
+    "replicas",
 ];
 pub(crate) const PORT_KEYS: &[&str] = &["name", "port", "published"];
 pub(crate) const HEALTH_KEYS: &[&str] = &[
@@ -96,6 +108,15 @@ pub(crate) struct Positions {
 }
 
 impl Positions {
+    /// Whether `path` itself was written in a file (a field of a list item written in a short
+    /// form, such as `ports: [8080]`, counts as written with its item).
+    pub fn is_recorded(&self, path: &str) -> bool {
+        self.by_path.contains_key(path)
+            || path.rsplit_once('.').is_some_and(|(parent, _)| {
+                parent.ends_with(']') && self.by_path.contains_key(parent)
+            })
+    }
+
     /// The position of `path`, or of its nearest recorded parent.
     pub fn find(&self, path: &str) -> Option<Pos> {
         let mut p = path;
@@ -109,28 +130,106 @@ impl Positions {
     }
 }
 
-/// Variables for substitution: the process environment, then `.env`, then `env_file`.
+/// Variables for substitution: the process environment, then `.env`, then the top-level
+/// `env_file`s (a later one before an earlier one).
 pub(crate) struct Layered<'a> {
     pub process: &'a dyn VarLookup,
+    pub dotenv: Dotenv,
     pub files: Vec<HashMap<String, String>>,
+}
+
+/// `.env` beside the project file: read when first needed (a variable the process environment
+/// does not have), or at once ([`Dotenv::load`]). A file already substituted (what the daemon
+/// receives) never reads it, so variables that only the client's environment had cannot fail
+/// there.
+pub(crate) struct Dotenv {
+    path: PathBuf,
+    state: std::cell::OnceCell<HashMap<String, String>>,
+    error: std::cell::RefCell<Option<Diagnostic>>,
+}
+
+impl Dotenv {
+    pub fn new(path: PathBuf) -> Self {
+        Dotenv {
+            path,
+            state: std::cell::OnceCell::new(),
+            error: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// Reads the file now (if not read yet), looking variables up in `env`.
+    pub fn load(&self, env: &dyn VarLookup) -> &HashMap<String, String> {
+        self.state.get_or_init(|| {
+            if !self.path.is_file() {
+                return HashMap::new();
+            }
+            match read_env_file(&self.path, env) {
+                Ok(vars) => vars.into_iter().collect(),
+                Err(d) => {
+                    *self.error.borrow_mut() = Some(*d);
+                    HashMap::new()
+                }
+            }
+        })
+    }
+
+    /// The problem reading the file, if it was read and had one.
+    pub fn take_error(&self) -> Option<Diagnostic> {
+        self.error.borrow_mut().take()
+    }
 }
 
 impl VarLookup for Layered<'_> {
     fn var(&self, name: &str) -> Option<String> {
         self.process
             .var(name)
-            .or_else(|| self.files.iter().find_map(|f| f.get(name).cloned()))
+            .or_else(|| self.dotenv.load(self.process).get(name).cloned())
+            .or_else(|| self.files.iter().rev().find_map(|f| f.get(name).cloned()))
     }
 }
 
 mod devloop;
 #[cfg(test)]
 pub(crate) use devloop::{LOGGING_KEYS, PROXY_KEYS, WATCH_KEYS};
+/// Reads an env file by Compose's rules; its problems become diagnostics naming its own
+/// file:line:col.
+pub(crate) fn read_env_file(
+    path: &Path,
+    vars: &dyn VarLookup,
+) -> Result<Vec<(String, String)>, Box<Diagnostic>> {
+    let text = read_capped(path).map_err(|e| {
+        Box::new(Diagnostic::new(
+            Severity::Error,
+            Code::Io,
+            path,
+            None,
+            "",
+            format!("cannot read env file {}: {e}", path.display()),
+        ))
+    })?;
+    crate::dotenv::parse(&text, vars).map_err(|e| {
+        Box::new(Diagnostic::new(
+            Severity::Error,
+            Code::EnvFile,
+            path,
+            Some(Pos {
+                line: e.line,
+                column: e.column,
+                ..Pos::default()
+            }),
+            "",
+            e.message,
+        ))
+    })
+}
 
 pub(crate) struct Decoder<'a> {
-    pub file: &'a Path,
-    /// The YAML text, to point `${...}` errors at the expression inside a scalar.
-    pub source: &'a str,
+    /// The loaded files: the first, then the override files ([`Pos::file`] indexes this).
+    pub files: &'a [PathBuf],
+    /// Their YAML texts, to point `${...}` errors at the expression inside a scalar.
+    pub sources: Vec<&'a str>,
+    /// Top-level `settings:`, the defaults of every service.
+    pub settings: Settings,
     pub base_dir: &'a Path,
     pub vars: Layered<'a>,
     pub diags: Vec<Diagnostic>,
@@ -169,41 +268,75 @@ pub(crate) fn suggest<'k>(word: &str, known: impl IntoIterator<Item = &'k str>) 
         .map(|(_, k)| k)
 }
 
-/// `KEY=VALUE` lines, `export` prefixes, `#` comments, optional quotes.
-pub(crate) fn parse_dotenv(text: &str) -> HashMap<String, String> {
-    let mut vars = HashMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+/// What to write instead of a Compose key harness does not support; `None` for keys that are
+/// not Compose's (those get a spelling suggestion instead).
+pub(crate) fn compose_key_help(key: &str, path: &str) -> Option<&'static str> {
+    let service = path.starts_with("services.") && path.matches('.').count() == 1;
+    let top = path.is_empty();
+    Some(match key {
+        "environment" if service => "harness calls it `env:` (a mapping or a list of NAME=value)",
+        "healthcheck" if service => {
+            "use `health_check:` with one of `command`, `http` or `tcp`, and `interval`, `timeout`, `retries`, `start_period`"
         }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let value = value.trim();
-        let value = if value.len() >= 2
-            && ((value.starts_with('"') && value.ends_with('"'))
-                || (value.starts_with('\'') && value.ends_with('\'')))
+        "build" if service => {
+            "harness runs images but does not build them: run `docker build` first and set `image:`"
+        }
+        "container_name" if service => {
+            "harness names containers after the project and the service; drop the key"
+        }
+        "networks" if service => "name one ADR-007 network with `network:`",
+        "network_mode" if service => {
+            "containers use the engine's default network; services reach each other with `${service.ip}`"
+        }
+        "expose" | "links" | "external_links" if service => {
+            "list the port under `ports:`; others reach it with `${service.ip}:${service.port}`"
+        }
+        "deploy" | "scale" if service => {
+            "use `replicas:` for instances and `restart:` for restart policies"
+        }
+        "stop_signal" if service => "use `stop: {signal: SIGINT}`",
+        "stop_grace_period" if service => "use `stop: {timeout: 10s}` (or `shutdown_timeout: 10s`)",
+        "hostname" | "domainname" | "extra_hosts" | "dns" | "dns_search" | "mac_address"
+            if service =>
         {
-            value[1..value.len() - 1].to_owned()
-        } else {
-            match value.find(" #") {
-                Some(i) => value[..i].trim_end().to_owned(),
-                None => value.to_owned(),
-            }
-        };
-        vars.insert(key.trim().to_owned(), value);
-    }
-    vars
+            "harness does not set container networking details; services find each other with `${service.ip}`"
+        }
+        "labels" | "annotations" if service => "harness labels its containers itself; drop the key",
+        "secrets" | "configs" => {
+            "mount the files with `volumes:` or pass values through `env:` / `env_file:`"
+        }
+        "cap_add" | "cap_drop" | "privileged" | "security_opt" | "devices" | "sysctls"
+        | "ulimits" | "tmpfs" | "ipc" | "pid" | "init" | "tty" | "stdin_open" | "platform"
+        | "pull_policy" | "runtime" | "shm_size" | "mem_limit" | "cpus"
+            if service =>
+        {
+            "harness does not pass this Docker option; run such a container with `command:` calling `docker run` yourself"
+        }
+        "volumes" if top => {
+            "Docker creates named volumes on first use: name them in each service's `volumes:` (`data:/var/lib/data`)"
+        }
+        "include" if top => {
+            "give the files with repeated `-f`: `harness -f base.yaml -f more.yaml`"
+        }
+        _ => return None,
+    })
 }
 
 impl<'a> Decoder<'a> {
+    /// The file a node came from.
+    fn file(&self, pos: Pos) -> &'a Path {
+        let files = self.files;
+        files
+            .get(usize::from(pos.file))
+            .or(files.first())
+            .map_or(Path::new(""), PathBuf::as_path)
+    }
+
     fn error(&mut self, code: Code, pos: Pos, path: &str, message: impl Into<String>) {
         self.diags.push(Diagnostic::new(
             Severity::Error,
             code,
-            self.file,
+            self.file(pos),
             Some(pos),
             path,
             message,
@@ -219,8 +352,15 @@ impl<'a> Decoder<'a> {
         help: impl Into<String>,
     ) {
         self.diags.push(
-            Diagnostic::new(Severity::Error, code, self.file, Some(pos), path, message)
-                .with_help(help),
+            Diagnostic::new(
+                Severity::Error,
+                code,
+                self.file(pos),
+                Some(pos),
+                path,
+                message,
+            )
+            .with_help(help),
         );
     }
 
@@ -261,8 +401,22 @@ impl<'a> Decoder<'a> {
                 continue;
             };
             let field_path = join(path, name);
+            // Extension keys (`x-common:` holding a YAML anchor) are for the file's author.
+            if name.starts_with("x-") {
+                continue;
+            }
             if !known.contains(&name.as_str()) {
                 let message = format!("unknown key `{name}`");
+                if let Some(help) = compose_key_help(name, path) {
+                    self.error_help(
+                        Code::UnknownKey,
+                        key.pos,
+                        &field_path,
+                        format!("{message}: harness does not support Compose's `{name}` here"),
+                        help,
+                    );
+                    continue;
+                }
                 match suggest(name, known.iter().copied()) {
                     Some(s) => self.error_help(
                         Code::UnknownKey,
@@ -347,7 +501,7 @@ impl<'a> Decoder<'a> {
             let d = Diagnostic::new(
                 Severity::Error,
                 Code::Substitution,
-                self.file,
+                self.file(pos),
                 Some(pos),
                 path,
                 e.kind.to_string(),
@@ -365,10 +519,15 @@ impl<'a> Decoder<'a> {
         let (Value::Str(value), Some(start)) = (&node.value, node.pos.offset) else {
             return node.pos;
         };
-        let quoted = matches!(self.source.as_bytes().get(start), Some(b'"' | b'\''));
+        let source = self
+            .sources
+            .get(usize::from(node.pos.file))
+            .copied()
+            .unwrap_or_default();
+        let quoted = matches!(source.as_bytes().get(start), Some(b'"' | b'\''));
         let body = start + usize::from(quoted);
-        let verbatim = !value.contains('\n')
-            && self.source.get(body..body + value.len()) == Some(value.as_str());
+        let verbatim =
+            !value.contains('\n') && source.get(body..body + value.len()) == Some(value.as_str());
         let Some(prefix) = value.get(..offset).filter(|_| verbatim) else {
             return node.pos;
         };
@@ -382,6 +541,7 @@ impl<'a> Decoder<'a> {
                 .saturating_add(u32::try_from(prefix.chars().count()).unwrap_or(0)),
             offset: Some(body + offset),
             len,
+            file: node.pos.file,
         }
     }
 
@@ -468,7 +628,13 @@ impl<'a> Decoder<'a> {
     fn port_number(&mut self, node: &Node, path: &str) -> Option<u16> {
         let port: u16 = self.integer(node, path, "a port number (1-65535)")?;
         if port == 0 {
-            self.error(Code::InvalidValue, node.pos, path, "port 0 is not a port");
+            self.error_help(
+                Code::InvalidValue,
+                node.pos,
+                path,
+                "port 0 (any free port) is chosen on this machine, so a service on an SSH host cannot use it",
+                "give the port number",
+            );
             return None;
         }
         Some(port)
@@ -535,7 +701,7 @@ impl<'a> Decoder<'a> {
         None
     }
 
-    fn env_files(&mut self, node: &Node, path: &str) -> Vec<HashMap<String, String>> {
+    fn env_files(&mut self, node: &Node, path: &str) -> Vec<Vec<(String, String)>> {
         let files: Vec<(String, Pos)> = match &node.value {
             Value::Seq(items) => items
                 .iter()
@@ -550,14 +716,10 @@ impl<'a> Decoder<'a> {
         let mut out = Vec::new();
         for (file, pos) in files {
             let full = self.base_dir.join(&file);
-            match read_capped(&full) {
-                Ok(text) => out.push(parse_dotenv(&text)),
-                Err(e) => self.error(
-                    Code::Io,
-                    pos,
-                    path,
-                    format!("cannot read env_file {}: {e}", full.display()),
-                ),
+            match read_env_file(&full, &self.vars) {
+                Ok(vars) => out.push(vars),
+                Err(d) if d.code == Code::Io => self.error(Code::Io, pos, path, d.message),
+                Err(d) => self.diags.push(*d),
             }
         }
         out
@@ -577,8 +739,13 @@ impl<'a> Decoder<'a> {
         let fields = self.fields(root, "", PROJECT_KEYS)?;
         // env_file comes first: it feeds the substitution of everything else.
         if let Some(n) = fields.get("env_file") {
-            let files = self.env_files(n, "env_file");
-            self.vars.files.extend(files);
+            for file in self.env_files(n, "env_file") {
+                // One at a time: a later file may use the variables of an earlier one.
+                self.vars.files.push(file.into_iter().collect());
+            }
+        }
+        if let Some(n) = fields.get("settings") {
+            self.settings = self.settings(n, "settings");
         }
         let name = fields
             .get("name")
@@ -678,11 +845,41 @@ impl<'a> Decoder<'a> {
             name,
             version,
             description,
+            settings: self.settings.clone(),
             hosts,
             networks,
             proxy,
             services,
         })
+    }
+
+    fn settings(&mut self, node: &Node, path: &str) -> Settings {
+        let Some(f) = self.fields(node, path, SETTINGS_KEYS) else {
+            return Settings::default();
+        };
+        let p = |k: &str| join(path, k);
+        const LEVELS: &[(&str, &str)] = &[
+            ("trace", "trace"),
+            ("debug", "debug"),
+            ("info", "info"),
+            ("warn", "warn"),
+            ("error", "error"),
+        ];
+        Settings {
+            log_level: f
+                .get("log_level")
+                .and_then(|n| self.choice(n, &p("log_level"), LEVELS))
+                .map(str::to_owned),
+            health_check_interval: f
+                .get("health_check_interval")
+                .and_then(|n| self.duration(n, &p("health_check_interval"))),
+            startup_timeout: f
+                .get("startup_timeout")
+                .and_then(|n| self.duration(n, &p("startup_timeout"))),
+            shutdown_timeout: f
+                .get("shutdown_timeout")
+                .and_then(|n| self.duration(n, &p("shutdown_timeout"))),
+        }
     }
 
     fn host(&mut self, node: &Node, path: &str) -> Option<Host> {
@@ -751,10 +948,44 @@ impl<'a> Decoder<'a> {
             Some(n) => self.choice(
                 n,
                 &join(path, "type"),
-                &[("local", NetworkKind::Local), ("lan", NetworkKind::Lan)],
+                &[
+                    ("local", NetworkKind::Local),
+                    ("lan", NetworkKind::Lan),
+                    ("wireguard", NetworkKind::Wireguard),
+                ],
             )?,
             None => NetworkKind::Local,
         };
+        let subnet = f.get("subnet").and_then(|n| {
+            let sp = join(path, "subnet");
+            let text = self.text(n, &sp)?;
+            match check_cidr(&text) {
+                Ok(()) => Some(text),
+                Err(why) => {
+                    self.error_help(
+                        Code::InvalidValue,
+                        n.pos,
+                        &sp,
+                        format!("`{text}` is not a subnet: {why}"),
+                        "write ADDRESS/PREFIX, e.g. 10.10.0.0/24 or fd00::/64",
+                    );
+                    None
+                }
+            }
+        });
+        let config_path = f
+            .get("config_path")
+            .and_then(|n| self.text(n, &join(path, "config_path")))
+            .map(PathBuf::from);
+        if kind == NetworkKind::Wireguard && config_path.is_none() {
+            self.error_help(
+                Code::MissingField,
+                node.pos,
+                path,
+                "a `wireguard` network needs `config_path`",
+                "e.g. `config_path: /etc/wireguard/wg0.conf`",
+            );
+        }
         let mut nodes = Vec::new();
         if let Some(n) = f.get("nodes") {
             let np = join(path, "nodes");
@@ -776,12 +1007,16 @@ impl<'a> Decoder<'a> {
                     .get("ssh_key")
                     .and_then(|n| self.text(n, &join(&ip, "ssh_key")))
                     .map(PathBuf::from);
+                let package_deploy = nf
+                    .get("package_deploy")
+                    .and_then(|n| self.boolean(n, &join(&ip, "package_deploy")));
                 match host {
                     Some(host) => nodes.push(NetworkNode {
                         name: name.unwrap_or_else(|| host.clone()),
                         host,
                         ssh_user,
                         ssh_key,
+                        package_deploy,
                     }),
                     None => self.error(
                         Code::MissingField,
@@ -792,10 +1027,17 @@ impl<'a> Decoder<'a> {
                 }
             }
         }
-        Some(Network { kind, nodes })
+        Some(Network {
+            kind,
+            subnet,
+            config_path,
+            nodes,
+        })
     }
 
     fn service(&mut self, name: &str, node: &Node, path: &str) -> Option<Service> {
+        // The references this service's fields add are the ones pushed from here on.
+        let refs_before = self.positions.refs.len();
         let f = self.fields(node, path, SERVICE_KEYS)?;
         let p = |k: &str| join(path, k);
         let explicit_kind = f.get("type").and_then(|n| {
@@ -819,15 +1061,23 @@ impl<'a> Decoder<'a> {
             Value::Seq(_) => Some(Command::Argv(self.templates(n, &p("command")))),
             _ => self.template(n, &p("command")).map(Command::Shell),
         });
+        let entrypoint = f
+            .get("entrypoint")
+            .map(|n| match &n.value {
+                Value::Seq(_) => self.texts(n, &p("entrypoint")),
+                _ => self.text(n, &p("entrypoint")).into_iter().collect(),
+            })
+            .unwrap_or_default();
         let working_dir = f
             .get("working_dir")
             .and_then(|n| self.template(n, &p("working_dir")));
 
         let mut env = BTreeMap::new();
         if let Some(n) = f.get("env_file") {
+            // A later file wins, as in Compose; `env:` wins over all of them.
             for file in self.env_files(n, &p("env_file")) {
                 for (k, v) in file {
-                    env.entry(k).or_insert_with(|| Template::literal(v));
+                    env.insert(k, Template::literal(v));
                 }
             }
         }
@@ -852,6 +1102,25 @@ impl<'a> Decoder<'a> {
             .unwrap_or_default();
         let package = f.get("package").and_then(|n| self.text(n, &p("package")));
         let version = f.get("version").and_then(|n| self.text(n, &p("version")));
+        let install_path = f
+            .get("install_path")
+            .and_then(|n| self.text(n, &p("install_path")));
+        // Applied before decoding (see `layers`); checked here for their form.
+        if let Some(n) = f.get("profiles") {
+            for (i, item) in self.items(n, &p("profiles")).iter().enumerate() {
+                let ip = format!("{}[{i}]", p("profiles"));
+                if let Some(name) = self.raw_string(item, &ip)
+                    && !is_service_name(&name)
+                {
+                    self.error(
+                        Code::InvalidValue,
+                        item.pos,
+                        &ip,
+                        format!("profile `{name}` may hold only letters, digits, `-` and `_`"),
+                    );
+                }
+            }
+        }
 
         let mut depends_on = BTreeMap::new();
         if let Some(n) = f.get("dependencies") {
@@ -878,13 +1147,39 @@ impl<'a> Decoder<'a> {
             .get("restart")
             .and_then(|n| self.restart(n, &p("restart")))
             .unwrap_or_default();
-        let stop = f
+        let mut stop = f
             .get("stop")
             .and_then(|n| self.stop(n, &p("stop")))
             .unwrap_or_default();
+        let stop_timeout_set = f
+            .get("stop")
+            .and_then(|n| match &n.value {
+                Value::Map(entries) => Some(entries),
+                _ => None,
+            })
+            .is_some_and(|e| {
+                e.iter()
+                    .any(|(k, _)| k.value == Value::Str("timeout".into()))
+            });
+        if let Some(n) = f.get("shutdown_timeout") {
+            // ADR-007's name for the stop timeout.
+            if stop_timeout_set {
+                self.error(
+                    Code::InvalidValue,
+                    n.pos,
+                    &p("shutdown_timeout"),
+                    "`shutdown_timeout` and `stop.timeout` are the same setting: keep one",
+                );
+            } else if let Some(d) = self.duration(n, &p("shutdown_timeout")) {
+                stop.timeout = d;
+            }
+        } else if !stop_timeout_set && let Some(d) = self.settings.shutdown_timeout {
+            stop.timeout = d;
+        }
         let startup_timeout = f
             .get("startup_timeout")
-            .and_then(|n| self.duration(n, &p("startup_timeout")));
+            .and_then(|n| self.duration(n, &p("startup_timeout")))
+            .or(self.settings.startup_timeout);
         let subdomain = f
             .get("subdomain")
             .and_then(|n| self.subdomain(n, &p("subdomain")));
@@ -912,6 +1207,7 @@ impl<'a> Decoder<'a> {
             binary,
             args,
             command,
+            entrypoint,
             working_dir,
             env,
             host,
@@ -922,6 +1218,7 @@ impl<'a> Decoder<'a> {
             volumes,
             package,
             version,
+            install_path,
             depends_on,
             health_check,
             restart,
@@ -937,6 +1234,8 @@ impl<'a> Decoder<'a> {
         let refs: Vec<(String, String)> = self
             .positions
             .refs
+            .get(refs_before..)
+            .unwrap_or_default()
             .iter()
             .filter(|(field, _)| field.starts_with(&prefix))
             .map(|(field, r)| (field.clone(), r.service.clone()))
@@ -1231,7 +1530,9 @@ impl<'a> Decoder<'a> {
         let probe = probes.pop().flatten()?;
         Some(HealthCheck {
             probe,
-            interval: interval.unwrap_or(HealthCheck::DEFAULT_INTERVAL),
+            interval: interval
+                .or(self.settings.health_check_interval)
+                .unwrap_or(HealthCheck::DEFAULT_INTERVAL),
             timeout: timeout
                 .or(tcp_timeout)
                 .unwrap_or(HealthCheck::DEFAULT_TIMEOUT),
@@ -1328,6 +1629,21 @@ impl<'a> Decoder<'a> {
             stop.timeout = d;
         }
         Some(stop)
+    }
+}
+
+/// `ADDRESS/PREFIX` with a prefix that fits the address family.
+fn check_cidr(text: &str) -> Result<(), String> {
+    let (address, prefix) = text
+        .split_once('/')
+        .ok_or_else(|| "no `/PREFIX`".to_owned())?;
+    let address: std::net::IpAddr = address
+        .parse()
+        .map_err(|_| format!("`{address}` is not an IP address"))?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    match prefix.parse::<u8>() {
+        Ok(p) if p <= max => Ok(()),
+        _ => Err(format!("the prefix must be 0 to {max}")),
     }
 }
 

@@ -32,6 +32,8 @@ pub enum Code {
     MissingField,
     InvalidValue,
     BadDuration,
+    /// A line of a `.env` or `env_file` that Compose's rules refuse.
+    EnvFile,
     /// A `${...}` problem: bad syntax, unset variable, unknown reference property.
     Substitution,
     UnknownService,
@@ -57,6 +59,7 @@ impl Code {
             Code::InvalidValue => "invalid-value",
             Code::BadDuration => "bad-duration",
             Code::Substitution => "substitution",
+            Code::EnvFile => "env-file",
             Code::UnknownService => "unknown-service",
             Code::UnknownHost => "unknown-host",
             Code::DependencyCycle => "dependency-cycle",

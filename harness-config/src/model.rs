@@ -60,6 +60,9 @@ pub struct Project {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[serde(serialize_with = "escaped::option")]
     pub description: Option<String>,
+    /// ADR-007 `settings:`; already applied to every service as its defaults.
+    #[serde(skip_serializing_if = "Settings::is_empty")]
+    pub settings: Settings,
     /// SSH hosts by name. Nodes of `lan` networks are added here under their `name`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub hosts: BTreeMap<String, Host>,
@@ -112,6 +115,15 @@ pub enum KnownHosts {
 pub struct Network {
     #[serde(rename = "type")]
     pub kind: NetworkKind,
+    /// The network's address range (`10.0.0.0/24`), validated as CIDR; kept for the networking
+    /// layer, which does not exist yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::option")]
+    pub subnet: Option<String>,
+    /// `wireguard`: the WireGuard configuration file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::path")]
+    pub config_path: Option<PathBuf>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NetworkNode>,
 }
@@ -121,6 +133,41 @@ pub struct Network {
 pub enum NetworkKind {
     Local,
     Lan,
+    /// Validated, but not brought up yet: starting a service on one fails, naming the network.
+    Wireguard,
+}
+
+/// ADR-007 top-level `settings:`: defaults for every service.
+#[derive(Clone, Debug, PartialEq, Default, Serialize)]
+pub struct Settings {
+    /// `trace`, `debug`, `info`, `warn` or `error`; recorded, not applied (the daemon's log
+    /// level is its own setting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    /// Interval of health checks that set none.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "serde_duration::option"
+    )]
+    pub health_check_interval: Option<Duration>,
+    /// `startup_timeout` of services that set none.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "serde_duration::option"
+    )]
+    pub startup_timeout: Option<Duration>,
+    /// Stop timeout of services that set none.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "serde_duration::option"
+    )]
+    pub shutdown_timeout: Option<Duration>,
+}
+
+impl Settings {
+    pub fn is_empty(&self) -> bool {
+        self == &Settings::default()
+    }
 }
 
 /// A machine of a `lan` network, in ADR-007 spelling.
@@ -136,6 +183,9 @@ pub struct NetworkNode {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[serde(serialize_with = "escaped::path")]
     pub ssh_key: Option<PathBuf>,
+    /// ADR-007: packages may be deployed to this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package_deploy: Option<bool>,
 }
 
 /// How a service runs.
@@ -163,6 +213,11 @@ pub struct Service {
     pub args: Vec<Template>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<Command>,
+    /// Docker: replaces the image's entrypoint (`command` becomes its arguments). Fixed at
+    /// load: no service references.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(serialize_with = "escaped::list")]
+    pub entrypoint: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<Template>,
     /// Environment, with `env_file` contents merged under the `env:` entries.
@@ -194,6 +249,10 @@ pub struct Service {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[serde(serialize_with = "escaped::option")]
     pub version: Option<String>,
+    /// Package: where it is installed on the host (ADR-007).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "escaped::option")]
+    pub install_path: Option<String>,
     /// Explicit dependencies (from `dependencies:` or `depends_on:`) and implicit `started`
     /// ones from service references.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

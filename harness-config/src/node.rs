@@ -20,6 +20,8 @@ pub struct Pos {
     pub offset: Option<usize>,
     /// Length in bytes, when known.
     pub len: usize,
+    /// Which of the loaded files (0: the first `-f`; later ones are override files).
+    pub file: u16,
 }
 
 impl Pos {
@@ -33,6 +35,7 @@ impl Pos {
                 .byte_len()
                 .and_then(|l| usize::try_from(l).ok())
                 .unwrap_or(0),
+            file: 0,
         }
     }
 }

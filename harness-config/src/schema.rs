@@ -13,7 +13,18 @@ use schemars::JsonSchema;
 /// The JSON Schema of services.yaml.
 pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(File);
-    serde_json::to_value(schema).unwrap_or_default()
+    let mut value = serde_json::to_value(schema).unwrap_or_default();
+    // Extension keys (`x-anything`) are allowed wherever keys are checked, as in Compose.
+    let extensions = serde_json::json!({ "^x-": {} });
+    value["patternProperties"] = extensions.clone();
+    if let Some(defs) = value.get_mut("$defs").and_then(|d| d.as_object_mut()) {
+        for def in defs.values_mut() {
+            if def.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
+                def["patternProperties"] = extensions.clone();
+            }
+        }
+    }
+    value
 }
 
 /// A harness services.yaml.
@@ -25,6 +36,8 @@ struct File {
     /// Project name; defaults to the directory name.
     name: Option<String>,
     description: Option<String>,
+    /// ADR-007 defaults for every service.
+    settings: Option<Settings>,
     /// SSH hosts by name.
     hosts: Option<BTreeMap<String, Host>>,
     /// ADR-007 networks.
@@ -34,6 +47,30 @@ struct File {
     /// The daemon's one-port HTTP proxy: `true`, a port, or `{port, bind}`.
     proxy: Option<ProxySpec>,
     services: BTreeMap<String, Service>,
+}
+
+/// ADR-007 `settings:`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Settings {
+    /// Recorded only: the daemon's log level is its own setting.
+    log_level: Option<LogLevel>,
+    /// Interval of health checks that set none.
+    health_check_interval: Option<DurationSpec>,
+    /// `startup_timeout` of services that set none.
+    startup_timeout: Option<DurationSpec>,
+    /// Stop timeout of services that set none.
+    shutdown_timeout: Option<DurationSpec>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename_all = "lowercase")]
+enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
 }
 
 #[derive(JsonSchema)]
@@ -137,6 +174,10 @@ enum KnownHosts {
 struct Network {
     #[schemars(rename = "type")]
     kind: Option<NetworkKind>,
+    /// ADDRESS/PREFIX, e.g. 10.10.0.0/24.
+    subnet: Option<String>,
+    /// `wireguard` networks: the WireGuard configuration file.
+    config_path: Option<String>,
     nodes: Option<Vec<NetworkNode>>,
 }
 
@@ -145,6 +186,8 @@ struct Network {
 enum NetworkKind {
     Local,
     Lan,
+    /// Validated; starting a service on one fails until the networking layer exists.
+    Wireguard,
 }
 
 #[derive(JsonSchema)]
@@ -154,10 +197,13 @@ struct NetworkNode {
     name: Option<String>,
     ssh_user: Option<String>,
     ssh_key: Option<String>,
+    /// Packages may be deployed to this node.
+    package_deploy: Option<bool>,
 }
 
-/// A service. Strings may hold `${VAR}`, `${VAR:-default}`, `${VAR:?message}`, `$$`, and
-/// service references `${svc.ip}`, `${svc.port}`, `${svc.host}`, `${svc.ports.NAME}`.
+/// A service. Strings may hold `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR:+alt}`,
+/// `${VAR:?message}` (Compose's forms), `$$`, and service references `${svc.ip}`,
+/// `${svc.port}`, `${svc.host}`, `${svc.ports.NAME}`, `${svc.endpoints}`.
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
 struct Service {
@@ -168,6 +214,8 @@ struct Service {
     args: Option<Vec<Scalar>>,
     /// A shell string (run by sh -c) or an argv list.
     command: Option<OneOrMany>,
+    /// Docker: replaces the image's entrypoint; `command` gives its arguments.
+    entrypoint: Option<OneOrMany>,
     working_dir: Option<String>,
     env: Option<Env>,
     env_file: Option<OneOrMany>,
@@ -182,12 +230,20 @@ struct Service {
     volumes: Option<Vec<String>>,
     package: Option<String>,
     version: Option<Scalar>,
+    /// Package: where it is installed on the host.
+    install_path: Option<String>,
+    /// Start this service only when one of these profiles is active (`--profile`).
+    profiles: Option<Vec<String>>,
+    /// Run N instances NAME-1..NAME-N (`${NAME.endpoints}` lists them all).
+    replicas: Option<u32>,
     /// Services started before this one (condition `started`).
     dependencies: Option<Vec<String>>,
     depends_on: Option<DependsOn>,
     health_check: Option<HealthCheck>,
     restart: Option<RestartSpec>,
     stop: Option<Stop>,
+    /// ADR-007 name of `stop.timeout`.
+    shutdown_timeout: Option<DurationSpec>,
     startup_timeout: Option<DurationSpec>,
     /// The proxy routes `<subdomain>.localhost` here (default: the service's name).
     subdomain: Option<String>,
@@ -384,6 +440,12 @@ mod tests {
         assert_eq!(keys(&s, "Restart"), sorted(RESTART_KEYS));
         assert_eq!(keys(&s, "Backoff"), sorted(BACKOFF_KEYS));
         assert_eq!(keys(&s, "Stop"), sorted(STOP_KEYS));
+        assert_eq!(keys(&s, "Settings"), sorted(SETTINGS_KEYS));
+        assert_eq!(s["patternProperties"], serde_json::json!({"^x-": {}}));
+        assert_eq!(
+            s["$defs"]["Service"]["patternProperties"],
+            serde_json::json!({"^x-": {}})
+        );
         assert_eq!(keys(&s, "LongDependency"), sorted(DEPENDS_ON_LONG_KEYS));
         assert_eq!(keys(&s, "Proxy"), sorted(PROXY_KEYS));
         assert_eq!(keys(&s, "Watch"), sorted(WATCH_KEYS));

@@ -1,13 +1,16 @@
 //! The `${...}` grammar.
 //!
 //! A string in services.yaml may hold two kinds of `${...}`:
-//! - variables (`${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?message}`, `${VAR?message}`),
-//!   substituted once, at load, from the environment;
+//! - variables, in the Compose specification's syntax (`$VAR`, `${VAR}`, `${VAR:-default}`,
+//!   `${VAR-default}`, `${VAR:+alt}`, `${VAR+alt}`, `${VAR:?message}`, `${VAR?message}`, with
+//!   `${...}` nested in defaults, alternatives and messages), substituted once, at load, from the
+//!   environment. One deliberate difference: a variable that is unset and has no default is an
+//!   error here, where Compose substitutes an empty string and warns;
 //! - service references (`${svc.ip}`, `${svc.port}`, `${svc.host}`, `${svc.ports.NAME}`), kept in a
 //!   [`Template`] because their value depends on where the consumer runs and is known only when
 //!   the orchestrator starts it.
 //!
-//! `$$` is a literal `$`; a `$` not followed by `{` or `$` is literal too.
+//! `$$` is a literal `$`; a `$` followed by neither `{`, `$` nor a name start is literal too.
 
 use std::fmt;
 
@@ -205,31 +208,6 @@ impl fmt::Display for TemplateErrorKind {
     }
 }
 
-/// What the text between `${` and `}` means.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Expr {
-    Var {
-        name: String,
-        fallback: Option<Fallback>,
-    },
-    Ref(ServiceRef),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Fallback {
-    /// `:-`/`:?` also apply to an empty value; `-`/`?` only to an unset one.
-    colon: bool,
-    /// `?`: an error carrying `text`; `-`: a default.
-    required: bool,
-    text: String,
-}
-
-fn is_var_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 /// Service names: letters, digits, `-` and `_`; no dots, which separate the property.
 pub fn is_service_name(s: &str) -> bool {
     let mut chars = s.chars();
@@ -249,62 +227,6 @@ fn known_property(property: &str) -> Option<Property> {
     }
 }
 
-fn parse_expr(inner: &str) -> Result<Expr, TemplateErrorKind> {
-    // `svc.prop` first: service names may contain `-`, which would otherwise read as `${VAR-default}`.
-    if let Some((service, property)) = inner.split_once('.')
-        && is_service_name(service)
-        && let Some(property) = known_property(property)
-    {
-        return Ok(Expr::Ref(ServiceRef {
-            service: service.to_owned(),
-            property,
-        }));
-    }
-    // The name runs up to the first operator character; a default may hold anything else.
-    let name_end = inner.find([':', '-', '?']).unwrap_or(inner.len());
-    let (name, rest) = inner.split_at(name_end);
-    if !rest.is_empty() && is_var_name(name) {
-        let (colon, op) = match rest.strip_prefix(':') {
-            Some(r) => (true, r),
-            None => (false, rest),
-        };
-        let fallback = if let Some(text) = op.strip_prefix('-') {
-            Fallback {
-                colon,
-                required: false,
-                text: text.to_owned(),
-            }
-        } else if let Some(text) = op.strip_prefix('?') {
-            Fallback {
-                colon,
-                required: true,
-                text: text.to_owned(),
-            }
-        } else {
-            return Err(TemplateErrorKind::BadExpression(inner.to_owned()));
-        };
-        return Ok(Expr::Var {
-            name: name.to_owned(),
-            fallback: Some(fallback),
-        });
-    }
-    if is_var_name(inner) {
-        return Ok(Expr::Var {
-            name: inner.to_owned(),
-            fallback: None,
-        });
-    }
-    if let Some((service, property)) = inner.split_once('.')
-        && is_service_name(service)
-    {
-        return Err(TemplateErrorKind::UnknownProperty {
-            reference: inner.to_owned(),
-            property: property.to_owned(),
-        });
-    }
-    Err(TemplateErrorKind::BadExpression(inner.to_owned()))
-}
-
 /// Where variables come from: the caller layers process environment, `.env` and `env_file`.
 pub trait VarLookup {
     fn var(&self, name: &str) -> Option<String>;
@@ -318,57 +240,214 @@ impl<F: Fn(&str) -> Option<String>> VarLookup for F {
 
 /// Substitutes variables in `text` and parses the service references left over.
 /// Collects every error in the string rather than stopping at the first.
+///
+/// The grammar is the Compose specification's: `$$`, `$NAME`, `${NAME}`, and `${NAME` followed
+/// by `:-` `-` `:+` `+` `:?` `?` and an argument that may itself hold `$NAME`, `${...}` (nested
+/// braces balance) or service references; arguments are only substituted when used.
 pub fn substitute(text: &str, vars: &dyn VarLookup) -> Result<Template, Vec<TemplateError>> {
     let mut out = Template::default();
     let mut errors = Vec::new();
-    let mut rest = text;
-    let mut base = 0;
-    while let Some(i) = rest.find('$') {
-        out.push_literal(&rest[..i]);
-        let after = &rest[i + 1..];
-        if after.starts_with('$') {
-            out.push_literal("$");
-            base += i + 2;
-            rest = &rest[i + 2..];
-        } else if let Some(body) = after.strip_prefix('{') {
-            let Some(close) = body.find('}') else {
-                errors.push(TemplateError {
-                    offset: base + i,
-                    kind: TemplateErrorKind::Unclosed,
-                });
-                return Err(errors);
-            };
-            match parse_expr(&body[..close]) {
-                Ok(Expr::Ref(r)) => out.parts.push(Part::Ref(r)),
-                Ok(Expr::Var { name, fallback }) => {
-                    match resolve_var(&name, fallback.as_ref(), vars) {
-                        Ok(value) => out.push_literal(&value),
-                        Err(kind) => errors.push(TemplateError {
-                            offset: base + i,
-                            kind,
-                        }),
-                    }
-                }
-                Err(kind) => errors.push(TemplateError {
-                    offset: base + i,
-                    kind,
-                }),
-            }
-            let consumed = i + 2 + close + 1;
-            base += consumed;
-            rest = &rest[consumed..];
-        } else {
-            out.push_literal("$");
-            base += i + 1;
-            rest = after;
-        }
-    }
-    out.push_literal(rest);
+    expand(text, 0, 0, vars, &mut out, &mut errors);
     if errors.is_empty() {
         Ok(out)
     } else {
         Err(errors)
     }
+}
+
+fn is_name_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_'
+}
+
+fn is_name_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// The index of the `}` closing the `${` at `start` (which points at `{`): braces nest, as in
+/// Compose, so `${JSON:-{"a":1}}` ends at the last `}`.
+fn closing_brace(text: &str, start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, b) in text.bytes().enumerate().skip(start) {
+        match b {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Deepest nesting of `${...}` inside defaults, alternatives and messages; deeper is an error
+/// (hostile input must not exhaust the stack).
+pub const MAX_NESTING: usize = 32;
+
+/// Appends the substitution of `text` (at byte `base` of the whole string, `depth` arguments
+/// deep) to `out`.
+fn expand(
+    text: &str,
+    base: usize,
+    depth: usize,
+    vars: &dyn VarLookup,
+    out: &mut Template,
+    errors: &mut Vec<TemplateError>,
+) {
+    let bytes = text.as_bytes();
+    let mut literal_start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        out.push_literal(&text[literal_start..i]);
+        let dollar = i;
+        match bytes.get(i + 1) {
+            Some(b'$') => {
+                out.push_literal("$");
+                i += 2;
+            }
+            Some(&b) if is_name_start(b) => {
+                let end = (i + 1..bytes.len())
+                    .find(|&j| !is_name_char(bytes[j]))
+                    .unwrap_or(bytes.len());
+                let name = &text[i + 1..end];
+                match vars.var(name) {
+                    Some(v) => out.push_literal(&v),
+                    None => errors.push(TemplateError {
+                        offset: base + dollar,
+                        kind: TemplateErrorKind::UnsetVariable(name.to_owned()),
+                    }),
+                }
+                i = end;
+            }
+            Some(b'{') => {
+                let Some(close) = closing_brace(text, i + 1) else {
+                    errors.push(TemplateError {
+                        offset: base + dollar,
+                        kind: TemplateErrorKind::Unclosed,
+                    });
+                    return;
+                };
+                if depth >= MAX_NESTING {
+                    errors.push(TemplateError {
+                        offset: base + dollar,
+                        kind: TemplateErrorKind::BadExpression(format!(
+                            "... nested more than {MAX_NESTING} deep ..."
+                        )),
+                    });
+                    return;
+                }
+                braced(
+                    &text[i + 2..close],
+                    base + dollar,
+                    depth + 1,
+                    vars,
+                    out,
+                    errors,
+                );
+                i = close + 1;
+            }
+            // A `$` before anything else is literal, as in Compose (`a $ b`, `^x$`, `$}`).
+            _ => {
+                out.push_literal("$");
+                i += 1;
+            }
+        }
+        literal_start = i;
+    }
+    out.push_literal(&text[literal_start..]);
+}
+
+/// The text between `${` and its `}`; `dollar` is the offset of the `$`.
+fn braced(
+    body: &str,
+    dollar: usize,
+    depth: usize,
+    vars: &dyn VarLookup,
+    out: &mut Template,
+    errors: &mut Vec<TemplateError>,
+) {
+    let error = |errors: &mut Vec<TemplateError>, kind| {
+        errors.push(TemplateError {
+            offset: dollar,
+            kind,
+        })
+    };
+    // `svc.prop` first: service names may contain `-`, which would otherwise read as `${VAR-default}`.
+    if let Some((service, property)) = body.split_once('.')
+        && is_service_name(service)
+        && let Some(property) = known_property(property)
+    {
+        out.parts.push(Part::Ref(ServiceRef {
+            service: service.to_owned(),
+            property,
+        }));
+        return;
+    }
+    let bytes = body.as_bytes();
+    let name_len = if bytes.first().is_some_and(|&b| is_name_start(b)) {
+        bytes.iter().take_while(|&&b| is_name_char(b)).count()
+    } else {
+        0
+    };
+    let (name, rest) = body.split_at(name_len);
+    if name.is_empty() {
+        return error(errors, bad_expression(body));
+    }
+    if rest.is_empty() {
+        match vars.var(name) {
+            Some(v) => out.push_literal(&v),
+            None => error(errors, TemplateErrorKind::UnsetVariable(name.to_owned())),
+        }
+        return;
+    }
+    let (colon, op_and_arg) = match rest.strip_prefix(':') {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let Some(op) = op_and_arg.bytes().next().filter(|b| b"-+?".contains(b)) else {
+        return error(errors, bad_expression(body));
+    };
+    let arg = &op_and_arg[1..];
+    // Where the argument starts in the whole string: `${` + name + `:`? + operator.
+    let arg_base = dollar + 2 + name_len + usize::from(colon) + 1;
+    let value = vars.var(name);
+    let present = value.as_deref().is_some_and(|v| !colon || !v.is_empty());
+    match op {
+        b'-' if present => out.push_literal(value.as_deref().unwrap_or_default()),
+        b'-' => expand(arg, arg_base, depth, vars, out, errors),
+        b'+' if present => expand(arg, arg_base, depth, vars, out, errors),
+        b'+' => out.push_literal(value.as_deref().unwrap_or_default()),
+        _ if present => out.push_literal(value.as_deref().unwrap_or_default()),
+        _ => {
+            let mut message = Template::default();
+            expand(arg, arg_base, depth, vars, &mut message, errors);
+            error(
+                errors,
+                TemplateErrorKind::Required {
+                    name: name.to_owned(),
+                    message: message.to_string().replace("$$", "$"),
+                },
+            );
+        }
+    }
+}
+
+fn bad_expression(body: &str) -> TemplateErrorKind {
+    if let Some((service, property)) = body.split_once('.')
+        && is_service_name(service)
+    {
+        return TemplateErrorKind::UnknownProperty {
+            reference: body.to_owned(),
+            property: property.to_owned(),
+        };
+    }
+    TemplateErrorKind::BadExpression(body.to_owned())
 }
 
 /// Like [`substitute`], for fields fixed at load time (image, user, host...): a service
@@ -390,29 +469,6 @@ pub fn substitute_plain(text: &str, vars: &dyn VarLookup) -> Result<String, Vec<
         Ok(out)
     } else {
         Err(errors)
-    }
-}
-
-fn resolve_var(
-    name: &str,
-    fallback: Option<&Fallback>,
-    vars: &dyn VarLookup,
-) -> Result<String, TemplateErrorKind> {
-    let value = vars.var(name);
-    let Some(fallback) = fallback else {
-        return value.ok_or_else(|| TemplateErrorKind::UnsetVariable(name.to_owned()));
-    };
-    let missing = match &value {
-        None => true,
-        Some(v) => fallback.colon && v.is_empty(),
-    };
-    match (missing, fallback.required) {
-        (false, _) => Ok(value.unwrap_or_default()),
-        (true, false) => Ok(fallback.text.clone()),
-        (true, true) => Err(TemplateErrorKind::Required {
-            name: name.to_owned(),
-            message: fallback.text.clone(),
-        }),
     }
 }
 
@@ -481,7 +537,8 @@ mod tests {
         assert_eq!(lit("$${HOME}"), "${HOME}");
         assert_eq!(lit("cost: $$5"), "cost: $5");
         assert_eq!(lit("a $ b $"), "a $ b $");
-        assert_eq!(lit("$x"), "$x");
+        assert_eq!(lit("$SET.x"), "value.x");
+        assert_eq!(lit("$1 $}"), "$1 $}");
     }
 
     #[test]
@@ -556,6 +613,15 @@ mod tests {
             let t = sub(text).unwrap();
             assert_eq!(sub(&t.to_string()).unwrap(), t, "{text}");
         }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = "${A:-".repeat(10_000) + &"}".repeat(10_000);
+        let errs = sub(&deep).unwrap_err();
+        assert!(matches!(&errs[0], TemplateErrorKind::BadExpression(e) if e.contains("nested")));
+        let ok = "${A:-".repeat(MAX_NESTING) + "x" + &"}".repeat(MAX_NESTING);
+        assert_eq!(lit(&ok), "x");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Checks across the whole project: references, hosts, cycles, port clashes, kind rules.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::PathBuf;
 
 use crate::decode::{Positions, suggest};
 use crate::diagnostic::{Code, Diagnostic, Severity};
@@ -14,12 +14,14 @@ use crate::template::Property;
 pub(crate) fn validate(
     project: &Project,
     positions: &Positions,
-    file: &Path,
+    file_of: &dyn Fn(u16) -> PathBuf,
     broken: &HashSet<String>,
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let mut push = |severity, code, path: &str, message: String, help: Option<String>| {
-        let d = Diagnostic::new(severity, code, file, positions.find(path), path, message);
+        let pos = positions.find(path);
+        let file = file_of(pos.map_or(0, |p| p.file));
+        let d = Diagnostic::new(severity, code, &file, pos, path, message);
         out.push(match help {
             Some(h) => d.with_help(h),
             None => d,

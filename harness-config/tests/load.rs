@@ -134,8 +134,12 @@ fn invalid_values() {
         "services:\n  a:\n    command: x\n    ports: [70000]\n",
         Code::InvalidValue,
     );
+    // Port 0 is any free port of this machine, chosen at load; not on an SSH host.
+    let p = valid("services:\n  a:\n    command: x\n    ports: [0, \"0:80\"]\n");
+    assert!(p.services["a"].ports.iter().all(|p| p.port > 0));
+    assert!(p.services["a"].ports[1].published.is_some_and(|p| p > 0));
     only_error(
-        "services:\n  a:\n    command: x\n    ports: [0]\n",
+        "hosts: {h: {address: 10.0.0.1}}\nservices:\n  a:\n    command: x\n    host: h\n    ports: [0]\n",
         Code::InvalidValue,
     );
     only_error("services:\n  a.b:\n    command: x\n", Code::InvalidValue);

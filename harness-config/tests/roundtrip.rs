@@ -170,6 +170,7 @@ fn service(index: usize, earlier: Vec<String>) -> impl Strategy<Value = Service>
                     binary: None,
                     args: Vec::new(),
                     command: None,
+                    entrypoint: Vec::new(),
                     working_dir,
                     env,
                     host: None,
@@ -180,6 +181,7 @@ fn service(index: usize, earlier: Vec<String>) -> impl Strategy<Value = Service>
                     volumes,
                     package: None,
                     version: None,
+                    install_path: None,
                     depends_on: deps.into_iter().zip(conds).collect(),
                     health_check: Some(hc),
                     restart,
@@ -199,9 +201,14 @@ fn service(index: usize, earlier: Vec<String>) -> impl Strategy<Value = Service>
                             s.host = Some("h1".into());
                         }
                     }
-                    ServiceKind::Docker => s.image = Some(image.unwrap_or_else(|| "img".into())),
+                    ServiceKind::Docker => {
+                        s.image = Some(image.unwrap_or_else(|| "img".into()));
+                        s.entrypoint = args.iter().filter_map(Template::as_literal).collect();
+                        s.command = command;
+                    }
                     ServiceKind::Package => {
                         s.package = Some("pkg".into());
+                        s.install_path = binary.map(|b| b.to_string());
                         s.version = image;
                         s.host = Some("h1".into());
                     }
@@ -264,16 +271,64 @@ fn project() -> impl Strategy<Value = Project> {
                 proptest::option::of(text()),
                 proptest::option::of(text()),
                 name_text(),
+                settings(),
+                network(),
             )
         })
-        .prop_map(|(services, h1, version, description, name)| Project {
-            name,
-            version,
-            description,
-            hosts: BTreeMap::from([("h1".to_owned(), h1)]),
-            networks: BTreeMap::new(),
-            proxy: None,
-            services: services.into_iter().collect(),
+        .prop_map(
+            |(services, h1, version, description, name, settings, network)| {
+                let mut services: BTreeMap<String, Service> = services.into_iter().collect();
+                // The loader applies `settings` to services that set nothing themselves.
+                for s in services.values_mut() {
+                    s.startup_timeout = s.startup_timeout.or(settings.startup_timeout);
+                }
+                Project {
+                    name,
+                    version,
+                    description,
+                    settings,
+                    hosts: BTreeMap::from([("h1".to_owned(), h1)]),
+                    networks: BTreeMap::from([("n0".to_owned(), network)]),
+                    proxy: None,
+                    services,
+                }
+            },
+        )
+}
+
+fn settings() -> impl Strategy<Value = Settings> {
+    (
+        proptest::option::of(proptest::sample::select(vec!["debug", "info", "warn"])),
+        proptest::option::of(duration()),
+        proptest::option::of(duration()),
+        proptest::option::of(duration()),
+    )
+        .prop_map(|(level, interval, startup, shutdown)| Settings {
+            log_level: level.map(str::to_owned),
+            health_check_interval: interval,
+            startup_timeout: startup,
+            shutdown_timeout: shutdown,
+        })
+}
+
+fn network() -> impl Strategy<Value = Network> {
+    (
+        proptest::bool::ANY,
+        proptest::option::of(proptest::sample::select(vec![
+            "10.0.0.0/24",
+            "192.168.50.0/24",
+            "fd00::/64",
+        ])),
+    )
+        .prop_map(|(wireguard, subnet)| Network {
+            kind: if wireguard {
+                NetworkKind::Wireguard
+            } else {
+                NetworkKind::Local
+            },
+            subnet: subnet.map(str::to_owned),
+            config_path: wireguard.then(|| PathBuf::from("/etc/wireguard/wg0.conf")),
+            nodes: Vec::new(),
         })
 }
 
@@ -306,5 +361,78 @@ proptest! {
     ) {
         let text = format!("services:\n{}", lines.join("\n"));
         let _ = load_str(Path::new("x.yaml"), text, &|_: &str| None);
+    }
+}
+
+/// A base file using an `x-` anchor and `<<:` merges, and an override file that replaces
+/// scalars, deep-merges maps and appends ports: what `config show` prints of the merged
+/// result loads back to the same model.
+fn layered_files() -> impl Strategy<Value = (String, String)> {
+    let service = (
+        text(),
+        proptest::collection::btree_map("[A-Z]{1,3}", text(), 0..3),
+        proptest::collection::btree_map("[A-Z]{1,3}", text(), 0..3),
+        proptest::option::of(text()),
+        proptest::bool::ANY,
+        proptest::sample::select(vec!["no", "always", "on-failure"]),
+    );
+    proptest::collection::vec(service, 1..4).prop_map(|services| {
+        let quote = |s: &str| serde_json::to_string(&escape_dollars(s)).unwrap();
+        let mut base = String::from(
+            "x-defaults: &defaults\n  stop: {signal: SIGINT, timeout: 4s}\n  restart: {policy: on-failure}\nservices:\n",
+        );
+        let mut over = String::from("services:\n");
+        for (i, (command, env, env_over, new_command, add_port, policy)) in
+            services.into_iter().enumerate()
+        {
+            base.push_str(&format!(
+                "  s{i}:\n    <<: *defaults\n    command: {}\n    ports: [\"{}:80\"]\n    env:\n",
+                quote(&command),
+                20000 + i * 10
+            ));
+            base.push_str("      FIXED: \"1\"\n");
+            for (k, v) in env {
+                base.push_str(&format!("      {k}: {}\n", quote(&v)));
+            }
+            over.push_str(&format!("  s{i}:\n    restart: {policy}\n    env:\n"));
+            over.push_str("      OVER: \"2\"\n");
+            for (k, v) in env_over {
+                over.push_str(&format!("      {k}: {}\n", quote(&v)));
+            }
+            if let Some(c) = new_command {
+                over.push_str(&format!("    command: {}\n", quote(&c)));
+            }
+            if add_port {
+                over.push_str(&format!("    ports: [\"{}:81\"]\n", 20001 + i * 10));
+            }
+        }
+        (base, over)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn merged_anchored_files_survive_config_show((base, over) in layered_files()) {
+        let texts = vec![
+            (PathBuf::from("/nonexistent/base.yaml"), base.clone()),
+            (PathBuf::from("/nonexistent/override.yaml"), over.clone()),
+        ];
+        let first = load_texts(texts, &LoadOptions::default(), &|_: &str| None);
+        prop_assert!(first.errors.is_empty(), "{:#?}\n{}\n{}", first.errors, base, over);
+        let project = first.project.unwrap();
+        let yaml = serde_saphyr::to_string(&project).unwrap();
+        let again = load_str(Path::new("/nonexistent/base.yaml"), yaml.clone(), &|_: &str| None);
+        prop_assert!(again.errors.is_empty(), "{:#?}\n{}", again.errors, yaml);
+        prop_assert_eq!(again.project.as_ref(), Some(&project), "{}", yaml);
+        for s in project.services.values() {
+            prop_assert_eq!(s.stop.signal.as_str(), "SIGINT");
+            prop_assert!(s.env.contains_key("FIXED") && s.env.contains_key("OVER"));
+        }
     }
 }

@@ -16,19 +16,33 @@ use crate::commands::completions::{project_names, service_names};
     propagate_version = true
 )]
 pub struct Cli {
-    /// The services file [default: services.yaml]
+    /// The services file [default: services.yaml]; repeat for override files, merged in order
+    /// as Compose merges them (HARNESS_FILE: paths separated by `:`).
     #[arg(
         short = 'f',
         long = "file",
         global = true,
         value_name = "PATH",
-        env = "HARNESS_FILE"
+        env = "HARNESS_FILE",
+        value_delimiter = ':'
     )]
-    pub file: Option<PathBuf>,
+    pub file: Vec<PathBuf>,
 
-    /// The project to act on, instead of the one named in the services file.
+    /// The project name: names the project of the services file (two copies of one stack side
+    /// by side), or picks the project to act on without reading the file.
     #[arg(short = 'p', long, global = true, value_name = "NAME", add = ArgValueCandidates::new(project_names))]
     pub project: Option<String>,
+
+    /// Also start the services of this profile (repeatable; `*` for all; HARNESS_PROFILES:
+    /// comma-separated).
+    #[arg(
+        long = "profile",
+        global = true,
+        value_name = "NAME",
+        env = "HARNESS_PROFILES",
+        value_delimiter = ','
+    )]
+    pub profiles: Vec<String>,
 
     /// Output format for reports.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
@@ -123,6 +137,12 @@ pub enum Command {
         /// Override every service's stop timeout (e.g. 2s).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         timeout: Option<std::time::Duration>,
+    },
+    /// Run N instances of a service (`web=3`): NAME-1..NAME-N; scaling down stops the highest
+    /// numbers first (and restarts what depends on them, so they see the new endpoints).
+    Scale {
+        #[arg(required = true, value_name = "SERVICE=N")]
+        targets: Vec<String>,
     },
     /// What runs: state, pid, endpoints, health, restarts, uptime (of the services file's
     /// project when there is one, else of every project).
@@ -253,6 +273,9 @@ pub enum ConfigCommand {
         /// Print secret-looking values (PASSWORD, TOKEN, SECRET, KEY, CREDENTIAL) unmasked.
         #[arg(long)]
         show_secrets: bool,
+        /// List every value with the file:line:col that set it (after override files).
+        #[arg(long)]
+        origins: bool,
     },
     /// Start order in waves; stop order is the reverse.
     Deps,

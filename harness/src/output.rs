@@ -12,7 +12,12 @@ use crate::cli::{Cli, DaemonArgs, Output};
 
 /// What every command gets besides its own arguments.
 pub struct Context {
+    /// The services file (the first `-f`).
     pub file: std::path::PathBuf,
+    /// Every `-f`: the services file, then its override files.
+    pub files: Vec<std::path::PathBuf>,
+    /// `--profile`/`HARNESS_PROFILES`.
+    pub profiles: Vec<String>,
     /// `-f`/`HARNESS_FILE` was given (otherwise `file` is the default `services.yaml`).
     pub file_given: bool,
     /// `-p`: the project to act on without reading the services file.
@@ -32,9 +37,16 @@ impl Context {
         Context {
             file: cli
                 .file
-                .clone()
+                .first()
+                .cloned()
                 .unwrap_or_else(|| std::path::PathBuf::from("services.yaml")),
-            file_given: cli.file.is_some(),
+            files: if cli.file.is_empty() {
+                vec![std::path::PathBuf::from("services.yaml")]
+            } else {
+                cli.file.clone()
+            },
+            profiles: cli.profiles.clone(),
+            file_given: !cli.file.is_empty(),
             project: cli.project.clone(),
             output: cli.output,
             color: colors && std::io::stderr().is_terminal(),

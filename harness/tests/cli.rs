@@ -314,3 +314,95 @@ fn valid_file_reports_counts() {
     );
     assert!(r.stderr.contains("nothing depends on `a`"), "{}", r.stderr);
 }
+
+#[test]
+fn adr007_examples_validate_render_and_render_back() {
+    let dir = examples().join("adr007");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.to_str().unwrap();
+        let r = run_in(&dir, &["validate", "-f", file]);
+        assert_eq!(r.code, 0, "{file}: {}", r.stderr);
+        let r = run_in(&dir, &["config", "show", "-f", file, "--show-secrets"]);
+        assert_eq!(r.code, 0, "{file}: {}", r.stderr);
+        assert!(r.stdout.contains("settings:"), "{file}: {}", r.stdout);
+        assert!(r.stdout.contains("subnet:"), "{file}: {}", r.stdout);
+        let shown = run_in(
+            &dir,
+            &["config", "show", "-f", file, "-o", "json", "--show-secrets"],
+        );
+        // The rendered form loads back to the same model.
+        let f = Fixture::new(&r.stdout);
+        let again = f.run(&["config", "show", "-o", "json", "--show-secrets"]);
+        assert_eq!(again.code, 0, "{file}: {}", again.stderr);
+        let (mut a, mut b) = (shown.json(), again.json());
+        a["name"] = Value::Null;
+        b["name"] = Value::Null;
+        assert_eq!(a, b, "{file}");
+        seen += 1;
+    }
+    assert_eq!(seen, 3);
+}
+
+#[test]
+fn a_service_on_a_wireguard_network_is_refused_at_start_naming_it() {
+    let file = examples().join("adr007/wireguard.yaml");
+    let r = run_in(
+        &examples(),
+        &["--no-autostart", "start", "-f", file.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("network \"mesh\" of type wireguard"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn config_show_origins_name_the_file_of_each_value() {
+    let f = Fixture::new("services:\n  api:\n    command: run\n    ports: [8080]\n");
+    std::fs::write(
+        f.dir.path().join("override.yaml"),
+        "services:\n  api:\n    command: run --fast\n",
+    )
+    .unwrap();
+    let r = f.run(&[
+        "-f",
+        "services.yaml",
+        "-f",
+        "override.yaml",
+        "config",
+        "show",
+        "--origins",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("services.api.command: \"run --fast\"  # override.yaml:3:14"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("services.api.ports[0].port: 8080  # services.yaml:4:13"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("services.api.stop.signal: \"SIGTERM\"  # default (in services.yaml:2:3)"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_compose_key_says_what_to_use_instead() {
+    let f = Fixture::new("services:\n  api:\n    image: nginx\n    environment: {A: b}\n");
+    let r = f.run(&["validate"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("Compose's `environment`"), "{}", r.stderr);
+    assert!(r.stderr.contains("`env:`"), "{}", r.stderr);
+}

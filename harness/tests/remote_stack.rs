@@ -226,7 +226,7 @@ fn remote_stack_survives_a_killed_daemon_and_stops_clean() {
     command: "while :; do echo local; sleep 1; done"
   ticker:
     host: h2
-    command: "i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.05; done"
+    command: "i=0; while :; do i=$((i+1)); echo tick-$$i; sleep 0.05; done"
   api:
     host: h1
     user: hbsvc
@@ -245,7 +245,7 @@ fn remote_stack_survives_a_killed_daemon_and_stops_clean() {
   consumer:
     host: h3
     env: {{API: "${{api.ip}}:${{api.port}}", DB: "${{db.ip}}:${{db.port}}"}}
-    command: "while :; do busybox wget -q -O- http://$API/; busybox wget -q -O- http://$DB/; sleep 1; done"
+    command: "while :; do busybox wget -q -O- http://$$API/; busybox wget -q -O- http://$$DB/; sleep 1; done"
     depends_on: {{api: healthy, db: healthy}}
     health_check:
       command: ["sh", "-c", "busybox wget -q -O- http://${{api.ip}}:${{api.port}}/ | grep -q hello-e2e"]
@@ -576,7 +576,7 @@ fn hosts_check_leaves_the_daemons_connections_alone() {
     type: docker
     host: h2
     image: "{image}"
-    command: ["sh", "-c", "i=0; while :; do i=$((i+1)); echo box-$i; sleep 0.1; done"]
+    command: ["sh", "-c", "i=0; while :; do i=$((i+1)); echo box-$$i; sleep 0.1; done"]
 "#,
         hosts = hosts_yaml(tb),
         image = tb.image,

@@ -242,7 +242,7 @@ services:
     command: "sleep 0.2; echo migrated"
     depends_on: {{db: healthy}}
   api:
-    command: "echo api sees $DB; exec sleep 60"
+    command: "echo api sees $$DB; exec sleep 60"
     env: {{DB: "${{db.ip}}:${{db.port}}"}}
     depends_on: {{migrate: completed_successfully}}
   worker:
@@ -879,7 +879,7 @@ fn logs_rotate_by_size_and_read_back_across_the_rotated_files() {
 name: rot
 services:
   r:
-    command: "i=0; while [ $i -lt 180 ]; do echo line-$i-padding-padding; i=$((i+1)); sleep 0.002; done"
+    command: "i=0; while [ $$i -lt 180 ]; do echo line-$$i-padding-padding; i=$((i+1)); sleep 0.002; done"
 "#,
         );
         assert!(fx.apply(&p).await.is_success());
@@ -990,13 +990,13 @@ services:
     user: {user}
     env: {{GREETING: "hello there"}}
     command: |
-      echo "$(id -un) $GREETING $(pwd)"
+      echo "$(id -un) $$GREETING $(pwd)"
       sleep {tag} &
       sh -c 'sleep {tag}' &
       exec sleep {tag}
     health_check:
       command: sh
-      args: ["-c", 'test "$(id -un)" = {user} && test "$GREETING" = "hello there"']
+      args: ["-c", 'test "$(id -un)" = {user} && test "$$GREETING" = "hello there"']
       interval: 50ms
   nobody-here:
     user: no-such-user-hb

@@ -196,7 +196,7 @@ fn stack_across_hosts_and_engines() {
     ports: [{api_port}]
     command: >-
       mkdir -p /tmp/www-$$; echo hello-from-api > /tmp/www-$$/index.html;
-      (i=0; while :; do i=$((i+1)); echo api-$i; sleep 0.05; done) &
+      (i=0; while :; do i=$((i+1)); echo api-$$i; sleep 0.05; done) &
       exec busybox httpd -f -p {api_port} -h /tmp/www-$$
     health_check:
       http: "http://${{api.ip}}:${{api.port}}/"
@@ -207,7 +207,7 @@ fn stack_across_hosts_and_engines() {
     host: h2
     image: "{image}"
     ports: ["15432:5432"]
-    command: ["sh", "-c", "mkdir -p /w; echo db-data > /w/index.html; (i=0; while :; do i=$((i+1)); echo db-$i; sleep 0.05; done) & exec httpd -f -p 5432 -h /w"]
+    command: ["sh", "-c", "mkdir -p /w; echo db-data > /w/index.html; (i=0; while :; do i=$((i+1)); echo db-$$i; sleep 0.05; done) & exec httpd -f -p 5432 -h /w"]
     health_check:
       command: ["wget", "-q", "-O-", "http://127.0.0.1:5432/"]
       interval: 1s
@@ -222,7 +222,7 @@ fn stack_across_hosts_and_engines() {
     env:
       API: "${{api.ip}}:${{api.port}}"
       DB: "${{db.ip}}:${{db.port}}"
-    command: "while :; do busybox wget -q -O- http://$API/; busybox wget -q -O- http://$DB/; sleep 0.5; done"
+    command: "while :; do busybox wget -q -O- http://$$API/; busybox wget -q -O- http://$$DB/; sleep 0.5; done"
     depends_on:
       api: healthy
       db: healthy

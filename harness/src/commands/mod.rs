@@ -19,6 +19,7 @@ mod markers;
 pub mod package;
 mod request_size;
 mod restart;
+mod scale;
 mod start;
 mod status;
 mod stop;
@@ -63,13 +64,15 @@ pub fn run(cli: Cli) -> u8 {
         Command::Down { timeout } => up::down(&ctx, timeout),
         Command::Watch { services } => watch::run(&ctx, services),
         Command::Status { watch, all } => status::run(&ctx, watch, all),
+        Command::Scale { targets } => scale::run(&ctx, targets),
         Command::Logs(args) => logs::run(&ctx, args),
         Command::Health { service } => health::run(&ctx, service),
         Command::Events { since } => events::run(&ctx, since),
         Command::Daemon(cmd) => daemon::run(&ctx, cmd),
-        Command::Config(ConfigCommand::Show { show_secrets }) => {
-            config_show::run(&ctx, show_secrets)
-        }
+        Command::Config(ConfigCommand::Show {
+            show_secrets,
+            origins,
+        }) => config_show::run(&ctx, show_secrets, origins),
         Command::Config(ConfigCommand::Deps) => config_deps::run(&ctx),
         Command::Config(ConfigCommand::Schema) => config_schema::run(&ctx),
         Command::Package(cmd) => package::run(&ctx, cmd),
@@ -112,26 +115,36 @@ pub fn request_failed(what: &str, e: registry::ClientError) -> Status {
     }
 }
 
-/// Loads the services file for a command that needs a valid one. On errors, prints them
-/// (JSON on stdout with `-o json`, rendered on stderr otherwise) and gives the exit status.
-/// [`load_project`], refusing a `-p NAME` that names another project than the file defines.
+/// [`load_project`] for the commands that start services (`-p NAME` names the project).
 pub fn load_selected_project(ctx: &Context) -> Result<Project, Status> {
-    let project = load_project(ctx)?;
-    if let Some(name) = &ctx.project
-        && name != &project.name
-    {
-        crate::errln!(
-            "error: -p {name} but {} defines project {:?}",
-            ctx.file.display(),
-            project.name
-        );
-        return Err(Status::Invalid);
-    }
-    Ok(project)
+    load_project(ctx)
 }
 
+/// What the command line adds to the files: profiles, `-p`, replica counts.
+pub fn load_options(ctx: &Context) -> harness_config::LoadOptions {
+    harness_config::LoadOptions {
+        profiles: ctx.profiles.clone(),
+        project_name: ctx.project.clone(),
+        replicas: Default::default(),
+    }
+}
+
+/// The services file and its override files, with the command line's options.
+pub fn load(ctx: &Context, options: &harness_config::LoadOptions) -> harness_config::Loaded {
+    harness_config::load_files(&ctx.files, options)
+}
+
+/// Loads the services file for a command that needs a valid one. On errors, prints them
+/// (JSON on stdout with `-o json`, rendered on stderr otherwise) and gives the exit status.
 pub fn load_project(ctx: &Context) -> Result<Project, Status> {
-    let loaded = harness_config::load(&ctx.file);
+    load_project_with(ctx, &load_options(ctx))
+}
+
+pub fn load_project_with(
+    ctx: &Context,
+    options: &harness_config::LoadOptions,
+) -> Result<Project, Status> {
+    let loaded = load(ctx, options);
     if loaded.is_valid()
         && let Some(project) = loaded.project
     {

@@ -20,6 +20,34 @@ pub fn run(ctx: &Context, services: Vec<String>, remove_orphans: bool) -> Status
         Ok(p) => p,
         Err(status) => return status,
     };
+    start_project(ctx, &project, services, remove_orphans)
+}
+
+/// Sends a loaded project to the daemon and shows the services come up (also `scale`).
+pub fn start_project(
+    ctx: &Context,
+    project: &harness_config::Project,
+    services: Vec<String>,
+    remove_orphans: bool,
+) -> Status {
+    // `wireguard` networks load and validate, but nothing brings them up yet.
+    for (name, service) in &project.services {
+        if !services.is_empty() && !services.contains(name) {
+            continue;
+        }
+        if let Some(net) = &service.network
+            && project
+                .networks
+                .get(net)
+                .is_some_and(|n| n.kind == harness_config::NetworkKind::Wireguard)
+        {
+            crate::errln!(
+                "error: service {name:?} is on network {net:?} of type wireguard, which harness cannot bring up yet; \
+                 start it on a `local` or `lan` network, or leave it out (start only the other services)"
+            );
+            return Status::Invalid;
+        }
+    }
     for s in &services {
         if !project.services.contains_key(s) {
             let known: Vec<&str> = project.services.keys().map(String::as_str).collect();
@@ -31,7 +59,7 @@ pub fn run(ctx: &Context, services: Vec<String>, remove_orphans: bool) -> Status
             return Status::Invalid;
         }
     }
-    let yaml = match serde_saphyr::to_string(&project) {
+    let yaml = match serde_saphyr::to_string(project) {
         Ok(y) => y,
         Err(e) => {
             crate::errln!("error: cannot encode the project: {e}");
@@ -56,7 +84,7 @@ pub fn run(ctx: &Context, services: Vec<String>, remove_orphans: bool) -> Status
             return Status::Failed;
         }
     };
-    if let Some(d) = super::request_size::check(&ctx.file, &project, params.to_string().len()) {
+    if let Some(d) = super::request_size::check(&ctx.file, project, params.to_string().len()) {
         super::request_size::print(&d);
         return Status::Invalid;
     }

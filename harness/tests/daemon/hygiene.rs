@@ -13,7 +13,7 @@ use crate::common::*;
 const STACK: &str = "name: hyg
 services:
   talk:
-    command: [sh, -c, 'i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done; exec sleep 86411']
+    command: [sh, -c, 'i=0; while [ $$i -lt 200 ]; do echo line $$i; i=$((i+1)); done; exec sleep 86411']
     health_check:
       command: [sh, -c, 'echo checked']
       interval: 1s
@@ -49,7 +49,11 @@ fn invocations(pkg: &str) -> Vec<Vec<String>> {
         "config deps",
         "config schema",
         "completions bash",
+        "manpage",
         "start",
+        "up",
+        "up -d",
+        "watch",
         "status",
         "status --watch",
         "logs",
@@ -67,6 +71,8 @@ fn invocations(pkg: &str) -> Vec<Vec<String>> {
         "daemon start",
         "restart quiet",
         "stop quiet",
+        "scale quiet=1",
+        "down",
         "daemon stop --stop-services",
     ];
     let mut all: Vec<Vec<String>> = lines.iter().map(|l| shell_words(l)).collect();
@@ -348,7 +354,7 @@ services:
   a:
     command: [sh, -c, 'echo service-line; exec sleep {tag}']
     health_check:
-      command: echo HEALTHMARK-$((40+2)) && test -n \"$HOME\"
+      command: echo HEALTHMARK-$((40+2)) && test -n \"$$HOME\"
       interval: 200ms
 "
     ));

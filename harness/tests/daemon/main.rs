@@ -4,6 +4,7 @@
 mod acceptance;
 mod commands;
 mod common;
+mod compose;
 mod hygiene;
 mod lean;
 mod proxy;

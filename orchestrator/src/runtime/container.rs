@@ -35,6 +35,8 @@ pub(crate) struct ContainerSpec {
     pub ports: Vec<String>,
     pub volumes: Vec<String>,
     pub user: Option<String>,
+    /// `entrypoint:`: its first word replaces the image's entrypoint, the rest lead the command.
+    pub entrypoint: Vec<String>,
     /// The engine's host; `None` is the local engine.
     pub host: Option<HostSpec>,
 }
@@ -50,6 +52,7 @@ impl ContainerSpec {
                 .collect(),
             volumes: service.volumes.clone(),
             user: service.user.clone(),
+            entrypoint: service.entrypoint.clone(),
             host,
         }
     }
@@ -191,9 +194,17 @@ pub(crate) async fn spawn(
             "host.docker.internal:host-gateway".into(),
         ]);
     }
+    let mut cmd: Vec<OsString> = Vec::new();
+    if let Some((first, rest)) = spec.entrypoint.split_first() {
+        run.extra_args
+            .extend(["--entrypoint".to_owned(), first.clone()]);
+        cmd.extend(rest.iter().map(OsString::from));
+    }
     if !launch.program.is_empty() {
-        let mut cmd: Vec<OsString> = vec![launch.program.clone().into()];
+        cmd.push(launch.program.clone().into());
         cmd.extend(launch.args.iter().map(OsString::from));
+    }
+    if !cmd.is_empty() {
         run.command = cmd;
     }
     let argv = run.argv();

@@ -1,0 +1,171 @@
+//! Compose conveniences end to end, with a real daemon and real processes: two copies of one
+//! stack side by side (`-p` and override files), `--profile`, and replicas whose consumer sees
+//! every instance in `${svc.endpoints}`.
+
+use std::time::Duration;
+
+use super::common::*;
+
+/// A web server whose port comes from the override file, and a client that calls it.
+const STACK: &str = "name: stack
+x-python: &python
+  binary: python3
+services:
+  web:
+    <<: *python
+    args: [-m, http.server, --bind, 127.0.0.1, \"${web.port}\"]
+    health_check: {tcp: {port: \"${WEB_PORT}\"}, interval: 200ms, start_period: 30s}
+  client:
+    command: \"echo client sees ${web.ip}:${web.port}; sleep 86400\"
+    depends_on: {web: healthy}
+  debugger:
+    command: \"echo debugging; sleep 86400\"
+    profiles: [debug]
+";
+
+fn override_file(port: u16) -> String {
+    format!("services:\n  web:\n    ports: [{port}]\n")
+}
+
+fn names(env: &Env, project: &str) -> Vec<String> {
+    let mut names: Vec<String> = env
+        .run(&["-p", project, "status", "-o", "json"])
+        .ok()
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["state"]["kind"] == "running")
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn get(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.0 200")
+}
+
+#[test]
+fn two_copies_side_by_side_with_p_and_override_files() {
+    let env = Env::new(STACK);
+    let (one, two) = (free_port(), free_port());
+    std::fs::write(env.dir.path().join("one.yaml"), override_file(one)).unwrap();
+    std::fs::write(env.dir.path().join("two.yaml"), override_file(two)).unwrap();
+    for (project, file, port) in [("one", "one.yaml", one), ("two", "two.yaml", two)] {
+        let mut cmd = env.cmd(&["-p", project, "-f", "services.yaml", "-f", file, "start"]);
+        cmd.env("WEB_PORT", port.to_string());
+        run_command(cmd).ok();
+    }
+    assert_eq!(names(&env, "one"), ["client", "web"]);
+    assert_eq!(names(&env, "two"), ["client", "web"]);
+    assert!(get(one) && get(two), "both copies serve on their own ports");
+    let logs = env.run(&["-p", "two", "logs", "client"]).ok().stdout;
+    assert!(
+        logs.contains(&format!("client sees 127.0.0.1:{two}")),
+        "{logs}"
+    );
+
+    // Stopping one copy leaves the other running.
+    env.run(&["-p", "one", "stop"]).ok();
+    assert!(names(&env, "one").is_empty());
+    assert_eq!(names(&env, "two"), ["client", "web"]);
+    assert!(get(two));
+
+    // HARNESS_FILE takes the same list, separated by `:`.
+    let mut cmd = env.cmd(&["-p", "one", "config", "show", "-o", "json"]);
+    cmd.env("HARNESS_FILE", "services.yaml:one.yaml");
+    cmd.env("WEB_PORT", one.to_string());
+    let shown = run_command(cmd).ok().json();
+    assert_eq!(shown["name"], "one");
+    assert_eq!(shown["services"]["web"]["ports"][0]["port"], one);
+}
+
+#[test]
+fn profile_debug_adds_a_service() {
+    let env = Env::new(STACK);
+    let port = free_port();
+    std::fs::write(env.dir.path().join("o.yaml"), override_file(port)).unwrap();
+    let mut cmd = env.cmd(&["-f", "services.yaml", "-f", "o.yaml", "start"]);
+    cmd.env("WEB_PORT", port.to_string());
+    run_command(cmd).ok();
+    assert_eq!(names(&env, "stack"), ["client", "web"]);
+    let mut cmd = env.cmd(&[
+        "-f",
+        "services.yaml",
+        "-f",
+        "o.yaml",
+        "--profile",
+        "debug",
+        "start",
+    ]);
+    cmd.env("WEB_PORT", port.to_string());
+    run_command(cmd).ok();
+    assert_eq!(names(&env, "stack"), ["client", "debugger", "web"]);
+}
+
+const REPLICAS: &str = "name: fleet
+services:
+  web:
+    binary: python3
+    args: [-m, http.server, --bind, 127.0.0.1, \"${web.port}\"]
+    ports: [0]
+    replicas: 3
+    health_check: {http: \"http://127.0.0.1:${web.port}/\", interval: 200ms, start_period: 30s}
+  consumer:
+    command: \"echo endpoints=${web.endpoints}; sleep 86400\"
+    depends_on: {web: healthy}
+";
+
+fn consumer_endpoints(env: &Env) -> Vec<u16> {
+    let mut ports = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let logs = env.run(&["logs", "consumer"]).stdout;
+            let Some(line) = logs.lines().rev().find(|l| l.contains("endpoints=")) else {
+                return false;
+            };
+            let list = line.split("endpoints=").nth(1).unwrap_or_default();
+            ports = list
+                .split(',')
+                .filter_map(|e| e.trim().rsplit_once(':')?.1.parse().ok())
+                .collect();
+            true
+        }),
+        "the consumer printed no endpoints"
+    );
+    ports
+}
+
+#[test]
+fn replicas_run_instances_and_the_consumer_sees_them_all() {
+    let env = Env::new(REPLICAS);
+    env.run(&["start"]).ok();
+    assert_eq!(
+        names(&env, "fleet"),
+        ["consumer", "web-1", "web-2", "web-3"]
+    );
+    let ports = consumer_endpoints(&env);
+    assert_eq!(ports.len(), 3, "{ports:?}");
+    for port in &ports {
+        assert!(get(*port), "instance on {port} answers");
+    }
+
+    // Scaling down stops the highest numbers and gives the consumer the shorter list.
+    let web3_pid = env.service("web-3")["runtime"]["pid"].as_u64().unwrap() as u32;
+    env.run(&["scale", "web=2"]).ok();
+    assert_eq!(names(&env, "fleet"), ["consumer", "web-1", "web-2"]);
+    assert!(wait_until(Duration::from_secs(5), || !alive(web3_pid)));
+    assert!(
+        wait_until(Duration::from_secs(10), || consumer_endpoints(&env).len()
+            == 2),
+        "the consumer was not given two endpoints"
+    );
+}
