@@ -151,7 +151,7 @@ fn logs_events_and_grep() {
 #[test]
 fn logging_rotates_per_service_and_logs_clear_deletes() {
     let env = Env::new(
-        "name: rot\nservices:\n  chatty:\n    command: \"i=0; while :; do i=$((i+1)); echo line-$i-padding-padding-padding; sleep 0.002; done\"\n    logging: {max_size: 2k, max_files: 2}\n",
+        "name: rot\nservices:\n  chatty:\n    command: \"i=0; while :; do i=$$((i+1)); echo line-$$i-padding-padding-padding; sleep 0.002; done\"\n    logging: {max_size: 2k, max_files: 2}\n",
     );
     env.run(&["start"]).ok();
     let dir = env.home().join("projects/rot/services/chatty");
