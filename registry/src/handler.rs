@@ -142,15 +142,25 @@ impl Router {
 }
 
 /// Decodes params. Absent params arrive as `null`: that suits `()` and `Option` params, and structs
-/// whose fields all have defaults get `{}` instead.
+/// whose fields all have defaults get `{}` instead. A mismatch names the field's path
+/// (`invalid params: since: invalid type: string "soon", expected u64`).
 pub fn decode_params<P: DeserializeOwned>(params: Value) -> Result<P, WireError> {
     if params.is_null() {
-        return serde_json::from_value(Value::Null).or_else(|e| {
-            serde_json::from_value(Value::Object(Default::default()))
-                .map_err(|_| WireError::invalid_params(e))
-        });
+        return decode(Value::Null)
+            .or_else(|e| decode(Value::Object(Default::default())).map_err(|_| e));
     }
-    serde_json::from_value(params).map_err(WireError::invalid_params)
+    decode(params)
+}
+
+fn decode<P: DeserializeOwned>(params: Value) -> Result<P, WireError> {
+    serde_path_to_error::deserialize(params).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." || path.is_empty() {
+            WireError::invalid_params(e.into_inner())
+        } else {
+            WireError::invalid_params(format!("{path}: {}", e.into_inner()))
+        }
+    })
 }
 
 impl Handler for Router {

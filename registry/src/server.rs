@@ -768,7 +768,8 @@ async fn handle_text(
             }
         }
         methods::UNSUBSCRIBE => {
-            let result = match serde_json::from_value::<wire::UnsubscribeParams>(req.params) {
+            let result = match crate::handler::decode_params::<wire::UnsubscribeParams>(req.params)
+            {
                 Ok(p) => match subs.remove(&p.subscription) {
                     Some(task) => {
                         shared
@@ -783,12 +784,12 @@ async fn handle_text(
                         format!("no subscription {} on this connection", p.subscription),
                     )),
                 },
-                Err(e) => Err(WireError::invalid_params(e)),
+                Err(e) => Err(e),
             };
             send_response(conn.out, shared, Some(req.id), result).await;
         }
         methods::CANCEL => {
-            let result = match serde_json::from_value::<wire::CancelParams>(req.params) {
+            let result = match crate::handler::decode_params::<wire::CancelParams>(req.params) {
                 Ok(p) => {
                     let switch = conn
                         .running
@@ -799,7 +800,7 @@ async fn handle_text(
                     serde_json::to_value(wire::CancelResult { cancelled })
                         .map_err(WireError::internal)
                 }
-                Err(e) => Err(WireError::invalid_params(e)),
+                Err(e) => Err(e),
             };
             send_response(conn.out, shared, Some(req.id), result).await;
         }
@@ -882,8 +883,7 @@ async fn subscribe(
     } else {
         params
     };
-    let p: wire::SubscribeParams =
-        serde_json::from_value(params).map_err(WireError::invalid_params)?;
+    let p: wire::SubscribeParams = crate::handler::decode_params(params)?;
     if subs.len() >= shared.config.max_subscriptions_per_connection {
         return Err(WireError::new(
             ErrorCode::LimitExceeded,

@@ -123,6 +123,26 @@ fn registry_methods_round_trip() {
             events.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
             vec![2, 3]
         );
+        // A wrong-typed param is named, with what was expected.
+        let err = c
+            .request("events.list", json!({"since": "soon"}))
+            .await
+            .expect_err("since is a number");
+        assert_eq!(remote_code(&err), Some(ErrorCode::InvalidParams));
+        assert!(
+            err.to_string()
+                .contains("since: invalid type: string \"soon\", expected u64"),
+            "{err}"
+        );
+        let err = c
+            .request("unsubscribe", json!({"subscription": [1]}))
+            .await
+            .expect_err("subscription is a number");
+        assert_eq!(remote_code(&err), Some(ErrorCode::InvalidParams));
+        assert!(
+            err.to_string().contains("subscription: invalid type"),
+            "{err}"
+        );
     });
 }
 
@@ -148,6 +168,7 @@ fn extra_methods_come_from_the_handler() {
             .await
             .expect_err("bad params");
         assert_eq!(remote_code(&err), Some(ErrorCode::InvalidParams));
+        assert!(err.to_string().contains("ms: invalid type"), "{err}");
         let err = c.request("nope", json!({})).await.expect_err("unknown");
         assert_eq!(remote_code(&err), Some(ErrorCode::MethodNotFound));
     });
