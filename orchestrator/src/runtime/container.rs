@@ -128,7 +128,7 @@ async fn docker(
     }
     argv.extend(args.iter().map(OsString::from));
     let cmd = Command::new(&argv[0]).args(&argv[1..]).timeout(limit);
-    let out = super::host::op(exec, target, &cmd)
+    let out = command_executor::service::remote::op(exec, target, &cmd)
         .await
         .map_err(|e| e.to_string())?;
     Ok(out)
@@ -157,6 +157,7 @@ pub(crate) async fn spawn(
     launch: &LaunchSpec,
     stop_signal: Signal,
     dir: &Path,
+    launch_id: &str,
 ) -> Result<Container, String> {
     let target = spec.cli_target();
     let cli = spec.cli();
@@ -173,17 +174,20 @@ pub(crate) async fn spawn(
         .cli(cli.clone())
         .name(&name)
         .label("harness.project", &project)
-        .label("harness.service", &service);
+        .label("harness.service", &service)
+        .label("harness.launch", launch_id);
     run.stop_signal = Some(stop_signal.name().to_owned());
     run.remove_on_stop = true;
-    for (k, v) in &launch.env {
-        run = run.env(k, v);
-    }
     run.ports = spec.ports.clone();
     run.volumes = spec.volumes.clone();
     run.user = spec.user.clone();
     run.workdir = launch.cwd.clone();
     run.extra_args = vec!["--pull".into(), "never".into()];
+    // `-e NAME` takes the value from the docker CLI's environment, which gets it from stdin:
+    // no value is ever in an argv.
+    for (k, _) in &launch.env {
+        run.extra_args.extend(["-e".into(), k.clone()]);
+    }
     if spec.host.is_none() {
         // Lets a container reach services of the daemon's machine (see ADR 0020).
         run.extra_args.extend([
@@ -198,7 +202,7 @@ pub(crate) async fn spawn(
     }
     let argv = run.argv();
     let cmd = Command::new(&argv[0]).args(&argv[1..]).timeout(limit);
-    let out = super::host::op(exec, &target, &cmd)
+    let out = command_executor::service::remote::op_with_env(exec, &target, &cmd, &launch.env)
         .await
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
@@ -404,6 +408,24 @@ pub(crate) async fn attach(exec: &Executor, spec: &ContainerSpec, dir: &Path) ->
     Some(start(exec, target, cli, id, pid, progress, dir))
 }
 
+/// Removes the service's container (a launch no daemon adopts), if there is one.
+pub(crate) async fn discard(exec: &Executor, spec: &ContainerSpec, dir: &Path) {
+    let name = container_name(dir);
+    match docker(
+        exec,
+        &spec.cli_target(),
+        &spec.cli(),
+        &["rm", "-f", &name],
+        exec.options().op_timeout,
+    )
+    .await
+    {
+        Ok(o) if o.status.success() || o.stderr_text().contains("No such container") => {}
+        Ok(o) => tracing::warn!(container = %name, "docker rm: {}", o.stderr_text().trim()),
+        Err(e) => tracing::warn!(container = %name, "docker rm: {e}"),
+    }
+}
+
 async fn load_progress(dir: &Path) -> Option<Progress> {
     let bytes = async_fs::read(dir.join("container.json")).await.ok()?;
     serde_json::from_slice(&bytes).ok()
@@ -559,7 +581,7 @@ async fn follow(
                 if let (Some("false"), Some(code)) =
                     (w.next(), w.next().and_then(|c| c.parse::<i32>().ok()))
                 {
-                    finish(&shared, super::host::exit_info(code));
+                    finish(&shared, ExitInfo::from_shell(code));
                     return;
                 }
             }
