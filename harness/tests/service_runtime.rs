@@ -350,6 +350,29 @@ services:
             env.run(&["logs", name]).stdout
         );
     }
+    // The container's id is in `status -o json`, as `runtime.container_id` and `location.id`.
+    let status: Value = serde_json::from_str(&env.ok(&["status", "-o", "json"])).unwrap();
+    let boxed = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "box")
+        .expect("box in status")
+        .clone();
+    let id = boxed["runtime"]["container_id"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(
+        boxed["location"]["id"].as_str(),
+        Some(id.as_str()),
+        "{boxed}"
+    );
+    let docker_id = tb.docker_ok(
+        testbed::Engine::Local,
+        ["inspect", "-f", "{{.Id}}", "harness.secrets.box"],
+    );
+    assert_eq!(docker_id.trim(), id, "{boxed}");
     let ps_local = Command::new("ps").args(["-eo", "args"]).output().unwrap();
     let ps_h1 = tb.sh_ok("h1", "ps -eo args");
     env.ok(&["stop"]);
@@ -358,4 +381,62 @@ services:
     assert!(seen.is_empty(), "the secret was in an argv: {seen:#?}");
     assert!(!String::from_utf8_lossy(&ps_local.stdout).contains(&secret));
     assert!(!ps_h1.contains(&secret));
+}
+
+/// Where the daemon may make cgroups (root with a cgroup2 mount, as in the testbed and CI), a
+/// descendant that double-forked and called `setsid` — out of the service's group, session and
+/// tree — is gone after `stop`. Without usable cgroups the README promises no such thing.
+#[test]
+fn stop_kills_a_double_forked_setsid_descendant_where_cgroups_are_usable() {
+    let cgroup2 = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|r| r.starts_with("cgroup2 "))
+        });
+    if !(rustix::process::getuid().is_root() && cgroup2) {
+        eprintln!(
+            "cgroups not usable here (not root or no cgroup2 mount): the guarantee does not apply"
+        );
+        return;
+    }
+    let env = Env {
+        home: tempfile::tempdir().unwrap(),
+        dir: tempfile::tempdir().unwrap(),
+        run: tempfile::tempdir().unwrap(),
+    };
+    let pidfile = env.dir.path().join("escaped.pid");
+    std::fs::write(
+        env.dir.path().join("services.yaml"),
+        format!(
+            "name: escape\nservices:\n  daemonizes:\n    command: [sh, -c, \"setsid sh -c 'sleep 86422 >/dev/null 2>&1 & echo $! > {}' & exec sleep 86423\"]\n",
+            pidfile.display()
+        ),
+    )
+    .unwrap();
+    env.ok(&["start"]);
+    assert!(wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n'))
+    }));
+    let escaped: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{escaped}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(") ").next().unwrap().split(' ').collect();
+    let service = sleepers("86423");
+    assert_eq!(service.len(), 1);
+    assert_ne!(
+        fields[3],
+        service[0].to_string(),
+        "the descendant left the service's session"
+    );
+    env.ok(&["stop"]);
+    assert!(
+        wait_for(Duration::from_secs(5), || sleepers("86422").is_empty()),
+        "the setsid'd descendant {escaped} survived stop"
+    );
 }

@@ -358,6 +358,9 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
                             e.runtime.pid = Some(pid);
                             e.runtime.process_start_time = Some(st);
                             if container.is_some() {
+                                if let registry::Location::Container { id, .. } = &mut e.location {
+                                    *id = container.clone();
+                                }
                                 e.runtime.container_id = container;
                             }
                             if settle && e.state == ServiceState::Starting {

@@ -303,6 +303,9 @@ impl Supervisor {
                         e.runtime.pid = Some(pid);
                         e.runtime.process_start_time = Some(st);
                         if container.is_some() {
+                            if let registry::Location::Container { id, .. } = &mut e.location {
+                                *id = container.clone();
+                            }
                             e.runtime.container_id = container;
                         }
                         if !gated && e.state == ServiceState::Starting {
