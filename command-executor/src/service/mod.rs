@@ -4,12 +4,14 @@
 //! - [`local`]: a process on this machine, in its own session (and cgroup where usable).
 //! - [`procfs`]: the one reader of `/proc` (start times, process table, launch ids).
 //! - [`remote`]: a process on an SSH host, followed with all others there in one session.
+//! - [`container`]: a docker container on a local or remote engine, its logs followed.
 //! - [`cgroup`]: one cgroup v2 per local service, killed whole on stop.
 //!
 //! Every launch carries its launch id in the environment variable [`LAUNCH_ID_VAR`], so a daemon
 //! that died anywhere between recording its intent and recording the pid still finds the process.
 
 pub mod cgroup;
+pub mod container;
 pub mod local;
 pub mod procfs;
 pub mod remote;
@@ -73,4 +75,17 @@ impl ExitInfo {
             (None, None) => "ended while the daemon was down (status unknown)".into(),
         }
     }
+}
+
+/// How a stopped service ended, once its last output and exit have come in; unknown when they
+/// do not come within 5 s (the host or engine stopped answering).
+pub(crate) async fn exit_after_stop(wait: impl std::future::Future<Output = ExitInfo>) -> ExitInfo {
+    use futures_lite::FutureExt;
+    async { Some(wait.await) }
+        .or(async {
+            async_io::Timer::after(std::time::Duration::from_secs(5)).await;
+            None
+        })
+        .await
+        .unwrap_or(ExitInfo::UNKNOWN)
 }

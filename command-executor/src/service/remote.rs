@@ -704,16 +704,7 @@ impl RemoteService {
         let out = op(&self.exec, &self.target, &cmd).await?;
         let killed = out.stdout_text().trim() == "KILLED";
         // The follower delivers the last output, then the exit.
-        let info = {
-            use futures_lite::FutureExt;
-            async { Some(self.wait().await) }
-                .or(async {
-                    Timer::after(Duration::from_secs(5)).await;
-                    None
-                })
-                .await
-                .unwrap_or(ExitInfo::UNKNOWN)
-        };
+        let info = super::exit_after_stop(self.wait()).await;
         self.ended = Some(info);
         self.clean().await?;
         Ok((info, killed))

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub(crate) use command_executor::service::ExitInfo;
+use command_executor::service::container::ContainerService;
 use command_executor::service::local::{self, LocalService};
 use command_executor::service::remote::{self, RemoteService};
 use command_executor::service::{ServiceCommand, procfs};
@@ -35,19 +36,6 @@ pub(crate) fn project_and_service(dir: &Path) -> (&str, &str) {
 pub(crate) const UNSUPPORTED: &str =
     "a type: package service runs only once prepared (installed on its host) by start";
 
-/// How a stopped service ended, once its last output and exit have come in; unknown when they
-/// do not come within 5 s (the host or engine stopped answering).
-pub(crate) async fn exit_after_stop(wait: impl std::future::Future<Output = ExitInfo>) -> ExitInfo {
-    use futures_lite::FutureExt;
-    async { Some(wait.await) }
-        .or(async {
-            async_io::Timer::after(Duration::from_secs(5)).await;
-            None
-        })
-        .await
-        .unwrap_or(ExitInfo::UNKNOWN)
-}
-
 fn command(spec: &LaunchSpec) -> ServiceCommand {
     ServiceCommand {
         program: spec.program.clone(),
@@ -64,8 +52,6 @@ fn command(spec: &LaunchSpec) -> ServiceCommand {
 pub(crate) enum LaunchError {
     #[error(transparent)]
     Executor(#[from] command_executor::Error),
-    #[error("{0}")]
-    Container(String),
     #[error("no host resolved")]
     NoHost,
 }
@@ -74,7 +60,7 @@ pub(crate) enum LaunchError {
 pub(crate) enum Launched {
     Local(LocalService),
     Host(RemoteService),
-    Container(container::Container),
+    Container(ContainerService),
 }
 
 impl Launched {
@@ -122,7 +108,8 @@ impl Launched {
         match self {
             Launched::Local(p) => Ok(p.terminate(signal, timeout).await),
             Launched::Host(p) => Ok(p.terminate(signal, timeout).await?),
-            Launched::Container(c) => Ok(c.terminate(signal, timeout).await),
+            // The stop signal is the container's own (`--stop-signal`).
+            Launched::Container(c) => Ok(c.terminate(timeout).await),
         }
     }
 
@@ -150,7 +137,7 @@ pub(crate) async fn launch(
         (_, Some(c)) => container::spawn(exec, c, &spec.launch, spec.stop.signal, dir, launch_id)
             .await
             .map(Launched::Container)
-            .map_err(LaunchError::Container),
+            .map_err(LaunchError::Executor),
         (Placement::Host { user, .. }, None) => match &spec.host {
             Some(h) => Ok(Launched::Host(
                 remote::spawn(
