@@ -46,6 +46,12 @@ struct Shared {
     changed: Notify,
 }
 
+impl Shared {
+    fn snapshot(&self) -> Progress {
+        self.progress.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
 /// A container run as a service.
 pub struct ContainerService {
     pub pid: u32,
@@ -124,20 +130,7 @@ pub async fn spawn(
     if !out.status.success() {
         return Err(failure(target, "docker run", &out));
     }
-    let id = out
-        .stdout_text()
-        .lines()
-        .last()
-        .unwrap_or("")
-        .trim()
-        .to_owned();
-    if id.is_empty() {
-        return Err(Error::Layer {
-            at: target.program_place(),
-            code: out.status.code(),
-            stderr: "docker run printed no id".into(),
-        });
-    }
+    let id = crate::docker::run_id(&out, target.program_place())?;
     let pid = main_pid(exec, target, &run.cli, &id).await.unwrap_or(0);
     let progress = Progress {
         id: id.clone(),
@@ -419,22 +412,14 @@ async fn follow(
                 }
                 append(&dir, &mut files, stream, &bytes).await;
                 if last_save.elapsed() > Duration::from_millis(200) {
-                    let p = shared
-                        .progress
-                        .lock()
-                        .map(|p| p.clone())
-                        .unwrap_or_default();
+                    let p = shared.snapshot();
                     save_progress(&dir, &p).await;
                     last_save = Instant::now();
                 }
             }
         }
         let _ = proc.wait().await;
-        let p = shared
-            .progress
-            .lock()
-            .map(|p| p.clone())
-            .unwrap_or_default();
+        let p = shared.snapshot();
         save_progress(&dir, &p).await;
         // `docker logs -f` ends by itself when the container stopped; otherwise the connection
         // dropped (retried). Either way the engine says which.
