@@ -59,7 +59,7 @@ impl CgroupRoot {
         // Joining needs write access to cgroup.procs of the new cgroups.
         let probe = Cgroup::open(&CgroupRoot { dir: dir.clone() }, ".probe").ok()?;
         let ok = std::fs::metadata(probe.dir.join("cgroup.procs")).is_ok();
-        let _ = std::fs::remove_dir(&probe.dir);
+        probe.remove();
         ok.then_some(CgroupRoot { dir })
     }
 
@@ -72,12 +72,20 @@ impl Cgroup {
     /// The cgroup `name` under `root`, created if missing.
     pub fn open(root: &CgroupRoot, name: &str) -> std::io::Result<Cgroup> {
         let dir = root.dir.join(name);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
+        let mkdir = |d: &Path| match std::fs::create_dir(d) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        };
+        // The root goes when its last service cgroup does (see `remove`): it may vanish between
+        // the two calls, once per concurrent removal.
+        let mut tries = 0;
+        loop {
+            mkdir(&root.dir)?;
+            match mkdir(&dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => tries += 1,
+                other => return other.map(|()| Cgroup { dir }),
+            }
         }
-        Ok(Cgroup { dir })
     }
 
     /// The cgroup `name` under `root` if it exists.
@@ -127,10 +135,14 @@ impl Cgroup {
         }
     }
 
-    /// Kills what is left and removes the cgroup. Blocking.
+    /// Kills what is left and removes the cgroup, and its parent once that is empty (another
+    /// service's cgroup keeps it). Blocking.
     pub fn remove(&self) {
         self.kill_all();
         let _ = std::fs::remove_dir(&self.dir);
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 
@@ -173,6 +185,9 @@ mod tests {
         cg.remove();
         assert!(crate::service::procfs::is_dead(pid), "the sleeper is gone");
         assert!(!cg.dir().exists());
-        let _ = std::fs::remove_dir(root.dir());
+        assert!(
+            !root.dir().exists(),
+            "the empty root goes with its last cgroup"
+        );
     }
 }

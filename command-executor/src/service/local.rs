@@ -348,6 +348,9 @@ impl LocalService {
             }
         }
         self.sweep(tree).await;
+        if let Some(cg) = self.cgroup.clone() {
+            blocking::unblock(move || cg.remove()).await;
+        }
         let info = self.wait().await;
         (info, killed)
     }

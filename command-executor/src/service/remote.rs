@@ -41,12 +41,15 @@ const STATE_ROOT: &str = "~/.local/state/harness";
 // ---------------------------------------------------------------------------------------------
 // remote sh programs (with `st` and `d` from crate::script, and its RUNNER)
 
-/// Creates the run's directory, checks cwd, program and setsid, reads the environment (an
+/// SIGKILLs the process group of any other live run of the service (one a daemon could not
+/// adopt, e.g. the host was unreachable when it restarted: a service never runs twice), creates
+/// the run's directory, checks cwd, program and setsid, reads the environment (an
 /// exported sh script) from stdin, starts the runner detached with that environment exported — so
 /// no value is ever in an argv — and prints `STARTED PID STARTTIME DIR` once the runner wrote the
 /// pidfile. Args: DIR RUNNER CWD PROGRAM ARGS...
 const START: &str = r#"r=$2; shift 2
 e=$(cat)
+for o in "${d%/*}"/*/; do o=${o%/}; [ "$o" != "$d" ] && [ -s "$o/pid" ] || continue; read -r p s < "$o/pid"; st "$p"; if [ -n "$S" ] && [ "$S" = "$s" ]; then kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; fi; done
 mkdir -p "$d" || exit 1
 command -v setsid >/dev/null 2>&1 || { echo NOSETSID; rm -rf "$d"; exit 0; }
 ( c=$1; shift; if [ -n "$c" ]; then cd "$c" 2>/dev/null || { echo NOCWD; exit 1; }; fi; command -v "$1" >/dev/null 2>&1 || { echo NOPROG; exit 1; } ) || { rm -rf "$d"; exit 0; }
