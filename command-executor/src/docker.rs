@@ -238,21 +238,22 @@ pub(crate) async fn run(exec: &Executor, target: &Target, spec: &DockerRun) -> R
             &out,
         ));
     }
-    let id = out
-        .stdout_text()
-        .lines()
-        .last()
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let id = run_id(&out, at)?;
+    follow(exec, target, &spec.cli, id, spec.remove_on_stop).await
+}
+
+/// The container id `docker run -d` printed (its last line).
+pub(crate) fn run_id(out: &crate::process::Output, at: Place) -> Result<String> {
+    let text = out.stdout_text();
+    let id = text.lines().last().unwrap_or("").trim();
     if id.is_empty() {
         return Err(Error::Layer {
             at,
-            code: None,
+            code: out.status.code(),
             stderr: "docker run printed no container id".into(),
         });
     }
-    follow(exec, target, &spec.cli, id, spec.remove_on_stop).await
+    Ok(id.to_owned())
 }
 
 pub(crate) async fn attach(

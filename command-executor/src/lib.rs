@@ -27,6 +27,7 @@ mod managed;
 mod process;
 pub mod quote;
 mod script;
+pub mod service;
 mod signal;
 mod ssh;
 

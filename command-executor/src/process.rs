@@ -404,11 +404,9 @@ impl Place {
     }
 }
 
-/// Reads /proc/PID/stat field 22 on this machine.
+/// Field 22 of /proc/PID/stat on this machine.
 pub(crate) fn local_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    crate::service::procfs::start_time(pid)
 }
 
 /// What the stderr pump saw besides output.
@@ -865,8 +863,5 @@ pub(crate) async fn attach_pid(
 }
 
 fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
-        .unwrap_or(false)
+    crate::service::procfs::stat(pid).is_some_and(|r| r.zombie)
 }

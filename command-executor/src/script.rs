@@ -15,7 +15,7 @@ pub(crate) const MARK: &[u8] = b"\x1eHARNESS-";
 
 /// Shared helper: `st PID` sets `S` to the process's start time (field 22 of /proc/PID/stat), empty if gone,
 /// and `G` to its process group. Cut at the last `) ` first: the command name may contain spaces and `)`.
-const START_TIME_FN: &str = r#"st() { S=; G=; if read -r l 2>/dev/null < "/proc/$1/stat"; then l=${l##*) }; set -f; set -- $l; G=$3; shift 19 && S=$1; set +f; fi; }
+pub(crate) const START_TIME_FN: &str = r#"st() { S=; G=; if read -r l 2>/dev/null < "/proc/$1/stat"; then l=${l##*) }; set -f; set -- $l; G=$3; shift 19 && S=$1; set +f; fi; }
 "#;
 
 /// Wraps a one-off command: reads the environment from stdin when there is one (never from its arguments,
@@ -97,14 +97,14 @@ fn push_env_and_argv(v: &mut Vec<OsString>, cmd: &Command) {
 }
 
 /// Expands a leading `~/` of the state dir on the target, where `$HOME` is the target user's.
-const STATE_DIR: &str = r#"d=$1; case $d in "~/"*) d=$HOME/${d#"~/"};; "~") d=$HOME;; esac
+pub(crate) const STATE_DIR: &str = r#"d=$1; case $d in "~/"*) d=$HOME/${d#"~/"};; "~") d=$HOME;; esac
 "#;
 
 /// Runs detached as its own session, with the environment already exported by START (so values, secrets
 /// included, never sit in a long-lived process's argv): applies the cwd, starts the program in a new session (so its
 /// process group is its own, apart from this runner), records `PID STARTTIME` in `pid`, waits, and records
 /// `$?` in `exit`. Args: DIR CWD PROGRAM ARGS...
-const RUNNER: &str = r#"d=$1; c=$2; shift 2
+pub(crate) const RUNNER: &str = r#"d=$1; c=$2; shift 2
 if [ -n "$c" ]; then cd "$c" || { echo "$$ 0" > "$d/pid"; echo 126 > "$d/exit"; exit 126; }; fi
 setsid "$@" </dev/null >>"$d/stdout" 2>>"$d/stderr" &
 p=$!

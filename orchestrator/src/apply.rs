@@ -189,6 +189,7 @@ fn spawn_supervisor(
         spec,
         ready,
         stops: stops.clone(),
+        launches: inner.launches.clone(),
     };
     Handle {
         stops,
@@ -247,10 +248,19 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
             Err(e) => tracing::warn!("cannot re-attach project {name}: {e}"),
         }
     }
+    // This daemon's local processes, by the launch id in their environment: whatever no entry
+    // adopts below is killed (a launch the daemon was killed before recording, or the rest of
+    // an earlier incarnation): a service never has two live incarnations.
+    let local = crate::runtime::local_processes(&inner.launches).await;
+    let mut adopted: BTreeSet<String> = BTreeSet::new();
+    let mut adopted_sessions: BTreeSet<u32> = BTreeSet::new();
     for entry in inner.store.list(None).await? {
+        let dir = inner.service_dir(&entry.project, &entry.name);
+        let intent = crate::launches::recorded(&dir).await;
         // A service stopped on request comes back with a new daemon only under `restart: always`.
         let stopped = entry.state == ServiceState::Stopped;
-        if !is_up(&entry.state) && !stopped {
+        let up = is_up(&entry.state);
+        if !up && !stopped && intent.is_none() {
             continue;
         }
         let k = entry.key();
@@ -259,23 +269,50 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
             Some((p, base)) => Resolved::new(p, &entry.name, base.as_deref()),
             None => Err("its project definition is missing from the state directory".into()),
         };
-        // A daemon killed between launching a local service and recording it left the pidfile.
         let recorded = match (entry.runtime.pid, entry.runtime.process_start_time) {
-            _ if stopped => None,
-            (Some(pid), Some(st)) => Some((pid, st)),
-            _ if entry.location == Location::Local => {
-                crate::runtime::local::read_pidfile(&inner.service_dir(&entry.project, &entry.name))
-                    .await
+            (Some(pid), Some(st)) if up => Some((pid, st)),
+            _ => None,
+        };
+        // Adopted when it should run; otherwise whatever a recorded launch left is killed.
+        let alive = match &resolved {
+            Ok(spec) if up || intent.is_some() => {
+                let found = crate::runtime::adopt(
+                    spec,
+                    &dir,
+                    &inner.executor,
+                    &inner.launches,
+                    crate::runtime::Recorded {
+                        launch_id: intent.as_deref(),
+                        keep: up,
+                        local: &local,
+                        recorded,
+                    },
+                )
+                .await;
+                match found {
+                    Ok(found) => {
+                        if !up {
+                            crate::launches::forget(&dir).await;
+                        }
+                        found
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = %k, "cannot find its processes: {e}");
+                        None
+                    }
+                }
             }
             _ => None,
         };
-        let alive = match (&resolved, recorded.map(|r| r.0), recorded.map(|r| r.1)) {
-            (Ok(spec), Some(pid), Some(st)) => {
-                let dir = inner.service_dir(&entry.project, &entry.name);
-                crate::runtime::reattach(spec, &dir, &inner.executor, pid, st).await
-            }
-            _ => None,
-        };
+        if let (Some(id), Some(_)) = (&intent, &alive) {
+            adopted.insert(id.clone());
+        }
+        if let Some(crate::runtime::Launched::Local(p)) = &alive {
+            adopted_sessions.insert(p.pid);
+        }
+        if !up && !stopped {
+            continue;
+        }
         let spec = match resolved {
             Ok(s) if stopped && s.restart.policy != harness_config::RestartPolicy::Always => {
                 continue;
@@ -308,12 +345,27 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
                     r.healthy = healthy;
                 });
                 let (pid, st) = (proc.pid(), proc.start_time());
-                if entry.runtime.pid != Some(pid) {
+                let container = proc.container_id().map(str::to_owned);
+                // Without a health check nothing else would move it on from `starting`.
+                let settle = entry.state == ServiceState::Starting && spec.health.is_none();
+                if entry.runtime.pid != Some(pid)
+                    || settle
+                    || (container.is_some() && entry.runtime.container_id != container)
+                {
                     let r = inner
                         .store
                         .modify(&k, move |e| {
                             e.runtime.pid = Some(pid);
                             e.runtime.process_start_time = Some(st);
+                            if container.is_some() {
+                                if let registry::Location::Container { id, .. } = &mut e.location {
+                                    *id = container.clone();
+                                }
+                                e.runtime.container_id = container;
+                            }
+                            if settle && e.state == ServiceState::Starting {
+                                e.transition(ServiceState::Running)?;
+                            }
                             Ok(())
                         })
                         .await;
@@ -353,6 +405,18 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
         if installed.is_none() {
             tracing::warn!(service = %k, "re-attached without a project");
         }
+    }
+    let stray: Vec<(u32, u64)> = local
+        .iter()
+        .filter(|t| !adopted.contains(&t.launch_id) && !adopted_sessions.contains(&t.row.session))
+        .map(|t| (t.row.pid, t.row.start_time))
+        .collect();
+    if !stray.is_empty() {
+        tracing::warn!(
+            "killing {} local processes of launches no service adopted",
+            stray.len()
+        );
+        blocking::unblock(move || command_executor::service::local::kill_processes(&stray)).await;
     }
     Ok(())
 }

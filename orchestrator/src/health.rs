@@ -70,7 +70,7 @@ async fn command(
         cmd = cmd.current_dir(cwd);
     }
     // Through the per-host limit, so checks share a host's one ssh connection with its services.
-    match crate::runtime::host::op(exec, target, &cmd).await {
+    match command_executor::service::remote::op(exec, target, &cmd).await {
         Ok(out) => {
             let text = format!("{}{}", out.stdout_text(), out.stderr_text());
             if out.status.success() {

@@ -45,6 +45,7 @@ mod apply;
 pub mod deploy;
 mod error;
 mod health;
+mod launches;
 mod logs;
 mod readiness;
 mod report;
@@ -130,6 +131,8 @@ pub(crate) struct Inner {
     /// at once instead of holding its project's lock (and the stop) until its startup timeouts.
     pub generations: Mutex<BTreeMap<String, u64>>,
     pub generation_changed: event_listener::Event,
+    /// Launch ids and service cgroups (crash-consistent launches).
+    pub launches: Arc<launches::Launches>,
 }
 
 /// Held while an apply, stop or restart changes one project.
@@ -186,7 +189,12 @@ impl Orchestrator {
         async_fs::create_dir_all(&projects)
             .await
             .map_err(|e| Error::io(&projects, e))?;
+        let launches = {
+            let dir = opts.state_dir.clone();
+            Arc::new(blocking::unblock(move || launches::Launches::new(&dir)).await)
+        };
         let inner = Arc::new(Inner {
+            launches,
             state_dir: opts.state_dir,
             store: opts.store,
             executor: opts.executor,

@@ -109,6 +109,7 @@ pub(crate) struct Supervisor {
     pub hub: Arc<LogHub>,
     pub ready: Arc<Readiness>,
     pub stops: Arc<Stops>,
+    pub launches: Arc<crate::launches::Launches>,
 }
 
 impl Drop for Supervisor {
@@ -248,7 +249,7 @@ impl Supervisor {
         match woke {
             Woke::Stop(req) => {
                 self.set_state(ServiceState::Stopping).await;
-                let (_, killed) = proc.terminate(req.signal, req.timeout).await;
+                let (_, killed) = self.terminate(proc, req.signal, req.timeout).await;
                 pump.finish().await;
                 self.set_state(ServiceState::Stopped).await;
                 self.ready.update(|r| r.stopped = true);
@@ -257,15 +258,15 @@ impl Supervisor {
             }
             Woke::Exited(info) => {
                 // Nothing left behind: children it did not take with it go too.
-                proc.sweep(Vec::new()).await;
+                self.sweep(proc).await;
                 pump.finish().await;
                 self.record_exit(info).await;
                 self.restart_after(info, false, up, backoff).await
             }
             Woke::Unhealthy => {
                 tracing::info!(service = %self.key, "unhealthy: restarting");
-                let (info, _) = proc
-                    .terminate(self.spec.stop.signal, self.spec.stop.timeout)
+                let (info, _) = self
+                    .terminate(proc, self.spec.stop.signal, self.spec.stop.timeout)
                     .await;
                 pump.finish().await;
                 self.record_exit(info).await;
@@ -281,15 +282,32 @@ impl Supervisor {
                 .await;
             return None;
         }
-        match runtime::launch(&self.spec, &self.dir, &self.executor).await {
+        // Recorded before anything can run: a daemon killed from here on finds the process.
+        let id = self.launches.next(&self.key.project, &self.key.name);
+        if let Err(e) = crate::launches::record(&self.dir, &id).await {
+            self.fail(format!(
+                "cannot record the launch in {} (nothing was started): {e}",
+                self.dir.display()
+            ))
+            .await;
+            return None;
+        }
+        match runtime::launch(&self.spec, &self.dir, &self.executor, &self.launches, &id).await {
             Ok(p) => {
                 let (pid, st) = (p.pid(), p.start_time());
+                let container = p.container_id().map(str::to_owned);
                 let gated = self.spec.health.is_some();
                 let r = self
                     .store
                     .modify(&self.key, move |e| {
                         e.runtime.pid = Some(pid);
                         e.runtime.process_start_time = Some(st);
+                        if container.is_some() {
+                            if let registry::Location::Container { id, .. } = &mut e.location {
+                                *id = container.clone();
+                            }
+                            e.runtime.container_id = container;
+                        }
                         if !gated && e.state == ServiceState::Starting {
                             e.transition(ServiceState::Running)?;
                         }
@@ -302,8 +320,37 @@ impl Supervisor {
                 Some(p)
             }
             Err(reason) => {
-                self.fail(reason).await;
+                self.fail(reason.to_string()).await;
                 None
+            }
+        }
+    }
+
+    /// Stops the run; forgets its launch once it is known to be gone.
+    async fn terminate(
+        &self,
+        proc: &mut Launched,
+        signal: Signal,
+        timeout: Duration,
+    ) -> (ExitInfo, bool) {
+        match proc.terminate(signal, timeout).await {
+            Ok(r) => {
+                crate::launches::forget(&self.dir).await;
+                r
+            }
+            Err(e) => {
+                tracing::warn!(service = %self.key, "stop: {e} (the next daemon start retries)");
+                (ExitInfo::UNKNOWN, false)
+            }
+        }
+    }
+
+    /// Kills what the run left behind; forgets its launch once that is done.
+    async fn sweep(&self, proc: &Launched) {
+        match proc.sweep().await {
+            Ok(()) => crate::launches::forget(&self.dir).await,
+            Err(e) => {
+                tracing::warn!(service = %self.key, "cleaning up: {e} (the next daemon start retries)")
             }
         }
     }

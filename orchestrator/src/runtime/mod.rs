@@ -1,19 +1,24 @@
-//! How services are launched, watched and stopped, per kind of place they run.
-//!
-//! [`Launched`] is the one handle the supervisor holds whatever the runtime: a local process
-//! ([`local`]), a process on an SSH host ([`host`]) or a container ([`container`]).
+//! The adapter between the orchestrator and command-executor's service API: which kind of
+//! process a resolved service is (local, on an SSH host, a container) and the handle for it.
+//! How processes are spawned, followed, signalled and found again is command-executor's
+//! (`command_executor::service`); what runs where and when is the orchestrator's.
 
 pub(crate) mod container;
 pub(crate) mod host;
-pub(crate) mod local;
 
 use std::path::Path;
 use std::time::Duration;
 
+pub(crate) use command_executor::service::ExitInfo;
+use command_executor::service::container::ContainerService;
+use command_executor::service::local::{self, LocalService};
+use command_executor::service::remote::{self, RemoteService};
+use command_executor::service::{ServiceCommand, procfs};
 use command_executor::{Executor, Signal, Target};
 
 use crate::addresses::Placement;
-use crate::spec::Resolved;
+use crate::launches::Launches;
+use crate::spec::{LaunchSpec, Resolved};
 
 /// `(project, service)` of a local service directory (`.../projects/P/services/S`), which names the
 /// service's remote run directory and its container.
@@ -31,54 +36,31 @@ pub(crate) fn project_and_service(dir: &Path) -> (&str, &str) {
 pub(crate) const UNSUPPORTED: &str =
     "a type: package service runs only once prepared (installed on its host) by start";
 
-/// How a process ended. Both are `None` when it ended while no daemon watched (its status is
-/// then unknowable) — restart policies treat that as a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ExitInfo {
-    pub code: Option<i32>,
-    pub signal: Option<i32>,
-}
-
-impl ExitInfo {
-    const UNKNOWN: ExitInfo = ExitInfo {
-        code: None,
-        signal: None,
-    };
-
-    pub fn success(self) -> bool {
-        self.code == Some(0)
-    }
-
-    pub fn describe(self) -> String {
-        match (self.code, self.signal) {
-            (Some(c), _) => format!("exit code {c}"),
-            (None, Some(s)) => match Signal::from_number(s) {
-                Some(sig) => format!("killed by {sig}"),
-                None => format!("killed by signal {s}"),
-            },
-            (None, None) => "ended while the daemon was down (status unknown)".into(),
-        }
+fn command(spec: &LaunchSpec) -> ServiceCommand {
+    ServiceCommand {
+        program: spec.program.clone(),
+        args: spec.args.clone(),
+        env: spec.env.clone(),
+        cwd: spec.cwd.clone(),
+        user: spec.user.clone(),
     }
 }
 
-/// How a stopped service ended, once its last output and exit have come in; unknown when they
-/// do not come within 5 s (the host or engine stopped answering).
-pub(crate) async fn exit_after_stop(wait: impl std::future::Future<Output = ExitInfo>) -> ExitInfo {
-    use futures_lite::FutureExt;
-    async { Some(wait.await) }
-        .or(async {
-            async_io::Timer::after(Duration::from_secs(5)).await;
-            None
-        })
-        .await
-        .unwrap_or(ExitInfo::UNKNOWN)
+/// Why a launch failed: where and in which layer (command-executor's error), or what the
+/// orchestrator could not prepare.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LaunchError {
+    #[error(transparent)]
+    Executor(#[from] command_executor::Error),
+    #[error("no host resolved")]
+    NoHost,
 }
 
 /// A running service instance.
 pub(crate) enum Launched {
-    Local(local::LocalProcess),
-    Host(host::RemoteProcess),
-    Container(container::Container),
+    Local(LocalService),
+    Host(RemoteService),
+    Container(ContainerService),
 }
 
 impl Launched {
@@ -98,6 +80,14 @@ impl Launched {
         }
     }
 
+    /// The container's id, for containers.
+    pub fn container_id(&self) -> Option<&str> {
+        match self {
+            Launched::Container(c) => Some(&c.id),
+            _ => None,
+        }
+    }
+
     /// Resolves when the process has ended; noticed at once (child exit or pidfd), never polled.
     pub async fn wait(&mut self) -> ExitInfo {
         match self {
@@ -108,65 +98,147 @@ impl Launched {
     }
 
     /// Stops the whole service: `signal` to its process group, SIGKILL after `timeout`, then
-    /// anything left in its session. Returns how it ended and whether SIGKILL was needed.
-    pub async fn terminate(&mut self, signal: Signal, timeout: Duration) -> (ExitInfo, bool) {
+    /// anything left in its cgroup or session. Returns how it ended and whether SIGKILL was
+    /// needed; an error when the place it runs could not be told (its launch stays recorded).
+    pub async fn terminate(
+        &mut self,
+        signal: Signal,
+        timeout: Duration,
+    ) -> Result<(ExitInfo, bool), LaunchError> {
         match self {
-            Launched::Local(p) => p.terminate(signal, timeout).await,
-            Launched::Host(p) => p.terminate(signal, timeout).await,
-            Launched::Container(c) => c.terminate(signal, timeout).await,
+            Launched::Local(p) => Ok(p.terminate(signal, timeout).await),
+            Launched::Host(p) => Ok(p.terminate(signal, timeout).await?),
+            // The stop signal is the container's own (`--stop-signal`).
+            Launched::Container(c) => Ok(c.terminate(timeout).await),
         }
     }
 
     /// Kills whatever the service left behind after it ended on its own.
-    pub async fn sweep(&self, earlier: Vec<(u32, u64)>) {
+    pub async fn sweep(&self) -> Result<(), LaunchError> {
         match self {
-            Launched::Local(p) => local::sweep(p.pid, earlier, p.user.clone()).await,
-            Launched::Host(p) => p.clean().await,
+            Launched::Local(p) => p.sweep(Vec::new()).await,
+            Launched::Host(p) => p.clean().await?,
             Launched::Container(c) => c.remove().await,
         }
+        Ok(())
     }
 }
 
-/// Starts a service with its output appended to `stdout`/`stderr` files in `dir`.
+/// Starts a service as launch `launch_id` (recorded by the caller) with its output appended to
+/// `stdout`/`stderr` files in `dir`.
 pub(crate) async fn launch(
     spec: &Resolved,
     dir: &Path,
     exec: &Executor,
-) -> Result<Launched, String> {
+    launches: &Launches,
+    launch_id: &str,
+) -> Result<Launched, LaunchError> {
     match (&spec.placement, &spec.container) {
-        (_, Some(c)) => container::spawn(exec, c, &spec.launch, spec.stop.signal, dir)
+        (_, Some(c)) => container::spawn(exec, c, &spec.launch, spec.stop.signal, dir, launch_id)
             .await
-            .map(Launched::Container),
+            .map(Launched::Container)
+            .map_err(LaunchError::Executor),
         (Placement::Host { user, .. }, None) => match &spec.host {
-            Some(h) => host::spawn(exec, &h.target(user.as_deref()), &spec.launch, dir)
-                .await
-                .map(Launched::Host),
-            None => Err("no host resolved".into()),
+            Some(h) => Ok(Launched::Host(
+                remote::spawn(
+                    exec,
+                    &h.target(user.as_deref()),
+                    &command(&spec.launch),
+                    dir,
+                    launch_id,
+                )
+                .await?,
+            )),
+            None => Err(LaunchError::NoHost),
         },
-        _ => local::spawn(&spec.launch, dir).await.map(Launched::Local),
+        _ => {
+            let (project, service) = project_and_service(dir);
+            let cgroup = launches.cgroup(project, service);
+            Ok(Launched::Local(
+                local::spawn(&command(&spec.launch), dir, launch_id, cgroup).await?,
+            ))
+        }
     }
 }
 
-/// Re-attaches to a service recorded as running: `None` when it is gone (or the pid now
-/// belongs to another process). Remote processes are found by their run record in `dir` and
-/// pidfile on the host, containers by their labels.
-pub(crate) async fn reattach(
+/// This daemon's local service processes, found by the launch id in their environment.
+pub(crate) async fn local_processes(launches: &Launches) -> Vec<procfs::Tagged> {
+    let prefix = format!("{}/", launches.instance);
+    blocking::unblock(move || procfs::tagged(command_executor::service::LAUNCH_ID_VAR, &prefix))
+        .await
+}
+
+/// What a restarted daemon knows of a service's last launch.
+pub(crate) struct Recorded<'a> {
+    pub launch_id: Option<&'a str>,
+    /// Adopt it (the service should run), or kill it.
+    pub keep: bool,
+    pub local: &'a [procfs::Tagged],
+    pub recorded: Option<(u32, u64)>,
+}
+
+/// After a daemon restart, for a service whose launch `launch_id` was recorded: adopts its
+/// process if `keep` and it is still there (or, for a remote one, ended while no daemon
+/// watched), killing every other process of the service on its host or engine; with `keep`
+/// false kills them all. `local` are this daemon's tagged local processes; `recorded` the pid
+/// and start time the registry holds.
+pub(crate) async fn adopt(
     spec: &Resolved,
     dir: &Path,
     exec: &Executor,
-    pid: u32,
-    start_time: u64,
-) -> Option<Launched> {
+    launches: &Launches,
+    found: Recorded<'_>,
+) -> Result<Option<Launched>, LaunchError> {
+    let Recorded {
+        launch_id,
+        keep,
+        local,
+        recorded,
+    } = found;
     match (&spec.placement, &spec.container, &spec.host) {
-        (_, Some(c), _) => container::attach(exec, c, dir)
-            .await
-            .map(Launched::Container),
-        (Placement::Host { user, .. }, None, Some(h)) => {
-            host::attach(exec, &h.target(user.as_deref()), dir, pid, start_time)
-                .await
-                .map(Launched::Host)
+        (_, Some(c), _) => {
+            if keep {
+                Ok(container::attach(exec, c, dir)
+                    .await
+                    .map(Launched::Container))
+            } else {
+                container::discard(exec, c, dir).await;
+                Ok(None)
+            }
         }
-        _ => local::attach(pid, start_time, spec.launch.user.clone()).map(Launched::Local),
+        (Placement::Host { user, .. }, None, Some(h)) => {
+            let Some(id) = launch_id else { return Ok(None) };
+            Ok(
+                remote::adopt(exec, &h.target(user.as_deref()), dir, id, keep, recorded)
+                    .await?
+                    .map(Launched::Host),
+            )
+        }
+        _ => {
+            if !keep {
+                return Ok(None);
+            }
+            let (project, service) = project_and_service(dir);
+            let cgroup = launches.existing_cgroup(project, service);
+            let user = spec.launch.user.clone();
+            // The session leader carrying the launch id; else the recorded pid or the pidfile
+            // (a launch by an older daemon, or a process whose environment this daemon may
+            // not read): `attach` checks the start time, so never a stranger.
+            let tagged = launch_id.and_then(|id| {
+                local
+                    .iter()
+                    .find(|t| t.launch_id == id && t.row.pid == t.row.session)
+                    .map(|t| (t.row.pid, t.row.start_time))
+            });
+            let leader = match (tagged, recorded) {
+                (Some(t), _) => Some(t),
+                (None, Some(r)) => Some(r),
+                (None, None) => local::read_pidfile(dir).await,
+            };
+            Ok(leader
+                .and_then(|(pid, st)| local::attach(pid, st, user, cgroup))
+                .map(Launched::Local))
+        }
     }
 }
 

@@ -1,0 +1,452 @@
+//! Local services that survive the daemon.
+//!
+//! A service runs in its own session (`setsid`), so its pid is its process group and session id,
+//! with stdin from /dev/null and stdout/stderr appended to files: no pipe to the daemon, so a
+//! `kill -9` of the daemon never hands the service a SIGPIPE. It carries its launch id in its
+//! environment ([`LAUNCH_ID_VAR`]) and, where cgroups are usable, joins its own cgroup before
+//! `exec`: either finds it again after any crash. The daemon that started it is its parent and
+//! learns of its exit from SIGCHLD; a later daemon re-attaches by pid plus start time and learns
+//! of the exit from a pidfd (readable when the process ends).
+//!
+//! A service with `user:` runs as `sudo -n -u USER -- sh -c SCRIPT sh CWD PROGRAM ARGS`; SCRIPT
+//! reads the environment as an exported sh script from stdin (a pipe the daemon writes and
+//! closes), so no value is ever in an argv. sudo is the session leader and the service's recorded
+//! pid; it relays the stop signal. A daemon that may not signal the user's processes itself (not
+//! root) signals through `sudo -n kill`.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_io::{Async, Timer};
+use futures_lite::{AsyncWriteExt, future};
+use rustix::process::{Pid, PidfdFlags};
+
+use super::cgroup::{self, Cgroup};
+use super::{ExitInfo, LAUNCH_ID_VAR, ServiceCommand, procfs};
+use crate::error::{Error, Place, Result};
+use crate::signal::Signal;
+
+/// Reads the environment (an sh script ending in `HARNESS_ENV_END=1`) from stdin, enters the
+/// working directory and execs the program with stdin from /dev/null. Args: CWD PROGRAM ARGS...
+const SUDO_RUNNER: &str = r#"eval "$(cat)" || exit 125
+[ "${HARNESS_ENV_END-}" = 1 ] || exit 125
+unset HARNESS_ENV_END
+if [ -n "$1" ]; then cd "$1" || exit 126; fi
+shift
+exec "$@" </dev/null
+"#;
+
+/// A local service process.
+pub struct LocalService {
+    pub pid: u32,
+    pub start_time: u64,
+    /// Runs as this user through sudo.
+    pub user: Option<String>,
+    cgroup: Option<Cgroup>,
+    exit: Exit,
+    ended: Option<ExitInfo>,
+}
+
+enum Exit {
+    /// Our child: its status comes with SIGCHLD.
+    Child(async_process::Child),
+    /// Not our child (re-attached): the pidfd becomes readable when it ends.
+    Pidfd(Async<OwnedFd>),
+}
+
+fn place() -> Place {
+    Place::local()
+}
+
+/// The environment as an sh script (`export K='V'` lines), ended by a marker so a truncated
+/// script is noticed.
+pub(crate) fn env_script(env: &[(String, String)]) -> Vec<u8> {
+    let mut s = Vec::new();
+    for (k, v) in env {
+        s.extend_from_slice(b"export ");
+        s.extend_from_slice(k.as_bytes());
+        s.push(b'=');
+        s.extend_from_slice(&crate::quote::quote(std::ffi::OsStr::new(v)));
+        s.push(b'\n');
+    }
+    s.extend_from_slice(b"HARNESS_ENV_END=1\n");
+    s
+}
+
+/// Starts `cmd` with its output appended to `stdout`/`stderr` in `dir`, `PID STARTTIME` in
+/// `dir/pid`, `launch_id` in its environment, and in `cgroup` when given.
+pub async fn spawn(
+    cmd: &ServiceCommand,
+    dir: &Path,
+    launch_id: &str,
+    cgroup: Option<Cgroup>,
+) -> Result<LocalService> {
+    for (k, _) in &cmd.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(Error::invalid("environment variable name", k.clone()));
+        }
+    }
+    let (stdout, stderr) = {
+        let d = dir.to_path_buf();
+        blocking::unblock(move || -> std::io::Result<_> {
+            let dir = d;
+            std::fs::create_dir_all(&dir)?;
+            let open = |name: &str| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(dir.join(name))
+            };
+            Ok((open("stdout")?, open("stderr")?))
+        })
+        .await
+        .map_err(|e| {
+            Error::io(
+                place(),
+                format!("opening the log files in {}", dir.display()),
+                e,
+            )
+        })?
+    };
+    if let Some(cwd) = &cmd.cwd
+        && !async_fs::metadata(cwd).await.is_ok_and(|m| m.is_dir())
+    {
+        return Err(Error::WorkingDir {
+            at: place(),
+            dir: cwd.clone(),
+        });
+    }
+    let mut std_cmd = match &cmd.user {
+        None => {
+            let mut c = std::process::Command::new(&cmd.program);
+            c.args(&cmd.args).envs(cmd.env.iter().map(|(k, v)| (k, v)));
+            if let Some(cwd) = &cmd.cwd {
+                c.current_dir(cwd);
+            }
+            c
+        }
+        Some(user) => {
+            check_sudo(user).await?;
+            let mut c = std::process::Command::new("sudo");
+            c.args(["-n", "-u", user, "--", "sh", "-c", SUDO_RUNNER, "sh"])
+                .arg(cmd.cwd.clone().unwrap_or_default())
+                .arg(&cmd.program)
+                .args(&cmd.args)
+                .current_dir("/");
+            c
+        }
+    };
+    std_cmd.env(LAUNCH_ID_VAR, launch_id);
+    let procs = cgroup
+        .as_ref()
+        .map(Cgroup::procs_path)
+        .transpose()
+        .map_err(|e| Error::io(place(), "cgroup path", e))?;
+    // SAFETY: only async-signal-safe calls (open, write, setsid), on memory prepared before fork.
+    unsafe {
+        std_cmd.pre_exec(move || {
+            if let Some(p) = &procs {
+                cgroup::join_self(p)?;
+            }
+            rustix::process::setsid().map(drop).map_err(Into::into)
+        });
+    }
+    let mut async_cmd = async_process::Command::from(std_cmd);
+    async_cmd
+        .stdin(if cmd.user.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(stdout)
+        .stderr(stderr);
+    // fork + exec blocks until the exec (or its failure) is known: off the executor, so that
+    // many services launch in parallel.
+    let pidfile = dir.join("pid");
+    let (mut child, start_time) = blocking::unblock(move || {
+        let child = async_cmd.spawn()?;
+        // The start time is set at fork, so it is final even if exec has not happened yet.
+        let start_time = procfs::start_time(child.id()).unwrap_or(0);
+        std::fs::write(&pidfile, format!("{} {start_time}\n", child.id()))?;
+        Ok::<_, std::io::Error>((child, start_time))
+    })
+    .await
+    .map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound if cmd.user.is_some() => Error::ProgramNotFound {
+            at: place(),
+            program: "sudo".into(),
+        },
+        std::io::ErrorKind::NotFound => Error::ProgramNotFound {
+            at: place(),
+            program: cmd.program.clone(),
+        },
+        _ => Error::io(place(), format!("starting {:?}", cmd.program), e),
+    })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let mut env = cmd.env.clone();
+        env.push((LAUNCH_ID_VAR.to_owned(), launch_id.to_owned()));
+        // A service that exits at once closes the pipe: its exit tells, not this write.
+        let _ = stdin.write_all(&env_script(&env)).await;
+        drop(stdin);
+    }
+    Ok(LocalService {
+        pid: child.id(),
+        start_time,
+        user: cmd.user.clone(),
+        cgroup,
+        exit: Exit::Child(child),
+        ended: None,
+    })
+}
+
+/// Fails at once, naming the user, when `sudo -n -u USER` would not run (a password needed, an
+/// unknown user): otherwise the service would just exit 1 with the reason in its log.
+async fn check_sudo(user: &str) -> Result<()> {
+    let at = Place {
+        host: "localhost".into(),
+        layer: format!("sudo({user})"),
+    };
+    let out = async_process::Command::new("sudo")
+        .args(["-n", "-u", user, "--", "true"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::io(at.clone(), "running sudo", e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let why = String::from_utf8_lossy(&out.stderr);
+    let why = why
+        .lines()
+        .find(|l| !l.contains("audit plugin"))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    if why.contains("password") {
+        return Err(Error::SudoPassword {
+            at,
+            user: user.to_owned(),
+        });
+    }
+    Err(Error::Sudo {
+        at,
+        detail: format!(
+            "`sudo -n -u {user}` failed ({why}); sudo -n must work without a password (NOPASSWD) \
+             for the daemon's user"
+        ),
+    })
+}
+
+/// `PID STARTTIME` of the last launch in `dir`.
+pub async fn read_pidfile(dir: &Path) -> Option<(u32, u64)> {
+    let text = async_fs::read_to_string(dir.join("pid")).await.ok()?;
+    let mut words = text.split_whitespace();
+    Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+}
+
+/// Re-attaches if `pid` still is the process started at `start_time`.
+pub fn attach(
+    pid: u32,
+    start_time: u64,
+    user: Option<String>,
+    cgroup: Option<Cgroup>,
+) -> Option<LocalService> {
+    let p = Pid::from_raw(i32::try_from(pid).ok()?)?;
+    let fd = rustix::process::pidfd_open(p, PidfdFlags::empty()).ok()?;
+    // Checked after opening the pidfd: if the start time still matches, the fd is that process.
+    let row = procfs::stat(pid)?;
+    if row.start_time != start_time || row.zombie {
+        return None;
+    }
+    Some(LocalService {
+        pid,
+        start_time,
+        user,
+        cgroup,
+        exit: Exit::Pidfd(Async::new_nonblocking(fd).ok()?),
+        ended: None,
+    })
+}
+
+/// SIGKILLs processes of a launch that is not adopted (pid, start time), through `sudo -n kill`
+/// for those of another user the daemon may not kill. Blocking.
+pub fn kill_processes(procs: &[(u32, u64)]) {
+    let mut denied = Vec::new();
+    for &(p, st) in procs {
+        if procfs::start_time(p) != Some(st) {
+            continue;
+        }
+        if let Some(pp) = i32::try_from(p).ok().and_then(Pid::from_raw)
+            && rustix::process::kill_process(pp, rustix::process::Signal::KILL)
+                == Err(rustix::io::Errno::PERM)
+        {
+            denied.push(p.to_string());
+        }
+    }
+    if !denied.is_empty() {
+        sudo_kill(Signal::Kill.number(), &denied);
+    }
+}
+
+impl LocalService {
+    pub async fn wait(&mut self) -> ExitInfo {
+        if let Some(e) = self.ended {
+            return e;
+        }
+        let info = match &mut self.exit {
+            Exit::Child(child) => match child.status().await {
+                Ok(st) => ExitInfo {
+                    code: st.code(),
+                    signal: st.signal(),
+                },
+                Err(_) => ExitInfo::UNKNOWN,
+            },
+            Exit::Pidfd(fd) => {
+                let _ = fd.readable().await;
+                ExitInfo::UNKNOWN
+            }
+        };
+        self.ended = Some(info);
+        info
+    }
+
+    /// Stops the whole service: `signal` to its process group, SIGKILL after `timeout`, then
+    /// anything left in its cgroup, session and tree. Returns how it ended and whether SIGKILL
+    /// was needed.
+    pub async fn terminate(&mut self, signal: Signal, timeout: Duration) -> (ExitInfo, bool) {
+        let pid = self.pid;
+        let tree = blocking::unblock(move || procfs::descendants(pid)).await;
+        self.signal_group(signal).await;
+        let deadline = Instant::now() + timeout;
+        let mut killed = false;
+        loop {
+            if self.ended.is_none() {
+                let tick = Timer::after(Duration::from_millis(10));
+                future::or(
+                    async {
+                        self.wait().await;
+                    },
+                    async {
+                        tick.await;
+                    },
+                )
+                .await;
+            } else {
+                Timer::after(Duration::from_millis(10)).await;
+            }
+            if self.ended.is_some() && !group_alive(pid).await {
+                break;
+            }
+            if Instant::now() >= deadline {
+                self.signal_group(Signal::Kill).await;
+                killed = true;
+                break;
+            }
+        }
+        self.sweep(tree).await;
+        if let Some(cg) = self.cgroup.clone() {
+            blocking::unblock(move || cg.remove()).await;
+        }
+        let info = self.wait().await;
+        (info, killed)
+    }
+
+    async fn signal_group(&self, signal: Signal) {
+        let (pid, user) = (self.pid, self.user.clone());
+        match user {
+            None => signal_group(pid, signal, None),
+            // May run `sudo -n kill`: off the executor.
+            Some(u) => blocking::unblock(move || signal_group(pid, signal, Some(&u))).await,
+        }
+    }
+
+    /// SIGKILLs every live process left of the service: its whole cgroup where it has one; those
+    /// in `earlier` (taken before the stop, while the process tree was intact; checked by start
+    /// time), and — when the service had children or its group still exists — everything in its
+    /// group and session. An empty `earlier` (the service ended on its own) always scans.
+    pub async fn sweep(&self, earlier: Vec<(u32, u64)>) {
+        let (pid, user, cgroup) = (self.pid, self.user.clone(), self.cgroup.clone());
+        blocking::unblock(move || {
+            if let Some(cg) = &cgroup {
+                cg.kill_all();
+            }
+            sweep(pid, earlier, user.as_deref());
+        })
+        .await;
+    }
+}
+
+fn signal_group(pid: u32, signal: Signal, user: Option<&str>) {
+    let (Some(p), Some(sig)) = (
+        i32::try_from(pid).ok().and_then(Pid::from_raw),
+        rustix::process::Signal::from_named_raw(signal.number()),
+    ) else {
+        return;
+    };
+    match rustix::process::kill_process_group(p, sig) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::PERM) if user.is_some() => {
+            sudo_kill(signal.number(), &[format!("-{pid}")]);
+        }
+        Err(_) => {
+            let _ = rustix::process::kill_process(p, sig);
+        }
+    }
+}
+
+/// Signals processes of another user the daemon may not signal itself (it is not root).
+fn sudo_kill(signal: i32, targets: &[String]) {
+    let _ = std::process::Command::new("sudo")
+        .args(["-n", "kill", "-s", &signal.to_string(), "--"])
+        .args(targets)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+fn group_exists(pid: u32) -> bool {
+    i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .is_some_and(|p| rustix::process::test_kill_process_group(p).is_ok())
+}
+
+async fn group_alive(pid: u32) -> bool {
+    if !group_exists(pid) {
+        return false;
+    }
+    // Zombies still count for kill(0); only live members matter.
+    blocking::unblock(move || procfs::group_alive(pid)).await
+}
+
+fn sweep(pid: u32, earlier: Vec<(u32, u64)>, user: Option<&str>) {
+    let scan = earlier.len() != 1 || group_exists(pid);
+    let mut earlier = earlier;
+    for _ in 0..200 {
+        earlier
+            .retain(|(p, st)| procfs::stat(*p).is_some_and(|r| r.start_time == *st && !r.zombie));
+        let mut left = if scan { procfs::owned(pid) } else { Vec::new() };
+        left.extend(earlier.iter().copied());
+        if left.is_empty() {
+            return;
+        }
+        let mut denied = Vec::new();
+        for (p, _) in left {
+            if let Some(pp) = i32::try_from(p).ok().and_then(Pid::from_raw)
+                && rustix::process::kill_process(pp, rustix::process::Signal::KILL)
+                    == Err(rustix::io::Errno::PERM)
+            {
+                denied.push(p.to_string());
+            }
+        }
+        if user.is_some() && !denied.is_empty() {
+            sudo_kill(Signal::Kill.number(), &denied);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -1,0 +1,760 @@
+//! Services on SSH hosts (optionally as another user through sudo): detached processes in the
+//! managed-process layout (`pid` = `PID STARTTIME`, `stdout`, `stderr`, `exit` in a state
+//! directory on the host), started by the one runner of [`crate::ManagedSpec`].
+//!
+//! Each launch has its own state directory, named by its launch id
+//! (`~/.local/state/harness/<launch id>`, the id being `<daemon>/<project>/<service>/<run>`), so
+//! a daemon killed at any instant of a start finds the run again from the id it recorded before
+//! starting, and a restart never truncates a file the follower is reading. The environment
+//! reaches the runner through stdin, as an exported sh script: no value is ever in an argv.
+//!
+//! Why not one follower session per service: ten services on a host would hold all ten sessions
+//! sshd allows on one connection (MaxSessions) and every health check or stop would queue behind
+//! them. One [`Follower`] per host and user follows *every* service there in a single session, by
+//! byte offset. The offsets are the sizes of the local raw files (emptied at each launch), so
+//! after the connection drops — or the daemon restarts — the follower resumes exactly where the
+//! local files end: no line lost, none twice. One-off operations are limited per host by [`op`],
+//! so followers and operations stay within the session limit (ADR 0004).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_io::Timer;
+use event_listener::Event as Notify;
+use futures_lite::AsyncWriteExt;
+
+use super::{ExitInfo, LAUNCH_ID_VAR, ServiceCommand};
+use crate::command::{Command, StdinMode};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::executor::Executor;
+use crate::layer::{Layer, Target};
+use crate::process::Output;
+use crate::script::{RUNNER, START_TIME_FN, STATE_DIR};
+use crate::signal::Signal;
+
+/// Where runs keep their state on a host (in the home of the user the service runs as).
+const STATE_ROOT: &str = "~/.local/state/harness";
+
+// ---------------------------------------------------------------------------------------------
+// remote sh programs (with `st` and `d` from crate::script, and its RUNNER)
+
+/// SIGKILLs the process group of any other live run of the service (one a daemon could not
+/// adopt, e.g. the host was unreachable when it restarted: a service never runs twice), creates
+/// the run's directory, checks cwd, program and setsid, reads the environment (an
+/// exported sh script) from stdin, starts the runner detached with that environment exported — so
+/// no value is ever in an argv — and prints `STARTED PID STARTTIME DIR` once the runner wrote the
+/// pidfile. Args: DIR RUNNER CWD PROGRAM ARGS...
+const START: &str = r#"r=$2; shift 2
+e=$(cat)
+for o in "${d%/*}"/*/; do o=${o%/}; [ "$o" != "$d" ] && [ -s "$o/pid" ] || continue; read -r p s < "$o/pid"; st "$p"; if [ -n "$S" ] && [ "$S" = "$s" ]; then kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; fi; done
+mkdir -p "$d" || exit 1
+command -v setsid >/dev/null 2>&1 || { echo NOSETSID; rm -rf "$d"; exit 0; }
+( c=$1; shift; if [ -n "$c" ]; then cd "$c" 2>/dev/null || { echo NOCWD; exit 1; }; fi; command -v "$1" >/dev/null 2>&1 || { echo NOPROG; exit 1; } ) || { rm -rf "$d"; exit 0; }
+: > "$d/stdout" && : > "$d/stderr" || exit 1
+( eval "$e" || exit 125; [ "${HARNESS_ENV_END-}" = 1 ] || exit 125; unset HARNESS_ENV_END e; exec setsid sh -c "$r" sh "$d" "$@" ) </dev/null >/dev/null 2>&1 &
+i=0
+while [ ! -s "$d/pid" ]; do i=$((i+1)); if [ "$i" -gt 1000 ]; then echo "runner did not write $d/pid" >&2; exit 1; fi; sleep 0.01; done
+read -r p s < "$d/pid"
+echo "STARTED $p $s $d"
+"#;
+
+/// After a daemon restart: SIGKILLs the process group of every run of the service but DIR (runs
+/// a killed daemon did not live to record) and removes their directories; then, if KEEP is 1,
+/// prints the state of DIR's run: `RUNNING PID ST`, `EXITED RC PID ST` or `NONE` (with KEEP 0,
+/// DIR's run goes too). Args: DIR KEEP
+const ADOPT: &str = r#"k=$2; sd=${d%/*}
+for r in "$sd"/*/; do
+  r=${r%/}; [ -d "$r" ] || continue
+  [ "$k" = 1 ] && [ "$r" = "$d" ] && continue
+  if [ -s "$r/pid" ]; then read -r p s < "$r/pid"; st "$p"; if [ -n "$S" ] && [ "$S" = "$s" ]; then kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; fi; fi
+  rm -rf "$r"
+done
+[ "$k" = 1 ] || { rmdir "$sd" "${sd%/*}" 2>/dev/null; echo NONE; exit 0; }
+[ -s "$d/pid" ] || { rm -rf "$d"; echo NONE; exit 0; }
+read -r p s < "$d/pid"
+i=0
+while :; do
+  if [ -f "$d/exit" ]; then read -r rc < "$d/exit"; echo "EXITED $rc $p $s"; exit 0; fi
+  st "$p"; if [ -n "$S" ] && [ "$S" = "$s" ]; then echo "RUNNING $p $s"; exit 0; fi
+  i=$((i+1)); [ "$i" -gt 10 ] && { rm -rf "$d"; echo NONE; exit 0; }
+  sleep 0.1
+done
+"#;
+
+/// Sends SIG to the run's process group (if the pidfile still names the process started), waits
+/// up to T tenths for the group to be gone, then SIGKILLs it. Prints `STOPPED`, `KILLED` or
+/// `GONE`. Args: DIR SIG T
+const STOP: &str = r#"g=$2; t=$3
+[ -s "$d/pid" ] || { echo GONE; exit 0; }
+read -r p s < "$d/pid"; st "$p"
+if [ -z "$S" ] || [ "$S" != "$s" ]; then kill -KILL "-$p" 2>/dev/null; echo GONE; exit 0; fi
+kill "-$g" "-$p" 2>/dev/null || kill "-$g" "$p" 2>/dev/null
+# Zombies still answer kill -0 (orphans wait for init to reap them): only live members count.
+live() { for f in /proc/[0-9]*/stat; do read -r l < "$f" 2>/dev/null || continue; l=${l##*) }; set -f; set -- $l; set +f; [ "$1" != Z ] && [ "$3" = "$p" ] && return 0; done; return 1; }
+i=0
+while kill -0 "-$p" 2>/dev/null && live; do
+  if [ "$i" -ge "$t" ]; then kill -KILL "-$p" 2>/dev/null; echo KILLED; exit 0; fi
+  sleep 0.1; i=$((i+1))
+done
+echo STOPPED
+"#;
+
+/// After a run ended: SIGKILL whatever is left in its process group, remove its directory and
+/// the service's and project's directories once empty. Args: DIR PID
+const CLEAN: &str = r#"p=$2
+[ "$p" -gt 1 ] 2>/dev/null && kill -KILL "-$p" 2>/dev/null
+rm -rf "$d"; rmdir "${d%/*}" "${d%/*/*}" "${d%/*/*/*}" 2>/dev/null
+exit 0
+"#;
+
+/// Follows every run under ROOT (`ROOT/<daemon>/<project>/<service>/<run>/`) in one session, by byte
+/// offset: `\036HARNESS-D KEY o|e OFFSET LEN` then LEN bytes of output; `\036HARNESS-X KEY RC`
+/// once a run's exit is recorded (after its last output); `\036HARNESS-G KEY` when its process
+/// vanished without a recorded status; `\036HARNESS-H` about once a second, so a follower whose
+/// session is gone dies of SIGPIPE. Args: ROOT then KEY OUT_OFFSET ERR_OFFSET per known run.
+const FOLLOW: &str = r#"d=$1; shift; h=0
+case $d in "~/"*) d=$HOME/${d#"~/"};; esac
+n=0
+while [ $# -ge 3 ]; do n=$((n+1)); eval "k_$n=\$1 a_$n=\$2 b_$n=\$3 x_$n=0"; shift 3; done
+sz() { if [ -f "$1" ]; then Z=$(( $(wc -c < "$1") )); else Z=0; fi; }
+send() { printf '\036HARNESS-D %s %s %s %s\n' "$k" "$2" "$3" $(($4-$3)); tail -c +$(($3+1)) "$1" | head -c $(($4-$3)); }
+while :; do
+  for r in "$d"/*/*/*/*/; do
+    [ -s "${r}pid" ] || continue
+    k=${r%/}; k=${k#"$d"/}
+    i=0; j=1
+    while [ "$j" -le "$n" ]; do eval "[ \"\$k_$j\" = \"\$k\" ]" && { i=$j; break; }; j=$((j+1)); done
+    if [ "$i" = 0 ]; then n=$((n+1)); i=$n; eval "k_$i=\$k a_$i=0 b_$i=0 x_$i=0"; fi
+    eval "a=\$a_$i b=\$b_$i x=\$x_$i"
+    [ "$x" = 1 ] && continue
+    fin=0; [ -f "${r}exit" ] && fin=1
+    sz "${r}stdout"; if [ "$Z" -gt "$a" ]; then send "${r}stdout" o "$a" "$Z"; a=$Z; fi
+    sz "${r}stderr"; if [ "$Z" -gt "$b" ]; then send "${r}stderr" e "$b" "$Z"; b=$Z; fi
+    eval "a_$i=\$a b_$i=\$b"
+    if [ "$fin" = 1 ]; then
+      read -r rc < "${r}exit"; printf '\036HARNESS-X %s %s\n' "$k" "$rc"; eval "x_$i=1"
+    else
+      read -r p s < "${r}pid"; st "$p"
+      if [ "$S" != "$s" ]; then
+        eval "g=\${g_$i:-0}"; g=$((g+1)); eval "g_$i=\$g"
+        if [ "$g" -gt 10 ]; then printf '\036HARNESS-G %s\n' "$k"; eval "x_$i=1"; fi
+      fi
+    fi
+  done
+  # A heartbeat: once the session is gone the write fails and SIGPIPE ends this follower.
+  h=$((h+1)); if [ "$h" -ge 5 ]; then h=0; printf '\036HARNESS-H\n'; fi
+  sleep 0.2
+done
+"#;
+
+/// One-off operations (start, status, stop, clean, command health checks) at once per ssh
+/// host. With the log followers they stay within sshd's 10 sessions per connection, so a burst
+/// of starts or checks never makes the executor open a second connection to the host.
+const OPS_PER_HOST: usize = 6;
+
+pub async fn op(exec: &Executor, target: &Target, cmd: &Command) -> Result<Output> {
+    op_input(exec, target, cmd, None).await
+}
+
+/// Runs `cmd` on `target` like [`op`], with `env` added to its environment through stdin (an
+/// exported sh script read by a small sh wrapper that then execs `cmd`): no value is ever in an
+/// argv, here or at any layer of the chain.
+pub async fn op_with_env(
+    exec: &Executor,
+    target: &Target,
+    cmd: &Command,
+    env: &[(String, String)],
+) -> Result<Output> {
+    if env.is_empty() {
+        return op(exec, target, cmd).await;
+    }
+    for (k, _) in env {
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(Error::invalid("environment variable name", k.clone()));
+        }
+    }
+    let mut wrapped = Command::new("sh")
+        .arg("-c")
+        .arg(ENV_FROM_STDIN)
+        .arg("sh")
+        .arg(&cmd.program)
+        .args(cmd.args.iter().cloned());
+    wrapped.env = cmd.env.clone();
+    wrapped.cwd = cmd.cwd.clone();
+    wrapped.timeout = cmd.timeout;
+    wrapped.control = cmd.control;
+    op_input(exec, target, &wrapped, Some(&super::local::env_script(env))).await
+}
+
+/// Reads the environment (an exported sh script) from stdin, then execs its arguments with
+/// stdin from /dev/null.
+const ENV_FROM_STDIN: &str = r#"eval "$(cat)" || exit 125
+[ "${HARNESS_ENV_END-}" = 1 ] || exit 125
+unset HARNESS_ENV_END
+exec "$@" </dev/null
+"#;
+
+/// [`op`] with `input` written to the command's stdin (then closed).
+async fn op_input(
+    exec: &Executor,
+    target: &Target,
+    cmd: &Command,
+    input: Option<&[u8]>,
+) -> Result<Output> {
+    static SLOTS: std::sync::OnceLock<Mutex<HashMap<String, Arc<async_lock::Semaphore>>>> =
+        std::sync::OnceLock::new();
+    let _slot = if matches!(target.layers.first(), Some(Layer::Ssh(_))) {
+        let slots = {
+            let mut all = SLOTS
+                .get_or_init(Default::default)
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            all.entry(target.host())
+                .or_insert_with(|| Arc::new(async_lock::Semaphore::new(OPS_PER_HOST)))
+                .clone()
+        };
+        Some(slots.acquire_arc().await)
+    } else {
+        None
+    };
+    let Some(input) = input else {
+        return exec.output(target, cmd).await;
+    };
+    let mut p = exec
+        .spawn(target, &cmd.clone().stdin(StdinMode::Piped))
+        .await?;
+    if let Some(mut stdin) = p.take_stdin() {
+        // A command that ended early closed it: its output says why.
+        let _ = stdin.write_all(input).await;
+        let _ = stdin.close().await;
+    }
+    crate::process::collect(p).await
+}
+
+fn sh(script: String, args: impl IntoIterator<Item = String>) -> Command {
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .args(args)
+}
+
+// ---------------------------------------------------------------------------------------------
+// the follower
+
+/// One followed run.
+struct Reg {
+    local: PathBuf,
+    offsets: [u64; 2],
+    exit: Option<ExitInfo>,
+}
+
+/// Follows all runs on one target (host + user) in one session, for as long as a run uses it.
+struct Follower {
+    runs: Mutex<HashMap<String, Reg>>,
+    changed: Notify,
+    task: Mutex<Option<smol::Task<()>>>,
+}
+
+type Followers = Mutex<HashMap<Target, Weak<Follower>>>;
+
+fn followers() -> &'static Followers {
+    static F: std::sync::OnceLock<Followers> = std::sync::OnceLock::new();
+    F.get_or_init(Default::default)
+}
+
+impl Follower {
+    fn get(exec: &Executor, target: &Target) -> Arc<Follower> {
+        let mut all = followers().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = all.get(target).and_then(Weak::upgrade) {
+            return f;
+        }
+        let f = Arc::new(Follower {
+            runs: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            task: Mutex::new(None),
+        });
+        let task = smol::spawn(follow_loop(
+            Arc::downgrade(&f),
+            exec.clone(),
+            target.clone(),
+        ));
+        *f.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        all.retain(|_, w| w.strong_count() > 0);
+        all.insert(target.clone(), Arc::downgrade(&f));
+        f
+    }
+
+    fn register(&self, key: &str, local: &Path, offsets: [u64; 2]) {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.entry(key.to_owned()).or_insert(Reg {
+            local: local.to_path_buf(),
+            offsets,
+            exit: None,
+        });
+    }
+
+    fn unregister(&self, key: &str) {
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    fn exit_of(&self, key: &str) -> Option<ExitInfo> {
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .and_then(|r| r.exit)
+    }
+
+    async fn wait_exit(&self, key: &str) -> ExitInfo {
+        loop {
+            let l = self.changed.listen();
+            if let Some(e) = self.exit_of(key) {
+                return e;
+            }
+            l.await;
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v = vec![STATE_ROOT.to_owned()];
+        for (k, r) in runs.iter() {
+            v.extend([
+                k.clone(),
+                r.offsets[0].to_string(),
+                r.offsets[1].to_string(),
+            ]);
+        }
+        v
+    }
+
+    /// Appends `data` (which starts at `offset` of the run's remote `stream`) to the local raw
+    /// file, skipping what is already there.
+    async fn data(&self, key: &str, stream: usize, offset: u64, data: &[u8]) {
+        let (path, have) = {
+            let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(r) = runs.get(key) else { return };
+            let name = if stream == 0 { "stdout" } else { "stderr" };
+            (r.local.join(name), r.offsets[stream])
+        };
+        let end = offset + data.len() as u64;
+        if end <= have {
+            return;
+        }
+        if offset > have {
+            tracing::warn!(run = key, "{} bytes of output lost", offset - have);
+        }
+        let skip = have.saturating_sub(offset) as usize;
+        let write = async {
+            let mut f = async_fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&path)
+                .await?;
+            f.write_all(&data[skip..]).await?;
+            f.flush().await
+        };
+        if let Err(e) = write.await {
+            tracing::warn!(run = key, "cannot write {}: {e}", path.display());
+            return;
+        }
+        if let Some(r) = self
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(key)
+        {
+            r.offsets[stream] = end;
+        }
+    }
+
+    fn ended(&self, key: &str, info: ExitInfo) {
+        if let Some(r) = self
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(key)
+            && r.exit.is_none()
+        {
+            r.exit = Some(info);
+        }
+        self.changed.notify(usize::MAX);
+    }
+}
+
+/// Keeps one follower session running; restarts it (re-establishing the connection through the
+/// executor) from the current offsets whenever it ends.
+async fn follow_loop(me: Weak<Follower>, exec: Executor, target: Target) {
+    let mut failures: u32 = 0;
+    loop {
+        let args = match me.upgrade() {
+            Some(f) => f.args(),
+            None => return,
+        };
+        let cmd = sh(format!("{START_TIME_FN}{FOLLOW}"), args);
+        let mut proc = match exec.spawn(&target, &cmd).await {
+            Ok(p) => p,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(target = %target, "log follower: {e}");
+                Timer::after(Duration::from_millis(250 * u64::from(failures.min(8)))).await;
+                continue;
+            }
+        };
+        failures = 0;
+        let Some(mut events) = proc.take_events() else {
+            continue;
+        };
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(ev) = events.next().await {
+            let Event::Stdout(line) = ev else { continue };
+            buf.extend_from_slice(&line.bytes);
+            if line.newline {
+                buf.push(b'\n');
+            }
+            let Some(f) = me.upgrade() else { return };
+            parse(&f, &mut buf).await;
+        }
+        let _ = proc.wait().await;
+        if me.upgrade().is_none() {
+            return;
+        }
+        Timer::after(Duration::from_millis(200)).await;
+    }
+}
+
+const MARK: &[u8] = b"\x1eHARNESS-";
+
+/// Consumes complete records from `buf`.
+async fn parse(f: &Follower, buf: &mut Vec<u8>) {
+    loop {
+        let Some(start) = buf.windows(MARK.len()).position(|w| w == MARK) else {
+            // Keep a possible partial mark.
+            let keep = buf.len().min(MARK.len() - 1);
+            buf.drain(..buf.len() - keep);
+            return;
+        };
+        let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') else {
+            buf.drain(..start);
+            return;
+        };
+        let head = String::from_utf8_lossy(&buf[start + MARK.len()..start + nl]).into_owned();
+        let body = start + nl + 1;
+        let words: Vec<&str> = head.split(' ').collect();
+        match words.as_slice() {
+            ["D", key, s, off, len] => {
+                let (Ok(off), Ok(len)) = (off.parse::<u64>(), len.parse::<usize>()) else {
+                    buf.drain(..body);
+                    continue;
+                };
+                if buf.len() < body + len {
+                    buf.drain(..start);
+                    return;
+                }
+                let data: Vec<u8> = buf[body..body + len].to_vec();
+                buf.drain(..body + len);
+                f.data(key, usize::from(*s == "e"), off, &data).await;
+            }
+            ["X", key, rc] => {
+                buf.drain(..body);
+                f.ended(key, ExitInfo::from_shell(rc.parse().unwrap_or(255)));
+            }
+            ["G", key] => {
+                buf.drain(..body);
+                f.ended(
+                    key,
+                    ExitInfo {
+                        code: None,
+                        signal: None,
+                    },
+                );
+            }
+            _ => {
+                buf.drain(..body);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// a remote process
+
+/// A service process on a host (or as another user there).
+pub struct RemoteService {
+    pub pid: u32,
+    pub start_time: u64,
+    exec: Executor,
+    target: Target,
+    key: String,
+    follower: Arc<Follower>,
+    ended: Option<ExitInfo>,
+}
+
+impl Drop for RemoteService {
+    fn drop(&mut self) {
+        self.follower.unregister(&self.key);
+    }
+}
+
+fn run_dir(key: &str) -> String {
+    format!("{STATE_ROOT}/{key}")
+}
+
+/// A launch id names a directory on the host: `a/b/c/d`, each part letters, digits, `.`, `_`,
+/// `-`, `:` and never `.` or `..`.
+fn check_launch_id(id: &str) -> Result<()> {
+    let parts: Vec<&str> = id.split('/').collect();
+    let ok = parts.len() == 4
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && *p != "."
+                && *p != ".."
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "launch id",
+            format!("{id:?} (want daemon/project/service/run)"),
+        ))
+    }
+}
+
+/// Starts `cmd` on `target` as the launch `launch_id` (`<daemon>/<project>/<service>/<run>`,
+/// recorded by the caller before this is called), its output copied to `stdout`/`stderr` in
+/// `local_dir` by the host's follower.
+pub async fn spawn(
+    exec: &Executor,
+    target: &Target,
+    cmd: &ServiceCommand,
+    local_dir: &Path,
+    launch_id: &str,
+) -> Result<RemoteService> {
+    check_launch_id(launch_id)?;
+    let key = launch_id.to_owned();
+    let mut args = vec![
+        run_dir(&key),
+        format!("{START_TIME_FN}{RUNNER}"),
+        cmd.cwd.clone().unwrap_or_default(),
+        cmd.program.clone(),
+    ];
+    args.extend(cmd.args.iter().cloned());
+    let op_cmd = sh(format!("{START_TIME_FN}{STATE_DIR}{START}"), args)
+        .timeout(exec.options().start_timeout);
+    let mut env = cmd.env.clone();
+    env.push((LAUNCH_ID_VAR.to_owned(), launch_id.to_owned()));
+    for (k, _) in &env {
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(Error::invalid("environment variable name", k.clone()));
+        }
+    }
+    let follower = Follower::get(exec, target);
+    follower.register(&key, local_dir, [0, 0]);
+    let failed = |e: Error| {
+        follower.unregister(&key);
+        e
+    };
+    let out = op_input(exec, target, &op_cmd, Some(&super::local::env_script(&env)))
+        .await
+        .map_err(failed)?;
+    let text = out.stdout_text();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let at = target.program_place();
+    let (pid, start_time) = match words.as_slice() {
+        ["STARTED", pid, st, ..] => (pid.parse().unwrap_or(0), st.parse().unwrap_or(0)),
+        ["NOCWD", ..] => {
+            return Err(failed(Error::WorkingDir {
+                at,
+                dir: cmd.cwd.clone().unwrap_or_default(),
+            }));
+        }
+        ["NOPROG", ..] => {
+            return Err(failed(Error::ProgramNotFound {
+                at,
+                program: cmd.program.clone(),
+            }));
+        }
+        ["NOSETSID", ..] => {
+            return Err(failed(Error::Layer {
+                at,
+                code: None,
+                stderr: "setsid is not installed".into(),
+            }));
+        }
+        _ => {
+            return Err(failed(Error::Layer {
+                at,
+                code: out.status.code(),
+                stderr: format!(
+                    "starting failed: {}{}",
+                    text.trim(),
+                    out.stderr_text().trim()
+                ),
+            }));
+        }
+    };
+    Ok(RemoteService {
+        pid,
+        start_time,
+        exec: exec.clone(),
+        target: target.clone(),
+        key,
+        follower,
+        ended: None,
+    })
+}
+
+/// After a daemon restart: kills every run of the launch's service on the host but `launch_id`'s
+/// own, then adopts that one if `keep` (a run that ended while no daemon watched is adopted too,
+/// so its last output and exit status are collected). `None` when nothing of it is left. When the
+/// host cannot say and `recorded` (pid, start time) is known, the run is presumed alive (never
+/// started twice): the follower reports its end once the host answers.
+pub async fn adopt(
+    exec: &Executor,
+    target: &Target,
+    local_dir: &Path,
+    launch_id: &str,
+    keep: bool,
+    recorded: Option<(u32, u64)>,
+) -> Result<Option<RemoteService>> {
+    check_launch_id(launch_id)?;
+    let cmd = sh(
+        format!("{START_TIME_FN}{STATE_DIR}{ADOPT}"),
+        [run_dir(launch_id), if keep { "1" } else { "0" }.to_owned()],
+    )
+    .timeout(exec.options().op_timeout);
+    let (pid, start_time) = match op(exec, target, &cmd).await {
+        Ok(out) => {
+            let text = out.stdout_text();
+            let words: Vec<&str> = text.split_whitespace().collect();
+            match words.as_slice() {
+                ["RUNNING", p, st] | ["EXITED", _, p, st] => {
+                    (p.parse().unwrap_or(0), st.parse().unwrap_or(0))
+                }
+                _ => return Ok(None),
+            }
+        }
+        Err(e) => match recorded {
+            Some(r) if keep => {
+                tracing::warn!(
+                    "adopting {launch_id} on {} without checking it: {e}",
+                    target.host()
+                );
+                r
+            }
+            _ => return Err(e),
+        },
+    };
+    if !keep {
+        return Ok(None);
+    }
+    let size = |name: &str| {
+        let p = local_dir.join(name);
+        async move { async_fs::metadata(p).await.map(|m| m.len()).unwrap_or(0) }
+    };
+    let offsets = [size("stdout").await, size("stderr").await];
+    let follower = Follower::get(exec, target);
+    follower.register(launch_id, local_dir, offsets);
+    Ok(Some(RemoteService {
+        pid,
+        start_time,
+        exec: exec.clone(),
+        target: target.clone(),
+        key: launch_id.to_owned(),
+        follower,
+        ended: None,
+    }))
+}
+
+impl RemoteService {
+    pub async fn wait(&mut self) -> ExitInfo {
+        if let Some(e) = self.ended {
+            return e;
+        }
+        let e = self.follower.wait_exit(&self.key).await;
+        self.ended = Some(e);
+        e
+    }
+
+    /// Stops the run: `signal` to its process group, SIGKILL after `timeout` (on the host),
+    /// then its last output and exit (unknown when they do not come within 5 s: the host
+    /// stopped answering), then removes the run from the host. Returns how it ended and whether
+    /// SIGKILL was needed; an error when the host could not be told to stop it.
+    pub async fn terminate(
+        &mut self,
+        signal: Signal,
+        timeout: Duration,
+    ) -> Result<(ExitInfo, bool)> {
+        let tenths = (timeout.as_millis() / 100) as u64;
+        let cmd = sh(
+            format!("{START_TIME_FN}{STATE_DIR}{STOP}"),
+            [
+                run_dir(&self.key),
+                signal.name().to_owned(),
+                tenths.to_string(),
+            ],
+        )
+        .timeout(self.exec.options().op_timeout + timeout);
+        let out = op(&self.exec, &self.target, &cmd).await?;
+        let killed = out.stdout_text().trim() == "KILLED";
+        // The follower delivers the last output, then the exit.
+        let info = super::exit_after_stop(self.wait()).await;
+        self.ended = Some(info);
+        self.clean().await?;
+        Ok((info, killed))
+    }
+
+    /// Removes the run from the host (and anything left in its process group).
+    pub async fn clean(&self) -> Result<()> {
+        let cmd = sh(
+            format!("{STATE_DIR}{CLEAN}"),
+            [run_dir(&self.key), self.pid.to_string()],
+        )
+        .timeout(self.exec.options().op_timeout);
+        op(&self.exec, &self.target, &cmd).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_ids() {
+        assert!(check_launch_id("d1/p/s/1-2-3").is_ok());
+        assert!(check_launch_id("d1/p/../1").is_err());
+        assert!(check_launch_id("d1/p/s").is_err());
+        assert!(check_launch_id("d1/p/s/a b").is_err());
+    }
+
+    #[test]
+    fn parses_records_across_chunks() {
+        smol::block_on(async {
+            let tmp = tempfile::tempdir().unwrap();
+            let f = Follower {
+                runs: Mutex::new(HashMap::new()),
+                changed: Notify::new(),
+                task: Mutex::new(None),
+            };
+            f.register("p/s/1", tmp.path(), [0, 0]);
+            let mut buf = b"\x1eHARNESS-D p/s/1 o 0 6\nab\ncd".to_vec();
+            parse(&f, &mut buf).await;
+            buf.extend_from_slice(b"\n\x1eHARNESS-D p/s/1 o 3 3\ncd\n\x1eHARNESS-X p/s/1 0\n");
+            parse(&f, &mut buf).await;
+            assert_eq!(
+                std::fs::read(tmp.path().join("stdout")).unwrap(),
+                b"ab\ncd\n"
+            );
+            assert_eq!(f.exit_of("p/s/1").unwrap().code, Some(0));
+        });
+    }
+}
