@@ -1,6 +1,6 @@
 //! The service runtime through the real CLI and daemon on the testbed (issue 10).
 //!
-//! Crash-consistent launch (ADR 0026): the daemon is killed with SIGKILL at a random
+//! Crash-consistent launch (ADR 0028): the daemon is killed with SIGKILL at a random
 //! instant 0-300 ms into `harness start` of 10 local services and 10 on a testbed host, then
 //! `start` runs again. Every round: no service runs twice, none is stuck in `starting`, and
 //! `stop` leaves no process of any of them behind (checked by pid, on this machine and — all
