@@ -103,6 +103,25 @@ pub struct HealthChange {
     pub entry: ServiceEntry,
 }
 
+/// data of `deployment.progress`: one step of a deployment (`deploy`, `deploy.rollback`) on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeploymentProgress {
+    pub host: String,
+    /// `NAME-VERSION`, or `NAME` for a rollback.
+    pub package: String,
+    /// `checking`, `uploading`, `verifying`, `extracting`, `setup`, `activating`, `done`, `failed`,
+    /// `rolled_back` (spelt as the deploy result's `rolled_back` action).
+    pub phase: String,
+    pub bytes: u64,
+    pub total: u64,
+    /// On `done`: `installed`, `activated` or `unchanged`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// On `failed`: the error, naming host and path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Which events a subscription wants. Empty lists mean "all".
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventFilter {

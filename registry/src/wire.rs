@@ -451,6 +451,10 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
             "event-data.health-change",
             schema_for!(crate::event::HealthChange),
         ),
+        (
+            "event-data.deployment-progress",
+            schema_for!(crate::event::DeploymentProgress),
+        ),
         ("deploy.params", schema_for!(DeployParams)),
         ("deploy.rollback.params", schema_for!(RollbackParams)),
         ("deploy.result", schema_for!(DeployResult)),

@@ -15,7 +15,6 @@ use std::sync::Mutex;
 use command_executor::{Executor, Target};
 use harness_config::{Project, ServiceKind};
 use registry::{EventType, NewEvent, Store};
-use serde::{Deserialize, Serialize};
 
 pub use packages::{DeployOptions, Deployed, Outcome, Package, Phase, Progress, RolledBack};
 pub use services::{PreparedService, archive_dirs, prepare};
@@ -29,24 +28,8 @@ pub struct DeployTarget {
     pub target: Target,
 }
 
-/// data of a `deployment.progress` event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeploymentProgress {
-    pub host: String,
-    /// `NAME-VERSION`, or `NAME` for a rollback.
-    pub package: String,
-    /// `checking`, `uploading`, `verifying`, `extracting`, `setup`, `activating`, `done`, `failed`,
-    /// `rolled-back`.
-    pub phase: String,
-    pub bytes: u64,
-    pub total: u64,
-    /// On `done`: `installed`, `activated` or `unchanged`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
-    /// On `failed`: the error, naming host and path.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+/// data of a `deployment.progress` event; the wire type lives in registry.
+pub use registry::event::DeploymentProgress;
 
 /// The hosts that run `type: package` services of package `name`, as deploy targets.
 pub fn package_targets(project: &Project, name: &str) -> Result<Vec<DeployTarget>, TargetError> {
@@ -175,7 +158,7 @@ pub async fn rollback(
                     Ok(rb) => format!("{name}-{}", rb.to),
                     Err(_) => name.to_owned(),
                 },
-                phase: if r.is_ok() { "rolled-back" } else { "failed" }.to_owned(),
+                phase: if r.is_ok() { "rolled_back" } else { "failed" }.to_owned(),
                 bytes: 0,
                 total: 0,
                 outcome: None,

@@ -108,7 +108,7 @@ fn deploy_records_throttled_progress_events_per_host() {
             .collect();
         let h1: Vec<&DeploymentProgress> = data
             .iter()
-            .filter(|d| d.host == "h1" && d.package == "drv-1.0.0" && d.phase != "rolled-back")
+            .filter(|d| d.host == "h1" && d.package == "drv-1.0.0" && d.phase != "rolled_back")
             .collect();
         let phases: Vec<&str> = h1.iter().map(|d| d.phase.as_str()).collect();
         let mut distinct = phases.clone();
@@ -146,7 +146,7 @@ fn deploy_records_throttled_progress_events_per_host() {
             "{h3:?}"
         );
         let rolled: Vec<&DeploymentProgress> =
-            data.iter().filter(|d| d.phase == "rolled-back").collect();
+            data.iter().filter(|d| d.phase == "rolled_back").collect();
         assert_eq!(rolled.len(), 2);
         assert!(rolled.iter().all(|d| d.package == "drv-1.0.0"));
         store.close().await.unwrap();
