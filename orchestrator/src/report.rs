@@ -21,25 +21,8 @@ pub struct ApplyOptions {
     pub base_dir: Option<std::path::PathBuf>,
 }
 
-/// What happened to one service during `apply`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Was not running; started.
-    Started,
-    /// Was running with a different definition; stopped and started again.
-    Restarted,
-    /// Was running with the same definition; left alone.
-    Unchanged,
-    /// Could not be started or did not become ready (see `error`).
-    Failed,
-    /// Not started because a dependency failed.
-    Skipped,
-    /// No longer in the project; left running (apply with `remove_orphans` to stop it).
-    Orphaned,
-    /// No longer in the project; stopped and removed from the registry.
-    Removed,
-}
+/// What happened to one service during `apply`: the wire type itself (one definition).
+pub use registry::wire::ServiceAction as Action;
 
 /// One service's outcome in an [`ApplyReport`].
 #[derive(Debug, Clone, Serialize, Deserialize)]

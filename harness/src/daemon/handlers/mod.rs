@@ -15,7 +15,7 @@ pub mod status;
 pub mod stop;
 pub mod watch;
 
-use registry::wire::{ApplyResult, ServiceAction, ServiceOutcome};
+use registry::wire::{ApplyResult, ServiceOutcome};
 
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -23,7 +23,6 @@ fn millis(d: std::time::Duration) -> u64 {
 
 /// The orchestrator's report in wire types (`start` and `restart`).
 pub(crate) fn apply_result(report: orchestrator::ApplyReport) -> ApplyResult {
-    use orchestrator::Action as A;
     ApplyResult {
         project: report.project,
         services: report
@@ -31,15 +30,7 @@ pub(crate) fn apply_result(report: orchestrator::ApplyReport) -> ApplyResult {
             .into_iter()
             .map(|s| ServiceOutcome {
                 name: s.name,
-                action: match s.action {
-                    A::Started => ServiceAction::Started,
-                    A::Restarted => ServiceAction::Restarted,
-                    A::Unchanged => ServiceAction::Unchanged,
-                    A::Failed => ServiceAction::Failed,
-                    A::Skipped => ServiceAction::Skipped,
-                    A::Orphaned => ServiceAction::Orphaned,
-                    A::Removed => ServiceAction::Removed,
-                },
+                action: s.action,
                 state: s.state,
                 pid: s.pid,
                 elapsed_ms: millis(s.elapsed),
