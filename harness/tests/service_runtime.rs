@@ -290,7 +290,7 @@ fn a_secret_in_env_is_in_no_argv_of_any_service_kind() {
             .as_nanos()
     );
     let key = tb.var("TB_SSH_KEY").unwrap();
-    let show = "echo token=$TOKEN; exec sleep 86419";
+    let show = "echo token=$$TOKEN; exec sleep 86419";
     let yaml = format!(
         r#"name: secrets
 hosts:
