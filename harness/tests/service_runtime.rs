@@ -18,91 +18,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use testbed::Testbed;
 
-const BIN: &str = env!("CARGO_BIN_EXE_harness");
+mod common;
+use common::testbed_env::Env;
+
 /// Unique arguments, so this test's sleepers are told from everyone else's.
 const LOCAL_MARK: &str = "86417";
 const REMOTE_MARK: &str = "86418";
-
-struct Env {
-    home: tempfile::TempDir,
-    dir: tempfile::TempDir,
-    run: tempfile::TempDir,
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Env {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let tb = Testbed::get();
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("HARNESS_HOME", self.home.path())
-            .env("HARNESS_LISTEN", "127.0.0.1:0")
-            .env("XDG_RUNTIME_DIR", self.run.path())
-            .env("HARNESS_KNOWN_HOSTS", tb.var("TB_SSH_KNOWN_HOSTS").unwrap())
-            .env("DOCKER_HOST", tb.docker_endpoint(testbed::Engine::Local))
-            .env("NO_COLOR", "1")
-            .env_remove("HARNESS_FILE")
-            .env_remove("HARNESS_DAEMON")
-            .env_remove("HARNESS_NO_AUTOSTART")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let out = self.cmd(args).output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let r = self.run(args);
-        assert_eq!(
-            r.code, 0,
-            "{args:?}: exit {}\n{}\n{}",
-            r.code, r.stdout, r.stderr
-        );
-        r.stdout
-    }
-
-    fn daemon_pid(&self) -> Option<u32> {
-        let text = std::fs::read_to_string(self.home.path().join("daemon.json")).ok()?;
-        let v: Value = serde_json::from_str(&text).ok()?;
-        v["pid"].as_u64().map(|p| p as u32)
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = self.run(&["stop", "--force"]);
-        let _ = self.run(&["daemon", "stop"]);
-        // The daemon's ssh masters would linger for ControlPersist otherwise.
-        let dir = self.run.path().join("harness-ssh");
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            if let Some(alias) = name.strip_suffix(".sock").and_then(|n| n.split('.').next()) {
-                let _ = Command::new("ssh")
-                    .arg("-F")
-                    .arg(dir.join(format!("{alias}.conf")))
-                    .arg("-S")
-                    .arg(&p)
-                    .args(["-O", "exit", alias])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-    }
-}
 
 /// Live processes whose argv is exactly `sleep MARK`.
 fn sleepers(mark: &str) -> Vec<u32> {
@@ -155,7 +76,7 @@ fn yaml(tb: &Testbed) -> String {
 
 /// `(name, state kind)` of every service.
 fn states(env: &Env) -> Vec<(String, String)> {
-    let out = env.ok(&["status", "-o", "json"]);
+    let out = env.run(&["status", "-o", "json"]).ok().stdout;
     let v: Value = serde_json::from_str(&out).unwrap();
     v.as_array()
         .expect("a list of services")
@@ -172,12 +93,7 @@ fn states(env: &Env) -> Vec<(String, String)> {
 #[test]
 fn a_daemon_killed_during_start_leaves_no_duplicate_orphan_or_stuck_service() {
     let tb = Testbed::get();
-    let env = Env {
-        home: tempfile::tempdir().unwrap(),
-        dir: tempfile::tempdir().unwrap(),
-        run: tempfile::tempdir().unwrap(),
-    };
-    std::fs::write(env.dir.path().join("services.yaml"), yaml(tb)).unwrap();
+    let env = Env::new(&yaml(tb));
     let rounds: u32 = std::env::var("HARNESS_FAULT_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -187,10 +103,10 @@ fn a_daemon_killed_during_start_leaves_no_duplicate_orphan_or_stuck_service() {
         .unwrap()
         .as_nanos() as u64
         | 1;
-    env.ok(&["start"]);
+    env.run(&["start"]).ok();
     for round in 0..rounds {
         // A running daemon with nothing started: the kill lands inside `start` itself.
-        env.ok(&["stop", "--force"]);
+        env.run(&["stop", "--force"]).ok();
         assert!(
             wait_for(Duration::from_secs(5), || sleepers(LOCAL_MARK).is_empty()
                 && sleepers(REMOTE_MARK).is_empty()),
@@ -244,7 +160,7 @@ fn a_daemon_killed_during_start_leaves_no_duplicate_orphan_or_stuck_service() {
         );
         eprintln!("round {round}: killed after {delay:?}: ok");
     }
-    env.ok(&["stop"]);
+    env.run(&["stop"]).ok();
     assert!(
         wait_for(Duration::from_secs(5), || sleepers(LOCAL_MARK).is_empty()
             && sleepers(REMOTE_MARK).is_empty()),
@@ -318,12 +234,7 @@ services:
         addr = tb.host("h1").addr,
         image = tb.image,
     );
-    let env = Env {
-        home: tempfile::tempdir().unwrap(),
-        dir: tempfile::tempdir().unwrap(),
-        run: tempfile::tempdir().unwrap(),
-    };
-    std::fs::write(env.dir.path().join("services.yaml"), yaml).unwrap();
+    let env = Env::new(&yaml);
     // Watches every argv on the machine (all testbed hosts and containers share its pid
     // namespace) for the whole run, every few milliseconds.
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -339,7 +250,7 @@ services:
             seen
         })
     };
-    env.ok(&["start"]);
+    env.run(&["start"]).ok();
     for name in ["localuser", "remote", "remotesudo", "box"] {
         assert!(
             wait_for(Duration::from_secs(10), || env
@@ -351,7 +262,8 @@ services:
         );
     }
     // The container's id is in `status -o json`, as `runtime.container_id` and `location.id`.
-    let status: Value = serde_json::from_str(&env.ok(&["status", "-o", "json"])).unwrap();
+    let status: Value =
+        serde_json::from_str(&env.run(&["status", "-o", "json"]).ok().stdout).unwrap();
     let boxed = status
         .as_array()
         .unwrap()
@@ -375,7 +287,7 @@ services:
     assert_eq!(docker_id.trim(), id, "{boxed}");
     let ps_local = Command::new("ps").args(["-eo", "args"]).output().unwrap();
     let ps_h1 = tb.sh_ok("h1", "ps -eo args");
-    env.ok(&["stop"]);
+    env.run(&["stop"]).ok();
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let seen = watcher.join().unwrap();
     assert!(seen.is_empty(), "the secret was in an argv: {seen:#?}");
@@ -416,7 +328,7 @@ fn stop_kills_a_double_forked_setsid_descendant_where_cgroups_are_usable() {
         ),
     )
     .unwrap();
-    env.ok(&["start"]);
+    env.run(&["start"]).ok();
     assert!(wait_for(Duration::from_secs(5), || {
         std::fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n'))
     }));
@@ -434,7 +346,7 @@ fn stop_kills_a_double_forked_setsid_descendant_where_cgroups_are_usable() {
         service[0].to_string(),
         "the descendant left the service's session"
     );
-    env.ok(&["stop"]);
+    env.run(&["stop"]).ok();
     assert!(
         wait_for(Duration::from_secs(5), || sleepers("86422").is_empty()),
         "the setsid'd descendant {escaped} survived stop"
