@@ -14,15 +14,9 @@ pub fn run(ctx: &Context, since: Option<u64>) -> Status {
         ..EventFilter::default()
     };
     smol::block_on(async {
-        let mut signals = match async_signal::Signals::new([
-            async_signal::Signal::Int,
-            async_signal::Signal::Term,
-        ]) {
+        let mut signals = match super::interrupt_signals() {
             Ok(s) => s,
-            Err(e) => {
-                crate::errln!("error: cannot handle signals: {e}");
-                return Status::Failed;
-            }
+            Err(s) => return s,
         };
         let client = match connect(ctx).await {
             Ok(c) => c,

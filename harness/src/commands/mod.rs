@@ -161,3 +161,13 @@ pub fn load_project_with(
     }
     Err(Status::Invalid)
 }
+
+/// Ctrl-C and TERM as a stream, for commands that run until interrupted (`events`, `up`).
+pub(crate) fn interrupt_signals() -> Result<async_signal::Signals, Status> {
+    async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]).map_err(
+        |e| {
+            crate::errln!("error: cannot handle signals: {e}");
+            Status::Failed
+        },
+    )
+}
