@@ -5,4 +5,4 @@
 # REGISTRY_BENCH=rtt|fanout|throughput runs one of them.
 set -eu
 cd "$(dirname "$0")/.."
-exec cargo bench -p registry --bench wire "$@"
+exec cargo bench -p harness-server --bench wire "$@"

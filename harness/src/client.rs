@@ -12,7 +12,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use registry::{Client, ConnectOptions, HarnessHome};
+use harness_protocol::{Client, ConnectOptions, HarnessHome};
 
 use crate::cli::DaemonArgs;
 use crate::daemon::RunOptions;
@@ -91,18 +91,17 @@ async fn connect_remote(home: &HarnessHome, url: &str) -> anyhow::Result<Client>
         let ca = match std::env::var_os("HARNESS_CA") {
             Some(path) => std::fs::read_to_string(&path)
                 .with_context(|| format!("HARNESS_CA={}", Path::new(&path).display()))?,
-            None => {
-                std::fs::read_to_string(home.path(registry::home::CA_CERT)).with_context(|| {
+            None => std::fs::read_to_string(home.path(harness_protocol::home::CA_CERT))
+                .with_context(|| {
                     format!(
                         "no CA for the remote daemon: set HARNESS_CA to its ca.pem (not in {})",
                         home.root().display()
                     )
-                })?
-            }
+                })?,
         };
         let token = match std::env::var("HARNESS_TOKEN") {
             Ok(t) => t,
-            Err(_) => std::fs::read_to_string(home.path(registry::home::TOKEN))
+            Err(_) => std::fs::read_to_string(home.path(harness_protocol::home::TOKEN))
                 .with_context(|| "no token for the remote daemon: set HARNESS_TOKEN")?,
         };
         Ok((ca, token.trim().to_owned()))

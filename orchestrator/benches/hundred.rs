@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
+use harness_store::Store;
 use orchestrator::{ApplyOptions, Orchestrator, OrchestratorOptions, StopOptions};
-use registry::Store;
 
 fn main() {
     smol::block_on(async {

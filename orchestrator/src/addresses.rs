@@ -211,10 +211,14 @@ pub(crate) fn daemon_ip(project: &Project, of: &Placement) -> IpAddr {
 }
 
 /// Where the registry says a service runs.
-pub(crate) fn location(project: &Project, name: &str, of: &Placement) -> registry::Location {
+pub(crate) fn location(
+    project: &Project,
+    name: &str,
+    of: &Placement,
+) -> harness_protocol::Location {
     match of {
-        Placement::Local => registry::Location::Local,
-        Placement::Host { host, .. } => registry::Location::Host {
+        Placement::Local => harness_protocol::Location::Local,
+        Placement::Host { host, .. } => harness_protocol::Location::Host {
             name: host.clone(),
             address: project
                 .hosts
@@ -222,7 +226,7 @@ pub(crate) fn location(project: &Project, name: &str, of: &Placement) -> registr
                 .map(|h| h.address.clone())
                 .unwrap_or_default(),
         },
-        Placement::Container { host } => registry::Location::Container {
+        Placement::Container { host } => harness_protocol::Location::Container {
             engine: match host {
                 None => "docker".to_owned(),
                 Some(h) => format!("ssh://{h}"),

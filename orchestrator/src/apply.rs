@@ -11,7 +11,7 @@ use async_io::Timer;
 use command_executor::Command;
 use futures_lite::FutureExt;
 use harness_config::{Condition, Project};
-use registry::{Endpoint, HealthStatus, Location, ServiceEntry, ServiceKey, ServiceState};
+use harness_protocol::{Endpoint, HealthStatus, Location, ServiceEntry, ServiceKey, ServiceState};
 
 use crate::addresses::{Placement, daemon_ip};
 use crate::readiness::{self, Readiness};
@@ -358,7 +358,9 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
                             e.runtime.pid = Some(pid);
                             e.runtime.process_start_time = Some(st);
                             if container.is_some() {
-                                if let registry::Location::Container { id, .. } = &mut e.location {
+                                if let harness_protocol::Location::Container { id, .. } =
+                                    &mut e.location
+                                {
                                     *id = container.clone();
                                 }
                                 e.runtime.container_id = container;

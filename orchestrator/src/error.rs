@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("registry: {0}")]
-    Registry(#[from] registry::StoreError),
+    Registry(#[from] harness_store::StoreError),
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
     #[error("project {project:?} is not known to this daemon (start it first)")]

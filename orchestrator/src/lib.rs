@@ -10,7 +10,7 @@
 //! daemon re-attaches to what is still running ([`Orchestrator::open`]).
 //!
 //! ```no_run
-//! # async fn demo(store: registry::Store, project: harness_config::Project) -> orchestrator::Result<()> {
+//! # async fn demo(store: harness_store::Store, project: harness_config::Project) -> orchestrator::Result<()> {
 //! use orchestrator::*;
 //! let orch = Orchestrator::open(OrchestratorOptions::new("/var/lib/harness", store)).await?;
 //! let report = orch.apply(&project, ApplyOptions::default()).await?;
@@ -60,7 +60,8 @@ use std::sync::{Arc, Mutex};
 
 use command_executor::Executor;
 use harness_config::Project;
-use registry::{ServiceEntry, ServiceKey, Store};
+use harness_protocol::{ServiceEntry, ServiceKey};
+use harness_store::Store;
 
 pub use error::{Error, Result};
 pub use logs::{LogLimits, LogLine, LogQuery, Logs, StreamKind};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use registry::{Health, ServiceState};
+use harness_protocol::{Health, ServiceState};
 use serde::{Deserialize, Serialize};
 
 /// What `apply` should do beyond starting what is missing.
@@ -22,7 +22,7 @@ pub struct ApplyOptions {
 }
 
 /// What happened to one service during `apply`: the wire type itself (one definition).
-pub use registry::wire::ServiceAction as Action;
+pub use harness_protocol::wire::ServiceAction as Action;
 
 /// One service's outcome in an [`ApplyReport`].
 #[derive(Debug, Clone, Serialize, Deserialize)]

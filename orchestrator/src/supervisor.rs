@@ -14,8 +14,9 @@ use command_executor::{Executor, Signal};
 use event_listener::Event;
 use futures_lite::FutureExt;
 use harness_config::RestartPolicy;
+use harness_protocol::{Health, HealthStatus, ServiceEntry, ServiceKey, ServiceState};
+use harness_store::Store;
 use jiff::Timestamp;
-use registry::{Health, HealthStatus, ServiceEntry, ServiceKey, ServiceState, Store};
 
 use crate::logs::{LogHub, Pump};
 use crate::readiness::Readiness;
@@ -303,7 +304,9 @@ impl Supervisor {
                         e.runtime.pid = Some(pid);
                         e.runtime.process_start_time = Some(st);
                         if container.is_some() {
-                            if let registry::Location::Container { id, .. } = &mut e.location {
+                            if let harness_protocol::Location::Container { id, .. } =
+                                &mut e.location
+                            {
                                 *id = container.clone();
                             }
                             e.runtime.container_id = container;

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt as _;
 use harness_config::WatchAction;
+use harness_protocol::{EventType, ServiceKey, ServiceState};
+use harness_store::NewEvent;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use notify::Watcher as _;
-use registry::{EventType, NewEvent, ServiceKey, ServiceState};
 
 use crate::{Error, Orchestrator, Result};
 

@@ -5,8 +5,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use harness_config::Project;
+use harness_protocol::{Event, EventType, ServiceEntry, ServiceState};
+use harness_store::Store;
 use orchestrator::*;
-use registry::{Event, EventType, ServiceEntry, ServiceState, Store};
 
 struct Fx {
     _reaper: Reaper,
@@ -398,7 +399,10 @@ services:
         assert_eq!(other.action, Action::Started);
 
         let health = fx.orch.health("sick", &["web".into()]).await.unwrap();
-        assert_eq!(health[0].health.status, registry::HealthStatus::Unhealthy);
+        assert_eq!(
+            health[0].health.status,
+            harness_protocol::HealthStatus::Unhealthy
+        );
         assert!(health[0].health.last_check.is_some());
         assert!(
             health[0]
@@ -652,11 +656,14 @@ services:
         }
         // And it died after launching a, before recording a's pid: the pidfile tells.
         fx.store
-            .modify(&registry::ServiceKey::new("keep", "a").unwrap(), |e| {
-                e.runtime.pid = None;
-                e.runtime.process_start_time = None;
-                Ok(())
-            })
+            .modify(
+                &harness_protocol::ServiceKey::new("keep", "a").unwrap(),
+                |e| {
+                    e.runtime.pid = None;
+                    e.runtime.process_start_time = None;
+                    Ok(())
+                },
+            )
             .await
             .unwrap();
         let orch = open(fx.dir.path(), &fx.store).await;

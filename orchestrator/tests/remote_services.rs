@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use command_executor::{Executor, ExecutorOptions};
 use harness_config::Project;
+use harness_protocol::{ServiceEntry, ServiceState};
+use harness_store::Store;
 use orchestrator::*;
-use registry::{ServiceEntry, ServiceState, Store};
 use testbed::{Engine, Testbed};
 
 struct Fx {
@@ -240,7 +241,10 @@ fn stack_across_hosts_and_engines() {
 
         // Addresses: the consumer on h3 reaches the api on h1 and the container on h2.
         let consumer = fx.entry("rstack", "consumer").await;
-        assert_eq!(consumer.health.status, registry::HealthStatus::Healthy);
+        assert_eq!(
+            consumer.health.status,
+            harness_protocol::HealthStatus::Healthy
+        );
         assert!(wait_for(Duration::from_secs(10), || {
             let l = smol::block_on(fx.lines("rstack", "consumer"));
             l.iter().any(|x| x == "hello-from-api") && l.iter().any(|x| x == "db-data")
@@ -259,7 +263,7 @@ fn stack_across_hosts_and_engines() {
         assert_eq!(uid_of(api_pid), Some(hbsvc_uid), "api runs as hbsvc");
         assert!(matches!(
             api.location,
-            registry::Location::Host { ref address, .. } if *address == h1
+            harness_protocol::Location::Host { ref address, .. } if *address == h1
         ));
         assert_eq!(
             tb.docker_ok(

@@ -66,9 +66,9 @@ pub fn project_names() -> Vec<CompletionCandidate> {
 }
 
 /// Asks a running daemon (never starts one), for at most a second.
-fn from_daemon(pick: fn(&registry::ServiceEntry) -> String) -> Vec<CompletionCandidate> {
+fn from_daemon(pick: fn(&harness_protocol::ServiceEntry) -> String) -> Vec<CompletionCandidate> {
     use futures_lite::FutureExt as _;
-    use registry::wire::{StatusParams, StatusResult, methods};
+    use harness_protocol::wire::{StatusParams, StatusResult, methods};
     let args = DaemonArgs {
         url: std::env::var("HARNESS_DAEMON").ok(),
         no_autostart: true,

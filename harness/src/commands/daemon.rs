@@ -3,8 +3,8 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::{Duration, Instant};
 
-use registry::wire::{DaemonStatusResult, DaemonStopParams, methods};
-use registry::{Client, HarnessHome};
+use harness_protocol::wire::{DaemonStatusResult, DaemonStopParams, methods};
+use harness_protocol::{Client, HarnessHome};
 
 use super::{Status, request_failed};
 use crate::cli::{DaemonCommand, ListenArgs};

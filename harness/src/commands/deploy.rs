@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use clap::Args;
 use harness_config::Project;
-use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressStyle};
-use registry::wire::{
+use harness_protocol::wire::{
     DeployAction, DeployParams, DeployProgress, DeployResult, HostDeployment, RollbackParams,
     methods,
 };
-use registry::{CallItem, ClientError};
+use harness_protocol::{CallItem, ClientError};
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use super::{Status, connect, load_selected_project, request_failed};
@@ -208,7 +208,7 @@ fn package(ctx: &Context, source: &Path) -> Result<PathBuf, Status> {
         };
     }
     let result = {
-        let out = match registry::HarnessHome::from_env() {
+        let out = match harness_protocol::HarnessHome::from_env() {
             Ok(home) => home.path("packages"),
             Err(e) => {
                 crate::errln!("error: {e}");

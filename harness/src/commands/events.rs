@@ -3,7 +3,7 @@
 use std::io::{Write, stdout};
 
 use futures_lite::StreamExt;
-use registry::{EventFilter, SubscriptionItem};
+use harness_protocol::{EventFilter, SubscriptionItem};
 
 use super::{Status, connect, request_failed};
 use crate::output::{Context, print_json_line};
@@ -59,23 +59,23 @@ pub fn run(ctx: &Context, since: Option<u64>) -> Status {
 }
 
 /// `SEQ TIME TYPE project/service what`, one line.
-fn describe(e: &registry::Event) -> String {
+fn describe(e: &harness_protocol::Event) -> String {
     let who = match (&e.project, &e.service) {
         (Some(p), Some(s)) => format!("{p}/{s}"),
         (Some(p), None) => p.clone(),
         _ => "-".into(),
     };
     let name = |v: Option<&serde_json::Value>| -> String {
-        v.and_then(|v| serde_json::from_value::<registry::ServiceState>(v.clone()).ok())
+        v.and_then(|v| serde_json::from_value::<harness_protocol::ServiceState>(v.clone()).ok())
             .map(|s| s.to_string())
             .or_else(|| v.and_then(|v| v.as_str()).map(str::to_owned))
             .unwrap_or_else(|| "?".into())
     };
     let what = match e.kind {
-        registry::EventType::ServiceState | registry::EventType::ServiceHealth => {
+        harness_protocol::EventType::ServiceState | harness_protocol::EventType::ServiceHealth => {
             format!("{} -> {}", name(e.data.get("from")), name(e.data.get("to")))
         }
-        registry::EventType::DaemonNotice => e
+        harness_protocol::EventType::DaemonNotice => e
             .data
             .get("message")
             .and_then(|m| m.as_str())

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use registry::wire::{ExecParams, ExecResult, methods};
+use harness_protocol::wire::{ExecParams, ExecResult, methods};
 
 use super::{Status, connect, project_name, request_failed};
 use crate::output::{Context, print_json};

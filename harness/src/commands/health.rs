@@ -1,8 +1,8 @@
 //! `harness health [SERVICE]`: what each check looks at, its last result, when, and its output.
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use registry::HealthStatus;
-use registry::wire::{HealthParams, HealthResult, methods};
+use harness_protocol::HealthStatus;
+use harness_protocol::wire::{HealthParams, HealthResult, methods};
 
 use super::{Status, connect, project_name, request_failed};
 use crate::output::{Context, print_json, short_duration};

@@ -4,7 +4,7 @@
 
 use std::io::{BufWriter, Write};
 
-use registry::wire::{LogLine, LogsParams, LogsResult, methods};
+use harness_protocol::wire::{LogLine, LogsParams, LogsResult, methods};
 
 use super::{Status, connect, project_name, request_failed};
 use crate::cli::LogsArgs;
@@ -125,7 +125,7 @@ fn write_line(
 }
 
 fn clear(ctx: &Context, project: String, services: Vec<String>) -> Status {
-    use registry::wire::{LogsClearParams, LogsClearResult};
+    use harness_protocol::wire::{LogsClearParams, LogsClearResult};
     let params = LogsClearParams { project, services };
     smol::block_on(async {
         let client = match connect(ctx).await {

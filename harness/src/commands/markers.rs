@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use registry::{Event, EventType, HealthStatus, ServiceState};
+use harness_protocol::{Event, EventType, HealthStatus, ServiceState};
 
 /// An exit is held back this long for the restart decision that usually follows it at once,
 /// so that both are told in one line.
@@ -186,8 +186,8 @@ pub fn show(
     use std::io::Write as _;
 
     use futures_lite::FutureExt as _;
-    use registry::wire::{EventsParams, EventsResult, methods};
-    use registry::{EventFilter, SubscriptionItem};
+    use harness_protocol::wire::{EventsParams, EventsResult, methods};
+    use harness_protocol::{EventFilter, SubscriptionItem};
 
     use super::{Status, connect, request_failed};
 

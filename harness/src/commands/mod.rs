@@ -28,7 +28,7 @@ mod validate;
 mod watch;
 
 use harness_config::Project;
-use registry::Client;
+use harness_protocol::Client;
 
 use crate::cli::{Cli, Command, ConfigCommand};
 use crate::output::{Context, print_json};
@@ -102,13 +102,15 @@ pub async fn connect(ctx: &Context) -> Result<Client, Status> {
 }
 
 /// Prints a failed request's error and gives the status for it.
-pub fn request_failed(what: &str, e: registry::ClientError) -> Status {
+pub fn request_failed(what: &str, e: harness_protocol::ClientError) -> Status {
     match &e {
-        registry::ClientError::Remote(w) => crate::errln!("error: {what}: {}", w.message),
+        harness_protocol::ClientError::Remote(w) => crate::errln!("error: {what}: {}", w.message),
         _ => crate::errln!("error: {what}: {e}"),
     }
     match e {
-        registry::ClientError::Remote(w) if w.code == registry::ErrorCode::InvalidParams => {
+        harness_protocol::ClientError::Remote(w)
+            if w.code == harness_protocol::ErrorCode::InvalidParams =>
+        {
             Status::Invalid
         }
         _ => Status::Failed,

@@ -12,7 +12,7 @@ const ENVELOPE: usize = 256;
 
 /// The largest message the daemon accepts.
 pub fn limit() -> usize {
-    registry::ServerConfig::default().max_message_size
+    harness_server::ServerConfig::default().max_message_size
 }
 
 /// The error for a request whose params encode to `params_len` bytes, if it is over the limit.

@@ -1,6 +1,6 @@
 //! `harness restart`: stop and start services again with their last applied definition.
 
-use registry::wire::{RestartParams, methods};
+use harness_protocol::wire::{RestartParams, methods};
 
 use super::{Status, connect, project_name};
 use crate::output::Context;

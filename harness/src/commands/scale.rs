@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use registry::wire::{StatusParams, StatusResult, StopParams, StopResult, methods};
+use harness_protocol::wire::{StatusParams, StatusResult, StopParams, StopResult, methods};
 
 use super::{Status, connect, load_options, load_project_with, request_failed};
 use crate::output::Context;

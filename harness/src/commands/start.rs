@@ -7,9 +7,11 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use harness_protocol::wire::{ApplyResult, ServiceAction, StartParams, methods};
+use harness_protocol::{
+    Client, EventFilter, EventType, HealthStatus, ServiceState, SubscriptionItem,
+};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use registry::wire::{ApplyResult, ServiceAction, StartParams, methods};
-use registry::{Client, EventFilter, EventType, HealthStatus, ServiceState, SubscriptionItem};
 use serde_json::Value;
 
 use super::{Status, connect, load_selected_project, request_failed};
@@ -141,7 +143,7 @@ pub async fn apply(
         }
     };
     let result: ApplyResult = match reply.and_then(|v| {
-        serde_json::from_value(v).map_err(|e| registry::ClientError::Decode(e.to_string()))
+        serde_json::from_value(v).map_err(|e| harness_protocol::ClientError::Decode(e.to_string()))
     }) {
         Ok(r) => r,
         Err(e) => {
@@ -159,7 +161,7 @@ pub async fn apply(
 }
 
 enum Step {
-    Done(Result<Value, registry::ClientError>),
+    Done(Result<Value, harness_protocol::ClientError>),
     Event(SubscriptionItem),
 }
 
@@ -171,7 +173,7 @@ fn mark(action: ServiceAction) -> &'static str {
     }
 }
 
-fn describe(s: &registry::wire::ServiceOutcome) -> String {
+fn describe(s: &harness_protocol::wire::ServiceOutcome) -> String {
     let verb = match s.action {
         ServiceAction::Started => "started",
         ServiceAction::Restarted => "restarted",
@@ -265,7 +267,7 @@ impl Spinners {
         })
     }
 
-    fn event(&mut self, e: &registry::Event) {
+    fn event(&mut self, e: &harness_protocol::Event) {
         if !self.enabled {
             return;
         }

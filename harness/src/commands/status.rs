@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use comfy_table::{Cell, Color, Table, presets::UTF8_FULL_CONDENSED};
-use registry::wire::{StatusParams, StatusResult, methods};
-use registry::{Client, HealthStatus, Location, ServiceEntry, ServiceState};
+use harness_protocol::wire::{StatusParams, StatusResult, methods};
+use harness_protocol::{Client, HealthStatus, Location, ServiceEntry, ServiceState};
 
 use super::{Status, connect, load_project, request_failed};
 use crate::output::{Context, print_json, short_duration};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use registry::wire::{StopParams, StopResult, methods};
+use harness_protocol::wire::{StopParams, StopResult, methods};
 
 use super::{Status, connect, project_name, request_failed};
 use crate::output::{Context, print_json, short_duration};

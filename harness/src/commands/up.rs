@@ -8,8 +8,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use futures_lite::{FutureExt as _, StreamExt as _};
-use registry::wire::{LogLine, LogsParams, LogsResult, StopParams, StopResult, methods};
-use registry::{Client, EventFilter, EventType, SubscriptionItem};
+use harness_protocol::wire::{LogLine, LogsParams, LogsResult, StopParams, StopResult, methods};
+use harness_protocol::{Client, EventFilter, EventType, SubscriptionItem};
 
 use super::markers::{Marker, Markers};
 use super::{Status, connect, load_selected_project, project_name, request_failed};

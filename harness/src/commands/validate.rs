@@ -40,7 +40,7 @@ pub fn run(ctx: &Context) -> Status {
 
 /// The error `start` would give for a project over the daemon's request limit.
 fn too_large(ctx: &Context, project: &harness_config::Project) -> Option<Diagnostic> {
-    let params = registry::wire::StartParams {
+    let params = harness_protocol::wire::StartParams {
         project: project.name.clone(),
         yaml: serde_saphyr::to_string(project).ok()?,
         dir: std::path::absolute(&ctx.file).ok()?.display().to_string(),

@@ -1,7 +1,7 @@
 //! `harness watch [svc…]`: the daemon watches the services' files from now on (until the project
 //! is stopped); a change restarts the service, and is a `service.watch` event.
 
-use registry::wire::{WatchParams, WatchResult, methods};
+use harness_protocol::wire::{WatchParams, WatchResult, methods};
 
 use super::{Status, connect, project_name, request_failed};
 use crate::output::{Context, print_json};

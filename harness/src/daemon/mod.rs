@@ -20,11 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use command_executor::Executor;
 use futures_lite::StreamExt;
+use harness_protocol::{EventType, HarnessHome, WireError};
+use harness_server::{RequestContext, Router, ServerConfig, ServerHandle};
+use harness_store::{NewEvent, Retention, Store};
 use orchestrator::{Orchestrator, OrchestratorOptions};
-use registry::{
-    EventType, HarnessHome, NewEvent, RequestContext, Retention, Router, ServerConfig,
-    ServerHandle, Store, WireError,
-};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Level;
@@ -147,9 +146,12 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
     })
     .await?;
 
-    let store = Store::open(home.path(registry::home::REGISTRY_DB), Retention::default())
-        .await
-        .context("opening the registry")?;
+    let store = Store::open(
+        home.path(harness_protocol::home::REGISTRY_DB),
+        Retention::default(),
+    )
+    .await
+    .context("opening the registry")?;
     let executor = Executor::default();
     let orch = Orchestrator::open(OrchestratorOptions {
         executor: executor.clone(),
@@ -194,7 +196,7 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
         request_timeout: REQUEST_TIMEOUT,
         ..ServerConfig::default()
     };
-    let server = registry::serve(
+    let server = harness_server::serve(
         config,
         &credentials,
         store.clone(),
@@ -210,7 +212,7 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
     }
     let pid = std::process::id();
     let h = home.clone();
-    let info = registry::DaemonInfo {
+    let info = harness_protocol::DaemonInfo {
         url: url.clone(),
         pid,
     };
@@ -267,7 +269,7 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
     blocking::unblock(move || {
         // Only our own record: a newer daemon may already have written its own.
         if h.read_daemon_info().is_ok_and(|i| i.pid == pid) {
-            let _ = std::fs::remove_file(h.path(registry::home::DAEMON_INFO));
+            let _ = std::fs::remove_file(h.path(harness_protocol::home::DAEMON_INFO));
             let _ = std::fs::remove_file(h.path(DAEMON_PID));
         }
     })
@@ -294,7 +296,7 @@ fn lock_home(home: &HarnessHome) -> anyhow::Result<File> {
             other.trim()
         );
     }
-    registry::home::write_private(
+    harness_protocol::home::write_private(
         &home.path(DAEMON_PID),
         format!("{}\n", std::process::id()).as_bytes(),
     )?;
@@ -304,7 +306,7 @@ fn lock_home(home: &HarnessHome) -> anyhow::Result<File> {
 /// One route per method, each served by `handlers::<method>::handle`.
 fn router(state: &Arc<State>) -> Router {
     use handlers::*;
-    use registry::wire::methods;
+    use harness_protocol::wire::methods;
     Router::new()
         .route(methods::START, trimming(with(state, start::handle)))
         .route(methods::STOP, trimming(with(state, stop::handle)))
@@ -371,8 +373,8 @@ pub(crate) fn release_free_memory() {
 
 /// An orchestrator error as the client sees it.
 pub fn wire_error(e: orchestrator::Error) -> WireError {
+    use harness_protocol::ErrorCode;
     use orchestrator::Error as E;
-    use registry::ErrorCode;
     let code = match &e {
         E::UnknownProject { .. } | E::UnknownService { .. } => ErrorCode::NotFound,
         E::ShutDown => ErrorCode::Unavailable,

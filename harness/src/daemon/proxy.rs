@@ -14,9 +14,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use harness_config::{Project, ProxyPort};
+use harness_protocol::{ServiceEntry, ServiceState};
+use harness_store::Store;
 use orchestrator::Orchestrator;
 use proxy::{BoxFuture, Lookup, Proxy, RouteInfo, Routes};
-use registry::{ServiceEntry, ServiceState, Store};
 
 /// The proxy the daemon runs, once a project asks for one.
 pub struct ProxySlot {

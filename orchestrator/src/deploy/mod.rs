@@ -14,7 +14,8 @@ use std::sync::Mutex;
 
 use command_executor::{Executor, Target};
 use harness_config::{Project, ServiceKind};
-use registry::{EventType, NewEvent, Store};
+use harness_protocol::EventType;
+use harness_store::{NewEvent, Store};
 
 pub use packages::{DeployOptions, Deployed, Outcome, Package, Phase, Progress, RolledBack};
 pub use services::{PreparedService, archive_dirs, prepare};
@@ -29,7 +30,7 @@ pub struct DeployTarget {
 }
 
 /// data of a `deployment.progress` event; the wire type lives in registry.
-pub use registry::event::DeploymentProgress;
+pub use harness_protocol::event::DeploymentProgress;
 
 /// The hosts that run `type: package` services of package `name`, as deploy targets.
 pub fn package_targets(project: &Project, name: &str) -> Result<Vec<DeployTarget>, TargetError> {

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use command_executor::{Command, Executor, Target};
 use harness_config::{HealthCheck, Probe, Project, ServiceKind, Template};
+use harness_store::Store;
 use packages::{DeployOptions, Manifest, Package};
-use registry::Store;
 
 use super::{DeployTarget, host_target};
 

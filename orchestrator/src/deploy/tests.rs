@@ -4,7 +4,8 @@
 use std::sync::Mutex;
 
 use command_executor::{Executor, ExecutorOptions, SshHost, Target};
-use registry::{EventType, Retention, Store};
+use harness_protocol::EventType;
+use harness_store::{Retention, Store};
 
 use super::*;
 

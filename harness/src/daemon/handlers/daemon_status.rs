@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use registry::wire::DaemonStatusResult;
-use registry::{RequestContext, ServiceState, WireError};
+use harness_protocol::wire::DaemonStatusResult;
+use harness_protocol::{ServiceState, WireError};
+use harness_server::RequestContext;
 
 use crate::daemon::{State, wire_error};
 

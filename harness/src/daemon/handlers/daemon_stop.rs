@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use registry::wire::DaemonStopParams;
-use registry::{RequestContext, WireError};
+use harness_protocol::WireError;
+use harness_protocol::wire::DaemonStopParams;
+use harness_server::RequestContext;
 
 use crate::daemon::{State, wire_error};
 

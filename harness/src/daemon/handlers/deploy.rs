@@ -9,9 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use harness_config::Project;
+use harness_protocol::wire::{
+    DeployAction, DeployParams, DeployProgress, DeployResult, HostDeployment,
+};
+use harness_protocol::{ErrorCode, WireError};
+use harness_server::RequestContext;
 use orchestrator::deploy::{DeployOptions, DeployTarget, Outcome, Package, Phase, Progress};
-use registry::wire::{DeployAction, DeployParams, DeployProgress, DeployResult, HostDeployment};
-use registry::{ErrorCode, RequestContext, WireError};
 
 use crate::daemon::State;
 
@@ -288,7 +291,8 @@ pub(crate) async fn restart_services(
             .filter(|e| {
                 matches!(
                     e.state,
-                    registry::ServiceState::Running | registry::ServiceState::Starting
+                    harness_protocol::ServiceState::Running
+                        | harness_protocol::ServiceState::Starting
                 )
             })
             .map(|e| e.name)

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use registry::wire::{DeployAction, DeployResult, HostDeployment, RollbackParams};
-use registry::{RequestContext, WireError};
+use harness_protocol::WireError;
+use harness_protocol::wire::{DeployAction, DeployResult, HostDeployment, RollbackParams};
+use harness_server::RequestContext;
 
 use super::deploy::{failed_host, merge_restarts, project_from, restart_services, targets};
 use crate::daemon::State;

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use command_executor::{Event, ExitStatus, Line};
-use registry::wire::{ExecParams, ExecResult};
-use registry::{ErrorCode, RequestContext, WireError};
+use harness_protocol::wire::{ExecParams, ExecResult};
+use harness_protocol::{ErrorCode, WireError};
+use harness_server::RequestContext;
 
 use crate::daemon::{State, wire_error};
 

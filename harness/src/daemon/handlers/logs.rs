@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::future;
+use harness_protocol::wire::{LogLine, LogsParams, LogsResult};
+use harness_protocol::{ErrorCode, WireError};
+use harness_server::RequestContext;
 use orchestrator::{LogQuery, StreamKind};
-use registry::wire::{LogLine, LogsParams, LogsResult};
-use registry::{ErrorCode, RequestContext, WireError};
 
 use crate::daemon::{State, wire_error};
 

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use registry::wire::{LogsClearParams, LogsClearResult};
-use registry::{RequestContext, WireError};
+use harness_protocol::WireError;
+use harness_protocol::wire::{LogsClearParams, LogsClearResult};
+use harness_server::RequestContext;
 
 use crate::daemon::{State, wire_error};
 

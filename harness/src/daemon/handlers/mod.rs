@@ -1,5 +1,5 @@
 //! One file per request method. Each `handle` takes the daemon [`State`](super::State), the
-//! method's params (a `registry::wire` type) and the request context, and returns its result.
+//! method's params (a `harness_protocol::wire` type) and the request context, and returns its result.
 
 pub mod daemon_status;
 pub mod daemon_stop;
@@ -15,7 +15,7 @@ pub mod status;
 pub mod stop;
 pub mod watch;
 
-use registry::wire::{ApplyResult, ServiceOutcome};
+use harness_protocol::wire::{ApplyResult, ServiceOutcome};
 
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use harness_protocol::wire::{ApplyResult, StartParams};
+use harness_protocol::{ErrorCode, WireError};
+use harness_server::RequestContext;
 use orchestrator::ApplyOptions;
-use registry::wire::{ApplyResult, StartParams};
-use registry::{ErrorCode, RequestContext, WireError};
 
 use crate::daemon::{State, wire_error};
 
@@ -75,10 +76,10 @@ async fn within_fd_budget(
     project: &harness_config::Project,
     selected: &[String],
 ) -> Result<(), WireError> {
-    use registry::ServiceState as S;
+    use harness_protocol::ServiceState as S;
     let starting = crate::daemon::fds::started_by(project, selected);
     let all = state.orch.status(None).await.map_err(wire_error)?;
-    let active = |s: &registry::ServiceEntry| {
+    let active = |s: &harness_protocol::ServiceEntry| {
         matches!(s.state, S::Pending | S::Starting | S::Running | S::Stopping)
     };
     let already = all.iter().filter(|s| active(s)).count();

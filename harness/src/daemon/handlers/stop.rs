@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use harness_protocol::WireError;
+use harness_protocol::wire::{StopParams, StopResult, StoppedOutcome};
+use harness_server::RequestContext;
 use orchestrator::StopOptions;
-use registry::wire::{StopParams, StopResult, StoppedOutcome};
-use registry::{RequestContext, WireError};
 
 use crate::daemon::{State, wire_error};
 

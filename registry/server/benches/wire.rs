@@ -1,4 +1,4 @@
-//! Registry wire benchmarks over real TLS on loopback (run: `cargo bench -p registry --bench wire`).
+//! Registry wire benchmarks over real TLS on loopback (run: `cargo bench -p harness-server --bench wire`).
 //!
 //! Targets (issue 4): 100 subscribers receive each event with p99 ≤ 2 ms; ≥ 100k events/s to one
 //! subscriber; request round trip p50 ≤ 200 µs over an open connection. Numbers are printed, not
@@ -7,10 +7,11 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use registry::{
-    Client, ConnectOptions, EventFilter, EventType, HarnessHome, NewEvent, NoMethods, Retention,
-    ServerConfig, Store, SubscriptionItem,
+use harness_protocol::{
+    Client, ConnectOptions, EventFilter, EventType, HarnessHome, SubscriptionItem,
 };
+use harness_server::{NoMethods, ServerConfig};
+use harness_store::{NewEvent, Retention, Store};
 
 static BASE: OnceLock<Instant> = OnceLock::new();
 
@@ -30,21 +31,24 @@ struct Setup {
     _dir: tempfile::TempDir,
     store: Store,
     opts: ConnectOptions,
-    _server: registry::ServerHandle,
+    _server: harness_server::ServerHandle,
 }
 
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = HarnessHome::new(dir.path().join("home"));
     let creds = home.ensure_credentials(&[]).expect("credentials");
-    let store = Store::open(home.path(registry::home::REGISTRY_DB), Retention::default())
-        .await
-        .expect("store");
+    let store = Store::open(
+        home.path(harness_protocol::home::REGISTRY_DB),
+        Retention::default(),
+    )
+    .await
+    .expect("store");
     let config = ServerConfig {
         subscriber_queue: 1 << 20,
         ..ServerConfig::default()
     };
-    let server = registry::serve(config, &creds, store.clone(), Arc::new(NoMethods))
+    let server = harness_server::serve(config, &creds, store.clone(), Arc::new(NoMethods))
         .await
         .expect("server");
     let opts = ConnectOptions::new(server.url(), creds.ca_pem.clone(), creds.token.clone());

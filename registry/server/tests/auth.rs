@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Fixture, run};
-use registry::{Client, ClientError, HarnessHome};
+use harness_protocol::{Client, ClientError, HarnessHome};
 
 #[test]
 fn right_token_and_pinned_ca_are_accepted() {
@@ -11,7 +11,7 @@ fn right_token_and_pinned_ca_are_accepted() {
         let f = Fixture::start().await;
         let client = f.client().await;
         let hello = client.hello().await.expect("hello");
-        assert_eq!(hello.protocol, registry::wire::PROTOCOL_VERSION);
+        assert_eq!(hello.protocol, harness_protocol::wire::PROTOCOL_VERSION);
     });
 }
 
@@ -79,11 +79,11 @@ fn secrets_are_0600_in_a_0700_dir_and_never_regenerated() {
         |p: std::path::PathBuf| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode(home.root().to_path_buf()), 0o700);
     for file in [
-        registry::home::CA_CERT,
-        registry::home::CA_KEY,
-        registry::home::SERVER_CERT,
-        registry::home::SERVER_KEY,
-        registry::home::TOKEN,
+        harness_protocol::home::CA_CERT,
+        harness_protocol::home::CA_KEY,
+        harness_protocol::home::SERVER_CERT,
+        harness_protocol::home::SERVER_KEY,
+        harness_protocol::home::TOKEN,
     ] {
         assert_eq!(mode(home.path(file)), 0o600, "{file}");
     }
@@ -92,12 +92,12 @@ fn secrets_are_0600_in_a_0700_dir_and_never_regenerated() {
     assert_eq!(again.token, first.token);
     assert_eq!(again.ca_pem, first.ca_pem);
     assert_eq!(again.server_cert_pem, first.server_cert_pem);
-    home.write_daemon_info(&registry::DaemonInfo {
+    home.write_daemon_info(&harness_protocol::DaemonInfo {
         url: "wss://127.0.0.1:1/v1/ws".into(),
         pid: 1,
     })
     .expect("daemon info");
-    assert_eq!(mode(home.path(registry::home::DAEMON_INFO)), 0o600);
+    assert_eq!(mode(home.path(harness_protocol::home::DAEMON_INFO)), 0o600);
 }
 
 #[test]
@@ -107,14 +107,14 @@ fn ipv6_loopback_and_port_zero_work() {
         return;
     }
     run(async {
-        let config = registry::ServerConfig {
+        let config = harness_server::ServerConfig {
             listen: "[::1]:0".parse().expect("addr"),
-            ..registry::ServerConfig::default()
+            ..harness_server::ServerConfig::default()
         };
         let f = common::Fixture::with(
             config,
-            registry::Retention::default(),
-            std::sync::Arc::new(registry::NoMethods),
+            harness_store::Retention::default(),
+            std::sync::Arc::new(harness_server::NoMethods),
         )
         .await;
         assert_ne!(f.server.local_addr().port(), 0);

@@ -19,7 +19,7 @@ use smol::Timer;
 use crate::event::{Event, EventFilter};
 use crate::home::{HarnessHome, HomeError};
 use crate::model::ServiceEntry;
-use crate::store::Snapshot;
+use crate::wire::Snapshot;
 use crate::wire::{self, Outcome, ServerMessage, WireError, methods};
 
 type Tls = futures_rustls::client::TlsStream<async_net::TcpStream>;

@@ -9,11 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::run;
-use registry::event::StateChange;
-use registry::{
-    EventType, Health, HealthStatus, Location, NewEvent, Retention, ServiceEntry, ServiceKey,
-    ServiceState, Store, StoreError,
+use harness_protocol::event::StateChange;
+use harness_protocol::{
+    EventType, Health, HealthStatus, Location, ServiceEntry, ServiceKey, ServiceState,
 };
+use harness_store::{NewEvent, Retention, Store, StoreError};
 
 fn key(name: &str) -> ServiceKey {
     ServiceKey::new("demo", name).expect("key")
@@ -53,7 +53,7 @@ fn every_change_is_one_event_with_the_next_seq() {
         assert!(matches!(
             illegal,
             Err(StoreError::Model(
-                registry::ModelError::IllegalTransition { .. }
+                harness_protocol::ModelError::IllegalTransition { .. }
             ))
         ));
         store
@@ -246,7 +246,7 @@ fn a_newer_format_is_refused_with_a_clear_error() {
             let mut meta = txn
                 .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
                 .expect("meta");
-            meta.insert("format_version", registry::store::FORMAT_VERSION + 1)
+            meta.insert("format_version", harness_store::store::FORMAT_VERSION + 1)
                 .expect("insert");
         }
         txn.commit().expect("commit");
@@ -264,7 +264,7 @@ fn fixture_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/registry-v1.redb")
 }
 
-/// Regenerates the committed fixture: `cargo test -p registry --test store -- --ignored write_fixture_v1`.
+/// Regenerates the committed fixture: `cargo test -p harness-store --test store -- --ignored write_fixture_v1`.
 /// Only ever do this when adding a *new* format version, with a new file name.
 #[test]
 #[ignore = "writes tests/fixtures/registry-v1.redb"]
@@ -283,7 +283,7 @@ fn write_fixture_v1() {
                 address: "10.0.0.5".into(),
             },
         );
-        entry.endpoints.push(registry::Endpoint {
+        entry.endpoints.push(harness_protocol::Endpoint {
             name: "http".into(),
             ip: "10.0.0.5".parse().expect("ip"),
             port: 8080,

@@ -9,7 +9,6 @@ use serde_json::Value;
 
 use crate::event::{Event, EventFilter};
 use crate::model::{Endpoint, Health, Location, Runtime, ServiceEntry, ServiceState};
-use crate::store::Snapshot;
 
 /// Protocol version, reported by `/healthz` and the `hello` method.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -67,7 +66,7 @@ pub mod methods {
     /// [`super::WatchParams`] → [`super::WatchResult`]: watch services' files (`watch:`).
     pub const WATCH: &str = "watch";
 
-    /// Methods the daemon adds through its [`crate::Handler`] (the live event stream is `subscribe`).
+    /// Methods the daemon adds through its daemon's handler (`harness_server::Handler`) (the live event stream is `subscribe`).
     pub const ORCHESTRATOR: [&str; 13] = [
         START,
         STOP,
@@ -84,7 +83,7 @@ pub mod methods {
         LOGS_CLEAR,
     ];
 
-    /// Methods the server itself answers; everything else goes to the [`crate::Handler`].
+    /// Methods the server itself answers; everything else goes to the daemon's handler (`harness_server::Handler`).
     pub const REGISTRY: [&str; 10] = [
         HELLO,
         SERVICE_LIST,
@@ -195,24 +194,6 @@ impl WireError {
 
     pub fn internal(e: impl std::fmt::Display) -> Self {
         WireError::new(ErrorCode::Internal, e.to_string())
-    }
-}
-
-impl From<crate::store::StoreError> for WireError {
-    fn from(e: crate::store::StoreError) -> Self {
-        use crate::store::StoreError as S;
-        let code = match &e {
-            S::NotFound(_) => ErrorCode::NotFound,
-            S::AlreadyExists(_) => ErrorCode::AlreadyExists,
-            S::Model(crate::model::ModelError::IllegalTransition { .. })
-            | S::Model(crate::model::ModelError::HealthWhileInactive { .. }) => {
-                ErrorCode::IllegalTransition
-            }
-            S::Model(_) => ErrorCode::InvalidParams,
-            S::Closed => ErrorCode::Unavailable,
-            S::Open { .. } | S::UnsupportedFormat { .. } | S::Storage(_) => ErrorCode::Internal,
-        };
-        WireError::new(code, e.to_string())
     }
 }
 
@@ -416,7 +397,7 @@ pub struct CancelResult {
 
 /// JSON Schemas of every message, of each method's params and result, and of the event payloads,
 /// keyed by file stem. `docs/protocol/<name>.schema.json` are generated from these, and a test keeps
-/// them equal (regenerate with `REGISTRY_WRITE_SCHEMAS=1 cargo test -p registry --test protocol_docs`).
+/// them equal (regenerate with `REGISTRY_WRITE_SCHEMAS=1 cargo test -p harness-protocol --test protocol_docs`).
 pub fn schemas() -> Vec<(&'static str, Value)> {
     use schemars::schema_for;
     let list = [
@@ -879,4 +860,11 @@ impl DeployResult {
             .iter()
             .filter(|h| h.action == DeployAction::Failed || h.error.is_some())
     }
+}
+
+/// A consistent view of every service at one seq.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub services: Vec<ServiceEntry>,
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 fn docs() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs")
 }
 
 #[test]
@@ -13,7 +13,7 @@ fn committed_schemas_match_the_wire_types() {
     if write {
         std::fs::create_dir_all(&dir).expect("mkdir");
     }
-    for (name, schema) in registry::wire::schemas() {
+    for (name, schema) in harness_protocol::wire::schemas() {
         assert!(!schema.is_null(), "{name}");
         let path = dir.join(format!("{name}.schema.json"));
         let text = serde_json::to_string_pretty(&schema).expect("encode") + "\n";
@@ -40,20 +40,20 @@ fn committed_schemas_match_the_wire_types() {
 #[test]
 fn protocol_md_names_every_method_event_error_and_close_code() {
     let md = std::fs::read_to_string(docs().join("protocol.md")).expect("docs/protocol.md");
-    for method in registry::wire::methods::REGISTRY {
+    for method in harness_protocol::wire::methods::REGISTRY {
         assert!(
             md.contains(&format!("`{method}`")),
             "protocol.md lacks method {method}"
         );
     }
-    for kind in registry::EventType::ALL {
+    for kind in harness_protocol::EventType::ALL {
         assert!(
             md.contains(&format!("`{}`", kind.as_str())),
             "protocol.md lacks event {}",
             kind.as_str()
         );
     }
-    let codes = serde_json::to_value(registry::wire::schemas())
+    let codes = serde_json::to_value(harness_protocol::wire::schemas())
         .expect("json")
         .to_string();
     for code in [
@@ -76,7 +76,7 @@ fn protocol_md_names_every_method_event_error_and_close_code() {
             "protocol.md lacks error code {code}"
         );
     }
-    use registry::wire::close_codes::*;
+    use harness_protocol::wire::close_codes::*;
     for code in [LAGGING, HEARTBEAT_TIMEOUT, SHUTDOWN, MESSAGE_TOO_BIG] {
         assert!(
             md.contains(&format!("`{code}`")),

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message;
 use common::{Fixture, close_code, https_get, next_json, raw_ws, run};
-use registry::wire::{RegisterParams, UpdateParams};
-use registry::{
-    Client, ClientError, ErrorCode, Location, RequestContext, Retention, Router, ServerConfig,
-    ServiceState, WireError,
-};
+use harness_protocol::wire::{RegisterParams, UpdateParams};
+use harness_protocol::{Client, ClientError, ErrorCode, Location, ServiceState, WireError};
+use harness_server::{RequestContext, Router, ServerConfig};
+use harness_store::Retention;
 use serde_json::json;
 
 fn remote_code(e: &ClientError) -> Option<ErrorCode> {
@@ -64,12 +63,15 @@ fn healthz_needs_no_token_metrics_does() {
         assert_eq!(https_get(&f, "/nope", None).await.0, 404);
         // The WebSocket path without the upgrade but with a token: 426.
         assert_eq!(
-            https_get(&f, registry::wire::WS_PATH, Some(&f.creds.token))
+            https_get(&f, harness_protocol::wire::WS_PATH, Some(&f.creds.token))
                 .await
                 .0,
             426
         );
-        assert_eq!(https_get(&f, registry::wire::WS_PATH, None).await.0, 401);
+        assert_eq!(
+            https_get(&f, harness_protocol::wire::WS_PATH, None).await.0,
+            401
+        );
     });
 }
 
@@ -115,7 +117,7 @@ fn registry_methods_round_trip() {
         c.deregister_service("demo", "api")
             .await
             .expect("deregister");
-        let events: registry::wire::EventsResult = c
+        let events: harness_protocol::wire::EventsResult = c
             .call("events.list", &json!({"since": 1}))
             .await
             .expect("events");
@@ -275,7 +277,12 @@ fn an_oversized_message_closes_only_that_connection() {
             max_message_size: 4096,
             ..ServerConfig::default()
         };
-        let f = Fixture::with(config, Retention::default(), Arc::new(registry::NoMethods)).await;
+        let f = Fixture::with(
+            config,
+            Retention::default(),
+            Arc::new(harness_server::NoMethods),
+        )
+        .await;
         let mut ws = raw_ws(&f).await;
         let big = format!(
             r#"{{"id":1,"method":"hello","params":"{}"}}"#,
@@ -284,7 +291,7 @@ fn an_oversized_message_closes_only_that_connection() {
         let _ = ws.send(Message::text(big)).await;
         assert_eq!(
             close_code(&mut ws).await,
-            Some(registry::wire::close_codes::MESSAGE_TOO_BIG)
+            Some(harness_protocol::wire::close_codes::MESSAGE_TOO_BIG)
         );
         f.client().await.hello().await.expect("server still up");
     });
@@ -357,7 +364,12 @@ fn connection_and_subscription_limits() {
             max_subscriptions_per_connection: 2,
             ..ServerConfig::default()
         };
-        let f = Fixture::with(config, Retention::default(), Arc::new(registry::NoMethods)).await;
+        let f = Fixture::with(
+            config,
+            Retention::default(),
+            Arc::new(harness_server::NoMethods),
+        )
+        .await;
         let a = f.client().await;
         let _b = f.client().await;
         let err = Client::connect_with(&f.options())
@@ -388,7 +400,12 @@ fn heartbeats_close_silent_peers_and_keep_live_ones() {
             heartbeat_timeout: Duration::from_millis(1000),
             ..ServerConfig::default()
         };
-        let f = Fixture::with(config, Retention::default(), Arc::new(registry::NoMethods)).await;
+        let f = Fixture::with(
+            config,
+            Retention::default(),
+            Arc::new(harness_server::NoMethods),
+        )
+        .await;
         // A typed client answers pings while it reads, so it survives idle periods.
         let live = f.client().await;
         // A raw socket that never reads never answers pings: it is a dead peer.
@@ -447,8 +464,10 @@ fn streaming_requests_send_progress_outlive_the_timeout_and_can_be_cancelled() {
         let mut lines = Vec::new();
         let done = loop {
             match call.next().await.expect("item").expect("ok") {
-                registry::CallItem::Progress(v) => lines.push(v["line"].as_u64().expect("line")),
-                registry::CallItem::Done(v) => break v,
+                harness_protocol::CallItem::Progress(v) => {
+                    lines.push(v["line"].as_u64().expect("line"))
+                }
+                harness_protocol::CallItem::Done(v) => break v,
             }
         };
         assert_eq!(lines, (0..30).collect::<Vec<_>>());
@@ -464,8 +483,8 @@ fn streaming_requests_send_progress_outlive_the_timeout_and_can_be_cancelled() {
         assert!(call.cancel().await.expect("cancel"));
         let end = loop {
             match call.next().await.expect("item") {
-                Ok(registry::CallItem::Progress(_)) => continue,
-                Ok(registry::CallItem::Done(v)) => panic!("unexpected result {v}"),
+                Ok(harness_protocol::CallItem::Progress(_)) => continue,
+                Ok(harness_protocol::CallItem::Done(v)) => panic!("unexpected result {v}"),
                 Err(e) => break e,
             }
         };
@@ -500,7 +519,12 @@ fn a_peer_that_sends_requests_but_never_reads_is_dropped() {
             heartbeat_timeout: Duration::from_millis(500),
             ..ServerConfig::default()
         };
-        let f = Fixture::with(config, Retention::default(), Arc::new(registry::NoMethods)).await;
+        let f = Fixture::with(
+            config,
+            Retention::default(),
+            Arc::new(harness_server::NoMethods),
+        )
+        .await;
         let ws = raw_ws(&f).await;
         let (mut sink, _stream) = ws.split();
         let flood = smol::spawn(async move {
@@ -565,7 +589,7 @@ fn absent_params_suit_unit_option_and_defaulted_structs() {
             c.request("test.opt", json!(3)).await.expect("some"),
             json!(3)
         );
-        let list: registry::wire::ListServicesResult = c
+        let list: harness_protocol::wire::ListServicesResult = c
             .call("service.list", &serde_json::Value::Null)
             .await
             .expect("defaulted struct");

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::event::{EventFilter, EventType};
+use harness_protocol::event::{EventFilter, EventType};
 
 /// A committed event, serialized once for all subscribers.
 #[derive(Debug)]
@@ -22,7 +22,7 @@ pub struct Published {
     pub json: Box<str>,
 }
 
-pub(crate) type Batch = Arc<[Arc<Published>]>;
+pub type Batch = Arc<[Arc<Published>]>;
 
 struct LiveSub {
     filter: EventFilter,
@@ -40,12 +40,12 @@ struct HubInner {
 }
 
 #[derive(Default)]
-pub(crate) struct Hub {
+pub struct Hub {
     inner: Mutex<HubInner>,
 }
 
 impl Hub {
-    pub(crate) fn new(last_seq: u64) -> Self {
+    pub fn new(last_seq: u64) -> Self {
         Hub {
             inner: Mutex::new(HubInner {
                 last_seq,
@@ -59,20 +59,16 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn last_seq(&self) -> u64 {
+    pub fn last_seq(&self) -> u64 {
         self.lock().last_seq
     }
 
-    pub(crate) fn subscriber_count(&self) -> usize {
+    pub fn subscriber_count(&self) -> usize {
         self.lock().subs.len()
     }
 
     /// Registers a live queue. Everything published after this call with `seq > live_from` arrives on it.
-    pub(crate) fn subscribe(
-        self: &Arc<Self>,
-        filter: EventFilter,
-        max_queued: usize,
-    ) -> LiveReceiver {
+    pub fn subscribe(self: &Arc<Self>, filter: EventFilter, max_queued: usize) -> LiveReceiver {
         let (tx, rx) = async_channel::unbounded();
         let queued = Arc::new(AtomicUsize::new(0));
         let lagged = Arc::new(AtomicBool::new(false));
@@ -100,7 +96,7 @@ impl Hub {
     }
 
     /// Called by the writer after a commit, in seq order.
-    pub(crate) fn publish(&self, events: Vec<Arc<Published>>) {
+    pub fn publish(&self, events: Vec<Arc<Published>>) {
         let Some(last) = events.last() else { return };
         let mut inner = self.lock();
         inner.last_seq = last.seq;
@@ -141,10 +137,10 @@ fn filter_is_empty(f: &EventFilter) -> bool {
 }
 
 /// The receiving end of a live subscription; unregisters itself on drop.
-pub(crate) struct LiveReceiver {
+pub struct LiveReceiver {
     id: u64,
     /// The last seq published before this receiver was registered.
-    pub(crate) live_from: u64,
+    pub live_from: u64,
     rx: async_channel::Receiver<Batch>,
     queued: Arc<AtomicUsize>,
     lagged: Arc<AtomicBool>,
@@ -153,13 +149,13 @@ pub(crate) struct LiveReceiver {
 
 /// Why a live subscription ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LiveEnd {
+pub enum LiveEnd {
     Lagged,
     Closed,
 }
 
 impl LiveReceiver {
-    pub(crate) async fn recv(&self) -> Result<Batch, LiveEnd> {
+    pub async fn recv(&self) -> Result<Batch, LiveEnd> {
         match self.rx.recv().await {
             Ok(batch) => {
                 self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
@@ -181,7 +177,7 @@ impl Drop for LiveReceiver {
 
 impl Hub {
     /// Ends every live subscription (store shutdown).
-    pub(crate) fn close_all(&self) {
+    pub fn close_all(&self) {
         let mut inner = self.lock();
         for sub in inner.subs.values() {
             sub.tx.close();

@@ -1,12 +1,12 @@
 //! Fuzzes everything the server and the client decode from the wire:
-//! `cargo +nightly fuzz run decode_message` (from registry/).
+//! `cargo +nightly fuzz run decode_message` (from registry/protocol/).
 //!
 //! Invariants: decoding never panics; a decoded request re-encodes and decodes to the same value; an
 //! undecodable frame always yields an error response that itself encodes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use registry::wire::{self, Outcome, ServerMessage};
+use harness_protocol::wire::{self, Outcome, ServerMessage};
 
 fuzz_target!(|data: &[u8]| {
     match wire::decode_request(data) {
@@ -25,6 +25,6 @@ fuzz_target!(|data: &[u8]| {
         let _ = ServerMessage::decode(text);
         let _ = serde_json::from_str::<wire::SubscribeParams>(text);
         let _ = serde_json::from_str::<wire::UpdateParams>(text);
-        let _ = serde_json::from_str::<registry::ServiceEntry>(text);
+        let _ = serde_json::from_str::<harness_protocol::ServiceEntry>(text);
     }
 });

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use common::{Fixture, notice, run};
-use registry::{DaemonInfo, Location, ServiceEntry, ServiceKey};
+use harness_protocol::{DaemonInfo, Location, ServiceEntry, ServiceKey};
 
 fn script_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/clients/python")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/python")
 }
 
 /// The test command installs the client's requirements; do it here too when they are missing so the
@@ -54,7 +54,7 @@ fn python_websockets_client_replays_and_follows_live_events() {
             .await
             .expect("register");
         f.store
-            .transition(&key, registry::ServiceState::Starting)
+            .transition(&key, harness_protocol::ServiceState::Starting)
             .await
             .expect("starting");
         f.store
@@ -86,7 +86,7 @@ fn python_websockets_client_replays_and_follows_live_events() {
         }
         // Now live events.
         f.store
-            .transition(&key, registry::ServiceState::Running)
+            .transition(&key, harness_protocol::ServiceState::Running)
             .await
             .expect("running");
         f.store

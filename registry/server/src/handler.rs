@@ -1,6 +1,6 @@
 //! How the daemon adds its own methods to the one protocol on the one port.
 //!
-//! The server answers the registry methods itself ([`crate::wire::methods::REGISTRY`]) and passes
+//! The server answers the registry methods itself ([`harness_protocol::wire::methods::REGISTRY`]) and passes
 //! every other method to a [`Handler`]. [`Router`] is the usual handler: one typed async function per
 //! method, so the daemon can keep one request handler per file.
 
@@ -14,8 +14,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::store::Store;
-use crate::wire::WireError;
+use harness_protocol::wire::WireError;
+use harness_store::store::Store;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -95,7 +95,8 @@ type Route = Arc<
 /// Maps method names to typed async functions.
 ///
 /// ```
-/// # use registry::{Router, RequestContext, WireError};
+/// # use harness_protocol::WireError;
+/// # use harness_server::{RequestContext, Router};
 /// #[derive(serde::Deserialize)]
 /// struct StartParams { service: String }
 /// async fn start(p: StartParams, _ctx: RequestContext) -> Result<serde_json::Value, WireError> {

@@ -20,9 +20,12 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::event::{Event, EventFilter, EventType, HealthChange, ServiceChange, StateChange};
 use crate::hub::{Hub, LiveReceiver, Published};
-use crate::model::{ModelError, ServiceEntry, ServiceKey};
+use harness_protocol::event::{
+    Event, EventFilter, EventType, HealthChange, ServiceChange, StateChange,
+};
+use harness_protocol::model::{ModelError, ServiceEntry, ServiceKey};
+pub use harness_protocol::wire::Snapshot;
 
 /// The current on-disk format. Bump it, keep the old fixture, and add a migration in `open`.
 pub const FORMAT_VERSION: u64 = 1;
@@ -117,18 +120,11 @@ struct Request {
 }
 
 /// What a subscriber gets for `since` from storage.
-pub(crate) enum Replay {
+pub enum Replay {
     /// Raw events, oldest first, already filtered.
     Events(Vec<(u64, Box<str>)>),
     /// `since` is older than retention.
     Resync,
-}
-
-/// A consistent view of every service at one seq.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Snapshot {
-    pub seq: u64,
-    pub services: Vec<ServiceEntry>,
 }
 
 struct Inner {
@@ -201,7 +197,7 @@ impl Store {
         self.inner.hub.last_seq()
     }
 
-    pub(crate) fn live_subscribers(&self) -> usize {
+    pub fn live_subscribers(&self) -> usize {
         self.inner.hub.subscriber_count()
     }
 
@@ -260,7 +256,7 @@ impl Store {
     pub async fn transition(
         &self,
         key: &ServiceKey,
-        to: crate::model::ServiceState,
+        to: harness_protocol::model::ServiceState,
     ) -> Result<ServiceEntry, StoreError> {
         self.modify(key, move |e| e.transition(to)).await
     }
@@ -350,12 +346,12 @@ impl Store {
         .await
     }
 
-    pub(crate) fn subscribe_live(&self, filter: EventFilter, max_queued: usize) -> LiveReceiver {
+    pub fn subscribe_live(&self, filter: EventFilter, max_queued: usize) -> LiveReceiver {
         self.inner.hub.subscribe(filter, max_queued)
     }
 
     /// Events in `(since, upto]` that match `filter`, at most `limit`, or `Resync` if some were pruned.
-    pub(crate) async fn replay(
+    pub async fn replay(
         &self,
         since: u64,
         upto: u64,
@@ -793,4 +789,24 @@ fn prune(
         meta.insert("pruned_through", upto).map_err(storage)?;
     }
     Ok(())
+}
+
+/// How a store error reaches a client: its [`ErrorCode`](harness_protocol::wire::ErrorCode).
+impl From<StoreError> for harness_protocol::wire::WireError {
+    fn from(e: StoreError) -> Self {
+        use StoreError as S;
+        use harness_protocol::wire::ErrorCode;
+        let code = match &e {
+            S::NotFound(_) => ErrorCode::NotFound,
+            S::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            S::Model(harness_protocol::model::ModelError::IllegalTransition { .. })
+            | S::Model(harness_protocol::model::ModelError::HealthWhileInactive { .. }) => {
+                ErrorCode::IllegalTransition
+            }
+            S::Model(_) => ErrorCode::InvalidParams,
+            S::Closed => ErrorCode::Unavailable,
+            S::Open { .. } | S::UnsupportedFormat { .. } | S::Storage(_) => ErrorCode::Internal,
+        };
+        harness_protocol::wire::WireError::new(code, e.to_string())
+    }
 }

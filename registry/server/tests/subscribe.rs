@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Fixture, notice, run, wait_until};
-use registry::{
-    ClientError, EventFilter, EventStream, EventType, Location, Retention, ServerConfig,
-    ServiceEntry, ServiceKey, SubscriptionItem,
+use harness_protocol::{
+    ClientError, EventFilter, EventStream, EventType, Location, ServiceEntry, ServiceKey,
+    SubscriptionItem,
 };
+use harness_server::ServerConfig;
+use harness_store::Retention;
 
 async fn emit_n(f: &Fixture, from: u64, n: u64) {
     f.store
@@ -20,7 +22,7 @@ async fn emit_n(f: &Fixture, from: u64, n: u64) {
         .expect("emit");
 }
 
-async fn next(s: &mut registry::Subscription) -> (u64, String, String) {
+async fn next(s: &mut harness_protocol::Subscription) -> (u64, String, String) {
     match s.next().await.expect("item") {
         SubscriptionItem::Event(e) => (
             e.seq,
@@ -102,7 +104,7 @@ fn filters_select_types_services_and_project() {
                 .await
                 .expect("register");
             f.store
-                .transition(&key, registry::ServiceState::Starting)
+                .transition(&key, harness_protocol::ServiceState::Starting)
                 .await
                 .expect("transition");
         }
@@ -135,7 +137,7 @@ fn since_older_than_retention_gets_an_explicit_resync_snapshot() {
         let f = Fixture::with(
             ServerConfig::default(),
             retention,
-            Arc::new(registry::NoMethods),
+            Arc::new(harness_server::NoMethods),
         )
         .await;
         let key = ServiceKey::new("demo", "api").expect("key");
@@ -252,7 +254,12 @@ fn a_lagging_subscriber_is_closed_with_4008_and_others_keep_receiving() {
             subscriber_queue: 200,
             ..ServerConfig::default()
         };
-        let f = Fixture::with(config, Retention::default(), Arc::new(registry::NoMethods)).await;
+        let f = Fixture::with(
+            config,
+            Retention::default(),
+            Arc::new(harness_server::NoMethods),
+        )
+        .await;
         let slow_client = f.client().await;
         let mut slow = slow_client
             .subscribe(EventFilter::default(), None)
@@ -282,7 +289,7 @@ fn a_lagging_subscriber_is_closed_with_4008_and_others_keep_receiving() {
         let pad = "x".repeat(2048);
         for chunk in 0..(total / 100) {
             let batch = (0..100)
-                .map(|i| registry::NewEvent {
+                .map(|i| harness_store::NewEvent {
                     kind: EventType::DaemonNotice,
                     project: None,
                     service: None,
@@ -307,7 +314,7 @@ fn a_lagging_subscriber_is_closed_with_4008_and_others_keep_receiving() {
         assert!(matches!(&end, ClientError::Closed { .. }), "{end:?}");
         assert_eq!(
             end.close_code(),
-            Some(registry::wire::close_codes::LAGGING),
+            Some(harness_protocol::wire::close_codes::LAGGING),
             "{end}"
         );
         // The store was never blocked, and a resume with since works.
@@ -336,7 +343,7 @@ fn unsubscribe_stops_the_stream() {
             .await
             .expect_err("unknown");
         assert!(
-            matches!(err, ClientError::Remote(ref w) if w.code == registry::ErrorCode::NotFound),
+            matches!(err, ClientError::Remote(ref w) if w.code == harness_protocol::ErrorCode::NotFound),
             "{err:?}"
         );
         // The server released the live queue (visible in /metrics).
@@ -359,7 +366,7 @@ fn unsubscribe_stops_the_stream() {
 fn an_event_stream_from_home_follows_a_restarted_daemon_to_its_new_port() {
     run(async {
         let mut f = Fixture::start().await;
-        let info = |url: String| registry::DaemonInfo {
+        let info = |url: String| harness_protocol::DaemonInfo {
             url,
             pid: std::process::id(),
         };
@@ -375,11 +382,11 @@ fn an_event_stream_from_home_follows_a_restarted_daemon_to_its_new_port() {
         let old_port = f.server.local_addr().port();
         let server = std::mem::replace(
             &mut f.server,
-            registry::serve(
+            harness_server::serve(
                 ServerConfig::default(),
                 &f.creds,
                 f.store.clone(),
-                Arc::new(registry::NoMethods),
+                Arc::new(harness_server::NoMethods),
             )
             .await
             .expect("second server"),

@@ -24,12 +24,12 @@ use smol::Timer;
 use subtle::ConstantTimeEq;
 
 use crate::handler::{Handler, RequestContext};
-use crate::home::Credentials;
 use crate::http::{self, Head};
-use crate::hub::LiveEnd;
-use crate::model::{ServiceEntry, ServiceKey};
-use crate::store::{Replay, Store};
-use crate::wire::{self, ErrorCode, Outcome, Response, WireError, close_codes, methods};
+use harness_protocol::home::Credentials;
+use harness_protocol::model::{ServiceEntry, ServiceKey};
+use harness_protocol::wire::{self, ErrorCode, Outcome, Response, WireError, close_codes, methods};
+use harness_store::hub::LiveEnd;
+use harness_store::store::{Replay, Store};
 
 /// Limits and timings. The defaults suit a local daemon with a handful of clients.
 #[derive(Debug, Clone)]
@@ -77,7 +77,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] harness_protocol::tls::TlsError),
 }
 
 #[derive(Default)]
@@ -123,7 +123,7 @@ impl ServerHandle {
         self.addr
     }
 
-    /// `wss://ADDR/v1/ws`, what [`crate::Client::connect`] takes and the daemon records.
+    /// `wss://ADDR/v1/ws`, what [`harness_protocol::Client::connect`] takes and the daemon records.
     pub fn url(&self) -> String {
         format!("wss://{}{}", self.addr, wire::WS_PATH)
     }
@@ -169,7 +169,10 @@ pub async fn serve(
     store: Store,
     handler: Arc<dyn Handler>,
 ) -> Result<ServerHandle, ServerError> {
-    let tls = crate::tls::server_config(&credentials.server_cert_pem, &credentials.server_key_pem)?;
+    let tls = harness_protocol::tls::server_config(
+        &credentials.server_cert_pem,
+        &credentials.server_key_pem,
+    )?;
     let listener = async_net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -924,7 +927,7 @@ async fn subscribe(
 async fn forward(
     id: u64,
     params: wire::SubscribeParams,
-    live: crate::hub::LiveReceiver,
+    live: harness_store::hub::LiveReceiver,
     shared: Arc<Shared>,
     out: async_channel::Sender<Out>,
 ) {
@@ -1107,7 +1110,7 @@ async fn dispatch(
             let k = key(p.project, p.name)?;
             match store.get(&k).await? {
                 Some(entry) => to_value(entry),
-                None => Err(crate::store::StoreError::NotFound(k).into()),
+                None => Err(harness_store::store::StoreError::NotFound(k).into()),
             }
         }
         methods::SERVICE_REGISTER => {

@@ -1,6 +1,6 @@
 //! The service state machine: every legal move works, every other one is a typed error.
 
-use registry::{
+use harness_protocol::{
     Health, HealthStatus, Location, ModelError, ServiceEntry, ServiceKey, ServiceState,
 };
 
@@ -158,7 +158,7 @@ fn entries_round_trip_through_json() {
         id: Some("abc".into()),
         name: "db".into(),
     };
-    e.endpoints.push(registry::Endpoint {
+    e.endpoints.push(harness_protocol::Endpoint {
         name: "http".into(),
         ip: "10.0.0.2".parse().expect("ip"),
         port: 8080,

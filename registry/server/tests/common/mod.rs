@@ -5,10 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use registry::{
-    Client, ConnectOptions, Credentials, Handler, HarnessHome, NoMethods, Retention, ServerConfig,
-    ServerHandle, Store,
-};
+use harness_protocol::{Client, ConnectOptions, Credentials, HarnessHome};
+use harness_server::{Handler, NoMethods, ServerConfig, ServerHandle};
+use harness_store::{Retention, Store};
 
 pub struct Fixture {
     pub dir: tempfile::TempDir,
@@ -36,10 +35,10 @@ impl Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let home = HarnessHome::new(dir.path().join("home"));
         let creds = home.ensure_credentials(&[]).expect("credentials");
-        let store = Store::open(home.path(registry::home::REGISTRY_DB), retention)
+        let store = Store::open(home.path(harness_protocol::home::REGISTRY_DB), retention)
             .await
             .expect("store");
-        let server = registry::serve(config, &creds, store.clone(), handler)
+        let server = harness_server::serve(config, &creds, store.clone(), handler)
             .await
             .expect("server");
         Fixture {
@@ -96,7 +95,7 @@ pub async fn tls_connect(
     addr: std::net::SocketAddr,
     ca_pem: &str,
 ) -> futures_rustls::client::TlsStream<async_net::TcpStream> {
-    let config = registry::tls::client_config(ca_pem).expect("client config");
+    let config = harness_protocol::tls::client_config(ca_pem).expect("client config");
     let tcp = async_net::TcpStream::connect(addr).await.expect("tcp");
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
     futures_rustls::TlsConnector::from(config)
@@ -174,9 +173,9 @@ pub async fn close_code(ws: &mut RawWs) -> Option<u16> {
     None
 }
 
-pub fn notice(i: u64) -> registry::NewEvent {
-    registry::NewEvent {
-        kind: registry::EventType::DaemonNotice,
+pub fn notice(i: u64) -> harness_store::NewEvent {
+    harness_store::NewEvent {
+        kind: harness_protocol::EventType::DaemonNotice,
         project: None,
         service: None,
         data: serde_json::json!({ "i": i }),

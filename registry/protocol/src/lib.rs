@@ -1,0 +1,30 @@
+//! The harness protocol: everything a client and the daemon agree on, and the client itself.
+//!
+//! - [`wire`]: every message, method name, error code and close code of the protocol, and the JSON
+//!   Schemas generated from them (docs/protocol/).
+//! - [`model`]: what exists ([`ServiceEntry`], its [`ServiceState`] machine), as the wire carries it.
+//! - [`event`]: event types, payloads (including deployment progress) and subscription filters.
+//! - [`home`]: the state directory and the CA, certificate and token in it.
+//! - [`tls`]: the rustls configurations both ends use (pinned CA, no system roots).
+//! - [`client`]: the async client, with [`EventStream`] for resumable subscriptions.
+//!
+//! The server is `harness-server`, the store `harness-store`; this crate depends on neither.
+
+pub mod client;
+pub mod event;
+pub mod home;
+pub mod model;
+pub mod tls;
+pub mod wire;
+
+pub use client::{
+    Call, CallItem, Client, ClientError, ConnectOptions, EventStream, Subscription,
+    SubscriptionItem,
+};
+pub use event::{Event, EventFilter, EventType};
+pub use home::{Credentials, DaemonInfo, HarnessHome, HomeError};
+pub use model::{
+    Endpoint, Health, HealthStatus, Location, ModelError, Runtime, ServiceEntry, ServiceKey,
+    ServiceState,
+};
+pub use wire::{ErrorCode, Snapshot, WireError};
