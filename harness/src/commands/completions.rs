@@ -68,7 +68,8 @@ pub fn project_names() -> Vec<CompletionCandidate> {
 /// Asks a running daemon (never starts one), for at most a second.
 fn from_daemon(pick: fn(&harness_protocol::ServiceEntry) -> String) -> Vec<CompletionCandidate> {
     use futures_lite::FutureExt as _;
-    use harness_protocol::wire::{StatusParams, StatusResult, methods};
+    use harness_protocol::method;
+    use harness_protocol::wire::{StatusParams, StatusResult};
     let args = DaemonArgs {
         url: std::env::var("HARNESS_DAEMON").ok(),
         no_autostart: true,
@@ -76,7 +77,7 @@ fn from_daemon(pick: fn(&harness_protocol::ServiceEntry) -> String) -> Vec<Compl
     let ask = async {
         let client = crate::client::connect(&args).await.ok()?;
         let r: StatusResult = client
-            .call(methods::STATUS, &StatusParams { project: None })
+            .call::<method::Status>(&StatusParams { project: None })
             .await
             .ok()?;
         Some(r.services)

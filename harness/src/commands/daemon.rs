@@ -3,7 +3,8 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::{Duration, Instant};
 
-use harness_protocol::wire::{DaemonStatusResult, DaemonStopParams, methods};
+use harness_protocol::method;
+use harness_protocol::wire::{DaemonStatusResult, DaemonStopParams};
 use harness_protocol::{Client, HarnessHome};
 
 use super::{Status, request_failed};
@@ -67,7 +68,7 @@ fn start(ctx: &Context, home: &HarnessHome, args: ListenArgs) -> Status {
     smol::block_on(async {
         if let Some(c) = existing(ctx, home).await
             && let Ok(s) = c
-                .call::<_, DaemonStatusResult>(methods::DAEMON_STATUS, &())
+                .call::<method::DaemonStatus>(&harness_protocol::Empty {})
                 .await
         {
             crate::outln!("daemon already running: pid {} at {}", s.pid, s.url);
@@ -104,14 +105,14 @@ fn stop(ctx: &Context, home: &HarnessHome, stop_services: bool) -> Status {
             return Status::Ok;
         };
         let pid = match client
-            .call::<_, DaemonStatusResult>(methods::DAEMON_STATUS, &())
+            .call::<method::DaemonStatus>(&harness_protocol::Empty {})
             .await
         {
             Ok(s) => s.pid,
             Err(e) => return request_failed("daemon.status", e),
         };
         if let Err(e) = client
-            .call::<_, serde_json::Value>(methods::DAEMON_STOP, &DaemonStopParams { stop_services })
+            .call::<method::DaemonStop>(&DaemonStopParams { stop_services })
             .await
         {
             return request_failed("daemon.stop", e);
@@ -147,7 +148,10 @@ fn status(ctx: &Context, home: &HarnessHome) -> Status {
             }
             return Status::Failed;
         };
-        let s: DaemonStatusResult = match client.call(methods::DAEMON_STATUS, &()).await {
+        let s: DaemonStatusResult = match client
+            .call::<method::DaemonStatus>(&harness_protocol::Empty {})
+            .await
+        {
             Ok(s) => s,
             Err(e) => return request_failed("daemon.status", e),
         };

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use clap::Args;
 use harness_config::Project;
+use harness_protocol::method::{self, Method};
 use harness_protocol::wire::{
     DeployAction, DeployParams, DeployProgress, DeployResult, HostDeployment, RollbackParams,
-    methods,
 };
 use harness_protocol::{CallItem, ClientError};
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressStyle};
@@ -79,18 +79,15 @@ pub fn run(ctx: &Context, args: DeployArgs) -> Status {
         Err(s) => return s,
     };
     let (method, params) = match &args.rollback {
-        Some(name) => (
-            methods::DEPLOY_ROLLBACK,
-            serde_json::to_value(RollbackParams {
-                project: project.name.clone(),
-                yaml,
-                dir,
-                name: name.clone(),
-                hosts: args.hosts.clone(),
-                to: args.to.clone(),
-                root: args.root.clone(),
-            }),
-        ),
+        Some(name) => encode_params::<method::DeployRollback>(&RollbackParams {
+            project: project.name.clone(),
+            yaml,
+            dir,
+            name: name.clone(),
+            hosts: args.hosts.clone(),
+            to: args.to.clone(),
+            root: args.root.clone(),
+        }),
         None => {
             let Some(source) = &args.package else {
                 crate::errln!("error: name a package (archive or directory) or --rollback NAME");
@@ -100,19 +97,16 @@ pub fn run(ctx: &Context, args: DeployArgs) -> Status {
                 Ok(p) => p,
                 Err(s) => return s,
             };
-            (
-                methods::DEPLOY,
-                serde_json::to_value(DeployParams {
-                    project: project.name.clone(),
-                    yaml,
-                    dir,
-                    archive: archive.display().to_string(),
-                    hosts: args.hosts.clone(),
-                    root: args.root.clone(),
-                    keep: args.keep,
-                    replace: args.replace,
-                }),
-            )
+            encode_params::<method::Deploy>(&DeployParams {
+                project: project.name.clone(),
+                yaml,
+                dir,
+                archive: archive.display().to_string(),
+                hosts: args.hosts.clone(),
+                root: args.root.clone(),
+                keep: args.keep,
+                replace: args.replace,
+            })
         }
     };
     let params = match params {
@@ -167,6 +161,14 @@ pub fn run(ctx: &Context, args: DeployArgs) -> Status {
         }
         report_failures(&result)
     })
+}
+
+/// `M`'s name and params: the compiler checks that the params are `M`'s and that `M` answers a
+/// [`DeployResult`] (both `deploy` and `deploy.rollback` do).
+fn encode_params<M: Method<Result = DeployResult>>(
+    params: &M::Params,
+) -> (&'static str, serde_json::Result<Value>) {
+    (M::NAME, serde_json::to_value(params))
 }
 
 /// The project as the daemon gets it (every `${VAR}` substituted) and the services file's folder.

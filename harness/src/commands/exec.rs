@@ -2,7 +2,8 @@
 
 use std::io::Write;
 
-use harness_protocol::wire::{ExecParams, ExecResult, methods};
+use harness_protocol::method;
+use harness_protocol::wire::{ExecParams, ExecResult};
 
 use super::{Status, connect, project_name, request_failed};
 use crate::output::{Context, print_json};
@@ -22,7 +23,7 @@ pub fn run(ctx: &Context, service: &str, command: Vec<String>) -> u8 {
             Ok(c) => c,
             Err(s) => return s as u8,
         };
-        let result: ExecResult = match client.call(methods::EXEC, &params).await {
+        let result: ExecResult = match client.call::<method::Exec>(&params).await {
             Ok(r) => r,
             Err(e) => return request_failed("exec", e) as u8,
         };

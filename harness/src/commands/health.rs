@@ -2,7 +2,8 @@
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use harness_protocol::HealthStatus;
-use harness_protocol::wire::{HealthParams, HealthResult, methods};
+use harness_protocol::method;
+use harness_protocol::wire::{HealthParams, HealthResult};
 
 use super::{Status, connect, project_name, request_failed};
 use crate::output::{Context, print_json, short_duration};
@@ -18,7 +19,7 @@ pub fn run(ctx: &Context, service: Option<String>) -> Status {
             Ok(c) => c,
             Err(s) => return s,
         };
-        let result: HealthResult = match client.call(methods::HEALTH, &params).await {
+        let result: HealthResult = match client.call::<method::Health>(&params).await {
             Ok(r) => r,
             Err(e) => return request_failed("health", e),
         };

@@ -4,7 +4,8 @@
 
 use std::io::{BufWriter, Write};
 
-use harness_protocol::wire::{LogLine, LogsParams, LogsResult, methods};
+use harness_protocol::method;
+use harness_protocol::wire::{LogLine, LogsParams, LogsResult};
 
 use super::{Status, connect, project_name, request_failed};
 use crate::cli::LogsArgs;
@@ -66,7 +67,7 @@ pub fn run(ctx: &Context, args: LogsArgs) -> Status {
         let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
         let mut width = args.services.iter().map(String::len).max().unwrap_or(0);
         loop {
-            let batch: LogsResult = match client.call(methods::LOGS, &params).await {
+            let batch: LogsResult = match client.call::<method::Logs>(&params).await {
                 Ok(b) => b,
                 Err(e) => {
                     let _ = out.flush();
@@ -132,7 +133,7 @@ fn clear(ctx: &Context, project: String, services: Vec<String>) -> Status {
             Ok(c) => c,
             Err(s) => return s,
         };
-        let r: LogsClearResult = match client.call(methods::LOGS_CLEAR, &params).await {
+        let r: LogsClearResult = match client.call::<method::LogsClear>(&params).await {
             Ok(r) => r,
             Err(e) => return request_failed("logs --clear", e),
         };

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use harness_protocol::method;
 use harness_protocol::{Event, EventType, HealthStatus, ServiceState};
 
 /// An exit is held back this long for the restart decision that usually follows it at once,
@@ -186,7 +187,7 @@ pub fn show(
     use std::io::Write as _;
 
     use futures_lite::FutureExt as _;
-    use harness_protocol::wire::{EventsParams, EventsResult, methods};
+    use harness_protocol::wire::{EventsParams, EventsResult};
     use harness_protocol::{EventFilter, SubscriptionItem};
 
     use super::{Status, connect, request_failed};
@@ -225,13 +226,10 @@ pub fn show(
         let mut seq = 0;
         loop {
             let page: EventsResult = match client
-                .call(
-                    methods::EVENTS_LIST,
-                    &EventsParams {
-                        since: seq,
-                        limit: Some(1000),
-                    },
-                )
+                .call::<method::EventsList>(&EventsParams {
+                    since: seq,
+                    limit: Some(1000),
+                })
                 .await
             {
                 Ok(p) => p,

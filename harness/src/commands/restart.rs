@@ -1,6 +1,7 @@
 //! `harness restart`: stop and start services again with their last applied definition.
 
-use harness_protocol::wire::{RestartParams, methods};
+use harness_protocol::method;
+use harness_protocol::wire::RestartParams;
 
 use super::{Status, connect, project_name};
 use crate::output::Context;
@@ -14,14 +15,11 @@ pub fn run(ctx: &Context, services: Vec<String>) -> Status {
         project: project.clone(),
         services,
     };
-    let Ok(params) = serde_json::to_value(&params) else {
-        return Status::Failed;
-    };
     smol::block_on(async {
         let client = match connect(ctx).await {
             Ok(c) => c,
             Err(s) => return s,
         };
-        super::start::apply(ctx, &client, methods::RESTART, params, &project).await
+        super::start::apply::<method::Restart>(ctx, &client, &params, &project).await
     })
 }

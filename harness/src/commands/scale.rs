@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use harness_protocol::wire::{StatusParams, StatusResult, StopParams, StopResult, methods};
+use harness_protocol::method;
+use harness_protocol::wire::{StatusParams, StatusResult, StopParams, StopResult};
 
 use super::{Status, connect, load_options, load_project_with, request_failed};
 use crate::output::Context;
@@ -44,7 +45,7 @@ pub fn run(ctx: &Context, targets: Vec<String>) -> Status {
             project: Some(project.name.clone()),
         };
         let status: StatusResult = client
-            .call(methods::STATUS, &params)
+            .call::<method::Status>(&params)
             .await
             .map_err(|e| request_failed("status", e))?;
         Ok::<_, Status>(status.services.into_iter().map(|s| s.name).collect())
@@ -83,7 +84,7 @@ pub fn run(ctx: &Context, targets: Vec<String>) -> Status {
                     remove: true,
                 };
                 let result: StopResult = client
-                    .call(methods::STOP, &params)
+                    .call::<method::Stop>(&params)
                     .await
                     .map_err(|e| request_failed("stop", e))?;
                 for s in &result.services {

@@ -7,12 +7,12 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use harness_protocol::wire::{ApplyResult, ServiceAction, StartParams, methods};
+use harness_protocol::method::{self, Method};
+use harness_protocol::wire::{ApplyResult, ServiceAction, StartParams};
 use harness_protocol::{
     Client, EventFilter, EventType, HealthStatus, ServiceState, SubscriptionItem,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use serde_json::Value;
 
 use super::{Status, connect, load_selected_project, request_failed};
 use crate::output::{Context, print_json, short_duration};
@@ -79,14 +79,14 @@ pub fn start_project(
         services,
         remove_orphans,
     };
-    let params = match serde_json::to_value(&params) {
-        Ok(v) => v,
+    let size = match serde_json::to_string(&params) {
+        Ok(v) => v.len(),
         Err(e) => {
             crate::errln!("error: {e}");
             return Status::Failed;
         }
     };
-    if let Some(d) = super::request_size::check(&ctx.file, project, params.to_string().len()) {
+    if let Some(d) = super::request_size::check(&ctx.file, project, size) {
         super::request_size::print(&d);
         return Status::Invalid;
     }
@@ -95,18 +95,19 @@ pub fn start_project(
             Ok(c) => c,
             Err(s) => return s,
         };
-        apply(ctx, &client, methods::START, params, &project.name).await
+        apply::<method::Start>(ctx, &client, &params, &project.name).await
     })
 }
 
-/// Sends `start` or `restart` and shows progress until the report arrives.
-pub async fn apply(
+/// Sends `start` or `restart` (any method answering an [`ApplyResult`]) and shows progress until
+/// the report arrives.
+pub async fn apply<M: Method<Result = ApplyResult>>(
     ctx: &Context,
     client: &Client,
-    method: &str,
-    params: Value,
+    params: &M::Params,
     project: &str,
 ) -> Status {
+    let method = M::NAME;
     let interactive = !ctx.json() && std::io::stderr().is_terminal();
     let sub = if interactive {
         let filter = EventFilter {
@@ -119,7 +120,7 @@ pub async fn apply(
         None
     };
     let mut ui = Spinners::new(interactive);
-    let call = client.request(method, params);
+    let call = client.call::<M>(params);
     let reply = match sub {
         None => call.await,
         Some(mut sub) => {
@@ -142,9 +143,7 @@ pub async fn apply(
             }
         }
     };
-    let result: ApplyResult = match reply.and_then(|v| {
-        serde_json::from_value(v).map_err(|e| harness_protocol::ClientError::Decode(e.to_string()))
-    }) {
+    let result: ApplyResult = match reply {
         Ok(r) => r,
         Err(e) => {
             ui.clear();
@@ -161,7 +160,7 @@ pub async fn apply(
 }
 
 enum Step {
-    Done(Result<Value, harness_protocol::ClientError>),
+    Done(Result<ApplyResult, harness_protocol::ClientError>),
     Event(SubscriptionItem),
 }
 

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use comfy_table::{Cell, Color, Table, presets::UTF8_FULL_CONDENSED};
-use harness_protocol::wire::{StatusParams, StatusResult, methods};
+use harness_protocol::method;
+use harness_protocol::wire::{StatusParams, StatusResult};
 use harness_protocol::{Client, HealthStatus, Location, ServiceEntry, ServiceState};
 
 use super::{Status, connect, load_project, request_failed};
@@ -53,7 +54,7 @@ async fn show(ctx: &Context, client: &Client, project: &Option<String>, clear: b
     let params = StatusParams {
         project: project.clone(),
     };
-    let result: StatusResult = match client.call(methods::STATUS, &params).await {
+    let result: StatusResult = match client.call::<method::Status>(&params).await {
         Ok(r) => r,
         Err(e) => return request_failed("status", e),
     };

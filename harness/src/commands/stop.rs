@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use harness_protocol::wire::{StopParams, StopResult, methods};
+use harness_protocol::method;
+use harness_protocol::wire::{StopParams, StopResult};
 
 use super::{Status, connect, project_name, request_failed};
 use crate::output::{Context, print_json, short_duration};
@@ -24,7 +25,7 @@ pub fn run(ctx: &Context, services: Vec<String>, force: bool, timeout: Option<Du
             Ok(c) => c,
             Err(s) => return s,
         };
-        let result: StopResult = match client.call(methods::STOP, &params).await {
+        let result: StopResult = match client.call::<method::Stop>(&params).await {
             Ok(r) => r,
             Err(e) => return request_failed("stop", e),
         };

@@ -8,7 +8,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use futures_lite::{FutureExt as _, StreamExt as _};
-use harness_protocol::wire::{LogLine, LogsParams, LogsResult, StopParams, StopResult, methods};
+use harness_protocol::method;
+use harness_protocol::wire::{LogLine, LogsParams, LogsResult, StopParams, StopResult};
 use harness_protocol::{Client, EventFilter, EventType, SubscriptionItem};
 
 use super::markers::{Marker, Markers};
@@ -69,7 +70,7 @@ pub fn run(ctx: &Context, services: Vec<String>, detach: bool) -> Status {
         };
         // The markers of the stop keep coming while it runs.
         let stopping = async {
-            let r: Result<StopResult, _> = client.call(methods::STOP, &graceful).await;
+            let r: Result<StopResult, _> = client.call::<method::Stop>(&graceful).await;
             match r {
                 Ok(_) => Status::Ok,
                 Err(e) => request_failed("stop", e),
@@ -93,7 +94,7 @@ pub fn run(ctx: &Context, services: Vec<String>, detach: bool) -> Status {
                 timeout_ms: Some(0),
                 ..graceful.clone()
             };
-            let r: Result<StopResult, _> = client.call(methods::STOP, &now).await;
+            let r: Result<StopResult, _> = client.call::<method::Stop>(&now).await;
             match r {
                 Ok(_) => Status::Ok,
                 Err(e) => request_failed("stop", e),
@@ -122,7 +123,7 @@ pub fn down(ctx: &Context, timeout: Option<Duration>) -> Status {
             Ok(c) => c,
             Err(s) => return s,
         };
-        let r: StopResult = match client.call(methods::STOP, &params).await {
+        let r: StopResult = match client.call::<method::Stop>(&params).await {
             Ok(r) => r,
             Err(e) => return request_failed("down", e),
         };
@@ -187,7 +188,7 @@ async fn follow(
             session: None,
         };
         loop {
-            let batch: LogsResult = match client.call(methods::LOGS, &params).await {
+            let batch: LogsResult = match client.call::<method::Logs>(&params).await {
                 Ok(b) => b,
                 Err(e) => return request_failed("logs", e),
             };

@@ -1,7 +1,8 @@
 //! `harness watch [svc…]`: the daemon watches the services' files from now on (until the project
 //! is stopped); a change restarts the service, and is a `service.watch` event.
 
-use harness_protocol::wire::{WatchParams, WatchResult, methods};
+use harness_protocol::method;
+use harness_protocol::wire::{WatchParams, WatchResult};
 
 use super::{Status, connect, project_name, request_failed};
 use crate::output::{Context, print_json};
@@ -17,7 +18,7 @@ pub fn run(ctx: &Context, services: Vec<String>) -> Status {
             Ok(c) => c,
             Err(s) => return s,
         };
-        let r: WatchResult = match client.call(methods::WATCH, &params).await {
+        let r: WatchResult = match client.call::<method::Watch>(&params).await {
             Ok(r) => r,
             Err(e) => return request_failed("watch", e),
         };

@@ -303,27 +303,25 @@ fn lock_home(home: &HarnessHome) -> anyhow::Result<File> {
     Ok(file)
 }
 
-/// One route per method, each served by `handlers::<method>::handle`.
+/// One route per method, each served by `handlers::<method>::handle`; the compiler checks that each
+/// handler takes the method's params and returns its result (`harness_protocol::method`).
 fn router(state: &Arc<State>) -> Router {
     use handlers::*;
-    use harness_protocol::wire::methods;
+    use harness_protocol::method::*;
     Router::new()
-        .route(methods::START, trimming(with(state, start::handle)))
-        .route(methods::STOP, trimming(with(state, stop::handle)))
-        .route(methods::RESTART, trimming(with(state, restart::handle)))
-        .route(methods::WATCH, with(state, watch::handle))
-        .route(methods::LOGS_CLEAR, with(state, logs_clear::handle))
-        .route(methods::STATUS, with(state, status::handle))
-        .route(methods::LOGS, with(state, logs::handle))
-        .route(methods::EXEC, with(state, exec::handle))
-        .route(methods::HEALTH, with(state, health::handle))
-        .route(methods::DAEMON_STATUS, with(state, daemon_status::handle))
-        .route(methods::DAEMON_STOP, with(state, daemon_stop::handle))
-        .route(methods::DEPLOY, with(state, deploy::handle))
-        .route(
-            methods::DEPLOY_ROLLBACK,
-            with(state, deploy_rollback::handle),
-        )
+        .method::<Start>(trimming(with(state, start::handle)))
+        .method::<Stop>(trimming(with(state, stop::handle)))
+        .method::<Restart>(trimming(with(state, restart::handle)))
+        .method::<Watch>(with(state, watch::handle))
+        .method::<LogsClear>(with(state, logs_clear::handle))
+        .method::<Status>(with(state, status::handle))
+        .method::<Logs>(with(state, logs::handle))
+        .method::<Exec>(with(state, exec::handle))
+        .method::<Health>(with(state, health::handle))
+        .method::<DaemonStatus>(with(state, daemon_status::handle))
+        .method::<DaemonStop>(with(state, daemon_stop::handle))
+        .method::<Deploy>(with(state, deploy::handle))
+        .method::<DeployRollback>(with(state, deploy_rollback::handle))
 }
 
 /// Gives a handler the daemon's state.

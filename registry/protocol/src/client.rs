@@ -11,13 +11,12 @@ use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures_lite::StreamExt;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use smol::Timer;
 
 use crate::event::{Event, EventFilter};
 use crate::home::{HarnessHome, HomeError};
+use crate::method::{self, Method};
 use crate::model::ServiceEntry;
 use crate::wire::Snapshot;
 use crate::wire::{self, Outcome, ServerMessage, WireError, methods};
@@ -225,7 +224,7 @@ impl Call {
     pub async fn cancel(&self) -> Result<bool, ClientError> {
         let r: wire::CancelResult = self
             .client
-            .call(methods::CANCEL, &wire::CancelParams { id: self.id })
+            .call::<method::Cancel>(&wire::CancelParams { id: self.id })
             .await?;
         Ok(r.cancelled)
     }
@@ -259,10 +258,9 @@ impl Subscription {
 
     pub async fn unsubscribe(self) -> Result<(), ClientError> {
         self.client
-            .request(
-                methods::UNSUBSCRIBE,
-                serde_json::json!({ "subscription": self.id }),
-            )
+            .call::<method::Unsubscribe>(&wire::UnsubscribeParams {
+                subscription: self.id,
+            })
             .await
             .map(|_| ())
     }
@@ -469,20 +467,25 @@ impl Client {
         })
     }
 
-    /// Typed [`Client::request`].
-    pub async fn call<P: Serialize, R: DeserializeOwned>(
-        &self,
-        method: &str,
-        params: &P,
-    ) -> Result<R, ClientError> {
+    /// Calls method `M`: its params and result types are `M`'s, checked by the compiler against the
+    /// daemon's handler for `M` (`harness_server::Router::method`).
+    pub async fn call<M: Method>(&self, params: &M::Params) -> Result<M::Result, ClientError> {
         let params =
             serde_json::to_value(params).map_err(|e| ClientError::Decode(e.to_string()))?;
-        let value = self.request(method, params).await?;
+        let value = self.request(M::NAME, params).await?;
         serde_json::from_value(value).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// [`Client::request_streaming`] for method `M`; decode the final [`CallItem::Done`] value as
+    /// `M::Result`.
+    pub async fn call_streaming<M: Method>(&self, params: &M::Params) -> Result<Call, ClientError> {
+        let params =
+            serde_json::to_value(params).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.request_streaming(M::NAME, params).await
+    }
+
     pub async fn hello(&self) -> Result<wire::HelloResult, ClientError> {
-        self.call(methods::HELLO, &serde_json::json!({})).await
+        self.call::<method::Hello>(&method::Empty {}).await
     }
 
     pub async fn list_services(
@@ -492,7 +495,7 @@ impl Client {
         let params = wire::ListServicesParams {
             project: project.map(str::to_owned),
         };
-        self.call(methods::SERVICE_LIST, &params).await
+        self.call::<method::ServiceList>(&params).await
     }
 
     pub async fn get_service(
@@ -504,21 +507,21 @@ impl Client {
             project: project.into(),
             name: name.into(),
         };
-        self.call(methods::SERVICE_GET, &params).await
+        self.call::<method::ServiceGet>(&params).await
     }
 
     pub async fn register_service(
         &self,
         params: &wire::RegisterParams,
     ) -> Result<ServiceEntry, ClientError> {
-        self.call(methods::SERVICE_REGISTER, params).await
+        self.call::<method::ServiceRegister>(params).await
     }
 
     pub async fn update_service(
         &self,
         params: &wire::UpdateParams,
     ) -> Result<ServiceEntry, ClientError> {
-        self.call(methods::SERVICE_UPDATE, params).await
+        self.call::<method::ServiceUpdate>(params).await
     }
 
     pub async fn deregister_service(
@@ -530,7 +533,7 @@ impl Client {
             project: project.into(),
             name: name.into(),
         };
-        self.call(methods::SERVICE_DEREGISTER, &params).await
+        self.call::<method::ServiceDeregister>(&params).await
     }
 
     /// Subscribes: retained events after `since` first (or a resync snapshot), then live ones.

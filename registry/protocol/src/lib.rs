@@ -4,6 +4,7 @@
 //!   Schemas generated from them (docs/protocol/).
 //! - [`model`]: what exists ([`ServiceEntry`], its [`ServiceState`] machine), as the wire carries it.
 //! - [`event`]: event types, payloads (including deployment progress) and subscription filters.
+//! - [`method`]: typed methods: one type per method naming its params and result ([`Method`]).
 //! - [`home`]: the state directory and the CA, certificate and token in it.
 //! - [`tls`]: the rustls configurations both ends use (pinned CA, no system roots).
 //! - [`client`]: the async client, with [`EventStream`] for resumable subscriptions.
@@ -13,6 +14,7 @@
 pub mod client;
 pub mod event;
 pub mod home;
+pub mod method;
 pub mod model;
 pub mod tls;
 pub mod wire;
@@ -23,6 +25,7 @@ pub use client::{
 };
 pub use event::{Event, EventFilter, EventType};
 pub use home::{Credentials, DaemonInfo, HarnessHome, HomeError};
+pub use method::{Empty, Method};
 pub use model::{
     Endpoint, Health, HealthStatus, Location, ModelError, Runtime, ServiceEntry, ServiceKey,
     ServiceState,

@@ -84,3 +84,40 @@ fn protocol_md_names_every_method_event_error_and_close_code() {
         );
     }
 }
+
+/// Every method has a typed [`harness_protocol::Method`], and the schemas of its params and result
+/// (other than `{}`) are among the committed ones: the docs describe exactly the types both ends use.
+#[test]
+fn every_method_is_typed_and_its_schemas_are_committed() {
+    use harness_protocol::wire::methods;
+    let described = harness_protocol::method::all();
+    let mut names: Vec<&str> = described.iter().map(|d| d.name).collect();
+    names.sort_unstable();
+    let mut expected: Vec<&str> = methods::REGISTRY
+        .iter()
+        .chain(methods::ORCHESTRATOR.iter())
+        .copied()
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(names, expected, "one Method type per method name");
+
+    let committed: Vec<serde_json::Value> = harness_protocol::wire::schemas()
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    let empty = serde_json::to_value(schemars::schema_for!(harness_protocol::Empty)).expect("json");
+    let entry =
+        serde_json::to_value(schemars::schema_for!(harness_protocol::ServiceEntry)).expect("json");
+    for d in described {
+        for (what, schema) in [("params", &d.params), ("result", &d.result)] {
+            if *schema == empty {
+                continue;
+            }
+            assert!(
+                committed.contains(schema) || *schema == entry,
+                "{}: the {what} schema is not in docs/protocol/ (add it to wire::schemas())",
+                d.name
+            );
+        }
+    }
+}

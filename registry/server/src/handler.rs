@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use harness_protocol::method::Method;
 use harness_protocol::wire::WireError;
 use harness_store::store::Store;
 
@@ -137,8 +138,44 @@ impl Router {
         self
     }
 
+    /// Adds method `M`: `f` takes `M::Params` and returns `M::Result`, the types the client's
+    /// `call::<M>` sends and expects, so both ends are checked by the compiler. Params are decoded
+    /// as in [`Router::route`] (`invalid_params` names the field's path).
+    pub fn method<M: Method>(self, f: impl MethodHandler<M>) -> Self {
+        let f = Arc::new(f);
+        self.route(M::NAME, move |p: M::Params, ctx: RequestContext| {
+            let f = f.clone();
+            async move { f.call(p, ctx).await }
+        })
+    }
+
     pub fn methods(&self) -> impl Iterator<Item = &str> {
         self.routes.keys().map(String::as_str)
+    }
+}
+
+/// A handler of method `M`: any `Fn(M::Params, RequestContext) -> impl Future<Output =
+/// Result<M::Result, WireError>>` (see [`Router::method`]).
+pub trait MethodHandler<M: Method>: Send + Sync + 'static {
+    fn call(
+        &self,
+        params: M::Params,
+        ctx: RequestContext,
+    ) -> BoxFuture<'static, Result<M::Result, WireError>>;
+}
+
+impl<M, F, Fut> MethodHandler<M> for F
+where
+    M: Method,
+    F: Fn(M::Params, RequestContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<M::Result, WireError>> + Send + 'static,
+{
+    fn call(
+        &self,
+        params: M::Params,
+        ctx: RequestContext,
+    ) -> BoxFuture<'static, Result<M::Result, WireError>> {
+        Box::pin(self(params, ctx))
     }
 }
 

@@ -48,5 +48,5 @@ pub mod handler;
 mod http;
 pub mod server;
 
-pub use handler::{BoxFuture, Handler, NoMethods, RequestContext, Router};
+pub use handler::{BoxFuture, Handler, MethodHandler, NoMethods, RequestContext, Router};
 pub use server::{ServerConfig, ServerError, ServerHandle, serve};

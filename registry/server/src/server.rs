@@ -26,8 +26,9 @@ use subtle::ConstantTimeEq;
 use crate::handler::{Handler, RequestContext};
 use crate::http::{self, Head};
 use harness_protocol::home::Credentials;
+use harness_protocol::method::{self, Method};
 use harness_protocol::model::{ServiceEntry, ServiceKey};
-use harness_protocol::wire::{self, ErrorCode, Outcome, Response, WireError, close_codes, methods};
+use harness_protocol::wire::{self, ErrorCode, Outcome, Response, WireError, close_codes};
 use harness_store::hub::LiveEnd;
 use harness_store::store::{Replay, Store};
 
@@ -764,15 +765,15 @@ async fn handle_text(
         }
     };
     match req.method.as_str() {
-        methods::SUBSCRIBE => {
+        method::Subscribe::NAME => {
             // On success `subscribe` sends the response itself, before the first event.
             if let Err(e) = subscribe(req.id, req.params, conn, subs, next_sub).await {
                 send_response(conn.out, shared, Some(req.id), Err(e)).await;
             }
         }
-        methods::UNSUBSCRIBE => {
-            let result = match crate::handler::decode_params::<wire::UnsubscribeParams>(req.params)
-            {
+        method::Unsubscribe::NAME => {
+            type P = <method::Unsubscribe as Method>::Params;
+            let result = match crate::handler::decode_params::<P>(req.params) {
                 Ok(p) => match subs.remove(&p.subscription) {
                     Some(task) => {
                         shared
@@ -780,7 +781,7 @@ async fn handle_text(
                             .subscriptions_open
                             .fetch_sub(1, Ordering::Relaxed);
                         task.cancel().await;
-                        Ok(serde_json::json!({}))
+                        serde_json::to_value(method::Empty {}).map_err(WireError::internal)
                     }
                     None => Err(WireError::new(
                         ErrorCode::NotFound,
@@ -791,8 +792,9 @@ async fn handle_text(
             };
             send_response(conn.out, shared, Some(req.id), result).await;
         }
-        methods::CANCEL => {
-            let result = match crate::handler::decode_params::<wire::CancelParams>(req.params) {
+        method::Cancel::NAME => {
+            type P = <method::Cancel as Method>::Params;
+            let result = match crate::handler::decode_params::<P>(req.params) {
                 Ok(p) => {
                     let switch = conn
                         .running
@@ -886,7 +888,7 @@ async fn subscribe(
     } else {
         params
     };
-    let p: wire::SubscribeParams = crate::handler::decode_params(params)?;
+    let p: <method::Subscribe as Method>::Params = crate::handler::decode_params(params)?;
     if subs.len() >= shared.config.max_subscriptions_per_connection {
         return Err(WireError::new(
             ErrorCode::LimitExceeded,
@@ -1072,11 +1074,20 @@ async fn dispatch(
     params: Value,
     ctx: RequestContext,
 ) -> Result<Value, WireError> {
-    fn parse<P: serde::de::DeserializeOwned>(params: Value) -> Result<P, WireError> {
-        crate::handler::decode_params(params)
-    }
-    fn to_value(v: impl serde::Serialize) -> Result<Value, WireError> {
-        serde_json::to_value(v).map_err(WireError::internal)
+    use harness_protocol::method::{
+        EventsList, Hello, ServiceDeregister, ServiceGet, ServiceList, ServiceRegister,
+        ServiceUpdate,
+    };
+    /// Decodes `M`'s params, runs `f`, encodes `M`'s result: the arm's types are `M`'s.
+    async fn typed<M: Method, Fut>(
+        params: Value,
+        f: impl FnOnce(M::Params) -> Fut,
+    ) -> Result<Value, WireError>
+    where
+        Fut: Future<Output = Result<M::Result, WireError>>,
+    {
+        let p: M::Params = crate::handler::decode_params(params)?;
+        serde_json::to_value(f(p).await?).map_err(WireError::internal)
     }
     fn key(project: String, name: String) -> Result<ServiceKey, WireError> {
         ServiceKey::new(project, name)
@@ -1084,89 +1095,105 @@ async fn dispatch(
     }
     let store = &shared.store;
     match method {
-        methods::HELLO => to_value(wire::HelloResult {
-            protocol: wire::PROTOCOL_VERSION,
-            server: format!("harness-registry {}", env!("CARGO_PKG_VERSION")),
-            last_seq: store.last_seq(),
-        }),
-        methods::SERVICE_LIST => {
-            let p: wire::ListServicesParams = parse(params)?;
-            let snap = store.snapshot().await?;
-            let services = match p.project {
-                Some(project) => snap
-                    .services
-                    .into_iter()
-                    .filter(|e| e.project == project)
-                    .collect(),
-                None => snap.services,
-            };
-            to_value(wire::ListServicesResult {
-                seq: snap.seq,
-                services,
-            })
-        }
-        methods::SERVICE_GET => {
-            let p: wire::ServiceRef = parse(params)?;
-            let k = key(p.project, p.name)?;
-            match store.get(&k).await? {
-                Some(entry) => to_value(entry),
-                None => Err(harness_store::store::StoreError::NotFound(k).into()),
-            }
-        }
-        methods::SERVICE_REGISTER => {
-            let p: wire::RegisterParams = parse(params)?;
-            let k = key(p.project, p.name)?;
-            let mut entry = ServiceEntry::new(k, p.location);
-            entry.endpoints = p.endpoints;
-            let entry = if p.replace {
-                store.upsert(entry).await?
-            } else {
-                store.register(entry).await?
-            };
-            to_value(entry)
-        }
-        methods::SERVICE_UPDATE => {
-            let p: wire::UpdateParams = parse(params)?;
-            let k = key(p.project.clone(), p.name.clone())?;
-            let entry = store
-                .modify(&k, move |e| {
-                    if let Some(state) = p.state
-                        && state != e.state
-                    {
-                        e.transition(state)?;
-                    }
-                    if let Some(location) = p.location {
-                        e.location = location;
-                    }
-                    if let Some(endpoints) = p.endpoints {
-                        e.endpoints = endpoints;
-                    }
-                    if let Some(runtime) = p.runtime {
-                        e.runtime = runtime;
-                    }
-                    if let Some(health) = p.health {
-                        e.set_health(health)?;
-                    }
-                    Ok(())
+        Hello::NAME => {
+            typed::<Hello, _>(params, |_| async {
+                Ok(wire::HelloResult {
+                    protocol: wire::PROTOCOL_VERSION,
+                    server: format!("harness-registry {}", env!("CARGO_PKG_VERSION")),
+                    last_seq: store.last_seq(),
                 })
-                .await?;
-            to_value(entry)
-        }
-        methods::SERVICE_DEREGISTER => {
-            let p: wire::ServiceRef = parse(params)?;
-            let k = key(p.project, p.name)?;
-            to_value(store.deregister(&k).await?)
-        }
-        methods::EVENTS_LIST => {
-            let p: wire::EventsParams = parse(params)?;
-            let limit = p.limit.unwrap_or(1000).min(10_000);
-            let pruned_through = store.pruned_through().await?;
-            let events = store.events_after(p.since, limit).await?;
-            to_value(wire::EventsResult {
-                events,
-                pruned_through,
-                last_seq: store.last_seq(),
             })
+            .await
+        }
+        ServiceList::NAME => {
+            typed::<ServiceList, _>(params, |p| async move {
+                let snap = store.snapshot().await?;
+                let services = match p.project {
+                    Some(project) => snap
+                        .services
+                        .into_iter()
+                        .filter(|e| e.project == project)
+                        .collect(),
+                    None => snap.services,
+                };
+                Ok(wire::ListServicesResult {
+                    seq: snap.seq,
+                    services,
+                })
+            })
+            .await
+        }
+        ServiceGet::NAME => {
+            typed::<ServiceGet, _>(params, |p| async move {
+                let k = key(p.project, p.name)?;
+                match store.get(&k).await? {
+                    Some(entry) => Ok(entry),
+                    None => Err(harness_store::store::StoreError::NotFound(k).into()),
+                }
+            })
+            .await
+        }
+        ServiceRegister::NAME => {
+            typed::<ServiceRegister, _>(params, |p| async move {
+                let k = key(p.project, p.name)?;
+                let mut entry = ServiceEntry::new(k, p.location);
+                entry.endpoints = p.endpoints;
+                Ok(if p.replace {
+                    store.upsert(entry).await?
+                } else {
+                    store.register(entry).await?
+                })
+            })
+            .await
+        }
+        ServiceUpdate::NAME => {
+            typed::<ServiceUpdate, _>(params, |p| async move {
+                let k = key(p.project.clone(), p.name.clone())?;
+                let entry = store
+                    .modify(&k, move |e| {
+                        if let Some(state) = p.state
+                            && state != e.state
+                        {
+                            e.transition(state)?;
+                        }
+                        if let Some(location) = p.location {
+                            e.location = location;
+                        }
+                        if let Some(endpoints) = p.endpoints {
+                            e.endpoints = endpoints;
+                        }
+                        if let Some(runtime) = p.runtime {
+                            e.runtime = runtime;
+                        }
+                        if let Some(health) = p.health {
+                            e.set_health(health)?;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                Ok(entry)
+            })
+            .await
+        }
+        ServiceDeregister::NAME => {
+            typed::<ServiceDeregister, _>(params, |p| async move {
+                let k = key(p.project, p.name)?;
+                Ok(store.deregister(&k).await?)
+            })
+            .await
+        }
+        EventsList::NAME => {
+            typed::<EventsList, _>(params, |p| async move {
+                let limit = p.limit.unwrap_or(1000).min(10_000);
+                let pruned_through = store.pruned_through().await?;
+                let events = store.events_after(p.since, limit).await?;
+                Ok(wire::EventsResult {
+                    events,
+                    pruned_through,
+                    last_seq: store.last_seq(),
+                })
+            })
+            .await
         }
         _ => shared.handler.handle(method, params, ctx).await,
     }

@@ -117,8 +117,11 @@ fn registry_methods_round_trip() {
         c.deregister_service("demo", "api")
             .await
             .expect("deregister");
-        let events: harness_protocol::wire::EventsResult = c
-            .call("events.list", &json!({"since": 1}))
+        let events = c
+            .call::<harness_protocol::method::EventsList>(&harness_protocol::wire::EventsParams {
+                since: 1,
+                limit: None,
+            })
             .await
             .expect("events");
         assert_eq!(
@@ -173,6 +176,68 @@ fn extra_methods_come_from_the_handler() {
         assert!(err.to_string().contains("ms: invalid type"), "{err}");
         let err = c.request("nope", json!({})).await.expect_err("unknown");
         assert_eq!(remote_code(&err), Some(ErrorCode::MethodNotFound));
+    });
+}
+
+/// A method registered by type: the client's `call::<M>` and the handler share `M`'s params and
+/// result types, and a wrong-typed field is refused naming its path.
+#[test]
+fn typed_methods_round_trip_and_name_the_wrong_field() {
+    use harness_protocol::method::{Health, Status};
+    use harness_protocol::wire::{HealthParams, HealthResult, StatusParams, StatusResult};
+    async fn status(p: StatusParams, ctx: RequestContext) -> Result<StatusResult, WireError> {
+        let services = ctx.store.snapshot().await?.services;
+        let services = services
+            .into_iter()
+            .filter(|e| p.project.as_deref().is_none_or(|want| e.project == want))
+            .collect();
+        Ok(StatusResult { services })
+    }
+    async fn health(_p: HealthParams, _ctx: RequestContext) -> Result<HealthResult, WireError> {
+        Ok(HealthResult {
+            services: Vec::new(),
+        })
+    }
+    run(async {
+        let handler = Arc::new(
+            Router::new()
+                .method::<Status>(status)
+                .method::<Health>(health),
+        );
+        let f = Fixture::with(ServerConfig::default(), Retention::default(), handler).await;
+        let c = f.client().await;
+        c.register_service(&RegisterParams {
+            project: "p".into(),
+            name: "api".into(),
+            location: Location::Local,
+            endpoints: Vec::new(),
+            replace: false,
+        })
+        .await
+        .expect("register");
+        let all: StatusResult = c
+            .call::<Status>(&StatusParams { project: None })
+            .await
+            .expect("status");
+        assert_eq!(all.services.len(), 1);
+        assert_eq!(all.services[0].name, "api");
+        let none = c
+            .call::<Status>(&StatusParams {
+                project: Some("other".into()),
+            })
+            .await
+            .expect("status");
+        assert!(none.services.is_empty());
+        let err = c
+            .request("status", json!({"project": 5}))
+            .await
+            .expect_err("wrong type");
+        assert_eq!(remote_code(&err), Some(ErrorCode::InvalidParams));
+        assert!(
+            err.to_string()
+                .contains("project: invalid type: integer `5`"),
+            "{err}"
+        );
     });
 }
 
@@ -589,10 +654,12 @@ fn absent_params_suit_unit_option_and_defaulted_structs() {
             c.request("test.opt", json!(3)).await.expect("some"),
             json!(3)
         );
-        let list: harness_protocol::wire::ListServicesResult = c
-            .call("service.list", &serde_json::Value::Null)
-            .await
-            .expect("defaulted struct");
+        let list: harness_protocol::wire::ListServicesResult = serde_json::from_value(
+            c.request("service.list", serde_json::Value::Null)
+                .await
+                .expect("defaulted struct"),
+        )
+        .expect("result");
         assert!(list.services.is_empty());
         let err = c
             .request("service.get", serde_json::Value::Null)

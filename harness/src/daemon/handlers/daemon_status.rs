@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 use harness_protocol::wire::DaemonStatusResult;
-use harness_protocol::{ServiceState, WireError};
+use harness_protocol::{Empty, ServiceState, WireError};
 use harness_server::RequestContext;
 
 use crate::daemon::{State, wire_error};
 
 pub async fn handle(
     state: Arc<State>,
-    _p: serde_json::Value,
+    _p: Empty,
     _ctx: RequestContext,
 ) -> Result<DaemonStatusResult, WireError> {
     let services = state.orch.status(None).await.map_err(wire_error)?;

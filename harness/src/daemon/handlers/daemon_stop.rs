@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use harness_protocol::WireError;
 use harness_protocol::wire::DaemonStopParams;
+use harness_protocol::{Empty, WireError};
 use harness_server::RequestContext;
 
 use crate::daemon::{State, wire_error};
@@ -14,7 +14,7 @@ pub async fn handle(
     state: Arc<State>,
     p: DaemonStopParams,
     _ctx: RequestContext,
-) -> Result<serde_json::Value, WireError> {
+) -> Result<Empty, WireError> {
     if p.stop_services {
         state.orch.shutdown(true).await.map_err(wire_error)?;
     }
@@ -25,5 +25,5 @@ pub async fn handle(
         let _ = stop.try_send(());
     })
     .detach();
-    Ok(serde_json::json!({}))
+    Ok(Empty {})
 }

@@ -1,0 +1,168 @@
+//! Typed methods: one zero-sized type per method of the protocol, naming its params and result.
+//!
+//! The client calls `client.call::<Status>(&params)` and gets a [`StatusResult`](wire::StatusResult);
+//! the daemon registers `router.method::<Status>(handler)`, and the compiler checks that the
+//! handler takes the params and returns the result the client expects. The names are the
+//! [`wire::methods`] constants; the JSON Schemas in docs/protocol/ are generated from these same
+//! types ([`wire::schemas`], and [`all`] lists every method's pair).
+//!
+//! Progress items of streaming methods (`logs --follow` lines, `deploy` steps, `exec` output) are
+//! untyped JSON on the wire ([`crate::CallItem::Progress`]); their types are named in each method's
+//! documentation.
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::ServiceEntry;
+use crate::wire::{self, methods};
+
+/// A method of the protocol: its name on the wire and the types of its params and result.
+pub trait Method: Send + Sync + 'static {
+    const NAME: &'static str;
+    type Params: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static;
+    type Result: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
+}
+
+/// `{}`: the params of methods that take none and the result of methods that return nothing.
+/// Absent (`null`) params are accepted too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Empty {}
+
+macro_rules! method {
+    ($(#[$doc:meta])* $ty:ident = $name:path, $params:ty => $result:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct $ty;
+        impl Method for $ty {
+            const NAME: &'static str = $name;
+            type Params = $params;
+            type Result = $result;
+        }
+    };
+}
+
+// --- answered by the server itself from the store ---------------------------------------------------
+
+method!(
+    /// `hello`: protocol version, server name, last event seq.
+    Hello = methods::HELLO, Empty => wire::HelloResult);
+method!(
+    /// `service.list`: the registry's entries, of one project or all.
+    ServiceList = methods::SERVICE_LIST, wire::ListServicesParams => wire::ListServicesResult);
+method!(
+    /// `service.get`: one entry.
+    ServiceGet = methods::SERVICE_GET, wire::ServiceRef => ServiceEntry);
+method!(
+    /// `service.register`: a new entry (or a replacement with `replace`).
+    ServiceRegister = methods::SERVICE_REGISTER, wire::RegisterParams => ServiceEntry);
+method!(
+    /// `service.update`: a state transition, location, endpoints, runtime or health.
+    ServiceUpdate = methods::SERVICE_UPDATE, wire::UpdateParams => ServiceEntry);
+method!(
+    /// `service.deregister`: removes an entry; the result is the removed entry.
+    ServiceDeregister = methods::SERVICE_DEREGISTER, wire::ServiceRef => ServiceEntry);
+method!(
+    /// `events.list`: a page of retained events (no subscription).
+    EventsList = methods::EVENTS_LIST, wire::EventsParams => wire::EventsResult);
+method!(
+    /// `subscribe`: opens a subscription. Use [`crate::Client::subscribe`], which routes the events
+    /// that follow; a plain `call` gets the result only.
+    Subscribe = methods::SUBSCRIBE, wire::SubscribeParams => wire::SubscribeResult);
+method!(
+    /// `unsubscribe`: closes a subscription of this connection.
+    Unsubscribe = methods::UNSUBSCRIBE, wire::UnsubscribeParams => Empty);
+method!(
+    /// `cancel`: cancels a running request of this connection; it answers `cancelled`.
+    Cancel = methods::CANCEL, wire::CancelParams => wire::CancelResult);
+
+// --- served by the daemon's handlers ------------------------------------------------------------------
+
+method!(
+    /// `start`: apply a project (idempotent).
+    Start = methods::START, wire::StartParams => wire::ApplyResult);
+method!(
+    /// `stop`: stop services of a project (or the project).
+    Stop = methods::STOP, wire::StopParams => wire::StopResult);
+method!(
+    /// `restart`: restart services of an applied project.
+    Restart = methods::RESTART, wire::RestartParams => wire::ApplyResult);
+method!(
+    /// `status`: the registry's entries as the orchestrator sees them.
+    Status = methods::STATUS, wire::StatusParams => wire::StatusResult);
+method!(
+    /// `logs`: one batch of log lines; call again with `session` for more. With `follow`, lines
+    /// also arrive as progress items ([`wire::LogLine`]).
+    Logs = methods::LOGS, wire::LogsParams => wire::LogsResult);
+method!(
+    /// `exec`: a one-off command in a service's context; its output is in the result.
+    Exec = methods::EXEC, wire::ExecParams => wire::ExecResult);
+method!(
+    /// `health`: each service's health checks.
+    Health = methods::HEALTH, wire::HealthParams => wire::HealthResult);
+method!(
+    /// `daemon.status`: pid, version, uptime, connections.
+    DaemonStatus = methods::DAEMON_STATUS, Empty => wire::DaemonStatusResult);
+method!(
+    /// `daemon.stop`: the daemon answers, then shuts down.
+    DaemonStop = methods::DAEMON_STOP, wire::DaemonStopParams => Empty);
+method!(
+    /// `deploy`: ship a package to hosts; progress items are [`wire::DeployProgress`].
+    Deploy = methods::DEPLOY, wire::DeployParams => wire::DeployResult);
+method!(
+    /// `deploy.rollback`: switch hosts back to a kept release.
+    DeployRollback = methods::DEPLOY_ROLLBACK, wire::RollbackParams => wire::DeployResult);
+method!(
+    /// `logs.clear`: delete services' log files.
+    LogsClear = methods::LOGS_CLEAR, wire::LogsClearParams => wire::LogsClearResult);
+method!(
+    /// `watch`: watch services' files (`watch:`).
+    Watch = methods::WATCH, wire::WatchParams => wire::WatchResult);
+
+/// A method's name with the JSON Schemas of its params and result.
+#[derive(Debug, Clone)]
+pub struct Described {
+    pub name: &'static str,
+    pub params: Value,
+    pub result: Value,
+}
+
+/// [`Described`] for `M`, from its types.
+pub fn describe<M: Method>() -> Described {
+    let schema = |s: schemars::Schema| serde_json::to_value(s).unwrap_or(Value::Null);
+    Described {
+        name: M::NAME,
+        params: schema(schemars::schema_for!(M::Params)),
+        result: schema(schemars::schema_for!(M::Result)),
+    }
+}
+
+/// Every method of the protocol (the server's first, then the daemon's).
+pub fn all() -> Vec<Described> {
+    vec![
+        describe::<Hello>(),
+        describe::<ServiceList>(),
+        describe::<ServiceGet>(),
+        describe::<ServiceRegister>(),
+        describe::<ServiceUpdate>(),
+        describe::<ServiceDeregister>(),
+        describe::<EventsList>(),
+        describe::<Subscribe>(),
+        describe::<Unsubscribe>(),
+        describe::<Cancel>(),
+        describe::<Start>(),
+        describe::<Stop>(),
+        describe::<Restart>(),
+        describe::<Status>(),
+        describe::<Logs>(),
+        describe::<Exec>(),
+        describe::<Health>(),
+        describe::<DaemonStatus>(),
+        describe::<DaemonStop>(),
+        describe::<Deploy>(),
+        describe::<DeployRollback>(),
+        describe::<LogsClear>(),
+        describe::<Watch>(),
+    ]
+}
