@@ -1,7 +1,8 @@
 //! Just enough HTTP/1.1 to route one port between the WebSocket upgrade, `/healthz` and `/metrics`.
 //!
-//! The request head is read by hand (bounded in size and time) so that authentication happens before
-//! any WebSocket machinery runs and refusals get a proper status instead of a dropped socket.
+//! The request head is read here (bounded in size and time; parsed by `httparse`) so that
+//! authentication happens before any WebSocket machinery runs and refusals get a proper status
+//! instead of a dropped socket.
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -44,7 +45,7 @@ impl Head {
 pub(crate) enum HeadError {
     #[error("connection closed before a complete request head")]
     Eof,
-    #[error("request head larger than {MAX_HEAD} bytes")]
+    #[error("request head larger than {MAX_HEAD} bytes or {MAX_HEADERS} headers")]
     TooLarge,
     #[error("malformed request head")]
     Malformed,
@@ -52,48 +53,63 @@ pub(crate) enum HeadError {
     Io(#[from] std::io::Error),
 }
 
+/// Most header lines accepted in a request head.
+const MAX_HEADERS: usize = 64;
+
 /// Reads a request head; returns it and any bytes read past it.
 pub(crate) async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
 ) -> Result<(Head, Vec<u8>), HeadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    let end = loop {
+    loop {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
             return Err(HeadError::Eof);
         }
-        let scan_from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(pos) = buf[scan_from..].windows(4).position(|w| w == b"\r\n\r\n") {
-            break scan_from + pos + 4;
+        if let Some((head, end)) = parse(&buf)? {
+            if end > MAX_HEAD {
+                return Err(HeadError::TooLarge);
+            }
+            let rest = buf.split_off(end);
+            return Ok((head, rest));
         }
         if buf.len() > MAX_HEAD {
             return Err(HeadError::TooLarge);
         }
+    }
+}
+
+/// A complete head and its length, or `None` if more bytes are needed.
+fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let end = match req.parse(buf) {
+        Ok(httparse::Status::Complete(end)) => end,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Malformed),
     };
-    let rest = buf.split_off(end);
-    let text = std::str::from_utf8(&buf).map_err(|_| HeadError::Malformed)?;
-    let mut lines = text.split("\r\n");
-    let mut first = lines.next().ok_or(HeadError::Malformed)?.split(' ');
-    let method = first.next().ok_or(HeadError::Malformed)?.to_string();
-    let path = first.next().ok_or(HeadError::Malformed)?.to_string();
-    if !first.next().is_some_and(|v| v.starts_with("HTTP/1.")) {
+    let (Some(method), Some(path)) = (req.method, req.path) else {
         return Err(HeadError::Malformed);
-    }
-    let mut headers = Vec::new();
-    for line in lines.filter(|l| !l.is_empty()) {
-        let (k, v) = line.split_once(':').ok_or(HeadError::Malformed)?;
-        headers.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    Ok((
+    };
+    let headers = req
+        .headers
+        .iter()
+        .map(|h| {
+            let value = std::str::from_utf8(h.value).map_err(|_| HeadError::Malformed)?;
+            Ok((h.name.to_string(), value.trim().to_string()))
+        })
+        .collect::<Result<Vec<_>, HeadError>>()?;
+    Ok(Some((
         Head {
-            method,
-            path,
+            method: method.to_string(),
+            path: path.to_string(),
             headers,
         },
-        rest,
-    ))
+        end,
+    )))
 }
 
 /// Writes a complete response and closes the exchange (`Connection: close`).
@@ -126,4 +142,53 @@ pub(crate) async fn respond<S: AsyncWrite + Unpin>(
     stream.write_all(body.as_bytes()).await?;
     stream.flush().await?;
     stream.close().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8]) -> Result<(Head, Vec<u8>), HeadError> {
+        smol::block_on(read_head(&mut futures_lite::io::Cursor::new(
+            bytes.to_vec(),
+        )))
+    }
+
+    #[test]
+    fn a_head_with_bytes_after_it() {
+        let (head, rest) = read(
+            b"GET /v1/ws?x=1 HTTP/1.1\r\nHost: l\r\nConnection: keep-alive, Upgrade\r\n\
+              Authorization: bearer  abc \r\n\r\nFRAME",
+        )
+        .expect("head");
+        assert_eq!(head.method, "GET");
+        assert_eq!(head.path, "/v1/ws?x=1");
+        assert!(head.header_has("connection", "upgrade"));
+        assert_eq!(head.bearer(), Some("abc"));
+        assert_eq!(rest, b"FRAME");
+    }
+
+    #[test]
+    fn malformed_truncated_and_oversized_heads_are_refused() {
+        assert!(matches!(read(b"GET\r\n\r\n"), Err(HeadError::Malformed)));
+        assert!(matches!(
+            read(b"GET / HTTP/2.0\r\n\r\n"),
+            Err(HeadError::Malformed)
+        ));
+        assert!(matches!(
+            read(b"GET / HTTP/1.1\r\nno colon\r\n\r\n"),
+            Err(HeadError::Malformed)
+        ));
+        assert!(matches!(
+            read(b"GET / HTTP/1.1\r\nHost: l\r\n"),
+            Err(HeadError::Eof)
+        ));
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert!(matches!(read(big.as_bytes()), Err(HeadError::TooLarge)));
+        let many = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            "X: y\r\n".repeat(MAX_HEADERS + 1)
+        );
+        assert!(matches!(read(many.as_bytes()), Err(HeadError::TooLarge)));
+    }
 }
