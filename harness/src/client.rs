@@ -77,12 +77,22 @@ pub async fn connect(args: &DaemonArgs) -> anyhow::Result<Client> {
     }
     match connect_local(&home).await {
         Ok(client) => Ok(client),
+        // A daemon answers but holds all the connections it allows: starting another cannot help.
+        Err(e) if is_busy(&e) => Err(e),
         Err(e) if args.no_autostart => Err(e.context(format!(
             "no daemon answers for {} and auto-start is off (start one with `harness daemon start`)",
             home.root().display()
         ))),
         Err(_) => autostart(&home).await,
     }
+}
+
+/// Whether the daemon refused the connection because it is at its connection limit.
+pub fn is_busy(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<harness_protocol::ClientError>(),
+        Some(harness_protocol::ClientError::Busy { .. })
+    )
 }
 
 async fn connect_remote(home: &HarnessHome, url: &str) -> anyhow::Result<Client> {

@@ -55,18 +55,31 @@ fn foreground(opts: RunOptions) -> Status {
 }
 
 /// The daemon named by `--daemon`/env/config, or the local one; never starts one.
-async fn existing(ctx: &Context, home: &HarnessHome) -> Option<Client> {
+/// The running daemon, `None` if there is none, or the error if one answers but is busy (at its
+/// connection limit), which is not "no daemon".
+async fn existing_or_busy(ctx: &Context, home: &HarnessHome) -> anyhow::Result<Option<Client>> {
     let args = crate::cli::DaemonArgs {
         url: ctx.daemon.url.clone(),
         no_autostart: true,
     };
     let _ = home;
-    client::connect(&args).await.ok()
+    match client::connect(&args).await {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if client::is_busy(&e) => Err(e),
+        Err(_) => Ok(None),
+    }
 }
 
 fn start(ctx: &Context, home: &HarnessHome, args: ListenArgs) -> Status {
     smol::block_on(async {
-        if let Some(c) = existing(ctx, home).await
+        let found = match existing_or_busy(ctx, home).await {
+            Ok(found) => found,
+            Err(e) => {
+                crate::errln!("error: a daemon is running but {e:#}");
+                return Status::Failed;
+            }
+        };
+        if let Some(c) = found
             && let Ok(s) = c
                 .call::<method::DaemonStatus>(&harness_protocol::Empty {})
                 .await
@@ -100,7 +113,14 @@ fn start(ctx: &Context, home: &HarnessHome, args: ListenArgs) -> Status {
 
 fn stop(ctx: &Context, home: &HarnessHome, stop_services: bool) -> Status {
     smol::block_on(async {
-        let Some(client) = existing(ctx, home).await else {
+        let found = match existing_or_busy(ctx, home).await {
+            Ok(found) => found,
+            Err(e) => {
+                crate::errln!("error: {e:#}");
+                return Status::Failed;
+            }
+        };
+        let Some(client) = found else {
             crate::outln!("no daemon running");
             return Status::Ok;
         };
@@ -140,7 +160,14 @@ fn stop(ctx: &Context, home: &HarnessHome, stop_services: bool) -> Status {
 
 fn status(ctx: &Context, home: &HarnessHome) -> Status {
     smol::block_on(async {
-        let Some(client) = existing(ctx, home).await else {
+        let found = match existing_or_busy(ctx, home).await {
+            Ok(found) => found,
+            Err(e) => {
+                crate::errln!("error: {e:#}");
+                return Status::Failed;
+            }
+        };
+        let Some(client) = found else {
             if ctx.json() {
                 print_json(&serde_json::json!({ "running": false }));
             } else {

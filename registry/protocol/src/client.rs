@@ -38,6 +38,12 @@ pub enum ClientError {
     Unauthorized,
     #[error("the server refused the connection: HTTP {status}")]
     Refused { status: u16 },
+    /// HTTP 503: the server holds as many connections as it allows (`limit`, when it says).
+    #[error("daemon busy: {} (try again when other clients have finished)", match .limit {
+        Some(n) => format!("{n} connections"),
+        None => "too many connections".to_owned(),
+    })]
+    Busy { limit: Option<u64> },
     #[error("WebSocket handshake failed: {0}")]
     Handshake(String),
     #[error("connection closed{}", fmt_close(*.code, .reason))]
@@ -72,7 +78,7 @@ impl ClientError {
                 | ClientError::Closed { .. }
                 | ClientError::Timeout(_)
                 | ClientError::Handshake(_)
-                | ClientError::Refused { status: 503 }
+                | ClientError::Busy { .. }
         )
     }
 
@@ -344,6 +350,13 @@ impl Client {
                     async_tungstenite::tungstenite::Error::Http(resp) => {
                         match resp.status().as_u16() {
                             401 => ClientError::Unauthorized,
+                            503 => ClientError::Busy {
+                                limit: resp
+                                    .body()
+                                    .as_deref()
+                                    .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                                    .and_then(|v| v["limit"].as_u64()),
+                            },
                             status => ClientError::Refused { status },
                         }
                     }

@@ -44,6 +44,7 @@
 //! });
 //! ```
 
+mod admission;
 pub mod handler;
 mod http;
 pub mod server;

@@ -23,6 +23,7 @@ use serde_json::Value;
 use smol::Timer;
 use subtle::ConstantTimeEq;
 
+use crate::admission::Admission;
 use crate::handler::{Handler, RequestContext};
 use crate::http::{self, Head};
 use harness_protocol::home::Credentials;
@@ -49,8 +50,13 @@ pub struct ServerConfig {
     pub heartbeat_timeout: Duration,
     /// Events a subscription may have queued before it is closed as lagging.
     pub subscriber_queue: usize,
-    /// TLS handshake plus request head.
+    /// TLS handshake plus request head (and so the token check) must finish within this.
     pub handshake_timeout: Duration,
+    /// Connections between accept and their request head, in total and per peer address. Over a
+    /// limit, the oldest such connection (of that peer, or of the peer holding the most) is closed
+    /// to make room; they never take places of `max_connections`.
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_peer: usize,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +72,8 @@ impl Default for ServerConfig {
             heartbeat_timeout: Duration::from_secs(45),
             subscriber_queue: 65_536,
             handshake_timeout: Duration::from_secs(10),
+            max_unauthenticated: 128,
+            max_unauthenticated_per_peer: 64,
         }
     }
 }
@@ -110,6 +118,8 @@ struct Shared {
     metrics: Metrics,
     next_connection: AtomicU64,
     connections: Mutex<HashMap<u64, async_channel::Sender<Kill>>>,
+    /// Connections that have not shown the token yet.
+    admission: Arc<Admission>,
 }
 
 /// A running server. Dropping it stops accepting; [`ServerHandle::shutdown`] also closes connections.
@@ -184,6 +194,10 @@ pub async fn serve(
         addr: config.listen,
         source,
     })?;
+    let admission = Admission::new(
+        config.max_unauthenticated,
+        config.max_unauthenticated_per_peer,
+    );
     let shared = Arc::new(Shared {
         config,
         token: credentials.token.clone(),
@@ -192,6 +206,7 @@ pub async fn serve(
         metrics: Metrics::default(),
         next_connection: AtomicU64::new(1),
         connections: Mutex::new(HashMap::new()),
+        admission,
     });
     let acceptor = futures_rustls::TlsAcceptor::from(tls);
     let accept = smol::spawn(accept_loop(listener, acceptor, shared.clone()));
@@ -208,10 +223,23 @@ async fn accept_loop(
     acceptor: futures_rustls::TlsAcceptor,
     shared: Arc<Shared>,
 ) {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+    const MAX_BACKOFF: Duration = Duration::from_secs(1);
+    const LOG_EVERY: Duration = Duration::from_secs(30);
+    let mut backoff = FIRST_BACKOFF;
+    let mut failures: u64 = 0;
+    let mut logged: Option<Instant> = None;
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
+                if failures > 0 {
+                    tracing::info!(failures, "accepting connections again");
+                    failures = 0;
+                    backoff = FIRST_BACKOFF;
+                    logged = None;
+                }
                 let _ = tcp.set_nodelay(true);
+                let ticket = shared.admission.admit(peer.ip());
                 let acceptor = acceptor.clone();
                 let shared = shared.clone();
                 smol::spawn(async move {
@@ -221,10 +249,19 @@ async fn accept_loop(
                         let head = http::read_head(&mut tls).await;
                         Some((tls, head))
                     };
-                    let Some((tls, head)) = with_timeout(timeout, start).await.flatten() else {
+                    let closed = ticket.closed.clone();
+                    let evicted = async move {
+                        let _ = closed.recv().await;
+                        tracing::debug!(%peer, "closed a pending connection to make room");
+                        None
+                    };
+                    let start = futures_lite::future::or(with_timeout(timeout, start), evicted);
+                    let Some((tls, head)) = start.await.flatten() else {
                         tracing::debug!(%peer, "TLS handshake or request head failed or timed out");
                         return;
                     };
+                    // The head is read: the token is checked next, without waiting on the peer.
+                    drop(ticket);
                     match head {
                         Ok((head, rest)) => route(tls, head, rest, peer, shared).await,
                         Err(e) => tracing::debug!(%peer, error = %e, "bad request head"),
@@ -233,9 +270,16 @@ async fn accept_loop(
                 .detach();
             }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                Timer::after(Duration::from_millis(50)).await;
+                // EMFILE and friends: free an fd held by a pending connection, back off (up to 1 s)
+                // instead of spinning, and log once per 30 s rather than on every attempt.
+                failures += 1;
+                shared.admission.evict_oldest();
+                if logged.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                    tracing::warn!(error = %e, failures, "accept failed; backing off");
+                    logged = Some(Instant::now());
+                }
+                Timer::after(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
@@ -320,14 +364,11 @@ where
                         .fetch_sub(1, Ordering::AcqRel);
                     shared.metrics.refused_limit.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%peer, "refused connection: too many connections");
-                    http::respond(
-                        &mut tls,
-                        503,
-                        json,
-                        r#"{"error":"too many connections"}"#,
-                        &[],
-                    )
-                    .await
+                    let body = serde_json::json!({
+                        "error": "too many connections",
+                        "limit": shared.config.max_connections,
+                    });
+                    http::respond(&mut tls, 503, json, &body.to_string(), &[]).await
                 } else {
                     upgrade(tls, key, rest, peer, shared).await;
                     return;
@@ -374,7 +415,7 @@ fn refuse_auth(head: &Head, peer: SocketAddr, shared: &Shared) {
 fn metrics_text(shared: &Shared) -> String {
     let m = &shared.metrics;
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 11] = [
+    let rows: [(&str, &str, &str, u64); 13] = [
         (
             "harness_api_connections",
             "gauge",
@@ -386,6 +427,18 @@ fn metrics_text(shared: &Shared) -> String {
             "counter",
             "Accepted WebSocket connections.",
             g(&m.connections_total),
+        ),
+        (
+            "harness_api_unauthenticated",
+            "gauge",
+            "Connections between accept and their request head.",
+            shared.admission.pending() as u64,
+        ),
+        (
+            "harness_api_unauthenticated_evicted_total",
+            "counter",
+            "Pending connections closed to make room for newer ones (max_unauthenticated).",
+            shared.admission.evicted(),
         ),
         (
             "harness_api_refused_auth_total",

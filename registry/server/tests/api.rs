@@ -442,8 +442,12 @@ fn connection_and_subscription_limits() {
             .err()
             .expect("third refused");
         assert!(
-            matches!(err, ClientError::Refused { status: 503 }),
+            matches!(err, ClientError::Busy { limit: Some(2) }),
             "{err:?}"
+        );
+        assert!(
+            err.to_string().starts_with("daemon busy: 2 connections"),
+            "{err}"
         );
         let _s1 = a.subscribe(Default::default(), None).await.expect("sub 1");
         let _s2 = a.subscribe(Default::default(), None).await.expect("sub 2");
