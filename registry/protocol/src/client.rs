@@ -461,7 +461,7 @@ impl Client {
         self.await_reply(id, rx).await
     }
 
-    /// Sends a method whose handler streams progress (`logs --follow`, deployments). No client-side
+    /// Sends a method whose handler streams progress (today `deploy`, `deploy.rollback`). No client-side
     /// timeout: the stream ends with the handler, a [`Call::cancel`], or the connection.
     pub async fn request_streaming(
         &self,

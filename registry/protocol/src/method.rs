@@ -6,9 +6,9 @@
 //! [`wire::methods`] constants; the JSON Schemas in docs/protocol/ are generated from these same
 //! types ([`wire::schemas`], and [`all`] lists every method's pair).
 //!
-//! Progress items of streaming methods (`logs --follow` lines, `deploy` steps, `exec` output) are
-//! untyped JSON on the wire ([`crate::CallItem::Progress`]); their types are named in each method's
-//! documentation.
+//! Only `deploy` and `deploy.rollback` send progress items before their result; they are untyped
+//! JSON on the wire ([`crate::CallItem::Progress`]), [`wire::DeployProgress`] in practice. `logs`
+//! is a sequence of plain calls on a session, and `exec` answers its whole output in the result.
 
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -92,17 +92,18 @@ method!(
     /// `status`: the registry's entries as the orchestrator sees them.
     Status = methods::STATUS, wire::StatusParams => wire::StatusResult);
 method!(
-    /// `logs`: one batch of log lines; call again with `session` for more. With `follow`, lines
-    /// also arrive as progress items ([`wire::LogLine`]).
+    /// `logs`: one batch of log lines; call again with `session` for more (with `follow`, a call
+    /// waits up to 10 s for new lines). No progress items.
     Logs = methods::LOGS, wire::LogsParams => wire::LogsResult);
 method!(
-    /// `exec`: a one-off command in a service's context; its output is in the result.
+    /// `exec`: a one-off command in a service's context; its output (up to 16 MiB per stream) and
+    /// exit status are in the result, sent when the command has exited.
     Exec = methods::EXEC, wire::ExecParams => wire::ExecResult);
 method!(
     /// `health`: each service's health checks.
     Health = methods::HEALTH, wire::HealthParams => wire::HealthResult);
 method!(
-    /// `daemon.status`: pid, version, uptime, connections.
+    /// `daemon.status`: the daemon's pid, version, address, uptime, services and limits.
     DaemonStatus = methods::DAEMON_STATUS, Empty => wire::DaemonStatusResult);
 method!(
     /// `daemon.stop`: the daemon answers, then shuts down.

@@ -44,8 +44,8 @@ impl RequestContext {
         }
     }
 
-    /// Sends `{"id": request_id, "progress": data}` before the final response: log lines of
-    /// `logs --follow`, steps of a deployment, output of `exec`. Not persisted.
+    /// Sends `{"id": request_id, "progress": data}` before the final response (the daemon's
+    /// `deploy` and `deploy.rollback` send their steps this way). Not persisted.
     ///
     /// The first progress message turns the request into a stream: the request timeout no longer
     /// applies, and it runs until the handler returns, the client sends `cancel {id}`, or the
