@@ -157,7 +157,27 @@ pub fn local_options(home: &HarnessHome) -> anyhow::Result<ConnectOptions> {
 async fn connect_local(home: &HarnessHome) -> anyhow::Result<Client> {
     let h = home.clone();
     let opts = blocking::unblock(move || local_options(&h)).await?;
-    Ok(Client::connect_with(&opts).await?)
+    let mut retries = [20, 100].into_iter();
+    loop {
+        let e = match Client::connect_with(&opts).await {
+            Ok(c) => return Ok(c),
+            Err(e) => e,
+        };
+        // The daemon closed the connection during the handshake: under a flood of unauthenticated
+        // connections it closes the least advanced to make room (ADR 0008). Try again, twice.
+        let handshake = matches!(
+            e,
+            harness_protocol::ClientError::Handshake(_)
+                | harness_protocol::ClientError::Tls { .. }
+                | harness_protocol::ClientError::Closed { .. }
+        );
+        match retries.next() {
+            Some(ms) if handshake => {
+                smol::Timer::after(Duration::from_millis(ms)).await;
+            }
+            _ => return Err(e.into()),
+        }
+    }
 }
 
 /// Starts a local daemon and connects to it, unless another CLI got there first.

@@ -23,7 +23,7 @@ use serde_json::Value;
 use smol::Timer;
 use subtle::ConstantTimeEq;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Stage, Watched};
 use crate::handler::{Handler, RequestContext};
 use crate::http::{self, Head};
 use harness_protocol::home::Credentials;
@@ -72,8 +72,8 @@ impl Default for ServerConfig {
             heartbeat_timeout: Duration::from_secs(45),
             subscriber_queue: 65_536,
             handshake_timeout: Duration::from_secs(10),
-            max_unauthenticated: 128,
-            max_unauthenticated_per_peer: 64,
+            max_unauthenticated: 256,
+            max_unauthenticated_per_peer: 128,
         }
     }
 }
@@ -240,12 +240,15 @@ async fn accept_loop(
                 }
                 let _ = tcp.set_nodelay(true);
                 let ticket = shared.admission.admit(peer.ip());
+                let progress = ticket.progress();
+                let tcp = Watched::new(tcp, progress.clone());
                 let acceptor = acceptor.clone();
                 let shared = shared.clone();
                 smol::spawn(async move {
                     let timeout = shared.config.handshake_timeout;
                     let start = async {
                         let mut tls = acceptor.accept(tcp).await.ok()?;
+                        progress.reached(Stage::Encrypted);
                         let head = http::read_head(&mut tls).await;
                         Some((tls, head))
                     };
@@ -255,7 +258,8 @@ async fn accept_loop(
                         tracing::debug!(%peer, "closed a pending connection to make room");
                         None
                     };
-                    let start = futures_lite::future::or(with_timeout(timeout, start), evicted);
+                    // Eviction first: a connection closed to make room does no TLS work.
+                    let start = futures_lite::future::or(evicted, with_timeout(timeout, start));
                     let Some((tls, head)) = start.await.flatten() else {
                         tracing::debug!(%peer, "TLS handshake or request head failed or timed out");
                         return;
@@ -270,10 +274,10 @@ async fn accept_loop(
                 .detach();
             }
             Err(e) => {
-                // EMFILE and friends: free an fd held by a pending connection, back off (up to 1 s)
-                // instead of spinning, and log once per 30 s rather than on every attempt.
+                // EMFILE and friends: free an fd held by a pending connection (the least advanced),
+                // back off (up to 1 s) instead of spinning, and log once per 30 s, not every time.
                 failures += 1;
-                shared.admission.evict_oldest();
+                shared.admission.evict_one();
                 if logged.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                     tracing::warn!(error = %e, failures, "accept failed; backing off");
                     logged = Some(Instant::now());
