@@ -3,6 +3,7 @@
 //!
 //! - [`server`]: [`serve`], sessions, the registry methods the server answers from the store.
 //! - [`handler`]: the daemon adds methods with a [`Router`]; [`RequestContext`] for progress.
+//! - `methods/`: the registry methods the server answers from the store, one file each.
 //!
 //! Wire types and the client are in [`harness_protocol`]; the store in [`harness_store`].
 //!
@@ -47,6 +48,7 @@
 mod admission;
 pub mod handler;
 mod http;
+mod methods;
 pub mod server;
 
 pub use handler::{BoxFuture, Handler, MethodHandler, NoMethods, RequestContext, Router};

@@ -28,7 +28,6 @@ use crate::handler::{Handler, RequestContext};
 use crate::http::{self, Head};
 use harness_protocol::home::Credentials;
 use harness_protocol::method::{self, Method};
-use harness_protocol::model::{ServiceEntry, ServiceKey};
 use harness_protocol::wire::{self, ErrorCode, Outcome, Response, WireError, close_codes};
 use harness_store::hub::LiveEnd;
 use harness_store::store::{Replay, Store};
@@ -1131,6 +1130,7 @@ async fn dispatch(
     params: Value,
     ctx: RequestContext,
 ) -> Result<Value, WireError> {
+    use crate::methods::*;
     use harness_protocol::method::{
         EventsList, Hello, ServiceDeregister, ServiceGet, ServiceList, ServiceRegister,
         ServiceUpdate,
@@ -1146,112 +1146,23 @@ async fn dispatch(
         let p: M::Params = crate::handler::decode_params(params)?;
         serde_json::to_value(f(p).await?).map_err(WireError::internal)
     }
-    fn key(project: String, name: String) -> Result<ServiceKey, WireError> {
-        ServiceKey::new(project, name)
-            .map_err(|e| WireError::new(ErrorCode::InvalidParams, e.to_string()))
-    }
     let store = &shared.store;
     match method {
-        Hello::NAME => {
-            typed::<Hello, _>(params, |_| async {
-                Ok(wire::HelloResult {
-                    protocol: wire::PROTOCOL_VERSION,
-                    server: format!("harness-registry {}", env!("CARGO_PKG_VERSION")),
-                    last_seq: store.last_seq(),
-                })
-            })
-            .await
-        }
+        Hello::NAME => typed::<Hello, _>(params, |p| hello::handle(store, p)).await,
         ServiceList::NAME => {
-            typed::<ServiceList, _>(params, |p| async move {
-                let snap = store.snapshot().await?;
-                let services = match p.project {
-                    Some(project) => snap
-                        .services
-                        .into_iter()
-                        .filter(|e| e.project == project)
-                        .collect(),
-                    None => snap.services,
-                };
-                Ok(wire::ListServicesResult {
-                    seq: snap.seq,
-                    services,
-                })
-            })
-            .await
+            typed::<ServiceList, _>(params, |p| service_list::handle(store, p)).await
         }
-        ServiceGet::NAME => {
-            typed::<ServiceGet, _>(params, |p| async move {
-                let k = key(p.project, p.name)?;
-                match store.get(&k).await? {
-                    Some(entry) => Ok(entry),
-                    None => Err(harness_store::store::StoreError::NotFound(k).into()),
-                }
-            })
-            .await
-        }
+        ServiceGet::NAME => typed::<ServiceGet, _>(params, |p| service_get::handle(store, p)).await,
         ServiceRegister::NAME => {
-            typed::<ServiceRegister, _>(params, |p| async move {
-                let k = key(p.project, p.name)?;
-                let mut entry = ServiceEntry::new(k, p.location);
-                entry.endpoints = p.endpoints;
-                Ok(if p.replace {
-                    store.upsert(entry).await?
-                } else {
-                    store.register(entry).await?
-                })
-            })
-            .await
+            typed::<ServiceRegister, _>(params, |p| service_register::handle(store, p)).await
         }
         ServiceUpdate::NAME => {
-            typed::<ServiceUpdate, _>(params, |p| async move {
-                let k = key(p.project.clone(), p.name.clone())?;
-                let entry = store
-                    .modify(&k, move |e| {
-                        if let Some(state) = p.state
-                            && state != e.state
-                        {
-                            e.transition(state)?;
-                        }
-                        if let Some(location) = p.location {
-                            e.location = location;
-                        }
-                        if let Some(endpoints) = p.endpoints {
-                            e.endpoints = endpoints;
-                        }
-                        if let Some(runtime) = p.runtime {
-                            e.runtime = runtime;
-                        }
-                        if let Some(health) = p.health {
-                            e.set_health(health)?;
-                        }
-                        Ok(())
-                    })
-                    .await?;
-                Ok(entry)
-            })
-            .await
+            typed::<ServiceUpdate, _>(params, |p| service_update::handle(store, p)).await
         }
         ServiceDeregister::NAME => {
-            typed::<ServiceDeregister, _>(params, |p| async move {
-                let k = key(p.project, p.name)?;
-                Ok(store.deregister(&k).await?)
-            })
-            .await
+            typed::<ServiceDeregister, _>(params, |p| service_deregister::handle(store, p)).await
         }
-        EventsList::NAME => {
-            typed::<EventsList, _>(params, |p| async move {
-                let limit = p.limit.unwrap_or(1000).min(10_000);
-                let pruned_through = store.pruned_through().await?;
-                let events = store.events_after(p.since, limit).await?;
-                Ok(wire::EventsResult {
-                    events,
-                    pruned_through,
-                    last_seq: store.last_seq(),
-                })
-            })
-            .await
-        }
+        EventsList::NAME => typed::<EventsList, _>(params, |p| events_list::handle(store, p)).await,
         _ => shared.handler.handle(method, params, ctx).await,
     }
 }
