@@ -397,7 +397,10 @@ impl Testbed {
         let mut cmd = Command::new("bash");
         cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fault.sh"))
             .args(args)
-            .env("HARNESS_TESTBED_INSTANCE", self.var("TB_INSTANCE").unwrap_or("0"))
+            .env(
+                "HARNESS_TESTBED_INSTANCE",
+                self.var("TB_INSTANCE").unwrap_or("0"),
+            )
             .env("HARNESS_TESTBED_DIR", &self.dir)
             .stdin(Stdio::null());
         let out = run(cmd, COMMAND_TIMEOUT);
