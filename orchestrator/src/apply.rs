@@ -515,6 +515,7 @@ async fn apply_selected(
 
     // Decide per service.
     let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
+    let mut stop_first: BTreeSet<String> = BTreeSet::new();
     for name in order.iter().filter(|n| selected.contains(*n)) {
         let Some(entry) = entries.remove(name) else {
             continue;
@@ -560,9 +561,15 @@ async fn apply_selected(
                 let up = is_up(&entry.state) && supervised;
                 // A one-shot job that completed with this definition has done its work.
                 let done = matches!(entry.state, ServiceState::Exited { code: Some(0), .. });
-                if (up || done) && same {
+                // A stop still under way (one a killed daemon began, finished by this one) is
+                // waited for, then the service starts: never "unchanged" as it goes away.
+                let stopping = up && entry.state == ServiceState::Stopping;
+                if stopping {
+                    stop_first.insert(name.clone());
+                }
+                if (up || done) && same && !stopping {
                     Plan::Unchanged
-                } else if up {
+                } else if up && !stopping {
                     Plan::Start(Box::new(spec), Action::Restarted)
                 } else {
                     Plan::Start(Box::new(spec), Action::Started)
@@ -574,7 +581,9 @@ async fn apply_selected(
 
     // Changed services stop first, dependents before dependencies.
     for name in order.iter().rev() {
-        if let Some(Plan::Start(_, Action::Restarted)) = plans.get(name) {
+        if matches!(plans.get(name), Some(Plan::Start(_, Action::Restarted)))
+            || stop_first.contains(name)
+        {
             stop_one(inner.clone(), project.name.clone(), name.clone(), None).await;
         }
     }

@@ -288,13 +288,17 @@ impl Supervisor {
         match woke {
             Woke::Stop(req) => {
                 self.set_state(ServiceState::Stopping).await;
+                let mut reply = Some(req.done);
                 let killed = self
-                    .stop_verified(proc, req.signal, req.timeout, req.done)
+                    .stop_verified(proc, req.signal, req.timeout, &mut reply)
                     .await;
                 pump.finish().await;
                 self.set_state(ServiceState::Stopped).await;
                 self.ready.update(|r| r.stopped = true);
-                let _ = killed;
+                // Answered once the registry says so: a `status` right after sees `stopped`.
+                if let Some(tx) = reply {
+                    let _ = tx.try_send(StopOutcome::Stopped { killed });
+                }
                 false
             }
             Woke::Exited(info) => {
@@ -406,36 +410,29 @@ impl Supervisor {
         }
     }
 
-    /// Stops the run and answers `reply`; returns whether SIGKILL was needed. When the host does
-    /// not answer, the service is `unknown` with `stop_pending`, `reply` gets
-    /// [`StopOutcome::Pending`] at once, and the stop is tried again whenever the host answers
-    /// (stop requests meanwhile are answered `Pending` too): it returns only once the stop is
-    /// verified, so a process that may be alive is never recorded as stopped.
+    /// Stops the run; returns whether SIGKILL was needed. When the host does not answer, the
+    /// service is `unknown` with `stop_pending`, `reply` (taken) gets [`StopOutcome::Pending`]
+    /// at once, and the stop is tried again whenever the host answers (stop requests meanwhile
+    /// are answered `Pending` too): it returns only once the stop is verified, so a process that
+    /// may be alive is never recorded as stopped. A `reply` left is the caller's to answer.
     async fn stop_verified(
         &self,
         proc: &mut Launched,
         signal: Signal,
         timeout: Duration,
-        reply: Sender<StopOutcome>,
+        reply: &mut Option<Sender<StopOutcome>>,
     ) -> bool {
-        let mut reply = Some(reply);
         let mut delay = STOP_RETRY_MIN;
         loop {
             let err = match proc.terminate(signal, timeout).await {
                 Ok((_, killed)) => {
                     crate::launches::forget(&self.dir).await;
-                    if let Some(tx) = reply {
-                        let _ = tx.try_send(StopOutcome::Stopped { killed });
-                    }
                     return killed;
                 }
                 Err(e) => e,
             };
             let Some(reach) = proc.reachability() else {
                 tracing::warn!(service = %self.key, "stop: {err} (the next daemon start retries)");
-                if let Some(tx) = reply {
-                    let _ = tx.try_send(StopOutcome::Stopped { killed: false });
-                }
                 return false;
             };
             let host = reach.host().to_owned();
