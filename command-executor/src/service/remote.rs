@@ -86,9 +86,10 @@ done
 
 /// Sends SIG to the run's process group (if the pidfile still names the process started), waits
 /// up to T tenths for the group to be gone, then SIGKILLs it. Prints `STOPPED`, `KILLED` or
-/// `GONE`. Args: DIR SIG T
+/// `GONE`, or `NORUN` when the run's directory holds no pidfile (already cleaned: no exit will
+/// be reported for it). Args: DIR SIG T
 const STOP: &str = r#"g=$2; t=$3
-[ -s "$d/pid" ] || { echo GONE; exit 0; }
+[ -s "$d/pid" ] || { echo NORUN; exit 0; }
 read -r p s < "$d/pid"; st "$p"
 if [ -z "$S" ] || [ "$S" != "$s" ]; then kill -KILL "-$p" 2>/dev/null; echo GONE; exit 0; fi
 kill "-$g" "-$p" 2>/dev/null || kill "-$g" "$p" 2>/dev/null
@@ -894,9 +895,17 @@ impl RemoteService {
         let out = reach
             .or_down(&self.target, op(&self.exec, &self.target, &cmd))
             .await?;
-        let killed = out.stdout_text().trim() == "KILLED";
-        // The follower delivers the last output, then the exit.
-        let info = super::exit_after_stop(self.wait()).await;
+        let said = out.stdout_text();
+        let killed = said.trim() == "KILLED";
+        // The follower delivers the last output, then the exit; for a run already cleaned up
+        // (by a daemon killed after its stop) nothing more comes.
+        let info = if said.trim() == "NORUN" {
+            self.follower
+                .exit_of(&self.key)
+                .unwrap_or(ExitInfo::UNKNOWN)
+        } else {
+            super::exit_after_stop(self.wait()).await
+        };
         self.ended = Some(info);
         self.clean().await?;
         Ok((info, killed))
