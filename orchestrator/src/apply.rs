@@ -1251,6 +1251,19 @@ pub(crate) async fn exec(
         service: service.to_owned(),
         message: "exec needs a command".into(),
     })?;
+    // A host known not to answer is not waited on until ssh gives up (ADR 0032).
+    if let Some(entry) = inner.store.get(&key(project, service)).await?
+        && let ServiceState::Unknown { host, since, .. } = &entry.state
+    {
+        let since = since.round(jiff::Unit::Second).unwrap_or(*since);
+        return Err(Error::Service {
+            service: service.to_owned(),
+            message: format!(
+                "not run: {host} has not answered since {since}; try again when it answers \
+                 (`harness status` shows the service running again)"
+            ),
+        });
+    }
     let mut cmd = Command::new(program).args(args);
     for (k, v) in &spec.launch.env {
         cmd = cmd.env(k, v);
