@@ -358,3 +358,70 @@ fn sshd_killed_during_start_never_leaves_two_copies() {
         );
     }
 }
+
+#[test]
+fn a_link_down_during_start_never_leaves_two_copies() {
+    let mut fault = host_lock();
+    let tb = Testbed::get();
+    let env = Env::new(&format!(
+        "name: faultlinkstart\n{}services:\n  s1:\n    host: h1\n    command: [sleep, '86433']\n",
+        hosts_yaml(tb)
+    ));
+    let argv = ["sleep", "86433"];
+    // A connection to h1 exists already, as in real use.
+    env.run(&["start"]).ok();
+    env.run(&["stop"]).ok();
+    let mut seed = seed();
+    for round in 0..rounds(2) {
+        let delay = Duration::from_millis(next(&mut seed) % 301);
+        let t = Instant::now();
+        let mut start = env
+            .cmd(&["start"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        fault.link_down("h1");
+        let out = start.wait_with_output().unwrap();
+        let start_took = t.elapsed();
+        let during = processes(&argv).len();
+        assert!(during <= 1, "round {round}: {during} copies");
+        let said = state(&env, "s1");
+        // Whatever start said, status claims `running` only with the process there.
+        if said == "running" {
+            assert_eq!(during, 1, "round {round}: running without its process");
+        }
+        fault.link_up("h1");
+        let t = Instant::now();
+        let again = wait_for(Duration::from_secs(60), || {
+            let r = env.run(&["start"]);
+            r.code == 0 && processes(&argv).len() == 1 && state(&env, "s1") == "running"
+        });
+        assert!(
+            again.is_some(),
+            "round {round}: no single running copy after link up: {:?}, {}",
+            processes(&argv),
+            entry(&env, "s1")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(processes(&argv).len(), 1, "round {round}: a late duplicate");
+        let stop = env.run(&["stop"]);
+        assert_eq!(
+            stop.code, 0,
+            "round {round}: {}\n{}",
+            stop.stdout, stop.stderr
+        );
+        assert!(
+            wait_for(Duration::from_secs(5), || processes(&argv).is_empty()).is_some(),
+            "round {round}: orphan after stop"
+        );
+        eprintln!(
+            "round {round}: link down {delay:?} into start: start answered in {:.1} s (exit {:?}, \
+             {during} copy, status {said}); one running copy {:.1} s after link up; none after stop",
+            start_took.as_secs_f64(),
+            out.status.code(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+}
