@@ -375,7 +375,7 @@ fn a_link_down_during_start_never_leaves_two_copies() {
     for round in 0..rounds(2) {
         let delay = Duration::from_millis(next(&mut seed) % 301);
         let t = Instant::now();
-        let mut start = env
+        let start = env
             .cmd(&["start"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
