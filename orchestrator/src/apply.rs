@@ -17,7 +17,9 @@ use crate::addresses::{Placement, daemon_ip};
 use crate::readiness::{self, Readiness};
 use crate::report::*;
 use crate::spec::Resolved;
-use crate::supervisor::{self, Begin, FAILURE_LINES, StopRequest, Supervisor, set_state};
+use crate::supervisor::{
+    self, Begin, FAILURE_LINES, StopOutcome, StopRequest, Supervisor, set_state,
+};
 use crate::{Error, Handle, Inner, ProjectRt, Result, Slot};
 use crate::{LogQuery, Logs};
 
@@ -329,7 +331,14 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
             }
         };
         let ready = Arc::new(Readiness::default());
-        let stopping = entry.state == ServiceState::Stopping;
+        let stopping = matches!(
+            entry.state,
+            ServiceState::Stopping
+                | ServiceState::Unknown {
+                    stop_pending: true,
+                    ..
+                }
+        );
         let begin = match (&entry.state, alive) {
             (ServiceState::Restarting { next_start, .. }, _) => {
                 let left = next_start
@@ -429,6 +438,9 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
 enum Plan {
     Unchanged,
     Fail(String),
+    /// Not started, its state untouched: why (its last run may still be alive on a host that
+    /// does not answer).
+    Refuse(String),
     Start(Box<Resolved>, Action),
 }
 
@@ -505,11 +517,30 @@ async fn apply_selected(
 
     // Decide per service.
     let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
+    let mut stop_first: BTreeSet<String> = BTreeSet::new();
     for name in order.iter().filter(|n| selected.contains(*n)) {
         let Some(entry) = entries.remove(name) else {
             continue;
         };
         let plan = match Resolved::new(project, name, base.as_deref()) {
+            _ if let ServiceState::Unknown {
+                host,
+                since,
+                stop_pending,
+                ..
+            } = &entry.state =>
+            {
+                let since = since.round(jiff::Unit::Second).unwrap_or(*since);
+                Plan::Refuse(format!(
+                    "not started: {host} has not answered since {since}, and its last run there may \
+                     still be alive; a second copy is never started ({})",
+                    if *stop_pending {
+                        format!("the pending stop finishes when {host} answers; start again then")
+                    } else {
+                        format!("it is presumed running and is watched again when {host} answers")
+                    }
+                ))
+            }
             Err(reason) => Plan::Fail(reason),
             Ok(spec) => {
                 let hash = spec.hash();
@@ -532,9 +563,15 @@ async fn apply_selected(
                 let up = is_up(&entry.state) && supervised;
                 // A one-shot job that completed with this definition has done its work.
                 let done = matches!(entry.state, ServiceState::Exited { code: Some(0), .. });
-                if (up || done) && same {
+                // A stop still under way (one a killed daemon began, finished by this one) is
+                // waited for, then the service starts: never "unchanged" as it goes away.
+                let stopping = up && entry.state == ServiceState::Stopping;
+                if stopping {
+                    stop_first.insert(name.clone());
+                }
+                if (up || done) && same && !stopping {
                     Plan::Unchanged
-                } else if up {
+                } else if up && !stopping {
                     Plan::Start(Box::new(spec), Action::Restarted)
                 } else {
                     Plan::Start(Box::new(spec), Action::Started)
@@ -546,7 +583,9 @@ async fn apply_selected(
 
     // Changed services stop first, dependents before dependencies.
     for name in order.iter().rev() {
-        if let Some(Plan::Start(_, Action::Restarted)) = plans.get(name) {
+        if matches!(plans.get(name), Some(Plan::Start(_, Action::Restarted)))
+            || stop_first.contains(name)
+        {
             stop_one(inner.clone(), project.name.clone(), name.clone(), None).await;
         }
     }
@@ -698,6 +737,9 @@ async fn start_one(
     let ready = with_slot(inner, project, name, |s| s.ready.clone()).unwrap_or_default();
     let (spec, action) = match plan {
         Plan::Unchanged => return report(inner, &k, Action::Unchanged, began, None).await,
+        Plan::Refuse(reason) => {
+            return report(inner, &k, Action::Failed, began, Some(reason)).await;
+        }
         Plan::Fail(reason) => {
             set_state(
                 &inner.store,
@@ -873,6 +915,7 @@ async fn stop_one(
     };
     let mut killed = false;
     let mut stopped = false;
+    let mut pending = None;
     if let Some(tx) = sender {
         let (done, done_rx) = async_channel::bounded(1);
         let req = StopRequest {
@@ -881,14 +924,20 @@ async fn stop_one(
             done,
         };
         if tx.send(req).is_ok()
-            && let Ok(k) = done_rx.recv().await
+            && let Ok(outcome) = done_rx.recv().await
         {
-            killed = k;
+            match outcome {
+                StopOutcome::Stopped { killed: k } => killed = k,
+                StopOutcome::Pending(why) => pending = Some(why),
+            }
             stopped = true;
         }
     }
-    let handle = with_slot(&inner, &project, &name, |s| s.handle.take()).flatten();
-    drop(handle);
+    // A pending stop is finished by the supervisor, which stays.
+    if pending.is_none() {
+        let handle = with_slot(&inner, &project, &name, |s| s.handle.take()).flatten();
+        drop(handle);
+    }
     if !stopped {
         if matches!(entry.state, ServiceState::Stopped) {
             return None;
@@ -903,6 +952,7 @@ async fn stop_one(
         was: entry.state,
         killed,
         elapsed: began.elapsed(),
+        pending,
     })
 }
 
@@ -1008,6 +1058,14 @@ pub(crate) async fn stop(
         }
     }
     if opts.remove {
+        // A service whose stop is pending stays registered (and its project known) until the
+        // stop is done: its supervisor finishes it when the host answers.
+        let pending: BTreeSet<String> = services
+            .iter()
+            .filter(|s: &&StoppedService| s.pending.is_some())
+            .map(|s| s.name.clone())
+            .collect();
+        let targets: BTreeSet<String> = targets.difference(&pending).cloned().collect();
         for name in &targets {
             let k = key(project, name);
             if inner.store.get(&k).await?.is_some() {
@@ -1195,6 +1253,19 @@ pub(crate) async fn exec(
         service: service.to_owned(),
         message: "exec needs a command".into(),
     })?;
+    // A host known not to answer is not waited on until ssh gives up (ADR 0032).
+    if let Some(entry) = inner.store.get(&key(project, service)).await?
+        && let ServiceState::Unknown { host, since, .. } = &entry.state
+    {
+        let since = since.round(jiff::Unit::Second).unwrap_or(*since);
+        return Err(Error::Service {
+            service: service.to_owned(),
+            message: format!(
+                "not run: {host} has not answered since {since}; try again when it answers \
+                 (`harness status` shows the service running again)"
+            ),
+        });
+    }
     let mut cmd = Command::new(program).args(args);
     for (k, v) in &spec.launch.env {
         cmd = cmd.env(k, v);

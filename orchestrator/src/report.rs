@@ -98,6 +98,10 @@ pub struct StoppedService {
     pub killed: bool,
     #[serde(with = "duration_ms")]
     pub elapsed: Duration,
+    /// The stop could not be done yet, and why (its host does not answer): the service is
+    /// `unknown` with `stop_pending` and the daemon finishes the stop when the host answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
 }
 
 /// The result of `stop`, in stop order (dependents first).

@@ -31,9 +31,23 @@ pub(crate) const FAILURE_LINES: usize = 20;
 pub(crate) struct StopRequest {
     pub signal: Signal,
     pub timeout: Duration,
-    /// Gets whether SIGKILL was needed.
-    pub done: Sender<bool>,
+    pub done: Sender<StopOutcome>,
 }
+
+/// The answer to a [`StopRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StopOutcome {
+    /// Stopped (verified), and whether SIGKILL was needed.
+    Stopped { killed: bool },
+    /// Not done yet, and why: the service's host does not answer. The supervisor keeps the
+    /// service `unknown` with `stop_pending` and finishes the stop once the host answers.
+    Pending(String),
+}
+
+/// The first retry of a stop that could not reach its host waits this long at least; later
+/// ones twice as long each, up to [`STOP_RETRY_MAX`] (and always until the host answers).
+const STOP_RETRY_MIN: Duration = Duration::from_secs(1);
+const STOP_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Stop requests to one supervisor. A queue of its own rather than an async channel, which
 /// takes ~800 bytes per service for the one or two requests a supervisor ever gets.
@@ -148,7 +162,7 @@ impl Supervisor {
                 self.ready.update(|r| r.stopped = true);
             }
             for req in queued {
-                let _ = req.done.try_send(false);
+                let _ = req.done.try_send(StopOutcome::Stopped { killed: false });
             }
         }
     }
@@ -223,16 +237,41 @@ impl Supervisor {
         });
         let pump = self.hub.pump();
         let up_since = Instant::now();
-        let woke = {
-            let exited = async { Woke::Exited(proc.wait().await) };
-            let stop = async { Woke::Stop(self.stops.recv().await) };
+        let reach = proc.reachability();
+        // Waiting for the host to answer when it is recorded as not answering (a daemon
+        // restarted meanwhile), else for it to stop answering.
+        let mut want_up = reach.is_some()
+            && matches!(
+                self.store.get(&self.key).await,
+                Ok(Some(e)) if matches!(e.state, ServiceState::Unknown { stop_pending: false, .. })
+            );
+        let woke = loop {
+            // `Err`: the host went down (`Some`) or answers again (`None`).
+            let exited = async { Ok(Woke::Exited(proc.wait().await)) };
+            let stop = async { Ok(Woke::Stop(self.stops.recv().await)) };
             let sick = async {
                 match &unhealthy {
-                    Some(rx) if rx.recv().await.is_ok() => Woke::Unhealthy,
+                    Some(rx) if rx.recv().await.is_ok() => Ok(Woke::Unhealthy),
                     _ => futures_lite::future::pending().await,
                 }
             };
-            exited.or(stop).or(sick).await
+            let lost = async {
+                match &reach {
+                    Some(r) => Err(r.wait(want_up).await),
+                    None => futures_lite::future::pending().await,
+                }
+            };
+            match exited.or(stop).or(sick).or(lost).await {
+                Err(down) => {
+                    want_up = down.is_some();
+                    if let Some(r) = &reach {
+                        Box::pin(self.reached(down, r.host())).await;
+                    }
+                }
+                // A check that cannot reach the host says nothing of the service.
+                Ok(Woke::Unhealthy) if reach.as_ref().is_some_and(|r| r.down().is_some()) => {}
+                Ok(w) => break w,
+            }
         };
         drop(health);
         Box::pin(self.after_run(proc, pump, woke, up_since.elapsed(), backoff)).await
@@ -250,11 +289,17 @@ impl Supervisor {
         match woke {
             Woke::Stop(req) => {
                 self.set_state(ServiceState::Stopping).await;
-                let (_, killed) = self.terminate(proc, req.signal, req.timeout).await;
+                let mut reply = Some(req.done);
+                let killed = self
+                    .stop_verified(proc, req.signal, req.timeout, &mut reply)
+                    .await;
                 pump.finish().await;
                 self.set_state(ServiceState::Stopped).await;
                 self.ready.update(|r| r.stopped = true);
-                let _ = req.done.try_send(killed);
+                // Answered once the registry says so: a `status` right after sees `stopped`.
+                if let Some(tx) = reply {
+                    let _ = tx.try_send(StopOutcome::Stopped { killed });
+                }
                 false
             }
             Woke::Exited(info) => {
@@ -326,6 +371,113 @@ impl Supervisor {
                 self.fail(reason.to_string()).await;
                 None
             }
+        }
+    }
+
+    /// Records that the host went down (a starting or running service becomes `unknown`) or
+    /// answers again (an `unknown` service without a pending stop is running again, or starting
+    /// while a health check has not passed).
+    async fn reached(&self, down: Option<command_executor::service::remote::Down>, host: &str) {
+        let gated = self.spec.health.is_some();
+        let host = host.to_owned();
+        let r = self
+            .store
+            .modify(&self.key, move |e| match (down, &e.state) {
+                (Some(d), ServiceState::Starting | ServiceState::Running) => {
+                    e.transition(ServiceState::Unknown {
+                        host,
+                        since: Timestamp::try_from(d.since).unwrap_or_else(|_| Timestamp::now()),
+                        reason: d.detail,
+                        stop_pending: false,
+                    })
+                }
+                (
+                    None,
+                    ServiceState::Unknown {
+                        stop_pending: false,
+                        ..
+                    },
+                ) => {
+                    let back = if gated && e.health.status != HealthStatus::Healthy {
+                        ServiceState::Starting
+                    } else {
+                        ServiceState::Running
+                    };
+                    e.transition(back)
+                }
+                _ => Ok(()),
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(service = %self.key, "registry: {e}");
+        }
+    }
+
+    /// Stops the run; returns whether SIGKILL was needed. When the host does not answer, the
+    /// service is `unknown` with `stop_pending`, `reply` (taken) gets [`StopOutcome::Pending`]
+    /// at once, and the stop is tried again whenever the host answers (stop requests meanwhile
+    /// are answered `Pending` too): it returns only once the stop is verified, so a process that
+    /// may be alive is never recorded as stopped. A `reply` left is the caller's to answer.
+    async fn stop_verified(
+        &self,
+        proc: &mut Launched,
+        signal: Signal,
+        timeout: Duration,
+        reply: &mut Option<Sender<StopOutcome>>,
+    ) -> bool {
+        let mut delay = STOP_RETRY_MIN;
+        loop {
+            let err = match proc.terminate(signal, timeout).await {
+                Ok((_, killed)) => {
+                    crate::launches::forget(&self.dir).await;
+                    return killed;
+                }
+                Err(e) => e,
+            };
+            let Some(reach) = proc.reachability() else {
+                tracing::warn!(service = %self.key, "stop: {err} (the next daemon start retries)");
+                return false;
+            };
+            let host = reach.host().to_owned();
+            let since = reach
+                .down()
+                .and_then(|d| Timestamp::try_from(d.since).ok())
+                .unwrap_or_else(Timestamp::now);
+            tracing::warn!(service = %self.key, "stop pending: {err}");
+            self.set_state(ServiceState::Unknown {
+                host: host.clone(),
+                since,
+                reason: err.to_string(),
+                stop_pending: true,
+            })
+            .await;
+            let why = format!(
+                "{host} unreachable since {}: the stop finishes when {host} answers ({err})",
+                since.round(jiff::Unit::Second).unwrap_or(since)
+            );
+            if let Some(tx) = reply.take() {
+                let _ = tx.try_send(StopOutcome::Pending(why.clone()));
+            }
+            let wait = delay;
+            let mut back = Box::pin(async {
+                Timer::after(wait).await;
+                reach.wait(true).await;
+            });
+            loop {
+                let more = async { Some(self.stops.recv().await) };
+                let came = async {
+                    (&mut back).await;
+                    None
+                };
+                match came.or(more).await {
+                    None => break,
+                    Some(req) => {
+                        let _ = req.done.try_send(StopOutcome::Pending(why.clone()));
+                    }
+                }
+            }
+            drop(back);
+            delay = (delay * 2).min(STOP_RETRY_MAX);
         }
     }
 
@@ -433,7 +585,7 @@ impl Supervisor {
             Some(req) => {
                 self.set_state(ServiceState::Stopped).await;
                 self.ready.update(|r| r.stopped = true);
-                let _ = req.done.try_send(false);
+                let _ = req.done.try_send(StopOutcome::Stopped { killed: false });
                 false
             }
         }

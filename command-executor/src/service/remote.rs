@@ -86,9 +86,10 @@ done
 
 /// Sends SIG to the run's process group (if the pidfile still names the process started), waits
 /// up to T tenths for the group to be gone, then SIGKILLs it. Prints `STOPPED`, `KILLED` or
-/// `GONE`. Args: DIR SIG T
+/// `GONE`, or `NORUN` when the run's directory holds no pidfile (already cleaned: no exit will
+/// be reported for it). Args: DIR SIG T
 const STOP: &str = r#"g=$2; t=$3
-[ -s "$d/pid" ] || { echo GONE; exit 0; }
+[ -s "$d/pid" ] || { echo NORUN; exit 0; }
 read -r p s < "$d/pid"; st "$p"
 if [ -z "$S" ] || [ "$S" != "$s" ]; then kill -KILL "-$p" 2>/dev/null; echo GONE; exit 0; fi
 kill "-$g" "-$p" 2>/dev/null || kill "-$g" "$p" 2>/dev/null
@@ -257,6 +258,120 @@ struct Follower {
     runs: Mutex<HashMap<String, Reg>>,
     changed: Notify,
     task: Mutex<Option<smol::Task<()>>>,
+    reach: Mutex<Reach>,
+}
+
+/// How long a host may stay silent before it counts as unreachable: the follower's session
+/// prints a heartbeat about once a second, so this is several missed ones (a loaded host is not
+/// declared lost at the first late beat).
+pub const SILENCE: Duration = Duration::from_secs(5);
+
+/// What the follower knows of its host's reachability.
+struct Reach {
+    /// When the follower last heard anything from its session (or was created).
+    heard: std::time::Instant,
+    /// Heard from since it was created.
+    verified: bool,
+    down: Option<Down>,
+    /// The last error of connecting, for [`Down::detail`].
+    error: Option<String>,
+}
+
+impl Reach {
+    fn new() -> Reach {
+        Reach {
+            heard: std::time::Instant::now(),
+            verified: false,
+            down: None,
+            error: None,
+        }
+    }
+}
+
+/// A host that has not answered for [`SILENCE`] or more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Down {
+    /// When it was last heard from (or, if never, when following began).
+    pub since: std::time::SystemTime,
+    /// Why: the last connection error, or how long it has been silent.
+    pub detail: String,
+}
+
+/// Whether a host answers, as its log follower sees it: [`Reachability::down`] once it has been
+/// silent for [`SILENCE`], and back when anything arrives from it again.
+#[derive(Clone)]
+pub struct Reachability {
+    follower: Arc<Follower>,
+    host: String,
+}
+
+impl Reachability {
+    /// The host's name (its last ssh layer).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `Some` while the host is not answering.
+    pub fn down(&self) -> Option<Down> {
+        self.follower.reach().down.clone()
+    }
+
+    /// True once the host answered since following began, and is not down now.
+    pub fn up(&self) -> bool {
+        let r = self.follower.reach();
+        r.verified && r.down.is_none()
+    }
+
+    /// Waits until the host is down (`Some`) when `want_up` is false, or up (verified and not
+    /// down: `None`) when it is true.
+    pub async fn wait(&self, want_up: bool) -> Option<Down> {
+        loop {
+            let l = self.follower.changed.listen();
+            if want_up && self.up() {
+                return None;
+            }
+            if !want_up && let Some(d) = self.down() {
+                return Some(d);
+            }
+            l.await;
+        }
+    }
+
+    /// The error a remote operation gives up with while the host is down.
+    fn error(&self, target: &Target, down: &Down) -> Error {
+        Error::Unreachable {
+            at: target.program_place(),
+            target: self.host.clone(),
+            detail: format!(
+                "not heard from since {} ({})",
+                jiff::Timestamp::try_from(down.since)
+                    .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
+                    .unwrap_or_default(),
+                down.detail
+            ),
+        }
+    }
+
+    /// Runs `fut` unless the host is or goes down first; then fails with [`Error::Unreachable`]
+    /// (dropping `fut` kills whatever it started locally).
+    async fn or_down<T>(
+        &self,
+        target: &Target,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        use futures_lite::FutureExt;
+        if let Some(d) = self.down() {
+            return Err(self.error(target, &d));
+        }
+        let down = async {
+            let d = self.wait(false).await.unwrap_or_else(|| Down {
+                since: std::time::SystemTime::now(),
+                detail: String::new(),
+            });
+            Err(self.error(target, &d))
+        };
+        fut.or(down).await
+    }
 }
 
 type Followers = Mutex<HashMap<Target, Weak<Follower>>>;
@@ -276,16 +391,72 @@ impl Follower {
             runs: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             task: Mutex::new(None),
+            reach: Mutex::new(Reach::new()),
         });
-        let task = smol::spawn(follow_loop(
-            Arc::downgrade(&f),
-            exec.clone(),
-            target.clone(),
-        ));
+        let me = Arc::downgrade(&f);
+        let (exec, target_owned) = (exec.clone(), target.clone());
+        let task = smol::spawn(async move {
+            use futures_lite::FutureExt;
+            let watchdog = {
+                let me = me.clone();
+                async move {
+                    loop {
+                        Timer::after(Duration::from_millis(500)).await;
+                        match me.upgrade() {
+                            Some(f) => f.silent(),
+                            None => return,
+                        }
+                    }
+                }
+            };
+            follow_loop(me, exec, target_owned).or(watchdog).await
+        });
         *f.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         all.retain(|_, w| w.strong_count() > 0);
         all.insert(target.clone(), Arc::downgrade(&f));
         f
+    }
+
+    fn reach(&self) -> std::sync::MutexGuard<'_, Reach> {
+        self.reach.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Something arrived from the host.
+    fn heard(&self) {
+        let mut r = self.reach();
+        r.heard = std::time::Instant::now();
+        let changed = r.down.take().is_some() || !r.verified;
+        r.verified = true;
+        r.error = None;
+        drop(r);
+        if changed {
+            self.changed.notify(usize::MAX);
+        }
+    }
+
+    /// Connecting to the host failed with `e`.
+    fn failed(&self, e: &Error) {
+        self.reach().error = Some(e.to_string());
+        self.silent();
+    }
+
+    /// Marks the host down once it has been silent for [`SILENCE`].
+    fn silent(&self) {
+        let mut r = self.reach();
+        let quiet = r.heard.elapsed();
+        if r.down.is_some() || quiet < SILENCE {
+            return;
+        }
+        let detail = r
+            .error
+            .clone()
+            .unwrap_or_else(|| format!("no answer for {} s", quiet.as_secs()));
+        r.down = Some(Down {
+            since: std::time::SystemTime::now() - quiet,
+            detail,
+        });
+        drop(r);
+        self.changed.notify(usize::MAX);
     }
 
     fn register(&self, key: &str, local: &Path, offsets: [u64; 2]) {
@@ -404,6 +575,9 @@ async fn follow_loop(me: Weak<Follower>, exec: Executor, target: Target) {
             Err(e) => {
                 failures += 1;
                 tracing::warn!(target = %target, "log follower: {e}");
+                if let Some(f) = me.upgrade() {
+                    f.failed(&e);
+                }
                 Timer::after(Duration::from_millis(250 * u64::from(failures.min(8)))).await;
                 continue;
             }
@@ -415,6 +589,9 @@ async fn follow_loop(me: Weak<Follower>, exec: Executor, target: Target) {
         let mut buf: Vec<u8> = Vec::new();
         while let Some(ev) = events.next().await {
             let Event::Stdout(line) = ev else { continue };
+            let Some(f) = me.upgrade() else { return };
+            f.heard();
+            drop(f);
             buf.extend_from_slice(&line.bytes);
             if line.newline {
                 buf.push(b'\n');
@@ -676,6 +853,14 @@ pub async fn adopt(
 }
 
 impl RemoteService {
+    /// Whether the run's host answers (its follower's view).
+    pub fn reachability(&self) -> Reachability {
+        Reachability {
+            follower: self.follower.clone(),
+            host: self.target.host(),
+        }
+    }
+
     pub async fn wait(&mut self) -> ExitInfo {
         if let Some(e) = self.ended {
             return e;
@@ -688,7 +873,9 @@ impl RemoteService {
     /// Stops the run: `signal` to its process group, SIGKILL after `timeout` (on the host),
     /// then its last output and exit (unknown when they do not come within 5 s: the host
     /// stopped answering), then removes the run from the host. Returns how it ended and whether
-    /// SIGKILL was needed; an error when the host could not be told to stop it.
+    /// SIGKILL was needed; an error when the host could not be told to stop it, at once
+    /// ([`Error::Unreachable`]) when the host is or goes [`Reachability::down`]: the caller
+    /// retries once it is back (stopping again is harmless: a run already gone is `GONE`).
     pub async fn terminate(
         &mut self,
         signal: Signal,
@@ -704,10 +891,21 @@ impl RemoteService {
             ],
         )
         .timeout(self.exec.options().op_timeout + timeout);
-        let out = op(&self.exec, &self.target, &cmd).await?;
-        let killed = out.stdout_text().trim() == "KILLED";
-        // The follower delivers the last output, then the exit.
-        let info = super::exit_after_stop(self.wait()).await;
+        let reach = self.reachability();
+        let out = reach
+            .or_down(&self.target, op(&self.exec, &self.target, &cmd))
+            .await?;
+        let said = out.stdout_text();
+        let killed = said.trim() == "KILLED";
+        // The follower delivers the last output, then the exit; for a run already cleaned up
+        // (by a daemon killed after its stop) nothing more comes.
+        let info = if said.trim() == "NORUN" {
+            self.follower
+                .exit_of(&self.key)
+                .unwrap_or(ExitInfo::UNKNOWN)
+        } else {
+            super::exit_after_stop(self.wait()).await
+        };
         self.ended = Some(info);
         self.clean().await?;
         Ok((info, killed))
@@ -720,7 +918,10 @@ impl RemoteService {
             [run_dir(&self.key), self.pid.to_string()],
         )
         .timeout(self.exec.options().op_timeout);
-        op(&self.exec, &self.target, &cmd).await.map(drop)
+        self.reachability()
+            .or_down(&self.target, op(&self.exec, &self.target, &cmd))
+            .await
+            .map(drop)
     }
 }
 
@@ -744,6 +945,7 @@ mod tests {
                 runs: Mutex::new(HashMap::new()),
                 changed: Notify::new(),
                 task: Mutex::new(None),
+                reach: Mutex::new(Reach::new()),
             };
             f.register("p/s/1", tmp.path(), [0, 0]);
             let mut buf = b"\x1eHARNESS-D p/s/1 o 0 6\nab\ncd".to_vec();

@@ -31,7 +31,11 @@ pub fn run(ctx: &Context, services: Vec<String>, force: bool, timeout: Option<Du
         };
         if ctx.json() {
             print_json(&result);
-            return Status::Ok;
+            return if result.services.iter().any(|s| s.pending.is_some()) {
+                Status::Failed
+            } else {
+                Status::Ok
+            };
         }
         if result.services.is_empty() {
             crate::outln!("nothing to stop in project {}", result.project);
@@ -42,7 +46,13 @@ pub fn run(ctx: &Context, services: Vec<String>, force: bool, timeout: Option<Du
             .map(|s| s.name.len())
             .max()
             .unwrap_or(0);
+        let mut status = Status::Ok;
         for s in &result.services {
+            if let Some(why) = &s.pending {
+                crate::outln!("✗ {:width$}  not stopped yet: {why}", s.name);
+                status = Status::Failed;
+                continue;
+            }
             let how = if s.killed {
                 " (killed after the stop timeout)"
             } else {
@@ -54,6 +64,12 @@ pub fn run(ctx: &Context, services: Vec<String>, force: bool, timeout: Option<Du
                 short_duration(Duration::from_millis(s.elapsed_ms))
             );
         }
-        Status::Ok
+        if status != Status::Ok {
+            crate::errln!(
+                "some services could not be stopped yet: `harness status` shows them as unknown \
+                 until their host answers and the daemon finishes the stop"
+            );
+        }
+        status
     })
 }

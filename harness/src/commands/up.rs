@@ -127,15 +127,26 @@ pub fn down(ctx: &Context, timeout: Option<Duration>) -> Status {
             Ok(r) => r,
             Err(e) => return request_failed("down", e),
         };
+        let pending = r.services.iter().any(|s| s.pending.is_some());
         if ctx.json() {
             crate::output::print_json(&r);
         } else {
             for s in &r.services {
-                crate::outln!("✓ {} stopped and removed", s.name);
+                match &s.pending {
+                    Some(why) => crate::outln!("✗ {} not stopped yet: {why}", s.name),
+                    None => crate::outln!("✓ {} stopped and removed", s.name),
+                }
             }
-            crate::outln!("project {project} is gone");
+            if pending {
+                crate::errln!(
+                    "project {project} stays until the pending stops are done (`harness status` \
+                     shows them as unknown until their host answers)"
+                );
+            } else {
+                crate::outln!("project {project} is gone");
+            }
         }
-        Status::Ok
+        if pending { Status::Failed } else { Status::Ok }
     })
 }
 

@@ -80,6 +80,14 @@ impl Launched {
         }
     }
 
+    /// Whether the host answers, for a service on an SSH host.
+    pub fn reachability(&self) -> Option<remote::Reachability> {
+        match self {
+            Launched::Host(p) => Some(p.reachability()),
+            _ => None,
+        }
+    }
+
     /// The container's id, for containers.
     pub fn container_id(&self) -> Option<&str> {
         match self {

@@ -111,6 +111,19 @@ pub enum ServiceState {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next_start: Option<Timestamp>,
     },
+    /// Its host does not answer: whether its process is alive is not known. Counted as alive (a
+    /// second copy is never started); with `stop_pending` a stop was asked for and finishes when
+    /// the host answers again.
+    Unknown {
+        /// The host that does not answer.
+        host: String,
+        /// When it was last heard from.
+        since: Timestamp,
+        /// What failed (the connection error, or how long it has been silent).
+        reason: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stop_pending: bool,
+    },
 }
 
 impl ServiceState {
@@ -125,6 +138,7 @@ impl ServiceState {
             ServiceState::Exited { .. } => "exited",
             ServiceState::Failed { .. } => "failed",
             ServiceState::Restarting { .. } => "restarting",
+            ServiceState::Unknown { .. } => "unknown",
         }
     }
 
@@ -132,7 +146,10 @@ impl ServiceState {
     pub fn is_active(&self) -> bool {
         matches!(
             self,
-            ServiceState::Starting | ServiceState::Running | ServiceState::Stopping
+            ServiceState::Starting
+                | ServiceState::Running
+                | ServiceState::Stopping
+                | ServiceState::Unknown { .. }
         )
     }
 
@@ -147,6 +164,8 @@ impl ServiceState {
     /// exited     -> pending | starting | restarting | stopped | failed
     /// failed     -> pending | starting | restarting | stopped
     /// restarting -> starting | stopped | failed | restarting (next attempt)
+    /// starting | running | stopping -> unknown (the host stopped answering)
+    /// unknown    -> unknown (stop asked for) | starting | running | stopping | stopped | exited | failed
     /// ```
     pub fn can_transition_to(&self, to: &ServiceState) -> bool {
         use ServiceState::*;
@@ -162,6 +181,11 @@ impl ServiceState {
             (Failed { .. }, Pending | Starting | Restarting { .. } | Stopped) => true,
             (Restarting { attempt: a, .. }, Restarting { attempt: b, .. }) => b > a,
             (Restarting { .. }, Starting | Stopped | Failed { .. }) => true,
+            (Starting | Running | Stopping | Unknown { .. }, Unknown { .. }) => true,
+            (
+                Unknown { .. },
+                Starting | Running | Stopping | Stopped | Exited { .. } | Failed { .. },
+            ) => true,
             _ => false,
         }
     }
@@ -178,6 +202,19 @@ impl fmt::Display for ServiceState {
             } => write!(f, "exited(signal {sig})"),
             ServiceState::Failed { reason } => write!(f, "failed: {reason}"),
             ServiceState::Restarting { attempt, .. } => write!(f, "restarting (attempt {attempt})"),
+            ServiceState::Unknown {
+                host,
+                since,
+                stop_pending,
+                ..
+            } => {
+                let since = since.round(jiff::Unit::Second).unwrap_or(*since);
+                write!(f, "unknown: {host} unreachable since {since}")?;
+                if *stop_pending {
+                    f.write_str("; stop pending")?;
+                }
+                Ok(())
+            }
             other => f.write_str(other.name()),
         }
     }

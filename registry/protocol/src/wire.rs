@@ -562,6 +562,10 @@ pub struct StoppedOutcome {
     /// SIGKILL was needed after the stop timeout.
     pub killed: bool,
     pub elapsed_ms: u64,
+    /// Set when the stop could not be done yet: why (its host does not answer). The service is
+    /// `unknown` with `stop_pending`, and the daemon finishes the stop when the host answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
 }
 
 /// Result of `stop`, in stop order (dependents first).

@@ -22,15 +22,27 @@ fn all_states() -> Vec<ServiceState> {
             attempt: 1,
             next_start: None,
         },
+        ServiceState::Unknown {
+            host: "h1".into(),
+            since: jiff::Timestamp::UNIX_EPOCH,
+            reason: "no answer for 5 s".into(),
+            stop_pending: false,
+        },
     ]
 }
 
 fn legal(from: &str, to: &str) -> bool {
     let table: &[(&str, &[&str])] = &[
         ("pending", &["starting", "stopped", "failed"]),
-        ("starting", &["running", "stopping", "exited", "failed"]),
-        ("running", &["stopping", "exited", "failed", "restarting"]),
-        ("stopping", &["stopped", "exited", "failed"]),
+        (
+            "starting",
+            &["running", "stopping", "exited", "failed", "unknown"],
+        ),
+        (
+            "running",
+            &["stopping", "exited", "failed", "restarting", "unknown"],
+        ),
+        ("stopping", &["stopped", "exited", "failed", "unknown"]),
         ("stopped", &["pending", "starting"]),
         (
             "exited",
@@ -38,6 +50,12 @@ fn legal(from: &str, to: &str) -> bool {
         ),
         ("failed", &["pending", "starting", "restarting", "stopped"]),
         ("restarting", &["starting", "stopped", "failed"]),
+        (
+            "unknown",
+            &[
+                "unknown", "starting", "running", "stopping", "stopped", "exited", "failed",
+            ],
+        ),
     ];
     table.iter().any(|(f, tos)| *f == from && tos.contains(&to))
 }

@@ -390,6 +390,61 @@ impl Testbed {
     }
 }
 
+/// Faults the testbed can inject (`tests/testbed/fault.sh`; root only).
+impl Testbed {
+    /// Runs `fault.sh ARGS` for this testbed instance; panics when it fails.
+    pub fn fault(&self, args: &[&str]) {
+        let mut cmd = Command::new("bash");
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fault.sh"))
+            .args(args)
+            .env(
+                "HARNESS_TESTBED_INSTANCE",
+                self.var("TB_INSTANCE").unwrap_or("0"),
+            )
+            .env("HARNESS_TESTBED_DIR", &self.dir)
+            .stdin(Stdio::null());
+        let out = run(cmd, COMMAND_TIMEOUT);
+        if !out.status.success() {
+            panic!(
+                "fault.sh {args:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// Takes `host`'s link to the bridge down: packets to it are dropped, connections time out.
+    pub fn link_down(&self, host: &str) {
+        self.fault(&["link-down", host]);
+    }
+
+    pub fn link_up(&self, host: &str) {
+        self.fault(&["link-up", host]);
+    }
+
+    /// SIGKILLs `host`'s sshd and every session it runs (detached processes survive).
+    pub fn sshd_kill(&self, host: &str) {
+        self.fault(&["sshd-kill", host]);
+    }
+
+    /// Starts `host`'s sshd again; returns once it listens.
+    pub fn sshd_start(&self, host: &str) {
+        self.fault(&["sshd-start", host]);
+    }
+
+    /// Restarts `engine` as a service manager would (SIGTERM stops its containers), returns once it
+    /// answers again.
+    pub fn dockerd_restart(&self, engine: Engine) {
+        self.fault(&[
+            "dockerd-restart",
+            match engine {
+                Engine::Local => "local",
+                Engine::H2 => "h2",
+            },
+        ]);
+    }
+}
+
 /// A process found by [`Testbed::processes_matching`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {

@@ -39,6 +39,7 @@ pub async fn handle(
                 was: s.was,
                 killed: s.killed,
                 elapsed_ms: super::millis(s.elapsed),
+                pending: s.pending,
             })
             .collect(),
     })

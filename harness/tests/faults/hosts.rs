@@ -1,0 +1,427 @@
+//! A host that stops answering (its link down, or its sshd killed) during start, stop, exec and
+//! log following (ADR 0032): status says `unknown` with since-when instead of what it cannot
+//! verify, a stop is pending (non-zero exit) and finished by the daemon when the host answers, a
+//! start never runs a second copy, and no line of output is lost.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use testbed::Testbed;
+
+use crate::common::faults::{
+    assert_contiguous, counted, entry, host_lock, hosts_yaml, next, processes, rounds, seed, state,
+    wait_for,
+};
+use crate::common::testbed_env::Env;
+
+/// A service that prints `line N` 20 times a second (`$$`: Compose interpolation).
+const COUNTER: &str = "i=0; while :; do echo line $$i; i=$$((i+1)); sleep 0.05; done";
+
+/// `harness logs -F NAME` in the background, its lines collected.
+struct Follow {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Follow {
+    fn start(env: &Env, name: &str) -> Follow {
+        let mut child = env
+            .cmd(&["logs", "-F", name])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        Follow {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    fn numbers(&self) -> Vec<u64> {
+        counted(&self.lines.lock().unwrap().join("\n"))
+    }
+
+    fn last(&self) -> u64 {
+        self.numbers().last().copied().unwrap_or(0)
+    }
+
+    fn finish(mut self) -> Vec<u64> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.numbers()
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Lines from the first one seen: `first, first+1, ...`.
+#[track_caller]
+fn assert_from_first(what: &str, seq: &[u64]) {
+    let first = seq.first().copied().unwrap_or(0);
+    let shifted: Vec<u64> = seq.iter().map(|n| n - first).collect();
+    assert_contiguous(what, &shifted);
+}
+
+#[test]
+fn a_stop_while_the_link_is_down_is_pending_and_finished_when_the_host_answers() {
+    let mut fault = host_lock();
+    let tb = Testbed::get();
+    let env = Env::new(&format!(
+        "name: faultlink\n{}services:\n  r1:\n    host: h1\n    command: [sleep, '86431']\n",
+        hosts_yaml(tb)
+    ));
+    let argv = ["sleep", "86431"];
+    env.run(&["start"]).ok();
+    let first = processes(&argv);
+    assert_eq!(first.len(), 1, "one copy after start: {first:?}");
+    let pid = first[0];
+
+    fault.link_down("h1");
+    let detected = wait_for(Duration::from_secs(30), || state(&env, "r1") == "unknown")
+        .unwrap_or_else(|| panic!("r1 not unknown with h1's link down: {}", entry(&env, "r1")));
+    let e = entry(&env, "r1");
+    assert_eq!(e["state"]["host"], "h1", "{e}");
+    assert!(e["state"]["since"].is_string(), "{e}");
+    let table = env.run(&["status"]).ok().stdout;
+    assert!(
+        table.contains("unknown: h1 unreachable since"),
+        "the table says what is known: {table}"
+    );
+
+    // exec cannot reach the host: it fails and says which host.
+    let t = Instant::now();
+    let exec = env.run(&["exec", "r1", "--", "echo", "hi"]);
+    let exec_took = t.elapsed();
+    assert_ne!(exec.code, 0, "exec on an unreachable host: {}", exec.stdout);
+    assert!(
+        exec.stderr.contains("h1 has not answered since"),
+        "exec names the host: {}",
+        exec.stderr
+    );
+
+    let t = Instant::now();
+    let stop = env.run(&["stop", "r1"]);
+    let stop_took = t.elapsed();
+    assert_ne!(
+        stop.code, 0,
+        "a stop that could not be done must not succeed: {}",
+        stop.stdout
+    );
+    assert!(
+        stop.stdout.contains("r1") && stop.stdout.contains("not stopped yet: h1 unreachable"),
+        "stop says why: {}\n{}",
+        stop.stdout,
+        stop.stderr
+    );
+    let e = entry(&env, "r1");
+    assert_eq!(e["state"]["kind"], "unknown", "{e}");
+    assert_eq!(e["state"]["stop_pending"], true, "{e}");
+
+    // A start while the old run may be alive: refused, naming the host; still one copy.
+    let start = env.run(&["start"]);
+    assert_ne!(start.code, 0, "start: {}", start.stdout);
+    let said = format!("{}{}", start.stdout, start.stderr);
+    assert!(
+        said.contains("h1 has not answered since"),
+        "start names the host: {said}"
+    );
+    assert_eq!(
+        processes(&argv),
+        vec![pid],
+        "no second copy while h1 is away"
+    );
+    assert!(tb.pid_alive_on("h1", pid));
+
+    fault.link_up("h1");
+    let t = Instant::now();
+    let finished = wait_for(Duration::from_secs(60), || state(&env, "r1") == "stopped")
+        .unwrap_or_else(|| {
+            panic!(
+                "the pending stop did not finish after h1 came back: {}",
+                entry(&env, "r1")
+            )
+        });
+    assert!(
+        wait_for(Duration::from_secs(5), || !tb.pid_alive_on("h1", pid)).is_some(),
+        "stopped, but {pid} lives on h1"
+    );
+    let recovered = t.elapsed();
+
+    env.run(&["start"]).ok();
+    assert_eq!(
+        processes(&argv).len(),
+        1,
+        "one copy after the host returned"
+    );
+    env.run(&["stop"]).ok();
+    assert!(wait_for(Duration::from_secs(5), || processes(&argv).is_empty()).is_some());
+    eprintln!(
+        "link down during stop: unknown after {:.1} s; exec failed in {:.1} s; stop answered \
+         (pending, exit {}) in {:.1} s; stop finished {:.1} s after link up ({:.1} s until the \
+         process was gone); no duplicate",
+        detected.as_secs_f64(),
+        exec_took.as_secs_f64(),
+        stop.code,
+        stop_took.as_secs_f64(),
+        finished.as_secs_f64(),
+        recovered.as_secs_f64()
+    );
+}
+
+#[test]
+fn a_link_down_makes_a_running_service_unknown_then_running_and_loses_no_line() {
+    let mut fault = host_lock();
+    let tb = Testbed::get();
+    let env = Env::new(&format!(
+        "name: faultflap\n{}services:\n  c2:\n    host: h2\n    command: [sh, -c, '{COUNTER}']\n",
+        hosts_yaml(tb)
+    ));
+    let argv = ["sh", "-c", &COUNTER.replace("$$", "$")];
+    env.run(&["start"]).ok();
+    let follow = Follow::start(&env, "c2");
+    assert!(wait_for(Duration::from_secs(10), || follow.last() >= 20).is_some());
+
+    fault.link_down("h2");
+    let at_down = follow.last();
+    let detected = wait_for(Duration::from_secs(30), || state(&env, "c2") == "unknown")
+        .unwrap_or_else(|| panic!("c2 not unknown with h2's link down: {}", entry(&env, "c2")));
+    std::thread::sleep(Duration::from_secs(2));
+    fault.link_up("h2");
+    let back = wait_for(Duration::from_secs(30), || state(&env, "c2") == "running")
+        .unwrap_or_else(|| panic!("c2 not running after link up: {}", entry(&env, "c2")));
+    // Everything written on h2 meanwhile arrives.
+    let outage_lines = (detected + Duration::from_secs(2)).as_millis() as u64 / 50;
+    let caught_up = wait_for(Duration::from_secs(30), || {
+        follow.last() >= at_down + outage_lines + 20
+    })
+    .expect("the follower caught up with what h2 wrote during the outage");
+    assert_eq!(processes(&argv).len(), 1, "one copy all along");
+    env.run(&["stop"]).ok();
+    let followed = follow.finish();
+    assert_from_first("harness logs -F across the outage", &followed);
+    let all = counted(&env.run(&["logs", "c2"]).ok().stdout);
+    assert_contiguous("harness logs after the outage", &all);
+    assert!(wait_for(Duration::from_secs(5), || processes(&argv).is_empty()).is_some());
+    eprintln!(
+        "link down while running: unknown after {:.1} s; running again {:.1} s after link up; \
+         followers caught up {:.1} s later; {} lines, none lost or doubled",
+        detected.as_secs_f64(),
+        back.as_secs_f64(),
+        caught_up.as_secs_f64(),
+        all.len()
+    );
+}
+
+#[test]
+fn sshd_killed_during_exec_stop_and_log_following_loses_nothing_and_leaves_no_orphan() {
+    let mut fault = host_lock();
+    let tb = Testbed::get();
+    let env = Env::new(&format!(
+        "name: faultsshd\n{}services:\n  c3:\n    host: h3\n    command: [sh, -c, '{COUNTER}']\n",
+        hosts_yaml(tb)
+    ));
+    let argv = ["sh", "-c", &COUNTER.replace("$$", "$")];
+    env.run(&["start"]).ok();
+    let follow = Follow::start(&env, "c3");
+    assert!(wait_for(Duration::from_secs(10), || follow.last() >= 20).is_some());
+    let pid = processes(&argv)[0];
+
+    fault.sshd_kill("h3");
+    let t = Instant::now();
+    let exec = env.run(&["exec", "c3", "--", "echo", "hi"]);
+    let exec_took = t.elapsed();
+    assert_ne!(exec.code, 0, "exec without sshd: {}", exec.stdout);
+    assert!(
+        exec.stderr.contains("refused") || exec.stderr.contains("h3"),
+        "exec says why: {}",
+        exec.stderr
+    );
+    let detected = wait_for(Duration::from_secs(30), || state(&env, "c3") == "unknown")
+        .unwrap_or_else(|| panic!("c3 not unknown without sshd: {}", entry(&env, "c3")));
+    let t = Instant::now();
+    let stop = env.run(&["stop"]);
+    let stop_took = t.elapsed();
+    assert_ne!(stop.code, 0, "stop without sshd: {}", stop.stdout);
+    assert!(
+        stop.stdout.contains("not stopped yet"),
+        "{}\n{}",
+        stop.stdout,
+        stop.stderr
+    );
+    assert!(
+        tb.pid_alive_on("h3", pid),
+        "the service outlives its host's sshd"
+    );
+    let written = follow.last();
+
+    fault.sshd_start("h3");
+    let finished = wait_for(Duration::from_secs(60), || state(&env, "c3") == "stopped")
+        .unwrap_or_else(|| panic!("the stop did not finish: {}", entry(&env, "c3")));
+    assert!(
+        wait_for(Duration::from_secs(5), || processes(&argv).is_empty()).is_some(),
+        "orphan on h3 after the stop"
+    );
+    // What it wrote while sshd was down reached the log.
+    let all = counted(&env.run(&["logs", "c3"]).ok().stdout);
+    assert_contiguous("harness logs after sshd came back", &all);
+    assert!(
+        all.len() as u64 > written + 20,
+        "lines written while sshd was down are missing: {} <= {written}",
+        all.len()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let followed = follow.finish();
+    assert_from_first("harness logs -F across sshd's restart", &followed);
+    eprintln!(
+        "sshd killed: exec failed in {:.2} s; unknown after {:.1} s; stop answered (pending) in \
+         {:.1} s and finished {:.1} s after sshd was back; {} lines, none lost",
+        exec_took.as_secs_f64(),
+        detected.as_secs_f64(),
+        stop_took.as_secs_f64(),
+        finished.as_secs_f64(),
+        all.len()
+    );
+}
+
+#[test]
+fn sshd_killed_during_start_never_leaves_two_copies() {
+    let mut fault = host_lock();
+    let tb = Testbed::get();
+    let env = Env::new(&format!(
+        "name: faultstart\n{}services:\n  s3:\n    host: h3\n    command: [sleep, '86432']\n",
+        hosts_yaml(tb)
+    ));
+    let argv = ["sleep", "86432"];
+    let mut seed = seed();
+    for round in 0..rounds(3) {
+        let delay = Duration::from_millis(next(&mut seed) % 301);
+        let mut start = env
+            .cmd(&["start"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        fault.sshd_kill("h3");
+        let code = start.wait().unwrap().code();
+        let during = processes(&argv).len();
+        assert!(during <= 1, "round {round}: {during} copies");
+        fault.sshd_start("h3");
+        // The daemon notices the host again, then a start leaves exactly one copy.
+        let t = Instant::now();
+        let again = wait_for(Duration::from_secs(60), || {
+            let r = env.run(&["start"]);
+            r.code == 0 && processes(&argv).len() == 1
+        });
+        assert!(
+            again.is_some(),
+            "round {round}: no single copy after sshd came back: {:?}, status {:?}",
+            processes(&argv),
+            env.status()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(processes(&argv).len(), 1, "round {round}: a late duplicate");
+        let stop = env.run(&["stop"]);
+        assert_eq!(
+            stop.code, 0,
+            "round {round}: {}\n{}",
+            stop.stdout, stop.stderr
+        );
+        assert!(
+            wait_for(Duration::from_secs(5), || processes(&argv).is_empty()).is_some(),
+            "round {round}: orphan after stop"
+        );
+        eprintln!(
+            "round {round}: sshd killed {delay:?} into start (start exit {code:?}, {during} copy \
+             then); one copy {:.1} s after sshd was back; none after stop",
+            t.elapsed().as_secs_f64()
+        );
+    }
+}
+
+#[test]
+fn a_link_down_during_start_never_leaves_two_copies() {
+    let mut fault = host_lock();
+    let tb = Testbed::get();
+    let env = Env::new(&format!(
+        "name: faultlinkstart\n{}services:\n  s1:\n    host: h1\n    command: [sleep, '86433']\n",
+        hosts_yaml(tb)
+    ));
+    let argv = ["sleep", "86433"];
+    // A connection to h1 exists already, as in real use.
+    env.run(&["start"]).ok();
+    env.run(&["stop"]).ok();
+    let mut seed = seed();
+    for round in 0..rounds(2) {
+        let delay = Duration::from_millis(next(&mut seed) % 301);
+        let t = Instant::now();
+        let start = env
+            .cmd(&["start"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        fault.link_down("h1");
+        let out = start.wait_with_output().unwrap();
+        let start_took = t.elapsed();
+        let during = processes(&argv).len();
+        assert!(during <= 1, "round {round}: {during} copies");
+        let said = state(&env, "s1");
+        // Whatever start said, status claims `running` only with the process there.
+        if said == "running" {
+            assert_eq!(during, 1, "round {round}: running without its process");
+        }
+        fault.link_up("h1");
+        let t = Instant::now();
+        let again = wait_for(Duration::from_secs(60), || {
+            let r = env.run(&["start"]);
+            r.code == 0 && processes(&argv).len() == 1 && state(&env, "s1") == "running"
+        });
+        assert!(
+            again.is_some(),
+            "round {round}: no single running copy after link up: {:?}, {}",
+            processes(&argv),
+            entry(&env, "s1")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(processes(&argv).len(), 1, "round {round}: a late duplicate");
+        let stop = env.run(&["stop"]);
+        assert_eq!(
+            stop.code, 0,
+            "round {round}: {}\n{}",
+            stop.stdout, stop.stderr
+        );
+        assert!(
+            wait_for(Duration::from_secs(5), || processes(&argv).is_empty()).is_some(),
+            "round {round}: orphan after stop"
+        );
+        eprintln!(
+            "round {round}: link down {delay:?} into start: start answered in {:.1} s (exit {:?}, \
+             {during} copy, status {said}); one running copy {:.1} s after link up; none after stop",
+            start_took.as_secs_f64(),
+            out.status.code(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+}
