@@ -38,6 +38,10 @@ const RING_LINES: usize = 2_000;
 const MAX_FOLLOWER_BACKLOG: usize = 200_000;
 const READ_CHUNK: usize = 1 << 20;
 const PUNCH_EVERY: u64 = 1 << 20;
+/// Space kept allocated past the end of each raw file (`fallocate(KEEP_SIZE)`), so that a
+/// service's own writes still land when its disk fills up: the daemon can count and mark
+/// the lines it cannot keep, but never lines the service could not write at all.
+const RESERVE: u64 = 1 << 20;
 
 /// Which output a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +141,71 @@ pub(crate) struct LogHub {
 struct HubState {
     ring: VecDeque<LogLine>,
     followers: Vec<Sender<LogLine>>,
+    /// Lines that could not be written to the log file and are not yet marked in it.
+    gap: Option<Gap>,
+}
+
+/// Lines lost from the log file, per stream, since the last line that was written.
+#[derive(Debug, Clone, Default)]
+struct Gap {
+    lost: [u64; 2],
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    reason: String,
+}
+
+impl Gap {
+    fn add(&mut self, lines: &[LogLine], reason: &std::io::Error) {
+        for l in lines {
+            self.lost[stream_index(l.stream)] += 1;
+            self.since.get_or_insert(l.time);
+            self.until = Some(l.time);
+        }
+        self.reason = reason_text(reason);
+    }
+
+    /// One marker line per stream that lost lines, as they are shown and written.
+    fn markers(&self, service: &str, time: Timestamp) -> Vec<LogLine> {
+        let span = match (self.since, self.until) {
+            (Some(a), Some(b)) => format!(", read between {a} and {b}"),
+            _ => String::new(),
+        };
+        STREAMS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.lost[*i] > 0)
+            .map(|(i, (_, stream))| LogLine {
+                service: service.to_owned(),
+                stream: *stream,
+                time,
+                text: format!(
+                    "… {} lines lost: {} (the log file could not be written{span}) …",
+                    self.lost[i], self.reason
+                ),
+            })
+            .collect()
+    }
+}
+
+fn stream_index(s: StreamKind) -> usize {
+    match s {
+        StreamKind::Stdout => 0,
+        StreamKind::Stderr => 1,
+    }
+}
+
+/// `no space left on device`: the error as a reader of the marker wants it.
+fn reason_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 impl LogHub {
@@ -269,26 +338,62 @@ impl LogHub {
         }
     }
 
-    /// Writes lines to the log file, the ring and followers, then records the offsets.
+    /// Writes lines to the log file, the ring and followers, then records the offsets. Lines
+    /// the log file does not take (disk full) are counted; the count is written as a marker line
+    /// (`… 9696 lines lost: no space left on device …`) before the next lines that are written,
+    /// and shown by `logs` until then.
     async fn commit(&self, lines: Vec<LogLine>, cur: &mut Cursor, final_round: bool) {
         let mut st = self.state.lock().await;
+        let mut failed = false;
         if !lines.is_empty() {
+            let markers = st
+                .gap
+                .as_ref()
+                .map(|g| g.markers(&self.service, lines[0].time))
+                .unwrap_or_default();
             let mut buf = Vec::with_capacity(lines.len() * 64);
+            // Where each line ends in `buf`, to count what a short write lost.
+            let mut ends = Vec::with_capacity(lines.len());
+            for l in &markers {
+                let _ = writeln!(buf, "{} {} {}", l.time, l.stream.tag(), l.text);
+            }
+            let markers_end = buf.len();
             for l in &lines {
                 let _ = writeln!(buf, "{} {} {}", l.time, l.stream.tag(), l.text);
+                ends.push(buf.len());
             }
             let path = self.log_path();
             let limits = self.limits();
-            if let Err(e) = blocking::unblock(move || append_rotating(&path, &buf, limits)).await {
-                tracing::warn!(service = %self.service, "cannot write the log file: {e}");
+            let (written, error) =
+                blocking::unblock(move || append_rotating(&path, &buf, limits)).await;
+            if written >= markers_end && !markers.is_empty() {
+                if let Some(g) = st.gap.take() {
+                    tracing::warn!(service = %self.service, lost = ?g.lost, "log writing resumed after lines were lost: {}", g.reason);
+                }
+                for m in markers {
+                    push_ring(&mut st.ring, m);
+                }
+            }
+            if let Some(e) = error {
+                failed = true;
+                let kept = ends.iter().filter(|&&end| end <= written).count();
+                let lost = &lines[kept..];
+                if !lost.is_empty() {
+                    if st.gap.is_none() {
+                        tracing::warn!(service = %self.service, "cannot write the log file: {e}; counting the lines lost");
+                    }
+                    st.gap.get_or_insert_with(Gap::default).add(lost, &e);
+                }
             }
         }
         let dir = self.dir.clone();
         let committed = cur.committed;
+        // After a failed write, consumed output is released at once: the disk is full.
+        let eager = final_round || failed;
         let punch: Vec<(usize, u64)> = (0..2)
             .filter(|&i| {
                 committed[i] > cur.punched[i]
-                    && (final_round || committed[i] - cur.punched[i] >= PUNCH_EVERY)
+                    && (eager || committed[i] - cur.punched[i] >= PUNCH_EVERY)
             })
             .map(|i| (i, committed[i]))
             .collect();
@@ -309,21 +414,21 @@ impl LogHub {
                     );
                 }
             }
+            for f in files.iter().flatten() {
+                reserve(f);
+            }
             write_offsets(&dir, committed)
         })
         .await;
         for (punched, done) in cur.punched.iter_mut().zip(committed) {
-            if final_round || done - *punched >= PUNCH_EVERY {
+            if eager || done - *punched >= PUNCH_EVERY {
                 *punched = done;
             }
         }
         for l in lines {
             st.followers
                 .retain(|f| f.len() < MAX_FOLLOWER_BACKLOG && f.try_send(l.clone()).is_ok());
-            if st.ring.len() == RING_LINES {
-                st.ring.pop_front();
-            }
-            st.ring.push_back(l);
+            push_ring(&mut st.ring, l);
         }
     }
 
@@ -343,8 +448,15 @@ impl LogHub {
             let path = self.log_path();
             let keep = self.limits().keep;
             let service = self.service.clone();
-            blocking::unblock(move || read_log_files(&path, keep, &service, since, tail)).await
+            let lines =
+                blocking::unblock(move || read_log_files(&path, keep, &service, since, tail))
+                    .await;
+            lines
         };
+        // Lost lines not yet marked in the file are marked here.
+        if let Some(g) = &st.gap {
+            lines.extend(g.markers(&self.service, g.until.unwrap_or_else(Timestamp::now)));
+        }
         if let Some(n) = tail {
             let skip = lines.len().saturating_sub(n);
             lines.drain(..skip);
@@ -410,6 +522,20 @@ pub(crate) async fn serve(hubs: Vec<Arc<LogHub>>, q: &LogQuery) -> Logs {
     }
 }
 
+fn push_ring(ring: &mut VecDeque<LogLine>, l: LogLine) {
+    if ring.len() == RING_LINES {
+        ring.pop_front();
+    }
+    ring.push_back(l);
+}
+
+/// Keeps [`RESERVE`] bytes allocated past the end of a raw file (best effort).
+fn reserve(f: &File) {
+    if let Ok(m) = f.metadata() {
+        let _ = rustix::fs::fallocate(f, rustix::fs::FallocateFlags::KEEP_SIZE, m.len(), RESERVE);
+    }
+}
+
 /// A running pump; [`Pump::finish`] drains everything left and stops it.
 pub(crate) struct Pump {
     finish: Arc<Finish>,
@@ -471,6 +597,9 @@ impl Cursor {
                     .write(true)
                     .open(dir.join(name))
                     .ok();
+                if let Some(f) = &self.files[i] {
+                    reserve(f);
+                }
             }
             let Some(f) = &self.files[i] else { continue };
             // An idle service costs one fstat per poll, no buffer.
@@ -562,10 +691,17 @@ fn rotated(path: &Path, n: usize) -> PathBuf {
 }
 
 /// Appends whole lines, rotating before a line would take the file past `max_bytes` (a single
-/// longer line gets a file of its own).
-fn append_rotating(path: &Path, buf: &[u8], limits: LogLimits) -> std::io::Result<()> {
+/// longer line gets a file of its own). Returns how many bytes of `buf` were written, and the
+/// error that stopped it; a chunk that was written only in part is cut off again, so the file
+/// only ever holds whole lines.
+fn append_rotating(
+    path: &Path,
+    buf: &[u8],
+    limits: LogLimits,
+) -> (usize, Option<std::io::Error>) {
     let mut size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let mut rest = buf;
+    let mut written = 0;
     while !rest.is_empty() {
         let room = limits.max_bytes.saturating_sub(size) as usize;
         // As many whole lines as fit; at least one line into an empty file.
@@ -582,7 +718,9 @@ fn append_rotating(path: &Path, buf: &[u8], limits: LogLimits) -> std::io::Resul
             }
         }
         if take == 0 && size > 0 {
-            rotate(path, limits.keep)?;
+            if let Err(e) = rotate(path, limits.keep) {
+                return (written, Some(e));
+            }
             size = 0;
             continue;
         }
@@ -590,16 +728,50 @@ fn append_rotating(path: &Path, buf: &[u8], limits: LogLimits) -> std::io::Resul
             take = rest.len();
         }
         // 0600: service output may hold secrets.
-        let mut f = std::fs::OpenOptions::new()
+        let mut f = match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
-            .open(path)?;
-        f.write_all(&rest[..take])?;
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) => return (written, Some(e)),
+        };
+        let chunk = &rest[..take];
+        let mut done = 0;
+        while done < chunk.len() {
+            match f.write(&chunk[done..]) {
+                Ok(0) => {
+                    done_partly(&f, size, chunk, done);
+                    let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                    return (written + whole(chunk, done), Some(e));
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    done_partly(&f, size, chunk, done);
+                    return (written + whole(chunk, done), Some(e));
+                }
+            }
+        }
         size += take as u64;
+        written += take;
         rest = &rest[take..];
     }
-    Ok(())
+    (written, None)
+}
+
+/// Bytes of the whole lines among the first `done` bytes of `chunk`.
+fn whole(chunk: &[u8], done: usize) -> usize {
+    chunk[..done]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1)
+}
+
+/// Cuts a short write back to its last whole line.
+fn done_partly(f: &File, size: u64, chunk: &[u8], done: usize) {
+    let _ = f.set_len(size + whole(chunk, done) as u64);
 }
 
 fn rotate(path: &Path, keep: usize) -> std::io::Result<()> {

@@ -30,8 +30,9 @@ pub(crate) const FAILURE_LINES: usize = 20;
 pub(crate) struct StopRequest {
     pub signal: Signal,
     pub timeout: Duration,
-    /// Gets whether SIGKILL was needed.
-    pub done: Sender<bool>,
+    /// Gets whether SIGKILL was needed, or why nothing was stopped (the stop could not be
+    /// recorded: the process keeps running).
+    pub done: Sender<Result<bool, String>>,
 }
 
 /// Stop requests to one supervisor. A queue of its own rather than an async channel, which
@@ -147,7 +148,7 @@ impl Supervisor {
                 self.ready.update(|r| r.stopped = true);
             }
             for req in queued {
-                let _ = req.done.try_send(false);
+                let _ = req.done.try_send(Ok(false));
             }
         }
     }
@@ -161,8 +162,14 @@ impl Supervisor {
         loop {
             let mut proc = match begin {
                 Begin::Launch => match Box::pin(self.launch()).await {
-                    Some(p) => p,
-                    None => return,
+                    Ok(p) => p,
+                    Err(reason) => {
+                        if !Box::pin(self.launch_failed(reason, &mut backoff)).await {
+                            return;
+                        }
+                        begin = Begin::Launch;
+                        continue;
+                    }
                 },
                 Begin::Attach(p) => *p,
                 Begin::Ended => {
@@ -223,15 +230,30 @@ impl Supervisor {
         let pump = self.hub.pump();
         let up_since = Instant::now();
         let woke = {
-            let exited = async { Woke::Exited(proc.wait().await) };
-            let stop = async { Woke::Stop(self.stops.recv().await) };
-            let sick = async {
-                match &unhealthy {
-                    Some(rx) if rx.recv().await.is_ok() => Woke::Unhealthy,
-                    _ => futures_lite::future::pending().await,
+            loop {
+                let exited = async { Woke::Exited(proc.wait().await) };
+                let stop = async { Woke::Stop(self.stops.recv().await) };
+                let sick = async {
+                    match &unhealthy {
+                        Some(rx) if rx.recv().await.is_ok() => Woke::Unhealthy,
+                        _ => futures_lite::future::pending().await,
+                    }
+                };
+                match exited.or(stop).or(sick).await {
+                    // Record first, then act: a stop that cannot be recorded kills nothing
+                    // (status would show a dead process as running).
+                    Woke::Stop(req) => match Box::pin(self.record(ServiceState::Stopping)).await {
+                        Ok(()) => break Woke::Stop(req),
+                        Err(e) => {
+                            tracing::warn!(service = %self.key, "stop refused: {e}");
+                            let _ = req.done.try_send(Err(format!(
+                                "not stopped, it keeps running: the stop cannot be recorded ({e})"
+                            )));
+                        }
+                    },
+                    other => break other,
                 }
-            };
-            exited.or(stop).or(sick).await
+            }
         };
         drop(health);
         Box::pin(self.after_run(proc, pump, woke, up_since.elapsed(), backoff)).await
@@ -248,12 +270,12 @@ impl Supervisor {
     ) -> bool {
         match woke {
             Woke::Stop(req) => {
-                self.set_state(ServiceState::Stopping).await;
+                // `stopping` is recorded (see `watch`).
                 let (_, killed) = self.terminate(proc, req.signal, req.timeout).await;
                 pump.finish().await;
-                self.set_state(ServiceState::Stopped).await;
+                self.record_retrying(ServiceState::Stopped).await;
                 self.ready.update(|r| r.stopped = true);
-                let _ = req.done.try_send(killed);
+                let _ = req.done.try_send(Ok(killed));
                 false
             }
             Woke::Exited(info) => {
@@ -275,55 +297,102 @@ impl Supervisor {
         }
     }
 
-    async fn launch(&self) -> Option<Launched> {
-        self.set_state(ServiceState::Starting).await;
+    /// Launches one run. Every step is recorded before the next acts: `starting` in the
+    /// registry, then the launch id on disk, then the process; a run whose pid cannot be
+    /// recorded is stopped again (a pid the registry does not hold is never reported).
+    async fn launch(&self) -> Result<Launched, String> {
+        if let Err(e) = self.record(ServiceState::Starting).await {
+            return Err(format!(
+                "not started: the start cannot be recorded in the registry ({e})"
+            ));
+        }
         if let Err(e) = self.hub.reset_raw().await {
-            self.fail(format!("cannot prepare {}: {e}", self.dir.display()))
-                .await;
-            return None;
+            return Err(format!("cannot prepare {}: {e}", self.dir.display()));
         }
         // Recorded before anything can run: a daemon killed from here on finds the process.
         let id = self.launches.next(&self.key.project, &self.key.name);
         if let Err(e) = crate::launches::record(&self.dir, &id).await {
-            self.fail(format!(
+            return Err(format!(
                 "cannot record the launch in {} (nothing was started): {e}",
                 self.dir.display()
-            ))
+            ));
+        }
+        let mut p = runtime::launch(&self.spec, &self.dir, &self.executor, &self.launches, &id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (pid, st) = (p.pid(), p.start_time());
+        let container = p.container_id().map(str::to_owned);
+        let gated = self.spec.health.is_some();
+        let mut last = None;
+        for attempt in 0..RECORD_ATTEMPTS {
+            if attempt > 0 {
+                Timer::after(RECORD_RETRY).await;
+            }
+            let container = container.clone();
+            let r = self
+                .store
+                .modify(&self.key, move |e| {
+                    e.runtime.pid = Some(pid);
+                    e.runtime.process_start_time = Some(st);
+                    if container.is_some() {
+                        if let registry::Location::Container { id, .. } = &mut e.location {
+                            *id = container.clone();
+                        }
+                        e.runtime.container_id = container;
+                    }
+                    if !gated && e.state == ServiceState::Starting {
+                        e.transition(ServiceState::Running)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            match r {
+                Ok(_) => return Ok(p),
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.map(|e| e.to_string()).unwrap_or_default();
+        tracing::warn!(service = %self.key, "cannot record the start: {e}; stopping it again");
+        self.terminate(&mut p, self.spec.stop.signal, self.spec.stop.timeout)
             .await;
-            return None;
-        }
-        match runtime::launch(&self.spec, &self.dir, &self.executor, &self.launches, &id).await {
-            Ok(p) => {
-                let (pid, st) = (p.pid(), p.start_time());
-                let container = p.container_id().map(str::to_owned);
-                let gated = self.spec.health.is_some();
-                let r = self
-                    .store
-                    .modify(&self.key, move |e| {
-                        e.runtime.pid = Some(pid);
-                        e.runtime.process_start_time = Some(st);
-                        if container.is_some() {
-                            if let registry::Location::Container { id, .. } = &mut e.location {
-                                *id = container.clone();
-                            }
-                            e.runtime.container_id = container;
-                        }
-                        if !gated && e.state == ServiceState::Starting {
-                            e.transition(ServiceState::Running)?;
-                        }
-                        Ok(())
-                    })
-                    .await;
-                if let Err(e) = r {
-                    tracing::warn!(service = %self.key, "cannot record the start: {e}");
-                }
-                Some(p)
+        Err(format!(
+            "started as pid {pid} but its pid cannot be recorded in the registry ({e}); \
+             stopped it again"
+        ))
+    }
+
+    /// A launch failed: recorded as failed, then the restart policy decides (`restart: always`
+    /// tries again after its backoff). False when the supervisor is done.
+    async fn launch_failed(&self, reason: String, backoff: &mut Backoff) -> bool {
+        self.fail(reason).await;
+        let retry = match self.spec.restart.policy {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure | RestartPolicy::Always | RestartPolicy::UnlessStopped => {
+                true
             }
-            Err(reason) => {
-                self.fail(reason.to_string()).await;
-                None
-            }
+        };
+        if !retry {
+            return false;
         }
+        let Backoff { attempt, delay } = backoff;
+        if let Some(max) = self.spec.restart.max_restarts
+            && *attempt >= max
+        {
+            return false;
+        }
+        *attempt += 1;
+        let next = Timestamp::now()
+            .checked_add(jiff::SignedDuration::try_from(*delay).unwrap_or_default())
+            .ok();
+        self.set_state(ServiceState::Restarting {
+            attempt: *attempt,
+            next_start: next,
+        })
+        .await;
+        let d = *delay;
+        let policy = &self.spec.restart;
+        *delay = (*delay * 2).min(policy.backoff.max.max(policy.backoff.initial));
+        self.backoff(d).await
     }
 
     /// Stops the run; forgets its launch once it is known to be gone.
@@ -430,7 +499,7 @@ impl Supervisor {
             Some(req) => {
                 self.set_state(ServiceState::Stopped).await;
                 self.ready.update(|r| r.stopped = true);
-                let _ = req.done.try_send(false);
+                let _ = req.done.try_send(Ok(false));
                 false
             }
         }
@@ -446,12 +515,37 @@ impl Supervisor {
     async fn set_state(&self, to: ServiceState) {
         set_state(&self.store, &self.key, to).await;
     }
+
+    /// Moves to `to`, durably, or says why not.
+    async fn record(&self, to: ServiceState) -> Result<(), registry::StoreError> {
+        record_state(&self.store, &self.key, to).await
+    }
+
+    /// Moves to `to`, trying a few times (the store reopens after an I/O error).
+    async fn record_retrying(&self, to: ServiceState) {
+        for attempt in 0..RECORD_ATTEMPTS {
+            if attempt > 0 {
+                Timer::after(RECORD_RETRY).await;
+            }
+            match self.record(to.clone()).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(service = %self.key, "registry: {e}"),
+            }
+        }
+    }
 }
 
-/// Moves the entry to `to`, through `pending` when there is no direct legal move (e.g. a stopped
-/// service that fails to start again). Registry problems are logged, never fatal to a service.
-pub(crate) async fn set_state(store: &Store, key: &ServiceKey, to: ServiceState) {
-    let r = store
+/// How often a record the service's truth depends on is tried, and how far apart.
+const RECORD_ATTEMPTS: u32 = 3;
+const RECORD_RETRY: Duration = Duration::from_millis(100);
+
+/// Moves the entry to `to` (see [`set_state`]), returning the registry's error.
+pub(crate) async fn record_state(
+    store: &Store,
+    key: &ServiceKey,
+    to: ServiceState,
+) -> Result<(), registry::StoreError> {
+    store
         .modify(key, move |e: &mut ServiceEntry| {
             if e.state == to {
                 return Ok(());
@@ -462,8 +556,14 @@ pub(crate) async fn set_state(store: &Store, key: &ServiceKey, to: ServiceState)
             }
             e.transition(to)
         })
-        .await;
-    if let Err(e) = r {
+        .await
+        .map(|_| ())
+}
+
+/// Moves the entry to `to`, through `pending` when there is no direct legal move (e.g. a stopped
+/// service that fails to start again). Registry problems are logged, never fatal to a service.
+pub(crate) async fn set_state(store: &Store, key: &ServiceKey, to: ServiceState) {
+    if let Err(e) = record_state(store, key, to).await {
         tracing::warn!(service = %key, "registry: {e}");
     }
 }

@@ -133,7 +133,7 @@ pub struct Snapshot {
 
 struct Inner {
     path: PathBuf,
-    db: Arc<Database>,
+    db: Arc<Db>,
     ops: async_channel::Sender<Request>,
     hub: Arc<Hub>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -165,7 +165,10 @@ impl Store {
         let path = path.as_ref().to_path_buf();
         let p = path.clone();
         let (db, last_seq) = blocking::unblock(move || open_db(&p)).await?;
-        let db = Arc::new(db);
+        let db = Arc::new(Db {
+            path: path.clone(),
+            current: std::sync::RwLock::new(Some(Arc::new(db))),
+        });
         let hub = Arc::new(Hub::new(last_seq));
         // A bounded queue allocates every slot up front: 1024 keeps the idle daemon small while a batch
         // (up to MAX_BATCH operations) still forms behind a slow fsync.
@@ -279,6 +282,7 @@ impl Store {
         let db = self.inner.db.clone();
         let k = key.storage_key();
         blocking::unblock(move || {
+            let db = db.get()?;
             let txn = db.begin_read().map_err(storage)?;
             let table = match txn.open_table(SERVICES) {
                 Ok(t) => t,
@@ -310,6 +314,7 @@ impl Store {
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let db = self.inner.db.clone();
         blocking::unblock(move || {
+            let db = db.get()?;
             let txn = db.begin_read().map_err(storage)?;
             read_snapshot(&txn)
         })
@@ -320,6 +325,7 @@ impl Store {
     pub async fn events_after(&self, since: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let db = self.inner.db.clone();
         blocking::unblock(move || {
+            let db = db.get()?;
             let txn = db.begin_read().map_err(storage)?;
             let table = match txn.open_table(EVENTS) {
                 Ok(t) => t,
@@ -344,6 +350,7 @@ impl Store {
     pub async fn pruned_through(&self) -> Result<u64, StoreError> {
         let db = self.inner.db.clone();
         blocking::unblock(move || {
+            let db = db.get()?;
             let txn = db.begin_read().map_err(storage)?;
             read_meta(&txn, "pruned_through")
         })
@@ -364,6 +371,7 @@ impl Store {
     ) -> Result<Replay, StoreError> {
         let db = self.inner.db.clone();
         blocking::unblock(move || {
+            let db = db.get()?;
             let txn = db.begin_read().map_err(storage)?;
             if since < read_meta(&txn, "pruned_through")? {
                 return Ok(Replay::Resync);
@@ -453,6 +461,55 @@ fn read_snapshot(txn: &redb::ReadTransaction) -> Result<Snapshot, StoreError> {
     Ok(Snapshot { seq, services })
 }
 
+/// The open database, replaced after an I/O error. redb refuses every later transaction once a
+/// write failed ("Previous I/O error occurred"): after a disk-full commit the registry stayed
+/// unusable until the daemon restarted. So a failed commit closes the database and the next
+/// operation opens it again (redb's open repairs what the failed commit left).
+struct Db {
+    path: PathBuf,
+    current: std::sync::RwLock<Option<Arc<Database>>>,
+}
+
+impl Db {
+    /// The database, opening it again if the last one was closed after an error.
+    fn get(&self) -> Result<Arc<Database>, StoreError> {
+        if let Some(db) = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Ok(db.clone());
+        }
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(db) = cur.as_ref() {
+            return Ok(db.clone());
+        }
+        let (db, _) = open_db(&self.path).map_err(|e| {
+            StoreError::Storage(format!("cannot reopen after an I/O error: {e}"))
+        })?;
+        tracing::info!(path = %self.path.display(), "registry store reopened after an I/O error");
+        let db = Arc::new(db);
+        *cur = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Closes the database after a failed commit, once the transactions in flight on it are
+    /// done (reads on the blocking pool hold it for one read each), so that it can be opened again.
+    fn close_after_error(&self, db: Arc<Database>) {
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &db)) {
+            *cur = None;
+        }
+        drop(cur);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&db) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(db);
+    }
+}
+
 /// The registry's own page cache (read cache and write buffer); the event throughput bench is
 /// the same with 256 KiB as with 1 GiB.
 const CACHE_BYTES: usize = 256 << 10;
@@ -509,7 +566,7 @@ fn open_db(path: &Path) -> Result<(Database, u64), StoreError> {
 }
 
 fn writer_loop(
-    db: &Database,
+    db: &Db,
     rx: &async_channel::Receiver<Request>,
     hub: &Hub,
     retention: Retention,
@@ -529,7 +586,15 @@ fn writer_loop(
             last_age_check = std::time::Instant::now();
         }
         let shutdown = batch.iter().any(|r| matches!(r.op, Op::Shutdown));
-        match commit_batch(db, &mut batch, retention, check_age) {
+        let outcome = db.get().and_then(|handle| {
+            let r = commit_batch(&handle, &mut batch, retention, check_age);
+            if r.is_err() {
+                // redb fails every later transaction of this handle: open it again.
+                db.close_after_error(handle);
+            }
+            r
+        });
+        match outcome {
             Ok((results, published)) => {
                 hub.publish(published);
                 for (req, result) in batch.drain(..).zip(results) {
