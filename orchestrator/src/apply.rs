@@ -560,7 +560,10 @@ async fn apply_selected(
     // What will not be started in this apply is judged by its registry entry.
     let entries_now = inner.store.list(Some(&project.name)).await?;
     for e in entries_now {
-        if matches!(plans.get(&e.name), Some(Plan::Start(..) | Plan::Fail(_) | Plan::Refused(_))) {
+        if matches!(
+            plans.get(&e.name),
+            Some(Plan::Start(..) | Plan::Fail(_) | Plan::Refused(_))
+        ) {
             continue;
         }
         with_slot(inner, &project.name, &e.name, |s| {

@@ -364,8 +364,9 @@ impl LogHub {
             }
             let path = self.log_path();
             let limits = self.limits();
+            let in_gap = st.gap.is_some();
             let (written, error) =
-                blocking::unblock(move || append_rotating(&path, &buf, limits)).await;
+                blocking::unblock(move || append_rotating(&path, &buf, limits, in_gap)).await;
             if written >= markers_end && !markers.is_empty() {
                 if let Some(g) = st.gap.take() {
                     tracing::warn!(service = %self.service, lost = ?g.lost, "log writing resumed after lines were lost: {}", g.reason);
@@ -448,10 +449,7 @@ impl LogHub {
             let path = self.log_path();
             let keep = self.limits().keep;
             let service = self.service.clone();
-            let lines =
-                blocking::unblock(move || read_log_files(&path, keep, &service, since, tail))
-                    .await;
-            lines
+            blocking::unblock(move || read_log_files(&path, keep, &service, since, tail)).await
         };
         // Lost lines not yet marked in the file are marked here.
         if let Some(g) = &st.gap {
@@ -692,13 +690,25 @@ fn rotated(path: &Path, n: usize) -> PathBuf {
 
 /// Appends whole lines, rotating before a line would take the file past `max_bytes` (a single
 /// longer line gets a file of its own). Returns how many bytes of `buf` were written, and the
-/// error that stopped it; a chunk that was written only in part is cut off again, so the file
-/// only ever holds whole lines.
+/// error that stopped it; a chunk that was written only in part is cut back to its last whole
+/// line, or, `all_or_nothing`, to where it began (while lines are being lost, a write that
+/// only fits in part would scatter small gaps through the file).
 fn append_rotating(
     path: &Path,
     buf: &[u8],
     limits: LogLimits,
+    all_or_nothing: bool,
 ) -> (usize, Option<std::io::Error>) {
+    let whole = |chunk: &[u8], done: usize| {
+        if all_or_nothing {
+            0
+        } else {
+            whole(chunk, done)
+        }
+    };
+    let done_partly = |f: &File, size: u64, chunk: &[u8], done: usize| {
+        let _ = f.set_len(size + whole(chunk, done) as u64);
+    };
     let mut size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let mut rest = buf;
     let mut written = 0;
@@ -767,11 +777,6 @@ fn whole(chunk: &[u8], done: usize) -> usize {
         .iter()
         .rposition(|&b| b == b'\n')
         .map_or(0, |i| i + 1)
-}
-
-/// Cuts a short write back to its last whole line.
-fn done_partly(f: &File, size: u64, chunk: &[u8], done: usize) {
-    let _ = f.set_len(size + whole(chunk, done) as u64);
 }
 
 fn rotate(path: &Path, keep: usize) -> std::io::Result<()> {

@@ -367,9 +367,7 @@ impl Supervisor {
         self.fail(reason).await;
         let retry = match self.spec.restart.policy {
             RestartPolicy::No => false,
-            RestartPolicy::OnFailure | RestartPolicy::Always | RestartPolicy::UnlessStopped => {
-                true
-            }
+            RestartPolicy::OnFailure | RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
         };
         if !retry {
             return false;

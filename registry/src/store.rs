@@ -485,9 +485,8 @@ impl Db {
         if let Some(db) = cur.as_ref() {
             return Ok(db.clone());
         }
-        let (db, _) = open_db(&self.path).map_err(|e| {
-            StoreError::Storage(format!("cannot reopen after an I/O error: {e}"))
-        })?;
+        let (db, _) = open_db(&self.path)
+            .map_err(|e| StoreError::Storage(format!("cannot reopen after an I/O error: {e}")))?;
         tracing::info!(path = %self.path.display(), "registry store reopened after an I/O error");
         let db = Arc::new(db);
         *cur = Some(db.clone());
@@ -565,12 +564,7 @@ fn open_db(path: &Path) -> Result<(Database, u64), StoreError> {
     Ok((db, last_seq))
 }
 
-fn writer_loop(
-    db: &Db,
-    rx: &async_channel::Receiver<Request>,
-    hub: &Hub,
-    retention: Retention,
-) {
+fn writer_loop(db: &Db, rx: &async_channel::Receiver<Request>, hub: &Hub, retention: Retention) {
     let mut batch = Vec::new();
     let mut last_age_check = std::time::Instant::now();
     while let Ok(first) = rx.recv_blocking() {
@@ -603,8 +597,14 @@ fn writer_loop(
             }
             Err(e) => {
                 tracing::error!(error = %e, "registry commit failed; batch rejected");
+                let message = match &e {
+                    StoreError::Storage(m) => m.clone(),
+                    other => other.to_string(),
+                };
                 for req in batch.drain(..) {
-                    let _ = req.reply.try_send(Err(StoreError::Storage(e.to_string())));
+                    let _ = req
+                        .reply
+                        .try_send(Err(StoreError::Storage(message.clone())));
                 }
             }
         }
