@@ -38,10 +38,12 @@ const RING_LINES: usize = 2_000;
 const MAX_FOLLOWER_BACKLOG: usize = 200_000;
 const READ_CHUNK: usize = 1 << 20;
 const PUNCH_EVERY: u64 = 1 << 20;
-/// Space kept allocated past the end of each raw file (`fallocate(KEEP_SIZE)`), so that a
-/// service's own writes still land when its disk fills up: the daemon can count and mark
-/// the lines it cannot keep, but never lines the service could not write at all.
-const RESERVE: u64 = 1 << 20;
+/// Space kept allocated past the end of the raw files of a service that writes
+/// (`fallocate(KEEP_SIZE)`, renewed as the pump copies; released when the run ends), so that
+/// its own writes still land when its disk fills up: the daemon counts and marks the lines it
+/// cannot keep, and there are no lines the service could not write at all (a service that
+/// printed nothing reserves nothing).
+const RESERVE: u64 = 256 << 10;
 
 /// Which output a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -402,6 +404,7 @@ impl LogHub {
             cur.files[0].as_ref().and_then(|f| f.try_clone().ok()),
             cur.files[1].as_ref().and_then(|f| f.try_clone().ok()),
         ];
+        let wrote = !lines.is_empty();
         let _ = blocking::unblock(move || {
             for (i, upto) in &punch {
                 if let Some(f) = &files[*i] {
@@ -416,7 +419,11 @@ impl LogHub {
                 }
             }
             for f in files.iter().flatten() {
-                reserve(f);
+                if final_round {
+                    reserve_no_more(f);
+                } else if wrote {
+                    reserve(f);
+                }
             }
             write_offsets(&dir, committed)
         })
@@ -534,6 +541,18 @@ fn reserve(f: &File) {
     }
 }
 
+/// Releases what [`reserve`] kept.
+fn reserve_no_more(f: &File) {
+    if let Ok(m) = f.metadata() {
+        let _ = rustix::fs::fallocate(
+            f,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            m.len(),
+            RESERVE,
+        );
+    }
+}
+
 /// A running pump; [`Pump::finish`] drains everything left and stops it.
 pub(crate) struct Pump {
     finish: Arc<Finish>,
@@ -595,9 +614,6 @@ impl Cursor {
                     .write(true)
                     .open(dir.join(name))
                     .ok();
-                if let Some(f) = &self.files[i] {
-                    reserve(f);
-                }
             }
             let Some(f) = &self.files[i] else { continue };
             // An idle service costs one fstat per poll, no buffer.
