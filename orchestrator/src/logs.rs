@@ -148,12 +148,14 @@ struct HubState {
 }
 
 /// Lines lost from the log file, per stream, since the last line that was written.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Gap {
     lost: [u64; 2],
     since: Option<Timestamp>,
     until: Option<Timestamp>,
     reason: String,
+    /// The OS error, kept with the offsets so that a daemon restart keeps the marker.
+    errno: i32,
 }
 
 impl Gap {
@@ -164,6 +166,7 @@ impl Gap {
             self.until = Some(l.time);
         }
         self.reason = reason_text(reason);
+        self.errno = reason.raw_os_error().unwrap_or(0);
     }
 
     /// One marker line per stream that lost lines, as they are shown and written.
@@ -264,6 +267,7 @@ impl LogHub {
     /// Empties the raw files and the offsets before a new run writes into them.
     pub async fn reset_raw(&self) -> std::io::Result<()> {
         let dir = self.dir.clone();
+        let gap = self.state.lock().await.gap.clone();
         blocking::unblock(move || {
             std::fs::create_dir_all(&dir)?;
             for name in ["stdout", "stderr"] {
@@ -274,7 +278,7 @@ impl LogHub {
                     .mode(0o600)
                     .open(dir.join(name))?;
             }
-            write_offsets(&dir, [0, 0])
+            write_offsets(&dir, [0, 0], gap.as_ref())
         })
         .await
     }
@@ -290,7 +294,11 @@ impl LogHub {
 
     async fn run_pump(self: Arc<Self>, finish: Arc<Finish>) {
         let dir = self.dir.clone();
-        let start = blocking::unblock(move || read_offsets(&dir)).await;
+        let (start, gap) = blocking::unblock(move || read_offsets(&dir)).await;
+        if let Some(gap) = gap {
+            // Lines lost before a daemon restart, not yet marked in the file.
+            self.state.lock().await.gap.get_or_insert(gap);
+        }
         let mut cur = Cursor {
             committed: start,
             read: start,
@@ -405,6 +413,7 @@ impl LogHub {
             cur.files[1].as_ref().and_then(|f| f.try_clone().ok()),
         ];
         let wrote = !lines.is_empty();
+        let gap = st.gap.clone();
         let _ = blocking::unblock(move || {
             for (i, upto) in &punch {
                 if let Some(f) = &files[*i] {
@@ -425,7 +434,7 @@ impl LogHub {
                     reserve(f);
                 }
             }
-            write_offsets(&dir, committed)
+            write_offsets(&dir, committed, gap.as_ref())
         })
         .await;
         for (punched, done) in cur.punched.iter_mut().zip(committed) {
@@ -686,16 +695,67 @@ impl Cursor {
     }
 }
 
-fn read_offsets(dir: &Path) -> [u64; 2] {
+/// The offsets, and the lines lost and not yet marked in the log file.
+fn read_offsets(dir: &Path) -> ([u64; 2], Option<Gap>) {
     let text = std::fs::read_to_string(dir.join("offsets")).unwrap_or_default();
-    let mut it = text.split_whitespace().map(|w| w.parse().unwrap_or(0));
-    [it.next().unwrap_or(0), it.next().unwrap_or(0)]
+    let f: Vec<i64> = text
+        .split_whitespace()
+        .map(|w| w.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    let offsets = [at(0).max(0) as u64, at(1).max(0) as u64];
+    let lost = [at(2).max(0) as u64, at(3).max(0) as u64];
+    let gap = (lost != [0, 0]).then(|| {
+        let time = |ms: i64| {
+            (ms > 0)
+                .then(|| Timestamp::from_millisecond(ms).ok())
+                .flatten()
+        };
+        let errno = i32::try_from(at(4)).unwrap_or(0);
+        Gap {
+            lost,
+            since: time(at(5)),
+            until: time(at(6)),
+            reason: if errno > 0 {
+                reason_text(&std::io::Error::from_raw_os_error(errno))
+            } else {
+                "an I/O error".into()
+            },
+            errno,
+        }
+    });
+    (offsets, gap)
 }
 
-fn write_offsets(dir: &Path, offsets: [u64; 2]) -> std::io::Result<()> {
+/// Records the offsets: a new file renamed over the old one, or, when that cannot be written
+/// (disk full), the old file overwritten in place, which needs no new space (fixed width).
+fn write_offsets(dir: &Path, offsets: [u64; 2], gap: Option<&Gap>) -> std::io::Result<()> {
+    let g = gap.cloned().unwrap_or_default();
+    let ms = |t: Option<Timestamp>| t.map_or(0, |t| t.as_millisecond());
+    let text = format!(
+        "{:020} {:020} {:020} {:020} {:010} {:020} {:020}\n",
+        offsets[0],
+        offsets[1],
+        g.lost[0],
+        g.lost[1],
+        g.errno,
+        ms(g.since),
+        ms(g.until)
+    );
     let tmp = dir.join("offsets.tmp");
-    std::fs::write(&tmp, format!("{} {}\n", offsets[0], offsets[1]))?;
-    std::fs::rename(tmp, dir.join("offsets"))
+    let renamed =
+        std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, dir.join("offsets")));
+    match renamed {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("offsets"))
+                .map_err(|_| e)?;
+            f.write_all_at(text.as_bytes(), 0)
+        }
+    }
 }
 
 fn rotated(path: &Path, n: usize) -> PathBuf {

@@ -371,6 +371,16 @@ raise RuntimeError("boom at the end")
     let pending: u64 = markers(&during).iter().map(|(_, n)| n).sum();
     eprintln!("log dir: while full, `harness logs` marks {pending} lost lines");
     assert!(pending > 0, "no gap marker while the disk is full");
+    // A daemon restart while the disk is still full keeps the count (it is kept with the
+    // offsets, overwritten in place) and re-reads nothing.
+    env.run(&["daemon", "stop"]).ok();
+    let t = Instant::now();
+    let after_restart: u64 = markers(&logs_json(env)).iter().map(|(_, n)| n).sum();
+    eprintln!(
+        "log dir: daemon restarted while full in {} ms; `harness logs` marks {after_restart} lost lines",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(after_restart, pending, "a daemon restart changed the count");
 
     filler.free();
     let freed = Instant::now();
