@@ -273,7 +273,10 @@ impl Supervisor {
                 // `stopping` is recorded (see `watch`).
                 let (_, killed) = self.terminate(proc, req.signal, req.timeout).await;
                 pump.finish().await;
-                self.record_retrying(ServiceState::Stopped).await;
+                // Stopped, recorded or not: if not, the registry keeps `stopping`, and status,
+                // which checks recorded pids while the registry cannot be written, shows it
+                // exited.
+                let _ = self.record_retrying(ServiceState::Stopped).await;
                 self.ready.update(|r| r.stopped = true);
                 let _ = req.done.try_send(Ok(killed));
                 false
@@ -485,20 +488,30 @@ impl Supervisor {
         self.backoff(d).await
     }
 
-    /// Sleeps `d` unless a stop comes first (then records it). False when stopped.
+    /// Sleeps `d` unless a stop comes first (then records it). False when stopped. A stop that
+    /// cannot be recorded is refused, and the backoff goes on.
     async fn backoff(&self, d: Duration) -> bool {
-        let stop = async { Some(self.stops.recv().await) };
-        let slept = async {
-            Timer::after(d).await;
-            None
-        };
-        match slept.or(stop).await {
-            None => true,
-            Some(req) => {
-                self.set_state(ServiceState::Stopped).await;
-                self.ready.update(|r| r.stopped = true);
-                let _ = req.done.try_send(Ok(false));
-                false
+        let until = Instant::now() + d;
+        loop {
+            let stop = async { Some(self.stops.recv().await) };
+            let slept = async {
+                Timer::at(until).await;
+                None
+            };
+            let Some(req) = slept.or(stop).await else {
+                return true;
+            };
+            match self.record_retrying(ServiceState::Stopped).await {
+                Ok(()) => {
+                    self.ready.update(|r| r.stopped = true);
+                    let _ = req.done.try_send(Ok(false));
+                    return false;
+                }
+                Err(e) => {
+                    let _ = req.done.try_send(Err(format!(
+                        "not stopped, its restart is still due: the stop cannot be recorded ({e})"
+                    )));
+                }
             }
         }
     }
@@ -510,8 +523,25 @@ impl Supervisor {
         self.ready.update(|st| st.failed = Some(reason));
     }
 
+    /// Records `to`. A storage error (disk full) is retried until the change is recorded, so
+    /// that the registry catches up with what happened before the supervisor acts on it (an
+    /// exit before the restart, a restart before the launch).
     async fn set_state(&self, to: ServiceState) {
-        set_state(&self.store, &self.key, to).await;
+        let mut wait = RECORD_RETRY;
+        loop {
+            match self.record(to.clone()).await {
+                Ok(()) => return,
+                Err(registry::StoreError::Storage(e)) => {
+                    tracing::warn!(service = %self.key, "registry: {e}; retrying in {wait:?}");
+                    Timer::after(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    tracing::warn!(service = %self.key, "registry: {e}");
+                    return;
+                }
+            }
+        }
     }
 
     /// Moves to `to`, durably, or says why not.
@@ -520,15 +550,20 @@ impl Supervisor {
     }
 
     /// Moves to `to`, trying a few times (the store reopens after an I/O error).
-    async fn record_retrying(&self, to: ServiceState) {
-        for attempt in 0..RECORD_ATTEMPTS {
-            if attempt > 0 {
-                Timer::after(RECORD_RETRY).await;
-            }
+    async fn record_retrying(&self, to: ServiceState) -> Result<(), registry::StoreError> {
+        let mut attempt = 0;
+        loop {
             match self.record(to.clone()).await {
-                Ok(()) => return,
-                Err(e) => tracing::warn!(service = %self.key, "registry: {e}"),
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(service = %self.key, "registry: {e}");
+                    attempt += 1;
+                    if attempt == RECORD_ATTEMPTS {
+                        return Err(e);
+                    }
+                }
             }
+            Timer::after(RECORD_RETRY).await;
         }
     }
 }

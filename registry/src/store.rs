@@ -168,6 +168,7 @@ impl Store {
         let db = Arc::new(Db {
             path: path.clone(),
             current: std::sync::RwLock::new(Some(Arc::new(db))),
+            failed_at: std::sync::Mutex::new(None),
         });
         let hub = Arc::new(Hub::new(last_seq));
         // A bounded queue allocates every slot up front: 1024 keeps the idle daemon small while a batch
@@ -197,6 +198,17 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Whether a commit failed within `within`: what the registry holds may then be behind
+    /// what happened (writers retry until their change is recorded).
+    pub fn failed_within(&self, within: Duration) -> bool {
+        self.inner
+            .db
+            .failed_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < within)
     }
 
     /// The seq of the last committed and published event (0 if none).
@@ -468,6 +480,8 @@ fn read_snapshot(txn: &redb::ReadTransaction) -> Result<Snapshot, StoreError> {
 struct Db {
     path: PathBuf,
     current: std::sync::RwLock<Option<Arc<Database>>>,
+    /// When a commit last failed.
+    failed_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Db {
@@ -496,6 +510,7 @@ impl Db {
     /// Closes the database after a failed commit, once the transactions in flight on it are
     /// done (reads on the blocking pool hold it for one read each), so that it can be opened again.
     fn close_after_error(&self, db: Arc<Database>) {
+        *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
         if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &db)) {
             *cur = None;

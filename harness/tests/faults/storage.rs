@@ -308,6 +308,58 @@ fn state_dir_full_kills_nothing_unrecorded_and_recovers() {
     );
 }
 
+/// A service crashes while the state directory is full (`restart: always`): status does not show
+/// the dead pid as running, nothing is started that cannot be recorded, and once space returns
+/// the service runs again, once.
+#[test]
+fn crash_while_state_dir_full_is_recorded_and_restarted_once_space_returns() {
+    let mut w = World::new(
+        "name: crash\nservices:\n  w:\n    command: [sleep, '86601']\n    restart:\n      policy: always\n      backoff: {initial: 100ms, max: 500ms}\n",
+    );
+    let home = w.env().home().to_path_buf();
+    w.tmpfs(&home, "16m");
+    let env = w.env();
+    env.run(&["start"]).ok();
+    let first = entry(&status(env).expect("status"), "w")["runtime"]["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    let filler = Filler::fill(&home);
+    crate::common::kill9(first);
+    std::thread::sleep(Duration::from_millis(1500));
+    let procs = processes_with_cmdline(&["sleep", "86601"]);
+    match status(env) {
+        Ok(list) => {
+            let e = entry(&list, "w");
+            eprintln!(
+                "crash while full: status says {} pid {}, live processes {procs:?}",
+                e["state"]["kind"], e["runtime"]["pid"]
+            );
+            truthful(env, &[("w", "86601")]).expect("status while full");
+        }
+        Err(e) => eprintln!("crash while full: status not answered ({e}); live {procs:?}"),
+    }
+    assert!(procs.len() <= 1, "two copies: {procs:?}");
+    filler.free();
+    let freed = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            status(env).is_ok_and(|l| entry(&l, "w")["state"]["kind"] == "running")
+        }),
+        "not running again after space returned: {:?}",
+        status(env)
+    );
+    let took = freed.elapsed();
+    truthful(env, &[("w", "86601")]).expect("status after recovery");
+    let procs = processes_with_cmdline(&["sleep", "86601"]);
+    assert_eq!(procs.len(), 1, "{procs:?}");
+    assert_ne!(procs[0], first);
+    eprintln!(
+        "crash while full: running again (pid {}) {} ms after space returned",
+        procs[0],
+        took.as_millis()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /// The service's log directory fills up while it writes: the lines the log file cannot take are
