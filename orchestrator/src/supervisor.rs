@@ -516,11 +516,18 @@ impl Supervisor {
         }
     }
 
+    /// Records the failure and tells whoever waits for the service. A failure that cannot be
+    /// recorded yet (disk full) is told at once, and recorded once it can be.
     async fn fail(&self, reason: String) {
         tracing::info!(service = %self.key, "failed: {reason}");
-        let r = reason.clone();
-        self.set_state(ServiceState::Failed { reason: r }).await;
+        let failed = ServiceState::Failed {
+            reason: reason.clone(),
+        };
+        let first = self.record(failed.clone()).await;
         self.ready.update(|st| st.failed = Some(reason));
+        if first.is_err() {
+            self.set_state(failed).await;
+        }
     }
 
     /// Records `to`. A storage error (disk full) is retried until the change is recorded, so
