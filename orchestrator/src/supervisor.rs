@@ -367,20 +367,36 @@ impl Supervisor {
     /// A launch failed: recorded as failed, then the restart policy decides (`restart: always`
     /// tries again after its backoff). False when the supervisor is done.
     async fn launch_failed(&self, reason: String, backoff: &mut Backoff) -> bool {
-        self.fail(reason).await;
         let retry = match self.spec.restart.policy {
             RestartPolicy::No => false,
             RestartPolicy::OnFailure | RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
-        };
+        } && self
+            .spec
+            .restart
+            .max_restarts
+            .is_none_or(|max| backoff.attempt < max);
+        let mut reason = reason;
+        if reason.contains("(os error 24)") {
+            reason.push_str(
+                "; the daemon is out of file descriptors: raise its open-file limit \
+                 (`ulimit -Hn`, LimitNOFILE=) or run fewer services",
+            );
+        }
+        if retry {
+            reason.push_str(&format!(
+                "; retrying (restart: {})",
+                match self.spec.restart.policy {
+                    RestartPolicy::OnFailure => "on-failure",
+                    RestartPolicy::Always => "always",
+                    _ => "unless-stopped",
+                }
+            ));
+        }
+        self.fail(reason).await;
         if !retry {
             return false;
         }
         let Backoff { attempt, delay } = backoff;
-        if let Some(max) = self.spec.restart.max_restarts
-            && *attempt >= max
-        {
-            return false;
-        }
         *attempt += 1;
         let next = Timestamp::now()
             .checked_add(jiff::SignedDuration::try_from(*delay).unwrap_or_default())

@@ -607,6 +607,103 @@ fn low_open_file_limit_refuses_clearly_and_keeps_answering() {
     assert_eq!(running, max);
 }
 
+/// The daemon's descriptors run out for real (idle connections hold them, under a hard limit of
+/// 460): launches fail one by one with a per-service error naming the cause, the daemon keeps
+/// answering once the connections go, and under `restart: always` every failed launch is
+/// retried until all services run.
+#[test]
+fn exhausted_descriptors_fail_launches_per_service_and_restart_always_recovers() {
+    let n = 12;
+    let mut yaml = String::from("name: fdx\nservices:\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  s{i}:\n    command: [sleep, '8680{i:02}']\n    restart:\n      policy: always\n      backoff: {{initial: 200ms, max: 1s}}\n"
+        ));
+    }
+    let env = Env::new(&yaml);
+    let cmd = env.cmd(&["status"]);
+    let mut limited = Command::new("prlimit");
+    limited
+        .arg("--nofile=460:460")
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .current_dir(env.dir.path());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => limited.env(k, v),
+            None => limited.env_remove(k),
+        };
+    }
+    crate::common::run_command(limited).ok();
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.home().join("daemon.json")).unwrap())
+            .unwrap();
+    let url = info["url"].as_str().unwrap().to_owned();
+    let addr = url
+        .trim_start_matches("wss://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let daemon = env.daemon_pid().expect("daemon pid");
+    let fds = || std::fs::read_dir(format!("/proc/{daemon}/fd")).map_or(0, |d| d.count());
+    // Hold connections until the daemon has few descriptors left.
+    let mut held = Vec::new();
+    while fds() < 452 && held.len() < 1000 {
+        match std::net::TcpStream::connect(&addr) {
+            Ok(c) => held.push(c),
+            Err(_) => break,
+        }
+        if held.len() % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    eprintln!(
+        "fdx: holding {} connections; daemon has {} fds open",
+        held.len(),
+        fds()
+    );
+    // The start needs a connection of its own: release a few for it.
+    held.truncate(held.len().saturating_sub(4));
+    let t = Instant::now();
+    let r = env.run(&["start"]);
+    eprintln!(
+        "fdx: start with descriptors exhausted: exit {} in {} ms\n{}{}",
+        r.code,
+        t.elapsed().as_millis(),
+        r.stdout,
+        r.stderr
+    );
+    drop(held);
+    let freed = Instant::now();
+    let all_running = wait_until(Duration::from_secs(30), || {
+        status(&env)
+            .is_ok_and(|l| l.iter().filter(|s| s["state"]["kind"] == "running").count() == n)
+    });
+    let list = status(&env).expect("the daemon answers once the connections are gone");
+    let restarts: u64 = list
+        .iter()
+        .map(|s| s["restart_count"].as_u64().unwrap_or(0))
+        .sum();
+    eprintln!(
+        "fdx: all {n} running: {all_running}, {} ms after the descriptors were freed; {restarts} retried launches",
+        freed.elapsed().as_millis()
+    );
+    assert!(all_running, "{list:?}");
+    for i in 0..n {
+        let procs = processes_with_cmdline(&["sleep", &format!("8680{i:02}")]);
+        assert_eq!(procs.len(), 1, "s{i}: {procs:?}");
+    }
+    if r.code != 0 {
+        assert!(
+            r.stdout.contains("open files") || r.stderr.contains("open files"),
+            "a launch failure does not name the cause"
+        );
+    }
+}
+
 /// A launch that fails (its program is missing) is retried under `restart: always`, and the
 /// service runs once the program appears.
 #[test]
