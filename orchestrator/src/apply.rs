@@ -442,6 +442,8 @@ enum Plan {
     /// does not answer).
     Refuse(String),
     Start(Box<Resolved>, Action),
+    /// Left as it is: its stop could not be recorded, so it keeps running the old definition.
+    Refused(String),
 }
 
 pub(crate) async fn apply(
@@ -474,7 +476,10 @@ async fn apply_selected(
             .collect()
     };
     let base = opts.base_dir.clone();
-    save_project(inner, project, base.as_deref()).await?;
+    if with_deps {
+        // (A restart saved it before stopping anything.)
+        save_project(inner, project, base.as_deref()).await?;
+    }
     let previous: BTreeSet<String> = {
         let mut names: BTreeSet<String> = inner
             .store
@@ -581,19 +586,24 @@ async fn apply_selected(
         plans.insert(name.clone(), plan);
     }
 
-    // Changed services stop first, dependents before dependencies.
+    // Changed services stop first, dependents before dependencies. One whose stop could not be
+    // recorded keeps running and is not started a second time.
     for name in order.iter().rev() {
-        if matches!(plans.get(name), Some(Plan::Start(_, Action::Restarted)))
-            || stop_first.contains(name)
+        if (matches!(plans.get(name), Some(Plan::Start(_, Action::Restarted)))
+            || stop_first.contains(name))
+            && let Err(e) = stop_one(inner.clone(), project.name.clone(), name.clone(), None).await
         {
-            stop_one(inner.clone(), project.name.clone(), name.clone(), None).await;
+            plans.insert(name.clone(), Plan::Refused(e.to_string()));
         }
     }
 
     // What will not be started in this apply is judged by its registry entry.
     let entries_now = inner.store.list(Some(&project.name)).await?;
     for e in entries_now {
-        if matches!(plans.get(&e.name), Some(Plan::Start(..) | Plan::Fail(_))) {
+        if matches!(
+            plans.get(&e.name),
+            Some(Plan::Start(..) | Plan::Fail(_) | Plan::Refused(_))
+        ) {
             continue;
         }
         with_slot(inner, &project.name, &e.name, |s| {
@@ -603,7 +613,7 @@ async fn apply_selected(
 
     // Fresh readiness for everything that starts, before any task looks at it.
     for (name, plan) in &plans {
-        if matches!(plan, Plan::Start(..) | Plan::Fail(_)) {
+        if matches!(plan, Plan::Start(..) | Plan::Fail(_) | Plan::Refused(_)) {
             with_slot(inner, &project.name, name, |s| {
                 s.ready = Arc::new(Readiness::default());
             });
@@ -648,7 +658,7 @@ async fn apply_selected(
         let k = key(&project.name, name);
         let entry = inner.store.get(&k).await?;
         let action = if opts.remove_orphans {
-            stop_one(inner.clone(), project.name.clone(), name.clone(), None).await;
+            stop_one(inner.clone(), project.name.clone(), name.clone(), None).await?;
             if entry.is_some() {
                 inner.store.deregister(&k).await?;
             }
@@ -749,6 +759,10 @@ async fn start_one(
                 },
             )
             .await;
+            ready.update(|r| r.failed = Some(reason.clone()));
+            return report(inner, &k, Action::Failed, began, Some(reason)).await;
+        }
+        Plan::Refused(reason) => {
             ready.update(|r| r.failed = Some(reason.clone()));
             return report(inner, &k, Action::Failed, began, Some(reason)).await;
         }
@@ -889,16 +903,19 @@ async fn report(
 // ---------------------------------------------------------------------------------------------
 // stop
 
-/// Stops one service; `None` when it was not up.
+/// Stops one service; `None` when it was not up. An error when the stop could not be recorded:
+/// then nothing was stopped (the process keeps running and status says so).
 async fn stop_one(
     inner: Arc<Inner>,
     project: String,
     name: String,
     timeout: Option<Duration>,
-) -> Option<StoppedService> {
+) -> Result<Option<StoppedService>> {
     let began = Instant::now();
     let k = key(&project, &name);
-    let entry = inner.store.get(&k).await.ok().flatten()?;
+    let Some(entry) = inner.store.get(&k).await? else {
+        return Ok(None);
+    };
     let (sender, stop) = with_slot(&inner, &project, &name, |s| {
         (s.handle.as_ref().map(|h| h.stops.clone()), s.stop)
     })
@@ -929,6 +946,12 @@ async fn stop_one(
             match outcome {
                 StopOutcome::Stopped { killed: k } => killed = k,
                 StopOutcome::Pending(why) => pending = Some(why),
+                StopOutcome::Refused(message) => {
+                    return Err(Error::Service {
+                        service: name.clone(),
+                        message,
+                    });
+                }
             }
             stopped = true;
         }
@@ -940,20 +963,20 @@ async fn stop_one(
     }
     if !stopped {
         if matches!(entry.state, ServiceState::Stopped) {
-            return None;
+            return Ok(None);
         }
-        supervisor::set_state(&inner.store, &k, ServiceState::Stopped).await;
+        supervisor::record_state(&inner.store, &k, ServiceState::Stopped).await?;
         if !is_up(&entry.state) {
-            return None;
+            return Ok(None);
         }
     }
-    Some(StoppedService {
+    Ok(Some(StoppedService {
         name,
         was: entry.state,
         killed,
         elapsed: began.elapsed(),
         pending,
-    })
+    }))
 }
 
 pub(crate) async fn stop(
@@ -1048,13 +1071,21 @@ pub(crate) async fn stop(
         }
     }
     let mut services = Vec::new();
+    let mut refused = None;
     for wave in waves {
         let tasks: Vec<_> = wave
             .into_iter()
             .map(|n| smol::spawn(stop_one(inner.clone(), project.to_owned(), n, opts.timeout)))
             .collect();
         for t in tasks {
-            services.extend(t.await);
+            match t.await {
+                Ok(s) => services.extend(s),
+                Err(e) => refused = refused.or(Some(e)),
+            }
+        }
+        // Dependencies are not stopped under a dependent that could not be.
+        if let Some(e) = refused {
+            return Err(e);
         }
     }
     if opts.remove {
@@ -1121,15 +1152,24 @@ pub(crate) async fn restart(
         }
         services.to_vec()
     };
-    // Dependents first, in parallel within a wave.
+    // Record first, then act: the definition the restart starts again is written (and the
+    // disk shown to take it) before anything is stopped.
+    save_project(inner, &def, base.as_deref()).await?;
+    // Dependents first, in parallel within a wave; nothing starts again if a stop was refused.
     for wave in def.stop_waves()? {
         let tasks: Vec<_> = wave
             .into_iter()
             .filter(|n| names.contains(n))
             .map(|n| smol::spawn(stop_one(inner.clone(), project.to_owned(), n, None)))
             .collect();
+        let mut refused = None;
         for t in tasks {
-            t.await;
+            if let Err(e) = t.await {
+                refused = refused.or(Some(e));
+            }
+        }
+        if let Some(e) = refused {
+            return Err(e);
         }
     }
     let mut report = apply_selected(

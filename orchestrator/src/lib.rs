@@ -74,6 +74,9 @@ use logs::LogHub;
 use readiness::Readiness;
 use supervisor::Stops;
 
+/// How long after a failed registry commit `status` checks recorded local pids itself.
+const STATUS_VERIFY_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How the daemon sets up its orchestrator.
 #[derive(Clone)]
 pub struct OrchestratorOptions {
@@ -268,8 +271,42 @@ impl Orchestrator {
     }
 
     /// Registry entries (state, pid, endpoints, health, restarts), of one project or all.
+    ///
+    /// While the registry cannot be written (disk full) it may be behind: then a local process
+    /// it records as active is checked (pid and start time) and, if it is gone, shown as
+    /// `exited` without a pid until its supervisor can record what happened.
     pub async fn status(&self, project: Option<&str>) -> Result<Vec<ServiceEntry>> {
-        Ok(self.inner()?.store.list(project).await?)
+        let store = &self.inner()?.store;
+        let mut list = store.list(project).await?;
+        if store.failed_within(STATUS_VERIFY_AFTER_FAILURE) {
+            let checks: Vec<(usize, u32, u64)> = list
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.location == harness_protocol::Location::Local && e.state.is_active())
+                .filter_map(|(i, e)| Some((i, e.runtime.pid?, e.runtime.process_start_time?)))
+                .collect();
+            let gone: Vec<usize> = blocking::unblock(move || {
+                use command_executor::service::procfs;
+                checks
+                    .into_iter()
+                    .filter(|&(_, pid, st)| {
+                        procfs::stat(pid).is_none_or(|r| r.zombie || r.start_time != st)
+                    })
+                    .map(|(i, _, _)| i)
+                    .collect()
+            })
+            .await;
+            for i in gone {
+                let e = &mut list[i];
+                e.state = harness_protocol::ServiceState::Exited {
+                    code: None,
+                    signal: None,
+                };
+                e.runtime.pid = None;
+                e.runtime.process_start_time = None;
+            }
+        }
+        Ok(list)
     }
 
     /// The projects this daemon has applied.

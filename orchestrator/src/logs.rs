@@ -38,6 +38,12 @@ const RING_LINES: usize = 2_000;
 const MAX_FOLLOWER_BACKLOG: usize = 200_000;
 const READ_CHUNK: usize = 1 << 20;
 const PUNCH_EVERY: u64 = 1 << 20;
+/// Space kept allocated past the end of the raw files of a service that writes
+/// (`fallocate(KEEP_SIZE)`, renewed as the pump copies; released when the run ends), so that
+/// its own writes still land when its disk fills up: the daemon counts and marks the lines it
+/// cannot keep, and there are no lines the service could not write at all (a service that
+/// printed nothing reserves nothing).
+const RESERVE: u64 = 256 << 10;
 
 /// Which output a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +143,74 @@ pub(crate) struct LogHub {
 struct HubState {
     ring: VecDeque<LogLine>,
     followers: Vec<Sender<LogLine>>,
+    /// Lines that could not be written to the log file and are not yet marked in it.
+    gap: Option<Gap>,
+}
+
+/// Lines lost from the log file, per stream, since the last line that was written.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Gap {
+    lost: [u64; 2],
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    reason: String,
+    /// The OS error, kept with the offsets so that a daemon restart keeps the marker.
+    errno: i32,
+}
+
+impl Gap {
+    fn add(&mut self, lines: &[LogLine], reason: &std::io::Error) {
+        for l in lines {
+            self.lost[stream_index(l.stream)] += 1;
+            self.since.get_or_insert(l.time);
+            self.until = Some(l.time);
+        }
+        self.reason = reason_text(reason);
+        self.errno = reason.raw_os_error().unwrap_or(0);
+    }
+
+    /// One marker line per stream that lost lines, as they are shown and written.
+    fn markers(&self, service: &str, time: Timestamp) -> Vec<LogLine> {
+        let span = match (self.since, self.until) {
+            (Some(a), Some(b)) => format!(", read between {a} and {b}"),
+            _ => String::new(),
+        };
+        STREAMS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.lost[*i] > 0)
+            .map(|(i, (_, stream))| LogLine {
+                service: service.to_owned(),
+                stream: *stream,
+                time,
+                text: format!(
+                    "… {} lines lost: {} (the log file could not be written{span}) …",
+                    self.lost[i], self.reason
+                ),
+            })
+            .collect()
+    }
+}
+
+fn stream_index(s: StreamKind) -> usize {
+    match s {
+        StreamKind::Stdout => 0,
+        StreamKind::Stderr => 1,
+    }
+}
+
+/// `no space left on device`: the error as a reader of the marker wants it.
+fn reason_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 impl LogHub {
@@ -193,6 +267,7 @@ impl LogHub {
     /// Empties the raw files and the offsets before a new run writes into them.
     pub async fn reset_raw(&self) -> std::io::Result<()> {
         let dir = self.dir.clone();
+        let gap = self.state.lock().await.gap.clone();
         blocking::unblock(move || {
             std::fs::create_dir_all(&dir)?;
             for name in ["stdout", "stderr"] {
@@ -203,7 +278,7 @@ impl LogHub {
                     .mode(0o600)
                     .open(dir.join(name))?;
             }
-            write_offsets(&dir, [0, 0])
+            write_offsets(&dir, [0, 0], gap.as_ref())
         })
         .await
     }
@@ -219,7 +294,11 @@ impl LogHub {
 
     async fn run_pump(self: Arc<Self>, finish: Arc<Finish>) {
         let dir = self.dir.clone();
-        let start = blocking::unblock(move || read_offsets(&dir)).await;
+        let (start, gap) = blocking::unblock(move || read_offsets(&dir)).await;
+        if let Some(gap) = gap {
+            // Lines lost before a daemon restart, not yet marked in the file.
+            self.state.lock().await.gap.get_or_insert(gap);
+        }
         let mut cur = Cursor {
             committed: start,
             read: start,
@@ -269,26 +348,63 @@ impl LogHub {
         }
     }
 
-    /// Writes lines to the log file, the ring and followers, then records the offsets.
+    /// Writes lines to the log file, the ring and followers, then records the offsets. Lines
+    /// the log file does not take (disk full) are counted; the count is written as a marker line
+    /// (`… 9696 lines lost: no space left on device …`) before the next lines that are written,
+    /// and shown by `logs` until then.
     async fn commit(&self, lines: Vec<LogLine>, cur: &mut Cursor, final_round: bool) {
         let mut st = self.state.lock().await;
+        let mut failed = false;
         if !lines.is_empty() {
+            let markers = st
+                .gap
+                .as_ref()
+                .map(|g| g.markers(&self.service, lines[0].time))
+                .unwrap_or_default();
             let mut buf = Vec::with_capacity(lines.len() * 64);
+            // Where each line ends in `buf`, to count what a short write lost.
+            let mut ends = Vec::with_capacity(lines.len());
+            for l in &markers {
+                let _ = writeln!(buf, "{} {} {}", l.time, l.stream.tag(), l.text);
+            }
+            let markers_end = buf.len();
             for l in &lines {
                 let _ = writeln!(buf, "{} {} {}", l.time, l.stream.tag(), l.text);
+                ends.push(buf.len());
             }
             let path = self.log_path();
             let limits = self.limits();
-            if let Err(e) = blocking::unblock(move || append_rotating(&path, &buf, limits)).await {
-                tracing::warn!(service = %self.service, "cannot write the log file: {e}");
+            let in_gap = st.gap.is_some();
+            let (written, error) =
+                blocking::unblock(move || append_rotating(&path, &buf, limits, in_gap)).await;
+            if written >= markers_end && !markers.is_empty() {
+                if let Some(g) = st.gap.take() {
+                    tracing::warn!(service = %self.service, lost = ?g.lost, "log writing resumed after lines were lost: {}", g.reason);
+                }
+                for m in markers {
+                    push_ring(&mut st.ring, m);
+                }
+            }
+            if let Some(e) = error {
+                failed = true;
+                let kept = ends.iter().filter(|&&end| end <= written).count();
+                let lost = &lines[kept..];
+                if !lost.is_empty() {
+                    if st.gap.is_none() {
+                        tracing::warn!(service = %self.service, "cannot write the log file: {e}; counting the lines lost");
+                    }
+                    st.gap.get_or_insert_with(Gap::default).add(lost, &e);
+                }
             }
         }
         let dir = self.dir.clone();
         let committed = cur.committed;
+        // After a failed write, consumed output is released at once: the disk is full.
+        let eager = final_round || failed;
         let punch: Vec<(usize, u64)> = (0..2)
             .filter(|&i| {
                 committed[i] > cur.punched[i]
-                    && (final_round || committed[i] - cur.punched[i] >= PUNCH_EVERY)
+                    && (eager || committed[i] - cur.punched[i] >= PUNCH_EVERY)
             })
             .map(|i| (i, committed[i]))
             .collect();
@@ -296,6 +412,8 @@ impl LogHub {
             cur.files[0].as_ref().and_then(|f| f.try_clone().ok()),
             cur.files[1].as_ref().and_then(|f| f.try_clone().ok()),
         ];
+        let wrote = !lines.is_empty();
+        let gap = st.gap.clone();
         let _ = blocking::unblock(move || {
             for (i, upto) in &punch {
                 if let Some(f) = &files[*i] {
@@ -309,21 +427,25 @@ impl LogHub {
                     );
                 }
             }
-            write_offsets(&dir, committed)
+            for f in files.iter().flatten() {
+                if final_round {
+                    reserve_no_more(f);
+                } else if wrote {
+                    reserve(f);
+                }
+            }
+            write_offsets(&dir, committed, gap.as_ref())
         })
         .await;
         for (punched, done) in cur.punched.iter_mut().zip(committed) {
-            if final_round || done - *punched >= PUNCH_EVERY {
+            if eager || done - *punched >= PUNCH_EVERY {
                 *punched = done;
             }
         }
         for l in lines {
             st.followers
                 .retain(|f| f.len() < MAX_FOLLOWER_BACKLOG && f.try_send(l.clone()).is_ok());
-            if st.ring.len() == RING_LINES {
-                st.ring.pop_front();
-            }
-            st.ring.push_back(l);
+            push_ring(&mut st.ring, l);
         }
     }
 
@@ -345,6 +467,10 @@ impl LogHub {
             let service = self.service.clone();
             blocking::unblock(move || read_log_files(&path, keep, &service, since, tail)).await
         };
+        // Lost lines not yet marked in the file are marked here.
+        if let Some(g) = &st.gap {
+            lines.extend(g.markers(&self.service, g.until.unwrap_or_else(Timestamp::now)));
+        }
         if let Some(n) = tail {
             let skip = lines.len().saturating_sub(n);
             lines.drain(..skip);
@@ -407,6 +533,32 @@ pub(crate) async fn serve(hubs: Vec<Arc<LogHub>>, q: &LogQuery) -> Logs {
     Logs {
         rx: Box::pin(rx),
         _tasks: tasks,
+    }
+}
+
+fn push_ring(ring: &mut VecDeque<LogLine>, l: LogLine) {
+    if ring.len() == RING_LINES {
+        ring.pop_front();
+    }
+    ring.push_back(l);
+}
+
+/// Keeps [`RESERVE`] bytes allocated past the end of a raw file (best effort).
+fn reserve(f: &File) {
+    if let Ok(m) = f.metadata() {
+        let _ = rustix::fs::fallocate(f, rustix::fs::FallocateFlags::KEEP_SIZE, m.len(), RESERVE);
+    }
+}
+
+/// Releases what [`reserve`] kept.
+fn reserve_no_more(f: &File) {
+    if let Ok(m) = f.metadata() {
+        let _ = rustix::fs::fallocate(
+            f,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            m.len(),
+            RESERVE,
+        );
     }
 }
 
@@ -543,16 +695,67 @@ impl Cursor {
     }
 }
 
-fn read_offsets(dir: &Path) -> [u64; 2] {
+/// The offsets, and the lines lost and not yet marked in the log file.
+fn read_offsets(dir: &Path) -> ([u64; 2], Option<Gap>) {
     let text = std::fs::read_to_string(dir.join("offsets")).unwrap_or_default();
-    let mut it = text.split_whitespace().map(|w| w.parse().unwrap_or(0));
-    [it.next().unwrap_or(0), it.next().unwrap_or(0)]
+    let f: Vec<i64> = text
+        .split_whitespace()
+        .map(|w| w.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    let offsets = [at(0).max(0) as u64, at(1).max(0) as u64];
+    let lost = [at(2).max(0) as u64, at(3).max(0) as u64];
+    let gap = (lost != [0, 0]).then(|| {
+        let time = |ms: i64| {
+            (ms > 0)
+                .then(|| Timestamp::from_millisecond(ms).ok())
+                .flatten()
+        };
+        let errno = i32::try_from(at(4)).unwrap_or(0);
+        Gap {
+            lost,
+            since: time(at(5)),
+            until: time(at(6)),
+            reason: if errno > 0 {
+                reason_text(&std::io::Error::from_raw_os_error(errno))
+            } else {
+                "an I/O error".into()
+            },
+            errno,
+        }
+    });
+    (offsets, gap)
 }
 
-fn write_offsets(dir: &Path, offsets: [u64; 2]) -> std::io::Result<()> {
+/// Records the offsets: a new file renamed over the old one, or, when that cannot be written
+/// (disk full), the old file overwritten in place, which needs no new space (fixed width).
+fn write_offsets(dir: &Path, offsets: [u64; 2], gap: Option<&Gap>) -> std::io::Result<()> {
+    let g = gap.cloned().unwrap_or_default();
+    let ms = |t: Option<Timestamp>| t.map_or(0, |t| t.as_millisecond());
+    let text = format!(
+        "{:020} {:020} {:020} {:020} {:010} {:020} {:020}\n",
+        offsets[0],
+        offsets[1],
+        g.lost[0],
+        g.lost[1],
+        g.errno,
+        ms(g.since),
+        ms(g.until)
+    );
     let tmp = dir.join("offsets.tmp");
-    std::fs::write(&tmp, format!("{} {}\n", offsets[0], offsets[1]))?;
-    std::fs::rename(tmp, dir.join("offsets"))
+    let renamed =
+        std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, dir.join("offsets")));
+    match renamed {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("offsets"))
+                .map_err(|_| e)?;
+            f.write_all_at(text.as_bytes(), 0)
+        }
+    }
 }
 
 fn rotated(path: &Path, n: usize) -> PathBuf {
@@ -562,10 +765,29 @@ fn rotated(path: &Path, n: usize) -> PathBuf {
 }
 
 /// Appends whole lines, rotating before a line would take the file past `max_bytes` (a single
-/// longer line gets a file of its own).
-fn append_rotating(path: &Path, buf: &[u8], limits: LogLimits) -> std::io::Result<()> {
+/// longer line gets a file of its own). Returns how many bytes of `buf` were written, and the
+/// error that stopped it; a chunk that was written only in part is cut back to its last whole
+/// line, or, `all_or_nothing`, to where it began (while lines are being lost, a write that
+/// only fits in part would scatter small gaps through the file).
+fn append_rotating(
+    path: &Path,
+    buf: &[u8],
+    limits: LogLimits,
+    all_or_nothing: bool,
+) -> (usize, Option<std::io::Error>) {
+    let whole = |chunk: &[u8], done: usize| {
+        if all_or_nothing {
+            0
+        } else {
+            whole(chunk, done)
+        }
+    };
+    let done_partly = |f: &File, size: u64, chunk: &[u8], done: usize| {
+        let _ = f.set_len(size + whole(chunk, done) as u64);
+    };
     let mut size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let mut rest = buf;
+    let mut written = 0;
     while !rest.is_empty() {
         let room = limits.max_bytes.saturating_sub(size) as usize;
         // As many whole lines as fit; at least one line into an empty file.
@@ -582,7 +804,9 @@ fn append_rotating(path: &Path, buf: &[u8], limits: LogLimits) -> std::io::Resul
             }
         }
         if take == 0 && size > 0 {
-            rotate(path, limits.keep)?;
+            if let Err(e) = rotate(path, limits.keep) {
+                return (written, Some(e));
+            }
             size = 0;
             continue;
         }
@@ -590,16 +814,45 @@ fn append_rotating(path: &Path, buf: &[u8], limits: LogLimits) -> std::io::Resul
             take = rest.len();
         }
         // 0600: service output may hold secrets.
-        let mut f = std::fs::OpenOptions::new()
+        let mut f = match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
-            .open(path)?;
-        f.write_all(&rest[..take])?;
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) => return (written, Some(e)),
+        };
+        let chunk = &rest[..take];
+        let mut done = 0;
+        while done < chunk.len() {
+            match f.write(&chunk[done..]) {
+                Ok(0) => {
+                    done_partly(&f, size, chunk, done);
+                    let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                    return (written + whole(chunk, done), Some(e));
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    done_partly(&f, size, chunk, done);
+                    return (written + whole(chunk, done), Some(e));
+                }
+            }
+        }
         size += take as u64;
+        written += take;
         rest = &rest[take..];
     }
-    Ok(())
+    (written, None)
+}
+
+/// Bytes of the whole lines among the first `done` bytes of `chunk`.
+fn whole(chunk: &[u8], done: usize) -> usize {
+    chunk[..done]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1)
 }
 
 fn rotate(path: &Path, keep: usize) -> std::io::Result<()> {

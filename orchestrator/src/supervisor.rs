@@ -42,6 +42,9 @@ pub(crate) enum StopOutcome {
     /// Not done yet, and why: the service's host does not answer. The supervisor keeps the
     /// service `unknown` with `stop_pending` and finishes the stop once the host answers.
     Pending(String),
+    /// Not done, and why: the stop could not be recorded, so nothing was killed and the
+    /// process keeps running.
+    Refused(String),
 }
 
 /// The first retry of a stop that could not reach its host waits this long at least; later
@@ -176,8 +179,14 @@ impl Supervisor {
         loop {
             let mut proc = match begin {
                 Begin::Launch => match Box::pin(self.launch()).await {
-                    Some(p) => p,
-                    None => return,
+                    Ok(p) => p,
+                    Err(reason) => {
+                        if !Box::pin(self.launch_failed(reason, &mut backoff)).await {
+                            return;
+                        }
+                        begin = Begin::Launch;
+                        continue;
+                    }
                 },
                 Begin::Attach(p) => *p,
                 Begin::Ended => {
@@ -270,6 +279,17 @@ impl Supervisor {
                 }
                 // A check that cannot reach the host says nothing of the service.
                 Ok(Woke::Unhealthy) if reach.as_ref().is_some_and(|r| r.down().is_some()) => {}
+                // Record first, then act: a stop that cannot be recorded kills nothing
+                // (status would show a dead process as running).
+                Ok(Woke::Stop(req)) => match Box::pin(self.record(ServiceState::Stopping)).await {
+                    Ok(()) => break Woke::Stop(req),
+                    Err(e) => {
+                        tracing::warn!(service = %self.key, "stop refused: {e}");
+                        let _ = req.done.try_send(StopOutcome::Refused(format!(
+                            "not stopped, it keeps running: the stop cannot be recorded ({e})"
+                        )));
+                    }
+                },
                 Ok(w) => break w,
             }
         };
@@ -288,13 +308,16 @@ impl Supervisor {
     ) -> bool {
         match woke {
             Woke::Stop(req) => {
-                self.set_state(ServiceState::Stopping).await;
+                // `stopping` is recorded (see `watch`).
                 let mut reply = Some(req.done);
                 let killed = self
                     .stop_verified(proc, req.signal, req.timeout, &mut reply)
                     .await;
                 pump.finish().await;
-                self.set_state(ServiceState::Stopped).await;
+                // Stopped, recorded or not: if not, the registry keeps `stopping`, and status,
+                // which checks recorded pids while the registry cannot be written, shows it
+                // exited.
+                let _ = self.record_retrying(ServiceState::Stopped).await;
                 self.ready.update(|r| r.stopped = true);
                 // Answered once the registry says so: a `status` right after sees `stopped`.
                 if let Some(tx) = reply {
@@ -321,57 +344,116 @@ impl Supervisor {
         }
     }
 
-    async fn launch(&self) -> Option<Launched> {
-        self.set_state(ServiceState::Starting).await;
+    /// Launches one run. Every step is recorded before the next acts: `starting` in the
+    /// registry, then the launch id on disk, then the process; a run whose pid cannot be
+    /// recorded is stopped again (a pid the registry does not hold is never reported).
+    async fn launch(&self) -> Result<Launched, String> {
+        if let Err(e) = self.record(ServiceState::Starting).await {
+            return Err(format!(
+                "not started: the start cannot be recorded in the registry ({e})"
+            ));
+        }
         if let Err(e) = self.hub.reset_raw().await {
-            self.fail(format!("cannot prepare {}: {e}", self.dir.display()))
-                .await;
-            return None;
+            return Err(format!("cannot prepare {}: {e}", self.dir.display()));
         }
         // Recorded before anything can run: a daemon killed from here on finds the process.
         let id = self.launches.next(&self.key.project, &self.key.name);
         if let Err(e) = crate::launches::record(&self.dir, &id).await {
-            self.fail(format!(
+            return Err(format!(
                 "cannot record the launch in {} (nothing was started): {e}",
                 self.dir.display()
-            ))
+            ));
+        }
+        let mut p = runtime::launch(&self.spec, &self.dir, &self.executor, &self.launches, &id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (pid, st) = (p.pid(), p.start_time());
+        let container = p.container_id().map(str::to_owned);
+        let gated = self.spec.health.is_some();
+        let mut last = None;
+        for attempt in 0..RECORD_ATTEMPTS {
+            if attempt > 0 {
+                Timer::after(RECORD_RETRY).await;
+            }
+            let container = container.clone();
+            let r = self
+                .store
+                .modify(&self.key, move |e| {
+                    e.runtime.pid = Some(pid);
+                    e.runtime.process_start_time = Some(st);
+                    if container.is_some() {
+                        if let harness_protocol::Location::Container { id, .. } = &mut e.location {
+                            *id = container.clone();
+                        }
+                        e.runtime.container_id = container;
+                    }
+                    if !gated && e.state == ServiceState::Starting {
+                        e.transition(ServiceState::Running)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            match r {
+                Ok(_) => return Ok(p),
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.map(|e| e.to_string()).unwrap_or_default();
+        tracing::warn!(service = %self.key, "cannot record the start: {e}; stopping it again");
+        self.terminate(&mut p, self.spec.stop.signal, self.spec.stop.timeout)
             .await;
-            return None;
+        Err(format!(
+            "started as pid {pid} but its pid cannot be recorded in the registry ({e}); \
+             stopped it again"
+        ))
+    }
+
+    /// A launch failed: recorded as failed, then the restart policy decides (`restart: always`
+    /// tries again after its backoff). False when the supervisor is done.
+    async fn launch_failed(&self, reason: String, backoff: &mut Backoff) -> bool {
+        let retry = match self.spec.restart.policy {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure | RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+        } && self
+            .spec
+            .restart
+            .max_restarts
+            .is_none_or(|max| backoff.attempt < max);
+        let mut reason = reason;
+        if reason.contains("(os error 24)") {
+            reason.push_str(
+                "; the daemon is out of file descriptors: raise its open-file limit \
+                 (`ulimit -Hn`, LimitNOFILE=) or run fewer services",
+            );
         }
-        match runtime::launch(&self.spec, &self.dir, &self.executor, &self.launches, &id).await {
-            Ok(p) => {
-                let (pid, st) = (p.pid(), p.start_time());
-                let container = p.container_id().map(str::to_owned);
-                let gated = self.spec.health.is_some();
-                let r = self
-                    .store
-                    .modify(&self.key, move |e| {
-                        e.runtime.pid = Some(pid);
-                        e.runtime.process_start_time = Some(st);
-                        if container.is_some() {
-                            if let harness_protocol::Location::Container { id, .. } =
-                                &mut e.location
-                            {
-                                *id = container.clone();
-                            }
-                            e.runtime.container_id = container;
-                        }
-                        if !gated && e.state == ServiceState::Starting {
-                            e.transition(ServiceState::Running)?;
-                        }
-                        Ok(())
-                    })
-                    .await;
-                if let Err(e) = r {
-                    tracing::warn!(service = %self.key, "cannot record the start: {e}");
+        if retry {
+            reason.push_str(&format!(
+                "; retrying (restart: {})",
+                match self.spec.restart.policy {
+                    RestartPolicy::OnFailure => "on-failure",
+                    RestartPolicy::Always => "always",
+                    _ => "unless-stopped",
                 }
-                Some(p)
-            }
-            Err(reason) => {
-                self.fail(reason.to_string()).await;
-                None
-            }
+            ));
         }
+        self.fail(reason).await;
+        if !retry {
+            return false;
+        }
+        let Backoff { attempt, delay } = backoff;
+        *attempt += 1;
+        let next = Timestamp::now()
+            .checked_add(jiff::SignedDuration::try_from(*delay).unwrap_or_default())
+            .ok();
+        self.set_state(ServiceState::Restarting {
+            attempt: *attempt,
+            next_start: next,
+        })
+        .await;
+        let d = *delay;
+        let policy = &self.spec.restart;
+        *delay = (*delay * 2).min(policy.backoff.max.max(policy.backoff.initial));
+        self.backoff(d).await
     }
 
     /// Records that the host went down (a starting or running service becomes `unknown`) or
@@ -573,40 +655,104 @@ impl Supervisor {
         self.backoff(d).await
     }
 
-    /// Sleeps `d` unless a stop comes first (then records it). False when stopped.
+    /// Sleeps `d` unless a stop comes first (then records it). False when stopped. A stop that
+    /// cannot be recorded is refused, and the backoff goes on.
     async fn backoff(&self, d: Duration) -> bool {
-        let stop = async { Some(self.stops.recv().await) };
-        let slept = async {
-            Timer::after(d).await;
-            None
-        };
-        match slept.or(stop).await {
-            None => true,
-            Some(req) => {
-                self.set_state(ServiceState::Stopped).await;
-                self.ready.update(|r| r.stopped = true);
-                let _ = req.done.try_send(StopOutcome::Stopped { killed: false });
-                false
+        let until = Instant::now() + d;
+        loop {
+            let stop = async { Some(self.stops.recv().await) };
+            let slept = async {
+                Timer::at(until).await;
+                None
+            };
+            let Some(req) = slept.or(stop).await else {
+                return true;
+            };
+            match self.record_retrying(ServiceState::Stopped).await {
+                Ok(()) => {
+                    self.ready.update(|r| r.stopped = true);
+                    let _ = req.done.try_send(StopOutcome::Stopped { killed: false });
+                    return false;
+                }
+                Err(e) => {
+                    let _ = req.done.try_send(StopOutcome::Refused(format!(
+                        "not stopped, its restart is still due: the stop cannot be recorded ({e})"
+                    )));
+                }
             }
         }
     }
 
+    /// Records the failure and tells whoever waits for the service. A failure that cannot be
+    /// recorded yet (disk full) is told at once, and recorded once it can be.
     async fn fail(&self, reason: String) {
         tracing::info!(service = %self.key, "failed: {reason}");
-        let r = reason.clone();
-        self.set_state(ServiceState::Failed { reason: r }).await;
+        let failed = ServiceState::Failed {
+            reason: reason.clone(),
+        };
+        let first = self.record(failed.clone()).await;
         self.ready.update(|st| st.failed = Some(reason));
+        if first.is_err() {
+            self.set_state(failed).await;
+        }
     }
 
+    /// Records `to`. A storage error (disk full) is retried until the change is recorded, so
+    /// that the registry catches up with what happened before the supervisor acts on it (an
+    /// exit before the restart, a restart before the launch).
     async fn set_state(&self, to: ServiceState) {
-        set_state(&self.store, &self.key, to).await;
+        let mut wait = RECORD_RETRY;
+        loop {
+            match self.record(to.clone()).await {
+                Ok(()) => return,
+                Err(harness_store::StoreError::Storage(e)) => {
+                    tracing::warn!(service = %self.key, "registry: {e}; retrying in {wait:?}");
+                    Timer::after(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    tracing::warn!(service = %self.key, "registry: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Moves to `to`, durably, or says why not.
+    async fn record(&self, to: ServiceState) -> Result<(), harness_store::StoreError> {
+        record_state(&self.store, &self.key, to).await
+    }
+
+    /// Moves to `to`, trying a few times (the store reopens after an I/O error).
+    async fn record_retrying(&self, to: ServiceState) -> Result<(), harness_store::StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.record(to.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(service = %self.key, "registry: {e}");
+                    attempt += 1;
+                    if attempt == RECORD_ATTEMPTS {
+                        return Err(e);
+                    }
+                }
+            }
+            Timer::after(RECORD_RETRY).await;
+        }
     }
 }
 
-/// Moves the entry to `to`, through `pending` when there is no direct legal move (e.g. a stopped
-/// service that fails to start again). Registry problems are logged, never fatal to a service.
-pub(crate) async fn set_state(store: &Store, key: &ServiceKey, to: ServiceState) {
-    let r = store
+/// How often a record the service's truth depends on is tried, and how far apart.
+const RECORD_ATTEMPTS: u32 = 3;
+const RECORD_RETRY: Duration = Duration::from_millis(100);
+
+/// Moves the entry to `to` (see [`set_state`]), returning the registry's error.
+pub(crate) async fn record_state(
+    store: &Store,
+    key: &ServiceKey,
+    to: ServiceState,
+) -> Result<(), harness_store::StoreError> {
+    store
         .modify(key, move |e: &mut ServiceEntry| {
             if e.state == to {
                 return Ok(());
@@ -617,8 +763,14 @@ pub(crate) async fn set_state(store: &Store, key: &ServiceKey, to: ServiceState)
             }
             e.transition(to)
         })
-        .await;
-    if let Err(e) = r {
+        .await
+        .map(|_| ())
+}
+
+/// Moves the entry to `to`, through `pending` when there is no direct legal move (e.g. a stopped
+/// service that fails to start again). Registry problems are logged, never fatal to a service.
+pub(crate) async fn set_state(store: &Store, key: &ServiceKey, to: ServiceState) {
+    if let Err(e) = record_state(store, key, to).await {
         tracing::warn!(service = %key, "registry: {e}");
     }
 }

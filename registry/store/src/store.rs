@@ -129,7 +129,7 @@ pub enum Replay {
 
 struct Inner {
     path: PathBuf,
-    db: Arc<Database>,
+    db: Arc<Db>,
     ops: async_channel::Sender<Request>,
     hub: Arc<Hub>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -161,7 +161,11 @@ impl Store {
         let path = path.as_ref().to_path_buf();
         let p = path.clone();
         let (db, last_seq) = blocking::unblock(move || open_db(&p)).await?;
-        let db = Arc::new(db);
+        let db = Arc::new(Db {
+            path: path.clone(),
+            current: std::sync::RwLock::new(Some(Arc::new(db))),
+            failed_at: std::sync::Mutex::new(None),
+        });
         let hub = Arc::new(Hub::new(last_seq));
         // A bounded queue allocates every slot up front: 1024 keeps the idle daemon small while a batch
         // (up to MAX_BATCH operations) still forms behind a slow fsync.
@@ -190,6 +194,17 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Whether a commit failed within `within`: what the registry holds may then be behind
+    /// what happened (writers retry until their change is recorded).
+    pub fn failed_within(&self, within: Duration) -> bool {
+        self.inner
+            .db
+            .failed_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < within)
     }
 
     /// The seq of the last committed and published event (0 if none).
@@ -275,6 +290,7 @@ impl Store {
         let db = self.inner.db.clone();
         let k = key.storage_key();
         blocking::unblock(move || {
+            let db = db.get()?;
             let txn = db.begin_read().map_err(storage)?;
             let table = match txn.open_table(SERVICES) {
                 Ok(t) => t,
@@ -306,6 +322,7 @@ impl Store {
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let db = self.inner.db.clone();
         blocking::unblock(move || {
+            let db = db.get()?;
             let txn = db.begin_read().map_err(storage)?;
             read_snapshot(&txn)
         })
@@ -316,6 +333,7 @@ impl Store {
     pub async fn events_after(&self, since: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let db = self.inner.db.clone();
         blocking::unblock(move || {
+            let db = db.get()?;
             let txn = db.begin_read().map_err(storage)?;
             let table = match txn.open_table(EVENTS) {
                 Ok(t) => t,
@@ -340,6 +358,7 @@ impl Store {
     pub async fn pruned_through(&self) -> Result<u64, StoreError> {
         let db = self.inner.db.clone();
         blocking::unblock(move || {
+            let db = db.get()?;
             let txn = db.begin_read().map_err(storage)?;
             read_meta(&txn, "pruned_through")
         })
@@ -360,6 +379,7 @@ impl Store {
     ) -> Result<Replay, StoreError> {
         let db = self.inner.db.clone();
         blocking::unblock(move || {
+            let db = db.get()?;
             let txn = db.begin_read().map_err(storage)?;
             if since < read_meta(&txn, "pruned_through")? {
                 return Ok(Replay::Resync);
@@ -449,6 +469,57 @@ fn read_snapshot(txn: &redb::ReadTransaction) -> Result<Snapshot, StoreError> {
     Ok(Snapshot { seq, services })
 }
 
+/// The open database, replaced after an I/O error. redb refuses every later transaction once a
+/// write failed ("Previous I/O error occurred"): after a disk-full commit the registry stayed
+/// unusable until the daemon restarted. So a failed commit closes the database and the next
+/// operation opens it again (redb's open repairs what the failed commit left).
+struct Db {
+    path: PathBuf,
+    current: std::sync::RwLock<Option<Arc<Database>>>,
+    /// When a commit last failed.
+    failed_at: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Db {
+    /// The database, opening it again if the last one was closed after an error.
+    fn get(&self) -> Result<Arc<Database>, StoreError> {
+        if let Some(db) = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Ok(db.clone());
+        }
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(db) = cur.as_ref() {
+            return Ok(db.clone());
+        }
+        let (db, _) = open_db(&self.path)
+            .map_err(|e| StoreError::Storage(format!("cannot reopen after an I/O error: {e}")))?;
+        tracing::info!(path = %self.path.display(), "registry store reopened after an I/O error");
+        let db = Arc::new(db);
+        *cur = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Closes the database after a failed commit, once the transactions in flight on it are
+    /// done (reads on the blocking pool hold it for one read each), so that it can be opened again.
+    fn close_after_error(&self, db: Arc<Database>) {
+        *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &db)) {
+            *cur = None;
+        }
+        drop(cur);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&db) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(db);
+    }
+}
+
 /// The registry's own page cache (read cache and write buffer); the event throughput bench is
 /// the same with 256 KiB as with 1 GiB.
 const CACHE_BYTES: usize = 256 << 10;
@@ -504,12 +575,7 @@ fn open_db(path: &Path) -> Result<(Database, u64), StoreError> {
     Ok((db, last_seq))
 }
 
-fn writer_loop(
-    db: &Database,
-    rx: &async_channel::Receiver<Request>,
-    hub: &Hub,
-    retention: Retention,
-) {
+fn writer_loop(db: &Db, rx: &async_channel::Receiver<Request>, hub: &Hub, retention: Retention) {
     let mut batch = Vec::new();
     let mut last_age_check = std::time::Instant::now();
     while let Ok(first) = rx.recv_blocking() {
@@ -525,7 +591,15 @@ fn writer_loop(
             last_age_check = std::time::Instant::now();
         }
         let shutdown = batch.iter().any(|r| matches!(r.op, Op::Shutdown));
-        match commit_batch(db, &mut batch, retention, check_age) {
+        let outcome = db.get().and_then(|handle| {
+            let r = commit_batch(&handle, &mut batch, retention, check_age);
+            if r.is_err() {
+                // redb fails every later transaction of this handle: open it again.
+                db.close_after_error(handle);
+            }
+            r
+        });
+        match outcome {
             Ok((results, published)) => {
                 hub.publish(published);
                 for (req, result) in batch.drain(..).zip(results) {
@@ -534,8 +608,14 @@ fn writer_loop(
             }
             Err(e) => {
                 tracing::error!(error = %e, "registry commit failed; batch rejected");
+                let message = match &e {
+                    StoreError::Storage(m) => m.clone(),
+                    other => other.to_string(),
+                };
                 for req in batch.drain(..) {
-                    let _ = req.reply.try_send(Err(StoreError::Storage(e.to_string())));
+                    let _ = req
+                        .reply
+                        .try_send(Err(StoreError::Storage(message.clone())));
                 }
             }
         }
