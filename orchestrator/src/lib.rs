@@ -282,7 +282,9 @@ impl Orchestrator {
             let checks: Vec<(usize, u32, u64)> = list
                 .iter()
                 .enumerate()
-                .filter(|(_, e)| e.location == harness_protocol::Location::Local && e.state.is_active())
+                .filter(|(_, e)| {
+                    e.location == harness_protocol::Location::Local && e.state.is_active()
+                })
                 .filter_map(|(i, e)| Some((i, e.runtime.pid?, e.runtime.process_start_time?)))
                 .collect();
             let gone: Vec<usize> = blocking::unblock(move || {
