@@ -146,11 +146,18 @@ pub async fn spawn(
         .map(Cgroup::procs_path)
         .transpose()
         .map_err(|e| Error::io(place(), "cgroup path", e))?;
-    // SAFETY: only async-signal-safe calls (open, write, setsid), on memory prepared before fork.
+    let parent = rustix::process::Pid::from_raw(std::process::id() as i32);
+    // SAFETY: only async-signal-safe calls (open, write, getppid, setsid), on memory prepared
+    // before fork.
     unsafe {
         std_cmd.pre_exec(move || {
             if let Some(p) = &procs {
                 cgroup::join_self(p)?;
+            }
+            // A daemon killed between fork and here cannot have recorded this child: it must not
+            // run. Once in its cgroup it is found (and adopted or killed) by the next daemon.
+            if rustix::process::getppid() != parent {
+                return Err(std::io::Error::other("the daemon that started it is gone"));
             }
             rustix::process::setsid().map(drop).map_err(Into::into)
         });

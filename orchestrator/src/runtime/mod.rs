@@ -223,11 +223,12 @@ pub(crate) async fn adopt(
             )
         }
         _ => {
-            if !keep {
-                return Ok(None);
-            }
             let (project, service) = project_and_service(dir);
             let cgroup = launches.existing_cgroup(project, service);
+            if !keep {
+                kill_cgroup(cgroup).await;
+                return Ok(None);
+            }
             let user = spec.launch.user.clone();
             // The session leader carrying the launch id; else the recorded pid or the pidfile
             // (a launch by an older daemon, or a process whose environment this daemon may
@@ -243,10 +244,23 @@ pub(crate) async fn adopt(
                 (None, Some(r)) => Some(r),
                 (None, None) => local::read_pidfile(dir).await,
             };
-            Ok(leader
-                .and_then(|(pid, st)| local::attach(pid, st, user, cgroup))
-                .map(Launched::Local))
+            match leader.and_then(|(pid, st)| local::attach(pid, st, user, cgroup.clone())) {
+                Some(p) => Ok(Some(Launched::Local(p))),
+                None => {
+                    kill_cgroup(cgroup).await;
+                    Ok(None)
+                }
+            }
         }
+    }
+}
+
+/// Kills whatever is in a local service's cgroup when none of it is adopted: a child the killed
+/// daemon forked joins the cgroup before it execs, but carries the launch id in its environment
+/// only from the exec on, so the scan by launch id can miss it.
+async fn kill_cgroup(cgroup: Option<command_executor::service::cgroup::Cgroup>) {
+    if let Some(cg) = cgroup {
+        blocking::unblock(move || cg.kill_all()).await;
     }
 }
 

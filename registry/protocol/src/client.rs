@@ -352,10 +352,15 @@ impl Client {
                             401 => ClientError::Unauthorized,
                             503 => ClientError::Busy {
                                 limit: resp
-                                    .body()
-                                    .as_deref()
-                                    .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-                                    .and_then(|v| v["limit"].as_u64()),
+                                    .headers()
+                                    .get(crate::wire::CONNECTION_LIMIT_HEADER)
+                                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                                    .or_else(|| {
+                                        resp.body()
+                                            .as_deref()
+                                            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                                            .and_then(|v| v["limit"].as_u64())
+                                    }),
                             },
                             status => ClientError::Refused { status },
                         }

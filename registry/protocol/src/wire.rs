@@ -16,6 +16,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The WebSocket path. `/healthz` and `/metrics` are plain HTTP on the same port.
 pub const WS_PATH: &str = "/v1/ws";
 
+/// On a `503` answer to the upgrade: the daemon's connection limit that was reached.
+pub const CONNECTION_LIMIT_HEADER: &str = "X-Harness-Connection-Limit";
+
 /// Method names. The orchestrator's methods are listed here too, so that every client shares one set.
 pub mod methods {
     /// `{}` → [`super::HelloResult`]

@@ -138,8 +138,10 @@ pub(crate) async fn respond<S: AsyncWrite + Unpin>(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
+    // One write, so head and body travel in one TLS record: a WebSocket client reads the body
+    // only if it came with the head.
+    head.push_str(body);
     stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
     stream.flush().await?;
     stream.close().await
 }

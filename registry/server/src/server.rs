@@ -371,7 +371,9 @@ where
                         "error": "too many connections",
                         "limit": shared.config.max_connections,
                     });
-                    http::respond(&mut tls, 503, json, &body.to_string(), &[]).await
+                    let limit = shared.config.max_connections.to_string();
+                    let extra = [(wire::CONNECTION_LIMIT_HEADER, limit.as_str())];
+                    http::respond(&mut tls, 503, json, &body.to_string(), &extra).await
                 } else {
                     upgrade(tls, key, rest, peer, shared).await;
                     return;
