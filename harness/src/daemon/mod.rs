@@ -54,6 +54,8 @@ pub struct State {
     pub proxy: proxy::ProxySlot,
     /// File watches by project (`watch:`, `harness watch`).
     pub watches: Mutex<std::collections::HashMap<String, orchestrator::watch::Watching>>,
+    /// Streaming execs, for `exec.input`.
+    pub execs: handlers::exec::Sessions,
 }
 
 impl State {
@@ -172,6 +174,7 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
         fds: budget,
         proxy: proxy::ProxySlot::new(orch.clone(), store.clone()),
         watches: Mutex::default(),
+        execs: handlers::exec::Sessions::default(),
     });
     // Projects re-attached from the last run get their proxy and file watches back.
     for name in orch.projects() {
@@ -314,6 +317,7 @@ fn router(state: &Arc<State>) -> Router {
         .route(methods::STATUS, with(state, status::handle))
         .route(methods::LOGS, with(state, logs::handle))
         .route(methods::EXEC, with(state, exec::handle))
+        .route(methods::EXEC_INPUT, with(state, exec_input::handle))
         .route(methods::HEALTH, with(state, health::handle))
         .route(methods::DAEMON_STATUS, with(state, daemon_status::handle))
         .route(methods::DAEMON_STOP, with(state, daemon_stop::handle))
