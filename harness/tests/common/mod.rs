@@ -1,2 +1,3 @@
 //! Fixtures shared by the harness integration tests in this folder.
+pub mod pty;
 pub mod testbed_env;

@@ -5,6 +5,7 @@ mod acceptance;
 mod commands;
 mod common;
 mod compose;
+mod exec;
 mod hygiene;
 mod lean;
 mod proxy;
