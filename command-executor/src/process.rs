@@ -1128,11 +1128,10 @@ fn finish_spawn(
                         // A program's background children may keep the terminal open: once the
                         // program ended, read what is there, but do not wait for them.
                         let status = child.status().await;
-                        async { pump.await }
-                            .or(async {
-                                async_io::Timer::after(Duration::from_secs(1)).await;
-                            })
-                            .await;
+                        pump.or(async {
+                            async_io::Timer::after(Duration::from_secs(1)).await;
+                        })
+                        .await;
                         status
                     }
                 }

@@ -660,6 +660,8 @@ fn exec_pipes_stdin_through_every_layer() {
             out.stdout.len() - head.len(),
             data.len()
         );
+        let missing = env.run(&["exec", svc, "--", "no-such-program-y"]);
+        assert_eq!(missing.code, 127, "{svc}: {}", missing.stderr);
     }
     env.run(&["stop"]).ok();
     assert_eq!(containers(tb, "e2epipe"), 0);

@@ -165,3 +165,18 @@ fn exec_on_a_terminal_runs_an_interactive_shell() {
     assert!(run.text().contains("not a tty"), "{}", run.text());
     env.run(&["stop"]).ok();
 }
+
+#[test]
+fn exec_of_a_missing_program_exits_127() {
+    let env = Env::new(BOX);
+    env.run(&["start"]).ok();
+    for extra in [&[][..], &["-o", "json"][..]] {
+        let mut args = extra.to_vec();
+        args.extend(["exec", "box", "--", "no-such-program-x"]);
+        let run = env.run(&args);
+        assert_eq!(run.code, 127, "{args:?}: {}{}", run.stdout, run.stderr);
+        let said = format!("{}{}", run.stdout, run.stderr);
+        assert!(said.contains("no-such-program-x"), "{args:?}: {said}");
+    }
+    env.run(&["stop"]).ok();
+}

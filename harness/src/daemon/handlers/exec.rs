@@ -83,11 +83,18 @@ pub async fn handle(
             "tty: a terminal needs stream: true",
         ));
     }
-    let mut process = state
-        .orch
-        .exec(&p.project, &p.service, &p.command)
-        .await
-        .map_err(wire_error)?;
+    let mut process = match state.orch.exec(&p.project, &p.service, &p.command).await {
+        Ok(process) => process,
+        Err(e) => {
+            let (code, message) = shell_code(e)?;
+            return Ok(ExecResult {
+                code: Some(code),
+                signal: None,
+                stdout: String::new(),
+                stderr: message,
+            });
+        }
+    };
     let mut events = process
         .take_events()
         .ok_or_else(|| WireError::internal("the process has no event stream"))?;
@@ -133,11 +140,27 @@ async fn stream(
         }),
         term: p.tty.as_ref().and_then(|t| t.term.clone()),
     };
-    let mut process = state
+    let mut process = match state
         .orch
         .exec_with(&p.project, &p.service, &p.command, &opts)
         .await
-        .map_err(wire_error)?;
+    {
+        Ok(process) => process,
+        Err(e) => {
+            let (code, message) = shell_code(e)?;
+            ctx.progress(ExecProgress::Output {
+                stream: "stderr".into(),
+                data: encode_bytes(message.as_bytes()),
+            })
+            .await?;
+            return Ok(ExecResult {
+                code: Some(code),
+                signal: None,
+                stdout: String::new(),
+                stderr: String::new(),
+            });
+        }
+    };
     let mut events = process
         .take_events()
         .ok_or_else(|| WireError::internal("the process has no event stream"))?;
@@ -193,6 +216,20 @@ async fn stream(
         })?,
     };
     Ok(result(status, String::new(), String::new()))
+}
+
+/// A program that is not there or a working directory that cannot be entered ends the exec as
+/// a shell would, with 127 or 126 and a message; any other failure is an error.
+fn shell_code(e: orchestrator::Error) -> Result<(i32, String), WireError> {
+    use command_executor::Error as X;
+    match &e {
+        orchestrator::Error::Exec { source, .. } => match &**source {
+            X::ProgramNotFound { .. } => Ok((127, format!("harness: {e}\n"))),
+            X::WorkingDir { .. } => Ok((126, format!("harness: {e}\n"))),
+            _ => Err(wire_error(e)),
+        },
+        _ => Err(wire_error(e)),
+    }
 }
 
 fn line_bytes(line: Line) -> Vec<u8> {
