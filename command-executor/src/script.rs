@@ -28,8 +28,10 @@ pub(crate) const START_TIME_FN: &str = r#"st() { S=; G=; if read -r l 2>/dev/nul
 /// so, the preamble, the terminal restored, then the caller's input). The preamble is [`env_preamble`]: a line
 /// count, then that many lines of sh. `read` takes a pipe or terminal byte by byte, so what follows the
 /// preamble stays for the program. The caller sends the preamble in `t` mode only after the ENV marker:
-/// what a terminal receives with echo on is echoed at once.
+/// what a terminal receives with echo on is echoed at once. The start time and group are taken before the
+/// environment is set, so a service variable named `S` or `G` reaches the program.
 const EXEC: &str = r#"_c=$1; _e=$2; shift 2
+st $$; _s=$S; _g=$G
 if [ "$_e" != 0 ]; then
   if [ "$_e" = t ]; then
     command -v stty >/dev/null 2>&1 || { printf '\036HARNESS-NOSTTY\n' >&2; exit 125; }
@@ -44,9 +46,8 @@ if [ "$_e" != 0 ]; then
 fi
 if [ -n "$_c" ]; then cd "$_c" 2>/dev/null || { printf '\036HARNESS-NOCWD\n' >&2; exit 126; }; fi
 command -v "$1" >/dev/null 2>&1 || { printf '\036HARNESS-NOPROG\n' >&2; exit 127; }
-st $$
-if [ -n "$G" ] && [ "$G" != $$ ] && command -v setsid >/dev/null 2>&1; then set -- setsid "$@"; fi
-printf '\036HARNESS-PID %s %s\n' $$ "$S" >&2
+if [ -n "$_g" ] && [ "$_g" != $$ ] && command -v setsid >/dev/null 2>&1; then set -- setsid "$@"; fi
+printf '\036HARNESS-PID %s %s\n' $$ "$_s" >&2
 exec "$@"
 "#;
 

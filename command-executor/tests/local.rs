@@ -371,10 +371,11 @@ fn pty_locally_and_through_sudo() {
     smol::block_on(async {
         let e = exec();
         for target in [Target::local(), Target::local().sudo("nobody")] {
-            let script = "tty; stty size; echo \"S=$PTYSECRET\"; read x; stty size; echo \"got:$x\" >&2; exit 5";
+            let script =
+                "tty; stty size; echo \"S=$S\"; read x; stty size; echo \"got:$x\" >&2; exit 5";
             let cmd = Command::new("sh")
                 .args(["-c", script])
-                .env("PTYSECRET", "pty-secret-1")
+                .env("S", "pty-secret-1")
                 .pty(PtySize {
                     rows: 30,
                     cols: 100,
