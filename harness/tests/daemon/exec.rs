@@ -122,6 +122,39 @@ fn exec_forwards_stdin_and_streams_output() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(left(), 0, "the command outlived Ctrl-C");
+
+    // A command that ignores SIGINT: the second Ctrl-C gives up, and the command is killed.
+    let mut child = env
+        .cmd(&[
+            "exec",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "trap '' INT; echo ready; exec sleep 86414",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut ready = String::new();
+    lines.read_line(&mut ready).unwrap();
+    assert_eq!(ready, "ready\n");
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "ended on the first Ctrl-C"
+    );
+    assert_eq!(left(), 1, "the command should still run");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while left() > 0 && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(left(), 0, "the command outlived harness");
     env.run(&["stop"]).ok();
 }
 
