@@ -663,6 +663,44 @@ fn exec_pipes_stdin_through_every_layer() {
         let missing = env.run(&["exec", svc, "--", "no-such-program-y"]);
         assert_eq!(missing.code, 127, "{svc}: {}", missing.stderr);
     }
+    // Ctrl-C: the first goes to the command (which ignores it here), the second gives up, and
+    // the command is killed wherever it runs.
+    for svc in ["plain", "su", "box"] {
+        let tag = unique("86416");
+        let mut child = env
+            .cmd(&[
+                "exec",
+                svc,
+                "--",
+                "sh",
+                "-c",
+                "trap '' INT; echo ready; sleep 600; echo not-reached",
+                &tag,
+            ])
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut ready = String::new();
+        std::io::BufRead::read_line(&mut out, &mut ready).unwrap();
+        assert_eq!(ready, "ready\n", "{svc}");
+        assert!(!tb.processes_matching(&tag).is_empty(), "{svc}: no {tag}");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            matches!(child.try_wait(), Ok(None)),
+            "{svc}: ended on the first Ctrl-C"
+        );
+        rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(130), "{svc}");
+        assert!(
+            wait_for(Duration::from_secs(10), || tb
+                .processes_matching(&tag)
+                .is_empty()),
+            "{svc}: left after harness gave up: {:?}",
+            tb.processes_matching(&tag)
+        );
+    }
     env.run(&["stop"]).ok();
     assert_eq!(containers(tb, "e2epipe"), 0);
 }
