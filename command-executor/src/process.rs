@@ -998,7 +998,7 @@ enum Outputs {
 
 /// Sends what `r` yields as it comes, one event per read, waiting on a listener that falls behind.
 async fn pump_chunks<R: futures_lite::AsyncRead + Unpin>(mut r: R, sink: &EventSink, stderr: bool) {
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut buf = vec![0u8; 128 * 1024];
     loop {
         match r.read(&mut buf).await {
             Ok(0) => break,

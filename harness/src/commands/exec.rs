@@ -202,7 +202,7 @@ fn forwarded_signals(tty: bool) -> std::io::Result<async_signal::Signals> {
 /// Stops when the command no longer takes input.
 async fn forward_stdin(client: Client, exec: u64) {
     let mut stdin = blocking::Unblock::new(std::io::stdin());
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut buf = vec![0u8; 128 * 1024];
     loop {
         let n = match stdin.read(&mut buf).await {
             Ok(0) | Err(_) => break,
