@@ -16,6 +16,19 @@ pub enum StdinMode {
     Piped,
 }
 
+/// The size of a pseudo-terminal, in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PtySize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+impl Default for PtySize {
+    fn default() -> Self {
+        PtySize { rows: 24, cols: 80 }
+    }
+}
+
 /// A program with its arguments, environment and working directory. The environment and working directory
 /// apply to the program at the end of the layer chain (inside the container, as the sudo user, on the remote
 /// host), not to the layers' own clients.
@@ -27,6 +40,10 @@ pub struct Command {
     pub(crate) cwd: Option<OsString>,
     pub(crate) stdin: StdinMode,
     pub(crate) timeout: Option<Duration>,
+    /// Run on a pseudo-terminal of this size (see [`Command::pty`]).
+    pub(crate) pty: Option<PtySize>,
+    /// Output as it is read instead of in lines (see [`Command::chunked_output`]).
+    pub(crate) chunked: bool,
     /// An internal control operation (signal, status): uses the ssh slot kept for those.
     pub(crate) control: bool,
 }
@@ -41,6 +58,8 @@ impl Command {
             cwd: None,
             stdin: StdinMode::Null,
             timeout: None,
+            pty: None,
+            chunked: false,
             control: false,
         }
     }
@@ -86,6 +105,37 @@ impl Command {
     pub fn timeout(mut self, after: Duration) -> Self {
         self.timeout = Some(after);
         self
+    }
+
+    /// Delivers output as it is read ([`crate::Event::Stdout`] and [`crate::Event::Stderr`] carry
+    /// whatever one read returned, newlines included, `newline: false`), so a prompt without a newline
+    /// arrives at once. A listener that falls behind slows the program down (the pipes fill)
+    /// instead of losing output.
+    pub fn chunked_output(mut self) -> Self {
+        self.chunked = true;
+        self
+    }
+
+    /// Runs the program on a pseudo-terminal of `size`, allocated at the far end of the chain:
+    /// locally the executor opens one (the program's controlling terminal); an ssh layer runs
+    /// `ssh -tt`, a docker layer `docker exec -it`, and sudo runs on the terminal it is given. stdout
+    /// and stderr are then one stream (all output arrives as [`crate::Event::Stdout`]), output is
+    /// chunked, and stdin is the terminal ([`crate::Process::take_stdin`]; closing it sends the
+    /// terminal's end-of-file character). Window size changes go through
+    /// [`crate::Process::resize`]. The environment still travels on stdin: the exec wrapper turns the
+    /// far terminal's echo off (`stty raw -echo`) before the executor sends it, and restores the
+    /// terminal before the program starts, so nothing of it is echoed (`stty` is then needed at the
+    /// far end).
+    pub fn pty(mut self, size: PtySize) -> Self {
+        self.pty = Some(size);
+        self.stdin = StdinMode::Piped;
+        self.chunked = true;
+        self
+    }
+
+    /// The pseudo-terminal size, for commands run on one.
+    pub fn get_pty(&self) -> Option<PtySize> {
+        self.pty
     }
 
     /// The program.

@@ -396,6 +396,7 @@ async fn follow(
         id: pid,
         events: Some(events),
         stdin: None,
+        pty: None,
         outcome,
         ctl,
         _tasks: vec![task],

@@ -131,6 +131,7 @@ impl Event {
 pub struct Events {
     rx: Pin<Box<async_channel::Receiver<Event>>>,
     queued: Arc<AtomicUsize>,
+    drained: Arc<event_listener::Event>,
 }
 
 impl Events {
@@ -147,6 +148,7 @@ impl Stream for Events {
         let polled = self.rx.as_mut().poll_next(cx);
         if let Poll::Ready(Some(ev)) = &polled {
             self.queued.fetch_sub(ev.cost(), Ordering::AcqRel);
+            self.drained.notify(usize::MAX);
         }
         polled
     }
@@ -160,24 +162,28 @@ pub(crate) struct EventSink {
     queued: Arc<AtomicUsize>,
     lost: Arc<AtomicU64>,
     limit: usize,
+    drained: Arc<event_listener::Event>,
 }
 
 impl EventSink {
     pub(crate) fn new(limit: usize) -> (EventSink, Events) {
         let (tx, rx) = async_channel::unbounded();
         let queued = Arc::new(AtomicUsize::new(0));
+        let drained = Arc::new(event_listener::Event::new());
         let sink = EventSink {
             tx,
             drain: rx.clone(),
             queued: queued.clone(),
             lost: Arc::new(AtomicU64::new(0)),
             limit,
+            drained: drained.clone(),
         };
         (
             sink,
             Events {
                 rx: Box::pin(rx),
                 queued,
+                drained,
             },
         )
     }
@@ -210,6 +216,34 @@ impl EventSink {
         let _ = self.tx.try_send(ev);
     }
 
+    /// Queues an event, waiting while the listener is more than the queue bound behind (instead of
+    /// dropping older events). Nothing is queued once the listener is gone.
+    pub(crate) async fn push_wait(&self, ev: Event) {
+        let cost = ev.cost();
+        loop {
+            if self.tx.receiver_count() <= 1 {
+                return;
+            }
+            let queued = self.queued.load(Ordering::Acquire);
+            if queued == 0 || queued + cost <= self.limit {
+                break;
+            }
+            let listener = self.drained.listen();
+            // Re-check after registering, so a drain in between is not missed.
+            let queued = self.queued.load(Ordering::Acquire);
+            if queued == 0 || queued + cost <= self.limit {
+                break;
+            }
+            // The listener may go away without draining: look again now and then.
+            futures_lite::future::or(listener, async {
+                async_io::Timer::after(std::time::Duration::from_millis(200)).await;
+            })
+            .await;
+        }
+        self.queued.fetch_add(cost, Ordering::AcqRel);
+        let _ = self.tx.try_send(ev);
+    }
+
     pub(crate) fn close(&self) {
         self.tx.close();
     }
@@ -225,6 +259,11 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         LineReader {
             inner: BufReader::with_capacity(MAX_LINE, inner),
         }
+    }
+
+    /// The buffered reader underneath (bytes already buffered are read first).
+    pub(crate) fn into_inner(self) -> BufReader<R> {
+        self.inner
     }
 
     /// The next line, `None` at end of file. Read errors end the stream like end of file.

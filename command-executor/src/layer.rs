@@ -274,7 +274,13 @@ impl Target {
 
     /// Wraps `argv` in every layer. The outermost ssh layer, if any, is left to the caller (it needs the
     /// multiplexed connection); `skip_outer_ssh` says so.
-    pub(crate) fn wrap(&self, mut argv: Vec<OsString>, skip_outer_ssh: bool) -> Vec<OsString> {
+    /// With `tty`, each layer passes a terminal on: `ssh -tt`, `docker exec -it`.
+    pub(crate) fn wrap(
+        &self,
+        mut argv: Vec<OsString>,
+        skip_outer_ssh: bool,
+        tty: bool,
+    ) -> Vec<OsString> {
         for (i, layer) in self.layers.iter().enumerate().rev() {
             if i == 0 && skip_outer_ssh && matches!(layer, Layer::Ssh(_)) {
                 break;
@@ -296,6 +302,9 @@ impl Target {
                     let mut v = d.cli.base();
                     v.push("exec".into());
                     v.push("-i".into());
+                    if tty {
+                        v.push("-t".into());
+                    }
                     if let Some(u) = &d.user {
                         v.push("-u".into());
                         v.push(u.into());
@@ -304,7 +313,7 @@ impl Target {
                     v.extend(argv);
                     v
                 }
-                Layer::Ssh(h) => inner_ssh_argv(h, &argv),
+                Layer::Ssh(h) => inner_ssh_argv(h, &argv, tty),
             };
         }
         argv
@@ -313,8 +322,8 @@ impl Target {
 
 /// An ssh hop that runs on a remote host (not the outermost layer): its options go on the command line, so
 /// identity and known-hosts paths refer to that host, and it has no multiplexing or jump hosts.
-fn inner_ssh_argv(h: &SshHost, argv: &[OsString]) -> Vec<OsString> {
-    let mut v: Vec<OsString> = vec!["ssh".into(), "-T".into()];
+fn inner_ssh_argv(h: &SshHost, argv: &[OsString], tty: bool) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec!["ssh".into(), if tty { "-tt" } else { "-T" }.into()];
     let policy = match h.host_key_policy {
         HostKeyPolicy::Strict => "yes",
         HostKeyPolicy::AcceptNew => "accept-new",
@@ -373,7 +382,7 @@ mod tests {
         let t = Target::local()
             .sudo("svc")
             .docker(DockerExec::new("web").user("app"));
-        let got = t.wrap(vec!["echo".into(), "".into()], false);
+        let got = t.wrap(vec!["echo".into(), "".into()], false, false);
         let want: Vec<OsString> = [
             "sudo", "-n", "-H", "-u", "svc", "--", "docker", "exec", "-i", "-u", "app", "web",
             "echo", "",
@@ -382,6 +391,25 @@ mod tests {
         .map(Into::into)
         .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn tty_wraps_pass_a_terminal_on() {
+        let t = Target::local()
+            .then(Layer::Ssh(SshHost::new("10.0.0.2").name("h4")))
+            .sudo("root")
+            .docker(DockerExec::new("web"));
+        let got = t.wrap(vec!["sh".into()], false, true);
+        let got: Vec<String> = got
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(got[..2], ["ssh", "-tt"]);
+        let remote = got.last().unwrap();
+        assert!(
+            remote.contains("sudo -n -H -u root -- docker exec -i -t web sh"),
+            "{remote}"
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub mod service;
 mod signal;
 mod ssh;
 
-pub use command::{Command, StdinMode};
+pub use command::{Command, PtySize, StdinMode};
 pub use docker::{ContainerSelector, DockerRun};
 pub use error::{Error, Place, Result};
 pub use event::{Event, Events, ExitStatus, Line, MAX_LINE, OutputStream};

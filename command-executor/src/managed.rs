@@ -278,6 +278,7 @@ async fn handle(
         id,
         events: Some(events),
         stdin: None,
+        pty: None,
         outcome,
         ctl,
         _tasks: vec![task],

@@ -11,11 +11,12 @@ use std::os::unix::ffi::OsStringExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_io::Async;
 use async_lock::OnceCell;
-use futures_lite::{AsyncWriteExt, FutureExt};
+use futures_lite::{AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
 
 use crate::classify;
-use crate::command::{Command, StdinMode};
+use crate::command::{Command, PtySize, StdinMode};
 use crate::error::{Error, Place, Result};
 use crate::event::{Event, EventSink, Events, ExitStatus, Line, LineReader};
 use crate::executor::Executor;
@@ -24,8 +25,74 @@ use crate::quote;
 use crate::script::{self, MARK};
 use crate::signal::Signal;
 
-/// The stdin of a process started with [`StdinMode::Piped`]; close it (drop) to send end of file.
-pub type Stdin = async_process::ChildStdin;
+/// The stdin of a process started with [`StdinMode::Piped`]: a pipe (close or drop it to send end of
+/// file), or the master of its pseudo-terminal ([`Command::pty`]; closing it sends the terminal's
+/// end-of-file character, ^D).
+pub struct Stdin(StdinKind);
+
+enum StdinKind {
+    Pipe(async_process::ChildStdin),
+    Pty { master: PtyMaster, eof_sent: bool },
+}
+
+/// The master side of a process's pseudo-terminal: output is read from it, input written to it.
+type PtyMaster = Arc<Async<std::fs::File>>;
+
+impl fmt::Debug for Stdin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            StdinKind::Pipe(_) => f.write_str("Stdin(pipe)"),
+            StdinKind::Pty { .. } => f.write_str("Stdin(pty)"),
+        }
+    }
+}
+
+impl AsyncWrite for Stdin {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match &mut self.0 {
+            StdinKind::Pipe(p) => std::pin::Pin::new(p).poll_write(cx, buf),
+            StdinKind::Pty { master, .. } => std::pin::Pin::new(&mut &**master).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match &mut self.0 {
+            StdinKind::Pipe(p) => std::pin::Pin::new(p).poll_flush(cx),
+            StdinKind::Pty { master, .. } => std::pin::Pin::new(&mut &**master).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        match &mut self.0 {
+            StdinKind::Pipe(p) => std::pin::Pin::new(p).poll_close(cx),
+            StdinKind::Pty { master, eof_sent } => {
+                if *eof_sent {
+                    return Poll::Ready(Ok(()));
+                }
+                match std::pin::Pin::new(&mut &**master).poll_write(cx, &[0x04]) {
+                    Poll::Ready(Ok(0)) => Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(_)) => {
+                        *eof_sent = true;
+                        Poll::Ready(Ok(()))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
 
 /// What identifies a process where it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -139,6 +206,7 @@ pub struct Process {
     pub(crate) id: ProcessId,
     pub(crate) events: Option<Events>,
     pub(crate) stdin: Option<Stdin>,
+    pub(crate) pty: Option<PtyMaster>,
     pub(crate) outcome: Outcome,
     pub(crate) ctl: Arc<Control>,
     pub(crate) _tasks: Vec<smol::Task<()>>,
@@ -167,6 +235,17 @@ impl Process {
     /// Takes stdin (once), for commands started with [`StdinMode::Piped`].
     pub fn take_stdin(&mut self) -> Option<Stdin> {
         self.stdin.take()
+    }
+
+    /// Sets the window size of the process's pseudo-terminal ([`Command::pty`]); the program gets
+    /// SIGWINCH, and an ssh or docker layer passes the new size on to the terminal at the far end.
+    pub fn resize(&self, size: PtySize) -> Result<()> {
+        let master = self
+            .pty
+            .as_ref()
+            .ok_or_else(|| Error::invalid("resize", "the process has no pseudo-terminal"))?;
+        rustix::termios::tcsetwinsize(master.get_ref(), winsize(size))
+            .map_err(|e| Error::io(Place::local(), "setting the terminal size", e.into()))
     }
 
     /// Waits for the end. Errors when the layer chain broke (the far side's fate is then unknown) or the
@@ -445,6 +524,63 @@ fn piped(cmd: std::process::Command, stdin: StdinMode) -> async_process::Command
     cmd
 }
 
+fn winsize(size: PtySize) -> rustix::termios::Winsize {
+    rustix::termios::Winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
+/// Opens a pseudo-terminal of `size`: (master, slave).
+fn open_pty(size: PtySize) -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use rustix::pty::OpenptFlags;
+    let master =
+        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    rustix::pty::grantpt(&master)?;
+    rustix::pty::unlockpt(&master)?;
+    let name = rustix::pty::ptsname(&master, Vec::new())?;
+    let slave = rustix::fs::open(
+        name.as_c_str(),
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    rustix::termios::tcsetwinsize(&master, winsize(size))?;
+    Ok((master, slave))
+}
+
+/// Spawns `cmd` with the pty's slave as stdin, stdout and stderr and as its controlling terminal,
+/// in a session of its own (so its pid is its process group). Returns the child and the master.
+fn spawn_on_pty(
+    mut cmd: std::process::Command,
+    size: PtySize,
+) -> std::io::Result<(async_process::Child, PtyMaster)> {
+    use std::os::unix::process::CommandExt;
+    let (master, slave) = open_pty(size)?;
+    // SAFETY: only setsid and ioctl (system calls, async-signal-safe) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::setsid()?;
+            let tty = rustix::fd::BorrowedFd::borrow_raw(0);
+            rustix::process::ioctl_tiocsctty(tty)?;
+            Ok(())
+        });
+    }
+    // Set on the async Command: it replaces what it was not told with inherited descriptors.
+    let mut cmd = async_process::Command::from(cmd);
+    cmd.stdin(std::process::Stdio::from(slave.try_clone()?))
+        .stdout(std::process::Stdio::from(slave.try_clone()?))
+        .stderr(std::process::Stdio::from(slave))
+        .kill_on_drop(true);
+    let child = cmd.spawn()?;
+    // The Command holds the slave's descriptors: without dropping it, reading the master never
+    // sees the terminal close.
+    drop(cmd);
+    let master = Arc::new(Async::new(std::fs::File::from(master))?);
+    Ok((child, master))
+}
+
 async fn spawn_local(exec: &Executor, cmd: &Command, shell_status: bool) -> Result<Process> {
     let at = Place::local();
     if let Some(dir) = &cmd.cwd
@@ -462,6 +598,43 @@ async fn spawn_local(exec: &Executor, cmd: &Command, shell_status: bool) -> Resu
     }
     if let Some(dir) = &cmd.cwd {
         std_cmd.current_dir(dir);
+    }
+    let not_found = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::ProgramNotFound {
+                at: at.clone(),
+                program: cmd.program.to_string_lossy().into_owned(),
+            }
+        } else {
+            Error::io(
+                at.clone(),
+                format!("spawning {}", cmd.program.to_string_lossy()),
+                e,
+            )
+        }
+    };
+    if let Some(size) = cmd.pty {
+        let (child, master) = spawn_on_pty(std_cmd, size).map_err(not_found)?;
+        let pid = child.id();
+        let id = ProcessId::Local {
+            pid,
+            start_time: local_start_time(pid),
+        };
+        let ctl = Arc::new(Control::Local { pgid: pid });
+        return Ok(finish_spawn(
+            exec,
+            id,
+            ctl,
+            child,
+            Outputs::Pty {
+                master,
+                leftover: Vec::new(),
+            },
+            cmd,
+            None,
+            at,
+            shell_status,
+        ));
     }
     let mut child = piped(std_cmd, cmd.stdin).spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -491,11 +664,13 @@ async fn spawn_local(exec: &Executor, cmd: &Command, shell_status: bool) -> Resu
         id,
         ctl,
         child,
-        stdin,
-        stdout,
-        stderr,
+        Outputs::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        },
+        cmd,
         None,
-        cmd.timeout,
         at,
         shell_status,
     ))
@@ -513,7 +688,8 @@ async fn spawn_chain(
         Some(Layer::Ssh(h)) => Some(h),
         _ => None,
     };
-    let inner = target.wrap(script::exec_argv(cmd), true);
+    let tty = cmd.pty.is_some();
+    let inner = target.wrap(script::exec_argv(cmd), true, tty);
     let (argv, session) = match outer_ssh {
         Some(host) => {
             let limit = exec.options().start_timeout;
@@ -532,7 +708,7 @@ async fn spawn_chain(
                     after: limit,
                 })?;
             (
-                session.argv(OsString::from_vec(quote::join(&inner))),
+                session.argv(OsString::from_vec(quote::join(&inner)), tty),
                 Some(session),
             )
         }
@@ -547,6 +723,23 @@ async fn spawn_chain(
     };
     let mut std_cmd = std::process::Command::new(&argv[0]);
     std_cmd.args(&argv[1..]);
+    if let Some(size) = cmd.pty {
+        // ssh asks the far end for a terminal of the type in its own TERM (not a secret).
+        if let Some((_, term)) = cmd.env.iter().find(|(k, _)| k == "TERM") {
+            std_cmd.env("TERM", term);
+        }
+        return spawn_chain_pty(
+            exec,
+            target,
+            cmd,
+            std_cmd,
+            size,
+            session,
+            preamble,
+            shell_status,
+        )
+        .await;
+    }
     let mut child = piped(std_cmd, stdin_mode).spawn().map_err(|e| {
         let prog = argv[0].to_string_lossy().into_owned();
         match target.layers.first() {
@@ -651,14 +844,181 @@ async fn spawn_chain(
         id,
         ctl,
         child,
-        stdin,
-        stdout,
-        Some(stderr),
+        Outputs::Pipes {
+            stdin,
+            stdout,
+            stderr: Some(stderr),
+        },
+        cmd,
         session,
-        cmd.timeout,
         target.program_place(),
         shell_status,
     ))
+}
+
+/// [`spawn_chain`] on a pseudo-terminal: the layers pass it on (`ssh -tt`, `docker exec -it`), so the
+/// wrapper's markers and the layers' messages come through the terminal, mixed with nothing else
+/// until the PID marker. The environment is written only after the wrapper's ENV marker says the far
+/// terminal no longer echoes (see [`script`]).
+#[allow(clippy::too_many_arguments)]
+async fn spawn_chain_pty(
+    exec: &Executor,
+    target: &Target,
+    cmd: &Command,
+    std_cmd: std::process::Command,
+    size: PtySize,
+    session: Option<crate::ssh::Session>,
+    preamble: Option<Vec<u8>>,
+    shell_status: bool,
+) -> Result<Process> {
+    let places = target.places();
+    let first = places[0].clone();
+    let (mut child, master) = spawn_on_pty(std_cmd, size).map_err(|e| {
+        let prog = cmd.program.to_string_lossy().into_owned();
+        Error::io(first.clone(), format!("spawning the chain for {prog}"), e)
+    })?;
+    let local_pgid = child.id();
+    let mut said: Vec<String> = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let handshake = async {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = pending.drain(..=i).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                // A layer may print before the marker on the same line (no newline of its own).
+                let Some(at) = line.windows(MARK.len()).position(|w| w == MARK) else {
+                    said.push(String::from_utf8_lossy(&line).into_owned());
+                    continue;
+                };
+                if at > 0 {
+                    said.push(String::from_utf8_lossy(&line[..at]).into_owned());
+                }
+                let text = String::from_utf8_lossy(&line[at + MARK.len()..]).into_owned();
+                if let Some(pid_st) = text.strip_prefix("PID ") {
+                    return Ok(Some(pid_st.to_string()));
+                }
+                if text == "ENV" {
+                    if let Some(p) = &preamble {
+                        (&*master).write_all(p).await.map_err(|_| ())?;
+                        (&*master).flush().await.map_err(|_| ())?;
+                    }
+                    continue;
+                }
+                said.push(format!("\u{1e}HARNESS-{text}"));
+            }
+            match (&*master).read(&mut buf).await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let limit = exec.options().start_timeout;
+    let started = handshake
+        .or(async {
+            async_io::Timer::after(limit).await;
+            Err(())
+        })
+        .await;
+    let pid_st = match started {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            let status = child.status().await.ok().map(ExitStatus::from_std);
+            return Err(classify::chain_error(
+                target,
+                &said,
+                status.and_then(ExitStatus::code),
+            ));
+        }
+        Err(()) => {
+            kill_group(local_pgid, Signal::Kill);
+            let _ = child.kill();
+            let at = places.iter().rev().nth(1).cloned().unwrap_or(first);
+            return Err(Error::Timeout {
+                at,
+                operation: format!(
+                    "starting {} on a terminal ({})",
+                    cmd.program.to_string_lossy(),
+                    said.join("; ")
+                ),
+                after: limit,
+            });
+        }
+    };
+    let mut parts = pid_st.split_whitespace();
+    let pid: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let start_time = parts.next().unwrap_or("").to_string();
+    for l in &said {
+        tracing::debug!(target: "command_executor", "{}: {l}", first);
+    }
+    let id = ProcessId::Remote {
+        host: target.host(),
+        pid,
+        start_time: start_time.parse().ok(),
+    };
+    let ctl = Arc::new(Control::Chain {
+        exec: exec.clone(),
+        target: target.clone(),
+        pid,
+        start_time,
+        local_pgid,
+    });
+    Ok(finish_spawn(
+        exec,
+        id,
+        ctl,
+        child,
+        Outputs::Pty {
+            master,
+            leftover: pending,
+        },
+        cmd,
+        session,
+        target.program_place(),
+        shell_status,
+    ))
+}
+
+/// Where a spawned process's stdin and output are.
+enum Outputs {
+    Pipes {
+        stdin: Option<async_process::ChildStdin>,
+        stdout: Option<async_process::ChildStdout>,
+        stderr: Option<LineReader<async_process::ChildStderr>>,
+    },
+    /// A pseudo-terminal; `leftover` is output already read (after the start marker).
+    Pty {
+        master: PtyMaster,
+        leftover: Vec<u8>,
+    },
+}
+
+/// Sends what `r` yields as it comes, one event per read, waiting on a listener that falls behind.
+async fn pump_chunks<R: futures_lite::AsyncRead + Unpin>(mut r: R, sink: &EventSink, stderr: bool) {
+    let mut buf = vec![0u8; 128 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                let line = Line {
+                    bytes: buf[..n].to_vec(),
+                    newline: false,
+                };
+                let ev = if stderr {
+                    Event::Stderr(line)
+                } else {
+                    Event::Stdout(line)
+                };
+                sink.push_wait(ev).await;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // EIO from a pty's master once every end of the terminal is closed.
+            Err(_) => break,
+        }
+    }
 }
 
 /// Starts the output pumps and the waiter; returns the handle.
@@ -668,18 +1028,54 @@ fn finish_spawn(
     id: ProcessId,
     ctl: Arc<Control>,
     mut child: async_process::Child,
-    stdin: Option<Stdin>,
-    stdout: Option<async_process::ChildStdout>,
-    stderr: Option<LineReader<async_process::ChildStderr>>,
+    outputs: Outputs,
+    cmd: &Command,
     session: Option<crate::ssh::Session>,
-    timeout: Option<Duration>,
     at: Place,
     shell_status: bool,
 ) -> Process {
+    let timeout = cmd.timeout;
     let (sink, events) = EventSink::new(exec.options().queue_bytes);
     sink.push(Event::Started(id.clone()));
     let markers = Arc::new(Mutex::new(Markers::default()));
-    let out_pump = {
+    let (stdin, stdout, stderr, pty) = match outputs {
+        Outputs::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => (
+            stdin.map(|p| Stdin(StdinKind::Pipe(p))),
+            stdout,
+            stderr,
+            None,
+        ),
+        Outputs::Pty { master, leftover } => {
+            let stdin = Stdin(StdinKind::Pty {
+                master: master.clone(),
+                eof_sent: false,
+            });
+            if !leftover.is_empty() {
+                sink.push(Event::Stdout(Line {
+                    bytes: leftover,
+                    newline: false,
+                }));
+            }
+            (Some(stdin), None, None, Some(master))
+        }
+    };
+    let chunked = cmd.chunked;
+    let pty_pump = pty.clone().map(|master| {
+        let sink = sink.clone();
+        smol::spawn(async move { pump_chunks(&*master, &sink, false).await })
+    });
+    let out_pump = if chunked {
+        let sink = sink.clone();
+        smol::spawn(async move {
+            if let Some(out) = stdout {
+                pump_chunks(out, &sink, false).await;
+            }
+        })
+    } else {
         let sink = sink.clone();
         smol::spawn(async move {
             if let Some(out) = stdout {
@@ -690,7 +1086,14 @@ fn finish_spawn(
             }
         })
     };
-    let err_pump = {
+    let err_pump = if chunked {
+        let sink = sink.clone();
+        smol::spawn(async move {
+            if let Some(r) = stderr {
+                pump_chunks(r.into_inner(), &sink, true).await;
+            }
+        })
+    } else {
         let sink = sink.clone();
         let markers = markers.clone();
         smol::spawn(async move {
@@ -719,7 +1122,19 @@ fn finish_spawn(
             let run = async {
                 out_pump.await;
                 err_pump.await;
-                child.status().await
+                match pty_pump {
+                    None => child.status().await,
+                    Some(pump) => {
+                        // A program's background children may keep the terminal open: once the
+                        // program ended, read what is there, but do not wait for them.
+                        let status = child.status().await;
+                        pump.or(async {
+                            async_io::Timer::after(Duration::from_secs(1)).await;
+                        })
+                        .await;
+                        status
+                    }
+                }
             };
             let result = match timeout {
                 None => Some(run.await),
@@ -774,6 +1189,7 @@ fn finish_spawn(
         id,
         events: Some(events),
         stdin,
+        pty,
         outcome,
         ctl,
         _tasks: vec![waiter],
@@ -856,6 +1272,7 @@ pub(crate) async fn attach_pid(
         id,
         events: Some(events),
         stdin: None,
+        pty: None,
         outcome,
         ctl,
         _tasks: vec![task],

@@ -23,22 +23,31 @@ pub(crate) const START_TIME_FN: &str = r#"st() { S=; G=; if read -r l 2>/dev/nul
 /// its pid and start time on stderr, then execs it (so the pid is the program's). Unless it already leads
 /// its process group (sudo keeps its child in its own group), it execs through `setsid`, which does not fork
 /// for a non-leader: the pid stays, and a signal to the group reaches everything the program started.
-/// Args: CWD ENV PROGRAM ARGS... where ENV is `0` (no environment), `p` (a preamble, then the caller's stdin)
-/// or `n` (a preamble, then /dev/null). The preamble is [`env_preamble`]: a line count, then that many lines of
-/// sh. `read` takes a pipe byte by byte, so what follows the preamble stays for the program.
+/// Args: CWD ENV PROGRAM ARGS... where ENV is `0` (no environment), `p` (a preamble, then the caller's stdin),
+/// `n` (a preamble, then /dev/null) or `t` (stdin is a terminal: echo off and raw mode, an ENV marker to say
+/// so, the preamble, the terminal restored, then the caller's input). The preamble is [`env_preamble`]: a line
+/// count, then that many lines of sh. `read` takes a pipe or terminal byte by byte, so what follows the
+/// preamble stays for the program. The caller sends the preamble in `t` mode only after the ENV marker:
+/// what a terminal receives with echo on is echoed at once. The start time and group are taken before the
+/// environment is set, so a service variable named `S` or `G` reaches the program.
 const EXEC: &str = r#"_c=$1; _e=$2; shift 2
+st $$; _s=$S; _g=$G
 if [ "$_e" != 0 ]; then
+  if [ "$_e" = t ]; then
+    command -v stty >/dev/null 2>&1 || { printf '\036HARNESS-NOSTTY\n' >&2; exit 125; }
+    _t=$(stty -g) && stty raw -echo || exit 125
+    printf '\036HARNESS-ENV\n' >&2
+  fi
   IFS= read -r _n || exit 125
   _v=; while [ "$_n" -gt 0 ]; do IFS= read -r _l || exit 125; _v="$_v$_l
 "; _n=$((_n-1)); done
-  [ "$_e" = p ] || exec </dev/null
+  case $_e in n) exec </dev/null;; t) stty "$_t" || exit 125;; esac
   eval "$_v" || exit 125
 fi
 if [ -n "$_c" ]; then cd "$_c" 2>/dev/null || { printf '\036HARNESS-NOCWD\n' >&2; exit 126; }; fi
 command -v "$1" >/dev/null 2>&1 || { printf '\036HARNESS-NOPROG\n' >&2; exit 127; }
-st $$
-if [ -n "$G" ] && [ "$G" != $$ ] && command -v setsid >/dev/null 2>&1; then set -- setsid "$@"; fi
-printf '\036HARNESS-PID %s %s\n' $$ "$S" >&2
+if [ -n "$_g" ] && [ "$_g" != $$ ] && command -v setsid >/dev/null 2>&1; then set -- setsid "$@"; fi
+printf '\036HARNESS-PID %s %s\n' $$ "$_s" >&2
 exec "$@"
 "#;
 
@@ -47,6 +56,7 @@ exec "$@"
 pub(crate) fn exec_argv(cmd: &Command) -> Vec<OsString> {
     let env = match (cmd.env.is_empty(), cmd.stdin) {
         (true, _) => "0",
+        (false, _) if cmd.pty.is_some() => "t",
         (false, StdinMode::Piped) => "p",
         (false, StdinMode::Null) => "n",
     };

@@ -365,14 +365,15 @@ impl HostConn {
 
 impl Session {
     /// The local argv of a session running the shell command line `line` on this host.
-    pub(crate) fn argv(&self, line: OsString) -> Vec<OsString> {
+    /// With `tty`, `-tt` (a terminal at the far end, even without one here).
+    pub(crate) fn argv(&self, line: OsString, tty: bool) -> Vec<OsString> {
         vec![
             "ssh".into(),
             "-F".into(),
             self.conn.config.clone().into_os_string(),
             "-S".into(),
             self.socket.clone().into_os_string(),
-            "-T".into(),
+            if tty { "-tt" } else { "-T" }.into(),
             "-o".into(),
             "ControlMaster=no".into(),
             self.conn.alias.clone().into(),

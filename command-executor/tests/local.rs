@@ -361,3 +361,65 @@ proptest! {
         }
     }
 }
+
+/// A terminal locally and through sudo: the program's stdin, stdout and stderr are one terminal of
+/// the asked size, input typed after the start arrives, the environment (which goes through the
+/// terminal for sudo) is set and never echoed, resize reaches the program, and the exit code comes
+/// back.
+#[test]
+fn pty_locally_and_through_sudo() {
+    smol::block_on(async {
+        let e = exec();
+        for target in [Target::local(), Target::local().sudo("nobody")] {
+            let script =
+                "tty; stty size; echo \"S=$S\"; read x; stty size; echo \"got:$x\" >&2; exit 5";
+            let cmd = Command::new("sh")
+                .args(["-c", script])
+                .env("S", "pty-secret-1")
+                .pty(PtySize {
+                    rows: 30,
+                    cols: 100,
+                });
+            let mut p = e.spawn(&target, &cmd).await.unwrap();
+            let mut stdin = p.take_stdin().unwrap();
+            let mut ev = p.take_events().unwrap();
+            let mut out = String::new();
+            // Wait for the program's first lines, then resize and answer its `read`.
+            while !out.contains("S=") {
+                match ev.next().await {
+                    Some(Event::Stdout(l)) => out.push_str(&l.text()),
+                    Some(other) if matches!(other, Event::Exited(_) | Event::Failed(_)) => {
+                        panic!("{target}: ended early: {other:?}\n{out}")
+                    }
+                    Some(_) => {}
+                    None => panic!("{target}: no more events\n{out}"),
+                }
+            }
+            p.resize(PtySize {
+                rows: 40,
+                cols: 120,
+            })
+            .unwrap();
+            stdin.write_all(b"hello\n").await.unwrap();
+            stdin.flush().await.unwrap();
+            for event in drain(&mut ev).await {
+                match event {
+                    Event::Stdout(l) => out.push_str(&l.text()),
+                    Event::Stderr(l) => panic!("{target}: stderr on a terminal: {l:?}"),
+                    _ => {}
+                }
+            }
+            assert_eq!(
+                p.wait().await.unwrap(),
+                ExitStatus::Code(5),
+                "{target}: {out}"
+            );
+            assert!(out.contains("/dev/pts/"), "{target}: {out:?}");
+            assert!(out.contains("30 100\r\n"), "{target}: {out:?}");
+            assert!(out.contains("40 120\r\n"), "{target}: {out:?}");
+            assert!(out.contains("got:hello\r\n"), "{target}: {out:?}");
+            assert_eq!(out.matches("pty-secret-1").count(), 1, "{target}: {out:?}");
+            assert!(!out.contains("export"), "{target}: {out:?}");
+        }
+    });
+}

@@ -541,3 +541,80 @@ async fn process_output(p: Process) -> (ExitStatus, Vec<u8>) {
     let (st, out, _) = collect(p).await;
     (st, out)
 }
+
+/// A terminal through every chain: the program's stdin/stdout are a terminal of the asked size at
+/// the far end, the environment is set (with values a cooked terminal would mangle: ^C, CR, a long
+/// line) and never echoed, typed input arrives after the start, resize reaches it, and its exit
+/// code comes back.
+#[test]
+fn pty_through_every_chain() {
+    let (chains, containers) = chains();
+    let long = "x".repeat(5000);
+    let r = std::panic::catch_unwind(|| {
+        smol::block_on(async {
+            for (name, target) in &chains {
+                let script = "[ -t 0 ] && [ -t 1 ] && echo isatty; stty size; \
+                    printf 'A=%s|' \"$A\" | od -An -c | tr -s ' \\n' ' '; echo; \
+                    echo \"L=${#L}\"; read x; stty size; echo \"got:$x\"; exit 6";
+                let cmd = Command::new("sh")
+                    .args(["-c", script])
+                    .env("A", "c\u{3}r\rz")
+                    .env("L", &long)
+                    .pty(PtySize {
+                        rows: 33,
+                        cols: 101,
+                    });
+                let mut p = exec()
+                    .spawn(target, &cmd)
+                    .await
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                let mut stdin = p.take_stdin().unwrap();
+                let mut ev = p.take_events().unwrap();
+                let mut out = String::new();
+                while !out.contains("L=") {
+                    match ev.next().await {
+                        Some(Event::Stdout(l)) => out.push_str(&l.text()),
+                        Some(e @ (Event::Exited(_) | Event::Failed(_))) => {
+                            panic!("{name}: ended early: {e:?}\n{out}")
+                        }
+                        Some(_) => {}
+                        None => panic!("{name}: no more events\n{out}"),
+                    }
+                }
+                p.resize(PtySize {
+                    rows: 44,
+                    cols: 111,
+                })
+                .unwrap();
+                async_io::Timer::after(Duration::from_millis(300)).await;
+                stdin.write_all(b"typed\r").await.unwrap();
+                stdin.flush().await.unwrap();
+                for event in drain(&mut ev).await {
+                    if let Event::Stdout(l) = event {
+                        out.push_str(&l.text());
+                    }
+                }
+                assert_eq!(
+                    p.wait().await.unwrap(),
+                    ExitStatus::Code(6),
+                    "{name}: {out}"
+                );
+                assert!(out.contains("isatty"), "{name}: {out:?}");
+                assert!(out.contains("33 101\r\n"), "{name}: {out:?}");
+                assert!(out.contains("44 111\r\n"), "{name}: {out:?}");
+                assert!(out.contains("A = c 003 r \\r z |"), "{name}: {out:?}");
+                assert!(out.contains("L=5000\r\n"), "{name}: {out:?}");
+                assert!(out.contains("got:typed\r\n"), "{name}: {out:?}");
+                assert!(
+                    !out.contains("xxxxxxxxxx"),
+                    "{name}: the environment was echoed"
+                );
+                assert!(!out.contains("export"), "{name}: {out:?}");
+            }
+        })
+    });
+    cleanup(containers);
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+}

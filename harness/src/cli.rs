@@ -158,7 +158,19 @@ pub enum Command {
     /// Service output, with a prefix per service.
     Logs(LogsArgs),
     /// Run a command in a service's context; its exit code becomes harness's.
+    ///
+    /// stdin is forwarded and output streamed as it comes. When stdin is a terminal the command
+    /// gets a terminal too (at the far end: `ssh -tt`, `docker exec -it`), this terminal is put
+    /// in raw mode until it ends, and window size changes follow; without one, Ctrl-C is sent
+    /// to the command as SIGINT (twice: harness gives up and the command is killed). With `-o json`
+    /// the output is collected into one object instead, without stdin.
     Exec {
+        /// No terminal, even when stdin is one (like `docker compose exec -T`).
+        #[arg(short = 'T', long = "no-tty", conflicts_with = "tty")]
+        no_tty: bool,
+        /// A terminal even when stdin is not one (end of stdin is then sent as ^D).
+        #[arg(short = 't', long = "tty")]
+        tty: bool,
         #[arg(add = ArgValueCandidates::new(service_names))]
         service: String,
         #[arg(last = true, required = true, value_name = "CMD")]

@@ -574,3 +574,191 @@ fn exec_env_never_shows_in_any_argv() {
     env.run(&["stop"]).ok();
     assert_eq!(containers(tb, "e2esecret"), 0);
 }
+
+fn exec_yaml(tb: &Testbed, project: &str, secret: &str) -> String {
+    format!(
+        r#"name: {project}
+{hosts}services:
+  mine:
+    env: {{SECRET: "{secret}"}}
+    command: "sleep 600"
+  plain:
+    host: h1
+    env: {{SECRET: "{secret}"}}
+    command: "sleep 600"
+  su:
+    host: h1
+    user: hbsvc
+    env: {{SECRET: "{secret}"}}
+    command: "sleep 600"
+  box:
+    type: docker
+    host: h2
+    image: "{image}"
+    env: {{SECRET: "{secret}"}}
+    command: ["sleep", "600"]
+"#,
+        hosts = hosts_yaml(tb),
+        image = tb.image,
+    )
+}
+
+/// `printf … | harness exec svc -- …` on a local service, on h1 (ssh), on h1 as another user (ssh →
+/// sudo) and in a container on h2 (ssh → sudo → docker exec): stdin arrives byte for byte and ends,
+/// the service's environment is set (and in no argv), the exit code comes back.
+#[test]
+fn exec_pipes_stdin_through_every_layer() {
+    let tb = Testbed::get();
+    let secret = unique("hxpipe");
+    let env = Env::new(&exec_yaml(tb, "e2epipe", &secret));
+    env.run(&["start"]).ok();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 256) as u8).collect();
+    for svc in ["mine", "plain", "su", "box"] {
+        let mut child = env
+            .cmd(&[
+                "exec",
+                svc,
+                "--",
+                "sh",
+                "-c",
+                "read -r line; echo \"line:$line:$SECRET\"; cat; exit 6",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut input = b"select 1;\n".to_vec();
+        input.extend_from_slice(&data);
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            stdin.write_all(&input)
+        });
+        let mut polls = 0;
+        while matches!(child.try_wait(), Ok(None)) && polls < 10 {
+            let hits = tb.processes_matching(&secret);
+            assert!(hits.is_empty(), "{svc}: the secret is in an argv: {hits:?}");
+            polls += 1;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(6),
+            "{svc}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let head = format!("line:select 1;:{secret}\n");
+        assert!(
+            out.stdout.starts_with(head.as_bytes()),
+            "{svc}: {:?}",
+            String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(200)])
+        );
+        assert!(
+            out.stdout[head.len()..] == data[..],
+            "{svc}: {} of {} bytes came back",
+            out.stdout.len() - head.len(),
+            data.len()
+        );
+        let missing = env.run(&["exec", svc, "--", "no-such-program-y"]);
+        assert_eq!(missing.code, 127, "{svc}: {}", missing.stderr);
+    }
+    // Ctrl-C: the first goes to the command (which ignores it here), the second gives up, and
+    // the command is killed wherever it runs.
+    for svc in ["plain", "su", "box"] {
+        let tag = unique("86416");
+        let mut child = env
+            .cmd(&[
+                "exec",
+                svc,
+                "--",
+                "sh",
+                "-c",
+                "trap '' INT; echo ready; sleep 600; echo not-reached",
+                &tag,
+            ])
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut ready = String::new();
+        std::io::BufRead::read_line(&mut out, &mut ready).unwrap();
+        assert_eq!(ready, "ready\n", "{svc}");
+        assert!(!tb.processes_matching(&tag).is_empty(), "{svc}: no {tag}");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            matches!(child.try_wait(), Ok(None)),
+            "{svc}: ended on the first Ctrl-C"
+        );
+        rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(130), "{svc}");
+        assert!(
+            wait_for(Duration::from_secs(10), || tb
+                .processes_matching(&tag)
+                .is_empty()),
+            "{svc}: left after harness gave up: {:?}",
+            tb.processes_matching(&tag)
+        );
+    }
+    env.run(&["stop"]).ok();
+    assert_eq!(containers(tb, "e2epipe"), 0);
+}
+
+/// An interactive shell in the container on h2 through ssh → sudo → docker exec, on a terminal:
+/// typed commands are answered, the window size follows, the environment is set but never echoed
+/// or in an argv, and the shell's exit code is harness's; then on h1 through ssh → sudo.
+#[test]
+fn exec_on_a_terminal_through_ssh_sudo_docker() {
+    let tb = Testbed::get();
+    let secret = unique("hxpty");
+    let env = Env::new(&exec_yaml(tb, "e2epty", &secret));
+    env.run(&["start", "box", "su"]).ok();
+    for (svc, code) in [("box", 5), ("su", 4)] {
+        let mut cmd = env.cmd(&["exec", svc, "--", "sh"]);
+        cmd.env("TERM", "xterm-256color");
+        let mut run = common::pty::PtyRun::spawn(cmd, 30, 100);
+        run.type_keys("echo \"[$((6*7))] $(id -un) $TERM <$SECRET>\"; tty; stty size\r");
+        assert!(
+            run.wait_for(&format!("<{secret}>"), Duration::from_secs(30)),
+            "{svc}: {}",
+            run.text()
+        );
+        assert!(
+            run.wait_for("30 100", Duration::from_secs(10)),
+            "{svc}: {}",
+            run.text()
+        );
+        let text = run.text();
+        assert!(text.contains("[42] "), "{svc}: {text}");
+        assert!(text.contains(" xterm-256color <"), "{svc}: {text}");
+        assert!(text.contains("/dev/pts/"), "{svc}: {text}");
+        let user = if svc == "box" { "root" } else { "hbsvc" };
+        assert!(text.contains(&format!("] {user} ")), "{svc}: {text}");
+        // Printed once, by the echo: the preamble that carried it was not echoed.
+        assert_eq!(text.matches(secret.as_str()).count(), 1, "{svc}: {text}");
+        assert!(!text.contains("export "), "{svc}: {text}");
+        assert!(
+            tb.processes_matching(&secret).is_empty(),
+            "{svc}: the secret is in an argv"
+        );
+        run.resize(45, 132);
+        std::thread::sleep(Duration::from_millis(500));
+        run.type_keys("stty size\r");
+        assert!(
+            run.wait_for("45 132", Duration::from_secs(10)),
+            "{svc}: {}",
+            run.text()
+        );
+        run.type_keys(&format!("exit {code}\r"));
+        assert_eq!(
+            run.wait(Duration::from_secs(30)),
+            Some(code),
+            "{svc}: {}",
+            run.text()
+        );
+        assert!(run.echoes(), "{svc}: the terminal was left in raw mode");
+    }
+    env.run(&["stop"]).ok();
+    assert_eq!(containers(tb, "e2epty"), 0);
+}

@@ -1269,6 +1269,7 @@ pub(crate) async fn exec(
     project: &str,
     service: &str,
     argv: &[String],
+    opts: &crate::ExecOptions,
 ) -> Result<command_executor::Process> {
     let (def, base) =
         known_project(inner, project)
@@ -1312,6 +1313,17 @@ pub(crate) async fn exec(
     }
     if let Some(cwd) = &spec.launch.cwd {
         cmd = cmd.current_dir(cwd);
+    }
+    if opts.stdin {
+        cmd = cmd.stdin(command_executor::StdinMode::Piped);
+    }
+    if opts.chunked {
+        cmd = cmd.chunked_output();
+    }
+    if let Some(size) = opts.pty {
+        cmd = cmd
+            .pty(size)
+            .env("TERM", opts.term.as_deref().unwrap_or("xterm"));
     }
     let target = spec.exec_target.clone();
     inner

@@ -64,6 +64,19 @@ use harness_protocol::{ServiceEntry, ServiceKey};
 use harness_store::Store;
 
 pub use error::{Error, Result};
+
+/// How [`Orchestrator::exec_with`] runs a command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOptions {
+    /// stdin is a pipe the caller writes ([`command_executor::Process::take_stdin`]); else empty.
+    pub stdin: bool,
+    /// Output as it is read rather than in lines ([`command_executor::Command::chunked_output`]).
+    pub chunked: bool,
+    /// Run on a pseudo-terminal of this size ([`command_executor::Command::pty`]).
+    pub pty: Option<command_executor::PtySize>,
+    /// `TERM` for the program on a terminal (set on top of the service's environment).
+    pub term: Option<String>,
+}
 pub use logs::{LogLimits, LogLine, LogQuery, Logs, StreamKind};
 pub use report::{
     Action, ApplyOptions, ApplyReport, ServiceHealth, ServiceReport, StopOptions, StopReport,
@@ -388,7 +401,25 @@ impl Orchestrator {
         service: &str,
         argv: &[String],
     ) -> Result<command_executor::Process> {
-        apply::exec(self.inner()?, project, service, argv).await
+        apply::exec(
+            self.inner()?,
+            project,
+            service,
+            argv,
+            &ExecOptions::default(),
+        )
+        .await
+    }
+
+    /// [`Orchestrator::exec`] with stdin, streamed output or a terminal (`harness exec`).
+    pub async fn exec_with(
+        &self,
+        project: &str,
+        service: &str,
+        argv: &[String],
+        opts: &ExecOptions,
+    ) -> Result<command_executor::Process> {
+        apply::exec(self.inner()?, project, service, argv, opts).await
     }
 
     /// Ends the orchestrator: with `stop_services` every service of every project is stopped

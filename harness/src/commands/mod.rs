@@ -48,7 +48,19 @@ pub enum Status {
 pub fn run(cli: Cli) -> u8 {
     let ctx = Context::new(&cli);
     let status = match cli.command {
-        Command::Exec { service, command } => return exec::run(&ctx, &service, command),
+        Command::Exec {
+            service,
+            command,
+            no_tty,
+            tty,
+        } => {
+            let tty = match (tty, no_tty) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            return exec::run(&ctx, &service, command, tty);
+        }
         Command::Validate => validate::run(&ctx),
         Command::Start {
             services,

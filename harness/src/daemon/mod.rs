@@ -53,6 +53,8 @@ pub struct State {
     pub proxy: proxy::ProxySlot,
     /// File watches by project (`watch:`, `harness watch`).
     pub watches: Mutex<std::collections::HashMap<String, orchestrator::watch::Watching>>,
+    /// Streaming execs, for `exec.input`.
+    pub execs: handlers::exec::Sessions,
 }
 
 impl State {
@@ -174,6 +176,7 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
         fds: budget,
         proxy: proxy::ProxySlot::new(orch.clone(), store.clone()),
         watches: Mutex::default(),
+        execs: handlers::exec::Sessions::default(),
     });
     // Projects re-attached from the last run get their proxy and file watches back.
     for name in orch.projects() {
@@ -317,6 +320,7 @@ fn router(state: &Arc<State>) -> Router {
         .method::<Status>(with(state, status::handle))
         .method::<Logs>(with(state, logs::handle))
         .method::<Exec>(with(state, exec::handle))
+        .method::<ExecInput>(with(state, exec_input::handle))
         .method::<Health>(with(state, health::handle))
         .method::<DaemonStatus>(with(state, daemon_status::handle))
         .method::<DaemonStop>(with(state, daemon_stop::handle))

@@ -5,6 +5,7 @@ mod acceptance;
 mod commands;
 mod common;
 mod compose;
+mod exec;
 mod flood;
 mod hygiene;
 mod lean;

@@ -6,9 +6,9 @@
 //! [`wire::methods`] constants; the JSON Schemas in docs/protocol/ are generated from these same
 //! types ([`wire::schemas`], and [`all`] lists every method's pair).
 //!
-//! Only `deploy` and `deploy.rollback` send progress items before their result; they are untyped
-//! JSON on the wire ([`crate::CallItem::Progress`]), [`wire::DeployProgress`] in practice. `logs`
-//! is a sequence of plain calls on a session, and `exec` answers its whole output in the result.
+//! `deploy`, `deploy.rollback` and a streaming `exec` send progress items before their result;
+//! they are untyped JSON on the wire ([`crate::CallItem::Progress`]): [`wire::DeployProgress`] and
+//! [`wire::ExecProgress`] in practice. `logs` is a sequence of plain calls on a session.
 
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -96,9 +96,14 @@ method!(
     /// waits up to 10 s for new lines). No progress items.
     Logs = methods::LOGS, wire::LogsParams => wire::LogsResult);
 method!(
-    /// `exec`: a one-off command in a service's context; its output (up to 16 MiB per stream) and
-    /// exit status are in the result, sent when the command has exited.
+    /// `exec`: a one-off command in a service's context. Without `stream`, its output (up to
+    /// 16 MiB per stream) and exit status are in the result, sent when the command has exited;
+    /// with `stream`, output goes out as [`wire::ExecProgress`] and input comes as [`ExecInput`].
     Exec = methods::EXEC, wire::ExecParams => wire::ExecResult);
+method!(
+    /// `exec.input`: stdin bytes, end of file, a window size or a signal for a streaming `exec`
+    /// on the same connection; answered once the bytes are written to the program's stdin.
+    ExecInput = methods::EXEC_INPUT, wire::ExecInputParams => Empty);
 method!(
     /// `health`: each service's health checks.
     Health = methods::HEALTH, wire::HealthParams => wire::HealthResult);
@@ -158,6 +163,7 @@ pub fn all() -> Vec<Described> {
         describe::<Status>(),
         describe::<Logs>(),
         describe::<Exec>(),
+        describe::<ExecInput>(),
         describe::<Health>(),
         describe::<DaemonStatus>(),
         describe::<DaemonStop>(),

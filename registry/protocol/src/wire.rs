@@ -52,8 +52,12 @@ pub mod methods {
     pub const STATUS: &str = "status";
     /// [`super::LogsParams`] → [`super::LogsResult`]: one batch; call again with `session` for more.
     pub const LOGS: &str = "logs";
-    /// [`super::ExecParams`] → [`super::ExecResult`]
+    /// [`super::ExecParams`] → [`super::ExecResult`]; with `stream`, progress is
+    /// [`super::ExecProgress`] and the input comes through `exec.input`.
     pub const EXEC: &str = "exec";
+    /// [`super::ExecInputParams`] → `{}`: stdin, end of file, window size or a signal for a
+    /// streaming `exec` running on the same connection.
+    pub const EXEC_INPUT: &str = "exec.input";
     /// [`super::HealthParams`] → [`super::HealthResult`]
     pub const HEALTH: &str = "health";
     /// `{}` → [`super::DaemonStatusResult`]
@@ -70,13 +74,14 @@ pub mod methods {
     pub const WATCH: &str = "watch";
 
     /// Methods the daemon adds through its daemon's handler (`harness_server::Handler`) (the live event stream is `subscribe`).
-    pub const ORCHESTRATOR: [&str; 13] = [
+    pub const ORCHESTRATOR: [&str; 14] = [
         START,
         STOP,
         RESTART,
         STATUS,
         LOGS,
         EXEC,
+        EXEC_INPUT,
         HEALTH,
         DAEMON_STATUS,
         DAEMON_STOP,
@@ -458,6 +463,8 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         ("logs.result", schema_for!(LogsResult)),
         ("exec.params", schema_for!(ExecParams)),
         ("exec.result", schema_for!(ExecResult)),
+        ("exec.progress", schema_for!(ExecProgress)),
+        ("exec.input.params", schema_for!(ExecInputParams)),
         ("health.params", schema_for!(HealthParams)),
         ("health.result", schema_for!(HealthResult)),
         ("daemon.status.result", schema_for!(DaemonStatusResult)),
@@ -682,6 +689,14 @@ pub struct ExecParams {
     pub service: String,
     /// argv; the first element is the program.
     pub command: Vec<String>,
+    /// Stream: stdin comes through `exec.input`, output goes out as [`ExecProgress`] as it comes,
+    /// and the result carries only the exit. Without it stdin is empty and the output is
+    /// collected into the result.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
+    /// Run on a pseudo-terminal (only with `stream`): stdout and stderr are then one stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<ExecTty>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -691,9 +706,87 @@ pub struct ExecResult {
     pub code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// Empty for a streaming exec (the output went out as progress).
     pub stdout: String,
     pub stderr: String,
 }
+
+// --- Streaming exec (`exec` with `stream`, `exec.input`) -------------------------------------------
+
+/// The terminal of a streaming exec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ExecTty {
+    pub rows: u16,
+    pub cols: u16,
+    /// `TERM` for the program (the client's); absent: `xterm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<String>,
+}
+
+/// A progress message of a streaming exec: first `started` (send `exec.input` only after it), then
+/// `output` chunks as the program writes them. The exit is the response ([`ExecResult`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ExecProgress {
+    /// The program runs at the end of its layer chain.
+    Started {
+        /// Its pid where it runs (inside the container for docker services).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+    },
+    /// Bytes the program wrote, as they came (not split into lines).
+    Output {
+        /// `stdout` or `stderr` (always `stdout` on a terminal).
+        stream: String,
+        /// The bytes, base64 (standard alphabet, padded).
+        data: String,
+    },
+}
+
+/// `exec.input`: input for the streaming exec whose request id is `exec`, on the same connection.
+/// Fields are applied in this order: `data`, `eof`, `resize`, `signal`. Data is written in the
+/// order the daemon receives it only if the client waits for each `exec.input` response before
+/// sending the next one with data (requests run concurrently); the response comes once the bytes
+/// are written to the program's stdin, which gives back-pressure.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ExecInputParams {
+    /// The request id of the `exec`.
+    pub exec: u64,
+    /// Bytes for stdin, base64 (standard alphabet, padded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// Close stdin (on a terminal: send its end-of-file character, ^D).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub eof: bool,
+    /// New window size of the terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<ExecSize>,
+    /// Send this signal (`INT`, `TERM`, …) to the program's process group, wherever it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ExecSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// Encodes bytes for [`ExecProgress::Output`] and [`ExecInputParams::data`].
+pub fn encode_bytes(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Decodes [`ExecProgress::Output`] or [`ExecInputParams::data`]; the error names the field.
+pub fn decode_bytes(field: &str, text: &str) -> Result<Vec<u8>, WireError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| WireError::invalid_params(format!("{field}: not base64: {e}")))
+}
+
+// --- End of streaming exec -----------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HealthParams {

@@ -881,10 +881,13 @@ async fn handle_text(
                 }),
             };
             let (cancel_tx, cancel_rx) = async_channel::bounded::<()>(1);
+            // The task keeps only a weak handle: when the connection closes and the map is
+            // cleared, the last sender goes and `cancel_rx` ends, which drops the handler.
+            let cancel_weak = cancel_tx.downgrade();
             conn.running
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(req.id, cancel_tx.clone());
+                .insert(req.id, cancel_tx);
             let running = conn.running.clone();
             let out = conn.out.clone();
             let shared = shared.clone();
@@ -920,7 +923,11 @@ async fn handle_text(
                         .await;
                 {
                     let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
-                    if running.get(&id).is_some_and(|s| s.same_channel(&cancel_tx)) {
+                    let ours = cancel_weak.upgrade();
+                    if running
+                        .get(&id)
+                        .is_some_and(|s| ours.as_ref().is_some_and(|o| s.same_channel(o)))
+                    {
                         running.remove(&id);
                     }
                 }

@@ -672,3 +672,48 @@ fn absent_params_suit_unit_option_and_defaulted_structs() {
         assert_eq!(remote_code(&err), Some(ErrorCode::InvalidParams));
     });
 }
+
+static SILENT_DROPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct CountSilentDrop;
+impl Drop for CountSilentDrop {
+    fn drop(&mut self) {
+        SILENT_DROPPED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// One progress message, then nothing until dropped (an exec whose program prints nothing more).
+async fn silent(_p: serde_json::Value, ctx: RequestContext) -> Result<u64, WireError> {
+    let _guard = CountSilentDrop;
+    ctx.progress(json!({ "started": true })).await?;
+    futures_lite::future::pending::<()>().await;
+    Ok(0)
+}
+
+#[test]
+fn a_closed_connection_drops_a_silent_streaming_handler() {
+    run(async {
+        let handler = Arc::new(Router::new().route("test.silent", silent));
+        let f = Fixture::with(ServerConfig::default(), Retention::default(), handler).await;
+        for close in [true, false] {
+            let c = f.client().await;
+            let mut call = c
+                .request_streaming("test.silent", json!({}))
+                .await
+                .expect("call");
+            call.next().await.expect("first").expect("ok");
+            let before = SILENT_DROPPED.load(std::sync::atomic::Ordering::SeqCst);
+            if close {
+                // The client goes away cleanly (close frame)…
+                c.close().await;
+            } else {
+                // …or the connection just breaks.
+                f.server.disconnect_all();
+            }
+            common::wait_until("the silent handler to be dropped", || {
+                SILENT_DROPPED.load(std::sync::atomic::Ordering::SeqCst) > before
+            })
+            .await;
+        }
+    });
+}

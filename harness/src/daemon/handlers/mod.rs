@@ -6,6 +6,7 @@ pub mod daemon_stop;
 pub mod deploy;
 pub mod deploy_rollback;
 pub mod exec;
+pub mod exec_input;
 pub mod health;
 pub mod logs;
 pub mod logs_clear;
