@@ -205,6 +205,9 @@ impl Supervisor {
     async fn watch(&self, proc: &mut Launched, backoff: &mut Backoff) -> bool {
         self.ready.update(|r| r.started = true);
         let mut unhealthy = None;
+        // A tcp or http check counts only a listener of this process tree, when that can be
+        // known: a process on this machine, whose sockets the daemon can read.
+        let tree = (self.spec.placement == crate::addresses::Placement::Local).then(|| proc.pid());
         let health = self.spec.health.clone().map(|h| {
             let on_unhealthy = self.spec.restart.on_unhealthy.then(|| {
                 let (tx, rx) = async_channel::bounded::<()>(1);
@@ -218,6 +221,7 @@ impl Supervisor {
                 h,
                 self.ready.clone(),
                 on_unhealthy,
+                tree,
             ))
         });
         let pump = self.hub.pump();
@@ -277,6 +281,15 @@ impl Supervisor {
 
     async fn launch(&self) -> Option<Launched> {
         self.set_state(ServiceState::Starting).await;
+        // Another listener on one of its ports would answer its health check and make it fail:
+        // refused before anything is spawned.
+        if !self.spec.local_ports.is_empty() {
+            let ports = self.spec.local_ports.clone();
+            if let Some(why) = blocking::unblock(move || port_in_use(&ports)).await {
+                self.fail(why).await;
+                return None;
+            }
+        }
         if let Err(e) = self.hub.reset_raw().await {
             self.fail(format!("cannot prepare {}: {e}", self.dir.display()))
                 .await;
@@ -365,6 +378,7 @@ impl Supervisor {
             if info.success() {
                 r.completed_ok = true;
             }
+            r.exited = Some(info);
         });
     }
 
@@ -448,6 +462,34 @@ impl Supervisor {
     }
 }
 
+/// Why the service cannot start on this machine: another process listens on one of its ports
+/// (on 127.0.0.1 or a wildcard address), named by pid and command when this daemon can read its
+/// file descriptors.
+fn port_in_use(ports: &[u16]) -> Option<String> {
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    for &port in ports {
+        let users = command_executor::service::procfs::port_users(loopback, port);
+        let Some((listener, owners)) = users.first() else {
+            continue;
+        };
+        let owner = match owners.as_slice() {
+            [] => "a process this daemon cannot inspect (another user's?)".to_owned(),
+            [o] => format!("pid {} ({})", o.pid, o.name),
+            [o, rest @ ..] => format!(
+                "pid {} ({}) and {} other process(es)",
+                o.pid,
+                o.name,
+                rest.len()
+            ),
+        };
+        return Some(format!(
+            "port {port} is in use by {owner}, listening on {}:{port}; stop it or change `ports:`",
+            listener.addr
+        ));
+    }
+    None
+}
+
 /// Moves the entry to `to`, through `pending` when there is no direct legal move (e.g. a stopped
 /// service that fails to start again). Registry problems are logged, never fatal to a service.
 pub(crate) async fn set_state(store: &Store, key: &ServiceKey, to: ServiceState) {
@@ -478,6 +520,7 @@ async fn health_loop(
     spec: Box<HealthSpec>,
     ready: Arc<Readiness>,
     on_unhealthy: Option<Sender<()>>,
+    tree: Option<u32>,
 ) {
     let target = spec.target.clone();
     let began = Instant::now();
@@ -489,7 +532,8 @@ async fn health_loop(
     loop {
         let context = (spec.env.as_slice(), spec.cwd.as_deref());
         let result =
-            crate::health::check(&spec.probe, spec.timeout, &executor, &target, context).await;
+            crate::health::check(&spec.probe, spec.timeout, &executor, &target, context, tree)
+                .await;
         let now = Instant::now();
         let (ok, output) = match result {
             Ok(o) => (true, o),

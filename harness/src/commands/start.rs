@@ -177,6 +177,7 @@ fn describe(s: &registry::wire::ServiceOutcome) -> String {
         ServiceAction::Restarted => "restarted",
         ServiceAction::Unchanged => "running (unchanged)",
         ServiceAction::Failed => "failed",
+        ServiceAction::Completed => "completed (exit code 0)",
         ServiceAction::Skipped => "skipped",
         ServiceAction::Orphaned => "orphaned (no longer in the file; --remove-orphans stops it)",
         ServiceAction::Removed => "removed",
@@ -184,7 +185,10 @@ fn describe(s: &registry::wire::ServiceOutcome) -> String {
     let mut text = verb.to_owned();
     if matches!(
         s.action,
-        ServiceAction::Started | ServiceAction::Restarted | ServiceAction::Failed
+        ServiceAction::Started
+            | ServiceAction::Restarted
+            | ServiceAction::Failed
+            | ServiceAction::Completed
     ) {
         text.push_str(&format!(
             " in {}",
@@ -192,7 +196,10 @@ fn describe(s: &registry::wire::ServiceOutcome) -> String {
         ));
     }
     if let Some(pid) = s.pid
-        && !matches!(s.action, ServiceAction::Failed | ServiceAction::Skipped)
+        && !matches!(
+            s.action,
+            ServiceAction::Failed | ServiceAction::Skipped | ServiceAction::Completed
+        )
     {
         text.push_str(&format!(" (pid {pid})"));
     }

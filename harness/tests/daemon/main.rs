@@ -8,5 +8,6 @@ mod compose;
 mod hygiene;
 mod lean;
 mod proxy;
+mod truth_at_start;
 mod up;
 mod watch;
