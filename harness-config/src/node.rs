@@ -138,7 +138,21 @@ pub(crate) fn parse(text: &str, file: u16, limits: Limits) -> Result<Node, Parse
                     len: 0,
                     file,
                 };
-                return Err((Some(pos).filter(|p| p.line > 0), e.info()));
+                let info = e.info();
+                let lower = info.to_ascii_lowercase();
+                // The scanner's own limit on flow nesting can come before the builder's.
+                let message = if ["recursion", "nesting", "depth"]
+                    .iter()
+                    .any(|w| lower.contains(w))
+                {
+                    format!(
+                        "the YAML nests deeper than {} levels, which services.yaml never needs ({info})",
+                        builder.limits.max_depth
+                    )
+                } else {
+                    info
+                };
+                return Err((Some(pos).filter(|p| p.line > 0), message));
             }
         }
     }
