@@ -100,7 +100,7 @@ const SIGNALS: &[&str] = &[
 /// Where things are, for diagnostics found after decoding (cycles, unknown services...).
 #[derive(Default, Debug)]
 pub(crate) struct Positions {
-    by_path: HashMap<String, Pos>,
+    by_path: rustc_hash::FxHashMap<String, Pos>,
     /// (service, dependency) → the field that created the dependency.
     pub dep_origin: HashMap<(String, String), String>,
     /// Every service reference with the field it is in.
@@ -108,6 +108,16 @@ pub(crate) struct Positions {
 }
 
 impl Positions {
+    /// Room for about `n` recorded paths.
+    pub fn with_capacity(n: usize) -> Self {
+        let mut by_path = rustc_hash::FxHashMap::default();
+        by_path.reserve(n);
+        Positions {
+            by_path,
+            ..Positions::default()
+        }
+    }
+
     /// Whether `path` itself was written in a file (a field of a list item written in a short
     /// form, such as `ports: [8080]`, counts as written with its item).
     pub fn is_recorded(&self, path: &str) -> bool {
@@ -254,7 +264,11 @@ fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
     } else {
-        format!("{path}.{key}")
+        let mut joined = String::with_capacity(path.len() + 1 + key.len());
+        joined.push_str(path);
+        joined.push('.');
+        joined.push_str(key);
+        joined
     }
 }
 
@@ -377,8 +391,8 @@ impl<'a> Decoder<'a> {
         );
     }
 
-    fn record(&mut self, path: &str, pos: Pos) {
-        self.positions.by_path.insert(path.to_owned(), pos);
+    fn record(&mut self, path: String, pos: Pos) {
+        self.positions.by_path.insert(path, pos);
     }
 
     /// A mapping whose keys must all be in `known`; unknown ones are reported with a suggestion.
@@ -400,11 +414,11 @@ impl<'a> Decoder<'a> {
                 );
                 continue;
             };
-            let field_path = join(path, name);
             // Extension keys (`x-common:` holding a YAML anchor) are for the file's author.
             if name.starts_with("x-") {
                 continue;
             }
+            let field_path = join(path, name);
             if !known.contains(&name.as_str()) {
                 let message = format!("unknown key `{name}`");
                 if let Some(help) = compose_key_help(name, path) {
@@ -435,7 +449,7 @@ impl<'a> Decoder<'a> {
                 }
                 continue;
             }
-            self.record(&field_path, value.pos);
+            self.record(field_path, value.pos);
             fields.entries.push((name, key, value));
         }
         Some(fields)
@@ -448,7 +462,7 @@ impl<'a> Decoder<'a> {
                 .iter()
                 .filter_map(|(k, v)| match k.value.scalar_text() {
                     Some(name) => {
-                        self.record(&join(path, &name), k.pos);
+                        self.record(join(path, &name), k.pos);
                         Some((name, k, v))
                     }
                     None => {
@@ -581,7 +595,7 @@ impl<'a> Decoder<'a> {
             .enumerate()
             .filter_map(|(i, n)| {
                 let p = format!("{path}[{i}]");
-                self.record(&p, n.pos);
+                self.record(p.clone(), n.pos);
                 self.template(n, &p)
             })
             .collect()
@@ -1127,7 +1141,7 @@ impl<'a> Decoder<'a> {
             let dp = p("dependencies");
             for (i, item) in self.items(n, &dp).iter().enumerate() {
                 let ip = format!("{dp}[{i}]");
-                self.record(&ip, item.pos);
+                self.record(ip.clone(), item.pos);
                 if let Some(dep) = self.text(item, &ip) {
                     self.positions
                         .dep_origin
@@ -1303,7 +1317,7 @@ impl<'a> Decoder<'a> {
         let mut ports = Vec::new();
         for (i, item) in self.items(node, path).iter().enumerate() {
             let ip = format!("{path}[{i}]");
-            self.record(&ip, item.pos);
+            self.record(ip.clone(), item.pos);
             let port = match &item.value {
                 Value::Int(_) => self.port_number(item, &ip).map(|port| Port {
                     name: None,
@@ -1406,7 +1420,7 @@ impl<'a> Decoder<'a> {
         if let Value::Seq(items) = &node.value {
             for (i, item) in items.iter().enumerate() {
                 let ip = format!("{path}[{i}]");
-                self.record(&ip, item.pos);
+                self.record(ip.clone(), item.pos);
                 if let Some(dep) = self.text(item, &ip) {
                     self.positions
                         .dep_origin

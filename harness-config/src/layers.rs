@@ -26,37 +26,39 @@ const APPENDED: &[&str] = &[
 /// Most instances of one service (hostile input must not make millions of services).
 pub const MAX_REPLICAS: u32 = 1_000;
 
-/// Tags every node with the index of the file it came from.
-pub(crate) fn tag_file(node: &mut Node, file: u16) {
-    node.pos.file = file;
-    match &mut node.value {
-        Value::Seq(items) => items.iter_mut().for_each(|n| tag_file(n, file)),
-        Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
-            tag_file(k, file);
-            tag_file(v, file);
-        }),
-        _ => {}
-    }
-}
-
 fn key_text(node: &Node) -> Option<String> {
     node.value.scalar_text()
 }
+
+/// Whether a key node is the scalar `name`, without copying it.
+fn key_is(node: &Node, name: &str) -> bool {
+    node.value.key_str().as_deref() == Some(name)
+}
+
+/// Below this many entries a mapping's keys are scanned rather than indexed.
+const INDEX_FROM: usize = 16;
 
 /// Merges `over` into `base` by Compose's rules: mappings deep-merged, the [`APPENDED`] lists
 /// extended (without repeating an equal entry), everything else replaced by the later file.
 pub(crate) fn merge(base: &mut Node, over: Node, key: &str) {
     match (&mut base.value, over.value) {
         (Value::Map(entries), Value::Map(more)) => {
-            // Index the base's keys once: a services map may hold thousands.
-            let mut index: std::collections::HashMap<String, usize> = entries
-                .iter()
-                .enumerate()
-                .filter_map(|(i, (k, _))| Some((key_text(k)?, i)))
-                .collect();
+            // Index the base's keys once when there are many: a services map may hold thousands.
+            let mut index: Option<rustc_hash::FxHashMap<String, usize>> =
+                (entries.len() >= INDEX_FROM).then(|| {
+                    entries
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, (k, _))| Some((key_text(k)?, i)))
+                        .collect()
+                });
             for (k, v) in more {
-                let name = key_text(&k).unwrap_or_default();
-                match index.get(&name).and_then(|&i| entries.get_mut(i)) {
+                let name = k.value.key_str().unwrap_or_default().into_owned();
+                let found = match &index {
+                    Some(index) => index.get(&name).copied(),
+                    None => entries.iter().position(|(bk, _)| key_is(bk, &name)),
+                };
+                match found.and_then(|i| entries.get_mut(i)) {
                     Some((base_key, existing)) => {
                         let over_pos = v.pos;
                         merge(existing, v, &name);
@@ -66,7 +68,9 @@ pub(crate) fn merge(base: &mut Node, over: Node, key: &str) {
                         }
                     }
                     None => {
-                        index.insert(name, entries.len());
+                        if let Some(index) = &mut index {
+                            index.insert(name, entries.len());
+                        }
                         entries.push((k, v));
                     }
                 }
@@ -90,10 +94,7 @@ pub(crate) fn merge(base: &mut Node, over: Node, key: &str) {
 
 fn get<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
     match &node.value {
-        Value::Map(entries) => entries
-            .iter()
-            .find(|(k, _)| key_text(k).as_deref() == Some(key))
-            .map(|(_, v)| v),
+        Value::Map(entries) => entries.iter().find(|(k, _)| key_is(k, key)).map(|(_, v)| v),
         _ => None,
     }
 }
@@ -102,9 +103,7 @@ fn services_mut(root: &mut Node) -> Option<&mut Vec<(Node, Node)>> {
     let Value::Map(entries) = &mut root.value else {
         return None;
     };
-    let (_, services) = entries
-        .iter_mut()
-        .find(|(k, _)| key_text(k).as_deref() == Some("services"))?;
+    let (_, services) = entries.iter_mut().find(|(k, _)| key_is(k, "services"))?;
     match &mut services.value {
         Value::Map(s) => Some(s),
         _ => None,
@@ -192,7 +191,7 @@ fn replica_counts(
     for name in overrides.keys() {
         if !services
             .iter()
-            .any(|(k, _)| key_text(k).as_deref() == Some(name))
+            .any(|(k, _)| k.value.key_str().as_deref() == Some(name))
         {
             diags.push(Diagnostic::new(
                 Severity::Error,
@@ -273,7 +272,7 @@ pub(crate) fn expand_replicas(
 
 fn remove_key(node: &mut Node, key: &str) {
     if let Value::Map(entries) = &mut node.value {
-        entries.retain(|(k, _)| key_text(k).as_deref() != Some(key));
+        entries.retain(|(k, _)| k.value.key_str().as_deref() != Some(key));
     }
 }
 
@@ -294,7 +293,7 @@ fn rewrite_service(
         return;
     };
     for (k, v) in entries.iter_mut() {
-        match key_text(k).as_deref() {
+        match k.value.key_str().as_deref() {
             Some("dependencies" | "depends_on") => expand_dependencies(v, counts),
             Some("ports") => {
                 if let Value::Seq(ports) = &mut v.value {
@@ -349,7 +348,7 @@ fn expand_dependencies(node: &mut Node, counts: &BTreeMap<String, u32>) {
         Value::Map(entries) => {
             let mut out = Vec::new();
             for (k, v) in std::mem::take(entries) {
-                match key_text(&k).as_deref().and_then(instances) {
+                match k.value.key_str().as_deref().and_then(instances) {
                     Some(names) => out.extend(names.into_iter().map(|n| {
                         (
                             Node {
@@ -409,7 +408,7 @@ fn instance_port(port: &mut Node, offset: u32) -> Result<(), String> {
         }
         Value::Map(entries) => {
             for (k, v) in entries.iter_mut() {
-                if matches!(key_text(k).as_deref(), Some("port" | "published")) {
+                if matches!(k.value.key_str().as_deref(), Some("port" | "published")) {
                     instance_port(v, offset)?;
                 }
             }
@@ -424,7 +423,7 @@ fn has_zero_port(port: &Node) -> bool {
         Value::Int(0) => true,
         Value::Str(s) => s.split(':').any(|p| p.trim() == "0"),
         Value::Map(entries) => entries.iter().any(|(k, v)| {
-            matches!(key_text(k).as_deref(), Some("port" | "published")) && has_zero_port(v)
+            matches!(k.value.key_str().as_deref(), Some("port" | "published")) && has_zero_port(v)
         }),
         _ => false,
     }

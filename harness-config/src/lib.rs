@@ -50,7 +50,7 @@ pub use template::{
 use decode::{Decoder, Layered, Positions};
 pub use dotenv::DotenvError;
 pub use layers::MAX_REPLICAS;
-use node::{Node, Pos};
+use node::{Node, ParseError};
 
 /// Files larger than this are refused before parsing.
 pub const MAX_FILE_BYTES: u64 = 10 << 20;
@@ -311,13 +311,10 @@ fn load_inner(
             .map(|r| std::mem::replace(r, Err((None, String::new()))))
             .unwrap_or_else(|| Err((None, "not parsed".to_owned())));
         match result {
-            Ok(mut node) => {
-                layers::tag_file(&mut node, u16::try_from(index).unwrap_or(u16::MAX));
-                match &mut root {
-                    None => root = Some(node),
-                    Some(base) => layers::merge(base, node, ""),
-                }
-            }
+            Ok(node) => match &mut root {
+                None => root = Some(node),
+                Some(base) => layers::merge(base, node, ""),
+            },
             Err((pos, message)) => loaded.errors.push(Diagnostic::new(
                 Severity::Error,
                 Code::Syntax,
@@ -359,7 +356,9 @@ fn load_inner(
             files: Vec::new(),
         },
         diags: Vec::new(),
-        positions: Positions::default(),
+        positions: Positions::with_capacity(
+            sources.iter().map(|s| s.inner().len()).sum::<usize>() / 24,
+        ),
     };
     let mut project = decoder.project(&root, default_name(base_dir));
     if let (Some(project), Some(name)) = (&mut project, &options.project_name) {
@@ -409,15 +408,17 @@ fn parse_all(sources: &[Arc<NamedSource<String>>]) -> Vec<Result<Node, ParseErro
     std::thread::scope(|scope| {
         let handles: Vec<_> = sources
             .iter()
-            .map(|source| {
+            .enumerate()
+            .map(|(index, source)| {
                 let text = source.inner().as_str();
+                let file = u16::try_from(index).unwrap_or(u16::MAX);
                 if text.len() as u64 > MAX_FILE_BYTES {
                     return Err("the file is too large".to_owned());
                 }
                 std::thread::Builder::new()
                     .name("yaml-parser".into())
                     .stack_size(PARSER_STACK_BYTES)
-                    .spawn_scoped(scope, move || parse_yaml_here(text))
+                    .spawn_scoped(scope, move || parse_yaml_here(text, file))
                     .map_err(|e| format!("cannot start the parser: {e}"))
             })
             .collect();
@@ -433,56 +434,17 @@ fn parse_all(sources: &[Arc<NamedSource<String>>]) -> Vec<Result<Node, ParseErro
     })
 }
 
-/// Where and what.
-type ParseError = (Option<Pos>, String);
-
-fn parse_yaml_here(text: &str) -> Result<Node, ParseError> {
-    let mut budget = serde_saphyr::Budget::default();
-    budget.max_depth = MAX_DEPTH;
-    budget.flow_nesting_limit = MAX_DEPTH;
-    budget.max_aliases = MAX_ALIASES;
-    // The parser's aliases-per-anchor heuristic refuses Compose's everyday pattern (one
-    // `x-defaults` anchor merged into every service); bombs are bounded by the replay limit.
-    budget.enforce_alias_anchor_ratio = false;
-    budget.max_documents = 1;
-    budget.max_nodes = 1_000_000;
-    let mut options = serde_saphyr::Options::default();
-    options.budget = Some(budget);
-    options.alias_limits.max_total_replayed_events = MAX_ALIAS_EXPANSION;
-    options.alias_limits.max_replay_stack_depth = 16;
-    options.strict_booleans = true;
-    match serde_saphyr::from_str_with_options::<Option<Node>>(text, options) {
-        Ok(Some(node)) => Ok(node),
-        Ok(None) => Ok(Node {
-            value: node::Value::Null,
-            pos: Pos::default(),
-        }),
-        Err(e) => {
-            let pos = e.location().map(|l| Pos::from_location(&l));
-            let message = e.without_snippet().to_string();
-            let message =
-                explain_parser_error(&message.split_whitespace().collect::<Vec<_>>().join(" "));
-            Err((pos.filter(|p| p.line > 0), message))
-        }
-    }
-}
-
-/// Says which hostile-input limit was hit, in words, instead of the parser's internal name.
-fn explain_parser_error(message: &str) -> String {
-    let lower = message.to_ascii_lowercase();
-    if lower.contains("depth") || lower.contains("recursion") || lower.contains("nesting") {
-        format!(
-            "the YAML nests deeper than {MAX_DEPTH} levels, which services.yaml never needs ({message})"
-        )
-    } else if lower.contains("alias") || lower.contains("replay") || lower.contains("anchor") {
-        format!(
-            "too many alias expansions (a YAML alias bomb?): refused to expand more ({message})"
-        )
-    } else if lower.contains("budget") {
-        format!("the YAML exceeds the parser's limits for hostile input ({message})")
-    } else {
-        message.to_owned()
-    }
+fn parse_yaml_here(text: &str, file: u16) -> Result<Node, ParseError> {
+    node::parse(
+        text,
+        file,
+        node::Limits {
+            max_depth: MAX_DEPTH,
+            max_nodes: 1_000_000,
+            max_aliases: MAX_ALIASES,
+            max_alias_expansion: MAX_ALIAS_EXPANSION,
+        },
+    )
 }
 
 /// An env file's variables by Compose's rules (a later line for the same key wins), for

@@ -815,6 +815,7 @@ async fn start_one(
     .await;
     let stop = (spec.stop.signal, spec.stop.timeout);
     let gated = spec.health.is_some();
+    let restart = spec.restart.policy;
     let limit = spec.startup_timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
     let check = spec.health_description();
     // No await from here to the spawn: a stop either came before (skip) or will find it.
@@ -846,6 +847,26 @@ async fn start_one(
         })
         .await;
     match outcome {
+        // Started without a health check: it is watched a moment longer, so that a process
+        // that exits at once (a one-shot job, a bad working directory) is reported as exited.
+        Some(Ok(())) if !gated => {
+            let exited = async { Some(ready.wait(|r| r.exited).await) }
+                .or(async {
+                    Timer::after(START_SETTLE).await;
+                    None
+                })
+                .await;
+            match exited {
+                None => report(inner, &k, action, began, None).await,
+                Some(info) if info.success() && !restarts_on_success(&restart) => {
+                    report(inner, &k, Action::Completed, began, None).await
+                }
+                Some(info) => {
+                    let why = format!("it exited during the start ({})", info.describe());
+                    report(inner, &k, Action::Failed, began, Some(why)).await
+                }
+            }
+        }
         Some(Ok(())) => report(inner, &k, action, began, None).await,
         Some(Err(why)) => report(inner, &k, Action::Failed, began, Some(why)).await,
         None => {
@@ -857,6 +878,18 @@ async fn start_one(
             report(inner, &k, Action::Failed, began, Some(why)).await
         }
     }
+}
+
+/// How long `start` watches a service without a health check after launching it: one that
+/// exits within this is reported as exited (or completed), not as started.
+pub(crate) const START_SETTLE: Duration = Duration::from_millis(100);
+
+/// Whether the policy starts the service again after it exited with status 0.
+fn restarts_on_success(policy: &harness_config::RestartPolicy) -> bool {
+    matches!(
+        policy,
+        harness_config::RestartPolicy::Always | harness_config::RestartPolicy::UnlessStopped
+    )
 }
 
 fn condition_name(c: Condition) -> &'static str {

@@ -20,12 +20,13 @@ pub(crate) async fn check(
     exec: &Executor,
     target: &Target,
     context: (&[(String, String)], Option<&str>),
+    tree: Option<u32>,
 ) -> Result<String, String> {
     let run = async {
         match probe {
             Probe::Command(argv) => command(argv, timeout, exec, target, context).await,
-            Probe::Http { url } => http(url).await,
-            Probe::Tcp { host, port } => tcp(host, *port).await,
+            Probe::Http { url } => http(url, tree).await,
+            Probe::Tcp { host, port } => tcp(host, *port, tree).await,
         }
     };
     run.or(async {
@@ -99,17 +100,66 @@ fn describe_status(st: command_executor::ExitStatus) -> String {
     }
 }
 
-async fn tcp(host: &str, port: u16) -> Result<String, String> {
+async fn tcp(host: &str, port: u16, tree: Option<u32>) -> Result<String, String> {
     match TcpStream::connect((host, port)).await {
-        Ok(_) => Ok(format!("connected to {host}:{port}")),
+        Ok(stream) => {
+            ours(&stream, tree).await?;
+            Ok(format!("connected to {host}:{port}"))
+        }
         Err(e) => Err(format!("cannot connect to {host}:{port}: {e}")),
     }
+}
+
+/// Fails when the listener that answered `stream` is known to belong to another process than
+/// the service's (`tree`: the pid its process tree grows from, for a process on this machine).
+/// Unknown is fine: a listener in another network namespace or one whose owners this daemon
+/// cannot read counts as the service's.
+async fn ours(stream: &TcpStream, tree: Option<u32>) -> Result<(), String> {
+    let (Some(root), Ok(peer)) = (tree, stream.peer_addr()) else {
+        return Ok(());
+    };
+    match blocking::unblock(move || foreign_listener(peer, root)).await {
+        Some(who) => Err(format!(
+            "{peer} is answered by {who}, not by this service's processes"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Who answers at `peer` when it is known not to be the process tree of `root`.
+fn foreign_listener(peer: std::net::SocketAddr, root: u32) -> Option<String> {
+    use command_executor::service::procfs;
+    let listeners: Vec<procfs::Listener> = procfs::tcp_listeners()
+        .into_iter()
+        .filter(|l| l.blocks(peer.ip(), peer.port()))
+        .collect();
+    if listeners.is_empty() {
+        return None;
+    }
+    let holds = |pids: Vec<(u32, u64)>| -> Option<bool> {
+        let mut inodes = Vec::new();
+        for (pid, _) in pids {
+            inodes.extend(procfs::socket_inodes(pid)?);
+        }
+        Some(listeners.iter().any(|l| inodes.contains(&l.inode)))
+    };
+    // Its descendants first (cheap); then its group and session, which a daemonizing child
+    // keeps although it left the tree.
+    if holds(procfs::descendants(root))? || holds(procfs::owned(root))? {
+        return None;
+    }
+    let inodes: Vec<u64> = listeners.iter().map(|l| l.inode).collect();
+    let owners = procfs::socket_owners(&inodes);
+    Some(match owners.values().flatten().next() {
+        Some(who) => format!("pid {} ({})", who.pid, who.name),
+        None => "a process this daemon cannot inspect".to_owned(),
+    })
 }
 
 /// `http[s]://host[:port][/path]`; a 2xx or 3xx status is healthy. https does not verify the
 /// certificate (like `curl -k`): a health check asks whether the service answers, and local
 /// services commonly use self-signed certificates.
-async fn http(url: &str) -> Result<String, String> {
+async fn http(url: &str, tree: Option<u32>) -> Result<String, String> {
     let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
         (false, r)
     } else if let Some(r) = url.strip_prefix("https://") {
@@ -135,6 +185,9 @@ async fn http(url: &str) -> Result<String, String> {
     let tcp = TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("GET {url}: cannot connect to {host}:{port}: {e}"))?;
+    ours(&tcp, tree)
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: harness-health\r\nConnection: close\r\n\r\n"
     );

@@ -19,6 +19,8 @@ pub(crate) struct Ready {
     /// Could not be started, or gave up: why.
     pub failed: Option<String>,
     pub stopped: bool,
+    /// How it last exited since this start (whether or not it is restarted).
+    pub exited: Option<command_executor::service::ExitInfo>,
 }
 
 #[derive(Default)]

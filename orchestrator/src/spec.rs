@@ -95,6 +95,10 @@ pub(crate) struct Resolved {
     /// Where command health checks and `exec` run.
     #[serde(skip)]
     pub exec_target: command_executor::Target,
+    /// The ports a process on this machine listens on (`ports:`), checked for another listener
+    /// before it is launched. Empty for remote processes and containers.
+    #[serde(skip)]
+    pub local_ports: Vec<u16>,
 }
 
 impl Resolved {
@@ -181,6 +185,7 @@ impl Resolved {
             .signal
             .parse()
             .map_err(|e| format!("stop.signal: {e}"))?;
+        let placement_is_local = placement == Placement::Local;
         Ok(Resolved {
             name: name.to_owned(),
             placement,
@@ -196,6 +201,10 @@ impl Resolved {
             host: host.map(Box::new),
             container: container.map(Box::new),
             exec_target,
+            local_ports: match placement_is_local {
+                true => service.ports.iter().map(|p| p.port).collect(),
+                false => Vec::new(),
+            },
         })
     }
 

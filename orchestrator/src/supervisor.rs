@@ -229,6 +229,9 @@ impl Supervisor {
     async fn watch(&self, proc: &mut Launched, backoff: &mut Backoff) -> bool {
         self.ready.update(|r| r.started = true);
         let mut unhealthy = None;
+        // A tcp or http check counts only a listener of this process tree, when that can be
+        // known: a process on this machine, whose sockets the daemon can read.
+        let tree = (self.spec.placement == crate::addresses::Placement::Local).then(|| proc.pid());
         let health = self.spec.health.clone().map(|h| {
             let on_unhealthy = self.spec.restart.on_unhealthy.then(|| {
                 let (tx, rx) = async_channel::bounded::<()>(1);
@@ -242,6 +245,7 @@ impl Supervisor {
                 h,
                 self.ready.clone(),
                 on_unhealthy,
+                tree,
             ))
         });
         let pump = self.hub.pump();
@@ -352,6 +356,14 @@ impl Supervisor {
             return Err(format!(
                 "not started: the start cannot be recorded in the registry ({e})"
             ));
+        }
+        // Another listener on one of its ports would answer its health check and make it fail:
+        // refused before anything is spawned.
+        if !self.spec.local_ports.is_empty() {
+            let ports = self.spec.local_ports.clone();
+            if let Some(why) = blocking::unblock(move || port_in_use(&ports)).await {
+                return Err(why);
+            }
         }
         if let Err(e) = self.hub.reset_raw().await {
             return Err(format!("cannot prepare {}: {e}", self.dir.display()));
@@ -602,6 +614,7 @@ impl Supervisor {
             if info.success() {
                 r.completed_ok = true;
             }
+            r.exited = Some(info);
         });
     }
 
@@ -742,6 +755,34 @@ impl Supervisor {
     }
 }
 
+/// Why the service cannot start on this machine: another process listens on one of its ports
+/// (on 127.0.0.1 or a wildcard address), named by pid and command when this daemon can read its
+/// file descriptors.
+fn port_in_use(ports: &[u16]) -> Option<String> {
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    for &port in ports {
+        let users = command_executor::service::procfs::port_users(loopback, port);
+        let Some((listener, owners)) = users.first() else {
+            continue;
+        };
+        let owner = match owners.as_slice() {
+            [] => "a process this daemon cannot inspect (another user's?)".to_owned(),
+            [o] => format!("pid {} ({})", o.pid, o.name),
+            [o, rest @ ..] => format!(
+                "pid {} ({}) and {} other process(es)",
+                o.pid,
+                o.name,
+                rest.len()
+            ),
+        };
+        return Some(format!(
+            "port {port} is in use by {owner}, listening on {}:{port}; stop it or change `ports:`",
+            listener.addr
+        ));
+    }
+    None
+}
+
 /// How often a record the service's truth depends on is tried, and how far apart.
 const RECORD_ATTEMPTS: u32 = 3;
 const RECORD_RETRY: Duration = Duration::from_millis(100);
@@ -785,6 +826,7 @@ async fn health_loop(
     spec: Box<HealthSpec>,
     ready: Arc<Readiness>,
     on_unhealthy: Option<Sender<()>>,
+    tree: Option<u32>,
 ) {
     let target = spec.target.clone();
     let began = Instant::now();
@@ -796,7 +838,8 @@ async fn health_loop(
     loop {
         let context = (spec.env.as_slice(), spec.cwd.as_deref());
         let result =
-            crate::health::check(&spec.probe, spec.timeout, &executor, &target, context).await;
+            crate::health::check(&spec.probe, spec.timeout, &executor, &target, context, tree)
+                .await;
         let now = Instant::now();
         let (ok, output) = match result {
             Ok(o) => (true, o),

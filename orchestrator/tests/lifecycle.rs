@@ -559,7 +559,15 @@ services:
         );
         let mut follow = None;
         let report = fx.apply(&p).await;
-        assert!(report.is_success(), "it did start: {report:?}");
+        // It exits at once: the start says so (it is restarted all the same).
+        assert!(!report.is_success(), "{report:?}");
+        assert!(
+            report.services[0]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("exited during the start (exit code 3)")),
+            "{report:?}"
+        );
         if follow.is_none() {
             follow = Some(
                 fx.orch

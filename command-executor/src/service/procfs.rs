@@ -1,8 +1,9 @@
 //! The one reader of this machine's `/proc`: process start times (which tell a live process from a
-//! reused pid), the process table (group, session, parent) and the launch id a service carries in
-//! its environment.
+//! reused pid), the process table (group, session, parent), the launch id a service carries in
+//! its environment, and who listens on a TCP port (`/proc/net/tcp{,6}` and `/proc/PID/fd`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The fields of /proc/PID/stat after the command name (field 3, the state, first). The name may
 /// hold spaces and parentheses, so it is cut at the last `)`.
@@ -66,7 +67,7 @@ pub fn table() -> Vec<ProcRow> {
 /// Live processes that belong to the service led by `pid`: its process group, its session, and
 /// every descendant of those (a grandchild that called setsid left both, but is still a
 /// descendant while its parents live). Pid plus start time, so a reused pid is never hit.
-pub(crate) fn owned(pid: u32) -> Vec<(u32, u64)> {
+pub fn owned(pid: u32) -> Vec<(u32, u64)> {
     let table = table();
     let mut set: BTreeSet<u32> = table
         .iter()
@@ -100,7 +101,7 @@ pub(crate) fn group_alive(pid: u32) -> bool {
 
 /// `pid` and its descendants now, from the kernel's per-thread `children` lists: cheap (only
 /// the service's own processes are read), unlike a scan of all of /proc.
-pub(crate) fn descendants(pid: u32) -> Vec<(u32, u64)> {
+pub fn descendants(pid: u32) -> Vec<(u32, u64)> {
     let mut out = Vec::new();
     let mut todo = vec![pid];
     let mut seen = BTreeSet::new();
@@ -161,6 +162,171 @@ pub fn tagged(var: &str, prefix: &str) -> Vec<Tagged> {
     out
 }
 
+/// A TCP socket listening in this process's network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// The socket's inode, which `/proc/PID/fd` links name (`socket:[INODE]`).
+    pub inode: u64,
+}
+
+impl Listener {
+    /// Whether a process binding `addr:port` would collide with this listener: same port, and
+    /// the same address or a wildcard on either side (`0.0.0.0`, `::`).
+    pub fn blocks(&self, addr: IpAddr, port: u16) -> bool {
+        let same = |a: IpAddr, b: IpAddr| match (a, b) {
+            (IpAddr::V6(v6), IpAddr::V4(v4)) | (IpAddr::V4(v4), IpAddr::V6(v6)) => {
+                v6.to_ipv4_mapped() == Some(v4)
+            }
+            _ => a == b,
+        };
+        self.port == port
+            && (self.addr.is_unspecified() || addr.is_unspecified() || same(self.addr, addr))
+    }
+}
+
+/// Every TCP socket in the LISTEN state, IPv4 and IPv6 (a missing table, such as tcp6 without
+/// IPv6, is empty).
+pub fn tcp_listeners() -> Vec<Listener> {
+    let mut out = Vec::new();
+    for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            out.extend(parse_net_tcp(&text, v6));
+        }
+    }
+    out
+}
+
+/// The LISTEN rows of a /proc/net/tcp (or tcp6) table.
+fn parse_net_tcp(text: &str, v6: bool) -> Vec<Listener> {
+    const LISTEN: &str = "0A";
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.get(3) != Some(&LISTEN) {
+                return None;
+            }
+            let (addr, port) = f.get(1)?.split_once(':')?;
+            Some(Listener {
+                addr: parse_hex_addr(addr, v6)?,
+                port: u16::from_str_radix(port, 16).ok()?,
+                inode: f.get(9)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// An address as the kernel prints it: 32-bit words in hex, each in the machine's byte order.
+fn parse_hex_addr(hex: &str, v6: bool) -> Option<IpAddr> {
+    let word = |i: usize| -> Option<[u8; 4]> {
+        let w = u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok()?;
+        Some(w.to_ne_bytes())
+    };
+    if v6 {
+        if hex.len() != 32 {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        for i in 0..4 {
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+        }
+        Some(IpAddr::V6(Ipv6Addr::from(bytes)))
+    } else {
+        (hex.len() == 8).then_some(())?;
+        Some(IpAddr::V4(Ipv4Addr::from(word(0)?)))
+    }
+}
+
+/// A process holding a socket open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketOwner {
+    pub pid: u32,
+    /// Its command name (`/proc/PID/comm`).
+    pub name: String,
+}
+
+/// The processes holding each of `inodes` open, by inode. Reads only the fd tables this process
+/// may read (its own user's, or all as root): an inode missing from the answer has an owner that
+/// cannot be known from here.
+pub fn socket_owners(inodes: &[u64]) -> BTreeMap<u64, Vec<SocketOwner>> {
+    let mut out: BTreeMap<u64, Vec<SocketOwner>> = BTreeMap::new();
+    if inodes.is_empty() {
+        return out;
+    }
+    let wanted: BTreeSet<u64> = inodes.iter().copied().collect();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Some(inode) = socket_inode(&fd.path()) else {
+                continue;
+            };
+            if wanted.contains(&inode) {
+                let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .map(|c| c.trim_end().to_owned())
+                    .unwrap_or_default();
+                let owners = out.entry(inode).or_default();
+                if !owners.iter().any(|o| o.pid == pid) {
+                    owners.push(SocketOwner { pid, name });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The socket inode an fd link names (`socket:[INODE]`).
+fn socket_inode(fd: &std::path::Path) -> Option<u64> {
+    let link = std::fs::read_link(fd).ok()?;
+    link.to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// The socket inodes `pid` holds open; `None` when its fd table cannot be read from here
+/// (another user's process) or it is gone.
+pub fn socket_inodes(pid: u32) -> Option<Vec<u64>> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(
+        fds.flatten()
+            .filter_map(|fd| socket_inode(&fd.path()))
+            .collect(),
+    )
+}
+
+/// Who listens where `addr:port` would bind: each colliding listener with its owners (empty
+/// when they cannot be read from here).
+pub fn port_users(addr: IpAddr, port: u16) -> Vec<(Listener, Vec<SocketOwner>)> {
+    let listeners: Vec<Listener> = tcp_listeners()
+        .into_iter()
+        .filter(|l| l.blocks(addr, port))
+        .collect();
+    let inodes: Vec<u64> = listeners.iter().map(|l| l.inode).collect();
+    let mut owners = socket_owners(&inodes);
+    listeners
+        .into_iter()
+        .map(|l| {
+            let o = owners.remove(&l.inode).unwrap_or_default();
+            (l, o)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -192,5 +358,40 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].row.pid, child.id());
         assert_eq!(found[0].launch_id, format!("t/{me}/x"));
+    }
+
+    #[test]
+    fn net_tcp_rows_parse() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F91 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 4243 1 0000000000000000 100 0 0 10 0
+";
+        let l = super::parse_net_tcp(v4, false);
+        assert_eq!(l.len(), 1, "{l:?}");
+        if cfg!(target_endian = "little") {
+            assert_eq!(l[0].addr, "127.0.0.1".parse::<std::net::IpAddr>().unwrap());
+        }
+        assert_eq!((l[0].port, l[0].inode), (8080, 4242));
+        let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 77 1 0000000000000000 100 0 0 10 0
+";
+        let l = super::parse_net_tcp(v6, true);
+        assert_eq!(l.len(), 1);
+        assert!(l[0].addr.is_unspecified());
+        assert!(l[0].blocks("127.0.0.1".parse().unwrap(), 8080));
+        assert!(!l[0].blocks("127.0.0.1".parse().unwrap(), 8081));
+    }
+
+    #[test]
+    fn finds_the_owner_of_its_own_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let users = super::port_users("127.0.0.1".parse().unwrap(), port);
+        assert_eq!(users.len(), 1, "{users:?}");
+        assert!(
+            users[0].1.iter().any(|o| o.pid == std::process::id()),
+            "{users:?}"
+        );
+        assert!(super::port_users("127.0.0.2".parse().unwrap(), port).is_empty());
     }
 }

@@ -178,6 +178,7 @@ fn describe(s: &harness_protocol::wire::ServiceOutcome) -> String {
         ServiceAction::Restarted => "restarted",
         ServiceAction::Unchanged => "running (unchanged)",
         ServiceAction::Failed => "failed",
+        ServiceAction::Completed => "completed (exit code 0)",
         ServiceAction::Skipped => "skipped",
         ServiceAction::Orphaned => "orphaned (no longer in the file; --remove-orphans stops it)",
         ServiceAction::Removed => "removed",
@@ -185,7 +186,10 @@ fn describe(s: &harness_protocol::wire::ServiceOutcome) -> String {
     let mut text = verb.to_owned();
     if matches!(
         s.action,
-        ServiceAction::Started | ServiceAction::Restarted | ServiceAction::Failed
+        ServiceAction::Started
+            | ServiceAction::Restarted
+            | ServiceAction::Failed
+            | ServiceAction::Completed
     ) {
         text.push_str(&format!(
             " in {}",
@@ -193,7 +197,10 @@ fn describe(s: &harness_protocol::wire::ServiceOutcome) -> String {
         ));
     }
     if let Some(pid) = s.pid
-        && !matches!(s.action, ServiceAction::Failed | ServiceAction::Skipped)
+        && !matches!(
+            s.action,
+            ServiceAction::Failed | ServiceAction::Skipped | ServiceAction::Completed
+        )
     {
         text.push_str(&format!(" (pid {pid})"));
     }

@@ -31,11 +31,14 @@ pub fn run(ctx: &Context) -> Status {
             ),
         }
     }
-    if loaded.is_valid() {
+    let status = if loaded.is_valid() {
         Status::Ok
     } else {
         Status::Invalid
-    }
+    };
+    // The process exits next: freeing a large model node by node would only delay the exit.
+    std::mem::forget(loaded);
+    status
 }
 
 /// The error `start` would give for a project over the daemon's request limit.

@@ -10,5 +10,6 @@ mod flood;
 mod hygiene;
 mod lean;
 mod proxy;
+mod truth_at_start;
 mod up;
 mod watch;

@@ -504,8 +504,12 @@ pub enum ServiceAction {
     Restarted,
     /// Was running with the same definition; left alone.
     Unchanged,
-    /// Could not be started or did not become ready (see `error`).
+    /// Could not be started, did not become ready, or exited during the start (see `error`
+    /// and `state`).
     Failed,
+    /// A one-shot job that ran to completion (exit status 0) during the start and is not
+    /// restarted.
+    Completed,
     /// Not started because a dependency failed.
     Skipped,
     /// No longer in the project; left running (`remove_orphans` stops it).
