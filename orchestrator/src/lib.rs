@@ -24,6 +24,7 @@
 //! State directory layout (`state_dir`):
 //!
 //! ```text
+//! launches                                 journal of launch records (`+ID`/`-ID` lines, see launches.rs)
 //! projects/<project>/project.yaml          the applied definition (resolved services.yaml)
 //! projects/<project>/base_dir              folder of services.yaml (relative paths)
 //! projects/<project>/services/<svc>/stdout, stderr   raw output of the current run (0600)

@@ -283,15 +283,22 @@ impl Supervisor {
             return None;
         }
         // Recorded before anything can run: a daemon killed from here on finds the process.
-        let id = self.launches.next(&self.key.project, &self.key.name);
-        if let Err(e) = crate::launches::record(&self.dir, &id).await {
-            self.fail(format!(
-                "cannot record the launch in {} (nothing was started): {e}",
-                self.dir.display()
-            ))
-            .await;
-            return None;
-        }
+        // A start wave recorded it already (one sync for the whole wave).
+        let (project, name) = (&self.key.project, &self.key.name);
+        let id = match self.launches.take_recorded(project, name) {
+            Some(id) => id,
+            None => {
+                let id = self.launches.next(project, name);
+                if let Err(e) = self.launches.record(project, name, &id).await {
+                    self.fail(format!(
+                        "cannot record the launch (nothing was started): {e}"
+                    ))
+                    .await;
+                    return None;
+                }
+                id
+            }
+        };
         match runtime::launch(&self.spec, &self.dir, &self.executor, &self.launches, &id).await {
             Ok(p) => {
                 let (pid, st) = (p.pid(), p.start_time());
@@ -335,7 +342,9 @@ impl Supervisor {
     ) -> (ExitInfo, bool) {
         match proc.terminate(signal, timeout).await {
             Ok(r) => {
-                crate::launches::forget(&self.dir).await;
+                self.launches
+                    .forget(&self.key.project, &self.key.name)
+                    .await;
                 r
             }
             Err(e) => {
@@ -348,7 +357,11 @@ impl Supervisor {
     /// Kills what the run left behind; forgets its launch once that is done.
     async fn sweep(&self, proc: &Launched) {
         match proc.sweep().await {
-            Ok(()) => crate::launches::forget(&self.dir).await,
+            Ok(()) => {
+                self.launches
+                    .forget(&self.key.project, &self.key.name)
+                    .await
+            }
             Err(e) => {
                 tracing::warn!(service = %self.key, "cleaning up: {e} (the next daemon start retries)")
             }
