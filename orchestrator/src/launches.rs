@@ -33,7 +33,7 @@ pub(crate) struct Launches {
     pub instance: String,
     pub cgroups: Option<CgroupRoot>,
     seq: AtomicU64,
-    journal: Journal,
+    journal: Arc<Journal>,
 }
 
 /// The `launches` journal: what is recorded (in memory, as the file says), what waits to be
@@ -74,13 +74,13 @@ impl Launches {
             instance,
             cgroups,
             seq: AtomicU64::new(0),
-            journal: Journal {
+            journal: Arc::new(Journal {
                 path,
                 live: Mutex::new(live),
                 queue: Mutex::new(Vec::new()),
                 writer: async_lock::Mutex::new(Writer::default()),
                 ready: Mutex::new(BTreeMap::new()),
-            },
+            }),
         }
     }
 
@@ -193,9 +193,9 @@ impl Launches {
         }
     }
 
-    /// Forgets the service's launch: its processes are gone. Written at once, not synced: a
-    /// record that outlives a crash only makes the next daemon look for processes it will not
-    /// find.
+    /// Forgets the service's launch: its processes are gone. Written by a task of its own (the
+    /// caller does not wait for the journal), not synced: a record that outlives a crash only
+    /// makes the next daemon look for processes it will not find.
     pub async fn forget(&self, project: &str, service: &str) {
         let id = self
             .journal
@@ -210,6 +210,19 @@ impl Launches {
         if let Ok(mut q) = self.journal.queue.lock() {
             q.push((format!("-{id}\n"), None));
         }
+        let journal = self.journal.clone();
+        smol::spawn(async move {
+            let done = Outcome::new();
+            let _ = done.set(Ok(()));
+            journal.flush(&done).await;
+        })
+        .detach();
+    }
+}
+
+impl Launches {
+    /// Waits until every forget so far is written (the daemon's shutdown, tests).
+    pub async fn written(&self) {
         let done = Outcome::new();
         let _ = done.set(Ok(()));
         self.journal.flush(&done).await;
@@ -391,6 +404,7 @@ mod tests {
             l.record("p", "a", &a).await.unwrap();
             l.record("p", "b", &b).await.unwrap();
             l.forget("p", "a").await;
+            l.written().await;
         });
         let again = Launches::new(dir.path());
         assert_eq!(again.recorded("p", "a"), None);
@@ -445,7 +459,10 @@ mod tests {
         assert_eq!(l.recorded("p", "s7"), Some(id));
         assert_eq!(l.take_recorded("p", "s7"), None);
         // Forgotten before its launch: the id is not used.
-        smol::block_on(l.forget("p", "s8"));
+        smol::block_on(async {
+            l.forget("p", "s8").await;
+            l.written().await;
+        });
         assert_eq!(l.take_recorded("p", "s8"), None);
         let again = Launches::new(dir.path());
         assert!(again.recorded("p", "s99").is_some());
@@ -466,6 +483,7 @@ mod tests {
             }
             let id = l.next("p", "last");
             l.record("p", "last", &id).await.unwrap();
+            l.written().await;
         });
         let len = std::fs::metadata(dir.path().join(JOURNAL)).unwrap().len();
         assert!(len < COMPACT_AT, "journal is {len} bytes");

@@ -377,6 +377,7 @@ impl Orchestrator {
             }
             inner.shut.store(true, std::sync::atomic::Ordering::SeqCst);
         }
+        inner.launches.written().await;
         inner.detach_all();
         Ok(())
     }
