@@ -256,9 +256,17 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
     let local = crate::runtime::local_processes(&inner.launches).await;
     let mut adopted: BTreeSet<String> = BTreeSet::new();
     let mut adopted_sessions: BTreeSet<u32> = BTreeSet::new();
-    for entry in inner.store.list(None).await? {
+    let entries = inner.store.list(None).await?;
+    // Records of services the registry no longer has: their local processes go with the strays
+    // below; the journal forgets them when it is next rewritten.
+    inner.launches.retain(|project, service| {
+        entries
+            .iter()
+            .any(|e| e.project == project && e.name == service)
+    });
+    for entry in entries {
         let dir = inner.service_dir(&entry.project, &entry.name);
-        let intent = crate::launches::recorded(&dir).await;
+        let intent = inner.launches.recorded(&entry.project, &entry.name);
         // A service stopped on request comes back with a new daemon only under `restart: always`.
         let stopped = entry.state == ServiceState::Stopped;
         let up = is_up(&entry.state);
@@ -294,7 +302,7 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
                 match found {
                     Ok(found) => {
                         if !up {
-                            crate::launches::forget(&dir).await;
+                            inner.launches.forget(&entry.project, &entry.name).await;
                         }
                         found
                     }
@@ -620,12 +628,13 @@ async fn apply_selected(
         }
     }
 
-    let mut tasks: Vec<(String, smol::Task<ServiceReport>)> = Vec::new();
+    type Deps = Vec<(String, Condition, Arc<Readiness>, Option<Duration>)>;
+    let mut starts: Vec<(String, Plan, Deps)> = Vec::new();
     for name in order.iter().filter(|n| selected.contains(*n)) {
         let Some(plan) = plans.remove(name) else {
             continue;
         };
-        let deps: Vec<(String, Condition, Arc<Readiness>, Option<Duration>)> = project
+        let deps: Deps = project
             .services
             .get(name)
             .map(|s| {
@@ -640,13 +649,27 @@ async fn apply_selected(
                     .collect()
             })
             .unwrap_or_default();
+        starts.push((name.clone(), plan, deps));
+    }
+    // What launches at once is recorded at once: one write and one sync for the wave (ADR 0028).
+    // If that fails, each launch records (and fails) on its own.
+    let wave: Vec<String> = starts
+        .iter()
+        .filter(|(_, plan, deps)| matches!(plan, Plan::Start(..)) && deps.is_empty())
+        .map(|(n, _, _)| n.clone())
+        .collect();
+    if let Err(e) = inner.launches.record_wave(&project.name, &wave).await {
+        tracing::warn!(project = %project.name, "cannot record the start wave: {e}");
+    }
+    let mut tasks: Vec<(String, smol::Task<ServiceReport>)> = Vec::new();
+    for (name, plan, deps) in starts {
         let inner = inner.clone();
         let project_name = project.name.clone();
         let n = name.clone();
         let task = smol::spawn(async move {
             start_one(&inner, &project_name, &n, plan, deps, began, generation).await
         });
-        tasks.push((name.clone(), task));
+        tasks.push((name, task));
     }
     let mut services = Vec::new();
     for (_, t) in tasks {
@@ -820,6 +843,10 @@ async fn start_one(
     let check = spec.health_description();
     // No await from here to the spawn: a stop either came before (skip) or will find it.
     if inner.generation(project) != generation {
+        // A launch the wave recorded for it will not happen.
+        if inner.launches.take_recorded(project, name).is_some() {
+            inner.launches.forget(project, name).await;
+        }
         set_state(&inner.store, &k, ServiceState::Stopped).await;
         return report(inner, &k, Action::Skipped, began, Some(STOPPED.into())).await;
     }

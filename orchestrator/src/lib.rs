@@ -24,6 +24,7 @@
 //! State directory layout (`state_dir`):
 //!
 //! ```text
+//! launches                                 journal of launch records (`+ID`/`-ID` lines, see launches.rs)
 //! projects/<project>/project.yaml          the applied definition (resolved services.yaml)
 //! projects/<project>/base_dir              folder of services.yaml (relative paths)
 //! projects/<project>/services/<svc>/stdout, stderr   raw output of the current run (0600)
@@ -447,6 +448,7 @@ impl Orchestrator {
             }
             inner.shut.store(true, std::sync::atomic::Ordering::SeqCst);
         }
+        inner.launches.written().await;
         inner.detach_all();
         Ok(())
     }

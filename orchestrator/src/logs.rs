@@ -278,7 +278,16 @@ impl LogHub {
                     .mode(0o600)
                     .open(dir.join(name))?;
             }
-            write_offsets(&dir, [0, 0], gap.as_ref())
+            match gap {
+                // Lines lost before this run are still owed a marker: kept with the offsets.
+                Some(g) => write_offsets(&dir, [0, 0], Some(&g)),
+                // No offsets file reads as 0 0: removing it costs no new file (and inode) per
+                // launch, as writing 0 0 did.
+                None => match std::fs::remove_file(dir.join("offsets")) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+            }
         })
         .await
     }

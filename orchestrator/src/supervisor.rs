@@ -369,13 +369,20 @@ impl Supervisor {
             return Err(format!("cannot prepare {}: {e}", self.dir.display()));
         }
         // Recorded before anything can run: a daemon killed from here on finds the process.
-        let id = self.launches.next(&self.key.project, &self.key.name);
-        if let Err(e) = crate::launches::record(&self.dir, &id).await {
-            return Err(format!(
-                "cannot record the launch in {} (nothing was started): {e}",
-                self.dir.display()
-            ));
-        }
+        // A start wave recorded it already (one sync for the whole wave).
+        let (project, name) = (&self.key.project, &self.key.name);
+        let id = match self.launches.take_recorded(project, name) {
+            Some(id) => id,
+            None => {
+                let id = self.launches.next(project, name);
+                if let Err(e) = self.launches.record(project, name, &id).await {
+                    return Err(format!(
+                        "cannot record the launch (nothing was started): {e}"
+                    ));
+                }
+                id
+            }
+        };
         let mut p = runtime::launch(&self.spec, &self.dir, &self.executor, &self.launches, &id)
             .await
             .map_err(|e| e.to_string())?;
@@ -523,7 +530,9 @@ impl Supervisor {
         loop {
             let err = match proc.terminate(signal, timeout).await {
                 Ok((_, killed)) => {
-                    crate::launches::forget(&self.dir).await;
+                    self.launches
+                        .forget(&self.key.project, &self.key.name)
+                        .await;
                     return killed;
                 }
                 Err(e) => e,
@@ -584,7 +593,9 @@ impl Supervisor {
     ) -> (ExitInfo, bool) {
         match proc.terminate(signal, timeout).await {
             Ok(r) => {
-                crate::launches::forget(&self.dir).await;
+                self.launches
+                    .forget(&self.key.project, &self.key.name)
+                    .await;
                 r
             }
             Err(e) => {
@@ -597,7 +608,11 @@ impl Supervisor {
     /// Kills what the run left behind; forgets its launch once that is done.
     async fn sweep(&self, proc: &Launched) {
         match proc.sweep().await {
-            Ok(()) => crate::launches::forget(&self.dir).await,
+            Ok(()) => {
+                self.launches
+                    .forget(&self.key.project, &self.key.name)
+                    .await
+            }
             Err(e) => {
                 tracing::warn!(service = %self.key, "cleaning up: {e} (the next daemon start retries)")
             }

@@ -317,11 +317,11 @@ fn router(state: &Arc<State>) -> Router {
         .method::<Restart>(trimming(with(state, restart::handle)))
         .method::<Watch>(with(state, watch::handle))
         .method::<LogsClear>(with(state, logs_clear::handle))
-        .method::<Status>(with(state, status::handle))
+        .method::<Status>(trimming(with(state, status::handle)))
         .method::<Logs>(with(state, logs::handle))
         .method::<Exec>(with(state, exec::handle))
         .method::<ExecInput>(with(state, exec_input::handle))
-        .method::<Health>(with(state, health::handle))
+        .method::<Health>(trimming(with(state, health::handle)))
         .method::<DaemonStatus>(with(state, daemon_status::handle))
         .method::<DaemonStop>(with(state, daemon_stop::handle))
         .method::<Deploy>(with(state, deploy::handle))
@@ -343,8 +343,8 @@ where
     move |p, ctx| f(state.clone(), p, ctx)
 }
 
-/// After a request that launches or ends many services (and frees what it needed for that),
-/// hands the allocator's free pages back to the system, off the executor.
+/// After a request (a burst of them: a start wave and the `status` calls polling it), hands the
+/// allocator's free pages back to the system once the daemon is quiet, off the executor.
 fn trimming<P, R, H, Fut>(handler: H) -> impl Fn(P, RequestContext) -> Trimmed<R> + Send + Sync
 where
     H: Fn(P, RequestContext) -> Fut + Send + Sync + 'static,
@@ -363,14 +363,41 @@ where
 
 type Trimmed<R> = std::pin::Pin<Box<dyn Future<Output = Result<R, WireError>> + Send>>;
 
-/// Returns free heap pages (also those between live allocations) to the system.
+/// How long the daemon must have been without requests before it trims its heap.
+const TRIM_WHEN_QUIET: Duration = Duration::from_millis(300);
+
+/// Returns free heap pages (also those between live allocations) to the system once the daemon
+/// has had no request for [`TRIM_WHEN_QUIET`]: a burst (a start wave and the `status` calls that
+/// poll it, a long `logs`) leaves glibc's arenas holding what it freed (0.6 MiB after starting
+/// 100 services and polling `status` until all run). One trim per burst, off the executor.
 pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    blocking::unblock(|| {
-        // SAFETY: malloc_trim only walks the allocator's own free lists, under its locks.
-        unsafe { libc::malloc_trim(0) };
-    })
-    .detach();
+    {
+        static KICK: std::sync::OnceLock<async_channel::Sender<()>> = std::sync::OnceLock::new();
+        let kick = KICK.get_or_init(|| {
+            let (tx, rx) = async_channel::bounded::<()>(1);
+            smol::spawn(async move {
+                while rx.recv().await.is_ok() {
+                    // Wait until a whole quiet period passes without another request.
+                    loop {
+                        smol::Timer::after(TRIM_WHEN_QUIET).await;
+                        if rx.try_recv().is_err() {
+                            break;
+                        }
+                    }
+                    blocking::unblock(|| {
+                        // SAFETY: malloc_trim only walks the allocator's own free lists, under
+                        // its locks.
+                        unsafe { libc::malloc_trim(0) };
+                    })
+                    .await;
+                }
+            })
+            .detach();
+            tx
+        });
+        let _ = kick.try_send(());
+    }
 }
 
 /// An orchestrator error as the client sees it.
