@@ -92,8 +92,11 @@ up=$(running)
 rstatus=$(status_ms)
 rrss=$(rss_mib "$pid")
 rfds=$(find "/proc/$pid/fd" -mindepth 1 | wc -l)
-t0=$(now); "$BIN" stop >/dev/null; t1=$(now)
+# A stop that could not reach a host exits 1 (pending, ADR 0032): reported, not fatal.
+rstop_rc=0
+t0=$(now); "$BIN" stop >"$work/remote-stop.log" 2>&1 || rstop_rc=$?; t1=$(now)
 rstop=$(ms "$t0" "$t1")
+rpending=$(grep -c "not stopped yet" "$work/remote-stop.log" || true)
 sleep 0.5
 rleft=$(pgrep -c -f "sleep 100066.$tag" || true)
 
@@ -157,7 +160,7 @@ scale benchmark, $(date -u +%FT%TZ), $(git -C "$root" rev-parse --short HEAD), $
 | harness / Ansible | $ratio | <= 0.2 |
 | remote: status, $n_remote running (median of 20) | $rstatus ms | <= 20 ms |
 | remote: daemon RSS / open fds, $n_remote running | $rrss MiB / $rfds | <= 40 MiB |
-| remote: stop all until the CLI returns | $rstop ms ($rleft left on the hosts) | <= 3000 ms |
+| remote: stop all until the CLI returns | $rstop ms (exit $rstop_rc, $rpending pending, $rleft left on the hosts 0.5 s later) | <= 3000 ms |
 | local: start of $LOCAL services until all running | $lstart ms ($lup running) | <= 4000 ms |
 | local: status, $LOCAL running (median of 20) | $lstatus ms | <= 50 ms |
 | local: daemon RSS / open fds, $LOCAL running | $lrss MiB / $lfds | |
