@@ -752,7 +752,6 @@ async fn spawn_chain(
             _ => Error::io(first.clone(), format!("spawning {prog}"), e),
         }
     })?;
-    let local_pgid = child.id();
     let mut stderr = LineReader::new(child.stderr.take().ok_or_else(|| {
         Error::io(
             first.clone(),
@@ -793,49 +792,7 @@ async fn spawn_chain(
             Err(())
         })
         .await;
-    let pid_st = match started {
-        Ok(Some(p)) => p,
-        Ok(None) => {
-            let status = child.status().await.ok().map(ExitStatus::from_std);
-            return Err(classify::chain_error(
-                target,
-                &said,
-                status.and_then(ExitStatus::code),
-            ));
-        }
-        Err(()) => {
-            kill_group(local_pgid, Signal::Kill);
-            let _ = child.kill();
-            let at = places.iter().rev().nth(1).cloned().unwrap_or(first);
-            return Err(Error::Timeout {
-                at,
-                operation: format!(
-                    "starting {} ({})",
-                    cmd.program.to_string_lossy(),
-                    said.join("; ")
-                ),
-                after: start_timeout,
-            });
-        }
-    };
-    let mut parts = pid_st.split_whitespace();
-    let pid: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let start_time = parts.next().unwrap_or("").to_string();
-    for l in &said {
-        tracing::debug!(target: "command_executor", "{}: {l}", first);
-    }
-    let id = ProcessId::Remote {
-        host: target.host(),
-        pid,
-        start_time: start_time.parse().ok(),
-    };
-    let ctl = Arc::new(Control::Chain {
-        exec: exec.clone(),
-        target: target.clone(),
-        pid,
-        start_time,
-        local_pgid,
-    });
+    let (id, ctl) = chain_started(exec, target, started, cmd, &mut child, &said, "").await?;
     // With StdinMode::Null the pipe that carried the environment closes here.
     let stdin = stdin.filter(|_| cmd.stdin == StdinMode::Piped);
     let stdout = child.stdout.take();
@@ -854,6 +811,68 @@ async fn spawn_chain(
         target.program_place(),
         shell_status,
     ))
+}
+
+/// How a chain's start ended, once its wrapper said `PID START` or not: the process's identity
+/// and control, or the error (the chain's own words; a timeout after `start_timeout`, `how` the
+/// program was being started).
+async fn chain_started(
+    exec: &Executor,
+    target: &Target,
+    started: std::result::Result<Option<String>, ()>,
+    cmd: &Command,
+    child: &mut async_process::Child,
+    said: &[String],
+    how: &str,
+) -> Result<(ProcessId, Arc<Control>)> {
+    // The chain's local process leads its own group.
+    let local_pgid = child.id();
+    let places = target.places();
+    let first = places[0].clone();
+    let pid_st = match started {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            let status = child.status().await.ok().map(ExitStatus::from_std);
+            return Err(classify::chain_error(
+                target,
+                said,
+                status.and_then(ExitStatus::code),
+            ));
+        }
+        Err(()) => {
+            kill_group(local_pgid, Signal::Kill);
+            let _ = child.kill();
+            let at = places.iter().rev().nth(1).cloned().unwrap_or(first);
+            return Err(Error::Timeout {
+                at,
+                operation: format!(
+                    "starting {}{how} ({})",
+                    cmd.program.to_string_lossy(),
+                    said.join("; ")
+                ),
+                after: exec.options().start_timeout,
+            });
+        }
+    };
+    let mut parts = pid_st.split_whitespace();
+    let pid: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let start_time = parts.next().unwrap_or("").to_string();
+    for l in said {
+        tracing::debug!(target: "command_executor", "{}: {l}", first);
+    }
+    let id = ProcessId::Remote {
+        host: target.host(),
+        pid,
+        start_time: start_time.parse().ok(),
+    };
+    let ctl = Arc::new(Control::Chain {
+        exec: exec.clone(),
+        target: target.clone(),
+        pid,
+        start_time,
+        local_pgid,
+    });
+    Ok((id, ctl))
 }
 
 /// [`spawn_chain`] on a pseudo-terminal: the layers pass it on (`ssh -tt`, `docker exec -it`), so the
@@ -877,7 +896,6 @@ async fn spawn_chain_pty(
         let prog = cmd.program.to_string_lossy().into_owned();
         Error::io(first.clone(), format!("spawning the chain for {prog}"), e)
     })?;
-    let local_pgid = child.id();
     let mut said: Vec<String> = Vec::new();
     let mut pending: Vec<u8> = Vec::new();
     let handshake = async {
@@ -923,49 +941,16 @@ async fn spawn_chain_pty(
             Err(())
         })
         .await;
-    let pid_st = match started {
-        Ok(Some(p)) => p,
-        Ok(None) => {
-            let status = child.status().await.ok().map(ExitStatus::from_std);
-            return Err(classify::chain_error(
-                target,
-                &said,
-                status.and_then(ExitStatus::code),
-            ));
-        }
-        Err(()) => {
-            kill_group(local_pgid, Signal::Kill);
-            let _ = child.kill();
-            let at = places.iter().rev().nth(1).cloned().unwrap_or(first);
-            return Err(Error::Timeout {
-                at,
-                operation: format!(
-                    "starting {} on a terminal ({})",
-                    cmd.program.to_string_lossy(),
-                    said.join("; ")
-                ),
-                after: limit,
-            });
-        }
-    };
-    let mut parts = pid_st.split_whitespace();
-    let pid: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let start_time = parts.next().unwrap_or("").to_string();
-    for l in &said {
-        tracing::debug!(target: "command_executor", "{}: {l}", first);
-    }
-    let id = ProcessId::Remote {
-        host: target.host(),
-        pid,
-        start_time: start_time.parse().ok(),
-    };
-    let ctl = Arc::new(Control::Chain {
-        exec: exec.clone(),
-        target: target.clone(),
-        pid,
-        start_time,
-        local_pgid,
-    });
+    let (id, ctl) = chain_started(
+        exec,
+        target,
+        started,
+        cmd,
+        &mut child,
+        &said,
+        " on a terminal",
+    )
+    .await?;
     Ok(finish_spawn(
         exec,
         id,
