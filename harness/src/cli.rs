@@ -209,6 +209,13 @@ pub enum Command {
     },
     /// Print the man page (roff), e.g. `harness manpage > /usr/local/share/man/man1/harness.1`.
     Manpage,
+    /// The web dashboard: prints a one-time login link to the daemon's page (and opens it in a
+    /// browser when a desktop is there). The code works once, within 2 minutes.
+    Dashboard {
+        /// Only print the link; do not start a browser.
+        #[arg(long)]
+        no_open: bool,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,6 +9,7 @@ mod config_deps;
 mod config_schema;
 mod config_show;
 mod daemon;
+mod dashboard;
 pub mod deploy;
 mod events;
 mod exec;
@@ -92,6 +93,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Hosts(crate::cli::HostsCommand::Check) => hosts_check::run(&ctx),
         Command::Completions { shell } => completions::run(shell),
         Command::Manpage => completions::manpage(),
+        Command::Dashboard { no_open } => dashboard::run(&ctx, no_open),
     };
     status as u8
 }

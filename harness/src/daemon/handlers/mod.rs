@@ -3,6 +3,7 @@
 
 pub mod daemon_status;
 pub mod daemon_stop;
+pub mod dashboard_graph;
 pub mod deploy;
 pub mod deploy_rollback;
 pub mod exec;
