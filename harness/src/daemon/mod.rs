@@ -200,7 +200,8 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
         dashboard: Some(crate::dashboard::config(&home)),
         ..ServerConfig::default()
     };
-    let server = serve_api(config, opts.listen.is_none(), &home, &credentials, &store, &state).await?;
+    let any_port = config.listen.port() == 0;
+    let server = serve_api(config, any_port, &home, &credentials, &store, &state).await?;
     let url = server.url();
     if let Ok(mut u) = state.url.lock() {
         u.clone_from(&url);
@@ -283,8 +284,9 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
 }
 
 /// Takes `daemon.lock` (held until the daemon exits) and records our pid.
-/// Binds the API port. Without `--listen`, the port of the last run is tried first (an open
-/// dashboard page reconnects to the same origin), then any free one; the port is recorded.
+/// Binds the API port. When any port will do (port 0, the default), the port of the last run is
+/// tried first (an open dashboard page reconnects to the same origin), then any free one; the
+/// port is recorded.
 async fn serve_api(
     config: ServerConfig,
     any_port: bool,
