@@ -106,9 +106,10 @@ const YAML: &str = "name: shop
 services:
   db:
     command: 'echo db up; exec sleep 1000'
+    health_check: {command: 'true', interval: 200ms}
   api:
     command: 'echo api up; exec sleep 1000'
-    depends_on: [db]
+    depends_on: {db: healthy}
   worker:
     command: 'echo worker up; exec tail -n0 -F marker.txt'
     depends_on: [api]
@@ -352,12 +353,26 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no session: {r}"))
             .to_string();
-        Browser {
+        let b = Browser {
             driver,
             port,
             session,
             _profile: profile,
-        }
+        };
+        b.viewport(1280, 800);
+        b
+    }
+
+    /// Sizes the window so that the page itself is `width`×`height` (screenshots are of it).
+    fn viewport(&self, width: i64, height: i64) {
+        let v = self.js("return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight];");
+        let dw = v[0].as_i64().unwrap_or(0);
+        let dh = v[1].as_i64().unwrap_or(0);
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": width + dw, "height": height + dh})),
+        );
     }
 
     fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -653,6 +668,13 @@ fn the_dashboard_in_headless_chromium() {
     let waves = b.js("return [...document.querySelectorAll('svg text.wave')].length;");
     assert_eq!(waves, json!(3));
     b.screenshot("graph");
+    b.go(&format!("{}/#/p/shop/s/db", base(&env)));
+    b.wait_js(
+        "db's health history",
+        Duration::from_secs(10),
+        "const h = document.getElementById('health-history'); return h !== null && h.textContent.includes('healthy');",
+    );
+    b.screenshot("service-health");
 
     // The event stream; then the daemon is killed -9 and restarted: the page reconnects on its
     // own and has every event, with no gap in seq.
@@ -700,11 +722,7 @@ fn the_dashboard_in_headless_chromium() {
     );
 
     // Phone width: the services view still renders, without page-level horizontal overflow.
-    b.cmd(
-        "POST",
-        "/window/rect",
-        Some(json!({"width": 390, "height": 800})),
-    );
+    b.viewport(390, 800);
     std::thread::sleep(Duration::from_millis(300));
     let overflow = b.js("return document.documentElement.scrollWidth <= window.innerWidth + 1;");
     b.screenshot("services-phone");

@@ -515,7 +515,7 @@ function confirmThen(question, run) {
 function toast(text, error = false) {
   const t = h(`div.toast${error ? '.error' : ''}`, { role: 'status' }, text);
   document.body.append(t);
-  setTimeout(() => t.remove(), 4000);
+  setTimeout(() => t.remove(), 2500);
 }
 
 // --- start ----------------------------------------------------------------------------------------
