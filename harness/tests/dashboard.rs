@@ -76,7 +76,10 @@ fn base(env: &Env) -> String {
 }
 
 fn login_link(env: &Env) -> String {
-    let v = env.run(&["dashboard", "--no-open", "-o", "json"]).ok().json();
+    let v = env
+        .run(&["dashboard", "--no-open", "-o", "json"])
+        .ok()
+        .json();
     v["url"].as_str().expect("url").to_string()
 }
 
@@ -144,7 +147,11 @@ fn without_a_session_every_page_and_the_websocket_are_refused_and_a_code_works_o
         );
         served.push_str(&r.body);
     }
-    assert_eq!(ws_upgrade(&env, &[]).status, 401, "WebSocket without cookie");
+    assert_eq!(
+        ws_upgrade(&env, &[]).status,
+        401,
+        "WebSocket without cookie"
+    );
     assert_eq!(
         ws_upgrade(&env, &["-H", &origin]).status,
         401,
@@ -170,7 +177,10 @@ fn without_a_session_every_page_and_the_websocket_are_refused_and_a_code_works_o
             ],
         )
     };
-    assert_eq!(post("code=00112233445566778899aabbccddeeff", &origin).status, 401);
+    assert_eq!(
+        post("code=00112233445566778899aabbccddeeff", &origin).status,
+        401
+    );
     assert_eq!(
         post(&format!("code={code}"), "Origin: https://evil.example").status,
         403,
@@ -211,7 +221,11 @@ fn without_a_session_every_page_and_the_websocket_are_refused_and_a_code_works_o
         .status,
         401
     );
-    assert_eq!(ws_upgrade(&env, &["-H", &with_cookie]).status, 401, "no Origin");
+    assert_eq!(
+        ws_upgrade(&env, &["-H", &with_cookie]).status,
+        401,
+        "no Origin"
+    );
     assert!(
         !served.contains(token),
         "the token appears in a served byte"
@@ -274,7 +288,11 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
                 None => n == 0,
             };
             if done {
-                let body = if length.is_none() { dechunk(body) } else { body.to_string() };
+                let body = if length.is_none() {
+                    dechunk(body)
+                } else {
+                    body.to_string()
+                };
                 return serde_json::from_str(&body)
                     .unwrap_or_else(|e| panic!("chromedriver said ({e}): {body}"));
             }
@@ -405,9 +423,8 @@ impl Browser {
                 return v;
             }
             if start.elapsed() >= timeout {
-                let page = self.js(
-                    "return location.href + ' | ' + document.body.innerText.slice(0, 800);",
-                );
+                let page = self
+                    .js("return location.href + ' | ' + document.body.innerText.slice(0, 800);");
                 panic!("timed out waiting for {what}; the page: {page}");
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -454,7 +471,8 @@ fn screenshots_dir() -> PathBuf {
 }
 
 /// The services table as the page shows it: name → (state, pid, restarts).
-const TABLE: &str = "return [...document.querySelectorAll('#services tr[data-service]')].map(r => ({
+const TABLE: &str =
+    "return [...document.querySelectorAll('#services tr[data-service]')].map(r => ({
     name: r.dataset.service,
     state: r.querySelector('[data-field=state]').textContent,
     health: r.querySelector('[data-field=health]').textContent,
@@ -565,7 +583,13 @@ fn the_dashboard_in_headless_chromium() {
         );
         assert_eq!(
             row["restarts"].as_str(),
-            Some(s["restart_count"].as_u64().unwrap_or(0).to_string().as_str())
+            Some(
+                s["restart_count"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    .to_string()
+                    .as_str()
+            )
         );
     }
     b.screenshot("services");
@@ -586,11 +610,18 @@ fn the_dashboard_in_headless_chromium() {
         std::thread::sleep(Duration::from_millis(10));
     }
     println!("row exited after {:?}", killed.elapsed());
-    assert_eq!(b.js("return window.__marker;"), json!(1), "the page reloaded");
+    assert_eq!(
+        b.js("return window.__marker;"),
+        json!(1),
+        "the page reloaded"
+    );
 
     // Start it again from the page (confirmed), then restart it (confirmed).
     b.click("#services tr[data-service=worker] button[data-action=start]");
-    assert_eq!(b.js("return document.getElementById('confirm').open;"), json!(true));
+    assert_eq!(
+        b.js("return document.getElementById('confirm').open;"),
+        json!(true)
+    );
     b.click("#confirm-ok");
     b.wait_js(
         "worker running",
@@ -696,7 +727,11 @@ fn the_dashboard_in_headless_chromium() {
     let mut start = env.cmd(&["daemon", "start"]);
     start.env_remove("HARNESS_LISTEN");
     let out = start.output().expect("daemon start");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     env.run(&["restart", "api"]).ok();
     let last = last_seq(&env);
     b.wait_js(
@@ -706,7 +741,11 @@ fn the_dashboard_in_headless_chromium() {
             "return [...document.querySelectorAll('#events tr[data-seq]')].some(r => Number(r.dataset.seq) === {last});"
         ),
     );
-    assert_eq!(b.js("return window.__marker;"), json!(2), "the page reloaded");
+    assert_eq!(
+        b.js("return window.__marker;"),
+        json!(2),
+        "the page reloaded"
+    );
     let seqs: Vec<u64> = page_seqs(&b)
         .into_iter()
         .filter(|s| *s >= first_seq_seen)
@@ -726,5 +765,9 @@ fn the_dashboard_in_headless_chromium() {
     std::thread::sleep(Duration::from_millis(300));
     let overflow = b.js("return document.documentElement.scrollWidth <= window.innerWidth + 1;");
     b.screenshot("services-phone");
-    assert_eq!(overflow, json!(true), "the page scrolls sideways at phone width");
+    assert_eq!(
+        overflow,
+        json!(true),
+        "the page scrolls sideways at phone width"
+    );
 }

@@ -328,11 +328,25 @@ where
     match (head.method.as_str(), path) {
         ("POST", "/login") => {
             if !same_origin(head, listen) {
-                respond(stream, 403, text, "cross-origin request refused\n", &headers).await?;
+                respond(
+                    stream,
+                    403,
+                    text,
+                    "cross-origin request refused\n",
+                    &headers,
+                )
+                .await?;
                 return Ok(false);
             }
             let Some(body) = read_body(stream, head, rest).await else {
-                respond(stream, 400, text, "expected a short body: code=HEX\n", &headers).await?;
+                respond(
+                    stream,
+                    400,
+                    text,
+                    "expected a short body: code=HEX\n",
+                    &headers,
+                )
+                .await?;
                 return Ok(false);
             };
             let session = match code_from_body(&body) {
@@ -361,7 +375,14 @@ where
         }
         ("POST", _) => {
             if !same_origin(head, listen) {
-                respond(stream, 403, text, "cross-origin request refused\n", &headers).await?;
+                respond(
+                    stream,
+                    403,
+                    text,
+                    "cross-origin request refused\n",
+                    &headers,
+                )
+                .await?;
                 return Ok(true);
             }
             d.logout(head).await;
@@ -441,7 +462,9 @@ mod tests {
     #[test]
     fn origin_must_be_this_server_by_address() {
         let listen: SocketAddr = "127.0.0.1:4000".parse().expect("addr");
-        let ok = head("GET / HTTP/1.1\r\nHost: 127.0.0.1:4000\r\nOrigin: https://127.0.0.1:4000\r\n\r\n");
+        let ok = head(
+            "GET / HTTP/1.1\r\nHost: 127.0.0.1:4000\r\nOrigin: https://127.0.0.1:4000\r\n\r\n",
+        );
         assert!(same_origin(&ok, listen));
         for bad in [
             "Host: 127.0.0.1:4000\r\nOrigin: https://evil.example",

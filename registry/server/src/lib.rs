@@ -52,6 +52,6 @@ mod http;
 mod methods;
 pub mod server;
 
-pub use handler::{BoxFuture, Handler, MethodHandler, NoMethods, RequestContext, Router};
 pub use dashboard::{Asset, DashboardConfig};
+pub use handler::{BoxFuture, Handler, MethodHandler, NoMethods, RequestContext, Router};
 pub use server::{ServerConfig, ServerError, ServerHandle, serve};

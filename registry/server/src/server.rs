@@ -1202,10 +1202,13 @@ async fn dispatch(
         }
         EventsList::NAME => typed::<EventsList, _>(params, |p| events_list::handle(store, p)).await,
         crate::dashboard::LOGIN_METHOD if shared.dashboard.is_some() => {
-            let d = shared.dashboard.as_ref().ok_or_else(|| WireError::method_not_found(method))?;
-            let code = d
-                .issue_code()
-                .map_err(|e| WireError::new(ErrorCode::Internal, format!("no random bytes: {e}")))?;
+            let d = shared
+                .dashboard
+                .as_ref()
+                .ok_or_else(|| WireError::method_not_found(method))?;
+            let code = d.issue_code().map_err(|e| {
+                WireError::new(ErrorCode::Internal, format!("no random bytes: {e}"))
+            })?;
             Ok(serde_json::json!({
                 "code": code,
                 "path": format!("/login#code={code}"),

@@ -152,6 +152,7 @@ function nav(r) {
 }
 
 let lastView = '';
+let firstServices = false;
 function render() {
   const r = route();
   const viewKey = JSON.stringify(r);
@@ -163,7 +164,14 @@ function render() {
   const view = $('view');
   view.dataset.view = r.view;
   if (r.view === 'projects') view.replaceChildren(projectsView());
-  else if (r.view === 'services') view.replaceChildren(servicesView(r.project));
+  else if (r.view === 'services') {
+    view.replaceChildren(servicesView(r.project));
+    // For bench/dashboard.sh: when the services view first showed services (ms since navigation).
+    if (!firstServices && view.querySelector('#services tr[data-service]')) {
+      firstServices = true;
+      performance.mark('harness:services-rendered');
+    }
+  }
   else if (r.view === 'service') serviceView(view, r.project, r.service);
   else if (r.view === 'graph') graphView(view, r.project);
   else if (r.view === 'events') eventsView(view);
