@@ -251,8 +251,18 @@ fn without_a_session_every_page_and_the_websocket_are_refused_and_a_code_works_o
 
 // --- WebDriver ----------------------------------------------------------------------------------
 
+/// chromedriver, killed when dropped (also when the session could not be created).
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Browser {
-    driver: Child,
+    _driver: Driver,
     port: u16,
     session: String,
     _profile: tempfile::TempDir,
@@ -339,6 +349,7 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver (Debian: apt-get install chromium-driver)");
+        let driver = Driver(driver);
         assert!(
             wait_until(Duration::from_secs(10), || TcpStream::connect((
                 "127.0.0.1",
@@ -372,7 +383,7 @@ impl Browser {
             .unwrap_or_else(|| panic!("no session: {r}"))
             .to_string();
         let b = Browser {
-            driver,
+            _driver: driver,
             port,
             session,
             _profile: profile,
@@ -458,8 +469,7 @@ impl Drop for Browser {
             &format!("/session/{}", self.session),
             None,
         );
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // `_driver` is dropped after this: chromedriver is killed.
     }
 }
 
