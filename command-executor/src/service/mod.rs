@@ -15,6 +15,7 @@ pub mod container;
 pub mod local;
 pub mod procfs;
 pub mod remote;
+pub mod survey;
 
 use crate::signal::Signal;
 

@@ -326,6 +326,8 @@ fn router(state: &Arc<State>) -> Router {
         .method::<DaemonStop>(with(state, daemon_stop::handle))
         .method::<Deploy>(with(state, deploy::handle))
         .method::<DeployRollback>(with(state, deploy_rollback::handle))
+        .method::<Drift>(with(state, drift::handle))
+        .method::<DriftSync>(with(state, sync::handle))
 }
 
 /// Gives a handler the daemon's state.

@@ -63,6 +63,8 @@ fn invocations(pkg: &str) -> Vec<Vec<String>> {
         "events --since 0",
         "exec talk -- sh -c 'seq 1 1000'",
         "hosts check",
+        "drift",
+        "sync --dry-run",
         "package verify /nonexistent.tar.zst",
         "deploy --rollback nothing",
         "daemon status",
