@@ -144,7 +144,11 @@ fn endpoints(project: &Project, name: &str) -> Vec<Endpoint> {
         .collect()
 }
 
-pub(crate) async fn ensure_entry(inner: &Inner, project: &Project, name: &str) -> Result<ServiceEntry> {
+pub(crate) async fn ensure_entry(
+    inner: &Inner,
+    project: &Project,
+    name: &str,
+) -> Result<ServiceEntry> {
     let k = ServiceKey::new(&project.name, name).map_err(|e| Error::Service {
         service: name.to_owned(),
         message: e.to_string(),

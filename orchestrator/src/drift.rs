@@ -19,8 +19,8 @@ use command_executor::service::{LAUNCH_ID_VAR, procfs};
 use command_executor::{DockerCli, Target};
 use harness_config::Project;
 use harness_protocol::drift::{
-    DriftCategory, DriftResult, DriftSubject, Finding, Probe, SyncAction, SyncActionKind,
-    SyncMode, SyncResult,
+    DriftCategory, DriftResult, DriftSubject, Finding, Probe, SyncAction, SyncActionKind, SyncMode,
+    SyncResult,
 };
 use harness_protocol::{ServiceEntry, ServiceKey, ServiceState};
 use sha2::Digest;
@@ -69,7 +69,11 @@ struct Scan {
     known: BTreeMap<String, Definition>,
     specs: HashMap<(String, String), Resolved>,
     local: Vec<procfs::Tagged>,
-    runs: Vec<(RunPlace, Target, std::result::Result<Vec<RemoteRun>, String>)>,
+    runs: Vec<(
+        RunPlace,
+        Target,
+        std::result::Result<Vec<RemoteRun>, String>,
+    )>,
     engines: Vec<(
         String,
         Target,
@@ -140,7 +144,10 @@ async fn scan(inner: &Arc<Inner>, given: Option<Definition>) -> Result<Scan> {
     for r in specs.values() {
         match (&r.placement, &r.container, &r.host) {
             (_, Some(c), _) => {
-                let name = c.host.as_ref().map_or("local".to_owned(), |h| h.name.clone());
+                let name = c
+                    .host
+                    .as_ref()
+                    .map_or("local".to_owned(), |h| h.name.clone());
                 engines
                     .entry(name)
                     .or_insert_with(|| (c.cli_target(), c.cli()));
@@ -304,7 +311,10 @@ impl Ctx<'_> {
             Some(e) => format!(
                 "registry: {p}/{s} is {}{}; launch record: {}",
                 e.state,
-                e.runtime.pid.map(|x| format!(" (pid {x})")).unwrap_or_default(),
+                e.runtime
+                    .pid
+                    .map(|x| format!(" (pid {x})"))
+                    .unwrap_or_default(),
                 self.record(p, s).unwrap_or("none")
             ),
             None if self.scan.known.contains_key(p) => format!(
@@ -350,7 +360,27 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
         .map(|t| (t.row.pid, t.launch_id.as_str()))
         .collect();
     let mut live_local: BTreeSet<&str> = BTreeSet::new();
+    // A host may be this machine (ssh to localhost, or the testbed's hosts, which share its
+    // /proc): its runs are the remote probe's to judge.
+    let remote_ids: BTreeSet<&str> = scan
+        .runs
+        .iter()
+        .filter_map(|(_, _, r)| r.as_ref().ok())
+        .flatten()
+        .map(|r| r.launch_id.as_str())
+        .collect();
     for t in &scan.local {
+        if remote_ids.contains(t.launch_id.as_str()) {
+            continue;
+        }
+        if let Some((p, s)) = launch_service(&t.launch_id, &instance)
+            && scan
+                .specs
+                .get(&(p.to_owned(), s.to_owned()))
+                .is_some_and(|r| r.placement != Placement::Local)
+        {
+            continue;
+        }
         live_local.insert(t.launch_id.as_str());
         // Only the top of each tree of a launch: its parent does not carry the same id.
         if pids.contains(&(t.row.ppid, t.launch_id.as_str())) {
@@ -387,7 +417,11 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
             cx.recorded_evidence(p, s),
         ];
         let adopt = cx.adoptable(p, s)
-            && cx.scan.specs.get(&(p.to_owned(), s.to_owned())).is_some_and(|r| r.placement == Placement::Local);
+            && cx
+                .scan
+                .specs
+                .get(&(p.to_owned(), s.to_owned()))
+                .is_some_and(|r| r.placement == Placement::Local);
         let reverse = rec == Some(t.launch_id.as_str()) && entry.is_some_and(|e| !is_up(&e.state));
         let category = if reverse {
             DriftCategory::StateMismatch
@@ -406,9 +440,16 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
         }
         resolve.push(sync_cmd("kill", &id));
         let summary = if reverse {
-            format!("{p}/{s} is recorded {} but its launch runs (pid {})", entry.map_or("-".to_owned(), |e| e.state.to_string()), t.row.pid)
+            format!(
+                "{p}/{s} is recorded {} but its launch runs (pid {})",
+                entry.map_or("-".to_owned(), |e| e.state.to_string()),
+                t.row.pid
+            )
         } else {
-            format!("process {} carries a launch id of {p}/{s} that no record owns", t.row.pid)
+            format!(
+                "process {} carries a launch id of {p}/{s} that no record owns",
+                t.row.pid
+            )
         };
         cx.push(
             category,
@@ -599,9 +640,9 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
             .specs
             .iter()
             .filter(|(_, r)| {
-                r.container.as_ref().is_some_and(|c| {
-                    c.host.as_ref().map_or("local", |h| h.name.as_str()) == engine
-                })
+                r.container
+                    .as_ref()
+                    .is_some_and(|c| c.host.as_ref().map_or("local", |h| h.name.as_str()) == engine)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -709,9 +750,7 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
             if !e.state.is_active() || e.state == ServiceState::Stopping {
                 continue;
             }
-            let row = rows
-                .iter()
-                .find(|c| c.project == *p && c.service == *s);
+            let row = rows.iter().find(|c| c.project == *p && c.service == *s);
             if row.is_some_and(|c| c.state == "running") {
                 continue;
             }
@@ -797,8 +836,11 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
             },
         );
     }
-    let records: Vec<((String, String), String)> =
-        cx.records.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let records: Vec<((String, String), String)> = cx
+        .records
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     for ((p, s), id) in records {
         let k = (p.clone(), s.clone());
         let has_entry = cx.entry(&p, &s).is_some();
@@ -833,7 +875,10 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
                 Some((&e.project, &e.name)),
                 format!("{name} is unknown: its host {host} does not answer"),
                 vec![format!("registry: {}", e.state), reason.clone()],
-                vec!["harness hosts check".into(), format!("harness stop -p {} {}", e.project, e.name)],
+                vec![
+                    "harness hosts check".into(),
+                    format!("harness stop -p {} {}", e.project, e.name),
+                ],
                 None,
                 DriftSubject::Entry {
                     project: e.project.clone(),
@@ -893,7 +938,10 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
             Some((&e.project, &e.name)),
             format!("{name} runs an older definition than the services file"),
             vec![
-                format!("running instance started from definition {}", &running[..running.len().min(12)]),
+                format!(
+                    "running instance started from definition {}",
+                    &running[..running.len().min(12)]
+                ),
                 format!("services file defines {}", &want[..want.len().min(12)]),
             ],
             vec![
@@ -909,7 +957,8 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
     }
     let mut out = cx.out;
     out.sort_by(|a, b| {
-        (a.category, &a.project, &a.service, &a.id).cmp(&(b.category, &b.project, &b.service, &b.id))
+        (a.category, &a.project, &a.service, &a.id)
+            .cmp(&(b.category, &b.project, &b.service, &b.id))
     });
     out
 }
@@ -918,7 +967,10 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
 fn gone_while_recorded(cx: &mut Ctx<'_>, e: &ServiceEntry, place: &str, what: String) {
     let name = format!("{}/{}", e.project, e.name);
     let watched = supervised(cx.inner, &e.project, &e.name);
-    let mut evidence = vec![cx.recorded_evidence(&e.project, &e.name), format!("observed: {what}")];
+    let mut evidence = vec![
+        cx.recorded_evidence(&e.project, &e.name),
+        format!("observed: {what}"),
+    ];
     if watched {
         evidence.push("its supervisor is watching and will record the end itself".into());
     }
@@ -986,7 +1038,11 @@ pub(crate) async fn sync(
             .iter()
             .find(|f| f.id == id)
             .cloned()
-            .ok_or_else(|| err(format!("no finding {id} (run `harness drift`: it may be resolved already)")))
+            .ok_or_else(|| {
+                err(format!(
+                    "no finding {id} (run `harness drift`: it may be resolved already)"
+                ))
+            })
     };
     let mut actions = Vec::new();
     let mut left = Vec::new();
@@ -1086,12 +1142,7 @@ pub(crate) async fn sync(
 }
 
 /// Carries out one action on a finding, under its project's operation lock.
-async fn act(
-    inner: &Arc<Inner>,
-    scan: &Scan,
-    f: &Finding,
-    kind: SyncActionKind,
-) -> Result<String> {
+async fn act(inner: &Arc<Inner>, scan: &Scan, f: &Finding, kind: SyncActionKind) -> Result<String> {
     let project = f.project.clone().unwrap_or_default();
     let service = f.service.clone().unwrap_or_default();
     let _op = if project.is_empty() {
@@ -1108,7 +1159,9 @@ async fn act(
                 name: service.clone(),
             };
             if supervised(inner, &project, &service) {
-                return Err(err(format!("{project}/{service} is supervised: stop it instead")));
+                return Err(err(format!(
+                    "{project}/{service} is supervised: stop it instead"
+                )));
             }
             let had = match inner.store.deregister(&key).await {
                 Ok(_) => true,
@@ -1144,22 +1197,33 @@ async fn act(
                         code: None,
                         signal: None,
                     })
-                    
                 })
                 .await?;
             inner.launches.forget(&project, &service).await;
-            Ok(format!("recorded {project}/{service} as exited (status unknown)"))
+            Ok(format!(
+                "recorded {project}/{service} as exited (status unknown)"
+            ))
         }
         SyncActionKind::Acknowledge => {
             if let Ok(mut n) = inner.gone_at_start.lock() {
                 n.retain(|n| !(n.project == project && n.service == service));
             }
-            Ok(format!("took note that {project}/{service} was gone when the daemon started"))
+            Ok(format!(
+                "took note that {project}/{service} was gone when the daemon started"
+            ))
         }
     }
 }
 
-fn engine_of<'a>(scan: &'a Scan, engine: &str) -> Result<&'a (String, Target, DockerCli, std::result::Result<Vec<LabelledContainer>, String>)> {
+fn engine_of<'a>(
+    scan: &'a Scan,
+    engine: &str,
+) -> Result<&'a (
+    String,
+    Target,
+    DockerCli,
+    std::result::Result<Vec<LabelledContainer>, String>,
+)> {
     scan.engines
         .iter()
         .find(|(n, ..)| n == engine)
@@ -1171,7 +1235,11 @@ async fn kill(inner: &Arc<Inner>, scan: &Scan, f: &Finding) -> Result<String> {
         f.category,
         DriftCategory::Orphaned | DriftCategory::StateMismatch
     ) {
-        return Err(err(format!("{}: only an orphan is killed ({})", f.id, f.category.as_str())));
+        return Err(err(format!(
+            "{}: only an orphan is killed ({})",
+            f.id,
+            f.category.as_str()
+        )));
     }
     let outcome = match &f.subject {
         DriftSubject::LocalProcess {
@@ -1208,9 +1276,15 @@ async fn kill(inner: &Arc<Inner>, scan: &Scan, f: &Finding) -> Result<String> {
             ..
         } => {
             let (_, target, cli, _) = engine_of(scan, engine)?;
-            survey::remove_container_verified(&inner.executor, target, cli, id, launch_id.as_deref())
-                .await
-                .map_err(|e| err(e.to_string()))?
+            survey::remove_container_verified(
+                &inner.executor,
+                target,
+                cli,
+                id,
+                launch_id.as_deref(),
+            )
+            .await
+            .map_err(|e| err(e.to_string()))?
         }
         _ => return Err(err(format!("{}: nothing to kill", f.id))),
     };
@@ -1232,7 +1306,10 @@ async fn adopt(
     service: &str,
 ) -> Result<String> {
     let Some((def, base)) = known_project(inner, project).await? else {
-        return Err(err(format!("{}: project {project} is not applied: nothing to adopt it as", f.id)));
+        return Err(err(format!(
+            "{}: project {project} is not applied: nothing to adopt it as",
+            f.id
+        )));
     };
     let spec = Resolved::new(&def, service, base.as_deref())
         .map_err(|m| err(format!("{project}/{service}: {m}")))?;
@@ -1249,7 +1326,9 @@ async fn adopt(
         )));
     }
     if supervised(inner, project, service) {
-        return Err(err(format!("{project}/{service} is supervised: stop it first")));
+        return Err(err(format!(
+            "{project}/{service} is supervised: stop it first"
+        )));
     }
     let dir = inner.service_dir(project, service);
     let (launched, launch_id): (Launched, Option<String>) = match &f.subject {
@@ -1271,12 +1350,18 @@ async fn adopt(
             })
             .await;
             let p = found.ok_or_else(|| {
-                err(format!("{}: pid {pid} is no longer the process probed", f.id))
+                err(format!(
+                    "{}: pid {pid} is no longer the process probed",
+                    f.id
+                ))
             })?;
             (Launched::Local(p), Some(launch_id.clone()))
         }
         DriftSubject::RemoteRun {
-            host, user, launch_id, ..
+            host,
+            user,
+            launch_id,
+            ..
         } => {
             let target = scan
                 .runs
@@ -1320,12 +1405,10 @@ async fn adopt(
         .store
         .modify(&key, move |e| {
             if e.state != ServiceState::Starting {
-                e.transition(ServiceState::Starting)
-                    ?;
+                e.transition(ServiceState::Starting)?;
             }
             if !health {
-                e.transition(ServiceState::Running)
-                    ?;
+                e.transition(ServiceState::Running)?;
             }
             e.runtime.pid = Some(pid);
             e.runtime.process_start_time = Some(st);

@@ -43,7 +43,11 @@ echo END
 "#;
 
 /// Every run directory of daemon `instance` on `target`, in one command.
-pub async fn remote_runs(exec: &Executor, target: &Target, instance: &str) -> Result<Vec<RemoteRun>> {
+pub async fn remote_runs(
+    exec: &Executor,
+    target: &Target,
+    instance: &str,
+) -> Result<Vec<RemoteRun>> {
     if instance.is_empty() || !instance.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(Error::invalid("daemon instance", instance.to_owned()));
     }
@@ -272,7 +276,12 @@ pub async fn remove_container_verified(
     let limit = exec.options().op_timeout;
     let inspect = docker_cmd(
         cli,
-        &["inspect", "-f", "{{index .Config.Labels \"harness.launch\"}}", id],
+        &[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"harness.launch\"}}",
+            id,
+        ],
         limit,
     );
     let out = op(exec, target, &inspect).await?;

@@ -9,7 +9,9 @@
 use serde::{Deserialize, Serialize};
 
 /// What kind of difference a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DriftCategory {
     /// Something runs (or a container exists) that no record accounts for.
