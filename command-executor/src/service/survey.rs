@@ -313,3 +313,58 @@ pub async fn remove_container_verified(
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spawn_tagged(id: &str) -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("1000")
+            .env("HARNESS_SURVEY_TEST", id)
+            .spawn()
+            .unwrap()
+    }
+
+    fn reap(mut c: std::process::Child) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    #[test]
+    fn a_kill_re_verifies_start_time_and_launch_id() {
+        let c = spawn_tagged("x/p/s/1-2-3");
+        let pid = c.id();
+        // The environment is readable once the child has exec'd.
+        let mut st = None;
+        for _ in 0..200 {
+            st = procfs::start_time(pid);
+            if st.is_some() && verify_local(pid, st.unwrap(), "HARNESS_SURVEY_TEST", "x/p/s/1-2-3")
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let st = st.unwrap();
+        // Another start time or another launch id: not the process probed, never killed.
+        assert_eq!(
+            kill_local_verified(pid, st + 1, "HARNESS_SURVEY_TEST", "x/p/s/1-2-3"),
+            KillOutcome::Changed
+        );
+        assert_eq!(
+            kill_local_verified(pid, st, "HARNESS_SURVEY_TEST", "x/p/s/9-9-9"),
+            KillOutcome::Changed
+        );
+        assert!(procfs::stat(pid).is_some_and(|r| !r.zombie));
+        assert_eq!(
+            kill_local_verified(pid, st, "HARNESS_SURVEY_TEST", "x/p/s/1-2-3"),
+            KillOutcome::Killed
+        );
+        reap(c);
+        // Gone (reaped; its pid possibly reused by now): nothing is killed.
+        assert_ne!(
+            kill_local_verified(pid, st, "HARNESS_SURVEY_TEST", "x/p/s/1-2-3"),
+            KillOutcome::Killed
+        );
+    }
+}
