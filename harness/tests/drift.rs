@@ -92,14 +92,13 @@ fn find<'a>(list: &'a [Value], category: &str, service: &str) -> Option<&'a Valu
         .find(|f| f["category"] == category && f["service"] == service)
 }
 
+/// Every service's (name, state, pid).
+type Services = Vec<(String, String, Option<u64>)>;
+
 /// What sync must not change: every service's state and pid, the launch journal, the orphan
 /// process, the container.
-fn world(
-    env: &Env,
-    tb: &Testbed,
-    orphan: u32,
-) -> (Vec<(String, String, Option<u64>)>, Vec<u8>, bool, String) {
-    let mut services: Vec<(String, String, Option<u64>)> = env
+fn world(env: &Env, tb: &Testbed, orphan: u32) -> (Services, Vec<u8>, bool, String) {
+    let mut services: Services = env
         .status()
         .into_iter()
         .map(|s| {

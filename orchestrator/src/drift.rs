@@ -63,6 +63,14 @@ pub(crate) type Definition = (Arc<Project>, Option<PathBuf>);
 /// user).
 type RunPlace = (String, Option<String>);
 
+/// An engine's name, how to reach it, and its labelled containers (or why not).
+type EngineProbe = (
+    String,
+    Target,
+    DockerCli,
+    std::result::Result<Vec<LabelledContainer>, String>,
+);
+
 /// What one probe of everything saw.
 struct Scan {
     entries: Vec<ServiceEntry>,
@@ -74,12 +82,7 @@ struct Scan {
         Target,
         std::result::Result<Vec<RemoteRun>, String>,
     )>,
-    engines: Vec<(
-        String,
-        Target,
-        DockerCli,
-        std::result::Result<Vec<LabelledContainer>, String>,
-    )>,
+    engines: Vec<EngineProbe>,
     probes: Vec<Probe>,
 }
 
@@ -1215,15 +1218,7 @@ async fn act(inner: &Arc<Inner>, scan: &Scan, f: &Finding, kind: SyncActionKind)
     }
 }
 
-fn engine_of<'a>(
-    scan: &'a Scan,
-    engine: &str,
-) -> Result<&'a (
-    String,
-    Target,
-    DockerCli,
-    std::result::Result<Vec<LabelledContainer>, String>,
-)> {
+fn engine_of<'a>(scan: &'a Scan, engine: &str) -> Result<&'a EngineProbe> {
     scan.engines
         .iter()
         .find(|(n, ..)| n == engine)
