@@ -396,3 +396,70 @@ fn sync_never_kills_without_a_flag_nor_a_process_that_changed() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("not abandoned"), "{}", r.stderr);
 }
+
+/// Brings the link back up even when the test fails.
+struct LinkDown<'a>(&'a Testbed, &'a str);
+
+impl Drop for LinkDown<'_> {
+    fn drop(&mut self) {
+        self.0.link_up(self.1);
+    }
+}
+
+#[test]
+fn a_host_that_stops_answering_is_unreachable_not_gone() {
+    let tb = Testbed::get();
+    let key = tb.var("TB_SSH_KEY").unwrap();
+    let env = Env::new(&format!(
+        r#"name: driftu
+hosts:
+  h3: {{address: {addr}, user: hbuser, identity_file: {key}}}
+services:
+  near:
+    command: "sleep 1000"
+  far3:
+    host: h3
+    command: "sleep 1000"
+"#,
+        addr = tb.host("h3").addr,
+    ));
+    env.run(&["start"]).ok();
+    assert_eq!(findings(&drift(&env)), Vec::<Value>::new());
+    let far_pid = state(&env, "far3").1.unwrap() as u32;
+    {
+        tb.link_down("h3");
+        let _up = LinkDown(tb, "h3");
+        let d = drift(&env);
+        let list = findings(&d);
+        let host = list
+            .iter()
+            .find(|f| f["category"] == "unreachable" && f["place"] == "host h3")
+            .unwrap_or_else(|| panic!("{d:#}"));
+        assert!(
+            host["evidence"][1]
+                .as_str()
+                .unwrap()
+                .contains("driftu/far3"),
+            "{host:#}"
+        );
+        // Nothing is concluded about what runs there (its entry may turn `unknown` meanwhile,
+        // ADR 0032: also `unreachable`).
+        assert!(list.iter().all(|f| f["category"] == "unreachable"), "{d:#}");
+        let probe = d["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["place"] == "host h3")
+            .unwrap();
+        assert!(!probe["error"].is_null(), "{probe:#}");
+        // --auto touches nothing of it.
+        let auto = env.run(&["sync", "--auto", "-o", "json"]).ok().json();
+        assert_eq!(auto["actions"], serde_json::json!([]), "{auto:#}");
+        assert!(alive(far_pid), "the run on h3 is untouched");
+    }
+    // Back: the same run, nothing to say.
+    assert!(wait_for(Duration::from_secs(30), || {
+        state(&env, "far3") == ("running".to_owned(), Some(u64::from(far_pid)))
+            && findings(&drift(&env)).is_empty()
+    }));
+}

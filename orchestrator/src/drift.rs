@@ -32,6 +32,10 @@ use crate::runtime::Launched;
 use crate::spec::Resolved;
 use crate::{Error, Inner, Result};
 
+/// How long one host's or engine's probe may take before the place counts as unreachable (a
+/// host whose link died mid-drift: its ssh connection notices only after 15 s).
+const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// A service the daemon found gone when it started, although recorded running.
 #[derive(Debug, Clone)]
 pub(crate) struct GoneAtStart {
@@ -178,7 +182,7 @@ async fn scan(inner: &Arc<Inner>, given: Option<Definition>) -> Result<Scan> {
             let instance = instance.clone();
             smol::spawn(async move {
                 let t0 = Instant::now();
-                let r = survey::remote_runs(&exec, &target, &instance)
+                let r = survey::remote_runs(&exec, &target, &instance, PROBE_LIMIT)
                     .await
                     .map_err(|e| e.to_string());
                 (place, target, r, t0.elapsed())
@@ -191,7 +195,7 @@ async fn scan(inner: &Arc<Inner>, given: Option<Definition>) -> Result<Scan> {
             let exec = inner.executor.clone();
             smol::spawn(async move {
                 let t0 = Instant::now();
-                let r = survey::labelled_containers(&exec, &target, &cli)
+                let r = survey::labelled_containers(&exec, &target, &cli, PROBE_LIMIT)
                     .await
                     .map_err(|e| e.to_string());
                 (name, target, cli, r, t0.elapsed())

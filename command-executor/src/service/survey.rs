@@ -42,11 +42,12 @@ done
 echo END
 "#;
 
-/// Every run directory of daemon `instance` on `target`, in one command.
+/// Every run directory of daemon `instance` on `target`, in one command, given up after `limit`.
 pub async fn remote_runs(
     exec: &Executor,
     target: &Target,
     instance: &str,
+    limit: Duration,
 ) -> Result<Vec<RemoteRun>> {
     if instance.is_empty() || !instance.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(Error::invalid("daemon instance", instance.to_owned()));
@@ -56,7 +57,7 @@ pub async fn remote_runs(
         .arg(format!("{START_TIME_FN}{STATE_DIR}{RUNS}"))
         .arg("sh")
         .arg(format!("~/.local/state/harness/{instance}"))
-        .timeout(exec.options().op_timeout);
+        .timeout(limit);
     let out = op(exec, target, &cmd).await?;
     let text = out.stdout_text();
     if !text.lines().any(|l| l == "END") {
@@ -210,11 +211,13 @@ fn docker_cmd(cli: &DockerCli, args: &[&str], limit: Duration) -> Command {
     Command::new(&argv[0]).args(&argv[1..]).timeout(limit)
 }
 
-/// Every container on the engine labelled `harness.project`, in one `docker ps`.
+/// Every container on the engine labelled `harness.project`, in one `docker ps`, given up after
+/// `limit`.
 pub async fn labelled_containers(
     exec: &Executor,
     target: &Target,
     cli: &DockerCli,
+    limit: Duration,
 ) -> Result<Vec<LabelledContainer>> {
     let format = "{{.ID}}\t{{.Names}}\t{{.State}}\t{{.Label \"harness.project\"}}\t\
                   {{.Label \"harness.service\"}}\t{{.Label \"harness.launch\"}}";
@@ -229,7 +232,7 @@ pub async fn labelled_containers(
             "--format",
             format,
         ],
-        exec.options().op_timeout,
+        limit,
     );
     let out = op(exec, target, &cmd).await?;
     if !out.status.success() {
