@@ -180,7 +180,8 @@ fn drift_finds_the_four_kinds_and_sync_resolves_the_safe_ones() {
     };
     let orphan = by_hand.id();
 
-    // (c) a container labelled for a project the registry never knew.
+    // (c) a container this daemon labelled for a project the registry has forgotten.
+    let daemon_id = launch_id.split('/').next().unwrap();
     let container = tb
         .docker_ok(
             Engine::Local,
@@ -192,7 +193,7 @@ fn drift_finds_the_four_kinds_and_sync_resolves_the_safe_ones() {
                 "--label",
                 "harness.service=db",
                 "--label",
-                "harness.launch=000000000000/driftgone/db/1-2-3",
+                &format!("harness.launch={daemon_id}/driftgone/db/1-2-3"),
                 &tb.image,
                 "sleep",
                 "1000",

@@ -688,6 +688,15 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
             }
         };
         for c in rows {
+            // Another daemon's (another state directory on this machine or host): never ours
+            // to judge, as its processes are not (ADR 0028).
+            if c
+                .launch_id
+                .as_deref()
+                .is_some_and(|l| l.split('/').next() != Some(instance.as_str()))
+            {
+                continue;
+            }
             let (p, s) = (c.project.as_str(), c.service.as_str());
             let running = c.state == "running";
             if running {
