@@ -464,3 +464,73 @@ services:
             && findings(&drift(&env)).is_empty()
     }));
 }
+
+/// kill -9 of the daemon at 0-250 ms into `sync --auto` adopting an orphan: the next daemon has
+/// one incarnation of the service or none — the orphan adopted (running with its pid) or, when
+/// the adoption was not recorded, killed as a stray of this daemon's launches (ADR 0028) — and
+/// drift has nothing to say.
+#[test]
+fn a_daemon_killed_during_sync_leaves_one_incarnation_or_none() {
+    let _tb = Testbed::get();
+    let env = Env::new("name: driftk\nservices:\n  idle:\n    command: \"sleep 1000\"\n");
+    let (mut adopted, mut killed) = (0, 0);
+    for round in 0..6u64 {
+        env.run(&["start"]).ok();
+        let pid = state(&env, "idle").1.unwrap();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let launch_id = environ
+            .split(|&b| b == 0)
+            .find_map(|kv| kv.strip_prefix(b"HARNESS_LAUNCH_ID="))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap();
+        env.run(&["stop", "idle"]).ok();
+        let mut orphan = {
+            use std::os::unix::process::CommandExt;
+            Command::new("sleep")
+                .arg("1000")
+                .env("HARNESS_LAUNCH_ID", &launch_id)
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        let o = orphan.id();
+        assert!(find(&findings(&drift(&env)), "orphaned", "idle").is_some());
+        let mut sync = env.cmd(&["sync", "--auto"]).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(round * 50));
+        kill9(env.daemon_pid().unwrap());
+        let _ = sync.wait();
+        env.run(&["status"]).ok(); // the next daemon
+        let (st, p) = state(&env, "idle");
+        if st == "running" {
+            assert_eq!(
+                p,
+                Some(u64::from(o)),
+                "round {round}: another process runs as idle"
+            );
+            assert!(alive(o));
+            adopted += 1;
+        } else {
+            assert!(
+                wait_for(Duration::from_secs(5), || orphan
+                    .try_wait()
+                    .ok()
+                    .flatten()
+                    .is_some()),
+                "round {round}: idle is {st} but the orphan still runs"
+            );
+            killed += 1;
+        }
+        let d = drift(&env);
+        assert!(
+            findings(&d)
+                .iter()
+                .all(|f| f["category"] == "state_mismatch" && f["place"] == "daemon start"),
+            "round {round}: {d:#}"
+        );
+        env.run(&["sync", "--auto"]).ok();
+        env.run(&["stop", "idle"]).ok();
+        let _ = orphan.kill();
+        let _ = orphan.wait();
+    }
+    println!("adopted {adopted}, killed as a stray {killed}");
+}

@@ -435,7 +435,13 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
     }
     let stray: Vec<(u32, u64)> = local
         .iter()
-        .filter(|t| !adopted.contains(&t.launch_id) && !adopted_sessions.contains(&t.row.session))
+        // An adopted process that leads no session (one `sync --adopt` took over) is spared by
+        // its own pid and process group.
+        .filter(|t| {
+            !adopted.contains(&t.launch_id)
+                && !adopted_sessions.contains(&t.row.session)
+                && !adopted_sessions.contains(&t.row.pgrp)
+        })
         .map(|t| (t.row.pid, t.row.start_time))
         .collect();
     if !stray.is_empty() {

@@ -399,13 +399,21 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
         exists.insert((p.to_owned(), s.to_owned()));
         let rec = cx.record(p, s);
         let entry = cx.entry(p, s);
-        let owned = rec == Some(t.launch_id.as_str())
-            && entry.is_some_and(|e| {
-                is_up(&e.state)
-                    && e.runtime.pid.is_none_or(|pid| {
-                        pid == t.row.pid || pid == t.row.session || pid == t.row.pgrp
-                    })
-            });
+        // The registry's own pid and start time own it too (a daemon killed between an
+        // adoption's registry write and its launch record adopted it by them).
+        let by_pid = entry.is_some_and(|e| {
+            is_up(&e.state)
+                && e.runtime.pid == Some(t.row.pid)
+                && e.runtime.process_start_time == Some(t.row.start_time)
+        });
+        let owned = by_pid
+            || rec == Some(t.launch_id.as_str())
+                && entry.is_some_and(|e| {
+                    is_up(&e.state)
+                        && e.runtime.pid.is_none_or(|pid| {
+                            pid == t.row.pid || pid == t.row.session || pid == t.row.pgrp
+                        })
+                });
         if owned {
             continue;
         }
@@ -690,8 +698,7 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
         for c in rows {
             // Another daemon's (another state directory on this machine or host): never ours
             // to judge, as its processes are not (ADR 0028).
-            if c
-                .launch_id
+            if c.launch_id
                 .as_deref()
                 .is_some_and(|l| l.split('/').next() != Some(instance.as_str()))
             {
