@@ -534,3 +534,76 @@ fn a_daemon_killed_during_sync_leaves_one_incarnation_or_none() {
     }
     println!("adopted {adopted}, killed as a stray {killed}");
 }
+
+/// A container of a service of an applied project, started by hand with this daemon's labels
+/// while the service does not run: an adoptable orphan; `sync --adopt` supervises it and `stop`
+/// removes it.
+#[test]
+fn an_orphan_container_of_an_applied_project_is_adopted() {
+    let tb = Testbed::get();
+    let env = Env::new(&format!(
+        "name: driftc\nservices:\n  near:\n    command: \"sleep 1000\"\n  box:\n    type: docker\n    image: \"{}\"\n    command: [sleep, \"1000\"]\n",
+        tb.image
+    ));
+    env.run(&["start", "near"]).ok();
+    let near = state(&env, "near").1.unwrap();
+    let environ = std::fs::read(format!("/proc/{near}/environ")).unwrap();
+    let daemon_id = environ
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(b"HARNESS_LAUNCH_ID="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let id = tb
+        .docker_ok(
+            Engine::Local,
+            [
+                "run",
+                "-d",
+                "--name",
+                "harness.driftc.box",
+                "--label",
+                "harness.project=driftc",
+                "--label",
+                "harness.service=box",
+                "--label",
+                &format!("harness.launch={daemon_id}/driftc/box/1-2-3"),
+                &tb.image,
+                "sleep",
+                "1000",
+            ],
+        )
+        .trim()
+        .to_owned();
+    let d = drift(&env);
+    let list = findings(&d);
+    let f = find(&list, "orphaned", "box").unwrap_or_else(|| panic!("{d:#}"));
+    assert_eq!(f["subject"]["id"], id.as_str());
+    assert_eq!(f["auto"], "adopt", "{f:#}");
+    let r = env
+        .run(&["sync", "--adopt", f["id"].as_str().unwrap(), "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(r["actions"][0]["done"], true, "{r:#}");
+    assert_eq!(state(&env, "box").0, "running");
+    let entry = env
+        .status()
+        .into_iter()
+        .find(|s| s["name"] == "box")
+        .unwrap();
+    assert_eq!(entry["runtime"]["container_id"], id.as_str(), "{entry:#}");
+    assert_eq!(findings(&drift(&env)), Vec::<Value>::new());
+    env.run(&["stop", "box"]).ok();
+    assert_eq!(
+        tb.docker_ok(
+            Engine::Local,
+            ["ps", "-aq", "--filter", "label=harness.project=driftc"]
+        )
+        .trim(),
+        "",
+        "stop removes the adopted container"
+    );
+}
