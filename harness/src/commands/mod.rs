@@ -11,6 +11,7 @@ mod config_show;
 mod daemon;
 mod dashboard;
 pub mod deploy;
+mod drift;
 mod events;
 mod exec;
 mod health;
@@ -91,6 +92,8 @@ pub fn run(cli: Cli) -> u8 {
         Command::Package(cmd) => package::run(&ctx, cmd),
         Command::Deploy(args) => deploy::run(&ctx, args),
         Command::Hosts(crate::cli::HostsCommand::Check) => hosts_check::run(&ctx),
+        Command::Drift => drift::run(&ctx),
+        Command::Sync(args) => drift::sync(&ctx, args),
         Command::Completions { shell } => completions::run(shell),
         Command::Manpage => completions::manpage(),
         Command::Dashboard { no_open } => dashboard::run(&ctx, no_open),

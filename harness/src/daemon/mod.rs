@@ -371,6 +371,8 @@ fn router(state: &Arc<State>) -> Router {
         .method::<Deploy>(with(state, deploy::handle))
         .method::<DeployRollback>(with(state, deploy_rollback::handle))
         .route(dashboard_graph::NAME, with(state, dashboard_graph::handle))
+        .method::<Drift>(with(state, drift::handle))
+        .method::<DriftSync>(with(state, sync::handle))
 }
 
 /// Gives a handler the daemon's state.

@@ -64,6 +64,8 @@ fn invocations(pkg: &str) -> Vec<Vec<String>> {
         "exec talk -- sh -c 'seq 1 1000'",
         "hosts check",
         "dashboard --no-open",
+        "drift",
+        "sync --dry-run",
         "package verify /nonexistent.tar.zst",
         "deploy --rollback nothing",
         "daemon status",

@@ -125,6 +125,12 @@ method!(
 method!(
     /// `watch`: watch services' files (`watch:`).
     Watch = methods::WATCH, wire::WatchParams => wire::WatchResult);
+method!(
+    /// `drift`: the registry against what runs everywhere (ADR 0036); read-only.
+    Drift = methods::DRIFT, crate::drift::DriftParams => crate::drift::DriftResult);
+method!(
+    /// `sync`: resolve drift findings (read-only with `dry_run`; kills only with `kill`).
+    DriftSync = methods::SYNC, crate::drift::SyncParams => crate::drift::SyncResult);
 
 /// A method's name with the JSON Schemas of its params and result.
 #[derive(Debug, Clone)]
@@ -171,5 +177,7 @@ pub fn all() -> Vec<Described> {
         describe::<DeployRollback>(),
         describe::<LogsClear>(),
         describe::<Watch>(),
+        describe::<Drift>(),
+        describe::<DriftSync>(),
     ]
 }

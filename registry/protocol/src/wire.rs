@@ -72,9 +72,13 @@ pub mod methods {
     pub const LOGS_CLEAR: &str = "logs.clear";
     /// [`super::WatchParams`] → [`super::WatchResult`]: watch services' files (`watch:`).
     pub const WATCH: &str = "watch";
+    /// [`crate::drift::DriftParams`] → [`crate::drift::DriftResult`]: registry against reality.
+    pub const DRIFT: &str = "drift";
+    /// [`crate::drift::SyncParams`] → [`crate::drift::SyncResult`]: resolve drift findings.
+    pub const SYNC: &str = "sync";
 
     /// Methods the daemon adds through its daemon's handler (`harness_server::Handler`) (the live event stream is `subscribe`).
-    pub const ORCHESTRATOR: [&str; 14] = [
+    pub const ORCHESTRATOR: [&str; 16] = [
         START,
         STOP,
         RESTART,
@@ -89,6 +93,8 @@ pub mod methods {
         DEPLOY_ROLLBACK,
         WATCH,
         LOGS_CLEAR,
+        DRIFT,
+        SYNC,
     ];
 
     /// Methods the server itself answers; everything else goes to the daemon's handler (`harness_server::Handler`).
@@ -469,6 +475,10 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         ("health.result", schema_for!(HealthResult)),
         ("daemon.status.result", schema_for!(DaemonStatusResult)),
         ("daemon.stop.params", schema_for!(DaemonStopParams)),
+        ("drift.params", schema_for!(crate::drift::DriftParams)),
+        ("drift.result", schema_for!(crate::drift::DriftResult)),
+        ("sync.params", schema_for!(crate::drift::SyncParams)),
+        ("sync.result", schema_for!(crate::drift::SyncResult)),
     ];
     list.into_iter()
         .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or(Value::Null)))

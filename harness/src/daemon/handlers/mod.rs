@@ -6,6 +6,7 @@ pub mod daemon_stop;
 pub mod dashboard_graph;
 pub mod deploy;
 pub mod deploy_rollback;
+pub mod drift;
 pub mod exec;
 pub mod exec_input;
 pub mod health;
@@ -15,6 +16,7 @@ pub mod restart;
 pub mod start;
 pub mod status;
 pub mod stop;
+pub mod sync;
 pub mod watch;
 
 use harness_protocol::wire::{ApplyResult, ServiceOutcome};
