@@ -80,6 +80,11 @@ pub struct DaemonArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub no_autostart: bool,
+
+    /// Authenticate with the token in this file (its first line), e.g. a named token from
+    /// `harness token create`; default: HARNESS_TOKEN, else the owner's token in $HARNESS_HOME.
+    #[arg(long, global = true, value_name = "PATH", env = "HARNESS_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -201,6 +206,9 @@ pub enum Command {
     /// The SSH hosts of the services file.
     #[command(subcommand)]
     Hosts(HostsCommand),
+    /// Named API tokens with a scope (read, operate, admin), besides the owner's.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print the shell's completion set-up (completes service and project names too), e.g.
     /// `source <(harness completions bash)`.
     Completions {
@@ -272,6 +280,27 @@ pub struct ListenArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; its secret is printed once (stored only hashed). Use it with
+    /// HARNESS_TOKEN or --token-file.
+    Create {
+        /// 1-64 of A-Z a-z 0-9 . _ - (not `owner`).
+        name: String,
+        /// read: status, logs, events, health, top; operate: also start, stop, restart, scale,
+        /// watch; admin: everything (exec, deploy, tokens, daemon stop).
+        #[arg(long, value_parser = ["read", "operate", "admin"])]
+        scope: String,
+        /// Stop working after this long (e.g. 7d, 12h, 90s); default: until revoked.
+        #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
+        expires: Option<std::time::Duration>,
+    },
+    /// The named tokens: scope, creation, expiry (never their secrets).
+    List,
+    /// Remove a token: refused from its next request, its open connections closed.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum HostsCommand {
     /// Per host: reachable, authenticated, `sudo -n` works, docker reachable (and as whom),
     /// latency; a hint for each failure (exit 1 when something the project needs fails).
@@ -297,4 +326,21 @@ pub enum ConfigCommand {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     harness_config::parse_duration(s)
+}
+
+/// A token's lifetime: a number with `s`, `m`, `h`, `d` or `w` (`7d`, `12h`), or a duration as
+/// services.yaml writes them.
+fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let unit = match t.chars().last() {
+        Some('d') => 86_400,
+        Some('w') => 7 * 86_400,
+        _ => return harness_config::parse_duration(t),
+    };
+    let n: u64 = t[..t.len() - 1]
+        .parse()
+        .map_err(|_| format!("`{t}` is not a lifetime (try 7d, 12h or 90s)"))?;
+    n.checked_mul(unit)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("`{t}` is too long"))
 }

@@ -61,6 +61,7 @@ async fn existing_or_busy(ctx: &Context, home: &HarnessHome) -> anyhow::Result<O
     let args = crate::cli::DaemonArgs {
         url: ctx.daemon.url.clone(),
         no_autostart: true,
+        token_file: ctx.daemon.token_file.clone(),
     };
     let _ = home;
     match client::connect(&args).await {
@@ -97,7 +98,7 @@ fn start(ctx: &Context, home: &HarnessHome, args: ListenArgs) -> Status {
                 return Status::Failed;
             }
         };
-        match client::wait_ready(home, &mut child).await {
+        match client::wait_ready(home, &mut child, None).await {
             Ok(_) => {
                 let url = home.read_daemon_info().map(|i| i.url).unwrap_or_default();
                 crate::outln!("daemon started: pid {} at {url}", child.id());

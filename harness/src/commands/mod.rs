@@ -23,6 +23,7 @@ mod scale;
 mod start;
 mod status;
 mod stop;
+mod token;
 mod up;
 mod validate;
 mod watch;
@@ -90,6 +91,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Package(cmd) => package::run(&ctx, cmd),
         Command::Deploy(args) => deploy::run(&ctx, args),
         Command::Hosts(crate::cli::HostsCommand::Check) => hosts_check::run(&ctx),
+        Command::Token(cmd) => token::run(&ctx, cmd),
         Command::Completions { shell } => completions::run(shell),
         Command::Manpage => completions::manpage(),
     };

@@ -10,6 +10,7 @@ mod flood;
 mod hygiene;
 mod lean;
 mod proxy;
+mod tokens;
 mod truth_at_start;
 mod up;
 mod watch;

@@ -72,6 +72,12 @@ pub mod methods {
     pub const LOGS_CLEAR: &str = "logs.clear";
     /// [`super::WatchParams`] → [`super::WatchResult`]: watch services' files (`watch:`).
     pub const WATCH: &str = "watch";
+    /// [`crate::admin::TokenCreateParams`] → [`crate::admin::TokenCreateResult`] (admin scope).
+    pub const TOKEN_CREATE: &str = "token.create";
+    /// `{}` → [`crate::admin::TokenListResult`] (admin scope).
+    pub const TOKEN_LIST: &str = "token.list";
+    /// [`crate::admin::TokenRevokeParams`] → [`crate::admin::TokenRevokeResult`] (admin scope).
+    pub const TOKEN_REVOKE: &str = "token.revoke";
 
     /// Methods the daemon adds through its daemon's handler (`harness_server::Handler`) (the live event stream is `subscribe`).
     pub const ORCHESTRATOR: [&str; 14] = [
@@ -92,7 +98,7 @@ pub mod methods {
     ];
 
     /// Methods the server itself answers; everything else goes to the daemon's handler (`harness_server::Handler`).
-    pub const REGISTRY: [&str; 10] = [
+    pub const REGISTRY: [&str; 13] = [
         HELLO,
         SERVICE_LIST,
         SERVICE_GET,
@@ -103,6 +109,9 @@ pub mod methods {
         SUBSCRIBE,
         UNSUBSCRIBE,
         CANCEL,
+        TOKEN_CREATE,
+        TOKEN_LIST,
+        TOKEN_REVOKE,
     ];
 }
 
@@ -116,6 +125,8 @@ pub mod close_codes {
     pub const SHUTDOWN: u16 = 1001;
     /// A message exceeded the configured maximum size.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The connection's token was revoked or expired.
+    pub const TOKEN_REVOKED: u16 = 4003;
 }
 
 /// HTTP statuses for refused upgrades: 401 missing/wrong token, 503 too many connections, 404 wrong path.
@@ -160,6 +171,9 @@ pub enum ErrorCode {
     Unavailable,
     /// The client cancelled the request (`cancel {id}`).
     Cancelled,
+    /// The connection's token lacks the scope the method needs; `data` is a
+    /// [`crate::admin::ScopeRefusal`] naming it.
+    Forbidden,
     Internal,
 }
 
@@ -469,6 +483,27 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         ("health.result", schema_for!(HealthResult)),
         ("daemon.status.result", schema_for!(DaemonStatusResult)),
         ("daemon.stop.params", schema_for!(DaemonStopParams)),
+        (
+            "token.create.params",
+            schema_for!(crate::admin::TokenCreateParams),
+        ),
+        (
+            "token.create.result",
+            schema_for!(crate::admin::TokenCreateResult),
+        ),
+        (
+            "token.list.result",
+            schema_for!(crate::admin::TokenListResult),
+        ),
+        (
+            "token.revoke.params",
+            schema_for!(crate::admin::TokenRevokeParams),
+        ),
+        (
+            "token.revoke.result",
+            schema_for!(crate::admin::TokenRevokeResult),
+        ),
+        ("forbidden.data", schema_for!(crate::admin::ScopeRefusal)),
     ];
     list.into_iter()
         .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or(Value::Null)))

@@ -50,6 +50,8 @@ pub mod handler;
 mod http;
 mod methods;
 pub mod server;
+mod tokens;
 
 pub use handler::{BoxFuture, Handler, MethodHandler, NoMethods, RequestContext, Router};
 pub use server::{ServerConfig, ServerError, ServerHandle, serve};
+pub use tokens::Principal;

@@ -21,7 +21,6 @@ use futures_lite::{AsyncRead, AsyncWrite, StreamExt};
 use futures_util::SinkExt;
 use serde_json::Value;
 use smol::Timer;
-use subtle::ConstantTimeEq;
 
 use crate::admission::{Admission, Stage, Watched};
 use crate::handler::{Handler, RequestContext};
@@ -86,6 +85,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Tls(#[from] harness_protocol::tls::TlsError),
+    #[error("loading the named tokens: {0}")]
+    Store(#[from] harness_store::StoreError),
 }
 
 #[derive(Default)]
@@ -102,16 +103,19 @@ struct Metrics {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kill {
+pub(crate) enum Kill {
     /// Drop the connection without a close frame (tests, lost network).
     Abort,
     /// Close with 1001.
     Shutdown,
+    /// Its token was revoked or expired: close with 4003.
+    Revoked,
 }
 
 struct Shared {
     config: ServerConfig,
-    token: String,
+    /// The owner's token and the named ones (ADR 0037).
+    tokens: crate::tokens::Tokens,
     store: Store,
     handler: Arc<dyn Handler>,
     metrics: Metrics,
@@ -126,6 +130,8 @@ pub struct ServerHandle {
     addr: SocketAddr,
     shared: Arc<Shared>,
     accept: Option<smol::Task<()>>,
+    /// Closes connections whose token expired.
+    _expiry: smol::Task<()>,
 }
 
 impl ServerHandle {
@@ -197,9 +203,10 @@ pub async fn serve(
         config.max_unauthenticated,
         config.max_unauthenticated_per_peer,
     );
+    let tokens = crate::tokens::Tokens::load(credentials.token.clone(), store.clone()).await?;
     let shared = Arc::new(Shared {
         config,
-        token: credentials.token.clone(),
+        tokens,
         store,
         handler,
         metrics: Metrics::default(),
@@ -209,11 +216,23 @@ pub async fn serve(
     });
     let acceptor = futures_rustls::TlsAcceptor::from(tls);
     let accept = smol::spawn(accept_loop(listener, acceptor, shared.clone()));
+    let weak = Arc::downgrade(&shared);
+    let expiry = smol::spawn(async move {
+        loop {
+            Timer::after(Duration::from_millis(250)).await;
+            let Some(shared) = weak.upgrade() else { return };
+            let n = shared.tokens.close_expired();
+            if n > 0 {
+                tracing::info!(connections = n, "closed connections of expired tokens");
+            }
+        }
+    });
     tracing::info!(%addr, "registry API listening");
     Ok(ServerHandle {
         addr,
         shared,
         accept: Some(accept),
+        _expiry: expiry,
     })
 }
 
@@ -296,9 +315,11 @@ async fn with_timeout<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
     .await
 }
 
-fn authorized(head: &Head, token: &str) -> bool {
-    head.bearer()
-        .is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())))
+fn authorized(
+    head: &Head,
+    shared: &Shared,
+) -> Result<crate::tokens::Principal, crate::tokens::Refusal> {
+    shared.tokens.authenticate(head.bearer())
 }
 
 async fn route<S>(mut tls: S, head: Head, rest: Vec<u8>, peer: SocketAddr, shared: Arc<Shared>)
@@ -318,7 +339,7 @@ where
             http::respond(&mut tls, 200, json, &body.to_string(), &[]).await
         }
         ("GET", "/metrics") => {
-            if authorized(&head, &shared.token) {
+            if authorized(&head, &shared).is_ok() {
                 let body = metrics_text(&shared);
                 http::respond(&mut tls, 200, "text/plain; version=0.0.4", &body, &[]).await
             } else {
@@ -334,8 +355,9 @@ where
             }
         }
         ("GET", wire::WS_PATH) => {
-            if !authorized(&head, &shared.token) {
-                refuse_auth(&head, peer, &shared);
+            let who = authorized(&head, &shared);
+            if let Err(why) = who {
+                refuse_auth_because(&head, peer, &shared, why);
                 http::respond(
                     &mut tls,
                     401,
@@ -374,8 +396,10 @@ where
                     let limit = shared.config.max_connections.to_string();
                     let extra = [(wire::CONNECTION_LIMIT_HEADER, limit.as_str())];
                     http::respond(&mut tls, 503, json, &body.to_string(), &extra).await
+                } else if let Ok(who) = who {
+                    upgrade(tls, key, rest, peer, shared, who).await;
+                    return;
                 } else {
-                    upgrade(tls, key, rest, peer, shared).await;
                     return;
                 }
             } else {
@@ -407,12 +431,21 @@ where
 }
 
 fn refuse_auth(head: &Head, peer: SocketAddr, shared: &Shared) {
-    shared.metrics.refused_auth.fetch_add(1, Ordering::Relaxed);
-    let reason = if head.bearer().is_some() {
-        "wrong token"
-    } else {
-        "missing bearer token"
+    let why = match shared.tokens.authenticate(head.bearer()) {
+        Err(why) => why,
+        Ok(_) => crate::tokens::Refusal::Unknown,
     };
+    refuse_auth_because(head, peer, shared, why);
+}
+
+fn refuse_auth_because(
+    head: &Head,
+    peer: SocketAddr,
+    shared: &Shared,
+    why: crate::tokens::Refusal,
+) {
+    shared.metrics.refused_auth.fetch_add(1, Ordering::Relaxed);
+    let reason = why.as_str();
     // Never log the presented token.
     tracing::warn!(%peer, path = %head.path, reason, "refused unauthenticated request");
 }
@@ -509,8 +542,14 @@ fn metrics_text(shared: &Shared) -> String {
     out
 }
 
-async fn upgrade<S>(mut tls: S, key: &str, rest: Vec<u8>, peer: SocketAddr, shared: Arc<Shared>)
-where
+async fn upgrade<S>(
+    mut tls: S,
+    key: &str,
+    rest: Vec<u8>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    who: crate::tokens::Principal,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use futures_lite::AsyncWriteExt;
@@ -543,9 +582,11 @@ where
         .connections
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(id, kill_tx);
-    tracing::debug!(connection = id, %peer, "connection open");
-    session(ws, id, peer, &shared, kill_rx).await;
+        .insert(id, kill_tx.clone());
+    shared.tokens.attach(id, &who, kill_tx);
+    tracing::debug!(connection = id, %peer, token = %who.name, "connection open");
+    session(ws, id, peer, &shared, kill_rx, &who).await;
+    shared.tokens.detach(id);
     shared
         .connections
         .lock()
@@ -607,6 +648,7 @@ async fn session<S>(
     peer: SocketAddr,
     shared: &Arc<Shared>,
     kill: async_channel::Receiver<Kill>,
+    who: &crate::tokens::Principal,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -649,6 +691,7 @@ async fn session<S>(
                             shared,
                             out: &out_tx,
                             running: &running,
+                            who,
                         };
                         // Handling waits only when this peer stops reading its responses (full
                         // outbound queue) or has too many requests in flight; past the heartbeat
@@ -703,6 +746,10 @@ async fn session<S>(
             }
             Step::Kill(Kill::Shutdown) => {
                 break Some((close_codes::SHUTDOWN, "server shutting down"));
+            }
+            Step::Kill(Kill::Revoked) => {
+                tracing::info!(connection, %peer, token = %who.name, "closing: token revoked or expired");
+                break Some((close_codes::TOKEN_REVOKED, "token revoked or expired"));
             }
             Step::Tick => {
                 if last_seen.elapsed() >= shared.config.heartbeat_timeout {
@@ -777,6 +824,7 @@ struct Conn<'a> {
     shared: &'a Arc<Shared>,
     out: &'a async_channel::Sender<Out>,
     running: &'a Running,
+    who: &'a crate::tokens::Principal,
 }
 
 async fn send_response(
@@ -822,6 +870,25 @@ async fn handle_text(
             return;
         }
     };
+    let needed = method::required_scope(&req.method);
+    if !conn.who.scope.allows(needed) {
+        let refusal = harness_protocol::admin::ScopeRefusal {
+            method: req.method.clone(),
+            required_scope: needed,
+            token: conn.who.name.clone(),
+            token_scope: conn.who.scope,
+        };
+        let mut err = WireError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{} needs a token with scope {needed}; token {:?} has scope {}",
+                req.method, conn.who.name, conn.who.scope
+            ),
+        );
+        err.data = serde_json::to_value(&refusal).ok();
+        send_response(conn.out, shared, Some(req.id), Err(err)).await;
+        return;
+    }
     match req.method.as_str() {
         method::Subscribe::NAME => {
             // On success `subscribe` sends the response itself, before the first event.
@@ -875,6 +942,8 @@ async fn handle_text(
                 peer: conn.peer,
                 request_id: req.id,
                 store: shared.store.clone(),
+                token: conn.who.name.clone(),
+                scope: conn.who.scope,
                 progress: Some(ProgressSink {
                     out: conn.out.clone(),
                     streaming: streaming.clone(),
@@ -1142,7 +1211,7 @@ async fn dispatch(
     use crate::methods::*;
     use harness_protocol::method::{
         EventsList, Hello, ServiceDeregister, ServiceGet, ServiceList, ServiceRegister,
-        ServiceUpdate,
+        ServiceUpdate, TokenCreate, TokenList, TokenRevoke,
     };
     /// Decodes `M`'s params, runs `f`, encodes `M`'s result: the arm's types are `M`'s.
     async fn typed<M: Method, Fut>(
@@ -1172,6 +1241,15 @@ async fn dispatch(
             typed::<ServiceDeregister, _>(params, |p| service_deregister::handle(store, p)).await
         }
         EventsList::NAME => typed::<EventsList, _>(params, |p| events_list::handle(store, p)).await,
+        TokenCreate::NAME => {
+            typed::<TokenCreate, _>(params, |p| token_create::handle(&shared.tokens, p, &ctx)).await
+        }
+        TokenList::NAME => {
+            typed::<TokenList, _>(params, |_| token_list::handle(&shared.tokens)).await
+        }
+        TokenRevoke::NAME => {
+            typed::<TokenRevoke, _>(params, |p| token_revoke::handle(&shared.tokens, p)).await
+        }
         _ => shared.handler.handle(method, params, ctx).await,
     }
 }
