@@ -160,6 +160,16 @@ pub enum Command {
         #[arg(short = 'a', long)]
         all: bool,
     },
+    /// CPU %, memory, fds, threads and uptime of each running service, read where it runs
+    /// (local /proc, one command per SSH host, `docker stats` per engine); `-` is unknown.
+    Top {
+        /// Read again every 2 seconds until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Every project, also when a services file names one.
+        #[arg(short = 'a', long)]
+        all: bool,
+    },
     /// Service output, with a prefix per service.
     Logs(LogsArgs),
     /// Run a command in a service's context; its exit code becomes harness's.
@@ -259,6 +269,15 @@ pub enum DaemonCommand {
     },
     /// Pid, version, uptime, address, services, connections.
     Status,
+    /// Uptime, request and event rates, subscribers, connections and their limit, open files and
+    /// the service capacity they leave, memory, store size, retained events, log bytes, SSH
+    /// connections per host.
+    Stats,
+    /// The daemon's effective settings and where each came from (flag, env, default).
+    Config,
+    /// The daemon's environment, secret-looking values (PASSWORD, TOKEN, SECRET, KEY,
+    /// CREDENTIAL) masked; needs an admin token.
+    Env,
     /// The daemon's own log.
     Logs {
         #[arg(short = 'F', long)]

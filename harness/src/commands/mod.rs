@@ -9,6 +9,7 @@ mod config_deps;
 mod config_schema;
 mod config_show;
 mod daemon;
+mod daemon_info;
 pub mod deploy;
 mod events;
 mod exec;
@@ -24,6 +25,7 @@ mod start;
 mod status;
 mod stop;
 mod token;
+pub(crate) mod top;
 mod up;
 mod validate;
 mod watch;
@@ -92,6 +94,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Deploy(args) => deploy::run(&ctx, args),
         Command::Hosts(crate::cli::HostsCommand::Check) => hosts_check::run(&ctx),
         Command::Token(cmd) => token::run(&ctx, cmd),
+        Command::Top { watch, all } => top::run(&ctx, watch, all),
         Command::Completions { shell } => completions::run(shell),
         Command::Manpage => completions::manpage(),
     };

@@ -2,6 +2,7 @@
 //! its own `$HARNESS_HOME`, so its own daemon on its own port, and they run in parallel.
 
 mod acceptance;
+mod admin;
 mod commands;
 mod common;
 mod compose;

@@ -137,6 +137,19 @@ method!(
     /// `token.revoke`: removes a named token and closes its open connections.
     TokenRevoke = methods::TOKEN_REVOKE, admin::TokenRevokeParams => admin::TokenRevokeResult, Admin);
 method!(
+    /// `top`: what each running service uses, read where it runs.
+    Top = methods::TOP, admin::TopParams => admin::TopResult, Read);
+method!(
+    /// `daemon.stats`: the daemon's own figures (requests, events, connections, fds, memory,
+    /// store, logs, SSH connections).
+    DaemonStats = methods::DAEMON_STATS, Empty => admin::DaemonStatsResult, Read);
+method!(
+    /// `daemon.config`: the daemon's effective settings and where each came from.
+    DaemonConfig = methods::DAEMON_CONFIG, Empty => admin::DaemonConfigResult, Read);
+method!(
+    /// `daemon.env`: the daemon's environment, secret-looking values masked.
+    DaemonEnv = methods::DAEMON_ENV, Empty => admin::DaemonEnvResult, Admin);
+method!(
     /// `watch`: watch services' files (`watch:`).
     Watch = methods::WATCH, wire::WatchParams => wire::WatchResult, Operate);
 
@@ -191,6 +204,10 @@ pub fn all() -> Vec<Described> {
         describe::<DeployRollback>(),
         describe::<LogsClear>(),
         describe::<Watch>(),
+        describe::<Top>(),
+        describe::<DaemonStats>(),
+        describe::<DaemonConfig>(),
+        describe::<DaemonEnv>(),
     ]
 }
 

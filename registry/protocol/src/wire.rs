@@ -72,6 +72,14 @@ pub mod methods {
     pub const LOGS_CLEAR: &str = "logs.clear";
     /// [`super::WatchParams`] → [`super::WatchResult`]: watch services' files (`watch:`).
     pub const WATCH: &str = "watch";
+    /// [`crate::admin::TopParams`] → [`crate::admin::TopResult`]: CPU, memory, fds, threads, uptime.
+    pub const TOP: &str = "top";
+    /// `{}` → [`crate::admin::DaemonStatsResult`]
+    pub const DAEMON_STATS: &str = "daemon.stats";
+    /// `{}` → [`crate::admin::DaemonConfigResult`]
+    pub const DAEMON_CONFIG: &str = "daemon.config";
+    /// `{}` → [`crate::admin::DaemonEnvResult`] (admin scope).
+    pub const DAEMON_ENV: &str = "daemon.env";
     /// [`crate::admin::TokenCreateParams`] → [`crate::admin::TokenCreateResult`] (admin scope).
     pub const TOKEN_CREATE: &str = "token.create";
     /// `{}` → [`crate::admin::TokenListResult`] (admin scope).
@@ -80,7 +88,7 @@ pub mod methods {
     pub const TOKEN_REVOKE: &str = "token.revoke";
 
     /// Methods the daemon adds through its daemon's handler (`harness_server::Handler`) (the live event stream is `subscribe`).
-    pub const ORCHESTRATOR: [&str; 14] = [
+    pub const ORCHESTRATOR: [&str; 18] = [
         START,
         STOP,
         RESTART,
@@ -95,6 +103,10 @@ pub mod methods {
         DEPLOY_ROLLBACK,
         WATCH,
         LOGS_CLEAR,
+        TOP,
+        DAEMON_STATS,
+        DAEMON_CONFIG,
+        DAEMON_ENV,
     ];
 
     /// Methods the server itself answers; everything else goes to the daemon's handler (`harness_server::Handler`).
@@ -504,6 +516,20 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
             schema_for!(crate::admin::TokenRevokeResult),
         ),
         ("forbidden.data", schema_for!(crate::admin::ScopeRefusal)),
+        ("top.params", schema_for!(crate::admin::TopParams)),
+        ("top.result", schema_for!(crate::admin::TopResult)),
+        (
+            "daemon.stats.result",
+            schema_for!(crate::admin::DaemonStatsResult),
+        ),
+        (
+            "daemon.config.result",
+            schema_for!(crate::admin::DaemonConfigResult),
+        ),
+        (
+            "daemon.env.result",
+            schema_for!(crate::admin::DaemonEnvResult),
+        ),
     ];
     list.into_iter()
         .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or(Value::Null)))
@@ -682,6 +708,9 @@ pub struct StatusParams {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StatusResult {
     pub services: Vec<ServiceEntry>,
+    /// The last resource sample of each service `top` has read (none before the first `top`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<crate::admin::ResourceSample>,
 }
 
 /// `logs`: the first call (no `session`) opens a reader with these options; later calls pass the

@@ -53,5 +53,5 @@ pub mod server;
 mod tokens;
 
 pub use handler::{BoxFuture, Handler, MethodHandler, NoMethods, RequestContext, Router};
-pub use server::{ServerConfig, ServerError, ServerHandle, serve};
+pub use server::{MetricsSource, ServerConfig, ServerError, ServerHandle, ServerStats, serve};
 pub use tokens::Principal;

@@ -123,6 +123,26 @@ struct Shared {
     connections: Mutex<HashMap<u64, async_channel::Sender<Kill>>>,
     /// Connections that have not shown the token yet.
     admission: Arc<Admission>,
+    /// More `/metrics` text from whoever runs the server (the daemon's own figures).
+    metrics_source: Mutex<Option<MetricsSource>>,
+}
+
+/// Produces extra Prometheus text for `/metrics` ([`ServerHandle::set_metrics_source`]).
+pub type MetricsSource = Arc<dyn Fn() -> crate::handler::BoxFuture<'static, String> + Send + Sync>;
+
+/// What [`ServerHandle::stats`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    pub connections: u64,
+    pub max_connections: u64,
+    /// Requests received since the server started.
+    pub requests: u64,
+    pub request_errors: u64,
+    /// Events sent to subscribers.
+    pub events_sent: u64,
+    pub subscriptions: u64,
+    /// Connections refused for a missing, wrong, revoked or expired token.
+    pub refused_auth: u64,
 }
 
 /// A running server. Dropping it stops accepting; [`ServerHandle::shutdown`] also closes connections.
@@ -152,6 +172,30 @@ impl ServerHandle {
     /// Number of open WebSocket connections.
     pub fn connections(&self) -> u64 {
         self.shared.metrics.connections_open.load(Ordering::Relaxed)
+    }
+
+    /// Appends `source`'s text to every `/metrics` answer.
+    pub fn set_metrics_source(&self, source: MetricsSource) {
+        *self
+            .shared
+            .metrics_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// The server's counters (`daemon stats`).
+    pub fn stats(&self) -> ServerStats {
+        let m = &self.shared.metrics;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ServerStats {
+            connections: g(&m.connections_open),
+            max_connections: self.shared.config.max_connections as u64,
+            requests: g(&m.requests),
+            request_errors: g(&m.request_errors),
+            events_sent: g(&m.events_sent),
+            subscriptions: g(&m.subscriptions_open),
+            refused_auth: g(&m.refused_auth),
+        }
     }
 
     fn signal_all(&self, kill: Kill) {
@@ -213,6 +257,7 @@ pub async fn serve(
         next_connection: AtomicU64::new(1),
         connections: Mutex::new(HashMap::new()),
         admission,
+        metrics_source: Mutex::new(None),
     });
     let acceptor = futures_rustls::TlsAcceptor::from(tls);
     let accept = smol::spawn(accept_loop(listener, acceptor, shared.clone()));
@@ -340,7 +385,15 @@ where
         }
         ("GET", "/metrics") => {
             if authorized(&head, &shared).is_ok() {
-                let body = metrics_text(&shared);
+                let mut body = metrics_text(&shared);
+                let source = shared
+                    .metrics_source
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                if let Some(source) = source {
+                    body.push_str(&source().await);
+                }
                 http::respond(&mut tls, 200, "text/plain; version=0.0.4", &body, &[]).await
             } else {
                 refuse_auth(&head, peer, &shared);

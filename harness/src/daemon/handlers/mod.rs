@@ -1,6 +1,9 @@
 //! One file per request method. Each `handle` takes the daemon [`State`](super::State), the
 //! method's params (a `harness_protocol::wire` type) and the request context, and returns its result.
 
+pub mod daemon_config;
+pub mod daemon_env;
+pub mod daemon_stats;
 pub mod daemon_status;
 pub mod daemon_stop;
 pub mod deploy;
@@ -14,6 +17,7 @@ pub mod restart;
 pub mod start;
 pub mod status;
 pub mod stop;
+pub mod top;
 pub mod watch;
 
 use harness_protocol::wire::{ApplyResult, ServiceOutcome};
