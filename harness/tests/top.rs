@@ -72,7 +72,7 @@ services:
         let ic = i["cpu_percent"].as_f64().unwrap_or_else(|| panic!("{i}"));
         eprintln!("{place}: {busy} {bc} %, {idle} {ic} %");
         // Near 100 % on an idle machine; a loaded 2-core CI box shares it.
-        assert!(bc > 20.0, "{busy}: {bc} % ({b})");
+        assert!(bc > 15.0, "{busy}: {bc} % ({b})");
         assert!(ic < 10.0, "{idle}: {ic} % ({i})");
         assert!(b["rss_bytes"].as_u64().is_some_and(|r| r > 0), "{b}");
         assert!(b["threads"].as_u64().is_some_and(|t| t >= 1), "{b}");
