@@ -1,7 +1,8 @@
 //! `harness top` (ADR 0037) on the testbed: a busy-looping service and an idle one, each as a
 //! local process, a process on h1 and a container on h2's engine. The busy ones show CPU well
-//! above the idle ones; `status -o json` carries the last sample. CPU bounds are generous: the CI
-//! machine has 2 cores shared by many jobs.
+//! above the idle ones; `status -o json` carries the last sample; while h1 does not answer, its
+//! services are unknown, not zero. CPU bounds are generous: the CI machine has 2 cores shared by
+//! many jobs.
 
 use serde_json::Value;
 use testbed::{Engine, Testbed};
@@ -92,5 +93,39 @@ services:
         "{busy:#}"
     );
 
-    env.run(&["stop"]).ok();
+    // h1 stops answering: its services are unknown, never 0 %; the others are still read.
+    struct LinkUp<'a>(&'a Testbed);
+    impl Drop for LinkUp<'_> {
+        fn drop(&mut self) {
+            self.0.fault(&["link-up", "h1"]);
+        }
+    }
+    tb.fault(&["link-down", "h1"]);
+    let up = LinkUp(tb);
+    let top = env.run(&["top", "-o", "json"]).ok().json();
+    drop(up);
+    let find = |name: &str| -> Value {
+        top["services"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["service"] == name).cloned())
+            .unwrap_or_else(|| panic!("no {name} in {top:#}"))
+    };
+    for name in ["busy-remote", "idle-remote"] {
+        let s = find(name);
+        assert!(s["cpu_percent"].is_null(), "{s}");
+        assert!(s["rss_bytes"].is_null(), "{s}");
+        assert!(s["unknown"].as_str().is_some_and(|u| !u.is_empty()), "{s}");
+        eprintln!("{name} while h1 is down: {}", s["unknown"]);
+    }
+    assert!(find("busy-local")["cpu_percent"].as_f64().is_some());
+    // h1 is back: the stop finishes once the daemon hears from it again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let stop = env.run(&["stop"]);
+        if stop.code == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", stop.stderr);
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
 }

@@ -49,14 +49,17 @@ enum Group {
 }
 
 impl Orchestrator {
-    /// Reads every running service (of `project`, or all).
+    /// Reads every running service (of `project`, or all); a service whose host is known not to
+    /// answer (state `unknown`) is listed as unknown without being read.
     pub async fn read_usage(&self, project: Option<&str>) -> Result<Vec<UsageReading>> {
         let inner = self.inner()?;
         let entries: Vec<ServiceEntry> = self
             .status(project)
             .await?
             .into_iter()
-            .filter(|e| e.state == ServiceState::Running)
+            .filter(|e| {
+                e.state == ServiceState::Running || matches!(e.state, ServiceState::Unknown { .. })
+            })
             .collect();
         // Each service goes to the group of the place it runs; one reading per group.
         let mut groups: BTreeMap<String, (Group, Vec<usize>)> = BTreeMap::new();
@@ -80,12 +83,16 @@ impl Orchestrator {
                 (Location::Host { name, .. }, None) => (format!("ssh:{name}"), None),
                 (Location::Container { engine, .. }, None) => (format!("docker:{engine}"), None),
             };
-            let reading = match &group {
-                None => Reading::Unknown("the project's definition is not loaded".into()),
-                Some(Group::Local | Group::Host(_)) if e.runtime.pid.is_none() => {
+            let reading = match (&group, &e.state) {
+                // Its host is known not to answer (ADR 0032): not waited on again.
+                (_, ServiceState::Unknown { host, reason, .. }) => {
+                    Reading::Unknown(format!("{host} does not answer: {reason}"))
+                }
+                (None, _) => Reading::Unknown("the project's definition is not loaded".into()),
+                (Some(Group::Local | Group::Host(_)), _) if e.runtime.pid.is_none() => {
                     Reading::Unknown("no pid recorded".into())
                 }
-                Some(_) => Reading::Unknown(String::new()),
+                (Some(_), _) => Reading::Unknown(String::new()),
             };
             if let (Some(g), Reading::Unknown(why)) = (group, &reading)
                 && why.is_empty()
