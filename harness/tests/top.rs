@@ -93,6 +93,14 @@ services:
         "{busy:#}"
     );
 
+    // `daemon stats` counts the ssh connections the readings used.
+    let stats = env.run(&["daemon", "stats", "-o", "json"]).ok().json();
+    let h1 = stats["ssh"]
+        .as_array()
+        .and_then(|a| a.iter().find(|h| h["host"] == "h1").cloned())
+        .unwrap_or_else(|| panic!("no h1 in {stats:#}"));
+    assert!(h1["masters"].as_u64().is_some_and(|m| m >= 1), "{h1}");
+
     // h1 stops answering: its services are unknown, never 0 %; the others are still read.
     struct LinkUp<'a>(&'a Testbed);
     impl Drop for LinkUp<'_> {
