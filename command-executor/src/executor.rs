@@ -176,6 +176,11 @@ impl Executor {
         &self.inner.ssh
     }
 
+    /// Per ssh host this executor has used: master connections up and sessions running now.
+    pub fn ssh_stats(&self) -> Vec<crate::ssh::SshStats> {
+        self.inner.ssh.stats()
+    }
+
     /// Starts a one-off command. Returns once the program runs at the end of the chain, or with the typed
     /// error of the layer that failed.
     pub async fn spawn(&self, target: &Target, cmd: &Command) -> Result<Process> {

@@ -40,6 +40,7 @@ pub use layer::{DockerCli, DockerExec, HostKeyPolicy, Layer, SshHost, Sudo, Targ
 pub use managed::{Follow, ManagedRef, ManagedSpec};
 pub use process::{ManagedState, Output, Process, ProcessId, Stdin};
 pub use signal::Signal;
+pub use ssh::SshStats;
 
 #[cfg(test)]
 mod tests {

@@ -99,6 +99,8 @@ pub(crate) struct HostConn {
     pub(crate) config: PathBuf,
     masters: Vec<Master>,
     idle: Duration,
+    /// Sessions open on its masters now (`daemon stats`).
+    active: std::sync::atomic::AtomicUsize,
 }
 
 /// One master connection: its control socket and its session slots.
@@ -209,6 +211,7 @@ impl SshPool {
             alias,
             config,
             masters,
+            active: std::sync::atomic::AtomicUsize::new(0),
         });
         hosts.insert(key, conn.clone());
         Ok(conn)
@@ -231,6 +234,8 @@ impl SshPool {
         let m = &conn.masters[i];
         conn.ensure_master(m).await?;
         let socket = m.socket.clone();
+        conn.active
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Session {
             conn,
             socket,
@@ -360,6 +365,54 @@ impl HostConn {
         }
         *last_ok = Some(Instant::now());
         Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.conn
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// One host's ssh connections as [`crate::Executor::ssh_stats`] reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshStats {
+    /// The host's name (or address).
+    pub host: String,
+    /// Master connections up (their control socket exists).
+    pub masters: usize,
+    /// Sessions running on them now.
+    pub sessions: usize,
+}
+
+impl SshPool {
+    pub(crate) fn stats(&self) -> Vec<SshStats> {
+        let hosts: Vec<Arc<HostConn>> = self
+            .hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        // One row per host name (a host reached with two configurations has two connections).
+        let mut by_host: std::collections::BTreeMap<String, SshStats> = Default::default();
+        for c in &hosts {
+            let name = if c.host.name.is_empty() {
+                c.host.hostname.clone()
+            } else {
+                c.host.name.clone()
+            };
+            let row = by_host.entry(name.clone()).or_insert(SshStats {
+                host: name,
+                masters: 0,
+                sessions: 0,
+            });
+            row.masters += c.masters.iter().filter(|m| m.socket.exists()).count();
+            row.sessions += c.active.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        by_host.into_values().collect()
     }
 }
 

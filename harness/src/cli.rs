@@ -80,6 +80,11 @@ pub struct DaemonArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub no_autostart: bool,
+
+    /// Authenticate with the token in this file (its first line), e.g. a named token from
+    /// `harness token create`; default: HARNESS_TOKEN, else the owner's token in $HARNESS_HOME.
+    #[arg(long, global = true, value_name = "PATH", env = "HARNESS_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -155,6 +160,16 @@ pub enum Command {
         #[arg(short = 'a', long)]
         all: bool,
     },
+    /// CPU %, memory, fds, threads and uptime of each running service, read where it runs
+    /// (local /proc, one command per SSH host, `docker stats` per engine); `-` is unknown.
+    Top {
+        /// Read again every 2 seconds until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Every project, also when a services file names one.
+        #[arg(short = 'a', long)]
+        all: bool,
+    },
     /// Service output, with a prefix per service.
     Logs(LogsArgs),
     /// Run a command in a service's context; its exit code becomes harness's.
@@ -209,6 +224,9 @@ pub enum Command {
     /// Resolve drift findings. Without a flag it only says what --auto would do (--dry-run);
     /// nothing is killed without --kill.
     Sync(SyncArgs),
+    /// Named API tokens with a scope (read, operate, admin), besides the owner's.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print the shell's completion set-up (completes service and project names too), e.g.
     /// `source <(harness completions bash)`.
     Completions {
@@ -266,6 +284,15 @@ pub enum DaemonCommand {
     },
     /// Pid, version, uptime, address, services, connections.
     Status,
+    /// Uptime, request and event rates, subscribers, connections and their limit, open files and
+    /// the service capacity they leave, memory, store size, retained events, log bytes, SSH
+    /// connections per host.
+    Stats,
+    /// The daemon's effective settings and where each came from (flag, env, default).
+    Config,
+    /// The daemon's environment, secret-looking values (PASSWORD, TOKEN, SECRET, KEY,
+    /// CREDENTIAL) masked; needs an admin token.
+    Env,
     /// The daemon's own log.
     Logs {
         #[arg(short = 'F', long)]
@@ -284,6 +311,27 @@ pub struct ListenArgs {
     /// Set by `daemon start` and auto-start: leave the caller's session.
     #[arg(long, hide = true)]
     pub detached: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; its secret is printed once (stored only hashed). Use it with
+    /// HARNESS_TOKEN or --token-file.
+    Create {
+        /// 1-64 of A-Z a-z 0-9 . _ - (not `owner`).
+        name: String,
+        /// read: status, logs, events, health, top; operate: also start, stop, restart, scale,
+        /// watch; admin: everything (exec, deploy, tokens, daemon stop).
+        #[arg(long, value_parser = ["read", "operate", "admin"])]
+        scope: String,
+        /// Stop working after this long (e.g. 7d, 12h, 90s); default: until revoked.
+        #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
+        expires: Option<std::time::Duration>,
+    },
+    /// The named tokens: scope, creation, expiry (never their secrets).
+    List,
+    /// Remove a token: refused from its next request, its open connections closed.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -335,4 +383,21 @@ pub struct SyncArgs {
     /// Forget an abandoned record: PROJECT/SERVICE (or SERVICE with -p).
     #[arg(long, value_name = "NAME")]
     pub forget: Option<String>,
+}
+
+/// A token's lifetime: a number with `s`, `m`, `h`, `d` or `w` (`7d`, `12h`), or a duration as
+/// services.yaml writes them.
+fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let unit = match t.chars().last() {
+        Some('d') => 86_400,
+        Some('w') => 7 * 86_400,
+        _ => return harness_config::parse_duration(t),
+    };
+    let n: u64 = t[..t.len() - 1]
+        .parse()
+        .map_err(|_| format!("`{t}` is not a lifetime (try 7d, 12h or 90s)"))?;
+    n.checked_mul(unit)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("`{t}` is too long"))
 }

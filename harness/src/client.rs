@@ -2,8 +2,9 @@
 //!
 //! Where: `--daemon URL` > `HARNESS_DAEMON` > `daemon:` in the config file (`$HARNESS_HOME/config.yaml`,
 //! else `$XDG_CONFIG_HOME/harness/config.yaml`) > the local daemon recorded in `$HARNESS_HOME/daemon.json`.
-//! Credentials: `HARNESS_TOKEN` and `HARNESS_CA` (a PEM file) when set, else the token and CA in
-//! `$HARNESS_HOME`. A local daemon that does not answer is started, unless auto-start is off; a lock
+//! Credentials: the token in `--token-file`/`HARNESS_TOKEN_FILE`, else `HARNESS_TOKEN`, else the
+//! owner's token in `$HARNESS_HOME`; the CA in `HARNESS_CA` (a PEM file), else the one in
+//! `$HARNESS_HOME`. A named token (`harness token create`) is never taken from argv. A local daemon that does not answer is started, unless auto-start is off; a lock
 //! file makes two CLIs racing here start one daemon, not two.
 
 use std::fs::File;
@@ -72,19 +73,52 @@ pub async fn connect(args: &DaemonArgs) -> anyhow::Result<Client> {
             blocking::unblock(move || configured_url(&h)).await?
         }
     };
+    let token = token_override(args)?;
     if let Some(url) = remote {
-        return connect_remote(&home, &url).await;
+        return connect_remote(&home, &url, token).await;
     }
-    match connect_local(&home).await {
+    match connect_local(&home, token.as_deref()).await {
         Ok(client) => Ok(client),
         // A daemon answers but holds all the connections it allows: starting another cannot help.
         Err(e) if is_busy(&e) => Err(e),
+        // A daemon answers but refuses the token (revoked, expired, wrong): nor can this.
+        Err(e) if refused_token(&e) => Err(e.context(if token.is_some() {
+            "the daemon refused the token given by --token-file/HARNESS_TOKEN (revoked, expired or wrong)"
+        } else {
+            "the daemon refused the owner's token"
+        })),
         Err(e) if args.no_autostart => Err(e.context(format!(
             "no daemon answers for {} and auto-start is off (start one with `harness daemon start`)",
             home.root().display()
         ))),
-        Err(_) => autostart(&home).await,
+        Err(_) => autostart(&home, token.as_deref()).await,
     }
+}
+
+/// The token to use instead of the owner's: `--token-file`/`HARNESS_TOKEN_FILE` (its first line),
+/// else `HARNESS_TOKEN`.
+pub fn token_override(args: &DaemonArgs) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &args.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--token-file {}", path.display()))?;
+        let token = text.lines().next().unwrap_or("").trim().to_owned();
+        if token.is_empty() {
+            bail!("--token-file {}: the file is empty", path.display());
+        }
+        return Ok(Some(token));
+    }
+    Ok(std::env::var("HARNESS_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty()))
+}
+
+/// Whether the daemon refused the token (HTTP 401).
+fn refused_token(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<harness_protocol::ClientError>(),
+        Some(harness_protocol::ClientError::Unauthorized)
+    )
 }
 
 /// Whether the daemon refused the connection because it is at its connection limit.
@@ -95,7 +129,11 @@ pub fn is_busy(e: &anyhow::Error) -> bool {
     )
 }
 
-async fn connect_remote(home: &HarnessHome, url: &str) -> anyhow::Result<Client> {
+async fn connect_remote(
+    home: &HarnessHome,
+    url: &str,
+    token: Option<String>,
+) -> anyhow::Result<Client> {
     let home = home.clone();
     let (ca, token) = blocking::unblock(move || -> anyhow::Result<(String, String)> {
         let ca = match std::env::var_os("HARNESS_CA") {
@@ -109,9 +147,9 @@ async fn connect_remote(home: &HarnessHome, url: &str) -> anyhow::Result<Client>
                     )
                 })?,
         };
-        let token = match std::env::var("HARNESS_TOKEN") {
-            Ok(t) => t,
-            Err(_) => std::fs::read_to_string(home.path(harness_protocol::home::TOKEN))
+        let token = match token {
+            Some(t) => t,
+            None => std::fs::read_to_string(home.path(harness_protocol::home::TOKEN))
                 .with_context(|| "no token for the remote daemon: set HARNESS_TOKEN")?,
         };
         Ok((ca, token.trim().to_owned()))
@@ -154,9 +192,12 @@ pub fn local_options(home: &HarnessHome) -> anyhow::Result<ConnectOptions> {
     Ok(opts)
 }
 
-async fn connect_local(home: &HarnessHome) -> anyhow::Result<Client> {
+async fn connect_local(home: &HarnessHome, token: Option<&str>) -> anyhow::Result<Client> {
     let h = home.clone();
-    let opts = blocking::unblock(move || local_options(&h)).await?;
+    let mut opts = blocking::unblock(move || local_options(&h)).await?;
+    if let Some(token) = token {
+        token.clone_into(&mut opts.token);
+    }
     let mut retries = [20, 100].into_iter();
     loop {
         let e = match Client::connect_with(&opts).await {
@@ -181,7 +222,7 @@ async fn connect_local(home: &HarnessHome) -> anyhow::Result<Client> {
 }
 
 /// Starts a local daemon and connects to it, unless another CLI got there first.
-async fn autostart(home: &HarnessHome) -> anyhow::Result<Client> {
+async fn autostart(home: &HarnessHome, token: Option<&str>) -> anyhow::Result<Client> {
     let h = home.clone();
     let lock = blocking::unblock(move || -> anyhow::Result<File> {
         h.ensure_dir()?;
@@ -193,13 +234,13 @@ async fn autostart(home: &HarnessHome) -> anyhow::Result<Client> {
     })
     .await?;
     // Whoever held the lock before may have started one.
-    if let Ok(client) = connect_local(home).await {
+    if let Ok(client) = connect_local(home, token).await {
         return Ok(client);
     }
     // Spawning checks harnessd's build first (a short exec and wait): off the executor.
     let h = home.clone();
     let mut child = blocking::unblock(move || spawn_daemon(&h, None, false)).await?;
-    let client = wait_ready(home, &mut child).await;
+    let client = wait_ready(home, &mut child, token).await;
     drop(lock);
     client
 }
@@ -284,7 +325,11 @@ fn same_build(exe: &Path) -> bool {
 }
 
 /// Waits until the daemon we started has recorded itself and answers.
-pub async fn wait_ready(home: &HarnessHome, child: &mut Child) -> anyhow::Result<Client> {
+pub async fn wait_ready(
+    home: &HarnessHome,
+    child: &mut Child,
+    token: Option<&str>,
+) -> anyhow::Result<Client> {
     let deadline = Instant::now() + START_TIMEOUT;
     let mut last_err = None;
     loop {
@@ -298,7 +343,7 @@ pub async fn wait_ready(home: &HarnessHome, child: &mut Child) -> anyhow::Result
         if let Ok(info) = home.read_daemon_info()
             && info.pid == child.id()
         {
-            match connect_local(home).await {
+            match connect_local(home, token).await {
                 Ok(client) => return Ok(client),
                 Err(e) => last_err = Some(e),
             }

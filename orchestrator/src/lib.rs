@@ -54,6 +54,7 @@ mod report;
 mod runtime;
 mod spec;
 mod supervisor;
+pub mod usage;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};

@@ -552,3 +552,97 @@ impl ContainerService {
         }
     }
 }
+
+/// One container's figures from `docker stats --no-stream` (`harness top`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContainerStats {
+    /// Percent of one core (docker's CPUPerc).
+    pub cpu_percent: f64,
+    /// The memory the engine counts for it (MemUsage's first half), in bytes.
+    pub mem_bytes: u64,
+    /// Processes and threads in it (PIDs).
+    pub pids: u64,
+}
+
+/// The running containers of one engine and their figures, by name: ONE `docker stats
+/// --no-stream` for every container of the engine (it samples for about a second).
+pub async fn stats(
+    exec: &Executor,
+    target: &Target,
+    cli: &DockerCli,
+) -> Result<std::collections::BTreeMap<String, ContainerStats>> {
+    let out = docker(
+        exec,
+        target,
+        cli,
+        &[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.PIDs}}",
+        ],
+        exec.options().op_timeout,
+    )
+    .await?;
+    if !out.status.success() {
+        return Err(failure(target, "docker stats", &out));
+    }
+    Ok(parse_stats(&out.stdout_text()))
+}
+
+fn parse_stats(text: &str) -> std::collections::BTreeMap<String, ContainerStats> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split('\t');
+            let name = f.next()?.trim().to_owned();
+            let cpu = f.next()?.trim().trim_end_matches('%').parse().ok()?;
+            let mem = parse_size(f.next()?.split('/').next()?.trim())?;
+            let pids = f.next()?.trim().parse().ok()?;
+            Some((
+                name,
+                ContainerStats {
+                    cpu_percent: cpu,
+                    mem_bytes: mem,
+                    pids,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// `1.5MiB`, `812kB`, `0B` as docker prints sizes.
+fn parse_size(s: &str) -> Option<u64> {
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(end);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim() {
+        "B" | "" => 1.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((n * mult).round() as u64)
+}
+
+#[cfg(test)]
+mod stats_tests {
+    #[test]
+    fn docker_stats_lines() {
+        let m = super::parse_stats(
+            "harness.p.busy\t99.87%\t1.5MiB / 7.6GiB\t2\nharness.p.idle\t0.00%\t812kB / 7.6GiB\t1\ngarbage\n",
+        );
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["harness.p.busy"].cpu_percent, 99.87);
+        assert_eq!(m["harness.p.busy"].mem_bytes, 1_572_864);
+        assert_eq!(m["harness.p.idle"].mem_bytes, 812_000);
+        assert_eq!(m["harness.p.idle"].pids, 1);
+    }
+}

@@ -415,3 +415,163 @@ mod tests {
         assert!(super::port_users("127.0.0.2".parse().unwrap(), port).is_empty());
     }
 }
+
+/// What `/proc` says about one process's resource use at one moment (`harness top`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub pid: u32,
+    /// Field 22 of /proc/PID/stat, to tell a reused pid.
+    pub start_time: u64,
+    /// utime + stime (fields 14 and 15), in clock ticks.
+    pub cpu_ticks: u64,
+    /// Field 20.
+    pub threads: u64,
+    /// Field 24, in pages.
+    pub rss_pages: u64,
+    /// Entries of /proc/PID/fd; `None` when they cannot be read (another user's process).
+    pub fds: Option<u64>,
+}
+
+/// The figures of `stat` (the text of /proc/PID/stat) and `fds`.
+fn usage_of(pid: u32, stat: &str, fds: Option<u64>) -> Option<Usage> {
+    let f = stat_fields(stat)?;
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    Some(Usage {
+        pid,
+        cpu_ticks: n(11)? + n(12)?,
+        threads: n(17)?,
+        start_time: n(19)?,
+        rss_pages: n(21)?,
+        fds,
+    })
+}
+
+/// A process of this machine (blocking: call it off the executor).
+pub fn usage(pid: u32) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|d| d.count() as u64);
+    usage_of(pid, &stat, fds)
+}
+
+/// Seconds since this machine booted (/proc/uptime), the clock CPU time is measured against.
+pub fn uptime() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Clock ticks per second and page size here.
+pub fn units() -> (u64, u64) {
+    (
+        rustix::param::clock_ticks_per_second(),
+        rustix::param::page_size() as u64,
+    )
+}
+
+/// Readings of several processes of one machine, with its clock and units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageBatch {
+    /// Seconds since that machine booted, when it was read.
+    pub uptime: f64,
+    pub ticks_per_sec: u64,
+    pub page_size: u64,
+    /// The processes that exist, by pid.
+    pub processes: BTreeMap<u32, Usage>,
+}
+
+/// This machine's `pids` (blocking).
+pub fn usage_batch(pids: &[u32]) -> Option<UsageBatch> {
+    let (ticks_per_sec, page_size) = units();
+    Some(UsageBatch {
+        uptime: uptime()?,
+        ticks_per_sec,
+        page_size,
+        processes: pids
+            .iter()
+            .filter_map(|&p| usage(p).map(|u| (p, u)))
+            .collect(),
+    })
+}
+
+/// A POSIX sh script that prints, for another machine, what [`parse_usage_batch`] reads: one run
+/// over ssh samples every process of that host (not one ssh per service).
+pub fn usage_script(pids: &[u32]) -> String {
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    format!(
+        "echo \"units $(getconf CLK_TCK) $(getconf PAGESIZE)\"; echo \"uptime $(cut -d' ' -f1 /proc/uptime)\"; \
+         for p in {}; do if s=$(cat /proc/$p/stat 2>/dev/null); then \
+         if f=$(ls /proc/$p/fd 2>/dev/null); then n=$(printf '%s\\n' \"$f\" | grep -c .); else n=-; fi; \
+         echo \"proc $p $n $s\"; fi; done",
+        if list.is_empty() {
+            "0".to_owned()
+        } else {
+            list.join(" ")
+        }
+    )
+}
+
+/// Reads the output of [`usage_script`].
+pub fn parse_usage_batch(text: &str) -> Option<UsageBatch> {
+    let mut units = None;
+    let mut uptime = None;
+    let mut processes = BTreeMap::new();
+    for line in text.lines() {
+        let mut words = line.splitn(4, ' ');
+        match words.next() {
+            Some("units") => {
+                let hz = words.next()?.trim().parse().ok()?;
+                let page = words.next()?.trim().parse().ok()?;
+                units = Some((hz, page));
+            }
+            Some("uptime") => uptime = words.next()?.trim().parse().ok(),
+            Some("proc") => {
+                let (Some(pid), Some(fds), Some(stat)) = (words.next(), words.next(), words.next())
+                else {
+                    continue;
+                };
+                let Ok(pid) = pid.parse::<u32>() else {
+                    continue;
+                };
+                if let Some(u) = usage_of(pid, stat, fds.parse().ok()) {
+                    processes.insert(pid, u);
+                }
+            }
+            _ => {}
+        }
+    }
+    let (ticks_per_sec, page_size) = units?;
+    Some(UsageBatch {
+        uptime: uptime?,
+        ticks_per_sec,
+        page_size,
+        processes,
+    })
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn this_process_and_the_script_agree() {
+        let me = std::process::id();
+        let batch = usage_batch(&[me, u32::MAX]).expect("batch");
+        let u = batch.processes.get(&me).expect("this process");
+        assert!(u.threads >= 1 && u.rss_pages > 0 && u.fds.is_some_and(|n| n > 0));
+        assert!(!batch.processes.contains_key(&u32::MAX));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(usage_script(&[me, u32::MAX]))
+            .output()
+            .expect("sh");
+        let parsed =
+            parse_usage_batch(&String::from_utf8_lossy(&out.stdout)).expect("script output");
+        assert_eq!(parsed.ticks_per_sec, batch.ticks_per_sec);
+        assert_eq!(parsed.page_size, batch.page_size);
+        let v = parsed.processes.get(&me).expect("this process via sh");
+        assert_eq!(v.start_time, u.start_time);
+        assert!(v.fds.is_some());
+        assert_eq!(parsed.processes.len(), 1);
+    }
+}

@@ -925,6 +925,32 @@ impl RemoteService {
     }
 }
 
+/// Resource figures of processes of the host `target` reaches (`harness top`): ONE sh run over
+/// the host's SSH connection for every pid, read with [`super::procfs::parse_usage_batch`].
+pub async fn usage(
+    exec: &Executor,
+    target: &Target,
+    pids: &[u32],
+) -> Result<super::procfs::UsageBatch> {
+    let cmd = Command::new("sh")
+        .arg("-c")
+        .arg(super::procfs::usage_script(pids))
+        .timeout(exec.options().op_timeout);
+    let out = op(exec, target, &cmd).await?;
+    super::procfs::parse_usage_batch(&out.stdout_text()).ok_or_else(|| Error::Layer {
+        at: target.program_place(),
+        code: out.status.code(),
+        stderr: format!(
+            "reading /proc failed: {}",
+            out.stderr_text()
+                .trim()
+                .chars()
+                .take(200)
+                .collect::<String>()
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

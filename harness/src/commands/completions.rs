@@ -73,6 +73,7 @@ fn from_daemon(pick: fn(&harness_protocol::ServiceEntry) -> String) -> Vec<Compl
     let args = DaemonArgs {
         url: std::env::var("HARNESS_DAEMON").ok(),
         no_autostart: true,
+        token_file: std::env::var_os("HARNESS_TOKEN_FILE").map(Into::into),
     };
     let ask = async {
         let client = crate::client::connect(&args).await.ok()?;

@@ -30,6 +30,13 @@ pub fn run(ctx: &Context, cmd: DaemonCommand) -> Status {
         DaemonCommand::Start(args) => start(ctx, &home, args),
         DaemonCommand::Stop { stop_services } => stop(ctx, &home, stop_services),
         DaemonCommand::Status => status(ctx, &home),
+        DaemonCommand::Stats => {
+            super::daemon_info::run(ctx, &home, super::daemon_info::What::Stats)
+        }
+        DaemonCommand::Config => {
+            super::daemon_info::run(ctx, &home, super::daemon_info::What::Config)
+        }
+        DaemonCommand::Env => super::daemon_info::run(ctx, &home, super::daemon_info::What::Env),
         DaemonCommand::Logs { follow } => logs(&home, follow),
     }
 }
@@ -57,10 +64,14 @@ fn foreground(opts: RunOptions) -> Status {
 /// The daemon named by `--daemon`/env/config, or the local one; never starts one.
 /// The running daemon, `None` if there is none, or the error if one answers but is busy (at its
 /// connection limit), which is not "no daemon".
-async fn existing_or_busy(ctx: &Context, home: &HarnessHome) -> anyhow::Result<Option<Client>> {
+pub(super) async fn existing_or_busy(
+    ctx: &Context,
+    home: &HarnessHome,
+) -> anyhow::Result<Option<Client>> {
     let args = crate::cli::DaemonArgs {
         url: ctx.daemon.url.clone(),
         no_autostart: true,
+        token_file: ctx.daemon.token_file.clone(),
     };
     let _ = home;
     match client::connect(&args).await {
@@ -97,7 +108,7 @@ fn start(ctx: &Context, home: &HarnessHome, args: ListenArgs) -> Status {
                 return Status::Failed;
             }
         };
-        match client::wait_ready(home, &mut child).await {
+        match client::wait_ready(home, &mut child, None).await {
             Ok(_) => {
                 let url = home.read_daemon_info().map(|i| i.url).unwrap_or_default();
                 crate::outln!("daemon started: pid {} at {url}", child.id());

@@ -10,6 +10,7 @@ mod config_schema;
 mod config_show;
 mod daemon;
 mod dashboard;
+mod daemon_info;
 pub mod deploy;
 mod drift;
 mod events;
@@ -25,6 +26,8 @@ mod scale;
 mod start;
 mod status;
 mod stop;
+mod token;
+pub(crate) mod top;
 mod up;
 mod validate;
 mod watch;
@@ -94,6 +97,8 @@ pub fn run(cli: Cli) -> u8 {
         Command::Hosts(crate::cli::HostsCommand::Check) => hosts_check::run(&ctx),
         Command::Drift => drift::run(&ctx),
         Command::Sync(args) => drift::sync(&ctx, args),
+        Command::Token(cmd) => token::run(&ctx, cmd),
+        Command::Top { watch, all } => top::run(&ctx, watch, all),
         Command::Completions { shell } => completions::run(shell),
         Command::Manpage => completions::manpage(),
         Command::Dashboard { no_open } => dashboard::run(&ctx, no_open),

@@ -59,7 +59,11 @@ async fn show(ctx: &Context, client: &Client, project: &Option<String>, clear: b
         Err(e) => return request_failed("status", e),
     };
     if ctx.json() {
-        print_json(&result.services);
+        if result.resources.is_empty() {
+            print_json(&result.services);
+        } else {
+            print_json(&with_resources(&result));
+        }
         return Status::Ok;
     }
     if clear && ctx.color_out {
@@ -164,4 +168,28 @@ fn table(ctx: &Context, services: &[ServiceEntry]) -> Table {
         table.add_row(row);
     }
     table
+}
+
+/// Each entry with its last `top` sample as `resources`.
+fn with_resources(result: &StatusResult) -> Vec<serde_json::Value> {
+    result
+        .services
+        .iter()
+        .map(|e| {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            if let (Some(obj), Some(r)) = (
+                v.as_object_mut(),
+                result
+                    .resources
+                    .iter()
+                    .find(|r| r.project == e.project && r.service == e.name),
+            ) {
+                obj.insert(
+                    "resources".into(),
+                    serde_json::to_value(r).unwrap_or_default(),
+                );
+            }
+            v
+        })
+        .collect()
 }

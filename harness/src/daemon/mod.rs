@@ -55,6 +55,14 @@ pub struct State {
     pub watches: Mutex<std::collections::HashMap<String, orchestrator::watch::Watching>>,
     /// Streaming execs, for `exec.input`.
     pub execs: handlers::exec::Sessions,
+    /// `top`'s previous readings and last samples (also shown by `status`).
+    pub top: handlers::top::Samples,
+    /// The registry store.
+    pub store: Store,
+    /// The last event seq when the daemon started (`daemon stats` counts events since).
+    pub seq_at_start: u64,
+    /// The effective settings and their sources (`daemon config`), filled in once it listens.
+    pub settings: Vec<harness_protocol::admin::Setting>,
 }
 
 impl State {
@@ -163,6 +171,15 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
     .context("opening the orchestrator")?;
 
     let (stop_tx, stop_rx) = async_channel::bounded(1);
+    let config = ServerConfig {
+        listen: opts
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+        request_timeout: REQUEST_TIMEOUT,
+        dashboard: Some(crate::dashboard::config(&home)),
+        ..ServerConfig::default()
+    };
+    let settings = handlers::daemon_config::effective(&opts, &config, &budget, &home, &executor);
     let state = Arc::new(State {
         orch: orch.clone(),
         executor,
@@ -177,6 +194,10 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
         proxy: proxy::ProxySlot::new(orch.clone(), store.clone()),
         watches: Mutex::default(),
         execs: handlers::exec::Sessions::default(),
+        top: handlers::top::Samples::default(),
+        seq_at_start: store.last_seq(),
+        store: store.clone(),
+        settings,
     });
     // Projects re-attached from the last run get their proxy and file watches back.
     for name in orch.projects() {
@@ -192,17 +213,22 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
             tracing::warn!(project = %name, error = %e.message, "watch");
         }
     }
-    let config = ServerConfig {
-        listen: opts
-            .listen
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
-        request_timeout: REQUEST_TIMEOUT,
-        dashboard: Some(crate::dashboard::config(&home)),
-        ..ServerConfig::default()
-    };
     let any_port = config.listen.port() == 0;
     let server = serve_api(config, any_port, &home, &credentials, &store, &state).await?;
     let url = server.url();
+    let weak = Arc::downgrade(&state);
+    server.set_metrics_source(Arc::new(move || {
+        let weak = weak.clone();
+        Box::pin(async move {
+            match weak.upgrade() {
+                Some(state) => match handlers::daemon_stats::collect(&state).await {
+                    Ok(stats) => handlers::daemon_stats::prometheus(&stats),
+                    Err(e) => format!("# daemon figures unavailable: {}\n", e.message),
+                },
+                None => String::new(),
+            }
+        })
+    }));
     if let Ok(mut u) = state.url.lock() {
         u.clone_from(&url);
     }
@@ -373,6 +399,10 @@ fn router(state: &Arc<State>) -> Router {
         .route(dashboard_graph::NAME, with(state, dashboard_graph::handle))
         .method::<Drift>(with(state, drift::handle))
         .method::<DriftSync>(with(state, sync::handle))
+        .method::<Top>(with(state, top::handle))
+        .method::<DaemonStats>(with(state, daemon_stats::handle))
+        .method::<DaemonConfig>(with(state, daemon_config::handle))
+        .method::<DaemonEnv>(with(state, daemon_env::handle))
 }
 
 /// Gives a handler the daemon's state.

@@ -2,6 +2,7 @@
 //! its own `$HARNESS_HOME`, so its own daemon on its own port, and they run in parallel.
 
 mod acceptance;
+mod admin;
 mod commands;
 mod common;
 mod compose;
@@ -10,6 +11,7 @@ mod flood;
 mod hygiene;
 mod lean;
 mod proxy;
+mod tokens;
 mod truth_at_start;
 mod up;
 mod watch;

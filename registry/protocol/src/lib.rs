@@ -7,10 +7,12 @@
 //! - [`method`]: typed methods: one type per method naming its params and result ([`Method`]).
 //! - [`home`]: the state directory and the CA, certificate and token in it.
 //! - [`tls`]: the rustls configurations both ends use (pinned CA, no system roots).
+//! - [`admin`]: token scopes and named tokens, resource samples, the daemon's own figures.
 //! - [`client`]: the async client, with [`EventStream`] for resumable subscriptions.
 //!
 //! The server is `harness-server`, the store `harness-store`; this crate depends on neither.
 
+pub mod admin;
 pub mod client;
 pub mod drift;
 pub mod event;

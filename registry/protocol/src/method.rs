@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::admin::{self, Scope};
 use crate::model::ServiceEntry;
 use crate::wire::{self, methods};
 
@@ -23,6 +24,9 @@ pub trait Method: Send + Sync + 'static {
     const NAME: &'static str;
     type Params: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static;
     type Result: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
+    /// The least token scope that may call it (ADR 0037). A method that does not say needs
+    /// [`Scope::Admin`]: a new method is closed until someone opens it.
+    const SCOPE: Scope = Scope::Admin;
 }
 
 /// `{}`: the params of methods that take none and the result of methods that return nothing.
@@ -31,7 +35,7 @@ pub trait Method: Send + Sync + 'static {
 pub struct Empty {}
 
 macro_rules! method {
-    ($(#[$doc:meta])* $ty:ident = $name:path, $params:ty => $result:ty) => {
+    ($(#[$doc:meta])* $ty:ident = $name:path, $params:ty => $result:ty $(, $scope:ident)?) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
         pub struct $ty;
@@ -39,6 +43,7 @@ macro_rules! method {
             const NAME: &'static str = $name;
             type Params = $params;
             type Result = $result;
+            $(const SCOPE: Scope = Scope::$scope;)?
         }
     };
 }
@@ -47,90 +52,112 @@ macro_rules! method {
 
 method!(
     /// `hello`: protocol version, server name, last event seq.
-    Hello = methods::HELLO, Empty => wire::HelloResult);
+    Hello = methods::HELLO, Empty => wire::HelloResult, Read);
 method!(
     /// `service.list`: the registry's entries, of one project or all.
-    ServiceList = methods::SERVICE_LIST, wire::ListServicesParams => wire::ListServicesResult);
+    ServiceList = methods::SERVICE_LIST, wire::ListServicesParams => wire::ListServicesResult, Read);
 method!(
     /// `service.get`: one entry.
-    ServiceGet = methods::SERVICE_GET, wire::ServiceRef => ServiceEntry);
+    ServiceGet = methods::SERVICE_GET, wire::ServiceRef => ServiceEntry, Read);
 method!(
     /// `service.register`: a new entry (or a replacement with `replace`).
-    ServiceRegister = methods::SERVICE_REGISTER, wire::RegisterParams => ServiceEntry);
+    ServiceRegister = methods::SERVICE_REGISTER, wire::RegisterParams => ServiceEntry, Admin);
 method!(
     /// `service.update`: a state transition, location, endpoints, runtime or health.
-    ServiceUpdate = methods::SERVICE_UPDATE, wire::UpdateParams => ServiceEntry);
+    ServiceUpdate = methods::SERVICE_UPDATE, wire::UpdateParams => ServiceEntry, Admin);
 method!(
     /// `service.deregister`: removes an entry; the result is the removed entry.
-    ServiceDeregister = methods::SERVICE_DEREGISTER, wire::ServiceRef => ServiceEntry);
+    ServiceDeregister = methods::SERVICE_DEREGISTER, wire::ServiceRef => ServiceEntry, Admin);
 method!(
     /// `events.list`: a page of retained events (no subscription).
-    EventsList = methods::EVENTS_LIST, wire::EventsParams => wire::EventsResult);
+    EventsList = methods::EVENTS_LIST, wire::EventsParams => wire::EventsResult, Read);
 method!(
     /// `subscribe`: opens a subscription. Use [`crate::Client::subscribe`], which routes the events
     /// that follow; a plain `call` gets the result only.
-    Subscribe = methods::SUBSCRIBE, wire::SubscribeParams => wire::SubscribeResult);
+    Subscribe = methods::SUBSCRIBE, wire::SubscribeParams => wire::SubscribeResult, Read);
 method!(
     /// `unsubscribe`: closes a subscription of this connection.
-    Unsubscribe = methods::UNSUBSCRIBE, wire::UnsubscribeParams => Empty);
+    Unsubscribe = methods::UNSUBSCRIBE, wire::UnsubscribeParams => Empty, Read);
 method!(
     /// `cancel`: cancels a running request of this connection; it answers `cancelled`.
-    Cancel = methods::CANCEL, wire::CancelParams => wire::CancelResult);
+    Cancel = methods::CANCEL, wire::CancelParams => wire::CancelResult, Read);
 
 // --- served by the daemon's handlers ------------------------------------------------------------------
 
 method!(
     /// `start`: apply a project (idempotent).
-    Start = methods::START, wire::StartParams => wire::ApplyResult);
+    Start = methods::START, wire::StartParams => wire::ApplyResult, Operate);
 method!(
     /// `stop`: stop services of a project (or the project).
-    Stop = methods::STOP, wire::StopParams => wire::StopResult);
+    Stop = methods::STOP, wire::StopParams => wire::StopResult, Operate);
 method!(
     /// `restart`: restart services of an applied project.
-    Restart = methods::RESTART, wire::RestartParams => wire::ApplyResult);
+    Restart = methods::RESTART, wire::RestartParams => wire::ApplyResult, Operate);
 method!(
     /// `status`: the registry's entries as the orchestrator sees them.
-    Status = methods::STATUS, wire::StatusParams => wire::StatusResult);
+    Status = methods::STATUS, wire::StatusParams => wire::StatusResult, Read);
 method!(
     /// `logs`: one batch of log lines; call again with `session` for more (with `follow`, a call
     /// waits up to 10 s for new lines). No progress items.
-    Logs = methods::LOGS, wire::LogsParams => wire::LogsResult);
+    Logs = methods::LOGS, wire::LogsParams => wire::LogsResult, Read);
 method!(
     /// `exec`: a one-off command in a service's context. Without `stream`, its output (up to
     /// 16 MiB per stream) and exit status are in the result, sent when the command has exited;
     /// with `stream`, output goes out as [`wire::ExecProgress`] and input comes as [`ExecInput`].
-    Exec = methods::EXEC, wire::ExecParams => wire::ExecResult);
+    Exec = methods::EXEC, wire::ExecParams => wire::ExecResult, Admin);
 method!(
     /// `exec.input`: stdin bytes, end of file, a window size or a signal for a streaming `exec`
     /// on the same connection; answered once the bytes are written to the program's stdin.
-    ExecInput = methods::EXEC_INPUT, wire::ExecInputParams => Empty);
+    ExecInput = methods::EXEC_INPUT, wire::ExecInputParams => Empty, Admin);
 method!(
     /// `health`: each service's health checks.
-    Health = methods::HEALTH, wire::HealthParams => wire::HealthResult);
+    Health = methods::HEALTH, wire::HealthParams => wire::HealthResult, Read);
 method!(
     /// `daemon.status`: the daemon's pid, version, address, uptime, services and limits.
-    DaemonStatus = methods::DAEMON_STATUS, Empty => wire::DaemonStatusResult);
+    DaemonStatus = methods::DAEMON_STATUS, Empty => wire::DaemonStatusResult, Read);
 method!(
     /// `daemon.stop`: the daemon answers, then shuts down.
-    DaemonStop = methods::DAEMON_STOP, wire::DaemonStopParams => Empty);
+    DaemonStop = methods::DAEMON_STOP, wire::DaemonStopParams => Empty, Admin);
 method!(
     /// `deploy`: ship a package to hosts; progress items are [`wire::DeployProgress`].
-    Deploy = methods::DEPLOY, wire::DeployParams => wire::DeployResult);
+    Deploy = methods::DEPLOY, wire::DeployParams => wire::DeployResult, Admin);
 method!(
     /// `deploy.rollback`: switch hosts back to a kept release.
-    DeployRollback = methods::DEPLOY_ROLLBACK, wire::RollbackParams => wire::DeployResult);
+    DeployRollback = methods::DEPLOY_ROLLBACK, wire::RollbackParams => wire::DeployResult, Admin);
 method!(
     /// `logs.clear`: delete services' log files.
-    LogsClear = methods::LOGS_CLEAR, wire::LogsClearParams => wire::LogsClearResult);
+    LogsClear = methods::LOGS_CLEAR, wire::LogsClearParams => wire::LogsClearResult, Operate);
+method!(
+    /// `token.create`: a named token with a scope; the result carries its secret, once.
+    TokenCreate = methods::TOKEN_CREATE, admin::TokenCreateParams => admin::TokenCreateResult, Admin);
+method!(
+    /// `token.list`: the named tokens (never their secrets).
+    TokenList = methods::TOKEN_LIST, Empty => admin::TokenListResult, Admin);
+method!(
+    /// `token.revoke`: removes a named token and closes its open connections.
+    TokenRevoke = methods::TOKEN_REVOKE, admin::TokenRevokeParams => admin::TokenRevokeResult, Admin);
+method!(
+    /// `top`: what each running service uses, read where it runs.
+    Top = methods::TOP, admin::TopParams => admin::TopResult, Read);
+method!(
+    /// `daemon.stats`: the daemon's own figures (requests, events, connections, fds, memory,
+    /// store, logs, SSH connections).
+    DaemonStats = methods::DAEMON_STATS, Empty => admin::DaemonStatsResult, Read);
+method!(
+    /// `daemon.config`: the daemon's effective settings and where each came from.
+    DaemonConfig = methods::DAEMON_CONFIG, Empty => admin::DaemonConfigResult, Read);
+method!(
+    /// `daemon.env`: the daemon's environment, secret-looking values masked.
+    DaemonEnv = methods::DAEMON_ENV, Empty => admin::DaemonEnvResult, Admin);
 method!(
     /// `watch`: watch services' files (`watch:`).
-    Watch = methods::WATCH, wire::WatchParams => wire::WatchResult);
+    Watch = methods::WATCH, wire::WatchParams => wire::WatchResult, Operate);
 method!(
     /// `drift`: the registry against what runs everywhere (ADR 0036); read-only.
-    Drift = methods::DRIFT, crate::drift::DriftParams => crate::drift::DriftResult);
+    Drift = methods::DRIFT, crate::drift::DriftParams => crate::drift::DriftResult, Read);
 method!(
     /// `sync`: resolve drift findings (read-only with `dry_run`; kills only with `kill`).
-    DriftSync = methods::SYNC, crate::drift::SyncParams => crate::drift::SyncResult);
+    DriftSync = methods::SYNC, crate::drift::SyncParams => crate::drift::SyncResult, Operate);
 
 /// A method's name with the JSON Schemas of its params and result.
 #[derive(Debug, Clone)]
@@ -138,6 +165,8 @@ pub struct Described {
     pub name: &'static str,
     pub params: Value,
     pub result: Value,
+    /// The least token scope that may call it.
+    pub scope: Scope,
 }
 
 /// [`Described`] for `M`, from its types.
@@ -147,6 +176,7 @@ pub fn describe<M: Method>() -> Described {
         name: M::NAME,
         params: schema(schemars::schema_for!(M::Params)),
         result: schema(schemars::schema_for!(M::Result)),
+        scope: M::SCOPE,
     }
 }
 
@@ -163,6 +193,9 @@ pub fn all() -> Vec<Described> {
         describe::<Subscribe>(),
         describe::<Unsubscribe>(),
         describe::<Cancel>(),
+        describe::<TokenCreate>(),
+        describe::<TokenList>(),
+        describe::<TokenRevoke>(),
         describe::<Start>(),
         describe::<Stop>(),
         describe::<Restart>(),
@@ -179,5 +212,22 @@ pub fn all() -> Vec<Described> {
         describe::<Watch>(),
         describe::<Drift>(),
         describe::<DriftSync>(),
+        describe::<Top>(),
+        describe::<DaemonStats>(),
+        describe::<DaemonConfig>(),
+        describe::<DaemonEnv>(),
     ]
+}
+
+/// The least scope that may call `method`, from the [`Method`] types in [`all`]; a name no type
+/// declares (a daemon's untyped route, a typo) needs [`Scope::Admin`].
+pub fn required_scope(method: &str) -> Scope {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    static TABLE: OnceLock<HashMap<&'static str, Scope>> = OnceLock::new();
+    TABLE
+        .get_or_init(|| all().into_iter().map(|d| (d.name, d.scope)).collect())
+        .get(method)
+        .copied()
+        .unwrap_or(Scope::Admin)
 }

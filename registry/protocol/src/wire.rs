@@ -77,8 +77,23 @@ pub mod methods {
     /// [`crate::drift::SyncParams`] → [`crate::drift::SyncResult`]: resolve drift findings.
     pub const SYNC: &str = "sync";
 
+    /// [`crate::admin::TopParams`] → [`crate::admin::TopResult`]: CPU, memory, fds, threads, uptime.
+    pub const TOP: &str = "top";
+    /// `{}` → [`crate::admin::DaemonStatsResult`]
+    pub const DAEMON_STATS: &str = "daemon.stats";
+    /// `{}` → [`crate::admin::DaemonConfigResult`]
+    pub const DAEMON_CONFIG: &str = "daemon.config";
+    /// `{}` → [`crate::admin::DaemonEnvResult`] (admin scope).
+    pub const DAEMON_ENV: &str = "daemon.env";
+    /// [`crate::admin::TokenCreateParams`] → [`crate::admin::TokenCreateResult`] (admin scope).
+    pub const TOKEN_CREATE: &str = "token.create";
+    /// `{}` → [`crate::admin::TokenListResult`] (admin scope).
+    pub const TOKEN_LIST: &str = "token.list";
+    /// [`crate::admin::TokenRevokeParams`] → [`crate::admin::TokenRevokeResult`] (admin scope).
+    pub const TOKEN_REVOKE: &str = "token.revoke";
+
     /// Methods the daemon adds through its daemon's handler (`harness_server::Handler`) (the live event stream is `subscribe`).
-    pub const ORCHESTRATOR: [&str; 16] = [
+    pub const ORCHESTRATOR: [&str; 20] = [
         START,
         STOP,
         RESTART,
@@ -95,10 +110,14 @@ pub mod methods {
         LOGS_CLEAR,
         DRIFT,
         SYNC,
+        TOP,
+        DAEMON_STATS,
+        DAEMON_CONFIG,
+        DAEMON_ENV,
     ];
 
     /// Methods the server itself answers; everything else goes to the daemon's handler (`harness_server::Handler`).
-    pub const REGISTRY: [&str; 10] = [
+    pub const REGISTRY: [&str; 13] = [
         HELLO,
         SERVICE_LIST,
         SERVICE_GET,
@@ -109,6 +128,9 @@ pub mod methods {
         SUBSCRIBE,
         UNSUBSCRIBE,
         CANCEL,
+        TOKEN_CREATE,
+        TOKEN_LIST,
+        TOKEN_REVOKE,
     ];
 }
 
@@ -122,6 +144,8 @@ pub mod close_codes {
     pub const SHUTDOWN: u16 = 1001;
     /// A message exceeded the configured maximum size.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The connection's token was revoked or expired.
+    pub const TOKEN_REVOKED: u16 = 4003;
 }
 
 /// HTTP statuses for refused upgrades: 401 missing/wrong token, 503 too many connections, 404 wrong path.
@@ -166,6 +190,9 @@ pub enum ErrorCode {
     Unavailable,
     /// The client cancelled the request (`cancel {id}`).
     Cancelled,
+    /// The connection's token lacks the scope the method needs; `data` is a
+    /// [`crate::admin::ScopeRefusal`] naming it.
+    Forbidden,
     Internal,
 }
 
@@ -479,6 +506,41 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         ("drift.result", schema_for!(crate::drift::DriftResult)),
         ("sync.params", schema_for!(crate::drift::SyncParams)),
         ("sync.result", schema_for!(crate::drift::SyncResult)),
+        (
+            "token.create.params",
+            schema_for!(crate::admin::TokenCreateParams),
+        ),
+        (
+            "token.create.result",
+            schema_for!(crate::admin::TokenCreateResult),
+        ),
+        (
+            "token.list.result",
+            schema_for!(crate::admin::TokenListResult),
+        ),
+        (
+            "token.revoke.params",
+            schema_for!(crate::admin::TokenRevokeParams),
+        ),
+        (
+            "token.revoke.result",
+            schema_for!(crate::admin::TokenRevokeResult),
+        ),
+        ("forbidden.data", schema_for!(crate::admin::ScopeRefusal)),
+        ("top.params", schema_for!(crate::admin::TopParams)),
+        ("top.result", schema_for!(crate::admin::TopResult)),
+        (
+            "daemon.stats.result",
+            schema_for!(crate::admin::DaemonStatsResult),
+        ),
+        (
+            "daemon.config.result",
+            schema_for!(crate::admin::DaemonConfigResult),
+        ),
+        (
+            "daemon.env.result",
+            schema_for!(crate::admin::DaemonEnvResult),
+        ),
     ];
     list.into_iter()
         .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or(Value::Null)))
@@ -657,6 +719,9 @@ pub struct StatusParams {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StatusResult {
     pub services: Vec<ServiceEntry>,
+    /// The last resource sample of each service `top` has read (none before the first `top`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<crate::admin::ResourceSample>,
 }
 
 /// `logs`: the first call (no `session`) opens a reader with these options; later calls pass the

@@ -69,6 +69,7 @@ fn protocol_md_names_every_method_event_error_and_close_code() {
         "failed",
         "unavailable",
         "internal",
+        "forbidden",
     ] {
         assert!(codes.contains(code), "schema lacks error code {code}");
         assert!(
@@ -77,7 +78,13 @@ fn protocol_md_names_every_method_event_error_and_close_code() {
         );
     }
     use harness_protocol::wire::close_codes::*;
-    for code in [LAGGING, HEARTBEAT_TIMEOUT, SHUTDOWN, MESSAGE_TOO_BIG] {
+    for code in [
+        LAGGING,
+        HEARTBEAT_TIMEOUT,
+        SHUTDOWN,
+        MESSAGE_TOO_BIG,
+        TOKEN_REVOKED,
+    ] {
         assert!(
             md.contains(&format!("`{code}`")),
             "protocol.md lacks close code {code}"
@@ -119,5 +126,24 @@ fn every_method_is_typed_and_its_schemas_are_committed() {
                 d.name
             );
         }
+    }
+}
+
+/// The scope table of protocol.md lists each method under the scope its type declares.
+#[test]
+fn protocol_md_scope_table_matches_the_method_types() {
+    let md = std::fs::read_to_string(docs().join("protocol.md")).expect("docs/protocol.md");
+    for d in harness_protocol::method::all() {
+        let row_start = format!("| `{}` |", d.scope.as_str());
+        let row = md
+            .lines()
+            .find(|l| l.starts_with(&row_start))
+            .unwrap_or_else(|| panic!("protocol.md lacks the scope row {row_start}"));
+        assert!(
+            row.contains(&format!("`{}`", d.name)),
+            "protocol.md: {} needs scope {} but is not in its row",
+            d.name,
+            d.scope
+        );
     }
 }

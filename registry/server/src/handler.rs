@@ -28,6 +28,10 @@ pub struct RequestContext {
     pub peer: SocketAddr,
     pub request_id: u64,
     pub store: Store,
+    /// The name of the token the request came with (`owner` for `$HARNESS_HOME/token`): who acted.
+    pub token: String,
+    /// That token's scope.
+    pub scope: harness_protocol::admin::Scope,
     pub(crate) progress: Option<crate::server::ProgressSink>,
 }
 
@@ -40,6 +44,8 @@ impl RequestContext {
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
             request_id: 0,
             store,
+            token: harness_protocol::admin::OWNER.to_owned(),
+            scope: harness_protocol::admin::Scope::Admin,
             progress: None,
         }
     }

@@ -51,7 +51,9 @@ pub mod handler;
 mod http;
 mod methods;
 pub mod server;
+mod tokens;
 
 pub use dashboard::{Asset, DashboardConfig};
 pub use handler::{BoxFuture, Handler, MethodHandler, NoMethods, RequestContext, Router};
-pub use server::{ServerConfig, ServerError, ServerHandle, serve};
+pub use server::{MetricsSource, ServerConfig, ServerError, ServerHandle, ServerStats, serve};
+pub use tokens::Principal;

@@ -21,7 +21,6 @@ use futures_lite::{AsyncRead, AsyncWrite, StreamExt};
 use futures_util::SinkExt;
 use serde_json::Value;
 use smol::Timer;
-use subtle::ConstantTimeEq;
 
 use crate::admission::{Admission, Stage, Watched};
 use crate::handler::{Handler, RequestContext};
@@ -89,6 +88,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Tls(#[from] harness_protocol::tls::TlsError),
+    #[error("loading the named tokens: {0}")]
+    Store(#[from] harness_store::StoreError),
 }
 
 #[derive(Default)]
@@ -105,16 +106,19 @@ struct Metrics {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kill {
+pub(crate) enum Kill {
     /// Drop the connection without a close frame (tests, lost network).
     Abort,
     /// Close with 1001.
     Shutdown,
+    /// Its token was revoked or expired: close with 4003.
+    Revoked,
 }
 
 struct Shared {
     config: ServerConfig,
-    token: String,
+    /// The owner's token and the named ones (ADR 0037).
+    tokens: crate::tokens::Tokens,
     store: Store,
     handler: Arc<dyn Handler>,
     metrics: Metrics,
@@ -125,6 +129,26 @@ struct Shared {
     /// The bound address (the dashboard's origin check needs the real port).
     local_addr: SocketAddr,
     dashboard: Option<crate::dashboard::Dashboard>,
+    /// More `/metrics` text from whoever runs the server (the daemon's own figures).
+    metrics_source: Mutex<Option<MetricsSource>>,
+}
+
+/// Produces extra Prometheus text for `/metrics` ([`ServerHandle::set_metrics_source`]).
+pub type MetricsSource = Arc<dyn Fn() -> crate::handler::BoxFuture<'static, String> + Send + Sync>;
+
+/// What [`ServerHandle::stats`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    pub connections: u64,
+    pub max_connections: u64,
+    /// Requests received since the server started.
+    pub requests: u64,
+    pub request_errors: u64,
+    /// Events sent to subscribers.
+    pub events_sent: u64,
+    pub subscriptions: u64,
+    /// Connections refused for a missing, wrong, revoked or expired token.
+    pub refused_auth: u64,
 }
 
 /// A running server. Dropping it stops accepting; [`ServerHandle::shutdown`] also closes connections.
@@ -132,6 +156,8 @@ pub struct ServerHandle {
     addr: SocketAddr,
     shared: Arc<Shared>,
     accept: Option<smol::Task<()>>,
+    /// Closes connections whose token expired.
+    _expiry: smol::Task<()>,
 }
 
 impl ServerHandle {
@@ -152,6 +178,30 @@ impl ServerHandle {
     /// Number of open WebSocket connections.
     pub fn connections(&self) -> u64 {
         self.shared.metrics.connections_open.load(Ordering::Relaxed)
+    }
+
+    /// Appends `source`'s text to every `/metrics` answer.
+    pub fn set_metrics_source(&self, source: MetricsSource) {
+        *self
+            .shared
+            .metrics_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// The server's counters (`daemon stats`).
+    pub fn stats(&self) -> ServerStats {
+        let m = &self.shared.metrics;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ServerStats {
+            connections: g(&m.connections_open),
+            max_connections: self.shared.config.max_connections as u64,
+            requests: g(&m.requests),
+            request_errors: g(&m.request_errors),
+            events_sent: g(&m.events_sent),
+            subscriptions: g(&m.subscriptions_open),
+            refused_auth: g(&m.refused_auth),
+        }
     }
 
     fn signal_all(&self, kill: Kill) {
@@ -207,9 +257,10 @@ pub async fn serve(
         Some(d) => Some(crate::dashboard::Dashboard::new(d).await),
         None => None,
     };
+    let tokens = crate::tokens::Tokens::load(credentials.token.clone(), store.clone()).await?;
     let shared = Arc::new(Shared {
         config,
-        token: credentials.token.clone(),
+        tokens,
         store,
         handler,
         metrics: Metrics::default(),
@@ -218,14 +269,27 @@ pub async fn serve(
         admission,
         local_addr: addr,
         dashboard,
+        metrics_source: Mutex::new(None),
     });
     let acceptor = futures_rustls::TlsAcceptor::from(tls);
     let accept = smol::spawn(accept_loop(listener, acceptor, shared.clone()));
+    let weak = Arc::downgrade(&shared);
+    let expiry = smol::spawn(async move {
+        loop {
+            Timer::after(Duration::from_millis(250)).await;
+            let Some(shared) = weak.upgrade() else { return };
+            let n = shared.tokens.close_expired();
+            if n > 0 {
+                tracing::info!(connections = n, "closed connections of expired tokens");
+            }
+        }
+    });
     tracing::info!(%addr, "registry API listening");
     Ok(ServerHandle {
         addr,
         shared,
         accept: Some(accept),
+        _expiry: expiry,
     })
 }
 
@@ -308,9 +372,11 @@ async fn with_timeout<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
     .await
 }
 
-fn authorized(head: &Head, token: &str) -> bool {
-    head.bearer()
-        .is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())))
+fn authorized(
+    head: &Head,
+    shared: &Shared,
+) -> Result<crate::tokens::Principal, crate::tokens::Refusal> {
+    shared.tokens.authenticate(head.bearer())
 }
 
 async fn route<S>(mut tls: S, head: Head, rest: Vec<u8>, peer: SocketAddr, shared: Arc<Shared>)
@@ -340,8 +406,16 @@ where
             http::respond(&mut tls, 200, json, &body.to_string(), &[]).await
         }
         ("GET", "/metrics") => {
-            if authorized(&head, &shared.token) {
-                let body = metrics_text(&shared);
+            if authorized(&head, &shared).is_ok() {
+                let mut body = metrics_text(&shared);
+                let source = shared
+                    .metrics_source
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                if let Some(source) = source {
+                    body.push_str(&source().await);
+                }
                 http::respond(&mut tls, 200, "text/plain; version=0.0.4", &body, &[]).await
             } else {
                 refuse_auth(&head, peer, &shared);
@@ -356,8 +430,16 @@ where
             }
         }
         ("GET", wire::WS_PATH) => {
-            if !authorized(&head, &shared.token) && !browser_session(&head, &shared) {
-                refuse_auth(&head, peer, &shared);
+            // A browser's dashboard session acts as the owner who asked for its login code.
+            let who = authorized(&head, &shared).or_else(|why| {
+                if browser_session(&head, &shared) {
+                    Ok(crate::tokens::Principal::owner())
+                } else {
+                    Err(why)
+                }
+            });
+            if let Err(why) = who {
+                refuse_auth_because(&head, peer, &shared, why);
                 http::respond(
                     &mut tls,
                     401,
@@ -396,8 +478,10 @@ where
                     let limit = shared.config.max_connections.to_string();
                     let extra = [(wire::CONNECTION_LIMIT_HEADER, limit.as_str())];
                     http::respond(&mut tls, 503, json, &body.to_string(), &extra).await
+                } else if let Ok(who) = who {
+                    upgrade(tls, key, rest, peer, shared, who).await;
+                    return;
                 } else {
-                    upgrade(tls, key, rest, peer, shared).await;
                     return;
                 }
             } else {
@@ -436,12 +520,21 @@ fn browser_session(head: &Head, shared: &Shared) -> bool {
 }
 
 fn refuse_auth(head: &Head, peer: SocketAddr, shared: &Shared) {
-    shared.metrics.refused_auth.fetch_add(1, Ordering::Relaxed);
-    let reason = if head.bearer().is_some() {
-        "wrong token"
-    } else {
-        "missing bearer token"
+    let why = match shared.tokens.authenticate(head.bearer()) {
+        Err(why) => why,
+        Ok(_) => crate::tokens::Refusal::Unknown,
     };
+    refuse_auth_because(head, peer, shared, why);
+}
+
+fn refuse_auth_because(
+    head: &Head,
+    peer: SocketAddr,
+    shared: &Shared,
+    why: crate::tokens::Refusal,
+) {
+    shared.metrics.refused_auth.fetch_add(1, Ordering::Relaxed);
+    let reason = why.as_str();
     // Never log the presented token.
     tracing::warn!(%peer, path = %head.path, reason, "refused unauthenticated request");
 }
@@ -538,8 +631,14 @@ fn metrics_text(shared: &Shared) -> String {
     out
 }
 
-async fn upgrade<S>(mut tls: S, key: &str, rest: Vec<u8>, peer: SocketAddr, shared: Arc<Shared>)
-where
+async fn upgrade<S>(
+    mut tls: S,
+    key: &str,
+    rest: Vec<u8>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    who: crate::tokens::Principal,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use futures_lite::AsyncWriteExt;
@@ -572,9 +671,11 @@ where
         .connections
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(id, kill_tx);
-    tracing::debug!(connection = id, %peer, "connection open");
-    session(ws, id, peer, &shared, kill_rx).await;
+        .insert(id, kill_tx.clone());
+    shared.tokens.attach(id, &who, kill_tx);
+    tracing::debug!(connection = id, %peer, token = %who.name, "connection open");
+    session(ws, id, peer, &shared, kill_rx, &who).await;
+    shared.tokens.detach(id);
     shared
         .connections
         .lock()
@@ -636,6 +737,7 @@ async fn session<S>(
     peer: SocketAddr,
     shared: &Arc<Shared>,
     kill: async_channel::Receiver<Kill>,
+    who: &crate::tokens::Principal,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -678,6 +780,7 @@ async fn session<S>(
                             shared,
                             out: &out_tx,
                             running: &running,
+                            who,
                         };
                         // Handling waits only when this peer stops reading its responses (full
                         // outbound queue) or has too many requests in flight; past the heartbeat
@@ -732,6 +835,10 @@ async fn session<S>(
             }
             Step::Kill(Kill::Shutdown) => {
                 break Some((close_codes::SHUTDOWN, "server shutting down"));
+            }
+            Step::Kill(Kill::Revoked) => {
+                tracing::info!(connection, %peer, token = %who.name, "closing: token revoked or expired");
+                break Some((close_codes::TOKEN_REVOKED, "token revoked or expired"));
             }
             Step::Tick => {
                 if last_seen.elapsed() >= shared.config.heartbeat_timeout {
@@ -806,6 +913,7 @@ struct Conn<'a> {
     shared: &'a Arc<Shared>,
     out: &'a async_channel::Sender<Out>,
     running: &'a Running,
+    who: &'a crate::tokens::Principal,
 }
 
 async fn send_response(
@@ -851,6 +959,25 @@ async fn handle_text(
             return;
         }
     };
+    let needed = method::required_scope(&req.method);
+    if !conn.who.scope.allows(needed) {
+        let refusal = harness_protocol::admin::ScopeRefusal {
+            method: req.method.clone(),
+            required_scope: needed,
+            token: conn.who.name.clone(),
+            token_scope: conn.who.scope,
+        };
+        let mut err = WireError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{} needs a token with scope {needed}; token {:?} has scope {}",
+                req.method, conn.who.name, conn.who.scope
+            ),
+        );
+        err.data = serde_json::to_value(&refusal).ok();
+        send_response(conn.out, shared, Some(req.id), Err(err)).await;
+        return;
+    }
     match req.method.as_str() {
         method::Subscribe::NAME => {
             // On success `subscribe` sends the response itself, before the first event.
@@ -904,6 +1031,8 @@ async fn handle_text(
                 peer: conn.peer,
                 request_id: req.id,
                 store: shared.store.clone(),
+                token: conn.who.name.clone(),
+                scope: conn.who.scope,
                 progress: Some(ProgressSink {
                     out: conn.out.clone(),
                     streaming: streaming.clone(),
@@ -1171,7 +1300,7 @@ async fn dispatch(
     use crate::methods::*;
     use harness_protocol::method::{
         EventsList, Hello, ServiceDeregister, ServiceGet, ServiceList, ServiceRegister,
-        ServiceUpdate,
+        ServiceUpdate, TokenCreate, TokenList, TokenRevoke,
     };
     /// Decodes `M`'s params, runs `f`, encodes `M`'s result: the arm's types are `M`'s.
     async fn typed<M: Method, Fut>(
@@ -1214,6 +1343,15 @@ async fn dispatch(
                 "path": format!("/login#code={code}"),
                 "expires_in_ms": crate::dashboard::CODE_TTL.as_millis() as u64,
             }))
+        }
+        TokenCreate::NAME => {
+            typed::<TokenCreate, _>(params, |p| token_create::handle(&shared.tokens, p, &ctx)).await
+        }
+        TokenList::NAME => {
+            typed::<TokenList, _>(params, |_| token_list::handle(&shared.tokens)).await
+        }
+        TokenRevoke::NAME => {
+            typed::<TokenRevoke, _>(params, |p| token_revoke::handle(&shared.tokens, p)).await
         }
         _ => shared.handler.handle(method, params, ctx).await,
     }

@@ -191,7 +191,10 @@ fn typed_methods_round_trip_and_name_the_wrong_field() {
             .into_iter()
             .filter(|e| p.project.as_deref().is_none_or(|want| e.project == want))
             .collect();
-        Ok(StatusResult { services })
+        Ok(StatusResult {
+            services,
+            resources: Vec::new(),
+        })
     }
     async fn health(_p: HealthParams, _ctx: RequestContext) -> Result<HealthResult, WireError> {
         Ok(HealthResult {

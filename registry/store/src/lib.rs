@@ -10,4 +10,4 @@
 pub mod hub;
 pub mod store;
 
-pub use store::{NewEvent, Retention, Snapshot, Store, StoreError};
+pub use store::{NewEvent, Retention, Snapshot, Store, StoreError, StoredToken};

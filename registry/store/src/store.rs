@@ -20,6 +20,9 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::Deserialize;
 use serde_json::Value;
 
+mod tokens;
+pub use tokens::StoredToken;
+
 use crate::hub::{Hub, LiveReceiver, Published};
 use harness_protocol::event::{
     Event, EventFilter, EventType, HealthChange, ServiceChange, StateChange,

@@ -1,6 +1,9 @@
 //! One file per request method. Each `handle` takes the daemon [`State`](super::State), the
 //! method's params (a `harness_protocol::wire` type) and the request context, and returns its result.
 
+pub mod daemon_config;
+pub mod daemon_env;
+pub mod daemon_stats;
 pub mod daemon_status;
 pub mod daemon_stop;
 pub mod dashboard_graph;
@@ -17,6 +20,7 @@ pub mod start;
 pub mod status;
 pub mod stop;
 pub mod sync;
+pub mod top;
 pub mod watch;
 
 use harness_protocol::wire::{ApplyResult, ServiceOutcome};

@@ -18,5 +18,8 @@ pub async fn handle(
         .status(p.project.as_deref())
         .await
         .map_err(wire_error)?;
-    Ok(StatusResult { services })
+    Ok(StatusResult {
+        services,
+        resources: state.top.last(p.project.as_deref()),
+    })
 }
