@@ -41,24 +41,52 @@ const STATE_ROOT: &str = "~/.local/state/harness";
 // ---------------------------------------------------------------------------------------------
 // remote sh programs (with `st` and `d` from crate::script, and its RUNNER)
 
-/// SIGKILLs the process group of any other live run of the service (one a daemon could not
-/// adopt, e.g. the host was unreachable when it restarted: a service never runs twice), creates
-/// the run's directory, checks cwd, program and setsid, reads the environment (an
-/// exported sh script) from stdin, starts the runner detached with that environment exported — so
-/// no value is ever in an argv — and prints `STARTED PID STARTTIME DIR` once the runner wrote the
-/// pidfile. Args: DIR RUNNER CWD PROGRAM ARGS...
-const START: &str = r#"r=$2; shift 2
-e=$(cat)
-for o in "${d%/*}"/*/; do o=${o%/}; [ "$o" != "$d" ] && [ -s "$o/pid" ] || continue; read -r p s < "$o/pid"; st "$p"; if [ -n "$S" ] && [ "$S" = "$s" ]; then kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; fi; done
-mkdir -p "$d" || exit 1
-command -v setsid >/dev/null 2>&1 || { echo NOSETSID; rm -rf "$d"; exit 0; }
-( c=$1; shift; if [ -n "$c" ]; then cd "$c" 2>/dev/null || { echo NOCWD; exit 1; }; fi; command -v "$1" >/dev/null 2>&1 || { echo NOPROG; exit 1; } ) || { rm -rf "$d"; exit 0; }
-: > "$d/stdout" && : > "$d/stderr" || exit 1
-( eval "$e" || exit 125; [ "${HARNESS_ENV_END-}" = 1 ] || exit 125; unset HARNESS_ENV_END e; exec setsid sh -c "$r" sh "$d" "$@" ) </dev/null >/dev/null 2>&1 &
-i=0
-while [ ! -s "$d/pid" ]; do i=$((i+1)); if [ "$i" -gt 1000 ]; then echo "runner did not write $d/pid" >&2; exit 1; fi; sleep 0.01; done
-read -r p s < "$d/pid"
-echo "STARTED $p $s $d"
+/// Starts many runs on one host (and user) in one operation. For the I-th run (from 1): reads its
+/// environment from stdin (a line count, then that many lines: an exported sh script), SIGKILLs
+/// the process group of any other live run of the service (one a daemon could not adopt, e.g. the
+/// host was unreachable when it restarted: a service never runs twice), creates the run's
+/// directory, checks cwd, program and setsid, and starts the runner detached with that
+/// environment exported — so no value is ever in an argv. Then, once every runner wrote its
+/// pidfile (or 10 s passed), prints `R I STARTED PID STARTTIME DIR`, `R I NOCWD`, `R I NOPROG`,
+/// `R I NOSETSID` or `R I FAIL why`. Args: RUNNER, then per run: M DIR CWD PROGRAM ARGS... (M
+/// words from DIR on).
+const START_MANY: &str = r#"r=$1; shift; i=0
+one() {
+  d=$1; shift; case $d in "~/"*) d=$HOME/${d#"~/"};; esac
+  for o in "${d%/*}"/*/; do o=${o%/}; [ "$o" != "$d" ] && [ -s "$o/pid" ] || continue; read -r p s < "$o/pid"; st "$p"; if [ -n "$S" ] && [ "$S" = "$s" ]; then kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; fi; done
+  mkdir -p "$d" || { W="FAIL cannot create $d"; return; }
+  command -v setsid >/dev/null 2>&1 || { W=NOSETSID; rm -rf "$d"; return; }
+  x=$( c=$1; shift; if [ -n "$c" ]; then cd "$c" 2>/dev/null || { echo NOCWD; exit 0; }; fi; command -v "$1" >/dev/null 2>&1 || { echo NOPROG; exit 0; }; echo OK )
+  [ "$x" = OK ] || { W=${x:-FAIL checking the program}; rm -rf "$d"; return; }
+  : > "$d/stdout" && : > "$d/stderr" || { W="FAIL cannot write in $d"; return; }
+  ( eval "$e" || exit 125; [ "${HARNESS_ENV_END-}" = 1 ] || exit 125; unset HARNESS_ENV_END e; exec setsid sh -c "$r" sh "$d" "$@" ) </dev/null >/dev/null 2>&1 &
+  W=WAIT
+}
+while [ $# -gt 0 ]; do
+  i=$((i+1)); m=$1; shift
+  IFS= read -r c || c=0; e=; while [ "$c" -gt 0 ]; do IFS= read -r l; e="$e$l
+"; c=$((c-1)); done
+  W=; d=; a=; n=1
+  while [ "$n" -le "$m" ]; do a="$a \"\${$n}\""; n=$((n+1)); done
+  eval "one $a"
+  eval "w_$i=\$W d_$i=\$d"
+  shift "$m"
+done
+k=0
+while :; do
+  busy=0; j=1
+  while [ "$j" -le "$i" ]; do
+    eval "w=\$w_$j d=\$d_$j"
+    if [ "$w" = WAIT ]; then
+      if [ -s "$d/pid" ]; then read -r p s < "$d/pid"; eval "w_$j=\"STARTED \$p \$s \$d\""; else busy=1; fi
+    fi
+    j=$((j+1))
+  done
+  [ "$busy" = 1 ] || break
+  k=$((k+1)); [ "$k" -gt 1000 ] && break
+  sleep 0.01
+done
+j=1; while [ "$j" -le "$i" ]; do eval "w=\$w_$j"; [ "$w" = WAIT ] && w="FAIL the runner did not write its pidfile"; echo "R $j $w"; j=$((j+1)); done
 "#;
 
 /// After a daemon restart: SIGKILLs the process group of every run of the service but DIR (runs
@@ -290,6 +318,7 @@ async fn op_input(
 /// Which batched operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
+    Start,
     Stop,
     Clean,
 }
@@ -297,8 +326,17 @@ enum Kind {
 impl Kind {
     fn script(self) -> String {
         match self {
+            Kind::Start => format!("{START_TIME_FN}{START_MANY}"),
             Kind::Stop => format!("{START_TIME_FN}{STOP_MANY}"),
             Kind::Clean => CLEAN_MANY.to_owned(),
+        }
+    }
+
+    /// The operation's arguments before the runs' own.
+    fn lead(self) -> Vec<String> {
+        match self {
+            Kind::Start => vec![format!("{START_TIME_FN}{RUNNER}")],
+            Kind::Stop | Kind::Clean => Vec::new(),
         }
     }
 }
@@ -313,6 +351,8 @@ const BATCH_GATHER: Duration = Duration::from_millis(20);
 /// its answer (the words after `R I`) goes.
 struct Item {
     args: Vec<String>,
+    /// What the run reads from stdin (starts: its environment, as an exported sh script).
+    input: Vec<u8>,
     timeout: Duration,
     reply: async_channel::Sender<Result<String>>,
 }
@@ -340,6 +380,7 @@ async fn batched(
     target: &Target,
     kind: Kind,
     args: Vec<String>,
+    input: Vec<u8>,
     timeout: Duration,
 ) -> Result<String> {
     let (tx, rx) = async_channel::bounded(1);
@@ -348,6 +389,7 @@ async fn batched(
         let q = all.entry((target.clone(), kind)).or_default();
         q.items.push(Item {
             args,
+            input,
             timeout,
             reply: tx,
         });
@@ -385,9 +427,21 @@ async fn run_batches(exec: Executor, target: Target, kind: Kind) {
             .map(|i| i.timeout)
             .max()
             .unwrap_or(exec.options().op_timeout);
-        let args: Vec<String> = items.iter().flat_map(|i| i.args.iter().cloned()).collect();
+        let mut args = kind.lead();
+        args.extend(items.iter().flat_map(|i| i.args.iter().cloned()));
         let cmd = sh(kind.script(), args).timeout(timeout);
-        match op(&exec, &target, &cmd).await {
+        let result = if kind == Kind::Start {
+            let mut input = Vec::new();
+            for i in &items {
+                let lines = i.input.iter().filter(|&&b| b == b'\n').count();
+                input.extend_from_slice(format!("{lines}\n").as_bytes());
+                input.extend_from_slice(&i.input);
+            }
+            op_input(&exec, &target, &cmd, Some(&input)).await
+        } else {
+            op(&exec, &target, &cmd).await
+        };
+        match result {
             Ok(out) => {
                 let text = out.stdout_text();
                 let mut said: HashMap<usize, String> = HashMap::new();
@@ -953,14 +1007,12 @@ pub async fn spawn(
     check_launch_id(launch_id)?;
     let key = launch_id.to_owned();
     let mut args = vec![
+        (3 + cmd.args.len()).to_string(),
         run_dir(&key),
-        format!("{START_TIME_FN}{RUNNER}"),
         cmd.cwd.clone().unwrap_or_default(),
         cmd.program.clone(),
     ];
     args.extend(cmd.args.iter().cloned());
-    let op_cmd = sh(format!("{START_TIME_FN}{STATE_DIR}{START}"), args)
-        .timeout(exec.options().start_timeout);
     let mut env = cmd.env.clone();
     env.push((LAUNCH_ID_VAR.to_owned(), launch_id.to_owned()));
     for (k, _) in &env {
@@ -974,10 +1026,16 @@ pub async fn spawn(
         follower.unregister(&key);
         e
     };
-    let out = op_input(exec, target, &op_cmd, Some(&super::local::env_script(&env)))
-        .await
-        .map_err(failed)?;
-    let text = out.stdout_text();
+    let text = batched(
+        exec,
+        target,
+        Kind::Start,
+        args,
+        super::local::env_script(&env),
+        exec.options().start_timeout,
+    )
+    .await
+    .map_err(failed)?;
     let words: Vec<&str> = text.split_whitespace().collect();
     let at = target.program_place();
     let (pid, start_time) = match words.as_slice() {
@@ -1004,11 +1062,10 @@ pub async fn spawn(
         _ => {
             return Err(failed(Error::Layer {
                 at,
-                code: out.status.code(),
+                code: None,
                 stderr: format!(
-                    "starting failed: {}{}",
-                    text.trim(),
-                    out.stderr_text().trim()
+                    "starting failed: {}",
+                    text.strip_prefix("FAIL ").unwrap_or(&text)
                 ),
             }));
         }
@@ -1130,6 +1187,7 @@ impl RemoteService {
                     &self.target,
                     Kind::Stop,
                     args,
+                    Vec::new(),
                     self.exec.options().op_timeout + timeout,
                 ),
             )
@@ -1160,6 +1218,7 @@ impl RemoteService {
                     &self.target,
                     Kind::Clean,
                     args,
+                    Vec::new(),
                     self.exec.options().op_timeout,
                 ),
             )
