@@ -232,6 +232,7 @@ impl Supervisor {
         // A tcp or http check counts only a listener of this process tree, when that can be
         // known: a process on this machine, whose sockets the daemon can read.
         let tree = (self.spec.placement == crate::addresses::Placement::Local).then(|| proc.pid());
+        let reach = proc.reachability();
         let health = self.spec.health.clone().map(|h| {
             let on_unhealthy = self.spec.restart.on_unhealthy.then(|| {
                 let (tx, rx) = async_channel::bounded::<()>(1);
@@ -246,11 +247,11 @@ impl Supervisor {
                 self.ready.clone(),
                 on_unhealthy,
                 tree,
+                reach.clone(),
             ))
         });
         let pump = self.hub.pump();
         let up_since = Instant::now();
-        let reach = proc.reachability();
         // Waiting for the host to answer when it is recorded as not answering (a daemon
         // restarted meanwhile), else for it to stop answering.
         let mut want_up = reach.is_some()
@@ -485,9 +486,23 @@ impl Supervisor {
             .store
             .modify(&self.key, move |e| match (down, &e.state) {
                 (Some(d), ServiceState::Starting | ServiceState::Running) => {
+                    let since = Timestamp::try_from(d.since).unwrap_or_else(|_| Timestamp::now());
+                    // What a check would say of a host that does not answer is nothing: unknown,
+                    // not failing (the health loop checks again once the host answers).
+                    if gated {
+                        e.health = Health {
+                            status: HealthStatus::Unknown,
+                            last_check: e.health.last_check,
+                            last_output: Some(format!(
+                                "not checked: {host} unreachable since {}",
+                                since.round(jiff::Unit::Second).unwrap_or(since)
+                            )),
+                            consecutive_failures: 0,
+                        };
+                    }
                     e.transition(ServiceState::Unknown {
                         host,
-                        since: Timestamp::try_from(d.since).unwrap_or_else(|_| Timestamp::now()),
+                        since,
                         reason: d.detail,
                         stop_pending: false,
                     })
@@ -842,6 +857,7 @@ async fn health_loop(
     ready: Arc<Readiness>,
     on_unhealthy: Option<Sender<()>>,
     tree: Option<u32>,
+    reach: Option<command_executor::service::remote::Reachability>,
 ) {
     let target = spec.target.clone();
     let began = Instant::now();
@@ -852,10 +868,36 @@ async fn health_loop(
     Timer::after(Duration::from_millis(20).min(spec.interval)).await;
     loop {
         let context = (spec.env.as_slice(), spec.cwd.as_deref());
-        let result =
-            crate::health::check(&spec.probe, spec.timeout, &executor, &target, context, tree)
-                .await;
+        // On a host that does not answer, a check says nothing of the service: its health is
+        // unknown (not failing, see `reached`), and a check under way when the host goes down is
+        // abandoned.
+        let check = async {
+            Some(
+                crate::health::check(&spec.probe, spec.timeout, &executor, &target, context, tree)
+                    .await,
+            )
+        };
+        let down = async {
+            match &reach {
+                Some(r) => {
+                    r.wait(false).await;
+                    None
+                }
+                None => futures_lite::future::pending().await,
+            }
+        };
+        let result = match reach.as_ref().and_then(|r| r.down()) {
+            Some(_) => None,
+            None => check.or(down).await,
+        };
         let now = Instant::now();
+        let Some(result) = result else {
+            // `reached` recorded the health as unknown; checked again once the host answers.
+            if let Some(r) = &reach {
+                r.wait(true).await;
+            }
+            continue;
+        };
         let (ok, output) = match result {
             Ok(o) => (true, o),
             Err(o) => (false, o),

@@ -115,7 +115,9 @@ done
 /// Stops many runs of one host (and user) at once, one operation for all: sends each run's SIG
 /// to its process group (if its pidfile still names the process started), waits until each group
 /// is gone or its own T tenths have passed (then SIGKILLs it), and prints `R I WORD` for the I-th
-/// run (from 1), WORD being `STOPPED`, `KILLED`, `GONE` or `NORUN` as for one stop. Zombies still
+/// run (from 1), WORD being `STOPPED`, `KILLED` (after SIGKILL), `GONE RC` (it had ended
+/// already: RC from its `exit` file, `-` when none was written) or `NORUN` (its directory holds
+/// no pidfile: already cleaned, no exit will be reported for it). Zombies still
 /// answer `kill -0` (orphans wait for init to reap them): only live members count, found in one
 /// pass over /proc per round. Args: DIR SIG T per run.
 const STOP_MANY: &str = r#"n=0
@@ -124,7 +126,7 @@ while [ $# -ge 3 ]; do
   w=NORUN; p=0
   if [ -s "$d/pid" ]; then
     read -r p s < "$d/pid"; st "$p"
-    if [ -z "$S" ] || [ "$S" != "$s" ]; then kill -KILL "-$p" 2>/dev/null; w=GONE
+    if [ -z "$S" ] || [ "$S" != "$s" ]; then kill -KILL "-$p" 2>/dev/null; rc=-; [ -f "$d/exit" ] && read -r rc < "$d/exit"; w="GONE $rc"
     else kill "-$2" "-$p" 2>/dev/null || kill "-$2" "$p" 2>/dev/null; w=WAIT; fi
   fi
   eval "w_$n=\$w p_$n=\$p t_$n=\$3"; shift 3
@@ -340,6 +342,10 @@ impl Kind {
         }
     }
 }
+
+/// How long a stop of a run that had ended already waits for the follower to deliver its last
+/// output (its exit status is known from the stop's answer).
+const GONE_WAIT: Duration = Duration::from_millis(500);
 
 /// At most this many runs in one operation (its argv stays far below any limit).
 const BATCH_MAX: usize = 100;
@@ -1193,14 +1199,34 @@ impl RemoteService {
             )
             .await?;
         let killed = said == "KILLED";
-        // The follower delivers the last output, then the exit; for a run already cleaned up
-        // (by a daemon killed after its stop) nothing more comes.
-        let info = if said == "NORUN" {
-            self.follower
+        // The follower delivers the last output, then the exit. For a run already cleaned up (by
+        // a daemon killed after its stop) nothing more comes; for one that had ended already
+        // (e.g. adopted after a daemon restart, its process gone) the stop's answer says how,
+        // and the follower's record is waited for only briefly: a stop never blocks on it.
+        let words: Vec<&str> = said.split_whitespace().collect();
+        let info = match words.as_slice() {
+            ["NORUN", ..] => self
+                .follower
                 .exit_of(&self.key)
-                .unwrap_or(ExitInfo::UNKNOWN)
-        } else {
-            super::exit_after_stop(self.wait()).await
+                .unwrap_or(ExitInfo::UNKNOWN),
+            ["GONE", rc, ..] => {
+                let recorded = rc.parse().ok().map(ExitInfo::from_shell);
+                match self.follower.exit_of(&self.key) {
+                    Some(e) => e,
+                    None => {
+                        use futures_lite::FutureExt;
+                        let brief = async {
+                            Timer::after(GONE_WAIT).await;
+                            recorded.unwrap_or(ExitInfo::UNKNOWN)
+                        };
+                        match recorded {
+                            Some(_) => self.follower.wait_exit(&self.key).or(brief).await,
+                            None => ExitInfo::UNKNOWN,
+                        }
+                    }
+                }
+            }
+            _ => super::exit_after_stop(self.wait()).await,
         };
         self.ended = Some(info);
         self.clean().await?;

@@ -193,7 +193,7 @@ fn a_link_down_makes_a_running_service_unknown_then_running_and_loses_no_line() 
     let mut fault = host_lock();
     let tb = Testbed::get();
     let env = Env::new(&format!(
-        "name: faultflap\n{}services:\n  c2:\n    host: h2\n    command: [sh, -c, '{COUNTER}']\n",
+        "name: faultflap\n{}services:\n  c2:\n    host: h2\n    command: [sh, -c, '{COUNTER}']\n    health_check: {{command: 'true', interval: 1s}}\n",
         hosts_yaml(tb)
     ));
     let argv = ["sh", "-c", &COUNTER.replace("$$", "$")];
@@ -205,10 +205,31 @@ fn a_link_down_makes_a_running_service_unknown_then_running_and_loses_no_line() 
     let at_down = follow.last();
     let detected = wait_for(Duration::from_secs(30), || state(&env, "c2") == "unknown")
         .unwrap_or_else(|| panic!("c2 not unknown with h2's link down: {}", entry(&env, "c2")));
+    // Its health check cannot reach h2: the health is unknown, not failing (before: it went on
+    // showing the last result, then failures once ssh gave up, ~19 s in).
+    let e = entry(&env, "c2");
+    assert_eq!(e["health"]["status"], "unknown", "{e}");
+    assert!(
+        e["health"]["last_output"]
+            .as_str()
+            .is_some_and(|o| o.contains("not checked: h2 unreachable since")),
+        "{e}"
+    );
     std::thread::sleep(Duration::from_secs(2));
+    let e = entry(&env, "c2");
+    assert_eq!(e["health"]["status"], "unknown", "still unknown: {e}");
     fault.link_up("h2");
     let back = wait_for(Duration::from_secs(30), || state(&env, "c2") == "running")
         .unwrap_or_else(|| panic!("c2 not running after link up: {}", entry(&env, "c2")));
+    assert!(
+        wait_for(
+            Duration::from_secs(10),
+            || entry(&env, "c2")["health"]["status"] == "healthy"
+        )
+        .is_some(),
+        "checked again once h2 answers: {}",
+        entry(&env, "c2")
+    );
     // Everything written on h2 meanwhile arrives.
     let outage_lines = (detected + Duration::from_secs(2)).as_millis() as u64 / 50;
     let caught_up = wait_for(Duration::from_secs(30), || {
