@@ -246,8 +246,10 @@ impl Supervisor {
                 h,
                 self.ready.clone(),
                 on_unhealthy,
-                tree,
-                reach.clone(),
+                Place {
+                    tree,
+                    reach: reach.clone(),
+                },
             ))
         });
         let pump = self.hub.pump();
@@ -846,6 +848,14 @@ pub(crate) async fn set_state(store: &Store, key: &ServiceKey, to: ServiceState)
     }
 }
 
+/// Where a checked service runs, as its health loop needs it.
+struct Place {
+    /// Its process tree (a local process), whose listeners alone count for tcp and http checks.
+    tree: Option<u32>,
+    /// Its host's reachability (a remote process): no check runs while the host does not answer.
+    reach: Option<command_executor::service::remote::Reachability>,
+}
+
 /// Checks until cancelled. Failures count at most once per interval and not during the start
 /// period; until the first pass, checks run up to 5 times per second so a health-gated start is
 /// not held back by a long interval.
@@ -856,9 +866,9 @@ async fn health_loop(
     spec: Box<HealthSpec>,
     ready: Arc<Readiness>,
     on_unhealthy: Option<Sender<()>>,
-    tree: Option<u32>,
-    reach: Option<command_executor::service::remote::Reachability>,
+    place: Place,
 ) {
+    let Place { tree, reach } = place;
     let target = spec.target.clone();
     let began = Instant::now();
     let mut failures: u32 = 0;
