@@ -554,13 +554,26 @@ impl Supervisor {
                 }
                 Err(e) => e,
             };
-            let Some(reach) = proc.reachability() else {
+            let reach = proc.reachability();
+            // A container whose engine could not be told to stop it may still run: pending too,
+            // tried again after the delay (there is no follower to say when the engine answers).
+            let container = proc.container_id().is_some();
+            if reach.is_none() && !container {
                 tracing::warn!(service = %self.key, "stop: {err} (the next daemon start retries)");
                 return false;
+            }
+            let host = match &reach {
+                Some(r) => r.host().to_owned(),
+                None => self
+                    .spec
+                    .host
+                    .as_ref()
+                    .map(|h| format!("{}'s docker engine", h.name))
+                    .unwrap_or_else(|| "the docker engine".to_owned()),
             };
-            let host = reach.host().to_owned();
             let since = reach
-                .down()
+                .as_ref()
+                .and_then(|r| r.down())
                 .and_then(|d| Timestamp::try_from(d.since).ok())
                 .unwrap_or_else(Timestamp::now);
             tracing::warn!(service = %self.key, "stop pending: {err}");
@@ -581,7 +594,9 @@ impl Supervisor {
             let wait = delay;
             let mut back = Box::pin(async {
                 Timer::after(wait).await;
-                reach.wait(true).await;
+                if let Some(r) = &reach {
+                    r.wait(true).await;
+                }
             });
             loop {
                 let more = async { Some(self.stops.recv().await) };

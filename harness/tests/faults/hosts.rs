@@ -594,3 +594,67 @@ fn a_host_that_answers_is_not_unreachable_when_its_follower_is_late() {
         took.as_secs_f64()
     );
 }
+
+/// A container on h2's engine (reached over ssh to h2) with h2's link down: its stop cannot reach
+/// the engine, so it is pending (exit 1, `unknown` with `stop_pending`), the container keeps
+/// running, and the stop is finished once h2 answers (before: recorded `stopped` while the
+/// container ran on, ADR 0032's "Not done").
+#[test]
+fn a_stop_of_a_container_whose_host_is_unreachable_is_pending() {
+    let mut fault = host_lock();
+    let tb = Testbed::get();
+    let key = tb.var("TB_SSH_KEY").unwrap();
+    let env = Env::new(&format!(
+        "name: faultbox\nhosts:\n  h2: {{address: {}, user: hbuser, identity_file: {key}, docker_host: \"{}\"}}\nservices:\n  box:\n    type: docker\n    host: h2\n    image: \"{}\"\n    command: [sleep, '86452']\n    stop: {{timeout: 1s}}\n",
+        tb.host("h2").addr,
+        tb.docker_endpoint(testbed::Engine::H2),
+        tb.image
+    ));
+    env.run(&["start"]).ok();
+    let id = entry(&env, "box")["runtime"]["container_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!id.is_empty(), "{}", entry(&env, "box"));
+    // From this machine, not through h2's link: the engine's socket is reachable here.
+    let running = |id: &str| {
+        tb.docker(
+            testbed::Engine::H2,
+            ["inspect", "-f", "{{.State.Running}}", id],
+        )
+        .stdout
+        .starts_with(b"true")
+    };
+    assert!(running(&id));
+
+    fault.link_down("h2");
+    let t = Instant::now();
+    let stop = env.run(&["stop"]);
+    let took = t.elapsed();
+    assert_ne!(stop.code, 0, "stop: {}\n{}", stop.stdout, stop.stderr);
+    assert!(
+        stop.stdout.contains("not stopped yet"),
+        "{}\n{}",
+        stop.stdout,
+        stop.stderr
+    );
+    let e = entry(&env, "box");
+    assert_eq!(e["state"]["kind"], "unknown", "{e}");
+    assert_eq!(e["state"]["stop_pending"], true, "{e}");
+    assert!(running(&id), "the container runs on while h2 is away");
+
+    fault.link_up("h2");
+    let finished = wait_for(Duration::from_secs(120), || state(&env, "box") == "stopped")
+        .unwrap_or_else(|| panic!("the pending stop did not finish: {}", entry(&env, "box")));
+    assert!(
+        wait_for(Duration::from_secs(10), || !running(&id)).is_some(),
+        "stopped, but container {id} runs on"
+    );
+    eprintln!(
+        "container on h2, link down: stop answered pending (exit {}) after {:.1} s; stop done \
+         {:.1} s after link up",
+        stop.code,
+        took.as_secs_f64(),
+        finished.as_secs_f64()
+    );
+}
