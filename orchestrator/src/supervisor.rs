@@ -232,6 +232,7 @@ impl Supervisor {
         // A tcp or http check counts only a listener of this process tree, when that can be
         // known: a process on this machine, whose sockets the daemon can read.
         let tree = (self.spec.placement == crate::addresses::Placement::Local).then(|| proc.pid());
+        let reach = proc.reachability();
         let health = self.spec.health.clone().map(|h| {
             let on_unhealthy = self.spec.restart.on_unhealthy.then(|| {
                 let (tx, rx) = async_channel::bounded::<()>(1);
@@ -245,12 +246,14 @@ impl Supervisor {
                 h,
                 self.ready.clone(),
                 on_unhealthy,
-                tree,
+                Place {
+                    tree,
+                    reach: reach.clone(),
+                },
             ))
         });
         let pump = self.hub.pump();
         let up_since = Instant::now();
-        let reach = proc.reachability();
         // Waiting for the host to answer when it is recorded as not answering (a daemon
         // restarted meanwhile), else for it to stop answering.
         let mut want_up = reach.is_some()
@@ -485,9 +488,23 @@ impl Supervisor {
             .store
             .modify(&self.key, move |e| match (down, &e.state) {
                 (Some(d), ServiceState::Starting | ServiceState::Running) => {
+                    let since = Timestamp::try_from(d.since).unwrap_or_else(|_| Timestamp::now());
+                    // What a check would say of a host that does not answer is nothing: unknown,
+                    // not failing (the health loop checks again once the host answers).
+                    if gated {
+                        e.health = Health {
+                            status: HealthStatus::Unknown,
+                            last_check: e.health.last_check,
+                            last_output: Some(format!(
+                                "not checked: {host} unreachable since {}",
+                                since.round(jiff::Unit::Second).unwrap_or(since)
+                            )),
+                            consecutive_failures: 0,
+                        };
+                    }
                     e.transition(ServiceState::Unknown {
                         host,
-                        since: Timestamp::try_from(d.since).unwrap_or_else(|_| Timestamp::now()),
+                        since,
                         reason: d.detail,
                         stop_pending: false,
                     })
@@ -537,13 +554,26 @@ impl Supervisor {
                 }
                 Err(e) => e,
             };
-            let Some(reach) = proc.reachability() else {
+            let reach = proc.reachability();
+            // A container whose engine could not be told to stop it may still run: pending too,
+            // tried again after the delay (there is no follower to say when the engine answers).
+            let container = proc.container_id().is_some();
+            if reach.is_none() && !container {
                 tracing::warn!(service = %self.key, "stop: {err} (the next daemon start retries)");
                 return false;
+            }
+            let host = match &reach {
+                Some(r) => r.host().to_owned(),
+                None => self
+                    .spec
+                    .host
+                    .as_ref()
+                    .map(|h| format!("{}'s docker engine", h.name))
+                    .unwrap_or_else(|| "the docker engine".to_owned()),
             };
-            let host = reach.host().to_owned();
             let since = reach
-                .down()
+                .as_ref()
+                .and_then(|r| r.down())
                 .and_then(|d| Timestamp::try_from(d.since).ok())
                 .unwrap_or_else(Timestamp::now);
             tracing::warn!(service = %self.key, "stop pending: {err}");
@@ -564,7 +594,9 @@ impl Supervisor {
             let wait = delay;
             let mut back = Box::pin(async {
                 Timer::after(wait).await;
-                reach.wait(true).await;
+                if let Some(r) = &reach {
+                    r.wait(true).await;
+                }
             });
             loop {
                 let more = async { Some(self.stops.recv().await) };
@@ -831,6 +863,14 @@ pub(crate) async fn set_state(store: &Store, key: &ServiceKey, to: ServiceState)
     }
 }
 
+/// Where a checked service runs, as its health loop needs it.
+struct Place {
+    /// Its process tree (a local process), whose listeners alone count for tcp and http checks.
+    tree: Option<u32>,
+    /// Its host's reachability (a remote process): no check runs while the host does not answer.
+    reach: Option<command_executor::service::remote::Reachability>,
+}
+
 /// Checks until cancelled. Failures count at most once per interval and not during the start
 /// period; until the first pass, checks run up to 5 times per second so a health-gated start is
 /// not held back by a long interval.
@@ -841,8 +881,9 @@ async fn health_loop(
     spec: Box<HealthSpec>,
     ready: Arc<Readiness>,
     on_unhealthy: Option<Sender<()>>,
-    tree: Option<u32>,
+    place: Place,
 ) {
+    let Place { tree, reach } = place;
     let target = spec.target.clone();
     let began = Instant::now();
     let mut failures: u32 = 0;
@@ -852,10 +893,36 @@ async fn health_loop(
     Timer::after(Duration::from_millis(20).min(spec.interval)).await;
     loop {
         let context = (spec.env.as_slice(), spec.cwd.as_deref());
-        let result =
-            crate::health::check(&spec.probe, spec.timeout, &executor, &target, context, tree)
-                .await;
+        // On a host that does not answer, a check says nothing of the service: its health is
+        // unknown (not failing, see `reached`), and a check under way when the host goes down is
+        // abandoned.
+        let check = async {
+            Some(
+                crate::health::check(&spec.probe, spec.timeout, &executor, &target, context, tree)
+                    .await,
+            )
+        };
+        let down = async {
+            match &reach {
+                Some(r) => {
+                    r.wait(false).await;
+                    None
+                }
+                None => futures_lite::future::pending().await,
+            }
+        };
+        let result = match reach.as_ref().and_then(|r| r.down()) {
+            Some(_) => None,
+            None => check.or(down).await,
+        };
         let now = Instant::now();
+        let Some(result) = result else {
+            // `reached` recorded the health as unknown; checked again once the host answers.
+            if let Some(r) = &reach {
+                r.wait(true).await;
+            }
+            continue;
+        };
         let (ok, output) = match result {
             Ok(o) => (true, o),
             Err(o) => (false, o),

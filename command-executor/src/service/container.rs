@@ -511,27 +511,33 @@ impl ContainerService {
     }
 
     /// `docker stop` (the stop signal, then SIGKILL after `timeout`), wait for the last output,
-    /// then `docker rm`.
-    pub async fn terminate(&mut self, timeout: Duration) -> (ExitInfo, bool) {
+    /// then `docker rm`. An error, and nothing recorded as ended, when the engine could not be
+    /// reached (its host does not answer, or the engine does not): the container may still run,
+    /// and the caller tries again later (stopping again is harmless).
+    pub async fn terminate(&mut self, timeout: Duration) -> Result<(ExitInfo, bool)> {
         let began = Instant::now();
         let secs = timeout.as_secs().max(1).to_string();
         let limit = self.exec.options().op_timeout + timeout;
-        if let Err(e) = docker(
+        let out = docker(
             &self.exec,
             &self.target,
             &self.cli,
             &["stop", "-t", &secs, &self.id],
             limit,
         )
-        .await
-        {
-            tracing::warn!(container = %self.id, "docker stop: {e}");
+        .await?;
+        if !out.status.success() {
+            match failure(&self.target, "docker stop", &out) {
+                e @ Error::DockerUnreachable { .. } => return Err(e),
+                // Gone already (e.g. removed by hand): nothing left to stop.
+                e => tracing::warn!(container = %self.id, "docker stop: {e}"),
+            }
         }
         let killed = began.elapsed() >= timeout;
         let info = super::exit_after_stop(self.wait()).await;
         self.ended = Some(info);
         self.remove().await;
-        (info, killed)
+        Ok((info, killed))
     }
 
     pub async fn remove(&self) {

@@ -41,24 +41,52 @@ const STATE_ROOT: &str = "~/.local/state/harness";
 // ---------------------------------------------------------------------------------------------
 // remote sh programs (with `st` and `d` from crate::script, and its RUNNER)
 
-/// SIGKILLs the process group of any other live run of the service (one a daemon could not
-/// adopt, e.g. the host was unreachable when it restarted: a service never runs twice), creates
-/// the run's directory, checks cwd, program and setsid, reads the environment (an
-/// exported sh script) from stdin, starts the runner detached with that environment exported — so
-/// no value is ever in an argv — and prints `STARTED PID STARTTIME DIR` once the runner wrote the
-/// pidfile. Args: DIR RUNNER CWD PROGRAM ARGS...
-const START: &str = r#"r=$2; shift 2
-e=$(cat)
-for o in "${d%/*}"/*/; do o=${o%/}; [ "$o" != "$d" ] && [ -s "$o/pid" ] || continue; read -r p s < "$o/pid"; st "$p"; if [ -n "$S" ] && [ "$S" = "$s" ]; then kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; fi; done
-mkdir -p "$d" || exit 1
-command -v setsid >/dev/null 2>&1 || { echo NOSETSID; rm -rf "$d"; exit 0; }
-( c=$1; shift; if [ -n "$c" ]; then cd "$c" 2>/dev/null || { echo NOCWD; exit 1; }; fi; command -v "$1" >/dev/null 2>&1 || { echo NOPROG; exit 1; } ) || { rm -rf "$d"; exit 0; }
-: > "$d/stdout" && : > "$d/stderr" || exit 1
-( eval "$e" || exit 125; [ "${HARNESS_ENV_END-}" = 1 ] || exit 125; unset HARNESS_ENV_END e; exec setsid sh -c "$r" sh "$d" "$@" ) </dev/null >/dev/null 2>&1 &
-i=0
-while [ ! -s "$d/pid" ]; do i=$((i+1)); if [ "$i" -gt 1000 ]; then echo "runner did not write $d/pid" >&2; exit 1; fi; sleep 0.01; done
-read -r p s < "$d/pid"
-echo "STARTED $p $s $d"
+/// Starts many runs on one host (and user) in one operation. For the I-th run (from 1): reads its
+/// environment from stdin (a line count, then that many lines: an exported sh script), SIGKILLs
+/// the process group of any other live run of the service (one a daemon could not adopt, e.g. the
+/// host was unreachable when it restarted: a service never runs twice), creates the run's
+/// directory, checks cwd, program and setsid, and starts the runner detached with that
+/// environment exported — so no value is ever in an argv. Then, once every runner wrote its
+/// pidfile (or 10 s passed), prints `R I STARTED PID STARTTIME DIR`, `R I NOCWD`, `R I NOPROG`,
+/// `R I NOSETSID` or `R I FAIL why`. Args: RUNNER, then per run: M DIR CWD PROGRAM ARGS... (M
+/// words from DIR on).
+const START_MANY: &str = r#"r=$1; shift; i=0
+one() {
+  d=$1; shift; case $d in "~/"*) d=$HOME/${d#"~/"};; esac
+  for o in "${d%/*}"/*/; do o=${o%/}; [ "$o" != "$d" ] && [ -s "$o/pid" ] || continue; read -r p s < "$o/pid"; st "$p"; if [ -n "$S" ] && [ "$S" = "$s" ]; then kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; fi; done
+  mkdir -p "$d" || { W="FAIL cannot create $d"; return; }
+  command -v setsid >/dev/null 2>&1 || { W=NOSETSID; rm -rf "$d"; return; }
+  x=$( c=$1; shift; if [ -n "$c" ]; then cd "$c" 2>/dev/null || { echo NOCWD; exit 0; }; fi; command -v "$1" >/dev/null 2>&1 || { echo NOPROG; exit 0; }; echo OK )
+  [ "$x" = OK ] || { W=${x:-FAIL checking the program}; rm -rf "$d"; return; }
+  : > "$d/stdout" && : > "$d/stderr" || { W="FAIL cannot write in $d"; return; }
+  ( eval "$e" || exit 125; [ "${HARNESS_ENV_END-}" = 1 ] || exit 125; unset HARNESS_ENV_END e; exec setsid sh -c "$r" sh "$d" "$@" ) </dev/null >/dev/null 2>&1 &
+  W=WAIT
+}
+while [ $# -gt 0 ]; do
+  i=$((i+1)); m=$1; shift
+  IFS= read -r c || c=0; e=; while [ "$c" -gt 0 ]; do IFS= read -r l; e="$e$l
+"; c=$((c-1)); done
+  W=; d=; a=; n=1
+  while [ "$n" -le "$m" ]; do a="$a \"\${$n}\""; n=$((n+1)); done
+  eval "one $a"
+  eval "w_$i=\$W d_$i=\$d"
+  shift "$m"
+done
+k=0
+while :; do
+  busy=0; j=1
+  while [ "$j" -le "$i" ]; do
+    eval "w=\$w_$j d=\$d_$j"
+    if [ "$w" = WAIT ]; then
+      if [ -s "$d/pid" ]; then read -r p s < "$d/pid"; eval "w_$j=\"STARTED \$p \$s \$d\""; else busy=1; fi
+    fi
+    j=$((j+1))
+  done
+  [ "$busy" = 1 ] || break
+  k=$((k+1)); [ "$k" -gt 1000 ] && break
+  sleep 0.01
+done
+j=1; while [ "$j" -le "$i" ]; do eval "w=\$w_$j"; [ "$w" = WAIT ] && w="FAIL the runner did not write its pidfile"; echo "R $j $w"; j=$((j+1)); done
 "#;
 
 /// After a daemon restart: SIGKILLs the process group of every run of the service but DIR (runs
@@ -84,30 +112,63 @@ while :; do
 done
 "#;
 
-/// Sends SIG to the run's process group (if the pidfile still names the process started), waits
-/// up to T tenths for the group to be gone, then SIGKILLs it. Prints `STOPPED`, `KILLED` or
-/// `GONE`, or `NORUN` when the run's directory holds no pidfile (already cleaned: no exit will
-/// be reported for it). Args: DIR SIG T
-const STOP: &str = r#"g=$2; t=$3
-[ -s "$d/pid" ] || { echo NORUN; exit 0; }
-read -r p s < "$d/pid"; st "$p"
-if [ -z "$S" ] || [ "$S" != "$s" ]; then kill -KILL "-$p" 2>/dev/null; echo GONE; exit 0; fi
-kill "-$g" "-$p" 2>/dev/null || kill "-$g" "$p" 2>/dev/null
-# Zombies still answer kill -0 (orphans wait for init to reap them): only live members count.
-live() { for f in /proc/[0-9]*/stat; do read -r l < "$f" 2>/dev/null || continue; l=${l##*) }; set -f; set -- $l; set +f; [ "$1" != Z ] && [ "$3" = "$p" ] && return 0; done; return 1; }
+/// Stops many runs of one host (and user) at once, one operation for all: sends each run's SIG
+/// to its process group (if its pidfile still names the process started), waits until each group
+/// is gone or its own T tenths have passed (then SIGKILLs it), and prints `R I WORD` for the I-th
+/// run (from 1), WORD being `STOPPED`, `KILLED` (after SIGKILL), `GONE RC` (it had ended
+/// already: RC from its `exit` file, `-` when none was written) or `NORUN` (its directory holds
+/// no pidfile: already cleaned, no exit will be reported for it). Zombies still
+/// answer `kill -0` (orphans wait for init to reap them): only live members count, found in one
+/// pass over /proc per round. Args: DIR SIG T per run.
+const STOP_MANY: &str = r#"n=0
+while [ $# -ge 3 ]; do
+  n=$((n+1)); d=$1; case $d in "~/"*) d=$HOME/${d#"~/"};; esac
+  w=NORUN; p=0
+  if [ -s "$d/pid" ]; then
+    read -r p s < "$d/pid"; st "$p"
+    if [ -z "$S" ] || [ "$S" != "$s" ]; then kill -KILL "-$p" 2>/dev/null; rc=-; [ -f "$d/exit" ] && read -r rc < "$d/exit"; w="GONE $rc"
+    else kill "-$2" "-$p" 2>/dev/null || kill "-$2" "$p" 2>/dev/null; w=WAIT; fi
+  fi
+  eval "w_$n=\$w p_$n=\$p t_$n=\$3"; shift 3
+done
 i=0
-while kill -0 "-$p" 2>/dev/null && live; do
-  if [ "$i" -ge "$t" ]; then kill -KILL "-$p" 2>/dev/null; echo KILLED; exit 0; fi
+while :; do
+  busy=0; live=
+  j=1; while [ "$j" -le "$n" ]; do
+    eval "w=\$w_$j p=\$p_$j"
+    if [ "$w" = WAIT ] && kill -0 "-$p" 2>/dev/null; then busy=1; fi
+    j=$((j+1))
+  done
+  if [ "$busy" = 1 ]; then
+    for f in /proc/[0-9]*/stat; do read -r l < "$f" 2>/dev/null || continue; l=${l##*) }; set -f; set -- $l; set +f; [ "$1" != Z ] && live="$live $3 "; done
+  fi
+  busy=0
+  j=1; while [ "$j" -le "$n" ]; do
+    eval "w=\$w_$j p=\$p_$j t=\$t_$j"
+    if [ "$w" = WAIT ]; then
+      case $live in
+        *" $p "*) if [ "$i" -ge "$t" ]; then kill -KILL "-$p" 2>/dev/null; eval "w_$j=KILLED"; else busy=1; fi;;
+        *) eval "w_$j=STOPPED";;
+      esac
+    fi
+    j=$((j+1))
+  done
+  [ "$busy" = 1 ] || break
   sleep 0.1; i=$((i+1))
 done
-echo STOPPED
+j=1; while [ "$j" -le "$n" ]; do eval "echo R $j \$w_$j"; j=$((j+1)); done
 "#;
 
-/// After a run ended: SIGKILL whatever is left in its process group, remove its directory and
-/// the service's and project's directories once empty. Args: DIR PID
-const CLEAN: &str = r#"p=$2
-[ "$p" -gt 1 ] 2>/dev/null && kill -KILL "-$p" 2>/dev/null
-rm -rf "$d"; rmdir "${d%/*}" "${d%/*/*}" "${d%/*/*/*}" 2>/dev/null
+/// After runs ended: for each, SIGKILL whatever is left in its process group, remove its
+/// directory and the service's and project's directories once empty; prints `R I DONE` for the
+/// I-th run (from 1). Args: DIR PID per run.
+const CLEAN_MANY: &str = r#"n=0
+while [ $# -ge 2 ]; do
+  n=$((n+1)); d=$1; case $d in "~/"*) d=$HOME/${d#"~/"};; esac
+  [ "$2" -gt 1 ] 2>/dev/null && kill -KILL "-$2" 2>/dev/null
+  rm -rf "$d"; rmdir "${d%/*}" "${d%/*/*}" "${d%/*/*/*}" 2>/dev/null
+  echo "R $n DONE"; shift 2
+done
 exit 0
 "#;
 
@@ -121,8 +182,12 @@ case $d in "~/"*) d=$HOME/${d#"~/"};; esac
 n=0
 while [ $# -ge 3 ]; do n=$((n+1)); eval "k_$n=\$1 a_$n=\$2 b_$n=\$3 x_$n=0"; shift 3; done
 sz() { if [ -f "$1" ]; then Z=$(( $(wc -c < "$1") )); else Z=0; fi; }
+zs() { q=${w%%" $1
+"*}; if [ "$q" = "$w" ]; then Z=0; else Z=${q##*[!0-9]}; Z=$((Z+0)); fi; }
 send() { printf '\036HARNESS-D %s %s %s %s\n' "$k" "$2" "$3" $(($4-$3)); tail -c +$(($3+1)) "$1" | head -c $(($4-$3)); }
 while :; do
+  w="$(wc -c "$d"/*/*/*/*/stdout "$d"/*/*/*/*/stderr 2>/dev/null)
+"
   for r in "$d"/*/*/*/*/; do
     [ -s "${r}pid" ] || continue
     k=${r%/}; k=${k#"$d"/}
@@ -132,8 +197,12 @@ while :; do
     eval "a=\$a_$i b=\$b_$i x=\$x_$i"
     [ "$x" = 1 ] && continue
     fin=0; [ -f "${r}exit" ] && fin=1
-    sz "${r}stdout"; if [ "$Z" -gt "$a" ]; then send "${r}stdout" o "$a" "$Z"; a=$Z; fi
-    sz "${r}stderr"; if [ "$Z" -gt "$b" ]; then send "${r}stderr" e "$b" "$Z"; b=$Z; fi
+    # Sizes from the one `wc` of this round; once the exit is recorded, measured again after it
+    # (the round's sizes may predate the last output).
+    if [ "$fin" = 1 ]; then sz "${r}stdout"; else zs "${r}stdout"; fi
+    if [ "$Z" -gt "$a" ]; then send "${r}stdout" o "$a" "$Z"; a=$Z; fi
+    if [ "$fin" = 1 ]; then sz "${r}stderr"; else zs "${r}stderr"; fi
+    if [ "$Z" -gt "$b" ]; then send "${r}stderr" e "$b" "$Z"; b=$Z; fi
     eval "a_$i=\$a b_$i=\$b"
     if [ "$fin" = 1 ]; then
       read -r rc < "${r}exit"; printf '\036HARNESS-X %s %s\n' "$k" "$rc"; eval "x_$i=1"
@@ -207,7 +276,7 @@ async fn op_input(
 ) -> Result<Output> {
     static SLOTS: std::sync::OnceLock<Mutex<HashMap<String, Arc<async_lock::Semaphore>>>> =
         std::sync::OnceLock::new();
-    let _slot = if matches!(target.layers.first(), Some(Layer::Ssh(_))) {
+    let slot = if matches!(target.layers.first(), Some(Layer::Ssh(_))) {
         let slots = {
             let mut all = SLOTS
                 .get_or_init(Default::default)
@@ -221,18 +290,198 @@ async fn op_input(
     } else {
         None
     };
-    let Some(input) = input else {
-        return exec.output(target, cmd).await;
+    let out = match input {
+        None => exec.output(target, cmd).await,
+        Some(input) => {
+            let mut p = exec
+                .spawn(target, &cmd.clone().stdin(StdinMode::Piped))
+                .await?;
+            if let Some(mut stdin) = p.take_stdin() {
+                // A command that ended early closed it: its output says why.
+                let _ = stdin.write_all(input).await;
+                let _ = stdin.close().await;
+            }
+            crate::process::collect(p).await
+        }
     };
-    let mut p = exec
-        .spawn(target, &cmd.clone().stdin(StdinMode::Piped))
-        .await?;
-    if let Some(mut stdin) = p.take_stdin() {
-        // A command that ended early closed it: its output says why.
-        let _ = stdin.write_all(input).await;
-        let _ = stdin.close().await;
+    // 255 is ssh's own failure; any other status came from the host.
+    if slot.is_some()
+        && let Ok(o) = &out
+        && o.status.code().is_some_and(|c| c != 255)
+    {
+        answered(target);
     }
-    crate::process::collect(p).await
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// batches: one operation per host for many runs
+
+/// Which batched operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Start,
+    Stop,
+    Clean,
+}
+
+impl Kind {
+    fn script(self) -> String {
+        match self {
+            Kind::Start => format!("{START_TIME_FN}{START_MANY}"),
+            Kind::Stop => format!("{START_TIME_FN}{STOP_MANY}"),
+            Kind::Clean => CLEAN_MANY.to_owned(),
+        }
+    }
+
+    /// The operation's arguments before the runs' own.
+    fn lead(self) -> Vec<String> {
+        match self {
+            Kind::Start => vec![format!("{START_TIME_FN}{RUNNER}")],
+            Kind::Stop | Kind::Clean => Vec::new(),
+        }
+    }
+}
+
+/// How long a stop of a run that had ended already waits for the follower to deliver its last
+/// output (its exit status is known from the stop's answer).
+const GONE_WAIT: Duration = Duration::from_millis(500);
+
+/// At most this many runs in one operation (its argv stays far below any limit).
+const BATCH_MAX: usize = 100;
+/// How long the first request of a batch waits for others (a stop of a whole project reaches
+/// every service within a few milliseconds).
+const BATCH_GATHER: Duration = Duration::from_millis(20);
+
+/// One run's part of a batch: its arguments, how long the operation may take for it, and where
+/// its answer (the words after `R I`) goes.
+struct Item {
+    args: Vec<String>,
+    /// What the run reads from stdin (starts: its environment, as an exported sh script).
+    input: Vec<u8>,
+    timeout: Duration,
+    reply: async_channel::Sender<Result<String>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: Vec<Item>,
+    /// A task is running this queue's batches.
+    running: bool,
+}
+
+type Batches = Mutex<HashMap<(Target, Kind), Queue>>;
+
+fn batches() -> &'static Batches {
+    static B: std::sync::OnceLock<Batches> = std::sync::OnceLock::new();
+    B.get_or_init(Default::default)
+}
+
+/// Runs `kind` for one run as part of a batch on `target`: whatever requests of the same kind
+/// arrive together (or while an operation of that kind runs there) go in one operation, so
+/// stopping a host's hundred services is one session, not a hundred queued for [`OPS_PER_HOST`].
+/// Returns the run's answer.
+async fn batched(
+    exec: &Executor,
+    target: &Target,
+    kind: Kind,
+    args: Vec<String>,
+    input: Vec<u8>,
+    timeout: Duration,
+) -> Result<String> {
+    let (tx, rx) = async_channel::bounded(1);
+    let start = {
+        let mut all = batches().lock().unwrap_or_else(|p| p.into_inner());
+        let q = all.entry((target.clone(), kind)).or_default();
+        q.items.push(Item {
+            args,
+            input,
+            timeout,
+            reply: tx,
+        });
+        !std::mem::replace(&mut q.running, true)
+    };
+    if start {
+        smol::spawn(run_batches(exec.clone(), target.clone(), kind)).detach();
+    }
+    rx.recv().await.unwrap_or_else(|_| {
+        Err(Error::Layer {
+            at: target.program_place(),
+            code: None,
+            stderr: "the batched operation ended without an answer".into(),
+        })
+    })
+}
+
+async fn run_batches(exec: Executor, target: Target, kind: Kind) {
+    Timer::after(BATCH_GATHER).await;
+    loop {
+        let items: Vec<Item> = {
+            let mut all = batches().lock().unwrap_or_else(|p| p.into_inner());
+            let Some(q) = all.get_mut(&(target.clone(), kind)) else {
+                return;
+            };
+            if q.items.is_empty() {
+                all.remove(&(target.clone(), kind));
+                return;
+            }
+            let n = q.items.len().min(BATCH_MAX);
+            q.items.drain(..n).collect()
+        };
+        let timeout = items
+            .iter()
+            .map(|i| i.timeout)
+            .max()
+            .unwrap_or(exec.options().op_timeout);
+        let mut args = kind.lead();
+        args.extend(items.iter().flat_map(|i| i.args.iter().cloned()));
+        let cmd = sh(kind.script(), args).timeout(timeout);
+        let result = if kind == Kind::Start {
+            let mut input = Vec::new();
+            for i in &items {
+                let lines = i.input.iter().filter(|&&b| b == b'\n').count();
+                input.extend_from_slice(format!("{lines}\n").as_bytes());
+                input.extend_from_slice(&i.input);
+            }
+            op_input(&exec, &target, &cmd, Some(&input)).await
+        } else {
+            op(&exec, &target, &cmd).await
+        };
+        match result {
+            Ok(out) => {
+                let text = out.stdout_text();
+                let mut said: HashMap<usize, String> = HashMap::new();
+                for line in text.lines() {
+                    if let Some((i, rest)) = line
+                        .strip_prefix("R ")
+                        .and_then(|l| l.split_once(' '))
+                        .and_then(|(i, r)| Some((i.parse::<usize>().ok()?, r)))
+                    {
+                        said.insert(i, rest.trim().to_owned());
+                    }
+                }
+                for (n, item) in items.into_iter().enumerate() {
+                    let answer = said.remove(&(n + 1)).ok_or_else(|| Error::Layer {
+                        at: target.program_place(),
+                        code: out.status.code(),
+                        stderr: format!(
+                            "{kind:?} of {} runs said nothing of run {}: {}{}",
+                            n + 1,
+                            n + 1,
+                            text.trim(),
+                            out.stderr_text().trim()
+                        ),
+                    });
+                    let _ = item.reply.try_send(answer);
+                }
+            }
+            Err(e) => {
+                for item in items {
+                    let _ = item.reply.try_send(Err(e.clone()));
+                }
+            }
+        }
+    }
 }
 
 fn sh(script: String, args: impl IntoIterator<Item = String>) -> Command {
@@ -374,6 +623,36 @@ impl Reachability {
     }
 }
 
+/// A follower silent this long has its host probed: a session that only runs `true`, on the
+/// ssh slot kept for control operations (so it never queues behind the host's operations). An
+/// answer counts as hearing from the host: a follower whose output is late because the host, or
+/// this daemon, is loaded does not make a host that answers count as unreachable.
+const PROBE_AFTER: Duration = Duration::from_secs(2);
+
+async fn probe(me: Weak<Follower>, exec: Executor, target: Target) {
+    let mut cmd = Command::new("true").timeout(SILENCE);
+    cmd.control = true;
+    if let Ok(out) = exec.output(&target, &cmd).await
+        && out.status.success()
+        && let Some(f) = me.upgrade()
+    {
+        f.heard();
+    }
+}
+
+/// An operation on `target` was answered by the host: it is reachable, whatever its follower's
+/// output says.
+fn answered(target: &Target) {
+    let f = followers()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(target)
+        .and_then(Weak::upgrade);
+    if let Some(f) = f {
+        f.heard();
+    }
+}
+
 type Followers = Mutex<HashMap<Target, Weak<Follower>>>;
 
 fn followers() -> &'static Followers {
@@ -399,13 +678,23 @@ impl Follower {
             use futures_lite::FutureExt;
             let watchdog = {
                 let me = me.clone();
+                let (exec, target) = (exec.clone(), target_owned.clone());
                 async move {
+                    let mut probe: Option<smol::Task<()>> = None;
                     loop {
                         Timer::after(Duration::from_millis(500)).await;
-                        match me.upgrade() {
-                            Some(f) => f.silent(),
-                            None => return,
+                        let Some(f) = me.upgrade() else { return };
+                        if probe.as_ref().is_some_and(smol::Task::is_finished) {
+                            probe = None;
                         }
+                        if probe.is_none() && f.quiet() >= PROBE_AFTER {
+                            probe = Some(smol::spawn(self::probe(
+                                me.clone(),
+                                exec.clone(),
+                                target.clone(),
+                            )));
+                        }
+                        f.silent();
                     }
                 }
             };
@@ -419,6 +708,11 @@ impl Follower {
 
     fn reach(&self) -> std::sync::MutexGuard<'_, Reach> {
         self.reach.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long nothing has been heard from the host.
+    fn quiet(&self) -> Duration {
+        self.reach().heard.elapsed()
     }
 
     /// Something arrived from the host.
@@ -719,14 +1013,12 @@ pub async fn spawn(
     check_launch_id(launch_id)?;
     let key = launch_id.to_owned();
     let mut args = vec![
+        (3 + cmd.args.len()).to_string(),
         run_dir(&key),
-        format!("{START_TIME_FN}{RUNNER}"),
         cmd.cwd.clone().unwrap_or_default(),
         cmd.program.clone(),
     ];
     args.extend(cmd.args.iter().cloned());
-    let op_cmd = sh(format!("{START_TIME_FN}{STATE_DIR}{START}"), args)
-        .timeout(exec.options().start_timeout);
     let mut env = cmd.env.clone();
     env.push((LAUNCH_ID_VAR.to_owned(), launch_id.to_owned()));
     for (k, _) in &env {
@@ -740,10 +1032,16 @@ pub async fn spawn(
         follower.unregister(&key);
         e
     };
-    let out = op_input(exec, target, &op_cmd, Some(&super::local::env_script(&env)))
-        .await
-        .map_err(failed)?;
-    let text = out.stdout_text();
+    let text = batched(
+        exec,
+        target,
+        Kind::Start,
+        args,
+        super::local::env_script(&env),
+        exec.options().start_timeout,
+    )
+    .await
+    .map_err(failed)?;
     let words: Vec<&str> = text.split_whitespace().collect();
     let at = target.program_place();
     let (pid, start_time) = match words.as_slice() {
@@ -770,11 +1068,10 @@ pub async fn spawn(
         _ => {
             return Err(failed(Error::Layer {
                 at,
-                code: out.status.code(),
+                code: None,
                 stderr: format!(
-                    "starting failed: {}{}",
-                    text.trim(),
-                    out.stderr_text().trim()
+                    "starting failed: {}",
+                    text.strip_prefix("FAIL ").unwrap_or(&text)
                 ),
             }));
         }
@@ -882,29 +1179,54 @@ impl RemoteService {
         timeout: Duration,
     ) -> Result<(ExitInfo, bool)> {
         let tenths = (timeout.as_millis() / 100) as u64;
-        let cmd = sh(
-            format!("{START_TIME_FN}{STATE_DIR}{STOP}"),
-            [
-                run_dir(&self.key),
-                signal.name().to_owned(),
-                tenths.to_string(),
-            ],
-        )
-        .timeout(self.exec.options().op_timeout + timeout);
+        let args = vec![
+            run_dir(&self.key),
+            signal.name().to_owned(),
+            tenths.to_string(),
+        ];
         let reach = self.reachability();
-        let out = reach
-            .or_down(&self.target, op(&self.exec, &self.target, &cmd))
+        let said = reach
+            .or_down(
+                &self.target,
+                batched(
+                    &self.exec,
+                    &self.target,
+                    Kind::Stop,
+                    args,
+                    Vec::new(),
+                    self.exec.options().op_timeout + timeout,
+                ),
+            )
             .await?;
-        let said = out.stdout_text();
-        let killed = said.trim() == "KILLED";
-        // The follower delivers the last output, then the exit; for a run already cleaned up
-        // (by a daemon killed after its stop) nothing more comes.
-        let info = if said.trim() == "NORUN" {
-            self.follower
+        let killed = said == "KILLED";
+        // The follower delivers the last output, then the exit. For a run already cleaned up (by
+        // a daemon killed after its stop) nothing more comes; for one that had ended already
+        // (e.g. adopted after a daemon restart, its process gone) the stop's answer says how,
+        // and the follower's record is waited for only briefly: a stop never blocks on it.
+        let words: Vec<&str> = said.split_whitespace().collect();
+        let info = match words.as_slice() {
+            ["NORUN", ..] => self
+                .follower
                 .exit_of(&self.key)
-                .unwrap_or(ExitInfo::UNKNOWN)
-        } else {
-            super::exit_after_stop(self.wait()).await
+                .unwrap_or(ExitInfo::UNKNOWN),
+            ["GONE", rc, ..] => {
+                let recorded = rc.parse().ok().map(ExitInfo::from_shell);
+                match self.follower.exit_of(&self.key) {
+                    Some(e) => e,
+                    None => {
+                        use futures_lite::FutureExt;
+                        let brief = async {
+                            Timer::after(GONE_WAIT).await;
+                            recorded.unwrap_or(ExitInfo::UNKNOWN)
+                        };
+                        match recorded {
+                            Some(_) => self.follower.wait_exit(&self.key).or(brief).await,
+                            None => ExitInfo::UNKNOWN,
+                        }
+                    }
+                }
+            }
+            _ => super::exit_after_stop(self.wait()).await,
         };
         self.ended = Some(info);
         self.clean().await?;
@@ -913,13 +1235,19 @@ impl RemoteService {
 
     /// Removes the run from the host (and anything left in its process group).
     pub async fn clean(&self) -> Result<()> {
-        let cmd = sh(
-            format!("{STATE_DIR}{CLEAN}"),
-            [run_dir(&self.key), self.pid.to_string()],
-        )
-        .timeout(self.exec.options().op_timeout);
+        let args = vec![run_dir(&self.key), self.pid.to_string()];
         self.reachability()
-            .or_down(&self.target, op(&self.exec, &self.target, &cmd))
+            .or_down(
+                &self.target,
+                batched(
+                    &self.exec,
+                    &self.target,
+                    Kind::Clean,
+                    args,
+                    Vec::new(),
+                    self.exec.options().op_timeout,
+                ),
+            )
             .await
             .map(drop)
     }

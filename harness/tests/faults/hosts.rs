@@ -193,7 +193,7 @@ fn a_link_down_makes_a_running_service_unknown_then_running_and_loses_no_line() 
     let mut fault = host_lock();
     let tb = Testbed::get();
     let env = Env::new(&format!(
-        "name: faultflap\n{}services:\n  c2:\n    host: h2\n    command: [sh, -c, '{COUNTER}']\n",
+        "name: faultflap\n{}services:\n  c2:\n    host: h2\n    command: [sh, -c, '{COUNTER}']\n    health_check: {{command: 'true', interval: 1s}}\n",
         hosts_yaml(tb)
     ));
     let argv = ["sh", "-c", &COUNTER.replace("$$", "$")];
@@ -205,10 +205,31 @@ fn a_link_down_makes_a_running_service_unknown_then_running_and_loses_no_line() 
     let at_down = follow.last();
     let detected = wait_for(Duration::from_secs(30), || state(&env, "c2") == "unknown")
         .unwrap_or_else(|| panic!("c2 not unknown with h2's link down: {}", entry(&env, "c2")));
+    // Its health check cannot reach h2: the health is unknown, not failing (before: it went on
+    // showing the last result, then failures once ssh gave up, ~19 s in).
+    let e = entry(&env, "c2");
+    assert_eq!(e["health"]["status"], "unknown", "{e}");
+    assert!(
+        e["health"]["last_output"]
+            .as_str()
+            .is_some_and(|o| o.contains("not checked: h2 unreachable since")),
+        "{e}"
+    );
     std::thread::sleep(Duration::from_secs(2));
+    let e = entry(&env, "c2");
+    assert_eq!(e["health"]["status"], "unknown", "still unknown: {e}");
     fault.link_up("h2");
     let back = wait_for(Duration::from_secs(30), || state(&env, "c2") == "running")
         .unwrap_or_else(|| panic!("c2 not running after link up: {}", entry(&env, "c2")));
+    assert!(
+        wait_for(
+            Duration::from_secs(10),
+            || entry(&env, "c2")["health"]["status"] == "healthy"
+        )
+        .is_some(),
+        "checked again once h2 answers: {}",
+        entry(&env, "c2")
+    );
     // Everything written on h2 meanwhile arrives.
     let outage_lines = (detected + Duration::from_secs(2)).as_millis() as u64 / 50;
     let caught_up = wait_for(Duration::from_secs(30), || {
@@ -424,4 +445,216 @@ fn a_link_down_during_start_never_leaves_two_copies() {
             t.elapsed().as_secs_f64()
         );
     }
+}
+
+/// Processes stopped with SIGSTOP, continued on drop (also when the test panics), with their
+/// parents: sudo stops itself when its command stops, and would stay stopped.
+struct Stalled(Vec<u32>);
+
+impl Stalled {
+    fn signal(pids: &[u32], sig: &str) {
+        for p in pids {
+            let _ = std::process::Command::new("kill")
+                .args([sig, &p.to_string()])
+                .status();
+        }
+    }
+}
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        Stalled::signal(&self.0, "-CONT");
+        let parents: Vec<u32> = self.0.iter().filter_map(|&p| parent_of(p)).collect();
+        Stalled::signal(&parents, "-CONT");
+    }
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(") ")
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The uid a process runs as (the real one, from /proc).
+fn uid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// What made 366-437 of 500 stops at 50 hosts falsely `pending` (bench/results-scale-2026-12-05.md):
+/// the host's log follower, the only thing the daemon heard the host by, was late under load,
+/// and a host silent for 5 s counted as unreachable although it answered every operation. Here
+/// the follower of h3 (as hbsvc, which no other test of this binary uses there) is frozen with
+/// SIGSTOP while h3 answers: its 20 services stay `running`, and a stop of all of them is done
+/// (exit 0, nothing pending, no process left). Before the fix: `unknown` after 5 s, the stop
+/// exited 1 with every service `not stopped yet: h3 unreachable`.
+#[test]
+fn a_host_that_answers_is_not_unreachable_when_its_follower_is_late() {
+    // Not a host fault, but the other tests of h3 must not break h3 meanwhile.
+    let _fault = host_lock();
+    let tb = Testbed::get();
+    let key = tb.var("TB_SSH_KEY").unwrap();
+    let mut yaml = format!(
+        "name: faultlate\nhosts:\n  h3: {{address: {}, user: hbuser, identity_file: {key}, sudo: true}}\nservices:\n",
+        tb.host("h3").addr
+    );
+    const N: usize = 20;
+    for i in 0..N {
+        yaml.push_str(&format!(
+            "  s{i}:\n    host: h3\n    user: hbsvc\n    command: [sleep, '{}']\n",
+            87000 + i
+        ));
+    }
+    let env = Env::new(&yaml);
+    let argvs: Vec<[String; 2]> = (0..N)
+        .map(|i| ["sleep".to_owned(), (87000 + i).to_string()])
+        .collect();
+    let alive = || {
+        argvs
+            .iter()
+            .filter(|a| !processes(&[&a[0], &a[1]]).is_empty())
+            .count()
+    };
+    env.run(&["start"]).ok();
+    assert_eq!(alive(), N, "every service runs after start");
+    let running = || {
+        env.status()
+            .iter()
+            .filter(|s| s["state"]["kind"] == "running")
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || running() == N).is_some(),
+        "not all running: {:?}",
+        env.status()
+    );
+
+    let hbsvc: u32 = tb.sh_ok("h3", "id -u hbsvc").parse().unwrap();
+    let followers: Vec<u32> = tb
+        .processes_on("h3", "HARNESS-H")
+        .into_iter()
+        .map(|p| p.pid)
+        .filter(|&p| {
+            uid_of(p) == Some(hbsvc)
+                && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "sh")
+        })
+        .collect();
+    assert!(!followers.is_empty(), "no follower of hbsvc on h3");
+    let stalled = Stalled(followers);
+    Stalled::signal(&stalled.0, "-STOP");
+
+    // Well past the 5 s of silence after which a host counted as unreachable.
+    std::thread::sleep(Duration::from_secs(8));
+    let states: Vec<String> = env
+        .status()
+        .iter()
+        .map(|s| format!("{} {}", s["name"], s["state"]["kind"]))
+        .collect();
+    assert_eq!(
+        running(),
+        N,
+        "h3 answers, so its services are not unknown: {states:?}"
+    );
+
+    let t = Instant::now();
+    let stop = env.run(&["stop"]);
+    let took = t.elapsed();
+    assert_eq!(
+        stop.code, 0,
+        "a stop of services on a host that answers is done, not pending:\n{}\n{}",
+        stop.stdout, stop.stderr
+    );
+    assert!(!stop.stdout.contains("not stopped yet"), "{}", stop.stdout);
+    assert!(
+        wait_for(Duration::from_secs(5), || alive() == 0).is_some(),
+        "{} processes left on h3 after the stop",
+        alive()
+    );
+    let stopped = env
+        .status()
+        .iter()
+        .filter(|s| s["state"]["kind"] == "stopped")
+        .count();
+    assert_eq!(stopped, N, "{:?}", env.status());
+    drop(stalled);
+    eprintln!(
+        "follower of h3 frozen for 8 s: {N} services stayed running; stop of all {N} done in \
+         {:.1} s (exit 0), 0 processes left",
+        took.as_secs_f64()
+    );
+}
+
+/// A container on h2's engine (reached over ssh to h2) with h2's link down: its stop cannot reach
+/// the engine, so it is pending (exit 1, `unknown` with `stop_pending`), the container keeps
+/// running, and the stop is finished once h2 answers (before: recorded `stopped` while the
+/// container ran on, ADR 0032's "Not done").
+#[test]
+fn a_stop_of_a_container_whose_host_is_unreachable_is_pending() {
+    let mut fault = host_lock();
+    let tb = Testbed::get();
+    let key = tb.var("TB_SSH_KEY").unwrap();
+    let env = Env::new(&format!(
+        "name: faultbox\nhosts:\n  h2: {{address: {}, user: hbuser, identity_file: {key}, docker_host: \"{}\"}}\nservices:\n  box:\n    type: docker\n    host: h2\n    image: \"{}\"\n    command: [sleep, '86452']\n    stop: {{timeout: 1s}}\n",
+        tb.host("h2").addr,
+        tb.docker_endpoint(testbed::Engine::H2),
+        tb.image
+    ));
+    env.run(&["start"]).ok();
+    let id = entry(&env, "box")["runtime"]["container_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!id.is_empty(), "{}", entry(&env, "box"));
+    // From this machine, not through h2's link: the engine's socket is reachable here.
+    let running = |id: &str| {
+        tb.docker(
+            testbed::Engine::H2,
+            ["inspect", "-f", "{{.State.Running}}", id],
+        )
+        .stdout
+        .starts_with(b"true")
+    };
+    assert!(running(&id));
+
+    fault.link_down("h2");
+    let t = Instant::now();
+    let stop = env.run(&["stop"]);
+    let took = t.elapsed();
+    assert_ne!(stop.code, 0, "stop: {}\n{}", stop.stdout, stop.stderr);
+    assert!(
+        stop.stdout.contains("not stopped yet"),
+        "{}\n{}",
+        stop.stdout,
+        stop.stderr
+    );
+    let e = entry(&env, "box");
+    assert_eq!(e["state"]["kind"], "unknown", "{e}");
+    assert_eq!(e["state"]["stop_pending"], true, "{e}");
+    assert!(running(&id), "the container runs on while h2 is away");
+
+    fault.link_up("h2");
+    let finished = wait_for(Duration::from_secs(120), || state(&env, "box") == "stopped")
+        .unwrap_or_else(|| panic!("the pending stop did not finish: {}", entry(&env, "box")));
+    assert!(
+        wait_for(Duration::from_secs(10), || !running(&id)).is_some(),
+        "stopped, but container {id} runs on"
+    );
+    eprintln!(
+        "container on h2, link down: stop answered pending (exit {}) after {:.1} s; stop done \
+         {:.1} s after link up",
+        stop.code,
+        took.as_secs_f64(),
+        finished.as_secs_f64()
+    );
 }

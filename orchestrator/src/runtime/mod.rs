@@ -117,7 +117,7 @@ impl Launched {
             Launched::Local(p) => Ok(p.terminate(signal, timeout).await),
             Launched::Host(p) => Ok(p.terminate(signal, timeout).await?),
             // The stop signal is the container's own (`--stop-signal`).
-            Launched::Container(c) => Ok(c.terminate(timeout).await),
+            Launched::Container(c) => Ok(c.terminate(timeout).await?),
         }
     }
 
