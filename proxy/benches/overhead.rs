@@ -41,7 +41,7 @@ fn upstream() -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     // Its own executor on its own thread, as a service is its own process: it must not share the
     // proxy's (smol's global) executor.
-    std::thread::spawn(move || {
+    spawn_named("upstream", move || {
         let ex = smol::LocalExecutor::new();
         smol::block_on(ex.run(async {
             let l = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -68,7 +68,7 @@ fn upstream() -> SocketAddr {
 
 fn proxy_to(up: SocketAddr) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    spawn_named("proxy-main", move || {
         smol::block_on(async move {
             let p = Proxy::bind("127.0.0.1:0".parse().unwrap(), Arc::new(One(up)))
                 .await
@@ -144,13 +144,54 @@ fn latency(addr: SocketAddr, n: u64) -> (Duration, Duration) {
     (times[times.len() / 2], times[times.len() * 99 / 100])
 }
 
-fn throughput(addr: SocketAddr, conns: u64, secs: u64) -> f64 {
+fn spawn_named<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .unwrap()
+}
+
+/// CPU time (user + system, in clock ticks) used so far by this process's threads, by group:
+/// the clients, the upstream, the proxy (smol's executor threads) and the rest.
+fn cpu_ticks() -> [u64; 4] {
+    let mut t = [0u64; 4];
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return t;
+    };
+    for task in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        // After ") ": state is field 3; utime and stime are fields 14 and 15.
+        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+        let group = match comm {
+            "client" => 0,
+            "upstream" => 1,
+            c if c.starts_with("smol-") => 2,
+            _ => 3,
+        };
+        t[group] += ticks;
+    }
+    t
+}
+
+/// Requests per second, and CPU microseconds per request used by the clients, the upstream and
+/// the proxy (from /proc, 10 ms ticks: meaningful over seconds).
+fn throughput(addr: SocketAddr, conns: u64, secs: u64) -> (f64, [f64; 3]) {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..conns)
         .map(|_| {
             let (stop, count) = (stop.clone(), count.clone());
-            std::thread::spawn(move || {
+            spawn_named("client", move || {
                 let mut c = Client::new(addr);
                 while !stop.load(Ordering::Relaxed) {
                     c.get();
@@ -160,14 +201,18 @@ fn throughput(addr: SocketAddr, conns: u64, secs: u64) -> f64 {
         })
         .collect();
     let t = Instant::now();
+    let cpu0 = cpu_ticks();
     std::thread::sleep(Duration::from_secs(secs));
+    let cpu1 = cpu_ticks();
     stop.store(true, Ordering::Relaxed);
     let n = count.load(Ordering::Relaxed);
     let el = t.elapsed();
     for t in threads {
         let _ = t.join();
     }
-    n as f64 / el.as_secs_f64()
+    // Clock ticks are 10 ms on Linux (USER_HZ = 100).
+    let per = |g: usize| (cpu1[g] - cpu0[g]) as f64 * 10_000.0 / n.max(1) as f64;
+    (n as f64 / el.as_secs_f64(), [per(0), per(1), per(2)])
 }
 
 fn main() {
@@ -183,11 +228,17 @@ fn main() {
         "  added   p50 {:>7.1} us (target <= 200 us)",
         us(p50) - us(d50)
     );
-    let direct = throughput(up, conns, secs);
-    let proxied = throughput(px, conns, secs);
+    let (direct, dcpu) = throughput(up, conns, secs);
+    let (proxied, pcpu) = throughput(px, conns, secs);
     println!("throughput, {conns} connections, {secs} s:");
-    println!("  direct  {direct:>9.0} req/s");
-    println!("  proxied {proxied:>9.0} req/s");
+    println!(
+        "  direct  {direct:>9.0} req/s   CPU us/req: clients {:>5.1}  upstream {:>5.1}",
+        dcpu[0], dcpu[1]
+    );
+    println!(
+        "  proxied {proxied:>9.0} req/s   CPU us/req: clients {:>5.1}  upstream {:>5.1}  proxy {:>5.1}",
+        pcpu[0], pcpu[1], pcpu[2]
+    );
     println!(
         "  ratio   {:>9.1} % (target >= 80 %)",
         proxied / direct * 100.0
