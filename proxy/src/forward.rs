@@ -183,10 +183,7 @@ async fn connect(upstream: SocketAddr) -> Result<SendRequest<Incoming>, String> 
 
 /// Copies both ways between the client and the upstream until both sides are done.
 async fn tunnel(client: hyper::upgrade::Upgraded, upstream: hyper::upgrade::Upgraded) {
-    let (Ok(c), Ok(u)) = (
-        client.downcast::<Io>(),
-        upstream.downcast::<Io>(),
-    ) else {
+    let (Ok(c), Ok(u)) = (client.downcast::<Io>(), upstream.downcast::<Io>()) else {
         tracing::warn!("proxy: an upgraded connection is not a TCP stream");
         return;
     };
