@@ -80,6 +80,34 @@ fn proxy_to(up: SocketAddr) -> SocketAddr {
     rx.recv().unwrap()
 }
 
+/// The floor of any proxy, for reference: a TCP relay on the same executor that parses nothing and
+/// copies bytes both ways (one upstream connection per client connection).
+fn relay_to(up: SocketAddr) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    spawn_named("relay-main", move || {
+        smol::block_on(async move {
+            let l = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            loop {
+                let (c, _) = l.accept().await.unwrap();
+                smol::spawn(async move {
+                    let u = async_net::TcpStream::connect(up).await.unwrap();
+                    let _ = c.set_nodelay(true);
+                    let _ = u.set_nodelay(true);
+                    let (mut cw, mut uw) = (c.clone(), u.clone());
+                    let _ = futures_lite::future::zip(
+                        futures_lite::io::copy(c, &mut uw),
+                        futures_lite::io::copy(u, &mut cw),
+                    )
+                    .await;
+                })
+                .detach();
+            }
+        })
+    });
+    rx.recv().unwrap()
+}
+
 /// A keep-alive client: one GET, reads the whole response.
 struct Client {
     w: TcpStream,
@@ -219,6 +247,7 @@ fn main() {
     let (reqs, conns, secs) = (env("REQS", 5000), env("CONNS", 8), env("SECS", 5));
     let up = upstream();
     let px = proxy_to(up);
+    let relay = relay_to(up);
     let (d50, d99) = latency(up, reqs);
     let (p50, p99) = latency(px, reqs);
     println!("latency, 1 connection, {reqs} sequential GETs:");
@@ -239,9 +268,15 @@ fn main() {
         "  proxied {proxied:>9.0} req/s   CPU us/req: clients {:>5.1}  upstream {:>5.1}  proxy {:>5.1}",
         pcpu[0], pcpu[1], pcpu[2]
     );
+    let (relayed, rcpu) = throughput(relay, conns, secs);
     println!(
-        "  ratio   {:>9.1} % (target >= 80 %)",
-        proxied / direct * 100.0
+        "  relay   {relayed:>9.0} req/s   CPU us/req: clients {:>5.1}  upstream {:>5.1}  relay {:>5.1}",
+        rcpu[0], rcpu[1], rcpu[2]
+    );
+    println!(
+        "  ratio   {:>9.1} % (target >= 80 %); a byte relay, parsing nothing: {:.1} %",
+        proxied / direct * 100.0,
+        relayed / direct * 100.0
     );
 }
 
