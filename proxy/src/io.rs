@@ -7,6 +7,7 @@
 //! them `EAGAIN`. [`Io`] remembers that the last `recv` found the socket empty and asks the
 //! reactor (no system call) until it reported the socket readable again.
 
+use std::cell::RefCell;
 use std::io::{self, Read as _};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,13 +21,18 @@ use hyper::rt::ReadBufCursor;
 /// Bytes read per `recv` at most (hyper's buffer starts at 8 KiB and grows for bulk bodies).
 const CHUNK: usize = 16 * 1024;
 
+thread_local! {
+    /// Where `recv` writes before the bytes are copied into hyper's (uninitialised) buffer: one per
+    /// thread, not per connection (a read never waits while holding it), so idle keep-alive
+    /// connections cost no extra memory.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; CHUNK].into_boxed_slice());
+}
+
 pub(crate) struct Io {
     stream: TcpStream,
     raw: Arc<Async<std::net::TcpStream>>,
     /// False once a `recv` found nothing; true again when the reactor saw the socket readable.
     maybe_readable: bool,
-    /// Where `recv` writes before the bytes go to hyper's (uninitialised) buffer.
-    buf: Box<[u8]>,
 }
 
 impl Io {
@@ -35,7 +41,6 @@ impl Io {
             raw: Arc::from(stream.clone()),
             stream,
             maybe_readable: true,
-            buf: vec![0; CHUNK].into_boxed_slice(),
         }
     }
 
@@ -56,12 +61,14 @@ impl hyper::rt::Read for Io {
                 ready!(this.raw.poll_readable(cx))?;
                 this.maybe_readable = true;
             }
-            let want = dst.remaining().min(this.buf.len());
-            match this.raw.get_ref().read(&mut this.buf[..want]) {
-                Ok(n) => {
-                    dst.put_slice(&this.buf[..n]);
-                    return Poll::Ready(Ok(()));
-                }
+            let want = dst.remaining().min(CHUNK);
+            let read = SCRATCH.with_borrow_mut(|buf| {
+                let n = this.raw.get_ref().read(&mut buf[..want])?;
+                dst.put_slice(&buf[..n]);
+                Ok::<_, io::Error>(n)
+            });
+            match read {
+                Ok(_) => return Poll::Ready(Ok(())),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.maybe_readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Poll::Ready(Err(e)),
