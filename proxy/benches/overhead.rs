@@ -4,7 +4,10 @@
 //! An upstream (hyper's HTTP/1 server on smol answering `ok`) runs on its own thread, the proxy on
 //! another; clients are plain blocking sockets with keep-alive on their own threads. Measured:
 //! - latency: one connection, sequential GETs, per-request time, direct and through the proxy;
-//! - throughput: `CONNS` connections, each sending GETs back to back for `SECS` seconds.
+//! - throughput: `CONNS` connections, each sending GETs back to back for `SECS` seconds, direct,
+//!   through the proxy, and through a byte relay that parses nothing (the floor of any proxy here);
+//!   with the CPU time per request of the clients, the upstream and the proxy (or relay) threads,
+//!   read from /proc (10 ms ticks: meaningful over seconds).
 //!
 //! `cargo bench -p proxy --bench overhead` (CONNS, SECS, REQS in the environment override).
 
@@ -41,7 +44,7 @@ fn upstream() -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     // Its own executor on its own thread, as a service is its own process: it must not share the
     // proxy's (smol's global) executor.
-    std::thread::spawn(move || {
+    spawn_named("upstream", move || {
         let ex = smol::LocalExecutor::new();
         smol::block_on(ex.run(async {
             let l = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -68,13 +71,41 @@ fn upstream() -> SocketAddr {
 
 fn proxy_to(up: SocketAddr) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    spawn_named("proxy-main", move || {
         smol::block_on(async move {
             let p = Proxy::bind("127.0.0.1:0".parse().unwrap(), Arc::new(One(up)))
                 .await
                 .unwrap();
             tx.send(p.local_addr()).unwrap();
             std::future::pending::<()>().await;
+        })
+    });
+    rx.recv().unwrap()
+}
+
+/// The floor of any proxy, for reference: a TCP relay on the same executor that parses nothing and
+/// copies bytes both ways (one upstream connection per client connection).
+fn relay_to(up: SocketAddr) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    spawn_named("relay-main", move || {
+        smol::block_on(async move {
+            let l = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            loop {
+                let (c, _) = l.accept().await.unwrap();
+                smol::spawn(async move {
+                    let u = async_net::TcpStream::connect(up).await.unwrap();
+                    let _ = c.set_nodelay(true);
+                    let _ = u.set_nodelay(true);
+                    let (mut cw, mut uw) = (c.clone(), u.clone());
+                    let _ = futures_lite::future::zip(
+                        futures_lite::io::copy(c, &mut uw),
+                        futures_lite::io::copy(u, &mut cw),
+                    )
+                    .await;
+                })
+                .detach();
+            }
         })
     });
     rx.recv().unwrap()
@@ -144,13 +175,54 @@ fn latency(addr: SocketAddr, n: u64) -> (Duration, Duration) {
     (times[times.len() / 2], times[times.len() * 99 / 100])
 }
 
-fn throughput(addr: SocketAddr, conns: u64, secs: u64) -> f64 {
+fn spawn_named<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .unwrap()
+}
+
+/// CPU time (user + system, in clock ticks) used so far by this process's threads, by group:
+/// the clients, the upstream, the proxy (smol's executor threads) and the rest.
+fn cpu_ticks() -> [u64; 4] {
+    let mut t = [0u64; 4];
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return t;
+    };
+    for task in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        // After ") ": state is field 3; utime and stime are fields 14 and 15.
+        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+        let group = match comm {
+            "client" => 0,
+            "upstream" => 1,
+            c if c.starts_with("smol-") => 2,
+            _ => 3,
+        };
+        t[group] += ticks;
+    }
+    t
+}
+
+/// Requests per second, and CPU microseconds per request used by the clients, the upstream and
+/// the proxy (from /proc, 10 ms ticks: meaningful over seconds).
+fn throughput(addr: SocketAddr, conns: u64, secs: u64) -> (f64, [f64; 3]) {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..conns)
         .map(|_| {
             let (stop, count) = (stop.clone(), count.clone());
-            std::thread::spawn(move || {
+            spawn_named("client", move || {
                 let mut c = Client::new(addr);
                 while !stop.load(Ordering::Relaxed) {
                     c.get();
@@ -160,20 +232,25 @@ fn throughput(addr: SocketAddr, conns: u64, secs: u64) -> f64 {
         })
         .collect();
     let t = Instant::now();
+    let cpu0 = cpu_ticks();
     std::thread::sleep(Duration::from_secs(secs));
+    let cpu1 = cpu_ticks();
     stop.store(true, Ordering::Relaxed);
     let n = count.load(Ordering::Relaxed);
     let el = t.elapsed();
     for t in threads {
         let _ = t.join();
     }
-    n as f64 / el.as_secs_f64()
+    // Clock ticks are 10 ms on Linux (USER_HZ = 100).
+    let per = |g: usize| (cpu1[g] - cpu0[g]) as f64 * 10_000.0 / n.max(1) as f64;
+    (n as f64 / el.as_secs_f64(), [per(0), per(1), per(2)])
 }
 
 fn main() {
     let (reqs, conns, secs) = (env("REQS", 5000), env("CONNS", 8), env("SECS", 5));
     let up = upstream();
     let px = proxy_to(up);
+    let relay = relay_to(up);
     let (d50, d99) = latency(up, reqs);
     let (p50, p99) = latency(px, reqs);
     println!("latency, 1 connection, {reqs} sequential GETs:");
@@ -183,14 +260,26 @@ fn main() {
         "  added   p50 {:>7.1} us (target <= 200 us)",
         us(p50) - us(d50)
     );
-    let direct = throughput(up, conns, secs);
-    let proxied = throughput(px, conns, secs);
+    let (direct, dcpu) = throughput(up, conns, secs);
+    let (proxied, pcpu) = throughput(px, conns, secs);
     println!("throughput, {conns} connections, {secs} s:");
-    println!("  direct  {direct:>9.0} req/s");
-    println!("  proxied {proxied:>9.0} req/s");
     println!(
-        "  ratio   {:>9.1} % (target >= 80 %)",
-        proxied / direct * 100.0
+        "  direct  {direct:>9.0} req/s   CPU us/req: clients {:>5.1}  upstream {:>5.1}",
+        dcpu[0], dcpu[1]
+    );
+    println!(
+        "  proxied {proxied:>9.0} req/s   CPU us/req: clients {:>5.1}  upstream {:>5.1}  proxy {:>5.1}",
+        pcpu[0], pcpu[1], pcpu[2]
+    );
+    let (relayed, rcpu) = throughput(relay, conns, secs);
+    println!(
+        "  relay   {relayed:>9.0} req/s   CPU us/req: clients {:>5.1}  upstream {:>5.1}  relay {:>5.1}",
+        rcpu[0], rcpu[1], rcpu[2]
+    );
+    println!(
+        "  ratio   {:>9.1} % (target >= 80 %); a byte relay, parsing nothing: {:.1} %",
+        proxied / direct * 100.0,
+        relayed / direct * 100.0
     );
 }
 

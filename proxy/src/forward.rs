@@ -13,8 +13,8 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
-use smol_hyper::rt::FuturesIo;
 
+use crate::io::Io;
 use crate::{Lookup, Shared, host_name, page};
 
 /// What the proxy answers with: the upstream's body as it streams, or a page of its own.
@@ -34,7 +34,7 @@ pub(crate) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
-        .serve_connection(FuturesIo::new(stream), service)
+        .serve_connection(Io::new(stream), service)
         .with_upgrades();
     if let Err(e) = conn.await {
         // An upstream that went away mid-response ends up here too: the client's response ends.
@@ -169,7 +169,7 @@ async fn connect(upstream: SocketAddr) -> Result<SendRequest<Incoming>, String> 
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(FuturesIo::new(stream))
+    let (sender, conn) = hyper::client::conn::http1::handshake(Io::new(stream))
         .await
         .map_err(|e| e.to_string())?;
     smol::spawn(async move {
@@ -183,14 +183,11 @@ async fn connect(upstream: SocketAddr) -> Result<SendRequest<Incoming>, String> 
 
 /// Copies both ways between the client and the upstream until both sides are done.
 async fn tunnel(client: hyper::upgrade::Upgraded, upstream: hyper::upgrade::Upgraded) {
-    let (Ok(c), Ok(u)) = (
-        client.downcast::<FuturesIo<TcpStream>>(),
-        upstream.downcast::<FuturesIo<TcpStream>>(),
-    ) else {
+    let (Ok(c), Ok(u)) = (client.downcast::<Io>(), upstream.downcast::<Io>()) else {
         tracing::warn!("proxy: an upgraded connection is not a TCP stream");
         return;
     };
-    let (client, upstream) = (c.io.into_inner(), u.io.into_inner());
+    let (client, upstream) = (c.io.into_stream(), u.io.into_stream());
     let up = pipe(c.read_buf, client.clone(), upstream.clone());
     let down = pipe(u.read_buf, upstream, client);
     futures_lite::future::zip(up, down).await;

@@ -3,7 +3,7 @@
 //!
 //! The proxy knows nothing about services: it asks a [`Routes`] (the daemon's, from the registry)
 //! what a `Host` maps to, and forwards the request there with hyper's HTTP/1 client and server on
-//! smol's I/O (through `smol-hyper`):
+//! smol's sockets (readiness-tracking adapter in `io.rs`):
 //!
 //! - keep-alive both ways: each client connection keeps its own upstream connections open;
 //! - WebSocket and any other `Upgrade:` is passed through byte for byte once upstream agreed
@@ -17,6 +17,7 @@
 //!   with a small page that lists the routes.
 
 mod forward;
+mod io;
 mod page;
 
 use std::collections::HashMap;

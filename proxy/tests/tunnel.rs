@@ -1,5 +1,6 @@
 //! The proxy with real servers behind it: a WebSocket echo through an `Upgrade:`, round-robin
-//! over two upstreams, `503 Retry-After` for a starting service.
+//! over two upstreams, large bodies both ways on a kept connection, `503 Retry-After` for a
+//! starting service.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -115,5 +116,75 @@ fn a_starting_service_answers_503_with_retry_after() {
             text.contains("echo is not available: it is starting"),
             "{text}"
         );
+    });
+}
+
+/// An HTTP server that answers each request with its body, whole; counts the connections it took.
+async fn http_echo() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use http_body_util::{BodyExt as _, Full};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = conns.clone();
+    smol::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            smol::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = req.into_body().collect().await?.to_bytes();
+                        Ok::<_, hyper::Error>(hyper::Response::new(Full::new(body)))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(smol_hyper::rt::FuturesIo::new(s), svc)
+                    .await;
+            })
+            .detach();
+        }
+    })
+    .detach();
+    (addr, conns)
+}
+
+#[test]
+fn large_bodies_cross_whole_both_ways_on_a_kept_connection() {
+    use http_body_util::{BodyExt as _, Full};
+    smol::block_on(async {
+        let (up, upstream_conns) = http_echo().await;
+        let p = proxy_with(Lookup::Ready {
+            service: "echo".into(),
+            upstreams: vec![up],
+        })
+        .await;
+        let s = async_net::TcpStream::connect(p.local_addr()).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(smol_hyper::rt::FuturesIo::new(s))
+                .await
+                .unwrap();
+        let conn = smol::spawn(conn);
+        // More than the proxy reads per `recv` (16 KiB) and than hyper's first buffer, with a
+        // pattern that shows bytes out of order; twice on one client connection, so the second
+        // goes over the kept upstream connection.
+        for len in [3 << 20, (1 << 20) + 7] {
+            let body: Vec<u8> = (0..len).map(|i: usize| (i % 251) as u8).collect();
+            let req = hyper::Request::post("/")
+                .header("host", "echo.localhost")
+                .body(Full::new(hyper::body::Bytes::from(body.clone())))
+                .unwrap();
+            send.ready().await.unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let got = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(got.len(), body.len());
+            assert!(got == body, "the body came back changed");
+        }
+        assert_eq!(
+            upstream_conns.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the second request did not reuse the upstream connection"
+        );
+        drop(send);
+        let _ = conn.await;
     });
 }
