@@ -201,6 +201,9 @@ pub enum Command {
     /// The SSH hosts of the services file.
     #[command(subcommand)]
     Hosts(HostsCommand),
+    /// The WireGuard meshes of the services file: members, peers, reachability.
+    #[command(subcommand)]
+    Network(crate::commands::network::NetworkCommand),
     /// Print the shell's completion set-up (completes service and project names too), e.g.
     /// `source <(harness completions bash)`.
     Completions {

@@ -16,6 +16,7 @@ mod health;
 mod hosts_check;
 mod logs;
 mod markers;
+pub mod network;
 pub mod package;
 mod request_size;
 mod restart;
@@ -90,6 +91,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Package(cmd) => package::run(&ctx, cmd),
         Command::Deploy(args) => deploy::run(&ctx, args),
         Command::Hosts(crate::cli::HostsCommand::Check) => hosts_check::run(&ctx),
+        Command::Network(cmd) => network::run(&ctx, cmd),
         Command::Completions { shell } => completions::run(shell),
         Command::Manpage => completions::manpage(),
     };
