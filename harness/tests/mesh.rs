@@ -276,7 +276,7 @@ fn mesh_joins_a_jump_only_host_a_remote_container_and_this_machine() {
         .zip(&ifaces)
     {
         assert!(
-            interfaces(tb, host).is_empty(),
+            !interfaces(tb, host).contains(f),
             "{host:?}: {:?}",
             interfaces(tb, host)
         );
@@ -315,10 +315,27 @@ fn a_host_whose_sudo_needs_a_password_fails_the_mesh_and_leaves_nothing() {
         all.contains("network \"mesh\", host \"h4\"") && all.contains("sudo needs a password"),
         "{all}"
     );
-    for host in [None, Some("h1"), Some("h2"), Some("h4")] {
-        assert!(interfaces(tb, host).is_empty(), "{host:?}");
+    nothing_left(tb, &env, &[None, Some("h1"), Some("h2"), Some("h4")]);
+}
+
+/// None of this project's mesh interfaces (other tests' may run beside it) exists on `hosts`,
+/// and no wireguard-go runs for one; their keys (only in the key directory) are removed.
+fn nothing_left(tb: &Testbed, env: &Env, hosts: &[Option<&str>]) {
+    let ifaces: Vec<String> = members(env)
+        .iter()
+        .map(|r| r["interface"].as_str().unwrap().to_owned())
+        .collect();
+    for host in hosts {
+        let found = interfaces(tb, *host);
+        assert!(
+            !ifaces.iter().any(|f| found.contains(f)),
+            "{host:?}: {found:?}"
+        );
     }
-    assert!(tb.processes_matching("wireguard-go hw").is_empty());
+    for f in &ifaces {
+        assert_eq!(wireguard_go(tb, f), 0, "{f}");
+        let _ = std::fs::remove_file(format!("/var/lib/harness/wireguard/{f}.key"));
+    }
 }
 
 #[test]
@@ -344,4 +361,114 @@ services:
         "{}",
         r.stderr
     );
+}
+
+/// `wg` hidden on h3 (a non-executable file bound over it in h3's private mount namespace).
+struct HiddenWg {
+    pid: String,
+}
+
+impl HiddenWg {
+    fn new(tb: &Testbed) -> HiddenWg {
+        let pid =
+            std::fs::read_to_string(format!("{}/hosts/h3/sshd.pid", tb.var("TB_DIR").unwrap()))
+                .unwrap()
+                .trim()
+                .to_owned();
+        let out = in_ns(
+            tb,
+            None,
+            &format!("nsenter --target {pid} --mount mount --bind /dev/null \"$(command -v wg)\""),
+        );
+        assert!(out.status.success(), "{out:?}");
+        HiddenWg { pid }
+    }
+}
+
+impl Drop for HiddenWg {
+    fn drop(&mut self) {
+        let tb = Testbed::get();
+        in_ns(
+            tb,
+            None,
+            &format!(
+                "nsenter --target {} --mount umount \"$(command -v wg)\"",
+                self.pid
+            ),
+        );
+    }
+}
+
+#[test]
+fn a_missing_wireguard_tool_is_named_by_hosts_check_and_start() {
+    let tb = Testbed::get();
+    let i = instance(tb);
+    let key = tb.var("TB_SSH_KEY").unwrap();
+    let yaml = format!(
+        "name: meshtool
+hosts:
+  h1: {{address: {h1}, user: hbuser, identity_file: {key}, sudo: true}}
+  h3: {{address: {h3}, user: hbuser, identity_file: {key}, sudo: true}}
+networks:
+  mesh:
+    type: wireguard
+    subnet: 10.78.{i}.0/24
+    listen_port: {port}
+    nodes: [{{host: h1}}, {{host: h3}}]
+services:
+  a:
+    host: h3
+    command: \"sleep 600\"
+",
+        h1 = tb.host("h1").addr,
+        h3 = tb.host("h3").addr,
+        port = 51823 + 10 * i,
+    );
+    let env = Env::new(&yaml);
+    let _hidden = HiddenWg::new(tb);
+    let check = env.run(&["hosts", "check", "-o", "json"]);
+    assert_eq!(check.code, 1, "{}", check.stderr);
+    let reports = check.json();
+    let h3 = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["host"] == "h3")
+        .unwrap()
+        .clone();
+    let problem = h3["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["check"] == "wireguard")
+        .unwrap_or_else(|| panic!("{h3:#}"))
+        .clone();
+    assert!(
+        problem["error"].as_str().unwrap().contains("network mesh"),
+        "{problem}"
+    );
+    assert!(
+        problem["hint"]
+            .as_str()
+            .unwrap()
+            .contains("apt-get install wireguard-tools"),
+        "{problem}"
+    );
+    let h1_ok = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["host"] == "h1")
+        .unwrap()["ok"]
+        == true;
+    assert!(h1_ok, "{reports:#}");
+
+    let r = env.run(&["start"]);
+    assert_ne!(r.code, 0);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        all.contains("network \"mesh\", host \"h3\"") && all.contains("wireguard-tools"),
+        "{all}"
+    );
+    nothing_left(tb, &env, &[Some("h1"), Some("h3")]);
 }
