@@ -678,7 +678,17 @@ async fn apply_selected(
     // WireGuard meshes come up before the first service on one of their members starts; a
     // mesh that cannot come up fails the services on it, naming the network and the host.
     for (net, users) in meshes_needed(project, &plans) {
-        if let Err(e) = crate::network::up(&inner.executor, project, &net, &inner.state_dir).await {
+        let t = Instant::now();
+        let up = crate::network::up(&inner.executor, project, &net, &inner.state_dir).await;
+        if up.is_ok() {
+            tracing::info!(
+                project = %project.name,
+                network = %net,
+                "mesh up in {} ms",
+                t.elapsed().as_millis()
+            );
+        }
+        if let Err(e) = up {
             tracing::warn!(project = %project.name, "{e}");
             for name in users {
                 plans.insert(name, Plan::Fail(e.to_string()));
