@@ -243,6 +243,25 @@ fn mesh_joins_a_jump_only_host_a_remote_container_and_this_machine() {
             )
         })
         .collect();
+    let ifaces: Vec<String> = list
+        .iter()
+        .map(|r| r["interface"].as_str().unwrap().to_owned())
+        .collect();
+    let pids = || -> Vec<u32> {
+        let mut p: Vec<u32> = ifaces
+            .iter()
+            .flat_map(|f| {
+                tb.processes_matching(&format!("wireguard-go {f}"))
+                    .into_iter()
+                    .filter(move |p| p.cmdline.trim() == format!("wireguard-go {f}"))
+                    .map(|p| p.pid)
+            })
+            .collect();
+        p.sort();
+        p
+    };
+    let pids_before = pids();
+    assert_eq!(pids_before.len(), 4);
     kill9(env.daemon_pid().unwrap());
     std::thread::sleep(Duration::from_millis(300));
     let again = env.run(&["start"]);
@@ -258,10 +277,8 @@ fn mesh_joins_a_jump_only_host_a_remote_container_and_this_machine() {
         })
         .collect();
     assert_eq!(before, after);
-    let ifaces: Vec<String> = list
-        .iter()
-        .map(|r| r["interface"].as_str().unwrap().to_owned())
-        .collect();
+    // The same wireguard-go processes: adopted, not replaced.
+    assert_eq!(pids(), pids_before);
     for f in &ifaces {
         assert_eq!(wireguard_go(tb, f), 1, "{f}");
     }

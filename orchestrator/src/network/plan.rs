@@ -172,3 +172,76 @@ pub fn mesh_address(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(yaml: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("services.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let loaded = harness_config::load(&path);
+        loaded
+            .project
+            .unwrap_or_else(|| panic!("{:?}", loaded.errors))
+    }
+
+    const HOSTS: &str = "name: p
+hosts:
+  h1: {address: 198.18.0.11}
+  h2: {address: 198.18.0.12}
+  h4: {address: 198.19.0.14, jump: h1}
+";
+
+    #[test]
+    fn members_get_addresses_in_order_and_a_relay_from_their_jump_host() {
+        let p = project(&format!(
+            "{HOSTS}networks:
+  mesh: {{type: wireguard, subnet: 10.5.0.0/29, nodes: [{{host: local}}, {{host: h1}}, {{host: h2}}, {{host: h4}}]}}
+services:
+  a: {{command: 'true'}}
+"
+        ));
+        let plan = plan(&p, "mesh", Path::new("/state")).unwrap();
+        let got: Vec<(&str, String, Option<&str>)> = plan
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), m.address.to_string(), m.relay.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("local", "10.5.0.1".to_owned(), None),
+                ("h1", "10.5.0.2".to_owned(), None),
+                ("h2", "10.5.0.3".to_owned(), None),
+                ("h4", "10.5.0.4".to_owned(), Some("h1")),
+            ]
+        );
+        assert_eq!((plan.listen_port, plan.mtu), (51820, 1420));
+        // Interface names fit Linux's 15 characters, differ per member and per state dir.
+        assert!(plan.members.iter().all(|m| m.interface.len() <= 15));
+        let other = super::plan(&p, "mesh", Path::new("/other")).unwrap();
+        assert_ne!(plan.members[0].interface, other.members[0].interface);
+        assert_ne!(plan.members[0].interface, plan.members[1].interface);
+        // The resolver's view: the mesh address of h4 for a consumer here.
+        assert_eq!(
+            mesh_address(&p, Path::new(""), None, Some("h4"), &[]),
+            Some(("mesh".to_owned(), Ipv4Addr::new(10, 5, 0, 4)))
+        );
+    }
+
+    #[test]
+    fn a_jump_host_outside_the_mesh_is_refused_naming_it() {
+        let p = project(&format!(
+            "{HOSTS}networks:
+  mesh: {{type: wireguard, subnet: 10.5.0.0/24, nodes: [{{host: local}}, {{host: h4}}]}}
+services:
+  a: {{command: 'true'}}
+"
+        ));
+        let e = plan(&p, "mesh", Path::new("/state")).unwrap_err();
+        assert_eq!(e.host.as_deref(), Some("h4"));
+        assert!(e.to_string().contains("jump host \"h1\""), "{e}");
+    }
+}
