@@ -181,6 +181,13 @@ fn mesh_joins_a_jump_only_host_a_remote_container_and_this_machine() {
     assert!(logs("fetchlocal").contains(&format!("api at {}:{api_port}", addr_of("h4"))));
     assert_eq!(addr_of("local"), format!("10.77.{i}.1"));
     assert_eq!(addr_of("h4"), format!("10.77.{i}.4"));
+    // The daemon lists (and would check) a service on the jump-only host at its mesh address.
+    let api4 = env
+        .status()
+        .into_iter()
+        .find(|s| s["name"] == "api4")
+        .unwrap();
+    assert_eq!(api4["endpoints"][0]["ip"], addr_of("h4"), "{api4:#}");
 
     // Every pair of members answers over the mesh.
     let test = env.run(&["network", "test", "-o", "json"]);
@@ -488,4 +495,81 @@ services:
         "{all}"
     );
     nothing_left(tb, &env, &[Some("h1"), Some("h3")]);
+}
+
+/// A node added to a live mesh becomes every member's peer; one removed loses its interface and
+/// is no one's peer any more; the services keep running.
+#[test]
+fn members_join_and_leave_a_live_mesh() {
+    let tb = Testbed::get();
+    let i = instance(tb);
+    let key = tb.var("TB_SSH_KEY").unwrap();
+    let yaml = |nodes: &str| {
+        format!(
+            "name: meshlive
+hosts:
+  h1: {{address: {h1}, user: hbuser, identity_file: {key}, sudo: true}}
+  h2: {{address: {h2}, user: hbuser, identity_file: {key}, sudo: true}}
+  h3: {{address: {h3}, user: hbuser, identity_file: {key}, sudo: true}}
+networks:
+  mesh:
+    type: wireguard
+    subnet: 10.76.{i}.0/24
+    listen_port: {port}
+    nodes: [{nodes}]
+services:
+  a:
+    host: h1
+    command: \"sleep 600\"
+",
+            h1 = tb.host("h1").addr,
+            h2 = tb.host("h2").addr,
+            h3 = tb.host("h3").addr,
+            port = 51824 + 10 * i,
+        )
+    };
+    let env = Env::new(&yaml("{host: h1}, {host: h2}"));
+    env.run(&["start"]).ok();
+    let peers = |env: &Env, member: &str| -> usize {
+        let shown = env.run(&["network", "show", "mesh", "-o", "json"]).json();
+        shown
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["member"] == member)
+            .map(|m| m["peers"].as_array().unwrap().len())
+            .unwrap_or(0)
+    };
+    assert_eq!(peers(&env, "h1"), 1);
+    let a_pid = env.status()[0]["runtime"]["pid"].clone();
+
+    std::fs::write(
+        env.dir.path().join("services.yaml"),
+        yaml("{host: h1}, {host: h2}, {host: h3}"),
+    )
+    .unwrap();
+    env.run(&["start"]).ok();
+    assert_eq!(peers(&env, "h1"), 2);
+    assert_eq!(env.run(&["network", "test", "h1", "h3"]).code, 0);
+    let h3_iface = members(&env).iter().find(|r| r["member"] == "h3").unwrap()["interface"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(interfaces(tb, Some("h3")).contains(&h3_iface));
+
+    std::fs::write(
+        env.dir.path().join("services.yaml"),
+        yaml("{host: h1}, {host: h2}"),
+    )
+    .unwrap();
+    env.run(&["start"]).ok();
+    assert_eq!(peers(&env, "h1"), 1);
+    assert!(!interfaces(tb, Some("h3")).contains(&h3_iface));
+    assert_eq!(wireguard_go(tb, &h3_iface), 0);
+    let _ = std::fs::remove_file(format!("/var/lib/harness/wireguard/{h3_iface}.key"));
+    // The service was not restarted by any of it.
+    assert_eq!(env.status()[0]["runtime"]["pid"], a_pid);
+
+    env.run(&["stop"]).ok();
+    nothing_left(tb, &env, &[Some("h1"), Some("h2"), Some("h3")]);
 }

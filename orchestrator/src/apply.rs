@@ -454,8 +454,8 @@ enum Plan {
     Refused(String),
 }
 
-/// The wireguard networks that services about to start need (they run on a member, or name the
-/// network), with those services.
+/// The wireguard networks that services about to start or running need (they run on a member,
+/// or name the network), with those services.
 fn meshes_needed(
     project: &Project,
     plans: &BTreeMap<String, Plan>,
@@ -477,7 +477,9 @@ fn meshes_needed(
             })
             .collect();
         for (name, plan) in plans {
-            if !matches!(plan, Plan::Start(..)) {
+            // Running ones too: the mesh is re-applied (members that joined or left, a member
+            // that rebooted) on every start.
+            if !matches!(plan, Plan::Start(..) | Plan::Unchanged) {
                 continue;
             }
             let Some(svc) = project.services.get(name) else {
@@ -691,7 +693,9 @@ async fn apply_selected(
         if let Err(e) = up {
             tracing::warn!(project = %project.name, "{e}");
             for name in users {
-                plans.insert(name, Plan::Fail(e.to_string()));
+                if matches!(plans.get(&name), Some(Plan::Start(..))) {
+                    plans.insert(name, Plan::Fail(e.to_string()));
+                }
             }
         }
     }

@@ -286,7 +286,8 @@ pub async fn up(
     state_dir: &Path,
 ) -> Result<MeshState, MeshError> {
     let plan = plan(project, network, state_dir)?;
-    if let Some(old) = read_state(state_dir, &project.name, network).await {
+    let old = read_state(state_dir, &project.name, network).await;
+    if let Some(old) = &old {
         for m in &old.members {
             if let Some(now) = plan.member(&m.name)
                 && now.address != m.address
@@ -375,6 +376,32 @@ pub async fn up(
     if let Some(e) = outcomes.into_iter().find_map(Result::err) {
         let _ = down(exec, project, network, state_dir).await;
         return Err(e);
+    }
+    // Members that left `nodes` while the mesh was up: the others no longer have them as peers
+    // (set above); their own interface goes.
+    let left: Vec<MemberState> = old
+        .map(|o| o.members)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| plan.member(&m.name).is_none())
+        .collect();
+    let removals = left.iter().map(|m| async move {
+        let target = root_target(project, network, &m.name)?;
+        run(
+            exec,
+            &target,
+            network,
+            &m.name,
+            "removing the interface of a member that left",
+            TEARDOWN,
+            std::slice::from_ref(&m.interface),
+        )
+        .await
+    });
+    for r in futures_util_join(removals.collect()).await {
+        if let Err(e) = r {
+            tracing::warn!("{e}; its interface stays until it is removed by hand");
+        }
     }
     Ok(state)
 }
