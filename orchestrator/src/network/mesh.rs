@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use command_executor::{Command, Executor, Target};
+use futures_util::future::join_all;
 use harness_config::{LOCAL_NODE, Project};
 use serde::{Deserialize, Serialize};
 
@@ -310,7 +311,7 @@ pub async fn up(
         .map(|m| probe(exec, project, &plan, &m.name))
         .collect();
     let mut results = Vec::new();
-    for r in futures_util_join(probes).await {
+    for r in join_all(probes).await {
         results.push(r?);
     }
     let state = MeshState {
@@ -372,7 +373,7 @@ pub async fn up(
             .await
         }
     });
-    let outcomes = futures_util_join(configure.collect()).await;
+    let outcomes = join_all(configure).await;
     if let Some(e) = outcomes.into_iter().find_map(Result::err) {
         let _ = down(exec, project, network, state_dir).await;
         return Err(e);
@@ -398,36 +399,12 @@ pub async fn up(
         )
         .await
     });
-    for r in futures_util_join(removals.collect()).await {
+    for r in join_all(removals).await {
         if let Err(e) = r {
             tracing::warn!("{e}; its interface stays until it is removed by hand");
         }
     }
     Ok(state)
-}
-
-/// Runs futures concurrently and returns their outputs in order.
-async fn futures_util_join<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
 }
 
 /// The address of `of` as `from` reaches it, without the port.
@@ -596,7 +573,7 @@ pub async fn down(
         )
         .await
     });
-    let outcomes = futures_util_join(tasks.collect()).await;
+    let outcomes = join_all(tasks).await;
     if let Some(e) = outcomes.into_iter().find_map(Result::err) {
         return Err(e);
     }
