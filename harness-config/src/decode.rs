@@ -41,7 +41,14 @@ pub(crate) const HOST_KEYS: &[&str] = &[
     "sudo",
     "docker_host",
 ];
-pub(crate) const NETWORK_KEYS: &[&str] = &["type", "subnet", "config_path", "nodes"];
+pub(crate) const NETWORK_KEYS: &[&str] = &[
+    "type",
+    "subnet",
+    "config_path",
+    "nodes",
+    "listen_port",
+    "mtu",
+];
 pub(crate) const NODE_KEYS: &[&str] = &["host", "name", "ssh_user", "ssh_key", "package_deploy"];
 pub(crate) const SERVICE_KEYS: &[&str] = &[
     "type",
@@ -789,17 +796,48 @@ impl<'a> Decoder<'a> {
         }
 
         let mut networks = BTreeMap::new();
+        let mut subnets: Vec<(String, crate::subnet::Subnet, NetworkKind, Pos)> = Vec::new();
         if let Some(n) = fields.get("networks") {
-            for (name, _, value) in self.entries(n, "networks") {
+            for (name, key, value) in self.entries(n, "networks") {
                 let path = join("networks", &name);
                 if let Some(net) = self.network(value, &path) {
+                    let pos = map_get(value, "subnet").map_or(key.pos, |n| n.pos);
+                    self.mesh_checks(&net, &path, value, key.pos, pos);
+                    if let Some(s) = net
+                        .subnet
+                        .as_deref()
+                        .and_then(|t| crate::subnet::Subnet::parse(t).ok())
+                    {
+                        subnets.push((name.clone(), s, net.kind, pos));
+                    }
                     networks.insert(name, net);
                 }
             }
         }
-        // ADR-007 lan nodes are SSH hosts under their name.
+        // A mesh's subnet may not overlap another network's: its routes would capture that
+        // network's traffic.
+        for (i, (a, sa, ka, _)) in subnets.iter().enumerate() {
+            for (b, sb, kb, pb) in &subnets[i + 1..] {
+                if (*ka == NetworkKind::Wireguard || *kb == NetworkKind::Wireguard)
+                    && sa.overlaps(sb)
+                {
+                    self.error_help(
+                        Code::InvalidValue,
+                        *pb,
+                        &join(&join("networks", b), "subnet"),
+                        format!("network `{b}`: subnet {sb} overlaps subnet {sa} of network `{a}`"),
+                        "give each network its own address range",
+                    );
+                }
+            }
+        }
+        // ADR-007 lan nodes are SSH hosts under their name (a mesh's `local` node is the daemon's
+        // machine, not a host).
         for net in networks.values() {
             for node in &net.nodes {
+                if net.kind == NetworkKind::Wireguard && node.host == crate::LOCAL_NODE {
+                    continue;
+                }
                 hosts.entry(node.name.clone()).or_insert_with(|| Host {
                     address: node.host.clone(),
                     port: 22,
@@ -991,14 +1029,36 @@ impl<'a> Decoder<'a> {
             .get("config_path")
             .and_then(|n| self.text(n, &join(path, "config_path")))
             .map(PathBuf::from);
-        if kind == NetworkKind::Wireguard && config_path.is_none() {
-            self.error_help(
-                Code::MissingField,
-                node.pos,
-                path,
-                "a `wireguard` network needs `config_path`",
-                "e.g. `config_path: /etc/wireguard/wg0.conf`",
-            );
+        let listen_port = f.get("listen_port").and_then(|n| {
+            self.integer::<u16>(n, &join(path, "listen_port"), "a port number (1-65535)")
+                .filter(|p| *p > 0)
+        });
+        let mtu = f.get("mtu").and_then(|n| {
+            let mp = join(path, "mtu");
+            let v = self.integer::<u16>(n, &mp, "an MTU (1280-9000)")?;
+            if (1280..=9000).contains(&v) {
+                Some(v)
+            } else {
+                self.error(
+                    Code::InvalidValue,
+                    n.pos,
+                    &mp,
+                    format!("`mtu` must be 1280 to 9000, found {v}"),
+                );
+                None
+            }
+        });
+        if kind != NetworkKind::Wireguard {
+            for key in ["listen_port", "mtu"] {
+                if let Some(n) = f.get(key) {
+                    self.error(
+                        Code::InvalidValue,
+                        n.pos,
+                        &join(path, key),
+                        format!("`{key}` applies only to a `wireguard` network"),
+                    );
+                }
+            }
         }
         let mut nodes = Vec::new();
         if let Some(n) = f.get("nodes") {
@@ -1045,8 +1105,84 @@ impl<'a> Decoder<'a> {
             kind,
             subnet,
             config_path,
+            listen_port,
+            mtu,
             nodes,
         })
+    }
+
+    /// A `wireguard` network: a subnet that holds every member, members named once.
+    fn mesh_checks(&mut self, net: &Network, path: &str, node: &Node, key: Pos, subnet_pos: Pos) {
+        if net.kind != NetworkKind::Wireguard {
+            return;
+        }
+        let Some(text) = net.subnet.as_deref() else {
+            self.error_help(
+                Code::MissingField,
+                key,
+                path,
+                format!(
+                    "network `{}`: a `wireguard` network needs `subnet`",
+                    path_tail(path)
+                ),
+                "the mesh addresses come from it, e.g. `subnet: 10.90.0.0/24`",
+            );
+            return;
+        };
+        let sp = join(path, "subnet");
+        let subnet = match crate::subnet::Subnet::parse(text) {
+            Ok(s) => s,
+            Err(why) => {
+                self.error(
+                    Code::InvalidValue,
+                    subnet_pos,
+                    &sp,
+                    format!("`{text}`: {why}"),
+                );
+                return;
+            }
+        };
+        if net.nodes.is_empty() {
+            let pos = map_get(node, "nodes").map_or(key, |n| n.pos);
+            self.error_help(
+                Code::MissingField,
+                pos,
+                &join(path, "nodes"),
+                format!("network `{}`: a `wireguard` network needs `nodes`", path_tail(path)),
+                "list the members: `- host: local` for this machine, `- host: NAME` for a hosts entry",
+            );
+        }
+        let members = net.nodes.len() as u64;
+        if members > subnet.capacity() {
+            self.error_help(
+                Code::InvalidValue,
+                subnet_pos,
+                &sp,
+                format!(
+                    "network `{}`: subnet {subnet} holds {} member address{} (network and broadcast \
+                     addresses are never used), but the network has {members} nodes",
+                    path_tail(path),
+                    subnet.capacity(),
+                    if subnet.capacity() == 1 { "" } else { "es" }
+                ),
+                "use a shorter prefix, e.g. /24",
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for node in &net.nodes {
+            if !seen.insert(node.name.as_str()) {
+                self.error(
+                    Code::InvalidValue,
+                    key,
+                    &join(path, "nodes"),
+                    format!(
+                        "network `{}`: node `{}` is listed twice",
+                        path_tail(path),
+                        node.name
+                    ),
+                );
+            }
+        }
     }
 
     fn service(&mut self, name: &str, node: &Node, path: &str) -> Option<Service> {
@@ -1647,6 +1783,21 @@ impl<'a> Decoder<'a> {
 }
 
 /// `ADDRESS/PREFIX` with a prefix that fits the address family.
+/// The value under `key` of a mapping node, without reporting anything.
+fn map_get<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
+    let Value::Map(entries) = &node.value else {
+        return None;
+    };
+    entries
+        .iter()
+        .find(|(k, _)| matches!(&k.value, Value::Str(s) if s.as_str() == key))
+        .map(|(_, v)| v)
+}
+
+fn path_tail(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
 fn check_cidr(text: &str) -> Result<(), String> {
     let (address, prefix) = text
         .split_once('/')

@@ -27,6 +27,7 @@ mod mask;
 mod model;
 mod node;
 mod schema;
+pub mod subnet;
 mod template;
 mod validate;
 

@@ -120,20 +120,35 @@ pub struct Network {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[serde(serialize_with = "escaped::option")]
     pub subnet: Option<String>,
-    /// `wireguard`: the WireGuard configuration file.
+    /// `wireguard`: recorded, not read: harness generates each member's configuration itself
+    /// (docs/adr/0034-wireguard-mesh.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[serde(serialize_with = "escaped::path")]
     pub config_path: Option<PathBuf>,
+    /// `wireguard`: the UDP port every member listens on (default [`WIREGUARD_PORT`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_port: Option<u16>,
+    /// `wireguard`: the mesh interfaces' MTU (default [`WIREGUARD_MTU`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
+    /// `wireguard`: the members, in address order; `host: local` is the daemon's machine.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NetworkNode>,
 }
+
+/// The `listen_port` of a `wireguard` network that does not set one.
+pub const WIREGUARD_PORT: u16 = 51820;
+/// The `mtu` of a `wireguard` network that does not set one (wg-quick's default).
+pub const WIREGUARD_MTU: u16 = 1420;
+/// The `host` of a `wireguard` network node that stands for the daemon's machine.
+pub const LOCAL_NODE: &str = "local";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkKind {
     Local,
     Lan,
-    /// Validated, but not brought up yet: starting a service on one fails, naming the network.
+    /// A WireGuard mesh among `nodes`, brought up by the daemon (docs/adr/0034-wireguard-mesh.md).
     Wireguard,
 }
 

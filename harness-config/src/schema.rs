@@ -176,9 +176,15 @@ struct Network {
     kind: Option<NetworkKind>,
     /// ADDRESS/PREFIX, e.g. 10.10.0.0/24.
     subnet: Option<String>,
-    /// `wireguard` networks: the WireGuard configuration file.
+    /// `wireguard` networks: recorded, not read (harness generates each member's configuration).
     config_path: Option<String>,
+    /// Members; in a `wireguard` network `host: local` is the daemon's machine and other hosts
+    /// name a `hosts:` entry or an address. Mesh addresses are given in this order.
     nodes: Option<Vec<NetworkNode>>,
+    /// `wireguard` networks: the UDP port each member listens on (default 51820).
+    listen_port: Option<u16>,
+    /// `wireguard` networks: the interfaces' MTU, 1280-9000 (default 1420).
+    mtu: Option<u16>,
 }
 
 #[derive(JsonSchema)]
@@ -186,7 +192,7 @@ struct Network {
 enum NetworkKind {
     Local,
     Lan,
-    /// Validated; starting a service on one fails until the networking layer exists.
+    /// A WireGuard mesh among `nodes`, brought up by the daemon (needs `subnet` and `nodes`).
     Wireguard,
 }
 

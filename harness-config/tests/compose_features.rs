@@ -341,10 +341,82 @@ fn adr007_values_are_checked() {
         );
     let loaded = load_many(&[("s.yaml", &bad)], &LoadOptions::default());
     let messages: Vec<&str> = loaded.errors.iter().map(|d| d.message.as_str()).collect();
-    assert_eq!(messages.len(), 3, "{messages:#?}");
+    assert_eq!(messages.len(), 2, "{messages:#?}");
     assert!(messages.iter().any(|m| m.contains("not a subnet")));
-    assert!(messages.iter().any(|m| m.contains("needs `config_path`")));
     assert!(messages.iter().any(|m| m.contains("same setting")));
+}
+
+/// A mesh's subnet must hold its members and not overlap another network; each error is
+/// placed at the subnet's line and column.
+#[test]
+fn mesh_subnets_are_checked_at_their_position() {
+    let yaml = "networks:
+  lab:
+    type: lan
+    subnet: 10.50.0.0/16
+  mesh:
+    type: wireguard
+    subnet: 10.50.3.0/24
+    listen_port: 51900
+    mtu: 1400
+    nodes: [{host: local}, {host: 10.0.0.2, name: a}]
+  tiny:
+    type: wireguard
+    subnet: 10.60.0.0/31
+    nodes: [{host: local}, {host: 10.0.0.2, name: b}]
+  small:
+    type: wireguard
+    subnet: 10.70.0.0/30
+    nodes: [{host: local}, {host: 10.0.0.2, name: c}, {host: 10.0.0.3, name: d}]
+services:
+  a: {command: 'true'}
+";
+    let loaded = load_many(&[("s.yaml", yaml)], &LoadOptions::default());
+    let shown: Vec<String> = loaded
+        .errors
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}:{} {}",
+                d.file.display(),
+                d.line.unwrap_or(0),
+                d.column.unwrap_or(0),
+                d.message
+            )
+        })
+        .collect();
+    assert_eq!(shown.len(), 3, "{shown:#?}");
+    assert!(
+        shown.iter().any(|m| m.contains("s.yaml:7:13 ")
+            && m.contains(
+                "network `mesh`: subnet 10.50.3.0/24 overlaps subnet 10.50.0.0/16 of network `lab`"
+            )),
+        "{shown:#?}"
+    );
+    assert!(
+        shown.iter().any(|m| m.contains("s.yaml:13:13 ")
+            && m.contains("subnet 10.60.0.0/31 holds 0 member addresses")
+            && m.contains("2 nodes")),
+        "{shown:#?}"
+    );
+    assert!(
+        shown.iter().any(|m| m.contains("s.yaml:17:13 ")
+            && m.contains("subnet 10.70.0.0/30 holds 2 member addresses")
+            && m.contains("3 nodes")),
+        "{shown:#?}"
+    );
+    // Without the bad ones it loads, `local` is no hosts entry, config_path is optional.
+    let good = yaml
+        .split("  tiny:")
+        .next()
+        .unwrap()
+        .replace("10.50.0.0/16", "10.51.0.0/16")
+        + "services:\n  a: {command: 'true'}\n";
+    let p = valid(&good);
+    let mesh = &p.networks["mesh"];
+    assert_eq!((mesh.listen_port, mesh.mtu), (Some(51900), Some(1400)));
+    assert!(!p.hosts.contains_key("local"));
+    assert!(p.hosts.contains_key("a"));
 }
 
 /// Compose's everyday pattern, one anchor merged into many services, is not an alias bomb.

@@ -326,9 +326,26 @@ fn network() -> impl Strategy<Value = Network> {
             } else {
                 NetworkKind::Local
             },
-            subnet: subnet.map(str::to_owned),
+            // A mesh needs an IPv4 subnet and members.
+            subnet: if wireguard {
+                Some("10.0.0.0/24".to_owned())
+            } else {
+                subnet.map(str::to_owned)
+            },
             config_path: wireguard.then(|| PathBuf::from("/etc/wireguard/wg0.conf")),
-            nodes: Vec::new(),
+            listen_port: wireguard.then_some(51999),
+            mtu: wireguard.then_some(1400),
+            nodes: if wireguard {
+                vec![harness_config::NetworkNode {
+                    host: "local".to_owned(),
+                    name: "local".to_owned(),
+                    ssh_user: None,
+                    ssh_key: None,
+                    package_deploy: None,
+                }]
+            } else {
+                Vec::new()
+            },
         })
 }
 

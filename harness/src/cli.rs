@@ -227,6 +227,9 @@ pub enum Command {
     /// Named API tokens with a scope (read, operate, admin), besides the owner's.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The WireGuard meshes of the services file: members, peers, reachability.
+    #[command(subcommand)]
+    Network(crate::commands::network::NetworkCommand),
     /// Print the shell's completion set-up (completes service and project names too), e.g.
     /// `source <(harness completions bash)`.
     Completions {

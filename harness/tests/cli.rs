@@ -345,16 +345,57 @@ fn adr007_examples_validate_render_and_render_back() {
     assert_eq!(seen, 3);
 }
 
+/// `network list` answers from the services file alone: members in order, their mesh addresses
+/// (never the network address), none up yet.
 #[test]
-fn a_service_on_a_wireguard_network_is_refused_at_start_naming_it() {
+fn network_list_shows_the_members_and_their_addresses() {
     let file = examples().join("adr007/wireguard.yaml");
     let r = run_in(
         &examples(),
-        &["--no-autostart", "start", "-f", file.to_str().unwrap()],
+        &[
+            "--no-autostart",
+            "network",
+            "list",
+            "-o",
+            "json",
+            "-f",
+            file.to_str().unwrap(),
+        ],
     );
-    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    let got: Vec<(&str, &str, bool)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["member"].as_str().unwrap(),
+                r["address"].as_str().unwrap(),
+                r["up"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("site-a", "10.100.0.1/24", false),
+            ("site-b", "10.100.0.2/24", false)
+        ]
+    );
+    let r = run_in(
+        &examples(),
+        &[
+            "--no-autostart",
+            "network",
+            "show",
+            "nope",
+            "-f",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 2);
     assert!(
-        r.stderr.contains("network \"mesh\" of type wireguard"),
+        r.stderr.contains("no wireguard network \"nope\""),
         "{}",
         r.stderr
     );

@@ -13,7 +13,11 @@
 //! - a container's port is its published host port (a port that is not published cannot be
 //!   referenced), a process's port is its own;
 //! - two containers on one engine: the provider container's address on the engine's network
-//!   (filled in when the consumer is launched, the provider running by then) and its own port.
+//!   (filled in when the consumer is launched, the provider running by then) and its own port;
+//! - different machines that are both members of a `wireguard` network, the consumer not in a
+//!   container, and either the provider names that network (`network:`) or one of the two is
+//!   behind a jump host (the underlay does not route between them): the provider machine's mesh
+//!   address (docs/adr/0034-wireguard-mesh.md).
 
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 
@@ -121,6 +125,11 @@ impl<'a> Resolver<'a> {
             (&self.consumer, &placement),
             (Placement::Container { host: a }, Placement::Container { host: b }) if a == b
         );
+        if matches!(reference.property, Property::Ip | Property::Host)
+            && let Some((_, ip)) = through_mesh(self.project, &self.consumer, &placement, provider)
+        {
+            return Ok(ip.to_string());
+        }
         match &reference.property {
             Property::Ip | Property::Host if same_engine => Ok(container_ip_marker(name)),
             Property::Port if same_engine => provider
@@ -202,8 +211,44 @@ fn reachable_port(name: &str, to: &Placement, port: &harness_config::Port) -> Re
     }
 }
 
-/// The address the daemon checks health at and lists as the endpoint.
+/// The mesh a consumer at `from` reaches a provider at `to` through, and the provider machine's
+/// address on it; `None` when they talk over the underlay.
+pub fn through_mesh(
+    project: &Project,
+    from: &Placement,
+    to: &Placement,
+    provider: &Service,
+) -> Option<(String, std::net::Ipv4Addr)> {
+    if from.in_container() || from.machine() == to.machine() {
+        return None;
+    }
+    let jumped = |m: Option<&str>| {
+        m.and_then(|h| project.hosts.get(h))
+            .is_some_and(|h| h.jump.is_some())
+    };
+    let preferred: Vec<&str> = provider.network.as_deref().into_iter().collect();
+    // (The interface names depend on the state dir, the addresses do not.)
+    let (net, ip) = crate::network::mesh_address(
+        project,
+        std::path::Path::new(""),
+        from.machine(),
+        to.machine(),
+        &preferred,
+    )?;
+    let named = provider.network.as_deref() == Some(net.as_str());
+    (named || jumped(from.machine()) || jumped(to.machine())).then_some((net, ip))
+}
+
+/// The address the daemon checks health at and lists as the endpoint: the mesh address when the
+/// daemon reaches the service only through a mesh.
 pub(crate) fn daemon_ip(project: &Project, of: &Placement) -> IpAddr {
+    if let Some(h) = of.machine()
+        && project.hosts.get(h).is_some_and(|h| h.jump.is_some())
+        && let Some((_, ip)) =
+            crate::network::mesh_address(project, std::path::Path::new(""), None, Some(h), &[])
+    {
+        return IpAddr::V4(ip);
+    }
     of.machine()
         .and_then(|h| project.hosts.get(h))
         .and_then(|h| h.address.parse().ok())

@@ -468,6 +468,78 @@ enum Plan {
     Refused(String),
 }
 
+/// The wireguard networks that services about to start or running need (they run on a member,
+/// or name the network), with those services.
+fn meshes_needed(
+    project: &Project,
+    plans: &BTreeMap<String, Plan>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (net, n) in &project.networks {
+        if n.kind != harness_config::NetworkKind::Wireguard {
+            continue;
+        }
+        let members: BTreeSet<&str> = n
+            .nodes
+            .iter()
+            .map(|node| {
+                if node.host == harness_config::LOCAL_NODE {
+                    harness_config::LOCAL_NODE
+                } else {
+                    node.name.as_str()
+                }
+            })
+            .collect();
+        for (name, plan) in plans {
+            // Running ones too: the mesh is re-applied (members that joined or left, a member
+            // that rebooted) on every start.
+            if !matches!(plan, Plan::Start(..) | Plan::Unchanged) {
+                continue;
+            }
+            let Some(svc) = project.services.get(name) else {
+                continue;
+            };
+            let machine = crate::addresses::Placement::of(svc)
+                .ok()
+                .map(|p| p.machine().unwrap_or(harness_config::LOCAL_NODE).to_owned());
+            if svc.network.as_deref() == Some(net.as_str())
+                || machine.is_some_and(|m| members.contains(m.as_str()))
+            {
+                out.entry(net.clone()).or_default().push(name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Takes down the project's meshes once none of its services is up.
+async fn meshes_down_if_idle(inner: &Arc<Inner>, project: &str, def: Option<&Project>) {
+    let Ok(entries) = inner.store.list(Some(project)).await else {
+        return;
+    };
+    if entries.iter().any(|e| is_up(&e.state)) {
+        return;
+    }
+    let Some(def) = def else { return };
+    for (net, n) in &def.networks {
+        if n.kind != harness_config::NetworkKind::Wireguard {
+            continue;
+        }
+        if crate::network::read_state(&inner.state_dir, project, net)
+            .await
+            .is_none()
+        {
+            continue;
+        }
+        if let Err(e) = crate::network::down(&inner.executor, def, net, &inner.state_dir).await {
+            tracing::warn!(
+                project,
+                "{e}; the mesh stays recorded and the next stop retries"
+            );
+        }
+    }
+}
+
 pub(crate) async fn apply(
     inner: &Arc<Inner>,
     project: &Project,
@@ -616,6 +688,29 @@ async fn apply_selected(
             && let Err(e) = stop_one(inner.clone(), project.name.clone(), name.clone(), None).await
         {
             plans.insert(name.clone(), Plan::Refused(e.to_string()));
+        }
+    }
+
+    // WireGuard meshes come up before the first service on one of their members starts; a
+    // mesh that cannot come up fails the services on it, naming the network and the host.
+    for (net, users) in meshes_needed(project, &plans) {
+        let t = Instant::now();
+        let up = crate::network::up(&inner.executor, project, &net, &inner.state_dir).await;
+        if up.is_ok() {
+            tracing::info!(
+                project = %project.name,
+                network = %net,
+                "mesh up in {} ms",
+                t.elapsed().as_millis()
+            );
+        }
+        if let Err(e) = up {
+            tracing::warn!(project = %project.name, "{e}");
+            for name in users {
+                if matches!(plans.get(&name), Some(Plan::Start(..))) {
+                    plans.insert(name, Plan::Fail(e.to_string()));
+                }
+            }
         }
     }
 
@@ -1162,6 +1257,7 @@ pub(crate) async fn stop(
             return Err(e);
         }
     }
+    meshes_down_if_idle(inner, project, def.map(|p| &**p)).await;
     if opts.remove {
         // A service whose stop is pending stays registered (and its project known) until the
         // stop is done: its supervisor finishes it when the host answers.

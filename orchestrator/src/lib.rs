@@ -49,6 +49,7 @@ mod error;
 mod health;
 mod launches;
 mod logs;
+pub mod network;
 mod readiness;
 mod report;
 mod runtime;

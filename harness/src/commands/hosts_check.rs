@@ -281,8 +281,73 @@ async fn check_host(exec: &Executor, project: &Project, name: &str) -> HostRepor
         });
     }
     r.docker = Some(d);
+    wireguard_check(exec, project, name, &ssh, &mut r).await;
     r.ok = r.problems.is_empty();
     r
+}
+
+/// For a member of a `wireguard` network: `wg`, and kernel WireGuard or `wireguard-go` with
+/// /dev/net/tun, as the daemon will look for them (docs/adr/0034-wireguard-mesh.md).
+async fn wireguard_check(
+    exec: &Executor,
+    project: &Project,
+    name: &str,
+    ssh: &Target,
+    r: &mut HostReport,
+) {
+    let networks: Vec<&str> = project
+        .networks
+        .iter()
+        .filter(|(_, n)| {
+            n.kind == harness_config::NetworkKind::Wireguard
+                && n.nodes.iter().any(|node| node.name == name)
+        })
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if networks.is_empty() {
+        return;
+    }
+    let script = "command -v wg >/dev/null 2>&1 || echo wg; \
+                  [ -d /sys/module/wireguard ] || command -v wireguard-go >/dev/null 2>&1 || echo wireguard-go; \
+                  [ -d /sys/module/wireguard ] || [ -c /dev/net/tun ] || echo tun";
+    let out = run_ok(exec, ssh, &Command::new("sh").arg("-c").arg(script)).await;
+    let nets = networks.join(", ");
+    match out {
+        Ok(missing) => {
+            for tool in missing.split_whitespace() {
+                let (error, hint) = match tool {
+                    "wg" => (
+                        format!(
+                            "`wg` (wireguard-tools) is not installed; needed by network {nets}"
+                        ),
+                        "sudo apt-get install wireguard-tools",
+                    ),
+                    "wireguard-go" => (
+                        format!(
+                            "no kernel WireGuard and no `wireguard-go`; needed by network {nets}"
+                        ),
+                        "sudo apt-get install wireguard-go",
+                    ),
+                    _ => (
+                        format!(
+                            "/dev/net/tun is missing (wireguard-go needs it); needed by network {nets}"
+                        ),
+                        "load the tun module: sudo modprobe tun",
+                    ),
+                };
+                r.problems.push(Problem {
+                    check: "wireguard",
+                    error,
+                    hint: hint.into(),
+                });
+            }
+        }
+        Err(e) => r.problems.push(Problem {
+            check: "wireguard",
+            error: e,
+            hint: "the tools could not be checked".into(),
+        }),
+    }
 }
 
 fn ms(d: Duration) -> f64 {

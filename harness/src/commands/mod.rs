@@ -19,6 +19,7 @@ mod health;
 mod hosts_check;
 mod logs;
 mod markers;
+pub mod network;
 pub mod package;
 mod request_size;
 mod restart;
@@ -99,6 +100,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Sync(args) => drift::sync(&ctx, args),
         Command::Token(cmd) => token::run(&ctx, cmd),
         Command::Top { watch, all } => top::run(&ctx, watch, all),
+        Command::Network(cmd) => network::run(&ctx, cmd),
         Command::Completions { shell } => completions::run(shell),
         Command::Manpage => completions::manpage(),
         Command::Dashboard { no_open } => dashboard::run(&ctx, no_open),

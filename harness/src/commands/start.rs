@@ -32,24 +32,6 @@ pub fn start_project(
     services: Vec<String>,
     remove_orphans: bool,
 ) -> Status {
-    // `wireguard` networks load and validate, but nothing brings them up yet.
-    for (name, service) in &project.services {
-        if !services.is_empty() && !services.contains(name) {
-            continue;
-        }
-        if let Some(net) = &service.network
-            && project
-                .networks
-                .get(net)
-                .is_some_and(|n| n.kind == harness_config::NetworkKind::Wireguard)
-        {
-            crate::errln!(
-                "error: service {name:?} is on network {net:?} of type wireguard, which harness cannot bring up yet; \
-                 start it on a `local` or `lan` network, or leave it out (start only the other services)"
-            );
-            return Status::Invalid;
-        }
-    }
     for s in &services {
         if !project.services.contains_key(s) {
             let known: Vec<&str> = project.services.keys().map(String::as_str).collect();
