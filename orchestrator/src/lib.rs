@@ -48,6 +48,7 @@ mod error;
 mod health;
 mod launches;
 mod logs;
+pub mod operations;
 mod readiness;
 mod report;
 mod runtime;
@@ -83,6 +84,8 @@ pub use report::{
     Action, ApplyOptions, ApplyReport, ServiceHealth, ServiceReport, StopOptions, StopReport,
     StoppedService,
 };
+
+pub use operations::{CancelRequest, OperationLog, Operations, StepId};
 
 use logs::LogHub;
 use readiness::Readiness;
@@ -279,9 +282,28 @@ impl Orchestrator {
     /// Stops `services` (all when empty) and starts them again with the last applied
     /// definition; their dependents keep running.
     pub async fn restart(&self, project: &str, services: &[String]) -> Result<ApplyReport> {
+        self.restart_with(project, services, None).await
+    }
+
+    /// [`Orchestrator::restart`], recording its steps in `operation`.
+    pub async fn restart_with(
+        &self,
+        project: &str,
+        services: &[String],
+        operation: Option<OperationLog>,
+    ) -> Result<ApplyReport> {
         let inner = self.inner()?;
         let _op = inner.operation(project).await;
-        apply::restart(inner, project, services).await
+        apply::restart(inner, project, services, operation).await
+    }
+
+    /// Makes the starts of `project` under way stop waiting for their services (and their
+    /// dependencies) to be ready: what runs keeps running, what waits for a dependency is not
+    /// started. Used by `ops.cancel`; a stop does the same before it stops.
+    pub fn cancel_pending(&self, project: &str) {
+        if let Ok(inner) = self.inner() {
+            inner.cancel(project);
+        }
     }
 
     /// Registry entries (state, pid, endpoints, health, restarts), of one project or all.

@@ -852,6 +852,7 @@ async fn health_loop(
     Timer::after(Duration::from_millis(20).min(spec.interval)).await;
     loop {
         let context = (spec.env.as_slice(), spec.cwd.as_deref());
+        let checked_at = Timestamp::now();
         let result =
             crate::health::check(&spec.probe, spec.timeout, &executor, &target, context, tree)
                 .await;
@@ -860,6 +861,7 @@ async fn health_loop(
             Ok(o) => (true, o),
             Err(o) => (false, o),
         };
+        ready.probed(ok, &output, checked_at);
         if ok {
             failures = 0;
             status = HealthStatus::Healthy;

@@ -9,6 +9,7 @@ pub mod args;
 pub mod fds;
 mod handlers;
 mod logs;
+pub(crate) mod operations;
 pub(crate) mod proxy;
 
 use std::fs::File;
@@ -55,6 +56,8 @@ pub struct State {
     pub watches: Mutex<std::collections::HashMap<String, orchestrator::watch::Watching>>,
     /// Streaming execs, for `exec.input`.
     pub execs: handlers::exec::Sessions,
+    /// Operations: the running ones, and the store's (ADR 0035).
+    pub ops: Arc<orchestrator::Operations>,
 }
 
 impl State {
@@ -154,6 +157,10 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
     )
     .await
     .context("opening the registry")?;
+    // Before the orchestrator: what a dead daemon left running is `interrupted` first.
+    let ops = orchestrator::Operations::open(store.clone())
+        .await
+        .context("opening the operations")?;
     let executor = Executor::default();
     let orch = Orchestrator::open(OrchestratorOptions {
         executor: executor.clone(),
@@ -177,6 +184,7 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
         proxy: proxy::ProxySlot::new(orch.clone(), store.clone()),
         watches: Mutex::default(),
         execs: handlers::exec::Sessions::default(),
+        ops,
     });
     // Projects re-attached from the last run get their proxy and file watches back.
     for name in orch.projects() {
@@ -326,6 +334,10 @@ fn router(state: &Arc<State>) -> Router {
         .method::<DaemonStop>(with(state, daemon_stop::handle))
         .method::<Deploy>(with(state, deploy::handle))
         .method::<DeployRollback>(with(state, deploy_rollback::handle))
+        .method::<OpsList>(with(state, ops_list::handle))
+        .method::<OpsGet>(with(state, ops_get::handle))
+        .method::<OpsCancel>(with(state, ops_cancel::handle))
+        .method::<OpsWait>(with(state, ops_wait::handle))
 }
 
 /// Gives a handler the daemon's state.

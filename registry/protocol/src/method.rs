@@ -126,6 +126,19 @@ method!(
     /// `watch`: watch services' files (`watch:`).
     Watch = methods::WATCH, wire::WatchParams => wire::WatchResult);
 
+method!(
+    /// `ops.list`: operations, newest first, without their steps.
+    OpsList = methods::OPS_LIST, crate::operation::OpsListParams => crate::operation::OpsListResult);
+method!(
+    /// `ops.get`: one operation with its steps.
+    OpsGet = methods::OPS_GET, crate::operation::OpRef => crate::operation::Operation);
+method!(
+    /// `ops.cancel`: ends a running operation; answers it once it has ended.
+    OpsCancel = methods::OPS_CANCEL, crate::operation::OpsCancelParams => crate::operation::Operation);
+method!(
+    /// `ops.wait`: answers the operation once it has ended (or at `timeout_ms`).
+    OpsWait = methods::OPS_WAIT, crate::operation::OpsWaitParams => crate::operation::Operation);
+
 /// A method's name with the JSON Schemas of its params and result.
 #[derive(Debug, Clone)]
 pub struct Described {
@@ -171,5 +184,9 @@ pub fn all() -> Vec<Described> {
         describe::<DeployRollback>(),
         describe::<LogsClear>(),
         describe::<Watch>(),
+        describe::<OpsList>(),
+        describe::<OpsGet>(),
+        describe::<OpsCancel>(),
+        describe::<OpsWait>(),
     ]
 }

@@ -72,9 +72,17 @@ pub mod methods {
     pub const LOGS_CLEAR: &str = "logs.clear";
     /// [`super::WatchParams`] → [`super::WatchResult`]: watch services' files (`watch:`).
     pub const WATCH: &str = "watch";
+    /// [`crate::operation::OpsListParams`] → [`crate::operation::OpsListResult`]
+    pub const OPS_LIST: &str = "ops.list";
+    /// [`crate::operation::OpRef`] → [`crate::operation::Operation`]
+    pub const OPS_GET: &str = "ops.get";
+    /// [`crate::operation::OpsCancelParams`] → [`crate::operation::Operation`] (once it has ended)
+    pub const OPS_CANCEL: &str = "ops.cancel";
+    /// [`crate::operation::OpsWaitParams`] → [`crate::operation::Operation`]
+    pub const OPS_WAIT: &str = "ops.wait";
 
     /// Methods the daemon adds through its daemon's handler (`harness_server::Handler`) (the live event stream is `subscribe`).
-    pub const ORCHESTRATOR: [&str; 14] = [
+    pub const ORCHESTRATOR: [&str; 18] = [
         START,
         STOP,
         RESTART,
@@ -89,6 +97,10 @@ pub mod methods {
         DEPLOY_ROLLBACK,
         WATCH,
         LOGS_CLEAR,
+        OPS_LIST,
+        OPS_GET,
+        OPS_CANCEL,
+        OPS_WAIT,
     ];
 
     /// Methods the server itself answers; everything else goes to the daemon's handler (`harness_server::Handler`).
@@ -469,6 +481,28 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         ("health.result", schema_for!(HealthResult)),
         ("daemon.status.result", schema_for!(DaemonStatusResult)),
         ("daemon.stop.params", schema_for!(DaemonStopParams)),
+        (
+            "ops.list.params",
+            schema_for!(crate::operation::OpsListParams),
+        ),
+        (
+            "ops.list.result",
+            schema_for!(crate::operation::OpsListResult),
+        ),
+        ("ops.get.params", schema_for!(crate::operation::OpRef)),
+        ("operation", schema_for!(crate::operation::Operation)),
+        (
+            "ops.cancel.params",
+            schema_for!(crate::operation::OpsCancelParams),
+        ),
+        (
+            "ops.wait.params",
+            schema_for!(crate::operation::OpsWaitParams),
+        ),
+        (
+            "event-data.operation",
+            schema_for!(crate::operation::OperationChange),
+        ),
     ];
     list.into_iter()
         .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or(Value::Null)))
