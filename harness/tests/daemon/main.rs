@@ -9,6 +9,7 @@ mod exec;
 mod flood;
 mod hygiene;
 mod lean;
+mod ops;
 mod proxy;
 mod truth_at_start;
 mod up;
