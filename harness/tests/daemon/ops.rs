@@ -272,6 +272,10 @@ fn an_operation_running_when_the_daemon_is_killed_is_interrupted_after_the_resta
     let env = Env::new(STUCK);
     let child = spawn_start(&env);
     let id = running_start(&env)["id"].as_u64().expect("id");
+    // Mid-operation: db launched and being checked, api waiting for it.
+    assert!(wait_until(Duration::from_secs(20), || {
+        !health_checks(&op(&env, id), "db").is_empty()
+    }));
     let daemon = env.daemon_pid().expect("daemon pid");
     kill9(daemon);
     assert!(wait_until(Duration::from_secs(5), || !alive(daemon)));

@@ -170,7 +170,8 @@ pub enum ErrorCode {
     Failed,
     /// The server is shutting down or its store is closed.
     Unavailable,
-    /// The client cancelled the request (`cancel {id}`).
+    /// The client cancelled the request (`cancel {id}`), or the operation a `start` or `restart`
+    /// carried out was cancelled with `ops.cancel` (`data`: `{operation: ID}`).
     Cancelled,
     Internal,
 }
