@@ -20,7 +20,7 @@ pub(crate) async fn begin(
 ) -> OperationLog {
     let requester = Requester {
         peer: Some(ctx.peer.to_string()),
-        client: None,
+        client: ctx.client.as_deref().map(str::to_owned),
         // Every client presents the daemon's one token today.
         token: Some("owner".into()),
     };

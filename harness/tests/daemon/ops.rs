@@ -108,6 +108,12 @@ fn a_stuck_start_is_listed_shown_per_health_check_and_cancelled() {
             .is_some_and(|p| p.starts_with("127.0.0.1:")),
         "{listed}"
     );
+    assert_eq!(
+        listed["requester"]["client"].as_str(),
+        Some(concat!("harness/", env!("CARGO_PKG_VERSION"))),
+        "{listed}"
+    );
+    assert_eq!(listed["requester"]["token"], "owner");
     // Each health check is a step of its own, numbered, with its output.
     assert!(
         wait_until(Duration::from_secs(20), || health_checks(

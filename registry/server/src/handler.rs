@@ -26,6 +26,8 @@ pub struct RequestContext {
     /// Unique per connection for the server's lifetime (for logs).
     pub connection: u64,
     pub peer: SocketAddr,
+    /// The client's `User-Agent` at the upgrade, if it sent one.
+    pub client: Option<Arc<str>>,
     pub request_id: u64,
     pub store: Store,
     pub(crate) progress: Option<crate::server::ProgressSink>,
@@ -38,6 +40,7 @@ impl RequestContext {
         RequestContext {
             connection: 0,
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+            client: None,
             request_id: 0,
             store,
             progress: None,

@@ -375,7 +375,11 @@ where
                     let extra = [(wire::CONNECTION_LIMIT_HEADER, limit.as_str())];
                     http::respond(&mut tls, 503, json, &body.to_string(), &extra).await
                 } else {
-                    upgrade(tls, key, rest, peer, shared).await;
+                    // Who the client says it is, for the operations it asks for (ADR 0035).
+                    let agent: Option<Arc<str>> = head
+                        .header("user-agent")
+                        .map(|a| a.chars().take(100).collect::<String>().into());
+                    upgrade(tls, key, rest, (peer, agent), shared).await;
                     return;
                 }
             } else {
@@ -509,8 +513,13 @@ fn metrics_text(shared: &Shared) -> String {
     out
 }
 
-async fn upgrade<S>(mut tls: S, key: &str, rest: Vec<u8>, peer: SocketAddr, shared: Arc<Shared>)
-where
+async fn upgrade<S>(
+    mut tls: S,
+    key: &str,
+    rest: Vec<u8>,
+    (peer, agent): (SocketAddr, Option<Arc<str>>),
+    shared: Arc<Shared>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use futures_lite::AsyncWriteExt;
@@ -545,7 +554,7 @@ where
         .unwrap_or_else(|p| p.into_inner())
         .insert(id, kill_tx);
     tracing::debug!(connection = id, %peer, "connection open");
-    session(ws, id, peer, &shared, kill_rx).await;
+    session(ws, id, (peer, agent), &shared, kill_rx).await;
     shared
         .connections
         .lock()
@@ -604,7 +613,7 @@ enum Step {
 async fn session<S>(
     ws: WebSocketStream<S>,
     connection: u64,
-    peer: SocketAddr,
+    (peer, agent): (SocketAddr, Option<Arc<str>>),
     shared: &Arc<Shared>,
     kill: async_channel::Receiver<Kill>,
 ) where
@@ -646,6 +655,7 @@ async fn session<S>(
                         let ctx = Conn {
                             connection,
                             peer,
+                            agent: agent.as_ref(),
                             shared,
                             out: &out_tx,
                             running: &running,
@@ -774,6 +784,7 @@ async fn writer_task<S>(
 struct Conn<'a> {
     connection: u64,
     peer: SocketAddr,
+    agent: Option<&'a Arc<str>>,
     shared: &'a Arc<Shared>,
     out: &'a async_channel::Sender<Out>,
     running: &'a Running,
@@ -873,6 +884,7 @@ async fn handle_text(
             let ctx = RequestContext {
                 connection: conn.connection,
                 peer: conn.peer,
+                client: conn.agent.cloned(),
                 request_id: req.id,
                 store: shared.store.clone(),
                 progress: Some(ProgressSink {
