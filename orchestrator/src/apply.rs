@@ -827,7 +827,10 @@ async fn start_one(
                 Some(None)
             })
             .or(async {
-                inner.cancelled(project, generation).await;
+                inner
+                    .cancelled(project, generation)
+                    .or(op_cancelled(op.as_ref()))
+                    .await;
                 None
             })
             .await;
@@ -880,7 +883,9 @@ async fn start_one(
     let limit = spec.startup_timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
     let check = spec.health_description();
     // No await from here to the spawn: a stop either came before (skip) or will find it.
-    if inner.generation(project) != generation {
+    if inner.generation(project) != generation
+        || op.as_ref().is_some_and(|o| o.cancel_requested().is_some())
+    {
         // A launch the wave recorded for it will not happen.
         if inner.launches.take_recorded(project, name).is_some() {
             inner.launches.forget(project, name).await;
@@ -933,7 +938,10 @@ async fn start_one(
         None
     })
     .or(async {
-        inner.cancelled(project, generation).await;
+        inner
+            .cancelled(project, generation)
+            .or(op_cancelled(op.as_ref()))
+            .await;
         Some(Err(CANCELLED_BEFORE_READY.into()))
     })
     .await;
@@ -1012,6 +1020,16 @@ async fn start_one(
 
 /// Why a start that was cancelled (a stop, or `ops.cancel`) before its service was ready failed.
 pub(crate) const CANCELLED_BEFORE_READY: &str = "a stop was requested before it was ready";
+
+/// Resolves once `op` is cancelled (`ops.cancel`); never without one.
+async fn op_cancelled(op: Option<&OperationLog>) {
+    match op {
+        Some(op) => {
+            op.cancelled().await;
+        }
+        None => std::future::pending().await,
+    }
+}
 
 /// The host a service runs on, for steps (none on this machine).
 fn spec_host(spec: &Resolved) -> Option<String> {

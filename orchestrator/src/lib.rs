@@ -297,15 +297,6 @@ impl Orchestrator {
         apply::restart(inner, project, services, operation).await
     }
 
-    /// Makes the starts of `project` under way stop waiting for their services (and their
-    /// dependencies) to be ready: what runs keeps running, what waits for a dependency is not
-    /// started. Used by `ops.cancel`; a stop does the same before it stops.
-    pub fn cancel_pending(&self, project: &str) {
-        if let Ok(inner) = self.inner() {
-            inner.cancel(project);
-        }
-    }
-
     /// Registry entries (state, pid, endpoints, health, restarts), of one project or all.
     ///
     /// While the registry cannot be written (disk full) it may be behind: then a local process

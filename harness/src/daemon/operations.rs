@@ -62,20 +62,6 @@ pub(crate) fn finish<T>(op: &OperationLog, result: &Result<T, WireError>) {
     });
 }
 
-/// While the returned task lives, an `ops.cancel` of `op` makes the starts of `project` under way
-/// stop waiting (the orchestrator's own cancellation: what runs keeps running).
-pub(crate) fn cancel_watch(
-    state: &std::sync::Arc<State>,
-    op: &OperationLog,
-    project: &str,
-) -> smol::Task<()> {
-    let (state, op, project) = (state.clone(), op.clone(), project.to_owned());
-    smol::spawn(async move {
-        op.cancelled().await;
-        state.orch.cancel_pending(&project);
-    })
-}
-
 /// After a start or restart of `project` was cancelled: with `rollback`, stops what `op`
 /// launched; ends `op` as cancelled and gives the error its client gets.
 pub(crate) async fn cancelled(

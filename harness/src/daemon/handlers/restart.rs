@@ -23,12 +23,10 @@ pub async fn handle(
         serde_json::json!({ "services": p.services }),
     )
     .await;
-    let watch = ops::cancel_watch(&state, &op, &p.project);
     let report = state
         .orch
         .restart_with(&p.project, &p.services, Some(op.clone()))
         .await;
-    drop(watch);
     if let Some(req) = op.cancel_requested() {
         return Err(ops::cancelled(&state, &op, &p.project, req).await);
     }

@@ -87,9 +87,8 @@ async fn start(
         .ensure(&project)
         .await
         .map_err(|e| WireError::new(ErrorCode::Failed, e))?;
-    let watch = crate::daemon::operations::cancel_watch(state, op, &project.name);
+    // An `ops.cancel` of `op` ends the waits of this apply (the orchestrator watches `op`).
     let report = state.orch.apply(&project, opts).await;
-    drop(watch);
     if let Some(req) = op.cancel_requested() {
         return Err(crate::daemon::operations::cancelled(state, op, &project.name, req).await);
     }
