@@ -204,6 +204,14 @@ pub enum Command {
     /// The SSH hosts of the services file.
     #[command(subcommand)]
     Hosts(HostsCommand),
+    /// Compare the registry with what runs everywhere (local processes, hosts, engines) and the
+    /// running definitions with the services file: orphaned, abandoned, state mismatch,
+    /// definition drift, unreachable; each with evidence and the commands that resolve it.
+    /// Read-only; exit 1 when there is drift.
+    Drift,
+    /// Resolve drift findings. Without a flag it only says what --auto would do (--dry-run);
+    /// nothing is killed without --kill.
+    Sync(SyncArgs),
     /// Print the shell's completion set-up (completes service and project names too), e.g.
     /// `source <(harness completions bash)`.
     Completions {
@@ -212,6 +220,13 @@ pub enum Command {
     },
     /// Print the man page (roff), e.g. `harness manpage > /usr/local/share/man/man1/harness.1`.
     Manpage,
+    /// The web dashboard: prints a one-time login link to the daemon's page (and opens it in a
+    /// browser when a desktop is there). The code works once, within 2 minutes.
+    Dashboard {
+        /// Only print the link; do not start a browser.
+        #[arg(long)]
+        no_open: bool,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -300,4 +315,27 @@ pub enum ConfigCommand {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     harness_config::parse_duration(s)
+}
+
+/// `harness sync`: one of these (none = --dry-run).
+#[derive(Debug, Clone, Args)]
+#[group(multiple = false)]
+pub struct SyncArgs {
+    /// Say what --auto would do; change nothing (the default).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Resolve only the safe findings: forget abandoned records, record observed states,
+    /// adopt orphans carrying the launch id of a service of an applied project that is not
+    /// running. Lists what it leaves for a human.
+    #[arg(long)]
+    pub auto: bool,
+    /// Supervise the orphan of finding ID as its service.
+    #[arg(long, value_name = "ID")]
+    pub adopt: Option<String>,
+    /// Kill the orphan of finding ID (its identity re-verified first; containers: docker rm -f).
+    #[arg(long, value_name = "ID")]
+    pub kill: Option<String>,
+    /// Forget an abandoned record: PROJECT/SERVICE (or SERVICE with -p).
+    #[arg(long, value_name = "NAME")]
+    pub forget: Option<String>,
 }

@@ -7,4 +7,5 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod daemon;
+pub mod dashboard;
 pub mod output;

@@ -110,7 +110,7 @@ async fn load_saved(inner: &Inner, name: &str) -> Result<Option<(Arc<Project>, O
 }
 
 /// The project as last applied: from memory (shared, not copied), else from the state dir.
-async fn known_project(
+pub(crate) async fn known_project(
     inner: &Inner,
     name: &str,
 ) -> Result<Option<(Arc<Project>, Option<PathBuf>)>> {
@@ -146,7 +146,11 @@ fn endpoints(project: &Project, name: &str) -> Vec<Endpoint> {
         .collect()
 }
 
-async fn ensure_entry(inner: &Inner, project: &Project, name: &str) -> Result<ServiceEntry> {
+pub(crate) async fn ensure_entry(
+    inner: &Inner,
+    project: &Project,
+    name: &str,
+) -> Result<ServiceEntry> {
     let k = ServiceKey::new(&project.name, name).map_err(|e| Error::Service {
         service: name.to_owned(),
         message: e.to_string(),
@@ -176,7 +180,7 @@ async fn ensure_entry(inner: &Inner, project: &Project, name: &str) -> Result<Se
     }
 }
 
-fn spawn_supervisor(
+pub(crate) fn spawn_supervisor(
     inner: &Inner,
     project: &str,
     spec: Resolved,
@@ -201,7 +205,7 @@ fn spawn_supervisor(
     }
 }
 
-fn with_slot<T>(
+pub(crate) fn with_slot<T>(
     inner: &Inner,
     project: &str,
     name: &str,
@@ -216,7 +220,7 @@ fn with_slot<T>(
 }
 
 /// Live while the entry says a process may exist or a restart is pending.
-fn is_up(state: &ServiceState) -> bool {
+pub(crate) fn is_up(state: &ServiceState) -> bool {
     state.is_active() || matches!(state, ServiceState::Restarting { .. })
 }
 
@@ -349,6 +353,10 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
                     ..
                 }
         );
+        if alive.is_none() && matches!(entry.state, ServiceState::Starting | ServiceState::Running)
+        {
+            crate::drift::note_gone_at_start(inner, &entry);
+        }
         let begin = match (&entry.state, alive) {
             (ServiceState::Restarting { next_start, .. }, _) => {
                 let left = next_start
@@ -429,7 +437,13 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
     }
     let stray: Vec<(u32, u64)> = local
         .iter()
-        .filter(|t| !adopted.contains(&t.launch_id) && !adopted_sessions.contains(&t.row.session))
+        // An adopted process that leads no session (one `sync --adopt` took over) is spared by
+        // its own pid and process group.
+        .filter(|t| {
+            !adopted.contains(&t.launch_id)
+                && !adopted_sessions.contains(&t.row.session)
+                && !adopted_sessions.contains(&t.row.pgrp)
+        })
         .map(|t| (t.row.pid, t.row.start_time))
         .collect();
     if !stray.is_empty() {

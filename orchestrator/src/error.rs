@@ -34,6 +34,9 @@ pub enum Error {
         #[source]
         source: Box<command_executor::Error>,
     },
+    /// `drift`/`sync` refused or could not complete an action (ADR 0036).
+    #[error("{message}")]
+    Drift { message: String },
     #[error("the orchestrator is shut down")]
     ShutDown,
 }

@@ -186,6 +186,15 @@ impl Launches {
         live.get(&(project.to_owned(), service.to_owned())).cloned()
     }
 
+    /// Every live record: (project, service) and its launch id (`drift`).
+    pub fn all(&self) -> Vec<((String, String), String)> {
+        self.journal
+            .live
+            .lock()
+            .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
     /// Keeps in memory only the records of services `keep` accepts.
     pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
         if let Ok(mut live) = self.journal.live.lock() {

@@ -44,6 +44,7 @@
 pub mod addresses;
 mod apply;
 pub mod deploy;
+mod drift;
 mod error;
 mod health;
 mod launches;
@@ -154,6 +155,9 @@ pub(crate) struct Inner {
     pub generation_changed: event_listener::Event,
     /// Launch ids and service cgroups (crash-consistent launches).
     pub launches: Arc<launches::Launches>,
+    /// Services this daemon found not running when it started although recorded running
+    /// (`drift` reports them until `sync` acknowledges them).
+    pub gone_at_start: Mutex<Vec<drift::GoneAtStart>>,
 }
 
 /// Held while an apply, stop or restart changes one project.
@@ -227,6 +231,7 @@ impl Orchestrator {
             shut: false.into(),
             generations: Mutex::new(BTreeMap::new()),
             generation_changed: event_listener::Event::new(),
+            gone_at_start: Mutex::new(Vec::new()),
         });
         let orch = Orchestrator {
             life: Arc::new(Life(inner)),
@@ -434,6 +439,31 @@ impl Orchestrator {
         opts: &ExecOptions,
     ) -> Result<command_executor::Process> {
         apply::exec(self.inner()?, project, service, argv, opts).await
+    }
+
+    /// Compares the registry with what runs everywhere (ADR 0036): local processes carrying this
+    /// daemon's launch ids, run directories on every host its projects use, labelled containers
+    /// on every engine, and each running instance's definition with `given` (the services file;
+    /// the applied definition when `None`). Read-only.
+    pub async fn drift(
+        &self,
+        given: Option<(Project, Option<PathBuf>)>,
+    ) -> Result<harness_protocol::drift::DriftResult> {
+        let inner = self.inner()?;
+        drift::drift(inner, given.map(|(p, b)| (Arc::new(p), b))).await
+    }
+
+    /// Resolves drift findings: `dry_run` says what `auto` would do, `auto` does only the safe
+    /// ones, `adopt`/`kill`/`forget` act on one finding. Each action holds its project's
+    /// operation lock, as start and stop do, and re-verifies what it acts on.
+    pub async fn sync(
+        &self,
+        mode: harness_protocol::drift::SyncMode,
+        project: Option<String>,
+        given: Option<(Project, Option<PathBuf>)>,
+    ) -> Result<harness_protocol::drift::SyncResult> {
+        let inner = self.inner()?;
+        drift::sync(inner, mode, project, given.map(|(p, b)| (Arc::new(p), b))).await
     }
 
     /// Ends the orchestrator: with `stop_services` every service of every project is stopped

@@ -6,6 +6,8 @@
 //! - [`remote`]: a process on an SSH host, followed with all others there in one session.
 //! - [`container`]: a docker container on a local or remote engine, its logs followed.
 //! - [`cgroup`]: one cgroup v2 per local service, killed whole on stop.
+//! - [`survey`]: what exists (launch runs per host, labelled containers per engine) and the
+//!   kills `sync` makes, each re-verifying its target's identity (ADR 0036).
 //!
 //! Every launch carries its launch id in the environment variable [`LAUNCH_ID_VAR`], so a daemon
 //! that died anywhere between recording its intent and recording the pid still finds the process.
@@ -15,6 +17,7 @@ pub mod container;
 pub mod local;
 pub mod procfs;
 pub mod remote;
+pub mod survey;
 
 use crate::signal::Signal;
 

@@ -327,6 +327,26 @@ pub fn port_users(addr: IpAddr, port: u16) -> Vec<(Listener, Vec<SocketOwner>)> 
         .collect()
 }
 
+/// The command line of `pid`, its arguments joined by spaces (at most `max` bytes), if readable.
+pub fn cmdline(pid: u32, max: usize) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut s: String = raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    Some(s)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -9,7 +9,9 @@ mod config_deps;
 mod config_schema;
 mod config_show;
 mod daemon;
+mod dashboard;
 pub mod deploy;
+mod drift;
 mod events;
 mod exec;
 mod health;
@@ -92,8 +94,11 @@ pub fn run(cli: Cli) -> u8 {
         Command::Package(cmd) => package::run(&ctx, cmd),
         Command::Deploy(args) => deploy::run(&ctx, args),
         Command::Hosts(crate::cli::HostsCommand::Check) => hosts_check::run(&ctx),
+        Command::Drift => drift::run(&ctx),
+        Command::Sync(args) => drift::sync(&ctx, args),
         Command::Completions { shell } => completions::run(shell),
         Command::Manpage => completions::manpage(),
+        Command::Dashboard { no_open } => dashboard::run(&ctx, no_open),
     };
     status as u8
 }

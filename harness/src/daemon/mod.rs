@@ -205,15 +205,11 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
         request_timeout: REQUEST_TIMEOUT,
+        dashboard: Some(crate::dashboard::config(&home)),
         ..ServerConfig::default()
     };
-    let server = harness_server::serve(
-        config,
-        &credentials,
-        store.clone(),
-        Arc::new(router(&state)),
-    )
-    .await?;
+    let any_port = config.listen.port() == 0;
+    let server = serve_api(config, any_port, &home, &credentials, &store, &state).await?;
     let url = server.url();
     if let Ok(mut u) = state.url.lock() {
         u.clone_from(&url);
@@ -296,6 +292,54 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
 }
 
 /// Takes `daemon.lock` (held until the daemon exits) and records our pid.
+/// Binds the API port. When any port will do (port 0, the default), the port of the last run is
+/// tried first (an open dashboard page reconnects to the same origin), then any free one; the
+/// port is recorded.
+async fn serve_api(
+    config: ServerConfig,
+    any_port: bool,
+    home: &HarnessHome,
+    credentials: &harness_protocol::Credentials,
+    store: &Store,
+    state: &Arc<State>,
+) -> anyhow::Result<ServerHandle> {
+    let last_port_file = home.path(crate::dashboard::LAST_PORT_FILE);
+    let last = {
+        let f = last_port_file.clone();
+        blocking::unblock(move || std::fs::read_to_string(f)).await
+    };
+    let mut server = None;
+    if any_port
+        && let Some(port) = last.ok().and_then(|t| t.trim().parse::<u16>().ok())
+        && port != 0
+    {
+        let mut again = config.clone();
+        again.listen.set_port(port);
+        match harness_server::serve(again, credentials, store.clone(), Arc::new(router(state)))
+            .await
+        {
+            Ok(s) => server = Some(s),
+            Err(e) => tracing::info!(port, error = %e, "last port taken; picking a free one"),
+        }
+    }
+    let server = match server {
+        Some(s) => s,
+        None => {
+            harness_server::serve(config, credentials, store.clone(), Arc::new(router(state)))
+                .await?
+        }
+    };
+    let port = server.local_addr().port().to_string();
+    if let Err(e) = blocking::unblock(move || {
+        harness_protocol::home::write_private(&last_port_file, port.as_bytes())
+    })
+    .await
+    {
+        tracing::warn!(error = %e, "recording the API port");
+    }
+    Ok(server)
+}
+
 fn lock_home(home: &HarnessHome) -> anyhow::Result<File> {
     let path = home.path(DAEMON_LOCK);
     let file = File::create(&path).with_context(|| format!("{}", path.display()))?;
@@ -338,6 +382,9 @@ fn router(state: &Arc<State>) -> Router {
         .method::<OpsGet>(with(state, ops_get::handle))
         .method::<OpsCancel>(with(state, ops_cancel::handle))
         .method::<OpsWait>(with(state, ops_wait::handle))
+        .route(dashboard_graph::NAME, with(state, dashboard_graph::handle))
+        .method::<Drift>(with(state, drift::handle))
+        .method::<DriftSync>(with(state, sync::handle))
 }
 
 /// Gives a handler the daemon's state.

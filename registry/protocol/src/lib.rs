@@ -13,6 +13,7 @@
 //! The server is `harness-server`, the store `harness-store`; this crate depends on neither.
 
 pub mod client;
+pub mod drift;
 pub mod event;
 pub mod home;
 pub mod method;

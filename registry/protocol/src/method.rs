@@ -125,6 +125,12 @@ method!(
 method!(
     /// `watch`: watch services' files (`watch:`).
     Watch = methods::WATCH, wire::WatchParams => wire::WatchResult);
+method!(
+    /// `drift`: the registry against what runs everywhere (ADR 0036); read-only.
+    Drift = methods::DRIFT, crate::drift::DriftParams => crate::drift::DriftResult);
+method!(
+    /// `sync`: resolve drift findings (read-only with `dry_run`; kills only with `kill`).
+    DriftSync = methods::SYNC, crate::drift::SyncParams => crate::drift::SyncResult);
 
 method!(
     /// `ops.list`: operations, newest first, without their steps.
@@ -188,5 +194,7 @@ pub fn all() -> Vec<Described> {
         describe::<OpsGet>(),
         describe::<OpsCancel>(),
         describe::<OpsWait>(),
+        describe::<Drift>(),
+        describe::<DriftSync>(),
     ]
 }

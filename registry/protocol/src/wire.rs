@@ -80,9 +80,13 @@ pub mod methods {
     pub const OPS_CANCEL: &str = "ops.cancel";
     /// [`crate::operation::OpsWaitParams`] → [`crate::operation::Operation`]
     pub const OPS_WAIT: &str = "ops.wait";
+    /// [`crate::drift::DriftParams`] → [`crate::drift::DriftResult`]: registry against reality.
+    pub const DRIFT: &str = "drift";
+    /// [`crate::drift::SyncParams`] → [`crate::drift::SyncResult`]: resolve drift findings.
+    pub const SYNC: &str = "sync";
 
     /// Methods the daemon adds through its daemon's handler (`harness_server::Handler`) (the live event stream is `subscribe`).
-    pub const ORCHESTRATOR: [&str; 18] = [
+    pub const ORCHESTRATOR: [&str; 20] = [
         START,
         STOP,
         RESTART,
@@ -101,6 +105,8 @@ pub mod methods {
         OPS_GET,
         OPS_CANCEL,
         OPS_WAIT,
+        DRIFT,
+        SYNC,
     ];
 
     /// Methods the server itself answers; everything else goes to the daemon's handler (`harness_server::Handler`).
@@ -504,6 +510,10 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
             "event-data.operation",
             schema_for!(crate::operation::OperationChange),
         ),
+        ("drift.params", schema_for!(crate::drift::DriftParams)),
+        ("drift.result", schema_for!(crate::drift::DriftResult)),
+        ("sync.params", schema_for!(crate::drift::SyncParams)),
+        ("sync.result", schema_for!(crate::drift::SyncResult)),
     ];
     list.into_iter()
         .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or(Value::Null)))

@@ -24,6 +24,14 @@ impl Head {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of a header that may repeat (e.g. `Cookie`).
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Whether a comma-separated header contains `token` (case-insensitive), e.g. `Connection: Upgrade`.
     pub fn header_has(&self, name: &str, token: &str) -> bool {
         self.headers
@@ -122,8 +130,10 @@ pub(crate) async fn respond<S: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
+        204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",

@@ -46,10 +46,12 @@
 //! ```
 
 mod admission;
+pub mod dashboard;
 pub mod handler;
 mod http;
 mod methods;
 pub mod server;
 
+pub use dashboard::{Asset, DashboardConfig};
 pub use handler::{BoxFuture, Handler, MethodHandler, NoMethods, RequestContext, Router};
 pub use server::{ServerConfig, ServerError, ServerHandle, serve};

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     /// to make room; they never take places of `max_connections`.
     pub max_unauthenticated: usize,
     pub max_unauthenticated_per_peer: usize,
+    /// Serve the web dashboard (ADR 0039) on this port; `None`: no dashboard.
+    pub dashboard: Option<crate::dashboard::DashboardConfig>,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +75,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_unauthenticated: 256,
             max_unauthenticated_per_peer: 128,
+            dashboard: None,
         }
     }
 }
@@ -119,6 +122,9 @@ struct Shared {
     connections: Mutex<HashMap<u64, async_channel::Sender<Kill>>>,
     /// Connections that have not shown the token yet.
     admission: Arc<Admission>,
+    /// The bound address (the dashboard's origin check needs the real port).
+    local_addr: SocketAddr,
+    dashboard: Option<crate::dashboard::Dashboard>,
 }
 
 /// A running server. Dropping it stops accepting; [`ServerHandle::shutdown`] also closes connections.
@@ -197,6 +203,10 @@ pub async fn serve(
         config.max_unauthenticated,
         config.max_unauthenticated_per_peer,
     );
+    let dashboard = match config.dashboard.clone() {
+        Some(d) => Some(crate::dashboard::Dashboard::new(d).await),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         config,
         token: credentials.token.clone(),
@@ -206,6 +216,8 @@ pub async fn serve(
         next_connection: AtomicU64::new(1),
         connections: Mutex::new(HashMap::new()),
         admission,
+        local_addr: addr,
+        dashboard,
     });
     let acceptor = futures_rustls::TlsAcceptor::from(tls);
     let accept = smol::spawn(accept_loop(listener, acceptor, shared.clone()));
@@ -305,6 +317,16 @@ async fn route<S>(mut tls: S, head: Head, rest: Vec<u8>, peer: SocketAddr, share
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if let Some(d) = &shared.dashboard
+        && crate::dashboard::owns(d, &head)
+    {
+        match crate::dashboard::serve_http(d, &mut tls, &head, rest, shared.local_addr).await {
+            Ok(true) => {}
+            Ok(false) => refuse_auth(&head, peer, &shared),
+            Err(e) => tracing::debug!(%peer, error = %e, "writing dashboard response failed"),
+        }
+        return;
+    }
     let path = head.path.split('?').next().unwrap_or("");
     let json = "application/json";
     let unauthorized = [("WWW-Authenticate", "Bearer")];
@@ -334,7 +356,7 @@ where
             }
         }
         ("GET", wire::WS_PATH) => {
-            if !authorized(&head, &shared.token) {
+            if !authorized(&head, &shared.token) && !browser_session(&head, &shared) {
                 refuse_auth(&head, peer, &shared);
                 http::respond(
                     &mut tls,
@@ -408,6 +430,13 @@ where
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "writing HTTP response failed");
     }
+}
+
+/// A dashboard page's WebSocket: a live session cookie, sent from the dashboard's own origin.
+fn browser_session(head: &Head, shared: &Shared) -> bool {
+    shared.dashboard.as_ref().is_some_and(|d| {
+        d.has_session(head) && crate::dashboard::same_origin(head, shared.local_addr)
+    })
 }
 
 fn refuse_auth(head: &Head, peer: SocketAddr, shared: &Shared) {
@@ -1184,6 +1213,20 @@ async fn dispatch(
             typed::<ServiceDeregister, _>(params, |p| service_deregister::handle(store, p)).await
         }
         EventsList::NAME => typed::<EventsList, _>(params, |p| events_list::handle(store, p)).await,
+        crate::dashboard::LOGIN_METHOD if shared.dashboard.is_some() => {
+            let d = shared
+                .dashboard
+                .as_ref()
+                .ok_or_else(|| WireError::method_not_found(method))?;
+            let code = d.issue_code().map_err(|e| {
+                WireError::new(ErrorCode::Internal, format!("no random bytes: {e}"))
+            })?;
+            Ok(serde_json::json!({
+                "code": code,
+                "path": format!("/login#code={code}"),
+                "expires_in_ms": crate::dashboard::CODE_TTL.as_millis() as u64,
+            }))
+        }
         _ => shared.handler.handle(method, params, ctx).await,
     }
 }

@@ -3,8 +3,10 @@
 
 pub mod daemon_status;
 pub mod daemon_stop;
+pub mod dashboard_graph;
 pub mod deploy;
 pub mod deploy_rollback;
+pub mod drift;
 pub mod exec;
 pub mod exec_input;
 pub mod health;
@@ -18,6 +20,7 @@ pub mod restart;
 pub mod start;
 pub mod status;
 pub mod stop;
+pub mod sync;
 pub mod watch;
 
 use harness_protocol::wire::{ApplyResult, ServiceOutcome};

@@ -1,0 +1,544 @@
+// The harness dashboard: views over the daemon's WebSocket API (no other API, no build step).
+// Routes (location.hash): #/ projects · #/p/P services · #/p/P/s/S a service · #/p/P/graph the
+// dependency graph · #/events the event stream.
+import { Api } from './api.js';
+
+const services = new Map(); // "project/name" -> ServiceEntry
+const events = []; // the newest MAX_EVENTS events seen, oldest first
+const MAX_EVENTS = 2000;
+let graphCache = new Map(); // project -> dashboard.graph result
+let logTail = null; // the running log follower, if the service view is open
+
+const $ = (id) => document.getElementById(id);
+
+// h('tag.class', {attr: v, onclick: f}, ...children): DOM without innerHTML (names are user data).
+function h(spec, attrs = {}, ...children) {
+  const [tagId, ...classes] = spec.split('.');
+  const [tag, id] = tagId.split('#');
+  const el = document.createElement(tag);
+  if (id) el.id = id;
+  if (classes.length) el.className = classes.join(' ');
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+const svgNS = 'http://www.w3.org/2000/svg';
+function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(svgNS, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  for (const c of children) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+// --- model -------------------------------------------------------------------------------------
+
+const key = (e) => `${e.project}/${e.name}`;
+const stateName = (e) => (e.state && e.state.kind) || 'unknown';
+const healthName = (e) => (e.health && e.health.status) || 'unknown';
+function where(e) {
+  const l = e.location || {};
+  if (l.kind === 'host') return { group: `host ${l.name}`, text: `${l.name} (${l.address})` };
+  if (l.kind === 'container') return { group: `engine ${l.engine}`, text: `${l.engine}: ${l.name}` };
+  return { group: 'local', text: 'local' };
+}
+function stateText(e) {
+  const st = e.state || {};
+  if (st.kind === 'exited') {
+    if (st.signal !== undefined) return `exited (signal ${st.signal})`;
+    if (st.code !== undefined) return `exited (${st.code})`;
+  }
+  if (st.kind === 'failed' && st.reason) return `failed: ${st.reason}`;
+  return st.kind || 'unknown';
+}
+function duration(ms) {
+  const sec = Math.max(0, Math.floor(ms / 1000));
+  if (sec < 60) return `${sec}s`;
+  if (sec < 3600) return `${Math.floor(sec / 60)}m${sec % 60}s`;
+  if (sec < 86400) return `${Math.floor(sec / 3600)}h${Math.floor((sec % 3600) / 60)}m`;
+  return `${Math.floor(sec / 86400)}d${Math.floor((sec % 86400) / 3600)}h`;
+}
+const uptime = (e) =>
+  stateName(e) === 'running' && e.state_since ? duration(Date.now() - Date.parse(e.state_since)) : '';
+const projects = () => [...new Set([...services.values()].map((e) => e.project))].sort();
+const ofProject = (p) =>
+  [...services.values()].filter((e) => e.project === p).sort((a, b) => a.name.localeCompare(b.name));
+
+function applyEvent(ev) {
+  events.push(ev);
+  if (events.length > MAX_EVENTS) events.splice(0, events.length - MAX_EVENTS);
+  const entry = ev.data && ev.data.entry;
+  if (entry) {
+    if (ev.type === 'service.deregistered') services.delete(key(entry));
+    else services.set(key(entry), entry);
+  }
+  if (ev.type === 'service.registered' || ev.type === 'service.deregistered') graphCache.clear();
+  scheduleRender();
+}
+
+// --- connection --------------------------------------------------------------------------------
+
+const api = new Api({
+  onEvent: applyEvent,
+  onResync(snapshot) {
+    services.clear();
+    for (const e of snapshot.services) services.set(key(e), e);
+    events.push({ seq: snapshot.seq, type: 'resync', time: new Date().toISOString(), data: {} });
+    scheduleRender();
+  },
+  onState(text) {
+    const el = $('connection');
+    el.textContent = text;
+    el.dataset.state = text === 'live' ? 'live' : 'down';
+  },
+  async onOpen() {
+    // A fresh picture first, then every event after the last one seen (all of them on a
+    // reconnect: the subscription replays from `since`).
+    let since = api.lastSeq;
+    if (since === null) {
+      const hello = await api.request('hello');
+      since = hello.last_seq;
+      const recent = await api.request('events.list', { since: Math.max(0, since - 500), limit: 500 });
+      for (const ev of recent.events) if (ev.seq <= since) events.push(ev);
+      api.lastSeq = since;
+    }
+    const status = await api.request('status', {});
+    for (const e of status.services) services.set(key(e), e);
+    await api.subscribe(since);
+    document.body.dataset.ready = 'true';
+    scheduleRender();
+  },
+});
+
+// --- rendering ---------------------------------------------------------------------------------
+
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  setTimeout(() => {
+    renderQueued = false;
+    render();
+  }, 0);
+}
+
+function route() {
+  const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+  if (parts[0] === 'p' && parts[1] && parts[2] === 's' && parts[3])
+    return { view: 'service', project: parts[1], service: parts[3] };
+  if (parts[0] === 'p' && parts[1] && parts[2] === 'graph') return { view: 'graph', project: parts[1] };
+  if (parts[0] === 'p' && parts[1]) return { view: 'services', project: parts[1] };
+  if (parts[0] === 'events') return { view: 'events' };
+  return { view: 'projects' };
+}
+const href = (...parts) => '#/' + parts.map(encodeURIComponent).join('/');
+
+function nav(r) {
+  const links = [['Projects', '#/', r.view === 'projects'], ['Events', '#/events', r.view === 'events']];
+  if (r.project) {
+    links.push([`${r.project}: services`, href('p', r.project), r.view === 'services']);
+    links.push([`${r.project}: graph`, href('p', r.project, 'graph'), r.view === 'graph']);
+  }
+  $('nav').replaceChildren(
+    ...links.map(([t, l, cur]) => h('a', { href: l, 'aria-current': cur ? 'page' : null }, t)),
+  );
+}
+
+let lastView = '';
+let firstServices = false;
+function render() {
+  const r = route();
+  const viewKey = JSON.stringify(r);
+  if (viewKey !== lastView) {
+    lastView = viewKey;
+    stopLogTail();
+    nav(r);
+  }
+  const view = $('view');
+  view.dataset.view = r.view;
+  if (r.view === 'projects') view.replaceChildren(projectsView());
+  else if (r.view === 'services') {
+    view.replaceChildren(servicesView(r.project));
+    // For bench/dashboard.sh: when the services view first showed services (ms since navigation).
+    if (!firstServices && view.querySelector('#services tr[data-service]')) {
+      firstServices = true;
+      performance.mark('harness:services-rendered');
+    }
+  }
+  else if (r.view === 'service') serviceView(view, r.project, r.service);
+  else if (r.view === 'graph') graphView(view, r.project);
+  else if (r.view === 'events') eventsView(view);
+}
+
+function stateBadge(e) {
+  return h(`span.badge.state-${stateName(e)}`, { 'data-field': 'state' }, stateText(e));
+}
+function healthBadge(e) {
+  return h(`span.badge.health-${healthName(e)}`, { 'data-field': 'health' }, healthName(e));
+}
+
+function projectsView() {
+  const list = projects();
+  if (!list.length) return h('section', {}, h('h1', {}, 'Projects'), h('p', {}, 'No services yet: run `harness start`.'));
+  return h(
+    'section',
+    {},
+    h('h1', {}, 'Projects'),
+    h(
+      'table#projects',
+      {},
+      h('thead', {}, h('tr', {}, h('th', {}, 'project'), h('th', {}, 'services'), h('th', {}, 'running'), h('th', {}, 'not running'), h('th', {}, 'unhealthy'))),
+      h(
+        'tbody',
+        {},
+        list.map((p) => {
+          const all = ofProject(p);
+          const running = all.filter((e) => stateName(e) === 'running').length;
+          const unhealthy = all.filter((e) => healthName(e) === 'unhealthy').length;
+          return h(
+            'tr',
+            { 'data-project': p },
+            h('td', {}, h('a', { href: href('p', p) }, p)),
+            h('td', {}, all.length),
+            h('td', {}, running),
+            h('td', {}, all.length - running),
+            h('td', {}, unhealthy),
+          );
+        }),
+      ),
+    ),
+  );
+}
+
+function actionButtons(project, service, e) {
+  const target = service ? `service ${service} of ${project}` : `every service of ${project}`;
+  const active = (x) => ['running', 'starting', 'restarting'].includes(stateName(x));
+  const buttons = [];
+  if (service) {
+    const services = [service];
+    // `restart` starts a stopped or exited service with its last applied definition.
+    if (!active(e)) buttons.push(['start', 'Start', `Start ${target}?`, () => api.request('restart', { project, services })]);
+    else buttons.push(['stop', 'Stop', `Stop ${target}?`, () => api.request('stop', { project, services })]);
+    buttons.push(['restart', 'Restart', `Restart ${target}?`, () => api.request('restart', { project, services })]);
+  } else {
+    const idle = () => ofProject(project).filter((x) => !active(x)).map((x) => x.name);
+    buttons.push(['start', 'Start', `Start the services of ${project} that are not running?`, () => (idle().length ? api.request('restart', { project, services: idle() }) : Promise.resolve())]);
+    buttons.push(['stop', 'Stop', `Stop ${target}?`, () => api.request('stop', { project, services: [] })]);
+    buttons.push(['restart', 'Restart', `Restart ${target}?`, () => api.request('restart', { project, services: [] })]);
+  }
+  return h(
+    'span.actions',
+    {},
+    buttons.map(([action, label, question, run]) =>
+      h('button', { type: 'button', 'data-action': action, 'aria-label': `${label} ${target}`, onclick: () => confirmThen(question, run) }, label),
+    ),
+  );
+}
+
+function servicesView(project) {
+  const rows = ofProject(project);
+  const table = h(
+    'table#services',
+    {},
+    h('thead', {}, h('tr', {}, ['service', 'state', 'health', 'where', 'endpoints', 'pid', 'restarts', 'uptime', 'actions'].map((c) => h('th', { scope: 'col' }, c)))),
+    h(
+      'tbody',
+      {},
+      rows.map((e) =>
+        h(
+          'tr',
+          { 'data-service': e.name },
+          h('td', {}, h('a', { href: href('p', project, 's', e.name) }, e.name)),
+          h('td', {}, stateBadge(e)),
+          h('td', {}, healthBadge(e)),
+          h('td', { 'data-field': 'where' }, where(e).text),
+          h('td', { 'data-field': 'endpoints' }, (e.endpoints || []).map((p) => `${p.ip}:${p.port}`).join(' ')),
+          h('td', { 'data-field': 'pid' }, (e.runtime && e.runtime.pid) || ''),
+          h('td', { 'data-field': 'restarts' }, e.restart_count || 0),
+          h('td', { 'data-field': 'uptime' }, uptime(e)),
+          h('td', {}, actionButtons(project, e.name, e)),
+        ),
+      ),
+    ),
+  );
+  return h(
+    'section',
+    {},
+    h('div.title', {}, h('h1', {}, project), actionButtons(project, null, null)),
+    h('div.scroll', {}, table),
+  );
+}
+
+// --- service page: details, live log tail, health history --------------------------------------
+
+function serviceView(view, project, name) {
+  const e = services.get(`${project}/${name}`);
+  let page = view.querySelector('section.service');
+  if (!page || page.dataset.key !== `${project}/${name}`) {
+    page = h(
+      'section.service',
+      { 'data-key': `${project}/${name}` },
+      h('div.title', {}, h('h1', {}, name), h('span#service-actions')),
+      h('dl#service-details'),
+      h('h2', {}, 'Health history'),
+      h('ol#health-history.history'),
+      h('h2', {}, 'Log'),
+      h(
+        'div.logbar',
+        {},
+        h('input#log-search', { type: 'search', placeholder: 'search', 'aria-label': 'Search the log', oninput: filterLog }),
+        h(
+          'select#log-stream',
+          { 'aria-label': 'Stream', onchange: filterLog },
+          h('option', { value: '' }, 'stdout and stderr'),
+          h('option', { value: 'stdout' }, 'stdout'),
+          h('option', { value: 'stderr' }, 'stderr'),
+        ),
+        h('label', {}, h('input#log-follow', { type: 'checkbox', checked: true }), ' follow'),
+      ),
+      h('pre#log', { 'aria-label': 'Log lines', 'aria-live': 'off', tabindex: '0' }),
+    );
+    view.replaceChildren(page);
+    startLogTail(project, name);
+  }
+  $('service-actions').replaceChildren(e ? actionButtons(project, name, e) : '');
+  const details = e
+    ? [
+        ['state', stateBadge(e)],
+        ['health', healthBadge(e)],
+        ['health output', (e.health && e.health.last_output) || ''],
+        ['where', where(e).text],
+        ['endpoints', (e.endpoints || []).map((p) => `${p.name} ${p.ip}:${p.port}`).join(', ')],
+        ['pid', (e.runtime && e.runtime.pid) || ''],
+        ['restarts', e.restart_count || 0],
+        ['uptime', uptime(e)],
+        ['since', e.state_since || ''],
+      ]
+    : [['state', 'not in the registry']];
+  $('service-details').replaceChildren(...details.flatMap(([k, v]) => [h('dt', {}, k), h('dd', { 'data-field': k }, v)]));
+  const history = events.filter((ev) => ev.type === 'service.health' && ev.project === project && ev.service === name);
+  $('health-history').replaceChildren(
+    ...(history.length
+      ? history.slice(-50).reverse().map((ev) =>
+          h('li', {}, h('time', {}, new Date(ev.time).toLocaleTimeString()), ' ', `${ev.data.from} → ${ev.data.to}`, ev.data.entry && ev.data.entry.health && ev.data.entry.health.last_output ? ` — ${ev.data.entry.health.last_output}` : ''),
+        )
+      : [h('li', {}, 'no health changes seen')]),
+  );
+}
+
+function filterLog() {
+  const q = ($('log-search') || {}).value?.toLowerCase() || '';
+  const stream = ($('log-stream') || {}).value || '';
+  for (const line of $('log')?.children || []) {
+    const hide = (stream && line.dataset.stream !== stream) || (q && !line.textContent.toLowerCase().includes(q));
+    line.hidden = Boolean(hide);
+  }
+}
+
+function stopLogTail() {
+  if (logTail) logTail.stopped = true;
+  logTail = null;
+}
+
+// Follows the service's log with `logs {follow}` (which continues across restarts of the
+// service); after a lost connection it opens a new reader from the last line's time.
+function startLogTail(project, name) {
+  stopLogTail();
+  const tail = { stopped: false, lastTime: null, seen: new Set() };
+  logTail = tail;
+  (async () => {
+    while (!tail.stopped) {
+      try {
+        const params = { project, services: [name], follow: true };
+        if (tail.lastTime) params.since = tail.lastTime;
+        else params.tail = 200;
+        let r = await api.request('logs', params);
+        for (;;) {
+          if (tail.stopped) return;
+          appendLines(tail, r.lines);
+          if (r.end) return;
+          r = await api.request('logs', { project, session: r.session });
+        }
+      } catch (e) {
+        if (tail.stopped) return;
+        await api.opened();
+        await new Promise((res) => setTimeout(res, 200));
+      }
+    }
+  })();
+}
+
+function appendLines(tail, lines) {
+  const log = $('log');
+  if (!log || !lines.length) return;
+  const q = $('log-search').value.toLowerCase();
+  const stream = $('log-stream').value;
+  const frag = document.createDocumentFragment();
+  for (const l of lines) {
+    const id = `${l.time}|${l.stream}|${l.text}`;
+    if (tail.seen.has(id)) continue;
+    tail.seen.add(id);
+    tail.lastTime = l.time;
+    const line = h(`span.line.${l.stream}`, { 'data-stream': l.stream }, h('time', {}, l.time.slice(11, 23)), ' ', l.text, '\n');
+    line.hidden = Boolean((stream && l.stream !== stream) || (q && !l.text.toLowerCase().includes(q)));
+    frag.append(line);
+  }
+  log.append(frag);
+  while (log.childElementCount > 5000) log.firstElementChild.remove();
+  if (tail.seen.size > 20000) tail.seen.clear();
+  if ($('log-follow').checked) log.scrollTop = log.scrollHeight;
+}
+
+// --- dependency graph: columns by start wave, lanes by where services run ----------------------
+
+async function graphView(view, project) {
+  let g = graphCache.get(project);
+  if (!g) {
+    if (!view.querySelector('svg')) view.replaceChildren(h('p', {}, 'loading the graph…'));
+    try {
+      g = await api.request('dashboard.graph', { project });
+    } catch (e) {
+      view.replaceChildren(h('p.error', {}, `graph: ${e.message}`));
+      return;
+    }
+    graphCache.set(project, g);
+    if (route().view !== 'graph') return;
+  }
+  const entry = (n) => services.get(`${project}/${n}`);
+  const lanes = [...new Set(g.waves.flat().map((n) => (entry(n) ? where(entry(n)).group : 'local')))].sort();
+  const W = 190, NW = 150, NH = 34, GAP = 12, LX = 110, TOP = 30;
+  const waveOf = new Map();
+  g.waves.forEach((w, i) => w.forEach((n) => waveOf.set(n, i)));
+  const pos = new Map();
+  let y = TOP;
+  const laneBoxes = [];
+  for (const lane of lanes) {
+    const perWave = g.waves.map((w) => w.filter((n) => (entry(n) ? where(entry(n)).group : 'local') === lane));
+    const rows = Math.max(1, ...perWave.map((w) => w.length));
+    perWave.forEach((w, i) => w.forEach((n, j) => pos.set(n, { x: LX + i * W, y: y + GAP + j * (NH + GAP) })));
+    const height = rows * (NH + GAP) + GAP;
+    laneBoxes.push({ lane, y, height });
+    y += height + GAP;
+  }
+  const width = LX + g.waves.length * W + 20;
+  const svg = s('svg', { viewBox: `0 0 ${width} ${y}`, width, height: y, role: 'img', 'aria-label': `Dependency graph of ${project}` });
+  g.waves.forEach((_, i) => svg.append(s('text', { x: LX + i * W + NW / 2, y: 18, class: 'wave', 'text-anchor': 'middle' }, `wave ${i + 1}`)));
+  for (const b of laneBoxes) {
+    svg.append(s('rect', { x: 4, y: b.y, width: width - 8, height: b.height, class: 'lane', rx: 6 }));
+    svg.append(s('text', { x: 12, y: b.y + 20, class: 'lane-label' }, b.lane));
+  }
+  for (const [n, deps] of Object.entries(g.depends_on)) {
+    const to = pos.get(n);
+    for (const [d, cond] of Object.entries(deps)) {
+      const from = pos.get(d);
+      if (!from || !to) continue;
+      const x1 = from.x + NW, y1 = from.y + NH / 2, x2 = to.x, y2 = to.y + NH / 2;
+      svg.append(s('path', { d: `M${x1},${y1} C${x1 + 30},${y1} ${x2 - 30},${y2} ${x2},${y2}`, class: `edge cond-${cond}` }, s('title', {}, `${n} waits for ${d} (${cond})`)));
+    }
+  }
+  for (const [n, p] of pos) {
+    const e = entry(n);
+    const st = e ? stateName(e) : 'unknown';
+    const a = s('a', { href: href('p', project, 's', n), 'data-node': n, 'aria-label': `${n}: ${st}` });
+    a.append(s('rect', { x: p.x, y: p.y, width: NW, height: NH, rx: 6, class: `node state-${st}` }));
+    a.append(s('text', { x: p.x + 8, y: p.y + 15, class: 'node-name' }, n.length > 20 ? n.slice(0, 19) + '…' : n));
+    a.append(s('text', { x: p.x + 8, y: p.y + 28, class: 'node-state' }, e ? `${st} · ${healthName(e)}` : 'not in the registry'));
+    svg.append(a);
+  }
+  const legend = h('p.legend', {}, 'Columns are start waves; a service starts once the services it waits for are ready (dashed: waits for healthy). Rows group services by where they run.');
+  view.replaceChildren(h('section', {}, h('h1', {}, `${project}: dependency graph`), legend, h('div.scroll.graph', {}, svg)));
+}
+
+// --- event stream with filters ------------------------------------------------------------------
+
+const eventFilter = { type: '', project: '', text: '' };
+function eventsView(view) {
+  let page = view.querySelector('section.events');
+  if (!page) {
+    const types = ['service.registered', 'service.updated', 'service.state', 'service.health', 'service.deregistered', 'service.watch', 'deployment.progress', 'daemon.notice'];
+    page = h(
+      'section.events',
+      {},
+      h('h1', {}, 'Events'),
+      h(
+        'div.logbar',
+        {},
+        h('select#event-type', { 'aria-label': 'Event type', onchange: (ev) => { eventFilter.type = ev.target.value; scheduleRender(); } }, h('option', { value: '' }, 'all types'), types.map((t) => h('option', { value: t }, t))),
+        h('select#event-project', { 'aria-label': 'Project', onchange: (ev) => { eventFilter.project = ev.target.value; scheduleRender(); } }),
+        h('input#event-search', { type: 'search', placeholder: 'service or text', 'aria-label': 'Search events', oninput: (ev) => { eventFilter.text = ev.target.value.toLowerCase(); scheduleRender(); } }),
+      ),
+      h('div.scroll', {}, h('table#events', {}, h('thead', {}, h('tr', {}, ['seq', 'time', 'type', 'project', 'service', 'what'].map((c) => h('th', { scope: 'col' }, c)))), h('tbody'))),
+    );
+    view.replaceChildren(page);
+  }
+  const sel = $('event-project');
+  const current = eventFilter.project;
+  sel.replaceChildren(h('option', { value: '' }, 'all projects'), projects().map((p) => h('option', { value: p, selected: p === current }, p)));
+  const what = (ev) => {
+    const d = ev.data || {};
+    if (ev.type === 'service.state' || ev.type === 'service.health') return `${d.from && d.from.kind ? d.from.kind : d.from} → ${d.to && d.to.kind ? d.to.kind : d.to}`;
+    if (ev.type === 'resync') return 'resynced: events were pruned while disconnected';
+    return d.message || d.phase || (d.entry ? stateText(d.entry) : '');
+  };
+  const rows = events
+    .filter((ev) => !eventFilter.type || ev.type === eventFilter.type)
+    .filter((ev) => !eventFilter.project || ev.project === eventFilter.project)
+    .filter((ev) => !eventFilter.text || `${ev.service || ''} ${what(ev)}`.toLowerCase().includes(eventFilter.text))
+    .slice(-500)
+    .reverse();
+  page.querySelector('tbody').replaceChildren(
+    ...rows.map((ev) =>
+      h('tr', { 'data-seq': ev.seq, 'data-type': ev.type }, h('td', {}, ev.seq), h('td', {}, new Date(ev.time).toLocaleTimeString()), h('td', {}, ev.type), h('td', {}, ev.project || ''), h('td', {}, ev.service || ''), h('td', {}, what(ev))),
+    ),
+  );
+}
+
+// --- confirmation -------------------------------------------------------------------------------
+
+function confirmThen(question, run) {
+  const dialog = $('confirm');
+  $('confirm-text').textContent = question;
+  const done = (ok) => {
+    dialog.close();
+    $('confirm-ok').onclick = null;
+    $('confirm-cancel').onclick = null;
+    if (ok)
+      run().then(
+        () => toast('done'),
+        (e) => toast(`failed: ${e.message}`, true),
+      );
+  };
+  $('confirm-ok').onclick = () => done(true);
+  $('confirm-cancel').onclick = () => done(false);
+  dialog.showModal();
+}
+
+function toast(text, error = false) {
+  const t = h(`div.toast${error ? '.error' : ''}`, { role: 'status' }, text);
+  document.body.append(t);
+  setTimeout(() => t.remove(), 2500);
+}
+
+// --- start ----------------------------------------------------------------------------------------
+
+window.addEventListener('hashchange', scheduleRender);
+setInterval(() => {
+  for (const cell of document.querySelectorAll('#services tr[data-service]')) {
+    const e = services.get(`${route().project}/${cell.dataset.service}`);
+    const up = cell.querySelector('[data-field=uptime]');
+    if (e && up) up.textContent = uptime(e);
+  }
+}, 1000);
+$('logout').addEventListener('click', async () => {
+  await fetch('/logout', { method: 'POST', credentials: 'same-origin' });
+  location.replace('/login');
+});
+render();
+api.start();

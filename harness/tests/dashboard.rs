@@ -1,0 +1,783 @@
+//! The web dashboard end to end (ADR 0039): the daemon serves it, `harness dashboard` gives a
+//! one-time login link, and a real headless Chromium (Debian's `chromium` driven by
+//! `chromedriver` over WebDriver) logs in and uses it against real services. Raw requests go
+//! through `curl` (trusting the daemon's CA), so refusals are seen exactly as a client sees them.
+//!
+//! Chromium trusts the daemon's certificate through `--ignore-certificate-errors-spki-list` with the
+//! SHA-256 of the server certificate's public key (computed with `openssl`), which Chromium honours
+//! only with its own `--user-data-dir`. Screenshots of each view (1280×800) go to
+//! `target/dashboard-screenshots/`.
+
+#[allow(dead_code)]
+#[path = "daemon/common.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::{Env, free_port, kill9, wait_until};
+use serde_json::{Value, json};
+
+// --- raw HTTPS through curl ---------------------------------------------------------------------
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+fn curl(env: &Env, args: &[&str]) -> Reply {
+    let ca = env.home().join("ca.pem");
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "3", "--cacert"])
+        .arg(&ca)
+        .args(args)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Reply {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+fn header<'a>(r: &'a Reply, name: &str) -> Vec<&'a str> {
+    r.head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
+/// `https://ADDR` of the test's daemon.
+fn base(env: &Env) -> String {
+    let info: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.home().join("daemon.json")).expect("daemon.json"),
+    )
+    .expect("daemon.json is JSON");
+    let url = info["url"].as_str().expect("url");
+    let addr = url
+        .strip_prefix("wss://")
+        .and_then(|r| r.split('/').next())
+        .expect("wss://ADDR/v1/ws");
+    format!("https://{addr}")
+}
+
+fn login_link(env: &Env) -> String {
+    let v = env
+        .run(&["dashboard", "--no-open", "-o", "json"])
+        .ok()
+        .json();
+    v["url"].as_str().expect("url").to_string()
+}
+
+fn code_of(link: &str) -> &str {
+    link.split_once("#code=").expect("#code= in the link").1
+}
+
+fn ws_upgrade(env: &Env, extra: &[&str]) -> Reply {
+    let url = format!("{}/v1/ws", base(env));
+    let mut args = vec![
+        "--http1.1",
+        "-H",
+        "Connection: Upgrade",
+        "-H",
+        "Upgrade: websocket",
+        "-H",
+        "Sec-WebSocket-Version: 13",
+        "-H",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    curl(env, &args)
+}
+
+const YAML: &str = "name: shop
+services:
+  db:
+    command: 'echo db up; exec sleep 1000'
+    health_check: {command: 'true', interval: 200ms}
+  api:
+    command: 'echo api up; exec sleep 1000'
+    depends_on: {db: healthy}
+  worker:
+    command: 'echo worker up; exec tail -n0 -F marker.txt'
+    depends_on: [api]
+    restart: no
+";
+
+#[test]
+fn without_a_session_every_page_and_the_websocket_are_refused_and_a_code_works_once() {
+    let env = Env::new(YAML);
+    env.run(&["start"]).ok();
+    let token = std::fs::read_to_string(env.home().join("token")).expect("token");
+    let token = token.trim();
+    let base = base(&env);
+    let origin = format!("Origin: {base}");
+    let mut served = String::new();
+
+    for path in ["/", "/index.html", "/app.js", "/api.js"] {
+        let r = curl(&env, &[&format!("{base}{path}")]);
+        assert_eq!(r.status, 401, "{path} without a session: {}", r.head);
+        served.push_str(&r.body);
+    }
+    // The login page and what it needs are public and carry no data.
+    for path in ["/login", "/login.js", "/dashboard.css"] {
+        let r = curl(&env, &[&format!("{base}{path}")]);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(header(&r, "x-frame-options"), ["DENY"], "{path}");
+        assert_eq!(header(&r, "x-content-type-options"), ["nosniff"], "{path}");
+        let csp = header(&r, "content-security-policy").join(" ");
+        assert!(
+            csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+            "{csp}"
+        );
+        served.push_str(&r.body);
+    }
+    assert_eq!(
+        ws_upgrade(&env, &[]).status,
+        401,
+        "WebSocket without cookie"
+    );
+    assert_eq!(
+        ws_upgrade(&env, &["-H", &origin]).status,
+        401,
+        "WebSocket without cookie, with the right Origin"
+    );
+
+    // A wrong code, a good one, then the good one again.
+    let link = login_link(&env);
+    let code = code_of(&link).to_string();
+    let post = |body: &str, origin: &str| {
+        curl(
+            &env,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                origin,
+                "-H",
+                "Content-Type: text/plain",
+                "--data-binary",
+                body,
+                &format!("{base}/login"),
+            ],
+        )
+    };
+    assert_eq!(
+        post("code=00112233445566778899aabbccddeeff", &origin).status,
+        401
+    );
+    assert_eq!(
+        post(&format!("code={code}"), "Origin: https://evil.example").status,
+        403,
+        "a login from another origin"
+    );
+    let ok = post(&format!("code={code}"), &origin);
+    assert_eq!(ok.status, 204, "{}{}", ok.head, ok.body);
+    let cookie = header(&ok, "set-cookie").join("");
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    assert!(cookie.starts_with("__Host-harness_session="), "{cookie}");
+    assert!(!cookie.contains(token));
+    assert_eq!(
+        post(&format!("code={code}"), &origin).status,
+        401,
+        "a used code"
+    );
+    let session = cookie.split(';').next().expect("name=value").to_string();
+    let with_cookie = format!("Cookie: {session}");
+
+    for path in ["/", "/app.js", "/api.js", "/favicon.svg"] {
+        let r = curl(&env, &["-H", &with_cookie, &format!("{base}{path}")]);
+        assert_eq!(r.status, 200, "{path} with a session");
+        served.push_str(&r.head);
+        served.push_str(&r.body);
+    }
+    // The cookie opens the WebSocket only from the dashboard's own origin.
+    assert_eq!(
+        ws_upgrade(&env, &["-H", &with_cookie, "-H", &origin]).status,
+        101
+    );
+    assert_eq!(
+        ws_upgrade(
+            &env,
+            &["-H", &with_cookie, "-H", "Origin: https://evil.example"]
+        )
+        .status,
+        401
+    );
+    assert_eq!(
+        ws_upgrade(&env, &["-H", &with_cookie]).status,
+        401,
+        "no Origin"
+    );
+    assert!(
+        !served.contains(token),
+        "the token appears in a served byte"
+    );
+
+    // Logging out ends the session.
+    let out = curl(
+        &env,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &with_cookie,
+            "-H",
+            &origin,
+            &format!("{base}/logout"),
+        ],
+    );
+    assert_eq!(out.status, 204);
+    let r = curl(&env, &["-H", &with_cookie, &format!("{base}/")]);
+    assert_eq!(r.status, 401, "after logout");
+}
+
+// --- WebDriver ----------------------------------------------------------------------------------
+
+/// chromedriver, killed when dropped (also when the session could not be created).
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Browser {
+    _driver: Driver,
+    port: u16,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect chromedriver");
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    // chromedriver keeps the connection open: read the head, then Content-Length bytes (or
+    // chunks up to the last one).
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = s.read(&mut buf).expect("read from chromedriver");
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let lower = head.to_ascii_lowercase();
+            let length = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            let done = match length {
+                Some(len) => body.len() >= len,
+                None if lower.contains("transfer-encoding: chunked") => body.ends_with("0\r\n\r\n"),
+                None => n == 0,
+            };
+            if done {
+                let body = if length.is_none() {
+                    dechunk(body)
+                } else {
+                    body.to_string()
+                };
+                return serde_json::from_str(&body)
+                    .unwrap_or_else(|e| panic!("chromedriver said ({e}): {body}"));
+            }
+        }
+        assert!(n > 0, "chromedriver closed the connection early");
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// base64 of the SHA-256 of the daemon certificate's SubjectPublicKeyInfo.
+fn spki_hash(cert: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "openssl x509 -in \"$1\" -pubkey -noout | openssl pkey -pubin -outform der | \
+             openssl dgst -sha256 -binary | base64",
+        )
+        .arg("sh")
+        .arg(cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl failed");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Browser {
+    fn open(env: &Env) -> Browser {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian: apt-get install chromium-driver)");
+        let driver = Driver(driver);
+        assert!(
+            wait_until(Duration::from_secs(10), || TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "chromedriver did not listen"
+        );
+        let profile = tempfile::tempdir().expect("tempdir");
+        let mut args = vec![
+            "--headless=new".to_string(),
+            "--window-size=1280,800".to_string(),
+            "--disable-gpu".to_string(),
+            "--disable-dev-shm-usage".to_string(),
+            format!("--user-data-dir={}", profile.path().display()),
+            format!(
+                "--ignore-certificate-errors-spki-list={}",
+                spki_hash(&env.home().join("server.pem"))
+            ),
+        ];
+        if rustix::process::geteuid().is_root() {
+            args.push("--no-sandbox".to_string());
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"args": args, "binary": "/usr/bin/chromium"},
+        }}});
+        let r = http(port, "POST", "/session", Some(&caps));
+        let session = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {r}"))
+            .to_string();
+        let b = Browser {
+            _driver: driver,
+            port,
+            session,
+            _profile: profile,
+        };
+        b.viewport(1280, 800);
+        b
+    }
+
+    /// Sizes the window so that the page itself is `width`×`height` (screenshots are of it).
+    fn viewport(&self, width: i64, height: i64) {
+        let v = self.js("return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight];");
+        let dw = v[0].as_i64().unwrap_or(0);
+        let dh = v[1].as_i64().unwrap_or(0);
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": width + dw, "height": height + dh})),
+        );
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let r = http(
+            self.port,
+            method,
+            &format!("/session/{}{path}", self.session),
+            body.as_ref(),
+        );
+        r["value"].clone()
+    }
+
+    fn go(&self, url: &str) {
+        self.cmd("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    fn js(&self, script: &str) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+    }
+
+    fn wait_js(&self, what: &str, timeout: Duration, script: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.js(script);
+            if !v.is_null() && v != Value::Bool(false) {
+                return v;
+            }
+            if start.elapsed() >= timeout {
+                let page = self
+                    .js("return location.href + ' | ' + document.body.innerText.slice(0, 800);");
+                panic!("timed out waiting for {what}; the page: {page}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn click(&self, css: &str) {
+        let js = format!(
+            "const e = document.querySelector({}); if (!e) return false; e.click(); return true;",
+            serde_json::to_string(css).expect("json")
+        );
+        assert_eq!(self.js(&js), Value::Bool(true), "no element {css}");
+    }
+
+    fn screenshot(&self, name: &str) {
+        let v = self.cmd("GET", "/screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().expect("base64 png"))
+            .expect("png");
+        let dir = screenshots_dir();
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = http(
+            self.port,
+            "DELETE",
+            &format!("/session/{}", self.session),
+            None,
+        );
+        // `_driver` is dropped after this: chromedriver is killed.
+    }
+}
+
+fn screenshots_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("dashboard-screenshots")
+}
+
+/// The services table as the page shows it: name → (state, pid, restarts).
+const TABLE: &str =
+    "return [...document.querySelectorAll('#services tr[data-service]')].map(r => ({
+    name: r.dataset.service,
+    state: r.querySelector('[data-field=state]').textContent,
+    health: r.querySelector('[data-field=health]').textContent,
+    pid: r.querySelector('[data-field=pid]').textContent,
+    restarts: r.querySelector('[data-field=restarts]').textContent,
+}));";
+
+fn row_state(b: &Browser, name: &str) -> String {
+    b.js(&format!(
+        "const r = document.querySelector('#services tr[data-service=\"{name}\"] [data-field=state]'); return r ? r.textContent : '';"
+    ))
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
+
+fn page_seqs(b: &Browser) -> Vec<u64> {
+    let v = b.js(
+        "return [...document.querySelectorAll('#events tr[data-seq]')].map(r => Number(r.dataset.seq));",
+    );
+    let mut seqs: Vec<u64> = v
+        .as_array()
+        .expect("seqs")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    seqs.sort_unstable();
+    seqs
+}
+
+fn last_seq(env: &Env) -> u64 {
+    let r = curl(env, &[&format!("{}/healthz", base(env))]);
+    let v: Value = serde_json::from_str(&r.body).expect("healthz JSON");
+    v["last_seq"].as_u64().expect("last_seq")
+}
+
+#[test]
+fn the_dashboard_in_headless_chromium() {
+    let env = Env::new(YAML);
+    std::fs::write(env.dir.path().join("marker.txt"), "").expect("marker");
+    env.run(&["start"]).ok();
+    let b = Browser::open(&env);
+
+    // A wrong code is refused; the right one logs in and leaves no code in the address bar.
+    let link = login_link(&env);
+    let wrong = format!("{}/login#code=0123456789abcdef0123456789abcdef", base(&env));
+    b.go(&wrong);
+    b.wait_js(
+        "the refusal",
+        Duration::from_secs(10),
+        "return document.getElementById('login-message').textContent.includes('wrong');",
+    );
+    assert_eq!(
+        b.js("return location.href;").as_str(),
+        Some(format!("{}/login", base(&env)).as_str())
+    );
+    b.go(&link);
+    b.wait_js(
+        "the dashboard",
+        Duration::from_secs(10),
+        "return document.body.dataset.ready === 'true';",
+    );
+    let href = b.js("return location.href;");
+    assert!(
+        !href.as_str().unwrap_or_default().contains("code"),
+        "{href}"
+    );
+    b.wait_js(
+        "the projects table",
+        Duration::from_secs(5),
+        "return document.querySelector('#projects tr[data-project=shop]') !== null;",
+    );
+    b.screenshot("projects");
+    // The used code again: refused.
+    b.go(&link);
+    b.wait_js(
+        "the refusal of a used code",
+        Duration::from_secs(10),
+        "return document.getElementById('login-message').textContent.includes('used');",
+    );
+
+    // The services table matches `harness status -o json`.
+    b.go(&format!("{}/#/p/shop", base(&env)));
+    b.wait_js(
+        "three rows",
+        Duration::from_secs(10),
+        "return document.querySelectorAll('#services tr[data-service]').length === 3;",
+    );
+    let rows = b.js(TABLE);
+    let status = env.status();
+    for s in &status {
+        let name = s["name"].as_str().expect("name");
+        let row = rows
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no row for {name}: {rows}"));
+        assert_eq!(row["state"], s["state"]["kind"], "{name}");
+        assert_eq!(row["health"], s["health"]["status"], "{name}");
+        assert_eq!(
+            row["pid"].as_str().unwrap_or_default(),
+            s["runtime"]["pid"]
+                .as_u64()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            "{name}"
+        );
+        assert_eq!(
+            row["restarts"].as_str(),
+            Some(
+                s["restart_count"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    .to_string()
+                    .as_str()
+            )
+        );
+    }
+    b.screenshot("services");
+
+    // Killing a service by hand: its row says `exited` within 1 s, without a reload.
+    let worker = env.service("worker")["runtime"]["pid"]
+        .as_u64()
+        .expect("worker pid") as u32;
+    b.js("window.__marker = 1; return true;");
+    let killed = Instant::now();
+    kill9(worker);
+    while !row_state(&b, "worker").starts_with("exited") {
+        assert!(
+            killed.elapsed() < Duration::from_secs(1),
+            "the row still says {:?} 1 s after the kill",
+            row_state(&b, "worker")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("row exited after {:?}", killed.elapsed());
+    assert_eq!(
+        b.js("return window.__marker;"),
+        json!(1),
+        "the page reloaded"
+    );
+
+    // Start it again from the page (confirmed), then restart it (confirmed).
+    b.click("#services tr[data-service=worker] button[data-action=start]");
+    assert_eq!(
+        b.js("return document.getElementById('confirm').open;"),
+        json!(true)
+    );
+    b.click("#confirm-ok");
+    b.wait_js(
+        "worker running",
+        Duration::from_secs(10),
+        "const r = document.querySelector('#services tr[data-service=worker] [data-field=state]'); return r && r.textContent === 'running';",
+    );
+    let before = env.service("worker")["runtime"]["pid"].as_u64();
+    b.click("#services tr[data-service=worker] button[data-action=restart]");
+    b.click("#confirm-ok");
+    wait_until(Duration::from_secs(10), || {
+        let s = env.service("worker");
+        s["state"]["kind"] == "running" && s["runtime"]["pid"].as_u64() != before
+    });
+    let after = env.service("worker")["runtime"]["pid"].as_u64();
+    assert_ne!(before, after, "restart from the page gave a new process");
+    b.wait_js(
+        "the new pid on the page",
+        Duration::from_secs(5),
+        &format!(
+            "const r = document.querySelector('#services tr[data-service=worker] [data-field=pid]'); return r && r.textContent === '{}';",
+            after.unwrap_or(0)
+        ),
+    );
+
+    // The log tail shows lines printed after the page opened, and follows a restart.
+    b.go(&format!("{}/#/p/shop/s/worker", base(&env)));
+    b.wait_js(
+        "the service page",
+        Duration::from_secs(10),
+        "return document.getElementById('log') !== null && document.body.dataset.ready === 'true';",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let marker = env.dir.path().join("marker.txt");
+    let append = |line: &str| {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&marker)
+            .expect("marker");
+        writeln!(f, "{line}").expect("append");
+    };
+    append("printed-after-open-1");
+    b.wait_js(
+        "the new log line",
+        Duration::from_secs(10),
+        "return document.getElementById('log').textContent.includes('printed-after-open-1');",
+    );
+    env.run(&["restart", "worker"]).ok();
+    std::thread::sleep(Duration::from_millis(500));
+    append("printed-after-restart-2");
+    b.wait_js(
+        "the log line after a restart",
+        Duration::from_secs(15),
+        "return document.getElementById('log').textContent.includes('printed-after-restart-2');",
+    );
+    // Search filters lines.
+    b.js("const s = document.getElementById('log-search'); s.value = 'restart-2'; s.dispatchEvent(new Event('input')); return true;");
+    let visible = b.js(
+        "return [...document.querySelectorAll('#log .line')].filter(l => !l.hidden).map(l => l.textContent).join('');",
+    );
+    assert!(
+        visible.as_str().unwrap_or_default().contains("restart-2")
+            && !visible.as_str().unwrap_or_default().contains("open-1"),
+        "{visible}"
+    );
+    b.js("const s = document.getElementById('log-search'); s.value = ''; s.dispatchEvent(new Event('input')); return true;");
+    b.screenshot("service");
+
+    // The dependency graph: one node per service, in three waves.
+    b.go(&format!("{}/#/p/shop/graph", base(&env)));
+    b.wait_js(
+        "the graph",
+        Duration::from_secs(10),
+        "return document.querySelectorAll('svg a[data-node]').length === 3;",
+    );
+    let waves = b.js("return [...document.querySelectorAll('svg text.wave')].length;");
+    assert_eq!(waves, json!(3));
+    b.screenshot("graph");
+    b.go(&format!("{}/#/p/shop/s/db", base(&env)));
+    b.wait_js(
+        "db's health history",
+        Duration::from_secs(10),
+        "const h = document.getElementById('health-history'); return h !== null && h.textContent.includes('healthy');",
+    );
+    b.screenshot("service-health");
+
+    // The event stream; then the daemon is killed -9 and restarted: the page reconnects on its
+    // own and has every event, with no gap in seq.
+    b.go(&format!("{}/#/events", base(&env)));
+    b.wait_js(
+        "events",
+        Duration::from_secs(10),
+        "return document.querySelectorAll('#events tr[data-seq]').length > 0;",
+    );
+    let first_seq_seen = page_seqs(&b).last().copied().expect("a seq");
+    b.js("window.__marker = 2; return true;");
+    let daemon = env.daemon_pid().expect("daemon pid");
+    kill9(daemon);
+    b.wait_js(
+        "the page noticing",
+        Duration::from_secs(10),
+        "return document.getElementById('connection').dataset.state === 'down';",
+    );
+    let mut start = env.cmd(&["daemon", "start"]);
+    start.env_remove("HARNESS_LISTEN");
+    let out = start.output().expect("daemon start");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.run(&["restart", "api"]).ok();
+    let last = last_seq(&env);
+    b.wait_js(
+        "the page catching up",
+        Duration::from_secs(15),
+        &format!(
+            "return [...document.querySelectorAll('#events tr[data-seq]')].some(r => Number(r.dataset.seq) === {last});"
+        ),
+    );
+    assert_eq!(
+        b.js("return window.__marker;"),
+        json!(2),
+        "the page reloaded"
+    );
+    let seqs: Vec<u64> = page_seqs(&b)
+        .into_iter()
+        .filter(|s| *s >= first_seq_seen)
+        .collect();
+    let expected: Vec<u64> = (first_seq_seen..=last).collect();
+    assert_eq!(seqs, expected, "events on the page after the restart");
+    b.screenshot("events");
+    b.go(&format!("{}/#/p/shop", base(&env)));
+    b.wait_js(
+        "api running again on the page",
+        Duration::from_secs(10),
+        "const r = document.querySelector('#services tr[data-service=api] [data-field=state]'); return r && r.textContent === 'running';",
+    );
+
+    // Phone width: the services view still renders, without page-level horizontal overflow.
+    b.viewport(390, 800);
+    std::thread::sleep(Duration::from_millis(300));
+    let overflow = b.js("return document.documentElement.scrollWidth <= window.innerWidth + 1;");
+    b.screenshot("services-phone");
+    assert_eq!(
+        overflow,
+        json!(true),
+        "the page scrolls sideways at phone width"
+    );
+}
