@@ -202,6 +202,9 @@ pub enum Command {
         #[arg(long, value_name = "SEQ")]
         since: Option<u64>,
     },
+    /// Operations (start, stop, restart, deploy, rollback): what happened, what is stuck; `ops
+    /// show ID`, `ops cancel ID`, `ops wait ID`.
+    Ops(crate::commands::ops::OpsArgs),
     /// The daemon that owns the services.
     #[command(subcommand)]
     Daemon(DaemonCommand),

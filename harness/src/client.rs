@@ -157,10 +157,14 @@ async fn connect_remote(
     .await?;
     let mut opts = ConnectOptions::new(url, ca, token);
     opts.request_timeout = REQUEST_TIMEOUT;
+    opts.user_agent = Some(USER_AGENT.to_owned());
     Client::connect_with(&opts)
         .await
         .with_context(|| format!("cannot reach the daemon at {url}"))
 }
+
+/// How the CLI introduces itself (operations record it as their requester's `client`).
+const USER_AGENT: &str = concat!("harness/", env!("CARGO_PKG_VERSION"));
 
 /// Whether a process with this pid runs. A zombie does not: it has exited and only waits for its
 /// parent (for a daemon started by an earlier CLI, whatever adopted it) to reap it.
@@ -188,6 +192,7 @@ pub fn local_options(home: &HarnessHome) -> anyhow::Result<ConnectOptions> {
     }
     let mut opts = ConnectOptions::from_home(home)?;
     opts.request_timeout = REQUEST_TIMEOUT;
+    opts.user_agent = Some(USER_AGENT.to_owned());
     opts.connect_timeout = Duration::from_secs(5);
     Ok(opts)
 }

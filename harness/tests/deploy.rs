@@ -241,6 +241,48 @@ fn deploys_to_two_hosts_in_parallel_and_again_does_nothing() {
             "{mine:#?}"
         );
     }
+
+    // Both deployments are operations (ADR 0035), with their phases as steps per host.
+    let ops = json(&d.run(&["ops", "-o", "json"], &[]).ok());
+    let deploys: Vec<&Value> = ops["operations"]
+        .as_array()
+        .expect("operations")
+        .iter()
+        .filter(|o| o["kind"] == "deploy")
+        .collect();
+    assert_eq!(deploys.len(), 2, "{ops:#}");
+    assert!(
+        deploys
+            .iter()
+            .all(|o| o["outcome"]["status"] == "succeeded")
+    );
+    let first = deploys[1]["id"].as_u64().expect("id").to_string();
+    let shown = json(&d.run(&["ops", "show", &first, "-o", "json"], &[]).ok());
+    for h in ["h1", "h2"] {
+        let kinds: Vec<&str> = shown["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter(|st| st["host"] == h)
+            .filter_map(|st| st["kind"].as_str())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "checking",
+                "uploading",
+                "verifying",
+                "installing",
+                "activating"
+            ],
+            "{h}: {shown:#}"
+        );
+    }
+    let text = d.run(&["ops", "show", &first], &[]).ok().stdout;
+    assert!(
+        text.contains("uploading") && text.contains("where the time went"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -372,6 +414,19 @@ fn rollback_switches_back_and_forth() {
         "{}",
         run.stderr
     );
+    // Rollbacks are operations too; the refused one failed, naming the host.
+    let ops = json(&d.run(&["ops", "-o", "json"], &[]).ok());
+    let newest = &ops["operations"][0];
+    assert_eq!(newest["kind"], "rollback", "{ops:#}");
+    assert_eq!(newest["outcome"]["status"], "failed");
+    assert!(
+        newest["outcome"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("h2")),
+        "{newest}"
+    );
+    assert_eq!(ops["operations"][1]["kind"], "rollback");
+    assert_eq!(ops["operations"][1]["outcome"]["status"], "succeeded");
 }
 
 #[test]

@@ -14,7 +14,8 @@ use harness_config::{Condition, Project};
 use harness_protocol::{Endpoint, HealthStatus, Location, ServiceEntry, ServiceKey, ServiceState};
 
 use crate::addresses::{Placement, daemon_ip};
-use crate::readiness::{self, Readiness};
+use crate::operations::{OperationLog, StepId};
+use crate::readiness::{self, ProbeSink, Readiness};
 use crate::report::*;
 use crate::spec::Resolved;
 use crate::supervisor::{
@@ -22,6 +23,7 @@ use crate::supervisor::{
 };
 use crate::{Error, Handle, Inner, ProjectRt, Result, Slot};
 use crate::{LogQuery, Logs};
+use harness_protocol::operation::{StepKind, StepResult};
 
 /// How long a service may take to become ready when it sets no `startup_timeout`.
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -775,8 +777,14 @@ async fn apply_selected(
         let inner = inner.clone();
         let project_name = project.name.clone();
         let n = name.clone();
+        let op = opts.operation.clone();
         let task = smol::spawn(async move {
-            start_one(&inner, &project_name, &n, plan, deps, began, generation).await
+            let ctx = StartCtx {
+                began,
+                generation,
+                op,
+            };
+            start_one(&inner, &project_name, &n, plan, deps, ctx).await
         });
         tasks.push((name, task));
     }
@@ -865,16 +873,27 @@ fn selection(project: &Project, names: &[String]) -> Result<BTreeSet<String>> {
     Ok(out)
 }
 
+/// What every start of one apply shares.
+struct StartCtx {
+    began: Instant,
+    generation: u64,
+    op: Option<OperationLog>,
+}
+
 async fn start_one(
     inner: &Arc<Inner>,
     project: &str,
     name: &str,
     plan: Plan,
     deps: Vec<(String, Condition, Arc<Readiness>, Option<Duration>)>,
-    began: Instant,
-    generation: u64,
+    ctx: StartCtx,
 ) -> ServiceReport {
     const STOPPED: &str = "not started: a stop was requested";
+    let StartCtx {
+        began,
+        generation,
+        op,
+    } = ctx;
     let k = key(project, name);
     let ready = with_slot(inner, project, name, |s| s.ready.clone()).unwrap_or_default();
     let (spec, action) = match plan {
@@ -900,24 +919,40 @@ async fn start_one(
         }
         Plan::Start(spec, action) => (*spec, action),
     };
+    let host = spec_host(&spec);
+    let host = host.as_deref();
+    let steps = Steps(op.as_ref());
     for (dep, cond, r, timeout) in deps {
         let limit = timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
+        let step = steps.begin(
+            StepKind::WaitingForDependencies,
+            name,
+            host,
+            Some(format!("{dep} ({})", condition_name(cond))),
+        );
         let waited = async { Some(Some(r.wait(|st| readiness::condition(st, cond)).await)) }
             .or(async {
                 Timer::after(limit).await;
                 Some(None)
             })
             .or(async {
-                inner.cancelled(project, generation).await;
+                inner
+                    .cancelled(project, generation)
+                    .or(op_cancelled(op.as_ref()))
+                    .await;
                 None
             })
             .await;
         let Some(waited) = waited else {
+            steps.end(step, StepResult::Cancelled);
             set_state(&inner.store, &k, ServiceState::Stopped).await;
             return report(inner, &k, Action::Skipped, began, Some(STOPPED.into())).await;
         };
         let why = match waited {
-            Some(Ok(())) => continue,
+            Some(Ok(())) => {
+                steps.end(step, StepResult::Ok);
+                continue;
+            }
             Some(Err(why)) => format!("dependency {dep} failed: {why}"),
             None => format!(
                 "dependency {dep} was not {} within {}",
@@ -933,6 +968,12 @@ async fn start_one(
             },
         )
         .await;
+        steps.end(
+            step,
+            StepResult::Failed {
+                reason: why.clone(),
+            },
+        );
         ready.update(|r| r.failed = Some(why.clone()));
         return report(inner, &k, Action::Skipped, began, Some(why)).await;
     }
@@ -951,13 +992,23 @@ async fn start_one(
     let limit = spec.startup_timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
     let check = spec.health_description();
     // No await from here to the spawn: a stop either came before (skip) or will find it.
-    if inner.generation(project) != generation {
+    if inner.generation(project) != generation
+        || op.as_ref().is_some_and(|o| o.cancel_requested().is_some())
+    {
         // A launch the wave recorded for it will not happen.
         if inner.launches.take_recorded(project, name).is_some() {
             inner.launches.forget(project, name).await;
         }
         set_state(&inner.store, &k, ServiceState::Stopped).await;
         return report(inner, &k, Action::Skipped, began, Some(STOPPED.into())).await;
+    }
+    let spawning = steps.begin(StepKind::Spawning, name, host, None);
+    if let Some(op) = &op {
+        ready.watch_probes(Some(ProbeSink {
+            log: op.clone(),
+            service: name.to_owned(),
+            host: host.map(str::to_owned),
+        }));
     }
     let handle = spawn_supervisor(inner, project, spec, ready.clone(), Begin::Launch);
     let old = with_slot(inner, project, name, |s| {
@@ -972,16 +1023,76 @@ async fn start_one(
     } else {
         Condition::Started
     };
-    let outcome = async { Some(ready.wait(|st| readiness::condition(st, cond)).await) }
-        .or(async {
-            Timer::after(limit).await;
-            None
-        })
-        .or(async {
-            inner.cancelled(project, generation).await;
-            Some(Err("a stop was requested before it was ready".into()))
-        })
-        .await;
+    let outcome = async {
+        // Spawning ends when it runs (or cannot be started); then it is waited for until ready.
+        let started = ready
+            .wait(|st| readiness::condition(st, Condition::Started))
+            .await;
+        match &started {
+            Ok(()) => steps.end(spawning, StepResult::Ok),
+            Err(why) => steps.end(
+                spawning,
+                StepResult::Failed {
+                    reason: why.clone(),
+                },
+            ),
+        }
+        if let Err(why) = started {
+            return Some(Err(why));
+        }
+        Some(ready.wait(|st| readiness::condition(st, cond)).await)
+    }
+    .or(async {
+        Timer::after(limit).await;
+        None
+    })
+    .or(async {
+        inner
+            .cancelled(project, generation)
+            .or(op_cancelled(op.as_ref()))
+            .await;
+        Some(Err(CANCELLED_BEFORE_READY.into()))
+    })
+    .await;
+    ready.watch_probes(None);
+    let cancelled = matches!(&outcome, Some(Err(why)) if why == CANCELLED_BEFORE_READY);
+    steps.end(
+        spawning,
+        match &outcome {
+            _ if cancelled => StepResult::Cancelled,
+            Some(Err(why)) => StepResult::Failed {
+                reason: why.clone(),
+            },
+            None => StepResult::Failed {
+                reason: "startup_timeout".into(),
+            },
+            Some(Ok(())) => StepResult::Ok,
+        },
+    );
+    match &outcome {
+        Some(Ok(())) => steps.instant(StepKind::Ready, name, host, StepResult::Ok),
+        Some(Err(why)) if !cancelled => steps.instant(
+            StepKind::Ready,
+            name,
+            host,
+            StepResult::Failed {
+                reason: why.clone(),
+            },
+        ),
+        None => steps.instant(
+            StepKind::Ready,
+            name,
+            host,
+            StepResult::Failed {
+                reason: format!(
+                    "not {} within its startup_timeout of {}",
+                    condition_name(cond),
+                    harness_config::format_duration(limit)
+                ),
+            },
+        ),
+        Some(Err(_)) => {}
+    }
     match outcome {
         // Started without a health check: it is watched a moment longer, so that a process
         // that exits at once (a one-shot job, a bad working directory) is reported as exited.
@@ -1014,6 +1125,79 @@ async fn start_one(
             report(inner, &k, Action::Failed, began, Some(why)).await
         }
     }
+}
+
+/// Why a start that was cancelled (a stop, or `ops.cancel`) before its service was ready failed.
+pub(crate) const CANCELLED_BEFORE_READY: &str = "a stop was requested before it was ready";
+
+/// Resolves once `op` is cancelled (`ops.cancel`); never without one.
+async fn op_cancelled(op: Option<&OperationLog>) {
+    match op {
+        Some(op) => {
+            op.cancelled().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The host a service runs on, for steps (none on this machine).
+fn spec_host(spec: &Resolved) -> Option<String> {
+    match &spec.placement {
+        crate::addresses::Placement::Local => None,
+        crate::addresses::Placement::Host { host, .. } => Some(host.clone()),
+        crate::addresses::Placement::Container { host } => host.clone(),
+    }
+}
+
+/// Steps of an optional operation (an apply without one records nothing).
+#[derive(Clone, Copy)]
+struct Steps<'a>(Option<&'a OperationLog>);
+
+impl Steps<'_> {
+    fn begin(
+        self,
+        kind: StepKind,
+        service: &str,
+        host: Option<&str>,
+        detail: Option<String>,
+    ) -> Option<StepId> {
+        self.0.map(|op| op.step(kind, Some(service), host, detail))
+    }
+
+    fn end(self, step: Option<StepId>, result: StepResult) {
+        if let (Some(op), Some(step)) = (self.0, step) {
+            op.end(step, result);
+        }
+    }
+
+    fn instant(self, kind: StepKind, service: &str, host: Option<&str>, result: StepResult) {
+        if let Some(op) = self.0 {
+            op.instant(kind, Some(service), host, None, result);
+        }
+    }
+}
+
+/// [`stop_one`] as a `stopping` step of `op`.
+async fn stop_logged(
+    inner: Arc<Inner>,
+    project: String,
+    name: String,
+    timeout: Option<Duration>,
+    op: Option<OperationLog>,
+) -> Result<Option<StoppedService>> {
+    let step = Steps(op.as_ref()).begin(StepKind::Stopping, &name, None, None);
+    let r = stop_one(inner, project, name, timeout).await;
+    let result = match &r {
+        Ok(Some(s)) if s.pending.is_some() => StepResult::Failed {
+            reason: s.pending.clone().unwrap_or_default(),
+        },
+        Ok(_) => StepResult::Ok,
+        Err(e) => StepResult::Failed {
+            reason: e.to_string(),
+        },
+    };
+    Steps(op.as_ref()).end(step, result);
+    r
 }
 
 /// How long `start` watches a service without a health check after launching it: one that
@@ -1244,7 +1428,15 @@ pub(crate) async fn stop(
     for wave in waves {
         let tasks: Vec<_> = wave
             .into_iter()
-            .map(|n| smol::spawn(stop_one(inner.clone(), project.to_owned(), n, opts.timeout)))
+            .map(|n| {
+                smol::spawn(stop_logged(
+                    inner.clone(),
+                    project.to_owned(),
+                    n,
+                    opts.timeout,
+                    opts.operation.clone(),
+                ))
+            })
             .collect();
         for t in tasks {
             match t.await {
@@ -1302,6 +1494,7 @@ pub(crate) async fn restart(
     inner: &Arc<Inner>,
     project: &str,
     services: &[String],
+    op: Option<OperationLog>,
 ) -> Result<ApplyReport> {
     let (def, base) =
         known_project(inner, project)
@@ -1330,7 +1523,15 @@ pub(crate) async fn restart(
         let tasks: Vec<_> = wave
             .into_iter()
             .filter(|n| names.contains(n))
-            .map(|n| smol::spawn(stop_one(inner.clone(), project.to_owned(), n, None)))
+            .map(|n| {
+                smol::spawn(stop_logged(
+                    inner.clone(),
+                    project.to_owned(),
+                    n,
+                    None,
+                    op.clone(),
+                ))
+            })
             .collect();
         let mut refused = None;
         for t in tasks {
@@ -1349,6 +1550,7 @@ pub(crate) async fn restart(
             services: names.clone(),
             remove_orphans: false,
             base_dir: base,
+            operation: op,
         },
         false,
     )

@@ -50,6 +50,7 @@ mod health;
 mod launches;
 mod logs;
 pub mod network;
+pub mod operations;
 mod readiness;
 mod report;
 mod runtime;
@@ -86,6 +87,8 @@ pub use report::{
     Action, ApplyOptions, ApplyReport, ServiceHealth, ServiceReport, StopOptions, StopReport,
     StoppedService,
 };
+
+pub use operations::{CancelRequest, OperationLog, Operations, StepId};
 
 use logs::LogHub;
 use readiness::Readiness;
@@ -286,9 +289,19 @@ impl Orchestrator {
     /// Stops `services` (all when empty) and starts them again with the last applied
     /// definition; their dependents keep running.
     pub async fn restart(&self, project: &str, services: &[String]) -> Result<ApplyReport> {
+        self.restart_with(project, services, None).await
+    }
+
+    /// [`Orchestrator::restart`], recording its steps in `operation`.
+    pub async fn restart_with(
+        &self,
+        project: &str,
+        services: &[String],
+        operation: Option<OperationLog>,
+    ) -> Result<ApplyReport> {
         let inner = self.inner()?;
         let _op = inner.operation(project).await;
-        apply::restart(inner, project, services).await
+        apply::restart(inner, project, services, operation).await
     }
 
     /// Registry entries (state, pid, endpoints, health, restarts), of one project or all.

@@ -27,6 +27,15 @@ pub(crate) struct Ready {
 pub(crate) struct Readiness {
     state: Mutex<Ready>,
     changed: Event,
+    /// Where health checks are recorded while an operation waits for this service (ADR 0035).
+    probes: Mutex<Option<ProbeSink>>,
+}
+
+/// An operation that records each health check of one service.
+pub(crate) struct ProbeSink {
+    pub log: crate::operations::OperationLog,
+    pub service: String,
+    pub host: Option<String>,
 }
 
 impl Readiness {
@@ -39,6 +48,23 @@ impl Readiness {
 
     pub fn get(&self) -> Ready {
         self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Records the health checks from now on in `sink` (none: stop recording).
+    pub fn watch_probes(&self, sink: Option<ProbeSink>) {
+        if let Ok(mut p) = self.probes.lock() {
+            *p = sink;
+        }
+    }
+
+    /// One health check ran (begun at `began`): recorded if an operation waits for it.
+    pub fn probed(&self, ok: bool, output: &str, began: jiff::Timestamp) {
+        if let Ok(p) = self.probes.lock()
+            && let Some(sink) = p.as_ref()
+        {
+            sink.log
+                .health_attempt(&sink.service, sink.host.as_deref(), ok, output, began);
+        }
     }
 
     /// Waits until `f` gives an answer.

@@ -19,6 +19,9 @@ pub struct ApplyOptions {
     /// services without `working_dir` run in it. Remembered for restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_dir: Option<std::path::PathBuf>,
+    /// Where its steps are recorded (ADR 0035).
+    #[serde(skip)]
+    pub operation: Option<crate::operations::OperationLog>,
 }
 
 /// What happened to one service during `apply`: the wire type itself (one definition).
@@ -86,6 +89,9 @@ pub struct StopOptions {
     /// Also remove the stopped services from the registry (and forget the project when all go).
     #[serde(default)]
     pub remove: bool,
+    /// Where its steps are recorded (ADR 0035).
+    #[serde(skip)]
+    pub operation: Option<crate::operations::OperationLog>,
 }
 
 /// One stopped service.

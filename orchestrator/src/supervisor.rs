@@ -893,6 +893,7 @@ async fn health_loop(
     Timer::after(Duration::from_millis(20).min(spec.interval)).await;
     loop {
         let context = (spec.env.as_slice(), spec.cwd.as_deref());
+        let checked_at = Timestamp::now();
         // On a host that does not answer, a check says nothing of the service: its health is
         // unknown (not failing, see `reached`), and a check under way when the host goes down is
         // abandoned.
@@ -927,6 +928,7 @@ async fn health_loop(
             Ok(o) => (true, o),
             Err(o) => (false, o),
         };
+        ready.probed(ok, &output, checked_at);
         if ok {
             failures = 0;
             status = HealthStatus::Healthy;

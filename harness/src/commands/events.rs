@@ -75,6 +75,27 @@ fn describe(e: &harness_protocol::Event) -> String {
         harness_protocol::EventType::ServiceState | harness_protocol::EventType::ServiceHealth => {
             format!("{} -> {}", name(e.data.get("from")), name(e.data.get("to")))
         }
+        harness_protocol::EventType::Operation => {
+            let d = &e.data;
+            let step = match d.get("step") {
+                Some(s) => format!(
+                    ": {} {}",
+                    s.get("kind").and_then(|k| k.as_str()).unwrap_or("?"),
+                    s.pointer("/result/status")
+                        .and_then(|k| k.as_str())
+                        .unwrap_or("?")
+                ),
+                None => String::new(),
+            };
+            format!(
+                "{} {} {}{step}",
+                d.get("kind").and_then(|k| k.as_str()).unwrap_or("?"),
+                d.get("id").and_then(serde_json::Value::as_u64).unwrap_or(0),
+                d.pointer("/outcome/status")
+                    .and_then(|k| k.as_str())
+                    .unwrap_or("?")
+            )
+        }
         harness_protocol::EventType::DaemonNotice => e
             .data
             .get("message")

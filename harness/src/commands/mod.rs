@@ -20,6 +20,7 @@ mod hosts_check;
 mod logs;
 mod markers;
 pub mod network;
+pub mod ops;
 pub mod package;
 mod request_size;
 mod restart;
@@ -86,6 +87,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Logs(args) => logs::run(&ctx, args),
         Command::Health { service } => health::run(&ctx, service),
         Command::Events { since } => events::run(&ctx, since),
+        Command::Ops(args) => ops::run(&ctx, args),
         Command::Daemon(cmd) => daemon::run(&ctx, cmd),
         Command::Config(ConfigCommand::Show {
             show_secrets,

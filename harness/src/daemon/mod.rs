@@ -9,6 +9,7 @@ pub mod args;
 pub mod fds;
 mod handlers;
 mod logs;
+pub(crate) mod operations;
 pub(crate) mod proxy;
 
 use std::fs::File;
@@ -63,6 +64,8 @@ pub struct State {
     pub seq_at_start: u64,
     /// The effective settings and their sources (`daemon config`), filled in once it listens.
     pub settings: Vec<harness_protocol::admin::Setting>,
+    /// Operations: the running ones, and the store's (ADR 0035).
+    pub ops: Arc<orchestrator::Operations>,
 }
 
 impl State {
@@ -162,6 +165,10 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
     )
     .await
     .context("opening the registry")?;
+    // Before the orchestrator: what a dead daemon left running is `interrupted` first.
+    let ops = orchestrator::Operations::open(store.clone())
+        .await
+        .context("opening the operations")?;
     let executor = Executor::default();
     let orch = Orchestrator::open(OrchestratorOptions {
         executor: executor.clone(),
@@ -198,6 +205,7 @@ async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
         seq_at_start: store.last_seq(),
         store: store.clone(),
         settings,
+        ops,
     });
     // Projects re-attached from the last run get their proxy and file watches back.
     for name in orch.projects() {
@@ -396,6 +404,10 @@ fn router(state: &Arc<State>) -> Router {
         .method::<DaemonStop>(with(state, daemon_stop::handle))
         .method::<Deploy>(with(state, deploy::handle))
         .method::<DeployRollback>(with(state, deploy_rollback::handle))
+        .method::<OpsList>(with(state, ops_list::handle))
+        .method::<OpsGet>(with(state, ops_get::handle))
+        .method::<OpsCancel>(with(state, ops_cancel::handle))
+        .method::<OpsWait>(with(state, ops_wait::handle))
         .route(dashboard_graph::NAME, with(state, dashboard_graph::handle))
         .method::<Drift>(with(state, drift::handle))
         .method::<DriftSync>(with(state, sync::handle))

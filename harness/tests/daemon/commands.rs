@@ -257,9 +257,15 @@ fn events_stream_live_and_replay() {
     let mut reader = BufReader::new(live.stdout.take().unwrap());
     std::thread::sleep(Duration::from_millis(300));
     env.run(&["start"]).ok();
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let e: serde_json::Value = serde_json::from_str(&line).unwrap();
+    // The first service event (the start's `operation` events come too).
+    let e: serde_json::Value = loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let e: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if e["type"] != "operation" {
+            break e;
+        }
+    };
     assert_eq!(e["service"], "one");
     // Ctrl-C ends it cleanly.
     let pid = rustix::process::Pid::from_raw(live.id() as i32).unwrap();

@@ -29,7 +29,8 @@ fn leaf_commands() -> BTreeSet<String> {
             .get_subcommands()
             .filter(|s| s.get_name() != "help")
             .collect();
-        if subs.is_empty() {
+        // A command whose subcommand is optional (`ops`) runs on its own too.
+        if subs.is_empty() || !cmd.is_subcommand_required_set() {
             out.insert(prefix.trim().to_owned());
         }
         for s in subs {
@@ -73,6 +74,11 @@ fn invocations(pkg: &str) -> Vec<Vec<String>> {
         "network test",
         "package verify /nonexistent.tar.zst",
         "deploy --rollback nothing",
+        "ops",
+        "ops --failed",
+        "ops show 1",
+        "ops wait 1",
+        "ops cancel 1",
         "daemon status",
         "daemon stats",
         "daemon config",

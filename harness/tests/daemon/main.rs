@@ -10,6 +10,7 @@ mod exec;
 mod flood;
 mod hygiene;
 mod lean;
+mod ops;
 mod proxy;
 mod tokens;
 mod truth_at_start;

@@ -727,3 +727,101 @@ fn failed_launch_follows_the_restart_policy() {
     let procs = processes_with_cmdline(&["sleep", "86700"]);
     assert_eq!(procs.len(), 1, "{procs:?}");
 }
+
+/// Operations while the state directory is full (ADR 0035): steps keep being recorded in memory
+/// (`ops show` lists health checks made while nothing could be written), cancel still works, and
+/// once space returns the whole operation reaches the store: a new daemon shows it cancelled
+/// with every check, not `interrupted`.
+#[test]
+fn operation_steps_recorded_while_the_state_dir_is_full_reach_the_store_once_space_returns() {
+    const STUCK: &str = "name: opsfull
+services:
+  db:
+    command: [sleep, '86531']
+    health_check:
+      command: [sh, -c, 'exit 1']
+      interval: 200ms
+      timeout: 1s
+      start_period: 1h
+    startup_timeout: 10m
+";
+    let mut w = World::new(STUCK);
+    let home = w.env().home().to_path_buf();
+    w.tmpfs(&home, "16m");
+    let env = w.env();
+    let mut child = env
+        .cmd(&["start"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn start");
+    let checks = |env: &Env, id: u64| -> usize {
+        let r = env.run(&["ops", "show", &id.to_string(), "-o", "json"]);
+        serde_json::from_str::<Value>(&r.stdout)
+            .ok()
+            .and_then(|o| {
+                o["steps"]
+                    .as_array()
+                    .map(|s| s.iter().filter(|s| s["kind"] == "health_check").count())
+            })
+            .unwrap_or(0)
+    };
+    let mut id = 0;
+    assert!(wait_until(Duration::from_secs(20), || {
+        let r = env.run(&["ops", "--running", "-o", "json"]);
+        id = serde_json::from_str::<Value>(&r.stdout)
+            .ok()
+            .and_then(|v| v["operations"][0]["id"].as_u64())
+            .unwrap_or(0);
+        id > 0 && checks(env, id) >= 2
+    }));
+    let filler = Filler::fill(&home);
+    let at_fill = checks(env, id);
+    assert!(
+        wait_until(Duration::from_secs(10), || checks(env, id) >= at_fill + 5),
+        "health checks stopped being recorded while the disk was full"
+    );
+    let cancel = env.run(&["ops", "cancel", &id.to_string()]);
+    eprintln!("ops cancel while full: {}", shown(&cancel));
+    assert_eq!(cancel.code, 0, "{}", shown(&cancel));
+    assert!(wait_until(Duration::from_secs(10), || child
+        .try_wait()
+        .ok()
+        .flatten()
+        .is_some()));
+    let in_memory = checks(env, id);
+    let log = std::fs::read_to_string(home.join("daemon.log")).unwrap_or_default();
+    let refused = log.matches("operation not recorded yet").count();
+    eprintln!("writes of the operation refused while full: {refused}");
+    assert!(
+        refused > 0,
+        "the disk never refused a write of the operation"
+    );
+    filler.free();
+    // The writer retries every 500 ms; then the operation leaves memory for the store.
+    assert!(wait_until(Duration::from_secs(10), || {
+        let r = env.run(&["ops", "--running", "-o", "json"]);
+        r.code == 0 && r.stdout.contains("\"operations\": []")
+    }));
+    std::thread::sleep(Duration::from_secs(1));
+    env.run(&["daemon", "stop"]).ok();
+    let stored: Value = serde_json::from_str(
+        &env.run(&["ops", "show", &id.to_string(), "-o", "json"])
+            .ok()
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(stored["outcome"]["status"], "cancelled", "{stored}");
+    let n = stored["steps"]
+        .as_array()
+        .map(|s| s.iter().filter(|s| s["kind"] == "health_check").count())
+        .unwrap_or(0);
+    assert!(
+        n >= in_memory,
+        "{n} checks stored, {in_memory} seen before space returned"
+    );
+    eprintln!(
+        "operation {id}: {at_fill} checks before the disk filled, {in_memory} when cancelled, {n} in the store after space returned"
+    );
+    env.run(&["stop"]).ok();
+}

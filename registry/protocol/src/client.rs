@@ -104,6 +104,9 @@ pub struct ConnectOptions {
     /// considered dead.
     pub idle_timeout: Duration,
     pub max_message_size: usize,
+    /// Sent as `User-Agent`; the daemon records it as the requester of operations
+    /// (`harness/VERSION` for the CLI).
+    pub user_agent: Option<String>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -128,6 +131,7 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_message_size: 64 << 20,
+            user_agent: Some(format!("harness-protocol/{}", env!("CARGO_PKG_VERSION"))),
         }
     }
 
@@ -341,6 +345,9 @@ impl Client {
                 .parse()
                 .map_err(|_| ClientError::Handshake("token is not a valid header value".into()))?;
             request.headers_mut().insert("authorization", bearer);
+            if let Some(agent) = opts.user_agent.as_deref().and_then(|a| a.parse().ok()) {
+                request.headers_mut().insert("user-agent", agent);
+            }
             let config = WebSocketConfig::default()
                 .max_message_size(Some(opts.max_message_size))
                 .max_frame_size(Some(opts.max_message_size));

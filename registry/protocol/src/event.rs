@@ -38,10 +38,13 @@ pub enum EventType {
     /// `restart` when a restart follows, `none` otherwise.
     #[serde(rename = "service.watch")]
     ServiceWatch,
+    /// An operation began, changed a step or ended. data: [`crate::operation::OperationChange`]
+    #[serde(rename = "operation")]
+    Operation,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 9] = [
         EventType::ServiceRegistered,
         EventType::ServiceUpdated,
         EventType::ServiceState,
@@ -50,6 +53,7 @@ impl EventType {
         EventType::DeploymentProgress,
         EventType::DaemonNotice,
         EventType::ServiceWatch,
+        EventType::Operation,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +66,7 @@ impl EventType {
             EventType::DeploymentProgress => "deployment.progress",
             EventType::DaemonNotice => "daemon.notice",
             EventType::ServiceWatch => "service.watch",
+            EventType::Operation => "operation",
         }
     }
 }

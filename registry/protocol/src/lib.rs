@@ -5,6 +5,7 @@
 //! - [`model`]: what exists ([`ServiceEntry`], its [`ServiceState`] machine), as the wire carries it.
 //! - [`event`]: event types, payloads (including deployment progress) and subscription filters.
 //! - [`method`]: typed methods: one type per method naming its params and result ([`Method`]).
+//! - [`operation`]: operations (start, stop, deploy, …) with their steps and outcome.
 //! - [`home`]: the state directory and the CA, certificate and token in it.
 //! - [`tls`]: the rustls configurations both ends use (pinned CA, no system roots).
 //! - [`admin`]: token scopes and named tokens, resource samples, the daemon's own figures.
@@ -19,6 +20,7 @@ pub mod event;
 pub mod home;
 pub mod method;
 pub mod model;
+pub mod operation;
 pub mod tls;
 pub mod wire;
 

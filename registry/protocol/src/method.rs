@@ -159,6 +159,19 @@ method!(
     /// `sync`: resolve drift findings (read-only with `dry_run`; kills only with `kill`).
     DriftSync = methods::SYNC, crate::drift::SyncParams => crate::drift::SyncResult, Operate);
 
+method!(
+    /// `ops.list`: operations, newest first, without their steps.
+    OpsList = methods::OPS_LIST, crate::operation::OpsListParams => crate::operation::OpsListResult, Read);
+method!(
+    /// `ops.get`: one operation with its steps.
+    OpsGet = methods::OPS_GET, crate::operation::OpRef => crate::operation::Operation, Read);
+method!(
+    /// `ops.cancel`: ends a running operation; answers it once it has ended.
+    OpsCancel = methods::OPS_CANCEL, crate::operation::OpsCancelParams => crate::operation::Operation, Operate);
+method!(
+    /// `ops.wait`: answers the operation once it has ended (or at `timeout_ms`).
+    OpsWait = methods::OPS_WAIT, crate::operation::OpsWaitParams => crate::operation::Operation, Read);
+
 /// A method's name with the JSON Schemas of its params and result.
 #[derive(Debug, Clone)]
 pub struct Described {
@@ -210,6 +223,10 @@ pub fn all() -> Vec<Described> {
         describe::<DeployRollback>(),
         describe::<LogsClear>(),
         describe::<Watch>(),
+        describe::<OpsList>(),
+        describe::<OpsGet>(),
+        describe::<OpsCancel>(),
+        describe::<OpsWait>(),
         describe::<Drift>(),
         describe::<DriftSync>(),
         describe::<Top>(),

@@ -72,6 +72,14 @@ pub mod methods {
     pub const LOGS_CLEAR: &str = "logs.clear";
     /// [`super::WatchParams`] → [`super::WatchResult`]: watch services' files (`watch:`).
     pub const WATCH: &str = "watch";
+    /// [`crate::operation::OpsListParams`] → [`crate::operation::OpsListResult`]
+    pub const OPS_LIST: &str = "ops.list";
+    /// [`crate::operation::OpRef`] → [`crate::operation::Operation`]
+    pub const OPS_GET: &str = "ops.get";
+    /// [`crate::operation::OpsCancelParams`] → [`crate::operation::Operation`] (once it has ended)
+    pub const OPS_CANCEL: &str = "ops.cancel";
+    /// [`crate::operation::OpsWaitParams`] → [`crate::operation::Operation`]
+    pub const OPS_WAIT: &str = "ops.wait";
     /// [`crate::drift::DriftParams`] → [`crate::drift::DriftResult`]: registry against reality.
     pub const DRIFT: &str = "drift";
     /// [`crate::drift::SyncParams`] → [`crate::drift::SyncResult`]: resolve drift findings.
@@ -93,7 +101,7 @@ pub mod methods {
     pub const TOKEN_REVOKE: &str = "token.revoke";
 
     /// Methods the daemon adds through its daemon's handler (`harness_server::Handler`) (the live event stream is `subscribe`).
-    pub const ORCHESTRATOR: [&str; 20] = [
+    pub const ORCHESTRATOR: [&str; 24] = [
         START,
         STOP,
         RESTART,
@@ -108,6 +116,10 @@ pub mod methods {
         DEPLOY_ROLLBACK,
         WATCH,
         LOGS_CLEAR,
+        OPS_LIST,
+        OPS_GET,
+        OPS_CANCEL,
+        OPS_WAIT,
         DRIFT,
         SYNC,
         TOP,
@@ -188,7 +200,8 @@ pub enum ErrorCode {
     Failed,
     /// The server is shutting down or its store is closed.
     Unavailable,
-    /// The client cancelled the request (`cancel {id}`).
+    /// The client cancelled the request (`cancel {id}`), or the operation a `start` or `restart`
+    /// carried out was cancelled with `ops.cancel` (`data`: `{operation: ID}`).
     Cancelled,
     /// The connection's token lacks the scope the method needs; `data` is a
     /// [`crate::admin::ScopeRefusal`] naming it.
@@ -502,6 +515,28 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         ("health.result", schema_for!(HealthResult)),
         ("daemon.status.result", schema_for!(DaemonStatusResult)),
         ("daemon.stop.params", schema_for!(DaemonStopParams)),
+        (
+            "ops.list.params",
+            schema_for!(crate::operation::OpsListParams),
+        ),
+        (
+            "ops.list.result",
+            schema_for!(crate::operation::OpsListResult),
+        ),
+        ("ops.get.params", schema_for!(crate::operation::OpRef)),
+        ("operation", schema_for!(crate::operation::Operation)),
+        (
+            "ops.cancel.params",
+            schema_for!(crate::operation::OpsCancelParams),
+        ),
+        (
+            "ops.wait.params",
+            schema_for!(crate::operation::OpsWaitParams),
+        ),
+        (
+            "event-data.operation",
+            schema_for!(crate::operation::OperationChange),
+        ),
         ("drift.params", schema_for!(crate::drift::DriftParams)),
         ("drift.result", schema_for!(crate::drift::DriftResult)),
         ("sync.params", schema_for!(crate::drift::SyncParams)),

@@ -26,6 +26,8 @@ pub struct RequestContext {
     /// Unique per connection for the server's lifetime (for logs).
     pub connection: u64,
     pub peer: SocketAddr,
+    /// The client's `User-Agent` at the upgrade, if it sent one.
+    pub client: Option<Arc<str>>,
     pub request_id: u64,
     pub store: Store,
     /// The name of the token the request came with (`owner` for `$HARNESS_HOME/token`): who acted.
@@ -42,6 +44,7 @@ impl RequestContext {
         RequestContext {
             connection: 0,
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+            client: None,
             request_id: 0,
             store,
             token: harness_protocol::admin::OWNER.to_owned(),

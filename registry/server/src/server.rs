@@ -479,7 +479,11 @@ where
                     let extra = [(wire::CONNECTION_LIMIT_HEADER, limit.as_str())];
                     http::respond(&mut tls, 503, json, &body.to_string(), &extra).await
                 } else if let Ok(who) = who {
-                    upgrade(tls, key, rest, peer, shared, who).await;
+                    // Who the client says it is, for the operations it asks for (ADR 0035).
+                    let agent: Option<Arc<str>> = head
+                        .header("user-agent")
+                        .map(|a| a.chars().take(100).collect::<String>().into());
+                    upgrade(tls, key, rest, (peer, agent), shared, who).await;
                     return;
                 } else {
                     return;
@@ -635,7 +639,7 @@ async fn upgrade<S>(
     mut tls: S,
     key: &str,
     rest: Vec<u8>,
-    peer: SocketAddr,
+    (peer, agent): (SocketAddr, Option<Arc<str>>),
     shared: Arc<Shared>,
     who: crate::tokens::Principal,
 ) where
@@ -674,7 +678,7 @@ async fn upgrade<S>(
         .insert(id, kill_tx.clone());
     shared.tokens.attach(id, &who, kill_tx);
     tracing::debug!(connection = id, %peer, token = %who.name, "connection open");
-    session(ws, id, peer, &shared, kill_rx, &who).await;
+    session(ws, id, (peer, agent), &shared, kill_rx, &who).await;
     shared.tokens.detach(id);
     shared
         .connections
@@ -734,7 +738,7 @@ enum Step {
 async fn session<S>(
     ws: WebSocketStream<S>,
     connection: u64,
-    peer: SocketAddr,
+    (peer, agent): (SocketAddr, Option<Arc<str>>),
     shared: &Arc<Shared>,
     kill: async_channel::Receiver<Kill>,
     who: &crate::tokens::Principal,
@@ -777,6 +781,7 @@ async fn session<S>(
                         let ctx = Conn {
                             connection,
                             peer,
+                            agent: agent.as_ref(),
                             shared,
                             out: &out_tx,
                             running: &running,
@@ -910,6 +915,7 @@ async fn writer_task<S>(
 struct Conn<'a> {
     connection: u64,
     peer: SocketAddr,
+    agent: Option<&'a Arc<str>>,
     shared: &'a Arc<Shared>,
     out: &'a async_channel::Sender<Out>,
     running: &'a Running,
@@ -1029,6 +1035,7 @@ async fn handle_text(
             let ctx = RequestContext {
                 connection: conn.connection,
                 peer: conn.peer,
+                client: conn.agent.cloned(),
                 request_id: req.id,
                 store: shared.store.clone(),
                 token: conn.who.name.clone(),

@@ -133,6 +133,7 @@ fn since_older_than_retention_gets_an_explicit_resync_snapshot() {
         let retention = Retention {
             max_events: 50,
             max_age: Duration::from_secs(3600),
+            ..Retention::default()
         };
         let f = Fixture::with(
             ServerConfig::default(),

@@ -45,6 +45,8 @@ const MAX_BATCH: usize = 8192;
 pub struct Retention {
     pub max_events: u64,
     pub max_age: Duration,
+    /// Ended operations kept at most (ADR 0035); `max_age` applies to them too.
+    pub max_operations: u64,
 }
 
 impl Default for Retention {
@@ -52,6 +54,7 @@ impl Default for Retention {
         Retention {
             max_events: 1_000_000,
             max_age: Duration::from_secs(7 * 24 * 3600),
+            max_operations: 10_000,
         }
     }
 }
@@ -76,14 +79,14 @@ pub enum StoreError {
     Closed,
 }
 
-fn storage(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn storage(e: impl std::fmt::Display) -> StoreError {
     StoreError::Storage(e.to_string())
 }
 
 /// A change to an existing entry, applied by the writer with the entry read in the same transaction.
 pub type Mutation = Box<dyn FnOnce(&mut ServiceEntry) -> Result<(), ModelError> + Send>;
 
-enum Op {
+pub(crate) enum Op {
     Register {
         entry: Box<ServiceEntry>,
         replace: bool,
@@ -96,6 +99,8 @@ enum Op {
         key: ServiceKey,
     },
     Emit(Vec<NewEvent>),
+    /// An operation (ADR 0035) with the events of its change.
+    PutOperation(Box<harness_protocol::operation::Operation>, Vec<NewEvent>),
     Shutdown,
 }
 
@@ -219,7 +224,7 @@ impl Store {
         self.inner.hub.subscriber_count()
     }
 
-    async fn submit(&self, op: Op) -> Result<Applied, StoreError> {
+    pub(crate) async fn submit(&self, op: Op) -> Result<Applied, StoreError> {
         let (reply, rx) = async_channel::bounded(1);
         self.inner
             .ops
@@ -227,6 +232,20 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.recv().await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read transaction of the current database, on the blocking pool.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.inner.db.clone();
+        blocking::unblock(move || {
+            let db = db.get()?;
+            let txn = db.begin_read().map_err(storage)?;
+            f(&txn)
+        })
+        .await
     }
 
     /// Adds a new service (in whatever state `entry` carries, normally `pending`).
@@ -448,7 +467,7 @@ struct EventHead {
     service: Option<String>,
 }
 
-fn read_meta(txn: &redb::ReadTransaction, key: &str) -> Result<u64, StoreError> {
+pub(crate) fn read_meta(txn: &redb::ReadTransaction, key: &str) -> Result<u64, StoreError> {
     match txn.open_table(META) {
         Ok(t) => Ok(t.get(key).map_err(storage)?.map(|v| v.value()).unwrap_or(0)),
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
@@ -569,6 +588,8 @@ fn open_db(path: &Path) -> Result<(Database, u64), StoreError> {
         }
         txn.open_table(SERVICES).map_err(|e| open_err(&e))?;
         txn.open_table(EVENTS).map_err(|e| open_err(&e))?;
+        txn.open_table(crate::operations::OPERATIONS)
+            .map_err(|e| open_err(&e))?;
         meta.get("last_seq")
             .map_err(|e| open_err(&e))?
             .map(|v| v.value())
@@ -647,6 +668,9 @@ fn commit_batch(
         let mut meta = txn.open_table(META).map_err(storage)?;
         let mut services = txn.open_table(SERVICES).map_err(storage)?;
         let mut events = txn.open_table(EVENTS).map_err(storage)?;
+        let mut operations = txn
+            .open_table(crate::operations::OPERATIONS)
+            .map_err(storage)?;
         let seq = meta
             .get("last_seq")
             .map_err(storage)?
@@ -660,7 +684,19 @@ fn commit_batch(
         for req in batch.iter_mut() {
             let op = std::mem::replace(&mut req.op, Op::Shutdown);
             let before = log.seq;
-            let result = apply(op, &mut services, &mut log);
+            let result = match op {
+                Op::PutOperation(operation, events) => {
+                    crate::operations::write(&mut operations, &mut meta, &operation).and_then(
+                        |()| {
+                            for ev in events {
+                                log.append(ev)?;
+                            }
+                            Ok(None)
+                        },
+                    )
+                }
+                op => apply(op, &mut services, &mut log),
+            };
             results.push(result.map(|entry| Applied {
                 entry,
                 seqs: before + 1..log.seq + 1,
@@ -669,6 +705,9 @@ fn commit_batch(
         let last = log.seq;
         meta.insert("last_seq", last).map_err(storage)?;
         prune(&mut meta, &mut events, last, retention, check_age)?;
+        if check_age {
+            crate::operations::prune(&mut operations, retention)?;
+        }
     }
     txn.commit().map_err(storage)?;
     Ok((results, published))
@@ -813,7 +852,7 @@ fn apply(
             }
             Ok(None)
         }
-        Op::Shutdown => Ok(None),
+        Op::Shutdown | Op::PutOperation(..) => Ok(None),
     }
 }
 

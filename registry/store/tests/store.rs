@@ -182,6 +182,7 @@ fn retention_prunes_by_count_and_by_age() {
         let retention = Retention {
             max_events: 100,
             max_age: Duration::from_secs(3600),
+            ..Retention::default()
         };
         let store = Store::open(dir.path().join("r.redb"), retention)
             .await
@@ -215,6 +216,7 @@ fn retention_prunes_by_count_and_by_age() {
         let retention = Retention {
             max_events: 1000,
             max_age: Duration::from_millis(200),
+            ..Retention::default()
         };
         let store = Store::open(dir.path().join("r.redb"), retention)
             .await

@@ -26,6 +26,36 @@ pub async fn handle(
     p: DeployParams,
     ctx: RequestContext,
 ) -> Result<DeployResult, WireError> {
+    use crate::daemon::operations as ops;
+    let op = ops::begin(
+        &state,
+        &ctx,
+        harness_protocol::operation::OperationKind::Deploy,
+        Some(p.project.clone()),
+        p.hosts.clone(),
+        serde_json::json!({
+            "archive": p.archive,
+            "hosts": p.hosts,
+            "root": p.root,
+            "keep": p.keep,
+            "replace": p.replace,
+        }),
+    )
+    .await;
+    let result = deploy(&state, p, &ctx, &op).await;
+    match &result {
+        Ok(r) => ops::finish_hosts(&op, &r.hosts),
+        Err(e) => ops::finish(&op, &Err::<(), _>(e.clone())),
+    }
+    result
+}
+
+async fn deploy(
+    state: &Arc<State>,
+    p: DeployParams,
+    ctx: &RequestContext,
+    op: &orchestrator::OperationLog,
+) -> Result<DeployResult, WireError> {
     let began = Instant::now();
     let project = project_from(&p.project, &p.yaml, &p.dir).await?;
     let archive = PathBuf::from(&p.archive);
@@ -51,7 +81,9 @@ pub async fn handle(
 
     let (tx, rx) = async_channel::unbounded::<DeployProgress>();
     let last = Mutex::new(HashMap::<String, (Phase, u64)>::new());
+    let steps = crate::daemon::operations::DeploySteps::new(op);
     let on_progress = |pr: &Progress| {
+        steps.progress(&pr.host, &pr.package, pr.phase);
         if should_send(&last, pr) {
             let _ = tx.try_send(DeployProgress {
                 host: pr.host.clone(),
@@ -74,6 +106,17 @@ pub async fn handle(
         )
         .await;
         tx.close();
+        for (t, r) in targets.iter().zip(&results) {
+            steps.end(
+                &t.host,
+                match r {
+                    Ok(_) => harness_protocol::operation::StepResult::Ok,
+                    Err(e) => harness_protocol::operation::StepResult::Failed {
+                        reason: e.to_string(),
+                    },
+                },
+            );
+        }
         results
     };
     let forward = async {
@@ -97,8 +140,8 @@ pub async fn handle(
         .collect();
     let dir = PathBuf::from(&p.dir);
     let mut restarts = restart_services(
-        &ctx,
-        &state,
+        ctx,
+        state,
         &project,
         &dir,
         p.root.as_deref(),
@@ -339,6 +382,7 @@ pub(crate) async fn restart_services(
         services: pick.keys().cloned().collect(),
         remove_orphans: false,
         base_dir: Some(dir.to_owned()),
+        operation: None,
     };
     let report = match state.orch.apply(&prepared, opts).await {
         Ok(r) => r,

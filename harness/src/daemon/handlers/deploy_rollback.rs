@@ -18,6 +18,31 @@ pub async fn handle(
     p: RollbackParams,
     ctx: RequestContext,
 ) -> Result<DeployResult, WireError> {
+    use crate::daemon::operations as ops;
+    let op = ops::begin(
+        &state,
+        &ctx,
+        harness_protocol::operation::OperationKind::Rollback,
+        Some(p.project.clone()),
+        p.hosts.clone(),
+        serde_json::json!({ "name": p.name, "hosts": p.hosts, "to": p.to, "root": p.root }),
+    )
+    .await;
+    let result = rollback(&state, p, &ctx, &op).await;
+    match &result {
+        Ok(r) => ops::finish_hosts(&op, &r.hosts),
+        Err(e) => ops::finish(&op, &Err::<(), _>(e.clone())),
+    }
+    result
+}
+
+async fn rollback(
+    state: &Arc<State>,
+    p: RollbackParams,
+    ctx: &RequestContext,
+    op: &orchestrator::OperationLog,
+) -> Result<DeployResult, WireError> {
+    use harness_protocol::operation::{StepKind, StepResult};
     let began = Instant::now();
     let project = project_from(&p.project, &p.yaml, &p.dir).await?;
     let targets = targets(&project, &p.name, &p.hosts)?;
@@ -25,6 +50,17 @@ pub async fn handle(
         .root
         .clone()
         .unwrap_or_else(|| packages::DEFAULT_ROOT.to_owned());
+    let steps: Vec<orchestrator::StepId> = targets
+        .iter()
+        .map(|t| {
+            op.step(
+                StepKind::RollingBack,
+                None,
+                Some(&t.host),
+                Some(p.name.clone()),
+            )
+        })
+        .collect();
     let results = orchestrator::deploy::rollback(
         &state.executor,
         &ctx.store,
@@ -35,14 +71,25 @@ pub async fn handle(
         p.to.as_deref(),
     )
     .await;
+    for (step, r) in steps.into_iter().zip(&results) {
+        op.end(
+            step,
+            match r {
+                Ok(_) => StepResult::Ok,
+                Err(e) => StepResult::Failed {
+                    reason: e.to_string(),
+                },
+            },
+        );
+    }
     let versions: HashMap<String, String> = targets
         .iter()
         .zip(&results)
         .filter_map(|(t, r)| r.as_ref().ok().map(|rb| (t.host.clone(), rb.to.clone())))
         .collect();
     let mut restarts = restart_services(
-        &ctx,
-        &state,
+        ctx,
+        state,
         &project,
         &PathBuf::from(&p.dir),
         p.root.as_deref(),

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use harness_protocol::operation::OperationKind;
 use harness_protocol::wire::{ApplyResult, StartParams};
 use harness_protocol::{ErrorCode, WireError};
 use harness_server::RequestContext;
@@ -15,6 +16,32 @@ pub async fn handle(
     state: Arc<State>,
     p: StartParams,
     ctx: RequestContext,
+) -> Result<ApplyResult, WireError> {
+    let op = crate::daemon::operations::begin(
+        &state,
+        &ctx,
+        OperationKind::Start,
+        Some(p.project.clone()),
+        p.services.clone(),
+        serde_json::json!({
+            "dir": p.dir,
+            "services": p.services,
+            "remove_orphans": p.remove_orphans,
+        }),
+    )
+    .await;
+    let result = start(&state, p, &ctx, &op).await;
+    if let Err(e) = &result {
+        crate::daemon::operations::finish(&op, &Err::<(), _>(e.clone()));
+    }
+    result
+}
+
+async fn start(
+    state: &Arc<State>,
+    p: StartParams,
+    ctx: &RequestContext,
+    op: &orchestrator::OperationLog,
 ) -> Result<ApplyResult, WireError> {
     let dir = PathBuf::from(&p.dir);
     let path = dir.join("services.yaml");
@@ -43,15 +70,16 @@ pub async fn handle(
             ),
         ));
     }
-    within_fd_budget(&state, &project, &p.services).await?;
+    within_fd_budget(state, &project, &p.services).await?;
     // `type: package` services become the remote processes they are (deployed first if missing).
     let project =
-        super::deploy::prepare_packages(&ctx, &state, &project, &dir, None, &Default::default())
+        super::deploy::prepare_packages(ctx, state, &project, &dir, None, &Default::default())
             .await?;
     let opts = ApplyOptions {
         services: p.services,
         remove_orphans: p.remove_orphans,
         base_dir: Some(dir),
+        operation: Some(op.clone()),
     };
     // The proxy first, so that requests during the start get `503 Retry-After`, not a refusal.
     state
@@ -59,7 +87,13 @@ pub async fn handle(
         .ensure(&project)
         .await
         .map_err(|e| WireError::new(ErrorCode::Failed, e))?;
-    let report = state.orch.apply(&project, opts).await.map_err(wire_error)?;
+    // An `ops.cancel` of `op` ends the waits of this apply (the orchestrator watches `op`).
+    let report = state.orch.apply(&project, opts).await;
+    if let Some(req) = op.cancel_requested() {
+        return Err(crate::daemon::operations::cancelled(state, op, &project.name, req).await);
+    }
+    crate::daemon::operations::finish_apply(op, &report);
+    let report = report.map_err(wire_error)?;
     // Services with `watch:` are watched from their start on.
     if project.services.values().any(|s| s.watch.is_some())
         && let Err(e) = state.watch(&project.name, &[]).await

@@ -13,7 +13,32 @@ use crate::daemon::{State, wire_error};
 pub async fn handle(
     state: Arc<State>,
     p: StopParams,
-    _ctx: RequestContext,
+    ctx: RequestContext,
+) -> Result<StopResult, WireError> {
+    use crate::daemon::operations as ops;
+    let op = ops::begin(
+        &state,
+        &ctx,
+        harness_protocol::operation::OperationKind::Stop,
+        Some(p.project.clone()),
+        p.services.clone(),
+        serde_json::json!({
+            "services": p.services,
+            "force": p.force,
+            "timeout_ms": p.timeout_ms,
+            "remove": p.remove,
+        }),
+    )
+    .await;
+    let result = stop(&state, p, &op).await;
+    ops::finish(&op, &result);
+    result
+}
+
+async fn stop(
+    state: &State,
+    p: StopParams,
+    op: &orchestrator::OperationLog,
 ) -> Result<StopResult, WireError> {
     if p.services.is_empty() {
         state.unwatch(&p.project);
@@ -23,6 +48,7 @@ pub async fn handle(
         force: p.force,
         timeout: p.timeout_ms.map(Duration::from_millis),
         remove: p.remove,
+        operation: Some(op.clone()),
     };
     let report = state
         .orch
