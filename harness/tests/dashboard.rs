@@ -729,30 +729,76 @@ fn the_dashboard_in_headless_chromium() {
         &format!("return document.querySelector(\"#ops tr[data-op='{restart_op}']\") !== null;"),
     );
 
-    // Drift, read-only: the page shows what `drift` finds (no services file compared, so the
-    // CLI's definition_drift findings are not expected on the page).
+    // Drift, read-only: a `sleep` started by hand with worker's launch identity (worker
+    // stopped) is an orphan; the page shows what `drift` finds, with evidence and the commands
+    // that resolve it (no services file is compared, so the CLI's definition_drift findings are
+    // not expected on the page).
+    let worker_pid = env.service("worker")["runtime"]["pid"]
+        .as_u64()
+        .expect("worker pid");
+    let environ = std::fs::read(format!("/proc/{worker_pid}/environ")).expect("environ");
+    let launch_id = environ
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(b"HARNESS_LAUNCH_ID="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .expect("worker carries its launch id");
+    env.run(&["stop", "worker"]).ok();
+    let mut by_hand = {
+        use std::os::unix::process::CommandExt;
+        Command::new("sleep")
+            .arg("1000")
+            .env("HARNESS_LAUNCH_ID", &launch_id)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sleep")
+    };
     b.go(&format!("{}/#/drift", base(&env)));
-    b.wait_js(
+    let seen = b.wait_js(
         "the drift view",
         Duration::from_secs(20),
         "return document.getElementById('drift-summary') !== null;",
     );
-    let page_ids = b.js("return [...document.querySelectorAll('#drift tr[data-finding]')].map(r => r.dataset.finding).sort();");
+    let page = b.js(
+        "return [...document.querySelectorAll('#drift tr[data-finding]')].map(r => ({id: r.dataset.finding, category: r.dataset.category, text: r.textContent}));",
+    );
+    b.screenshot("drift");
     let cli = env.run(&["drift", "-o", "json"]).json();
-    let mut cli_ids: Vec<Value> = cli["findings"]
+    let _ = by_hand.kill();
+    let _ = by_hand.wait();
+    env.run(&["restart", "worker"]).ok();
+    let mut page_ids: Vec<String> = page
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| f["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    page_ids.sort();
+    let mut cli_ids: Vec<String> = cli["findings"]
         .as_array()
         .expect("findings")
         .iter()
         .filter(|f| f["category"] != "definition_drift")
-        .map(|f| f["id"].clone())
+        .map(|f| f["id"].as_str().unwrap_or_default().to_string())
         .collect();
-    cli_ids.sort_by_key(|v| v.as_str().unwrap_or_default().to_string());
+    cli_ids.sort();
     assert_eq!(
-        page_ids,
-        Value::Array(cli_ids),
-        "drift findings on the page vs `harness drift`"
+        page_ids, cli_ids,
+        "drift on the page vs `harness drift`: {seen}"
     );
-    b.screenshot("drift");
+    let orphan = page
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["category"] == "orphaned")
+        .unwrap_or_else(|| panic!("no orphan on the page: {page}"));
+    assert!(
+        orphan["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("harness sync"),
+        "no resolve command: {orphan}"
+    );
 
     // The log tail shows lines printed after the page opened, and follows a restart.
     b.go(&format!("{}/#/p/shop/s/worker", base(&env)));

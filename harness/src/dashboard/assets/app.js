@@ -602,6 +602,12 @@ async function loadOps() {
 
 const opDuration = (o) =>
   o.started_at ? `${((Date.parse(o.ended_at || new Date().toISOString()) - Date.parse(o.started_at)) / 1000).toFixed(1)}s` : '';
+// The requesting client in a few words: a browser's user agent becomes "dashboard".
+function requesterShort(r) {
+  const c = (r && (r.client || r.peer)) || '';
+  if (c.startsWith('Mozilla/')) return 'dashboard';
+  return c.length > 32 ? c.slice(0, 31) + '…' : c;
+}
 const outcomeText = (o) => (o.outcome ? o.outcome.status + (o.outcome.reason ? `: ${o.outcome.reason}` : '') : '');
 
 function opsView(view, project, service) {
@@ -631,7 +637,7 @@ function opsView(view, project, service) {
           h('td', {}, o.started_at ? new Date(o.started_at).toLocaleTimeString() : ''),
           h('td', {}, opDuration(o)),
           h('td', {}, h(`span.badge.op-${o.outcome ? o.outcome.status : 'unknown'}`, { 'data-field': 'outcome' }, outcomeText(o))),
-          h('td', {}, (o.requester && (o.requester.client || o.requester.peer)) || ''),
+          h('td', { title: (o.requester && o.requester.client) || '' }, requesterShort(o.requester)),
         ),
       ),
     ),
@@ -779,7 +785,12 @@ function driftView(view) {
     return;
   }
   const r = driftResult.result;
-  const summary = h('p#drift-summary', {}, `${r.findings.length} finding${r.findings.length === 1 ? '' : 's'} · ${r.entries} registry entries · probed ${r.probes.map((p) => `${p.place} (${p.seen} seen, ${p.elapsed_ms} ms${p.error ? ', ' + p.error : ''})`).join(', ')} · at ${driftResult.at.toLocaleTimeString()}`);
+  const summary = h(
+    'div',
+    {},
+    h('p#drift-summary', {}, `${r.findings.length} finding${r.findings.length === 1 ? '' : 's'} · ${r.entries} registry entries · ${r.elapsed_ms} ms · at ${driftResult.at.toLocaleTimeString()}`),
+    h('ul#drift-probes.probes', { 'aria-label': 'Places probed' }, r.probes.map((p) => h(`li${p.error ? '.error' : ''}`, {}, `${p.place}: ${p.seen} seen in ${p.elapsed_ms} ms${p.error ? ' — ' + p.error : ''}`))),
+  );
   const body = r.findings.length
     ? h(
         'div.scroll',
