@@ -924,6 +924,23 @@ fn the_dashboard_in_headless_chromium() {
         json!(true),
         "the page scrolls sideways at phone width"
     );
+    // The operations list and an operation's timeline too (wide tables and the Gantt scroll
+    // inside their own boxes).
+    for (route, ready) in [
+        ("#/ops".to_string(), "#ops tr[data-op]"),
+        ("#/drift".to_string(), "#drift-summary"),
+        (format!("#/op/{restart_op}"), "#op-steps tbody tr"),
+    ] {
+        b.go(&format!("{}/{route}", base(&env)));
+        b.wait_js(
+            route.as_str(),
+            Duration::from_secs(20),
+            &format!("return document.querySelector('{ready}') !== null;"),
+        );
+        let fits = b.js("return document.documentElement.scrollWidth <= window.innerWidth + 1;");
+        assert_eq!(fits, json!(true), "{route} scrolls sideways at phone width");
+    }
+    b.screenshot("operation-phone");
 }
 
 /// `db` runs but its check never passes (start_period 1h: never judged unhealthy either), so the
