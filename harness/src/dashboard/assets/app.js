@@ -678,7 +678,7 @@ function opView(view, id) {
     ['outcome', h(`span.badge.op-${o.outcome.status}`, { 'data-field': 'outcome' }, outcomeText(o))],
     ['started', o.started_at],
     ['duration', opDuration(o)],
-    ['requested by', [o.requester.client, o.requester.peer, o.requester.token && `token ${o.requester.token}`].filter(Boolean).join(' · ')],
+    ['requested by', [requesterShort({ client: o.requester.client }), o.requester.peer, o.requester.token && `token ${o.requester.token}`].filter(Boolean).join(' · ')],
   ];
   if (o.steps_dropped) details.push(['steps not kept', `${o.steps_dropped} health checks beyond the first 200 per service`]);
   const steps = o.steps.filter(Boolean);
@@ -690,6 +690,7 @@ function opView(view, id) {
       h('dl#op-details', {}, details.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
       h('h2', {}, 'Timeline'),
       h('div.scroll.gantt', {}, gantt(o, steps)),
+      ganttLegend(),
       h('h2', {}, 'Steps'),
       h(
         'div.scroll',
@@ -752,14 +753,17 @@ function gantt(o, steps) {
     const tip = `${st.service || 'operation'} · ${st.kind}${st.attempt ? ' #' + st.attempt : ''} · ${stepDuration(st)} · ${st.result.status}${st.detail ? ' · ' + st.detail : ''}`;
     svg.append(s('rect', { x: bx, y: TOP + row * RH + 4, width: bw, height: RH - 8, rx: 2, class: `bar kind-${st.kind} result-${st.result.status}`, 'data-kind': st.kind }, s('title', {}, tip)));
   }
-  const legend = h(
+  return svg;
+}
+
+function ganttLegend() {
+  return h(
     'p.legend',
     {},
     [['waiting_for_dependencies', 'waiting for dependencies (its wave)'], ['spawning', 'spawn'], ['health_check', 'health check (each attempt; red: failed)'], ['ready', 'ready'], ['stopping', 'stopping']].map(([k, t]) =>
       h('span.key', {}, h(`span.swatch.kind-${k}`, { 'aria-hidden': 'true' }), ` ${t} `),
     ),
   );
-  return h('div', {}, svg, legend);
 }
 
 // --- drift: findings (read-only; the repairs are CLI commands) ----------------------------------
