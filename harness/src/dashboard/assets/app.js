@@ -864,6 +864,10 @@ setInterval(() => {
     const up = cell.querySelector('[data-field=uptime]');
     if (e && up) up.textContent = uptime(e);
   }
+  // A running operation's duration and bars grow even when no event arrives.
+  const r = route();
+  if (r.view === 'op' && opPage && opPage.op && opPage.op.outcome.status === 'running') scheduleRender();
+  if (r.view === 'ops' && [...ops.values()].some((o) => o.outcome && o.outcome.status === 'running')) scheduleRender();
 }, 1000);
 $('logout').addEventListener('click', async () => {
   await fetch('/logout', { method: 'POST', credentials: 'same-origin' });
