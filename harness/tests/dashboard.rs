@@ -1001,6 +1001,15 @@ fn a_start_stuck_on_a_never_healthy_dependency_is_cancelled_from_the_page() {
         "the health check's output: {output}"
     );
     b.screenshot("operation");
+    // Dark mode (Chromium's media emulation through chromedriver): the page follows it.
+    b.cmd(
+        "POST",
+        "/goog/cdp/execute",
+        Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}})),
+    );
+    let background = b.js("return getComputedStyle(document.body).backgroundColor;");
+    assert_eq!(background, json!("rgb(11, 18, 32)"), "the dark background");
+    b.screenshot("operation-dark");
 
     b.click("#op-cancel");
     assert_eq!(
