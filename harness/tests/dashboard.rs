@@ -722,7 +722,13 @@ fn the_dashboard_in_headless_chromium() {
         "a Cancel button on an ended operation"
     );
     // The service page links to the service's operations.
-    b.go(&format!("{}/#/p/shop/s/worker/ops", base(&env)));
+    b.go(&format!("{}/#/p/shop/s/worker", base(&env)));
+    b.wait_js(
+        "the service page's link to its operations",
+        Duration::from_secs(10),
+        "const a = document.getElementById('service-ops'); return a !== null && a.getAttribute('href') === '#/p/shop/s/worker/ops';",
+    );
+    b.click("#service-ops");
     b.wait_js(
         "worker's operations",
         Duration::from_secs(10),
