@@ -656,6 +656,156 @@ fn the_dashboard_in_headless_chromium() {
         ),
     );
 
+    // CPU % and RSS from `top` (polled every 2 s): numbers for a running local service.
+    b.wait_js(
+        "worker's CPU and RSS",
+        Duration::from_secs(10),
+        "const r = document.querySelector('#services tr[data-service=worker]'); return r !== null && /^\\d+\\.\\d$/.test(r.querySelector('[data-field=cpu]').textContent) && / MiB$/.test(r.querySelector('[data-field=rss]').textContent);",
+    );
+    b.screenshot("services-resources");
+
+    // The restart from the page is an operation: listed (newest first), and its page shows the
+    // steps (spawning worker) in the table and as bars of the timeline.
+    let restart_op = env.run(&["ops", "-o", "json"]).ok().json()["operations"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .filter(|o| o["kind"] == "restart")
+                .map(|o| o["id"].as_u64().unwrap_or(0))
+                .max()
+        })
+        .expect("a restart operation in `harness ops`");
+    b.go(&format!("{}/#/ops", base(&env)));
+    b.wait_js(
+        "the operations list",
+        Duration::from_secs(10),
+        &format!(
+            "const r = document.querySelector('#ops tbody tr'); return r !== null && r.dataset.op === '{restart_op}' && r.dataset.outcome === 'succeeded';"
+        ),
+    );
+    let ids = b.js(
+        "return [...document.querySelectorAll('#ops tr[data-op]')].map(r => Number(r.dataset.op));",
+    );
+    let ids: Vec<u64> = ids
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] > w[1]),
+        "not newest first: {ids:?}"
+    );
+    b.screenshot("operations");
+    b.click(&format!("#ops tr[data-op='{restart_op}'] a"));
+    b.wait_js(
+        "the operation's steps",
+        Duration::from_secs(10),
+        "return document.querySelector('#op-steps tr[data-kind=spawning][data-service=worker]') !== null && document.querySelector('svg rect.bar[data-kind=spawning]') !== null;",
+    );
+    let shown = b.js("return document.querySelectorAll('#op-steps tbody tr').length;");
+    let steps = env
+        .run(&["ops", "show", &restart_op.to_string(), "-o", "json"])
+        .ok()
+        .json()["steps"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    assert_eq!(
+        shown,
+        json!(steps),
+        "steps on the page vs `harness ops show`"
+    );
+    assert_eq!(
+        b.js("return document.getElementById('op-cancel');"),
+        Value::Null,
+        "a Cancel button on an ended operation"
+    );
+    // The service page links to the service's operations.
+    b.go(&format!("{}/#/p/shop/s/worker", base(&env)));
+    b.wait_js(
+        "the service page's link to its operations",
+        Duration::from_secs(10),
+        "const a = document.getElementById('service-ops'); return a !== null && a.getAttribute('href') === '#/p/shop/s/worker/ops';",
+    );
+    b.click("#service-ops");
+    b.wait_js(
+        "worker's operations",
+        Duration::from_secs(10),
+        &format!("return document.querySelector(\"#ops tr[data-op='{restart_op}']\") !== null;"),
+    );
+
+    // Drift, read-only: a `sleep` started by hand with worker's launch identity (worker
+    // stopped) is an orphan; the page shows what `drift` finds, with evidence and the commands
+    // that resolve it (no services file is compared, so the CLI's definition_drift findings are
+    // not expected on the page).
+    let worker_pid = env.service("worker")["runtime"]["pid"]
+        .as_u64()
+        .expect("worker pid");
+    let environ = std::fs::read(format!("/proc/{worker_pid}/environ")).expect("environ");
+    let launch_id = environ
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(b"HARNESS_LAUNCH_ID="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .expect("worker carries its launch id");
+    env.run(&["stop", "worker"]).ok();
+    let mut by_hand = {
+        use std::os::unix::process::CommandExt;
+        Command::new("sleep")
+            .arg("1000")
+            .env("HARNESS_LAUNCH_ID", &launch_id)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sleep")
+    };
+    b.go(&format!("{}/#/drift", base(&env)));
+    let seen = b.wait_js(
+        "the drift view",
+        Duration::from_secs(20),
+        "return document.getElementById('drift-summary') !== null;",
+    );
+    let page = b.js(
+        "return [...document.querySelectorAll('#drift tr[data-finding]')].map(r => ({id: r.dataset.finding, category: r.dataset.category, text: r.textContent}));",
+    );
+    b.screenshot("drift");
+    let cli = env.run(&["drift", "-o", "json"]).json();
+    let _ = by_hand.kill();
+    let _ = by_hand.wait();
+    env.run(&["restart", "worker"]).ok();
+    let mut page_ids: Vec<String> = page
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| f["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    page_ids.sort();
+    let mut cli_ids: Vec<String> = cli["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["category"] != "definition_drift")
+        .map(|f| f["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    cli_ids.sort();
+    assert_eq!(
+        page_ids, cli_ids,
+        "drift on the page vs `harness drift`: {seen}"
+    );
+    let orphan = page
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["category"] == "orphaned")
+        .unwrap_or_else(|| panic!("no orphan on the page: {page}"));
+    assert!(
+        orphan["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("harness sync"),
+        "no resolve command: {orphan}"
+    );
+
     // The log tail shows lines printed after the page opened, and follows a restart.
     b.go(&format!("{}/#/p/shop/s/worker", base(&env)));
     b.wait_js(
@@ -780,4 +930,126 @@ fn the_dashboard_in_headless_chromium() {
         json!(true),
         "the page scrolls sideways at phone width"
     );
+    // The operations list and an operation's timeline too (wide tables and the Gantt scroll
+    // inside their own boxes).
+    for (route, ready) in [
+        ("#/ops".to_string(), "#ops tr[data-op]"),
+        ("#/drift".to_string(), "#drift-summary"),
+        (format!("#/op/{restart_op}"), "#op-steps tbody tr"),
+    ] {
+        b.go(&format!("{}/{route}", base(&env)));
+        b.wait_js(
+            route.as_str(),
+            Duration::from_secs(20),
+            &format!("return document.querySelector('{ready}') !== null;"),
+        );
+        let fits = b.js("return document.documentElement.scrollWidth <= window.innerWidth + 1;");
+        assert_eq!(fits, json!(true), "{route} scrolls sideways at phone width");
+    }
+    b.screenshot("operation-phone");
+}
+
+/// `db` runs but its check never passes (start_period 1h: never judged unhealthy either), so the
+/// start waits for it until cancelled.
+const STUCK: &str = "name: stuck
+services:
+  db:
+    command: [sleep, '86433']
+    health_check:
+      command: [sh, -c, 'echo not yet; exit 1']
+      interval: 200ms
+      timeout: 1s
+      start_period: 1h
+    startup_timeout: 10m
+  api:
+    command: [sleep, '86434']
+    depends_on: {db: healthy}
+";
+
+#[test]
+fn a_start_stuck_on_a_never_healthy_dependency_is_cancelled_from_the_page() {
+    let env = Env::new(STUCK);
+    let mut start = env
+        .cmd(&["start"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn harness start");
+    let b = Browser::open(&env);
+    b.go(&login_link(&env));
+    b.wait_js(
+        "the dashboard",
+        Duration::from_secs(10),
+        "return document.body.dataset.ready === 'true';",
+    );
+    b.go(&format!("{}/#/ops", base(&env)));
+    b.wait_js(
+        "a running start, highlighted",
+        Duration::from_secs(20),
+        "const r = document.querySelector('#ops tr.running[data-outcome=running]'); return r !== null && r.children[1].textContent === 'start';",
+    );
+    let id = b
+        .js("return Number(document.querySelector('#ops tr.running').dataset.op);")
+        .as_u64()
+        .expect("op id");
+    b.click(&format!("#ops tr[data-op='{id}'] a"));
+    // Each health attempt is a step and a bar, and new ones arrive live from `operation` events.
+    b.wait_js(
+        "three failed health checks of db",
+        Duration::from_secs(15),
+        "return document.querySelectorAll('#op-steps tr[data-kind=health_check][data-service=db]').length >= 3 && document.querySelectorAll('svg rect.bar.kind-health_check.result-failed').length >= 3;",
+    );
+    let output = b.js(
+        "return document.querySelector('#op-steps tr[data-kind=health_check] td.output').textContent;",
+    );
+    assert!(
+        output.as_str().unwrap_or_default().starts_with("not yet"),
+        "the health check's output: {output}"
+    );
+    b.screenshot("operation");
+    // Dark mode (Chromium's media emulation through chromedriver): the page follows it.
+    b.cmd(
+        "POST",
+        "/goog/cdp/execute",
+        Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}})),
+    );
+    let background = b.js("return getComputedStyle(document.body).backgroundColor;");
+    assert_eq!(background, json!("rgb(11, 18, 32)"), "the dark background");
+    b.screenshot("operation-dark");
+
+    b.click("#op-cancel");
+    assert_eq!(
+        b.js("return document.getElementById('confirm').open && !document.getElementById('confirm-rollback-label').hidden;"),
+        json!(true),
+        "the cancel is confirmed, with a rollback choice"
+    );
+    b.click("#confirm-ok");
+    b.wait_js(
+        "the operation cancelled on the page",
+        Duration::from_secs(15),
+        "const o = document.querySelector('#op-details [data-field=outcome]'); return o !== null && o.textContent.startsWith('cancelled') && document.getElementById('op-cancel') === null;",
+    );
+    let op = env
+        .run(&["ops", "show", &id.to_string(), "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(op["outcome"]["status"], "cancelled", "{op}");
+    assert_eq!(op["outcome"]["rollback"], false, "{op}");
+    assert!(
+        wait_until(Duration::from_secs(10), || start
+            .try_wait()
+            .ok()
+            .flatten()
+            .is_some()),
+        "harness start still runs after the cancel"
+    );
+    b.go(&format!("{}/#/ops", base(&env)));
+    b.wait_js(
+        "the list says cancelled",
+        Duration::from_secs(10),
+        &format!(
+            "const r = document.querySelector(\"#ops tr[data-op='{id}']\"); return r !== null && r.dataset.outcome === 'cancelled' && !r.classList.contains('running');"
+        ),
+    );
+    let _ = start.wait();
 }

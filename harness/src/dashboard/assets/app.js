@@ -1,6 +1,7 @@
 // The harness dashboard: views over the daemon's WebSocket API (no other API, no build step).
 // Routes (location.hash): #/ projects · #/p/P services · #/p/P/s/S a service · #/p/P/graph the
-// dependency graph · #/events the event stream.
+// dependency graph · #/events the event stream · #/ops operations (#/p/P/ops, #/p/P/s/S/ops
+// filtered) · #/op/ID one operation's timeline · #/drift drift findings.
 import { Api } from './api.js';
 
 const services = new Map(); // "project/name" -> ServiceEntry
@@ -8,6 +9,12 @@ const events = []; // the newest MAX_EVENTS events seen, oldest first
 const MAX_EVENTS = 2000;
 let graphCache = new Map(); // project -> dashboard.graph result
 let logTail = null; // the running log follower, if the service view is open
+const ops = new Map(); // operation id -> Operation (from ops.list: without steps)
+let opsLoaded = false; // ops.list answered since the last (re)connect
+let opPage = null; // { id, op (with steps), loading } while an operation page is open
+const resources = new Map(); // "project/name" -> ResourceSample (from `top`, or status.resources)
+let topTimer = null; // polls `top` every 2 s while a services view is open
+let driftResult = null; // the last `drift` answer, { result, at } or { error }
 
 const $ = (id) => document.getElementById(id);
 
@@ -80,6 +87,7 @@ function applyEvent(ev) {
     else services.set(key(entry), entry);
   }
   if (ev.type === 'service.registered' || ev.type === 'service.deregistered') graphCache.clear();
+  if (ev.type === 'operation' && ev.data) applyOperation(ev);
   scheduleRender();
 }
 
@@ -111,6 +119,9 @@ const api = new Api({
     }
     const status = await api.request('status', {});
     for (const e of status.services) services.set(key(e), e);
+    for (const r of status.resources || []) resources.set(`${r.project}/${r.service}`, r);
+    opsLoaded = false;
+    if (opPage) opPage.op = null;
     await api.subscribe(since);
     document.body.dataset.ready = 'true';
     scheduleRender();
@@ -131,8 +142,14 @@ function scheduleRender() {
 
 function route() {
   const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+  if (parts[0] === 'p' && parts[1] && parts[2] === 's' && parts[3] && parts[4] === 'ops')
+    return { view: 'ops', project: parts[1], service: parts[3] };
   if (parts[0] === 'p' && parts[1] && parts[2] === 's' && parts[3])
     return { view: 'service', project: parts[1], service: parts[3] };
+  if (parts[0] === 'p' && parts[1] && parts[2] === 'ops') return { view: 'ops', project: parts[1] };
+  if (parts[0] === 'ops') return { view: 'ops' };
+  if (parts[0] === 'op' && /^\d+$/.test(parts[1] || '')) return { view: 'op', id: Number(parts[1]) };
+  if (parts[0] === 'drift') return { view: 'drift' };
   if (parts[0] === 'p' && parts[1] && parts[2] === 'graph') return { view: 'graph', project: parts[1] };
   if (parts[0] === 'p' && parts[1]) return { view: 'services', project: parts[1] };
   if (parts[0] === 'events') return { view: 'events' };
@@ -141,10 +158,16 @@ function route() {
 const href = (...parts) => '#/' + parts.map(encodeURIComponent).join('/');
 
 function nav(r) {
-  const links = [['Projects', '#/', r.view === 'projects'], ['Events', '#/events', r.view === 'events']];
+  const links = [
+    ['Projects', '#/', r.view === 'projects'],
+    ['Operations', '#/ops', (r.view === 'ops' && !r.project) || r.view === 'op'],
+    ['Drift', '#/drift', r.view === 'drift'],
+    ['Events', '#/events', r.view === 'events'],
+  ];
   if (r.project) {
     links.push([`${r.project}: services`, href('p', r.project), r.view === 'services']);
     links.push([`${r.project}: graph`, href('p', r.project, 'graph'), r.view === 'graph']);
+    links.push([`${r.project}: operations`, href('p', r.project, 'ops'), r.view === 'ops' && !r.service]);
   }
   $('nav').replaceChildren(
     ...links.map(([t, l, cur]) => h('a', { href: l, 'aria-current': cur ? 'page' : null }, t)),
@@ -159,6 +182,10 @@ function render() {
   if (viewKey !== lastView) {
     lastView = viewKey;
     stopLogTail();
+    if (r.view === 'services') startTop(r.project);
+    else stopTop();
+    if (r.view !== 'op') opPage = null;
+    if (r.view === 'drift') driftResult = null;
     nav(r);
   }
   const view = $('view');
@@ -175,6 +202,9 @@ function render() {
   else if (r.view === 'service') serviceView(view, r.project, r.service);
   else if (r.view === 'graph') graphView(view, r.project);
   else if (r.view === 'events') eventsView(view);
+  else if (r.view === 'ops') opsView(view, r.project, r.service);
+  else if (r.view === 'op') opView(view, r.id);
+  else if (r.view === 'drift') driftView(view);
 }
 
 function stateBadge(e) {
@@ -247,7 +277,7 @@ function servicesView(project) {
   const table = h(
     'table#services',
     {},
-    h('thead', {}, h('tr', {}, ['service', 'state', 'health', 'where', 'endpoints', 'pid', 'restarts', 'uptime', 'actions'].map((c) => h('th', { scope: 'col' }, c)))),
+    h('thead', {}, h('tr', {}, ['service', 'state', 'health', 'where', 'endpoints', 'pid', 'restarts', 'uptime', 'CPU %', 'RSS', 'actions'].map((c) => h('th', { scope: 'col' }, c)))),
     h(
       'tbody',
       {},
@@ -263,6 +293,8 @@ function servicesView(project) {
           h('td', { 'data-field': 'pid' }, (e.runtime && e.runtime.pid) || ''),
           h('td', { 'data-field': 'restarts' }, e.restart_count || 0),
           h('td', { 'data-field': 'uptime' }, uptime(e)),
+          h('td.num', { 'data-field': 'cpu' }, cpuText(resources.get(key(e)))),
+          h('td.num', { 'data-field': 'rss' }, rssText(resources.get(key(e)))),
           h('td', {}, actionButtons(project, e.name, e)),
         ),
       ),
@@ -285,7 +317,7 @@ function serviceView(view, project, name) {
     page = h(
       'section.service',
       { 'data-key': `${project}/${name}` },
-      h('div.title', {}, h('h1', {}, name), h('span#service-actions')),
+      h('div.title', {}, h('h1', {}, name), h('a#service-ops', { href: href('p', project, 's', name, 'ops') }, 'operations'), h('span#service-actions')),
       h('dl#service-details'),
       h('h2', {}, 'Health history'),
       h('ol#health-history.history'),
@@ -462,7 +494,7 @@ const eventFilter = { type: '', project: '', text: '' };
 function eventsView(view) {
   let page = view.querySelector('section.events');
   if (!page) {
-    const types = ['service.registered', 'service.updated', 'service.state', 'service.health', 'service.deregistered', 'service.watch', 'deployment.progress', 'daemon.notice'];
+    const types = ['service.registered', 'service.updated', 'service.state', 'service.health', 'service.deregistered', 'service.watch', 'deployment.progress', 'daemon.notice', 'operation'];
     page = h(
       'section.events',
       {},
@@ -485,6 +517,7 @@ function eventsView(view) {
     const d = ev.data || {};
     if (ev.type === 'service.state' || ev.type === 'service.health') return `${d.from && d.from.kind ? d.from.kind : d.from} → ${d.to && d.to.kind ? d.to.kind : d.to}`;
     if (ev.type === 'resync') return 'resynced: events were pruned while disconnected';
+    if (ev.type === 'operation') return `operation ${d.id} ${d.kind}: ${d.outcome ? d.outcome.status : ''}${d.step ? ` · ${d.step.kind}${d.step.service ? ' ' + d.step.service : ''}` : ''}`;
     return d.message || d.phase || (d.entry ? stateText(d.entry) : '');
   };
   const rows = events
@@ -500,17 +533,313 @@ function eventsView(view) {
   );
 }
 
+// --- resources from `top`: polled every 2 s while a services view is open ----------------------
+
+function cpuText(r) {
+  return r && typeof r.cpu_percent === 'number' ? r.cpu_percent.toFixed(1) : '–';
+}
+function rssText(r) {
+  if (!r || typeof r.rss_bytes !== 'number') return '–';
+  const mib = r.rss_bytes / 1048576;
+  return mib >= 1024 ? `${(mib / 1024).toFixed(1)} GiB` : `${mib.toFixed(1)} MiB`;
+}
+function startTop(project) {
+  stopTop();
+  const poll = async () => {
+    try {
+      const r = await api.request('top', { project });
+      for (const x of r.services) resources.set(`${x.project}/${x.service}`, x);
+      scheduleRender();
+    } catch (e) {
+      // Not connected or refused: the columns keep their last values (or "–").
+    }
+  };
+  poll();
+  topTimer = setInterval(poll, 2000);
+}
+function stopTop() {
+  if (topTimer) clearInterval(topTimer);
+  topTimer = null;
+}
+
+// --- operations: the list (live from `operation` events) and one operation's timeline -----------
+
+function applyOperation(ev) {
+  const d = ev.data;
+  let op = ops.get(d.id);
+  if (!op) {
+    op = { id: d.id, kind: d.kind, project: d.project, services: [], started_at: ev.time, outcome: d.outcome, steps: [] };
+    ops.set(d.id, op);
+    // The event carries no service list: fetch the operation once for it.
+    api.request('ops.get', { id: d.id }).then((full) => { ops.set(d.id, { ...full, steps: [] }); scheduleRender(); }, () => {});
+  }
+  op.outcome = d.outcome;
+  if (d.outcome && d.outcome.status !== 'running' && !op.ended_at) op.ended_at = ev.time;
+  if (opPage && opPage.id === d.id && opPage.op) {
+    const o = opPage.op;
+    o.outcome = d.outcome;
+    if (d.outcome.status !== 'running' && !o.ended_at) o.ended_at = ev.time;
+    if (d.step && typeof d.index === 'number') {
+      if (d.index <= o.steps.length) o.steps[d.index] = d.step;
+      else opPage.op = null; // missed steps: fetch the whole operation again
+    }
+  }
+}
+
+async function loadOps() {
+  if (opsLoaded) return;
+  opsLoaded = true;
+  try {
+    const r = await api.request('ops.list', { limit: 200 });
+    for (const o of r.operations) ops.set(o.id, { ...o, steps: [] });
+  } catch (e) {
+    opsLoaded = false;
+    toast(`operations: ${e.message}`, true);
+    return;
+  }
+  scheduleRender();
+}
+
+const opDuration = (o) =>
+  o.started_at ? `${((Date.parse(o.ended_at || new Date().toISOString()) - Date.parse(o.started_at)) / 1000).toFixed(1)}s` : '';
+// The requesting client in a few words: a browser's user agent becomes "dashboard".
+function requesterShort(r) {
+  const c = (r && (r.client || r.peer)) || '';
+  if (c.startsWith('Mozilla/')) return 'dashboard';
+  return c.length > 32 ? c.slice(0, 31) + '…' : c;
+}
+const outcomeText = (o) => (o.outcome ? o.outcome.status + (o.outcome.reason ? `: ${o.outcome.reason}` : '') : '');
+
+function opsView(view, project, service) {
+  loadOps();
+  const list = [...ops.values()]
+    .filter((o) => !project || o.project === project)
+    .filter((o) => !service || (o.services || []).includes(service) || !(o.services || []).length)
+    .sort((a, b) => b.id - a.id)
+    .slice(0, 200);
+  const title = service ? `Operations of ${service} (${project})` : project ? `Operations of ${project}` : 'Operations';
+  const note = service ? h('p.legend', {}, 'Operations naming this service, and those that name no services (the whole project).') : null;
+  const table = h(
+    'table#ops',
+    {},
+    h('thead', {}, h('tr', {}, ['id', 'kind', 'project', 'services', 'started', 'duration', 'outcome', 'by'].map((c) => h('th', { scope: 'col' }, c)))),
+    h(
+      'tbody',
+      {},
+      list.map((o) =>
+        h(
+          `tr${o.outcome && o.outcome.status === 'running' ? '.running' : ''}`,
+          { 'data-op': o.id, 'data-outcome': o.outcome ? o.outcome.status : '' },
+          h('td', {}, h('a', { href: `#/op/${o.id}`, 'aria-label': `Operation ${o.id}` }, o.id)),
+          h('td', {}, o.kind),
+          h('td', {}, o.project || ''),
+          h('td', {}, (o.services || []).join(' ') || (o.project ? 'all' : '')),
+          h('td', {}, o.started_at ? new Date(o.started_at).toLocaleTimeString() : ''),
+          h('td', {}, opDuration(o)),
+          h('td', {}, h(`span.badge.op-${o.outcome ? o.outcome.status : 'unknown'}`, { 'data-field': 'outcome' }, outcomeText(o))),
+          h('td', { title: (o.requester && o.requester.client) || '' }, requesterShort(o.requester)),
+        ),
+      ),
+    ),
+  );
+  view.replaceChildren(
+    h('section.ops', {}, h('h1', {}, title), note, list.length ? h('div.scroll', {}, table) : h('p', {}, 'No operations yet.')),
+  );
+}
+
+function opView(view, id) {
+  if (!opPage || opPage.id !== id) opPage = { id, op: null, loading: false };
+  const page = opPage;
+  if (!page.op) {
+    if (!page.loading) {
+      page.loading = true;
+      api.request('ops.get', { id }).then(
+        (op) => { page.op = op; page.loading = false; scheduleRender(); },
+        (e) => { page.loading = false; page.error = e.message; scheduleRender(); },
+      );
+    }
+    if (page.error) view.replaceChildren(h('p.error', {}, `operation ${id}: ${page.error}`));
+    else if (!view.querySelector('section.op')) view.replaceChildren(h('p', {}, 'loading the operation…'));
+    return;
+  }
+  const o = page.op;
+  const running = o.outcome && o.outcome.status === 'running';
+  const cancel = running
+    ? h('button#op-cancel', {
+        type: 'button',
+        'aria-label': `Cancel operation ${o.id}`,
+        onclick: () => confirmThen(`Cancel operation ${o.id} (${o.kind}${o.project ? ' of ' + o.project : ''})?`, (rollback) => api.request('ops.cancel', { id: o.id, rollback }), { rollback: true }),
+      }, 'Cancel')
+    : null;
+  const details = [
+    ['kind', o.kind],
+    ['project', o.project || ''],
+    ['services', (o.services || []).join(', ') || 'all'],
+    ['outcome', h(`span.badge.op-${o.outcome.status}`, { 'data-field': 'outcome' }, outcomeText(o))],
+    ['started', o.started_at],
+    ['duration', opDuration(o)],
+    ['requested by', [requesterShort({ client: o.requester.client }), o.requester.peer, o.requester.token && `token ${o.requester.token}`].filter(Boolean).join(' · ')],
+  ];
+  if (o.steps_dropped) details.push(['steps not kept', `${o.steps_dropped} health checks beyond the first 200 per service`]);
+  const steps = o.steps.filter(Boolean);
+  view.replaceChildren(
+    h(
+      'section.op',
+      { 'data-op': o.id },
+      h('div.title', {}, h('h1', {}, `Operation ${o.id}`), cancel),
+      h('dl#op-details', {}, details.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
+      h('h2', {}, 'Timeline'),
+      h('div.scroll.gantt', {}, gantt(o, steps)),
+      ganttLegend(),
+      h('h2', {}, 'Steps'),
+      h(
+        'div.scroll',
+        {},
+        h(
+          'table#op-steps',
+          {},
+          h('thead', {}, h('tr', {}, ['service', 'host', 'kind', 'attempt', 'start', 'duration', 'result', 'output'].map((c) => h('th', { scope: 'col' }, c)))),
+          h(
+            'tbody',
+            {},
+            steps.map((st) =>
+              h(
+                'tr',
+                { 'data-kind': st.kind, 'data-service': st.service || '' },
+                h('td', {}, st.service || ''),
+                h('td', {}, st.host || 'local'),
+                h('td', {}, st.kind),
+                h('td', {}, st.attempt || ''),
+                h('td', {}, `+${((Date.parse(st.started_at) - Date.parse(o.started_at)) / 1000).toFixed(2)}s`),
+                h('td', {}, stepDuration(st)),
+                h('td', {}, st.result.status + (st.result.reason ? `: ${st.result.reason}` : '')),
+                h('td.output', {}, st.detail || ''),
+              ),
+            ),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+const stepDuration = (st) =>
+  `${((Date.parse(st.ended_at || new Date().toISOString()) - Date.parse(st.started_at)) / 1000).toFixed(2)}s${st.ended_at ? '' : '…'}`;
+
+// One row per service (and one for steps of no service); each step a bar from its start to its
+// end (or now), coloured by kind; every health-check attempt is its own bar.
+function gantt(o, steps) {
+  const t0 = Date.parse(o.started_at);
+  const now = Date.now();
+  const end = Math.max(t0 + 100, Date.parse(o.ended_at || '') || now, ...steps.map((st) => Date.parse(st.ended_at || '') || now));
+  const rows = [...new Set(steps.map((st) => (st.service ? `${st.service}${st.host ? ' @ ' + st.host : ''}` : '(operation)')))];
+  if (!rows.length) rows.push('(operation)');
+  const LX = 170, W = 900, RH = 26, TOP = 24;
+  const height = TOP + rows.length * RH + 8;
+  const x = (t) => LX + ((t - t0) / (end - t0)) * W;
+  const svg = s('svg', { viewBox: `0 0 ${LX + W + 10} ${height}`, width: LX + W + 10, height, role: 'img', 'aria-label': `Timeline of operation ${o.id}: ${steps.length} steps over ${((end - t0) / 1000).toFixed(1)} s` });
+  for (let i = 0; i <= 4; i++) {
+    const t = t0 + ((end - t0) * i) / 4;
+    svg.append(s('line', { x1: x(t), y1: TOP - 6, x2: x(t), y2: height, class: 'tick' }));
+    svg.append(s('text', { x: x(t), y: 14, 'text-anchor': i === 0 ? 'start' : i === 4 ? 'end' : 'middle', class: 'wave' }, `${((t - t0) / 1000).toFixed(1)}s`));
+  }
+  rows.forEach((r, i) => svg.append(s('text', { x: 6, y: TOP + i * RH + 17, class: 'lane-label' }, r.length > 24 ? r.slice(0, 23) + '…' : r)));
+  for (const st of steps) {
+    const row = rows.indexOf(st.service ? `${st.service}${st.host ? ' @ ' + st.host : ''}` : '(operation)');
+    const a = Date.parse(st.started_at);
+    const b = Date.parse(st.ended_at || '') || now;
+    const bx = x(a);
+    const bw = Math.max(2, x(b) - bx);
+    const tip = `${st.service || 'operation'} · ${st.kind}${st.attempt ? ' #' + st.attempt : ''} · ${stepDuration(st)} · ${st.result.status}${st.detail ? ' · ' + st.detail : ''}`;
+    svg.append(s('rect', { x: bx, y: TOP + row * RH + 4, width: bw, height: RH - 8, rx: 2, class: `bar kind-${st.kind} result-${st.result.status}`, 'data-kind': st.kind }, s('title', {}, tip)));
+  }
+  return svg;
+}
+
+function ganttLegend() {
+  return h(
+    'p.legend',
+    {},
+    [['waiting_for_dependencies', 'waiting for dependencies (its wave)'], ['spawning', 'spawn'], ['health_check', 'health check (each attempt; red: failed)'], ['ready', 'ready'], ['stopping', 'stopping']].map(([k, t]) =>
+      h('span.key', {}, h(`span.swatch.kind-${k}`, { 'aria-hidden': 'true' }), ` ${t} `),
+    ),
+  );
+}
+
+// --- drift: findings (read-only; the repairs are CLI commands) ----------------------------------
+
+function driftView(view) {
+  if (!driftResult) {
+    driftResult = { loading: true };
+    api.request('drift', {}).then(
+      (result) => { driftResult = { result, at: new Date() }; scheduleRender(); },
+      (e) => { driftResult = { error: e.message }; scheduleRender(); },
+    );
+  }
+  const again = h('button#drift-again', { type: 'button', 'aria-label': 'Check for drift again', disabled: Boolean(driftResult.loading), onclick: () => { driftResult = null; scheduleRender(); } }, 'Check again');
+  const head = h('div.title', {}, h('h1', {}, 'Drift'), again);
+  const intro = h('p.legend', {}, 'What the registry records against what runs (processes, remote run directories, containers). Read-only: each finding lists the commands that resolve it.');
+  if (driftResult.loading && !view.querySelector('section.drift table, section.drift #drift-none')) {
+    view.replaceChildren(h('section.drift', {}, head, intro, h('p', {}, 'probing…')));
+    return;
+  }
+  if (driftResult.loading) return;
+  if (driftResult.error) {
+    view.replaceChildren(h('section.drift', {}, head, intro, h('p.error', {}, `drift: ${driftResult.error}`)));
+    return;
+  }
+  const r = driftResult.result;
+  const summary = h(
+    'div',
+    {},
+    h('p#drift-summary', {}, `${r.findings.length} finding${r.findings.length === 1 ? '' : 's'} · ${r.entries} registry entries · ${r.elapsed_ms} ms · at ${driftResult.at.toLocaleTimeString()}`),
+    h('ul#drift-probes.probes', { 'aria-label': 'Places probed' }, r.probes.map((p) => h(`li${p.error ? '.error' : ''}`, {}, `${p.place}: ${p.seen} seen in ${p.elapsed_ms} ms${p.error ? ' — ' + p.error : ''}`))),
+  );
+  const body = r.findings.length
+    ? h(
+        'div.scroll',
+        {},
+        h(
+          'table#drift',
+          {},
+          h('thead', {}, h('tr', {}, ['category', 'where', 'service', 'what', 'evidence', 'resolve with'].map((c) => h('th', { scope: 'col' }, c)))),
+          h(
+            'tbody',
+            {},
+            r.findings.map((f) =>
+              h(
+                'tr',
+                { 'data-finding': f.id, 'data-category': f.category },
+                h('td', {}, h(`span.badge.drift-${f.category}`, {}, f.category.replace('_', ' '))),
+                h('td', {}, f.place),
+                h('td', {}, f.project ? `${f.project}/${f.service || ''}` : ''),
+                h('td.wrap', {}, f.summary),
+                h('td.wrap', {}, h('ul.evidence', {}, f.evidence.map((e) => h('li', {}, e)))),
+                h('td.wrap', {}, f.resolve.map((c) => h('code.cmd', {}, c))),
+              ),
+            ),
+          ),
+        ),
+      )
+    : h('p#drift-none', {}, 'No drift: the registry matches what runs.');
+  view.replaceChildren(h('section.drift', {}, head, intro, summary, body));
+}
+
 // --- confirmation -------------------------------------------------------------------------------
 
-function confirmThen(question, run) {
+// `opts.rollback`: show the rollback checkbox; `run` gets its value.
+function confirmThen(question, run, opts = {}) {
   const dialog = $('confirm');
   $('confirm-text').textContent = question;
+  $('confirm-rollback-label').hidden = !opts.rollback;
+  $('confirm-rollback').checked = false;
   const done = (ok) => {
     dialog.close();
     $('confirm-ok').onclick = null;
     $('confirm-cancel').onclick = null;
+    const rollback = Boolean(opts.rollback) && $('confirm-rollback').checked;
     if (ok)
-      run().then(
+      run(rollback).then(
         () => toast('done'),
         (e) => toast(`failed: ${e.message}`, true),
       );
@@ -535,6 +864,10 @@ setInterval(() => {
     const up = cell.querySelector('[data-field=uptime]');
     if (e && up) up.textContent = uptime(e);
   }
+  // A running operation's duration and bars grow even when no event arrives.
+  const r = route();
+  if (r.view === 'op' && opPage && opPage.op && opPage.op.outcome.status === 'running') scheduleRender();
+  if (r.view === 'ops' && [...ops.values()].some((o) => o.outcome && o.outcome.status === 'running')) scheduleRender();
 }, 1000);
 $('logout').addEventListener('click', async () => {
   await fetch('/logout', { method: 'POST', credentials: 'same-origin' });
