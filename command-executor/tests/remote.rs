@@ -581,12 +581,20 @@ fn pty_through_every_chain() {
                         None => panic!("{name}: no more events\n{out}"),
                     }
                 }
+                // Two changes: a client still setting up when the first arrives (docker exec
+                // installs its SIGWINCH handler after the command has started) gets the second.
+                p.resize(PtySize {
+                    rows: 44,
+                    cols: 110,
+                })
+                .unwrap();
+                async_io::Timer::after(Duration::from_millis(500)).await;
                 p.resize(PtySize {
                     rows: 44,
                     cols: 111,
                 })
                 .unwrap();
-                async_io::Timer::after(Duration::from_millis(300)).await;
+                async_io::Timer::after(Duration::from_millis(500)).await;
                 stdin.write_all(b"typed\r").await.unwrap();
                 stdin.flush().await.unwrap();
                 for event in drain(&mut ev).await {
