@@ -10,6 +10,8 @@ mod common;
 
 #[path = "faults/daemon.rs"]
 mod daemon;
+#[path = "faults/deploy.rs"]
+mod deploy;
 #[path = "faults/docker.rs"]
 mod docker;
 #[path = "faults/hosts.rs"]

@@ -91,6 +91,9 @@ id=$name-$ver dest=$root/$id h=$root/.$name.history
 up=$root/.$id.upload.$$ new=$root/.$id.new.$$
 cleanup() { rm -rf -- "$up" "$up.names" "$up.list" "$up.links" "$up.err" "$new"; unlock; }
 trap cleanup EXIT
+# A deployer that dies (its connection closes) makes the next report line raise SIGPIPE: exit through
+# cleanup then, as on the other signals, instead of dying with the upload and the lock left behind.
+trap 'exit 141' PIPE
 trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -179,6 +182,10 @@ printf 'DONE installed %s\n' "$prev"
 /// Args: ROOT NAME [VERSION]. Without VERSION: the most recent retained version before the active one.
 const SWITCH: &str = r#"take_lock
 trap unlock EXIT
+trap 'exit 141' PIPE
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 cur=$(current) || cur=
 if [ $# -gt 0 ]; then
     to=$1
