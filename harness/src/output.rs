@@ -185,6 +185,17 @@ impl miette::Diagnostic for Indexed<'_> {
 }
 
 /// Pretty JSON on stdout.
+/// A table in the CLI's one style; without colour (`--color never`, not a terminal) it draws no
+/// styling escapes.
+pub fn table(color: bool) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    if !color {
+        table.force_no_tty();
+    }
+    table
+}
+
 pub fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string_pretty(value) {
         Ok(s) => crate::outln!("{s}"),

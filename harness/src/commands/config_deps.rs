@@ -1,6 +1,5 @@
 //! `harness config deps`: start order in waves (stop is the reverse).
 
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::json;
 
 use super::{Status, load_project};
@@ -23,8 +22,7 @@ pub fn run(ctx: &Context) -> Status {
         print_json(&json!({ "start": waves, "stop": stop }));
         return Status::Ok;
     }
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
+    let mut table = crate::output::table(ctx.color_out);
     table.set_header(["wave", "service", "waits for"]);
     for (i, wave) in waves.iter().enumerate() {
         for name in wave {

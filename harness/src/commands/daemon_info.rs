@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::Table;
 use harness_protocol::{Client, Empty, HarnessHome, method};
 
 use super::{Status, request_failed};
@@ -40,11 +40,7 @@ pub fn run(ctx: &Context, home: &HarnessHome, what: What) -> Status {
 }
 
 fn table(ctx: &Context, header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED);
-    if !ctx.color_out {
-        t.force_no_tty();
-    }
+    let mut t = crate::output::table(ctx.color_out);
     t.set_header(header.to_vec());
     t
 }

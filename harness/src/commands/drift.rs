@@ -2,7 +2,7 @@
 //! the repairs. `drift` is read-only; `sync` without a flag is `--dry-run`; nothing is killed
 //! without `--kill ID`.
 
-use comfy_table::{Cell, Color, Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::{Cell, Color};
 use harness_protocol::drift::{
     DriftCategory, DriftDefinition, DriftParams, DriftResult, Finding, SyncMode, SyncParams,
     SyncResult,
@@ -88,11 +88,7 @@ fn print_findings(ctx: &Context, findings: &[Finding]) {
         crate::outln!("no drift");
         return;
     }
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
-    if !ctx.color_out {
-        table.force_no_tty();
-    }
+    let mut table = crate::output::table(ctx.color_out);
     table.set_header(["id", "category", "where", "what", "evidence", "resolve"]);
     for f in findings {
         let mut cat = Cell::new(f.category.as_str());

@@ -1,6 +1,5 @@
 //! `harness health [SERVICE]`: what each check looks at, its last result, when, and its output.
 
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use harness_protocol::HealthStatus;
 use harness_protocol::method;
 use harness_protocol::wire::{HealthParams, HealthResult};
@@ -26,8 +25,7 @@ pub fn run(ctx: &Context, service: Option<String>) -> Status {
         if ctx.json() {
             print_json(&result);
         } else {
-            let mut table = Table::new();
-            table.load_preset(UTF8_FULL_CONDENSED);
+            let mut table = crate::output::table(ctx.color_out);
             table.set_header([
                 "service",
                 "check",

@@ -9,7 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use command_executor::{Command, Error, Executor, Layer, SshHost, Target};
 use futures_lite::FutureExt;
 use harness_config::{Project, ServiceKind};
@@ -363,8 +362,7 @@ fn yes_no(v: Option<bool>) -> &'static str {
 }
 
 fn print_table(reports: &[HostReport]) {
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
+    let mut table = crate::output::table(true);
     table.set_header([
         "host",
         "address",

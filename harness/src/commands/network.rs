@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use clap::Subcommand;
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use command_executor::{Command, Executor};
 use harness_config::{LOCAL_NODE, NetworkKind, Project};
 use orchestrator::network::{self, MeshPlan};
@@ -137,16 +136,15 @@ fn list(
         crate::outln!("no wireguard networks in {}", ctx.file.display());
         return Status::Ok;
     }
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED);
+    let mut t = crate::output::table(ctx.color_out);
     t.set_header([
-        "NETWORK",
-        "MEMBER",
-        "ADDRESS",
-        "INTERFACE",
-        "VIA",
-        "ENDPOINT",
-        "UP",
+        "network",
+        "member",
+        "address",
+        "interface",
+        "via",
+        "endpoint",
+        "up",
     ]);
     for r in &rows {
         t.add_row([
@@ -270,17 +268,16 @@ fn show(ctx: &Context, project: &Project, plan: &MeshPlan) -> Status {
     if ctx.json() {
         print_json(&shown);
     } else {
-        let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED);
+        let mut t = crate::output::table(ctx.color_out);
         t.set_header([
-            "MEMBER",
-            "INTERFACE",
-            "PEER",
-            "ENDPOINT",
-            "ALLOWED IPS",
-            "HANDSHAKE",
-            "RX",
-            "TX",
+            "member",
+            "interface",
+            "peer",
+            "endpoint",
+            "allowed ips",
+            "handshake",
+            "rx",
+            "tx",
         ]);
         for m in &shown {
             if let Some(e) = &m.error {
@@ -415,9 +412,8 @@ fn test(
     if ctx.json() {
         print_json(&results);
     } else {
-        let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED);
-        t.set_header(["NETWORK", "FROM", "TO", "MESH", "UNDERLAY"]);
+        let mut t = crate::output::table(ctx.color_out);
+        t.set_header(["network", "from", "to", "mesh", "underlay"]);
         let cell = |ok: bool, ms: Option<f64>| match (ok, ms) {
             (true, Some(ms)) => format!("ok {ms:.2} ms"),
             _ => "unreachable".to_owned(),

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use comfy_table::{Cell, Color, Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::{Cell, Color};
 use harness_protocol::method;
 use harness_protocol::operation::{
     OpRef, Operation, OperationOutcome, OpsCancelParams, OpsListParams, OpsWaitParams, Step,
@@ -179,8 +179,7 @@ fn list(ctx: &Context, ops: &[Operation]) {
         crate::outln!("no operations");
         return;
     }
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
+    let mut table = crate::output::table(ctx.color_out);
     table.set_header([
         "id", "kind", "project", "services", "started", "took", "outcome", "by", "reason",
     ]);
@@ -264,8 +263,7 @@ fn show(ctx: &Context, op: &Operation) {
         crate::outln!("no steps");
         return;
     }
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
+    let mut table = crate::output::table(ctx.color_out);
     table.set_header([
         "at", "took", "service", "host", "step", "#", "result", "detail",
     ]);

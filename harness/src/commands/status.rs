@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use comfy_table::{Cell, Color, Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::{Cell, Color, Table};
 use harness_protocol::method;
 use harness_protocol::wire::{StatusParams, StatusResult};
 use harness_protocol::{Client, HealthStatus, Location, ServiceEntry, ServiceState};
@@ -84,11 +84,7 @@ async fn show(ctx: &Context, client: &Client, project: &Option<String>, clear: b
 
 fn table(ctx: &Context, services: &[ServiceEntry]) -> Table {
     let many = services.iter().any(|s| s.project != services[0].project);
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
-    if !ctx.color_out {
-        table.force_no_tty();
-    }
+    let mut table = crate::output::table(ctx.color_out);
     let mut header = vec![];
     if many {
         header.push("project");

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::Table;
 use harness_protocol::admin::{Scope, TokenCreateParams, TokenInfo, TokenRevokeParams};
 use harness_protocol::{Empty, method};
 
@@ -87,11 +87,7 @@ pub fn run(ctx: &Context, cmd: TokenCommand) -> Status {
 }
 
 fn table(ctx: &Context, tokens: &[TokenInfo]) -> Table {
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
-    if !ctx.color_out {
-        table.force_no_tty();
-    }
+    let mut table = crate::output::table(ctx.color_out);
     table.set_header(["name", "scope", "created", "by", "expires"]);
     for t in tokens {
         let expires = match (t.expires_at, t.expired) {

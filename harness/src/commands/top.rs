@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use comfy_table::{Cell, Color, Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::{Cell, Color, Table};
 use harness_protocol::admin::{ResourceSample, TopParams};
 use harness_protocol::method;
 
@@ -74,11 +74,7 @@ pub fn bytes(n: u64) -> String {
 
 fn table(ctx: &Context, samples: &[ResourceSample]) -> Table {
     let many = samples.iter().any(|s| s.project != samples[0].project);
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
-    if !ctx.color_out {
-        table.force_no_tty();
-    }
+    let mut table = crate::output::table(ctx.color_out);
     let mut header = vec![];
     if many {
         header.push("project");
