@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -116,10 +116,28 @@ impl PtyRun {
     }
 
     /// The exit code, once the program ended within `within`.
+    /// Waits (at most 2 s) until the collecting thread has read all the program wrote: it exited,
+    /// but its last output may still sit in the terminal unread.
+    fn drain(&self) {
+        let end = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < end {
+            let mut unread: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int through a valid pointer; the descriptor is ours.
+            let rc = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::FIONREAD, &mut unread) };
+            if rc != 0 || unread == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The thread may hold the last bytes read but not yet added.
+        std::thread::sleep(Duration::from_millis(30));
+    }
+
     pub fn wait(&mut self, within: Duration) -> Option<i32> {
         let end = Instant::now() + within;
         while Instant::now() < end {
             if let Some(s) = self.child.try_wait().unwrap() {
+                self.drain();
                 return s.code();
             }
             std::thread::sleep(Duration::from_millis(20));
