@@ -284,9 +284,28 @@ fn drift_finds_the_four_kinds_and_sync_resolves_the_safe_ones() {
         .collect();
     assert_eq!(again, first, "finding ids are stable");
 
+    // A dry run is no operation; sync --auto is one (ADR 0035).
+    let syncs = |env: &Env| -> Vec<serde_json::Value> {
+        let ops = env.run(&["ops", "-o", "json"]).ok().json();
+        ops["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["kind"] == "sync")
+            .cloned()
+            .collect()
+    };
+    assert!(syncs(&env).is_empty(), "a dry run was recorded");
+
     // sync --auto: adopts (a), acknowledges (b), leaves (c) and (d).
     let auto = env.run(&["sync", "--auto", "-o", "json"]).ok().json();
     assert_eq!(auto["dry_run"], false);
+    let recorded = syncs(&env);
+    assert_eq!(recorded.len(), 1, "{recorded:#?}");
+    assert_eq!(
+        recorded[0]["outcome"]["status"], "succeeded",
+        "{recorded:#?}"
+    );
     let done: Vec<&str> = auto["actions"]
         .as_array()
         .unwrap()
