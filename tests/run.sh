@@ -3,7 +3,7 @@
 # test of the workspace against it, and tears it down again, also after a failure or Ctrl-C.
 #
 #   bash tests/run.sh                 # everything
-#   bash tests/run.sh -p testbed      # extra arguments go to `cargo test --workspace --all-targets`
+#   bash tests/run.sh -p testbed      # extra arguments go to `cargo test --workspace --all-targets --no-fail-fast`
 #   HARNESS_TESTBED_KEEP=1 bash tests/run.sh   # leave the testbed up afterwards (down: tests/testbed/down.sh)
 #   HARNESS_TESTBED_INSTANCE=1 bash tests/run.sh # a second testbed, beside one that others are using
 #
@@ -90,11 +90,12 @@ bash "$ROOT/tests/testbed/up.sh" || {
 }
 
 # --- tests ------------------------------------------------------------------------------------------------
-section "cargo test --workspace --all-targets $*"
+section "cargo test --workspace --all-targets --no-fail-fast $*"
 cd "$ROOT" || exit 2
 # In its own process group, waited for in the background: a TERM or INT to this script then tears down at
-# once (bash runs traps only between commands) and takes the test binaries down with it.
-setsid cargo test --workspace --all-targets "$@" </dev/null &
+# once (bash runs traps only between commands) and takes the test binaries down with it. --no-fail-fast: one
+# failing test binary does not hide what the others would say (the exit status is still non-zero).
+setsid cargo test --workspace --all-targets --no-fail-fast "$@" </dev/null &
 TESTS_PID=$!
 wait "$TESTS_PID"
 rc=$?
