@@ -163,11 +163,16 @@ pub(crate) fn finish_hosts(op: &OperationLog, hosts: &[harness_protocol::wire::H
         .iter()
         .filter_map(|h| h.error.as_ref().map(|e| format!("{}: {e}", h.host)))
         .collect();
-    op.finish(if failed.is_empty() {
+    finish_unless(op, &failed);
+}
+
+/// Ends `op` as succeeded, or failed naming each of `failures` (parts that did not succeed).
+pub(crate) fn finish_unless(op: &OperationLog, failures: &[String]) {
+    op.finish(if failures.is_empty() {
         OperationOutcome::Succeeded
     } else {
         OperationOutcome::Failed {
-            reason: failed.join("; "),
+            reason: failures.join("; "),
         }
     });
 }

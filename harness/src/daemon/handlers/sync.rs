@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use harness_protocol::WireError;
 use harness_protocol::drift::{SyncMode, SyncParams, SyncResult};
-use harness_protocol::operation::{OperationKind, OperationOutcome};
+use harness_protocol::operation::OperationKind;
 use harness_server::RequestContext;
 
 use crate::daemon::operations as ops;
@@ -51,13 +51,7 @@ pub async fn handle(
                     format!("{action} {}: {}", a.finding, a.detail)
                 })
                 .collect();
-            op.finish(if failed.is_empty() {
-                OperationOutcome::Succeeded
-            } else {
-                OperationOutcome::Failed {
-                    reason: failed.join("; "),
-                }
-            });
+            ops::finish_unless(&op, &failed);
         }
         Err(_) => ops::finish(&op, &result),
     }
