@@ -341,6 +341,24 @@ fn sync_cmd(flag: &str, id: &str) -> String {
     format!("harness sync --{flag} {id}")
 }
 
+/// Something alive that no running record owns (a process, a remote run, a container): a state
+/// mismatch when it is the recorded launch of a service the registry calls stopped (`reverse`),
+/// else an orphan; with the commands that resolve it (adopt first, when it can be adopted).
+fn alive_unowned(reverse: bool, key: &str, adopt: bool) -> (DriftCategory, Vec<String>) {
+    let category = if reverse {
+        DriftCategory::StateMismatch
+    } else {
+        DriftCategory::Orphaned
+    };
+    let id = finding_id(category, key);
+    let mut resolve = Vec::new();
+    if adopt {
+        resolve.push(sync_cmd("adopt", &id));
+    }
+    resolve.push(sync_cmd("kill", &id));
+    (category, resolve)
+}
+
 /// Compares everything the scan saw with the registry.
 fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Finding> {
     let instance = inner.launches.instance.clone();
@@ -438,22 +456,12 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
                 .get(&(p.to_owned(), s.to_owned()))
                 .is_some_and(|r| r.placement == Placement::Local);
         let reverse = rec == Some(t.launch_id.as_str()) && entry.is_some_and(|e| !is_up(&e.state));
-        let category = if reverse {
-            DriftCategory::StateMismatch
-        } else {
-            DriftCategory::Orphaned
-        };
+        let (category, resolve) = alive_unowned(reverse, &key, adopt);
         if !adopt && entry.is_some_and(|e| is_up(&e.state)) {
             evidence.push(format!(
                 "{p}/{s} runs already (another incarnation): this one can only be killed"
             ));
         }
-        let id = finding_id(category, &key);
-        let mut resolve = Vec::new();
-        if adopt {
-            resolve.push(sync_cmd("adopt", &id));
-        }
-        resolve.push(sync_cmd("kill", &id));
         let summary = if reverse {
             format!(
                 "{p}/{s} is recorded {} but its launch runs (pid {})",
@@ -576,18 +584,8 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
             // Alive and not owned: orphaned, or the recorded launch of a service called stopped.
             let key = format!("run {place_name} {}", r.launch_id);
             let reverse = mine;
-            let category = if reverse {
-                DriftCategory::StateMismatch
-            } else {
-                DriftCategory::Orphaned
-            };
-            let id = finding_id(category, &key);
             let adopt = cx.adoptable(p, s) && here.iter().any(|(hp, hs)| hp == p && hs == s);
-            let mut resolve = Vec::new();
-            if adopt {
-                resolve.push(sync_cmd("adopt", &id));
-            }
-            resolve.push(sync_cmd("kill", &id));
+            let (category, resolve) = alive_unowned(reverse, &key, adopt);
             cx.push(
                 category,
                 &key,
@@ -721,18 +719,8 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
                 && !up
                 && c.launch_id.is_some()
                 && c.launch_id.as_deref() == cx.record(p, s);
-            let category = if reverse {
-                DriftCategory::StateMismatch
-            } else {
-                DriftCategory::Orphaned
-            };
-            let id = finding_id(category, &key);
             let adopt = running && placed_here && cx.adoptable(p, s);
-            let mut resolve = Vec::new();
-            if adopt {
-                resolve.push(sync_cmd("adopt", &id));
-            }
-            resolve.push(sync_cmd("kill", &id));
+            let (category, resolve) = alive_unowned(reverse, &key, adopt);
             cx.push(
                 category,
                 &key,
