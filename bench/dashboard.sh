@@ -23,12 +23,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ -n "${HARNESS_BIN:-}" ]]; then
-    HARNESS_BIN=$(realpath "$HARNESS_BIN")
-else
-    (cd "$root" && cargo build --release --quiet -p harness)
-    HARNESS_BIN="${CARGO_TARGET_DIR:-$root/target}/release/harness"
-fi
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
+harness_bin
 
 {
     echo "name: bench"
@@ -40,7 +37,7 @@ fi
 cd "$work"
 "$HARNESS_BIN" start >/dev/null
 url=$("$HARNESS_BIN" dashboard --no-open -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
-pid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$HARNESS_HOME/daemon.json")
+pid=$(daemon_pid)
 spki=$(openssl x509 -in "$HARNESS_HOME/server.pem" -pubkey -noout | openssl pkey -pubin -outform der \
     | openssl dgst -sha256 -binary | base64)
 

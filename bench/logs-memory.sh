@@ -16,12 +16,9 @@ export HARNESS_HOME="$work/home" HARNESS_LISTEN=127.0.0.1:0 NO_COLOR=1
 cleanup() { "$HARNESS_BIN" --no-autostart daemon stop --stop-services >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-if [[ -n "${HARNESS_BIN:-}" ]]; then
-    HARNESS_BIN=$(realpath "$HARNESS_BIN")
-else
-    (cd "$root" && cargo build --release --quiet -p harness)
-    HARNESS_BIN="${CARGO_TARGET_DIR:-$root/target}/release/harness"
-fi
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
+harness_bin
 
 cat > "$work/services.yaml" <<YAML
 name: logmem
@@ -37,7 +34,7 @@ for _ in $(seq 1 600); do
     [[ "$n" == "$lines" ]] && break
     sleep 0.1
 done
-pid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$HARNESS_HOME/daemon.json")
+pid=$(daemon_pid)
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
 sleep 1
 before=$(rss)

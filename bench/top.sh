@@ -21,12 +21,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ -n "${HARNESS_BIN:-}" ]]; then
-    HARNESS_BIN=$(realpath "$HARNESS_BIN")
-else
-    (cd "$root" && cargo build --release --quiet -p harness)
-    HARNESS_BIN="${CARGO_TARGET_DIR:-$root/target}/release/harness"
-fi
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
+harness_bin
 
 {
     echo "name: topbench"
@@ -38,7 +35,7 @@ fi
 } > "$work/services.yaml"
 cd "$work"
 "$HARNESS_BIN" start >/dev/null
-pid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$HARNESS_HOME/daemon.json")
+pid=$(daemon_pid)
 hz=$(getconf CLK_TCK)
 ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
 cpu_over() { # seconds -> percent of one core used by the daemon over that time

@@ -1,0 +1,18 @@
+# Shared by the bench scripts that run one local daemon (source it; bash).
+
+# Sets HARNESS_BIN: the given binary (absolute), else a release build of this checkout.
+harness_bin() {
+    local root
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    if [[ -n "${HARNESS_BIN:-}" ]]; then
+        HARNESS_BIN=$(realpath "$HARNESS_BIN")
+    else
+        (cd "$root" && cargo build --release --quiet -p harness)
+        HARNESS_BIN="${CARGO_TARGET_DIR:-$root/target}/release/harness"
+    fi
+}
+
+# The daemon's pid, from $HARNESS_HOME/daemon.json.
+daemon_pid() {
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$HARNESS_HOME/daemon.json"
+}
