@@ -320,12 +320,12 @@ struct PairResult {
     underlay_rtt_ms: Option<f64>,
 }
 
-/// `busybox ping`'s average round trip, when any reply came. Up to 3 s for the first reply: over
-/// the mesh the first packet between two members starts a WireGuard handshake, which a loaded
-/// machine may take more than a second to finish.
+/// `busybox ping`'s average round trip, when any reply came. Up to 6 s for the first reply: over
+/// the mesh the first packet between two members may wait for a WireGuard handshake, and a lost
+/// handshake is retried after 5 s.
 fn ping_script(addr: &str) -> String {
     format!(
-        "out=$(busybox ping -c 3 -i 0.2 -W 3 {addr} 2>&1); case \"$out\" in *' 0% packet loss'*|*' 33% packet loss'*|*' 66% packet loss'*) \
+        "out=$(busybox ping -c 3 -i 0.2 -W 6 {addr} 2>&1); case \"$out\" in *' 0% packet loss'*|*' 33% packet loss'*|*' 66% packet loss'*) \
          echo \"$out\" | sed -n 's,.*min/avg/max = [0-9.]*/\\([0-9.]*\\)/.*,\\1,p' ;; *) echo none ;; esac"
     )
 }

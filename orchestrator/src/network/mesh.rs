@@ -166,18 +166,26 @@ ip address replace "$ADDR" dev "$IF"
 ip link set dev "$IF" mtu "$MTU" up
 want=" "
 for p in "$@"; do
-  pub=${p%%|*}; rest=${p#*|}; ep=${rest%%|*}; allowed=${rest#*|}
+  pub=${p%%|*}; rest=${p#*|}; allowed=${rest#*|}
   want="$want$pub "
-  if [ -n "$ep" ]; then
-    wg set "$IF" peer "$pub" endpoint "$ep" allowed-ips "$allowed" persistent-keepalive 25
-  else
-    wg set "$IF" peer "$pub" allowed-ips "$allowed"
-  fi
+  wg set "$IF" peer "$pub" allowed-ips "$allowed"
 done
 for pub in $(wg show "$IF" peers); do
   case "$want" in *" $pub "*) ;; *) wg set "$IF" peer "$pub" remove ;; esac
 done
 if [ "$FWD" = 1 ]; then sysctl -qw "net.ipv4.conf.$IF.forwarding=1"; fi
+"#;
+
+/// Gives peers their endpoints and keepalive, once every member knows every peer (`CONFIGURE`
+/// above, on all members first). A first keepalive is what starts a handshake; sent to a member
+/// that does not know this peer yet, it is dropped and WireGuard retries only after 5 s.
+/// Re-applying to a peer already so set sends nothing, so a live session is not disturbed.
+const CONNECT: &str = r#"set -eu
+IF=$1
+shift
+for p in "$@"; do
+  wg set "$IF" peer "${p%%|*}" endpoint "${p#*|}" persistent-keepalive 25
+done
 "#;
 
 /// Removes the interface (its address, routes and peers go with it) and ends its wireguard-go;
@@ -374,6 +382,40 @@ pub async fn up(
         }
     });
     let outcomes = join_all(configure).await;
+    if let Some(e) = outcomes.into_iter().find_map(Result::err) {
+        let _ = down(exec, project, network, state_dir).await;
+        return Err(e);
+    }
+    let connect = state.members.iter().filter_map(|m| {
+        let endpoints: Vec<String> = peers_of(project, &plan, &state, &m.name, &results)
+            .into_iter()
+            .filter_map(|p| {
+                let mut parts = p.splitn(3, '|');
+                let (public, endpoint) = (parts.next()?, parts.next()?);
+                (!endpoint.is_empty()).then(|| format!("{public}|{endpoint}"))
+            })
+            .collect();
+        if endpoints.is_empty() {
+            return None;
+        }
+        let args: Vec<String> = std::iter::once(m.interface.clone())
+            .chain(endpoints)
+            .collect();
+        Some(async move {
+            let target = root_target(project, network, &m.name)?;
+            run(
+                exec,
+                &target,
+                network,
+                &m.name,
+                "giving peers their endpoints",
+                CONNECT,
+                &args,
+            )
+            .await
+        })
+    });
+    let outcomes = join_all(connect).await;
     if let Some(e) = outcomes.into_iter().find_map(Result::err) {
         let _ = down(exec, project, network, state_dir).await;
         return Err(e);
