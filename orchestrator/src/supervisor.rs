@@ -563,8 +563,9 @@ impl Supervisor {
                 return false;
             }
             let host = match &reach {
-                Some(r) => r.host().to_owned(),
-                None => self
+                // A container's engine may fail while its host answers.
+                Some(r) if !container || r.down().is_some() => r.host().to_owned(),
+                _ => self
                     .spec
                     .host
                     .as_ref()

@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::ExitInfo;
-use super::remote::{op, op_with_env};
+use super::remote::{Reachability, host_reachability, op, op_with_env};
 use crate::command::Command;
 use crate::docker::DockerRun;
 use crate::error::{Error, Result};
@@ -62,6 +62,8 @@ pub struct ContainerService {
     shared: Arc<Shared>,
     _follow: smol::Task<()>,
     ended: Option<ExitInfo>,
+    /// Whether the engine's host answers, for an engine reached over ssh.
+    reach: Option<Reachability>,
 }
 
 async fn docker(
@@ -287,6 +289,7 @@ fn start(
     ContainerService {
         pid,
         id,
+        reach: host_reachability(exec, &target),
         exec: exec.clone(),
         target,
         cli,
@@ -495,6 +498,11 @@ fn finish(shared: &Shared, info: ExitInfo) {
 }
 
 impl ContainerService {
+    /// Whether the host of the engine answers; `None` for an engine not reached over ssh.
+    pub fn reachability(&self) -> Option<Reachability> {
+        self.reach.clone()
+    }
+
     pub async fn wait(&mut self) -> ExitInfo {
         if let Some(e) = self.ended {
             return e;
@@ -515,6 +523,15 @@ impl ContainerService {
     /// reached (its host does not answer, or the engine does not): the container may still run,
     /// and the caller tries again later (stopping again is harmless).
     pub async fn terminate(&mut self, timeout: Duration) -> Result<(ExitInfo, bool)> {
+        // A host known not to answer fails the stop at once (pending), not after ssh gives up.
+        if let Some(r) = self.reach.clone() {
+            let target = self.target.clone();
+            return r.or_down(&target, self.stop_and_remove(timeout)).await;
+        }
+        self.stop_and_remove(timeout).await
+    }
+
+    async fn stop_and_remove(&mut self, timeout: Duration) -> Result<(ExitInfo, bool)> {
         let began = Instant::now();
         let secs = timeout.as_secs().max(1).to_string();
         let limit = self.exec.options().op_timeout + timeout;

@@ -603,7 +603,7 @@ impl Reachability {
 
     /// Runs `fut` unless the host is or goes down first; then fails with [`Error::Unreachable`]
     /// (dropping `fut` kills whatever it started locally).
-    async fn or_down<T>(
+    pub(crate) async fn or_down<T>(
         &self,
         target: &Target,
         fut: impl std::future::Future<Output = Result<T>>,
@@ -1147,6 +1147,24 @@ pub async fn adopt(
         follower,
         ended: None,
     }))
+}
+
+/// Whether the host `target` runs on answers, as a follower session there sees it (the one its
+/// remote runs share, with the target cut after its last ssh layer); `None` for a target with
+/// no ssh layer. Held by whatever needs to know, such as a container on that host's engine: its
+/// own `docker logs` session notices a lost link only after ssh's keepalives give up (~15 s).
+pub fn host_reachability(exec: &Executor, target: &Target) -> Option<Reachability> {
+    let last = target
+        .layers
+        .iter()
+        .rposition(|l| matches!(l, Layer::Ssh(_)))?;
+    let login = Target {
+        layers: target.layers[..=last].to_vec(),
+    };
+    Some(Reachability {
+        host: login.host(),
+        follower: Follower::get(exec, &login),
+    })
 }
 
 impl RemoteService {

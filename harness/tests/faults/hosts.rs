@@ -627,7 +627,31 @@ fn a_stop_of_a_container_whose_host_is_unreachable_is_pending() {
     };
     assert!(running(&id));
 
+    // A running container whose host stops answering is `unknown` (its host's follower notices
+    // in ~5 s; its own `docker logs` session would only after ssh's keepalives give up), and
+    // running again once the host answers: the same container, not restarted.
     fault.link_down("h2");
+    let t = Instant::now();
+    let unknown = wait_for(Duration::from_secs(30), || state(&env, "box") == "unknown")
+        .unwrap_or_else(|| panic!("not unknown with h2 away: {}", entry(&env, "box")));
+    let e = entry(&env, "box");
+    assert_eq!(e["state"]["host"], "h2", "{e}");
+    assert_ne!(e["state"]["stop_pending"], true, "{e}");
+    assert!(running(&id), "the container runs on while h2 is away");
+    fault.link_up("h2");
+    let back = wait_for(Duration::from_secs(30), || state(&env, "box") == "running")
+        .unwrap_or_else(|| panic!("not running once h2 answers: {}", entry(&env, "box")));
+    assert_eq!(entry(&env, "box")["runtime"]["container_id"], id.as_str());
+    eprintln!(
+        "container on h2, link down: unknown after {:.1} s; running {:.1} s after link up",
+        unknown.as_secs_f64(),
+        back.as_secs_f64()
+    );
+    let _ = t;
+
+    fault.link_down("h2");
+    wait_for(Duration::from_secs(30), || state(&env, "box") == "unknown")
+        .unwrap_or_else(|| panic!("not unknown with h2 away: {}", entry(&env, "box")));
     let t = Instant::now();
     let stop = env.run(&["stop"]);
     let took = t.elapsed();

@@ -80,11 +80,12 @@ impl Launched {
         }
     }
 
-    /// Whether the host answers, for a service on an SSH host.
+    /// Whether the host answers, for a service on an SSH host or a container on its engine.
     pub fn reachability(&self) -> Option<remote::Reachability> {
         match self {
             Launched::Host(p) => Some(p.reachability()),
-            _ => None,
+            Launched::Container(c) => c.reachability(),
+            Launched::Local(_) => None,
         }
     }
 
