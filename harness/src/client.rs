@@ -337,16 +337,22 @@ pub async fn wait_ready(
 ) -> anyhow::Result<Client> {
     let deadline = Instant::now() + START_TIMEOUT;
     let mut last_err = None;
+    // Another daemon holds the home: ours found it and left; that one is waited for instead.
+    let mut other = false;
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!(
-                "the daemon exited at start ({status}); its log {} ends with:\n{}",
-                home.path(DAEMON_LOG).display(),
-                tail_of(&home.path(DAEMON_LOG), 10)
-            );
+        if !other && let Ok(Some(status)) = child.try_wait() {
+            let (h, ours) = (home.clone(), child.id());
+            if !blocking::unblock(move || another_daemon_runs(&h, ours)).await {
+                bail!(
+                    "the daemon exited at start ({status}); its log {} ends with:\n{}",
+                    home.path(DAEMON_LOG).display(),
+                    tail_of(&home.path(DAEMON_LOG), 10)
+                );
+            }
+            other = true;
         }
         if let Ok(info) = home.read_daemon_info()
-            && info.pid == child.id()
+            && (other || info.pid == child.id())
         {
             match connect_local(home, token).await {
                 Ok(client) => return Ok(client),
@@ -362,6 +368,21 @@ pub async fn wait_ready(
         }
         smol::Timer::after(Duration::from_millis(2)).await;
     }
+}
+
+/// Whether another daemon has taken the home: one started meanwhile without the autostart lock
+/// (`harness daemon start`, a script running `harnessd`), which may not answer yet. Read from the
+/// pid it records right after taking the home's lock (probing the lock itself would make a
+/// daemon starting at that instant find it taken).
+fn another_daemon_runs(home: &HarnessHome, ours: u32) -> bool {
+    std::fs::read_to_string(home.path(DAEMON_PID))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw)
+        .is_some_and(|pid| {
+            pid.as_raw_nonzero().get() as u32 != ours
+                && rustix::process::test_kill_process(pid).is_ok()
+        })
 }
 
 /// The last `n` lines of a text file (for error messages).

@@ -280,6 +280,51 @@ fn events_stream_live_and_replay() {
     env.run(&["stop"]).ok();
 }
 
+/// A daemon still starting (it holds the home's lock, answers nothing yet) when a CLI auto-starts
+/// one: the CLI's daemon finds the lock taken and leaves; the CLI waits for the other one
+/// instead of failing with "the daemon exited at start" (seen in the deploy fault test, whose
+/// event follower was cut while its daemon started).
+#[test]
+fn a_cli_waits_for_a_daemon_another_started() {
+    let env = Env::new(TWO);
+    std::fs::create_dir_all(env.home()).unwrap();
+    // A daemon starting: it holds the lock and has recorded its pid (this test's), no more.
+    let lock = std::fs::File::create(env.home().join("daemon.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    std::fs::write(
+        env.home().join("daemon.pid"),
+        format!("{}\n", std::process::id()),
+    )
+    .unwrap();
+    let cli = env
+        .cmd(&["ops", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The CLI's own daemon is refused the lock; then the "starting" daemon becomes a real one.
+    assert!(
+        wait_until(Duration::from_secs(20), || std::fs::read_to_string(
+            env.home().join("daemon.log")
+        )
+        .is_ok_and(|l| l.contains("a daemon already runs"))),
+        "no daemon of the CLI's tried to start"
+    );
+    drop(lock);
+    let started = env.run(&["daemon", "start"]);
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    let out = cli.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ops: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(ops["operations"].is_array(), "{ops}");
+    env.run(&["daemon", "stop"]).ok();
+}
+
 #[test]
 fn daemon_start_status_stop_and_no_autostart() {
     let env = Env::new(TWO);

@@ -146,6 +146,9 @@ impl World {
     }
 
     fn events(&self) -> Vec<Value> {
+        // A daemon that answers first (a request starts one and waits for it): the follower below
+        // is cut after 700 ms, which a loaded machine may spend starting the daemon.
+        self.env.run(&["ops", "-o", "json"]).ok();
         let mut child = self
             .env
             .cmd(&["events", "--since", "0", "-o", "json"])
