@@ -201,6 +201,10 @@ pub enum Command {
         /// Replay retained events after this sequence number first.
         #[arg(long, value_name = "SEQ")]
         since: Option<u64>,
+        /// Print the events retained up to now (after --since) and exit instead of following:
+        /// for scripts (`harness events --since 0 --no-follow -o json`).
+        #[arg(long)]
+        no_follow: bool,
     },
     /// Operations (start, stop, restart, deploy, rollback): what happened, what is stuck; `ops
     /// show ID`, `ops cancel ID`, `ops wait ID`.

@@ -8,9 +8,12 @@ use harness_protocol::{EventFilter, SubscriptionItem};
 use super::{Status, connect, request_failed};
 use crate::output::{Context, print_json_line};
 
-pub fn run(ctx: &Context, since: Option<u64>) -> Status {
+/// `no_follow`: ends after the last event committed when the subscription began. The project is
+/// then filtered here, not by the daemon: the subscription must see that last event to know the
+/// replay is over.
+pub fn run(ctx: &Context, since: Option<u64>, no_follow: bool) -> Status {
     let filter = EventFilter {
-        project: ctx.project.clone(),
+        project: ctx.project.clone().filter(|_| !no_follow),
         ..EventFilter::default()
     };
     smol::block_on(async {
@@ -22,10 +25,17 @@ pub fn run(ctx: &Context, since: Option<u64>) -> Status {
             Ok(c) => c,
             Err(s) => return s,
         };
-        let mut sub = match client.subscribe(filter, since).await {
+        let mut sub = match client
+            .subscribe(filter, since.or(no_follow.then_some(0)))
+            .await
+        {
             Ok(s) => s,
             Err(e) => return request_failed("subscribe", e),
         };
+        let last = sub.start_seq();
+        if no_follow && since.unwrap_or(0) >= last {
+            return Status::Ok;
+        }
         loop {
             let item = futures_lite::future::or(async { Some(sub.next().await) }, async {
                 signals.next().await;
@@ -37,6 +47,15 @@ pub fn run(ctx: &Context, since: Option<u64>) -> Status {
                 Some(Ok(item)) => item,
                 Some(Err(e)) => return request_failed("events", e),
             };
+            let done = no_follow && item.seq() >= last;
+            let other_project = no_follow
+                && matches!((&item, &ctx.project), (SubscriptionItem::Event(e), Some(p)) if e.project.as_deref() != Some(p.as_str()));
+            if other_project {
+                if done {
+                    return Status::Ok;
+                }
+                continue;
+            }
             let mut out = stdout().lock();
             let written = match &item {
                 SubscriptionItem::Event(e) if ctx.json() => print_json_line(&mut out, e),
@@ -51,7 +70,7 @@ pub fn run(ctx: &Context, since: Option<u64>) -> Status {
                     s.services.len()
                 ),
             };
-            if written.and_then(|()| out.flush()).is_err() {
+            if written.and_then(|()| out.flush()).is_err() || done {
                 return Status::Ok;
             }
         }

@@ -86,7 +86,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Scale { targets } => scale::run(&ctx, targets),
         Command::Logs(args) => logs::run(&ctx, args),
         Command::Health { service } => health::run(&ctx, service),
-        Command::Events { since } => events::run(&ctx, since),
+        Command::Events { since, no_follow } => events::run(&ctx, since, no_follow),
         Command::Ops(args) => ops::run(&ctx, args),
         Command::Daemon(cmd) => daemon::run(&ctx, cmd),
         Command::Config(ConfigCommand::Show {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -139,16 +139,12 @@ impl Env {
         }
     }
 
-    /// Every retained event, replayed through `harness events --since 0 -o json`.
+    /// Every retained event, replayed through `harness events --since 0 --no-follow -o json`.
     pub fn events(&self) -> Vec<Value> {
-        let mut child: Child = self
-            .cmd(&["events", "--since", "0", "-o", "json"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn events");
-        std::thread::sleep(Duration::from_millis(700));
-        let _ = child.kill();
-        let out = child.wait_with_output().expect("events output");
+        let out = self
+            .cmd(&["events", "--since", "0", "--no-follow", "-o", "json"])
+            .output()
+            .expect("events output");
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())

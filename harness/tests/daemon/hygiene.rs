@@ -64,6 +64,7 @@ fn invocations(pkg: &str) -> Vec<Vec<String>> {
         "top",
         "top --watch",
         "events --since 0",
+        "events --since 0 --no-follow",
         "exec talk -- sh -c 'seq 1 1000'",
         "hosts check",
         "dashboard --no-open",

@@ -146,17 +146,11 @@ impl World {
     }
 
     fn events(&self) -> Vec<Value> {
-        // A daemon that answers first (a request starts one and waits for it): the follower below
-        // is cut after 700 ms, which a loaded machine may spend starting the daemon.
-        self.env.run(&["ops", "-o", "json"]).ok();
-        let mut child = self
+        let out = self
             .env
-            .cmd(&["events", "--since", "0", "-o", "json"])
-            .spawn()
+            .cmd(&["events", "--since", "0", "--no-follow", "-o", "json"])
+            .output()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(700));
-        let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
