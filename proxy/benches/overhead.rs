@@ -111,6 +111,49 @@ fn relay_to(up: SocketAddr) -> SocketAddr {
     rx.recv().unwrap()
 }
 
+/// The ceiling of a proxy that parses HTTP/1 in the client connection's task: a relay that
+/// knows requests and answers take turns (small ones, one read each), so it never reads a socket
+/// speculatively: it waits for the client's request, writes it to the upstream, waits for the
+/// answer, writes it back. Parses nothing; only valid for this bench's traffic.
+fn turns_to(up: SocketAddr) -> SocketAddr {
+    use async_io::Async;
+    use std::io::{Read as _, Write as _};
+    let (tx, rx) = std::sync::mpsc::channel();
+    spawn_named("turns-main", move || {
+        smol::block_on(async move {
+            let l = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            loop {
+                let (c, _) = l.accept().await.unwrap();
+                smol::spawn(async move {
+                    let u = async_net::TcpStream::connect(up).await.unwrap();
+                    let _ = c.set_nodelay(true);
+                    let _ = u.set_nodelay(true);
+                    let c: Arc<Async<TcpStream>> = c.into();
+                    let u: Arc<Async<TcpStream>> = u.into();
+                    let mut buf = vec![0u8; 16384];
+                    loop {
+                        for (from, to) in [(&c, &u), (&u, &c)] {
+                            if from.readable().await.is_err() {
+                                return;
+                            }
+                            let n = match from.read_with(|s| (&*s).read(&mut buf)).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if to.write_with(|s| (&*s).write_all(&buf[..n])).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                })
+                .detach();
+            }
+        })
+    });
+    rx.recv().unwrap()
+}
+
 /// A keep-alive client: one GET, reads the whole response.
 struct Client {
     w: TcpStream,
@@ -214,9 +257,9 @@ fn cpu_ticks() -> [u64; 4] {
     t
 }
 
-/// Requests per second, and CPU microseconds per request used by the clients, the upstream and
-/// the proxy (from /proc, 10 ms ticks: meaningful over seconds).
-fn throughput(addr: SocketAddr, conns: u64, secs: u64) -> (f64, [f64; 3]) {
+/// Requests per second, CPU microseconds per request used by the clients, the upstream and
+/// the proxy (from /proc, 10 ms ticks: meaningful over seconds), and how busy the cores were.
+fn throughput(addr: SocketAddr, conns: u64, secs: u64) -> Run {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..conns)
@@ -233,8 +276,10 @@ fn throughput(addr: SocketAddr, conns: u64, secs: u64) -> (f64, [f64; 3]) {
         .collect();
     let t = Instant::now();
     let cpu0 = cpu_ticks();
+    let sys0 = sys_ticks();
     std::thread::sleep(Duration::from_secs(secs));
     let cpu1 = cpu_ticks();
+    let sys1 = sys_ticks();
     stop.store(true, Ordering::Relaxed);
     let n = count.load(Ordering::Relaxed);
     let el = t.elapsed();
@@ -243,14 +288,83 @@ fn throughput(addr: SocketAddr, conns: u64, secs: u64) -> (f64, [f64; 3]) {
     }
     // Clock ticks are 10 ms on Linux (USER_HZ = 100).
     let per = |g: usize| (cpu1[g] - cpu0[g]) as f64 * 10_000.0 / n.max(1) as f64;
-    (n as f64 / el.as_secs_f64(), [per(0), per(1), per(2)])
+    let all = (sys1.1 - sys0.1).max(1) as f64;
+    let mine: u64 = cpu1.iter().sum::<u64>() - cpu0.iter().sum::<u64>();
+    Run {
+        rate: n as f64 / el.as_secs_f64(),
+        cpu: [per(0), per(1), per(2), per(3)],
+        busy: (
+            (sys1.0 - sys0.0) as f64 * 100.0 / all,
+            mine as f64 * 100.0 / all,
+        ),
+    }
+}
+
+/// One throughput run's numbers.
+struct Run {
+    rate: f64,
+    /// CPU microseconds per request: clients, upstream, proxy (smol's threads), the rest.
+    cpu: [f64; 4],
+    /// Share of all cores busy (any process), and used by this process, in percent.
+    busy: (f64, f64),
+}
+
+impl Run {
+    /// CPU per request of everything in this process.
+    fn total(&self) -> f64 {
+        self.cpu.iter().sum()
+    }
+}
+
+fn print_run(name: &str, r: &Run, direct: &Run) {
+    println!(
+        "  {name:<8}{:>9.0} req/s {:>5.1} %  CPU us/req: clients {:>5.1}  upstream {:>5.1}  proxy {:>5.1}  total {:>5.1}  (cores busy {:.0} %, this bench {:.0} %)",
+        r.rate,
+        r.rate / direct.rate * 100.0,
+        r.cpu[0],
+        r.cpu[1],
+        r.cpu[2],
+        r.total(),
+        r.busy.0,
+        r.busy.1,
+    );
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` (tests/run.sh) runs this binary
+    // unoptimised without it: then only check that every path answers, and print no timings (a
+    // debug build's numbers say nothing about the targets).
+    if !std::env::args().any(|a| a == "--bench") {
+        let up = upstream();
+        for addr in [up, proxy_to(up), relay_to(up), turns_to(up)] {
+            let mut c = Client::new(addr);
+            for _ in 0..20 {
+                c.get();
+            }
+        }
+        println!(
+            "proxy overhead bench: smoke run only (timings need `cargo bench -p proxy --bench overhead`)"
+        );
+        return;
+    }
     let (reqs, conns, secs) = (env("REQS", 5000), env("CONNS", 8), env("SECS", 5));
     let up = upstream();
     let px = proxy_to(up);
     let relay = relay_to(up);
+    let turns = turns_to(up);
+    // ONLY=direct|proxied|relay|turns: that one, in a loop (for perf and strace).
+    if let Ok(only) = std::env::var("ONLY") {
+        let addr = match only.as_str() {
+            "direct" => up,
+            "proxied" => px,
+            "relay" => relay,
+            _ => turns,
+        };
+        loop {
+            let r = throughput(addr, conns, secs);
+            print_run(&only, &r, &r);
+        }
+    }
     let (d50, d99) = latency(up, reqs);
     let (p50, p99) = latency(px, reqs);
     println!("latency, 1 connection, {reqs} sequential GETs:");
@@ -260,29 +374,41 @@ fn main() {
         "  added   p50 {:>7.1} us (target <= 200 us)",
         us(p50) - us(d50)
     );
-    let (direct, dcpu) = throughput(up, conns, secs);
-    let (proxied, pcpu) = throughput(px, conns, secs);
-    println!("throughput, {conns} connections, {secs} s:");
+    println!("throughput, {conns} connections, {secs} s (% of direct):");
+    let direct = throughput(up, conns, secs);
+    print_run("direct", &direct, &direct);
+    let proxied = throughput(px, conns, secs);
+    print_run("proxied", &proxied, &direct);
+    let relayed = throughput(relay, conns, secs);
+    print_run("relay", &relayed, &direct);
+    let turned = throughput(turns, conns, secs);
+    print_run("turns", &turned, &direct);
     println!(
-        "  direct  {direct:>9.0} req/s   CPU us/req: clients {:>5.1}  upstream {:>5.1}",
-        dcpu[0], dcpu[1]
-    );
-    println!(
-        "  proxied {proxied:>9.0} req/s   CPU us/req: clients {:>5.1}  upstream {:>5.1}  proxy {:>5.1}",
-        pcpu[0], pcpu[1], pcpu[2]
-    );
-    let (relayed, rcpu) = throughput(relay, conns, secs);
-    println!(
-        "  relay   {relayed:>9.0} req/s   CPU us/req: clients {:>5.1}  upstream {:>5.1}  relay {:>5.1}",
-        rcpu[0], rcpu[1], rcpu[2]
-    );
-    println!(
-        "  ratio   {:>9.1} % (target >= 80 %); a byte relay, parsing nothing: {:.1} %",
-        proxied / direct * 100.0,
-        relayed / direct * 100.0
+        "  ratio   {:>9.1} % (target >= 80 %); CPU per request direct / proxied {:.1} %; \
+         byte relay {:.1} %, turn-taking relay {:.1} %",
+        proxied.rate / direct.rate * 100.0,
+        direct.total() / proxied.total() * 100.0,
+        relayed.rate / direct.rate * 100.0,
+        turned.rate / direct.rate * 100.0,
     );
 }
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
+}
+
+/// Busy and total clock ticks of all cores, from /proc/stat (busy: all but idle and iowait).
+fn sys_ticks() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = s
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = f.iter().take(8).sum();
+    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+    (total - idle, total)
 }
