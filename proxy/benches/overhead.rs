@@ -202,20 +202,30 @@ impl Client {
     }
 }
 
-fn latency(addr: SocketAddr, n: u64) -> (Duration, Duration) {
-    let mut c = Client::new(addr);
-    for _ in 0..200 {
-        c.get();
-    }
-    let mut times: Vec<Duration> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
+/// p50 and p99 of `n` sequential GETs on one connection to each of `addrs`, taking turns (one
+/// request to each in a row) so that a change of load on the machine weighs on all alike.
+fn latency(addrs: &[SocketAddr], n: u64) -> Vec<(Duration, Duration)> {
+    let mut clients: Vec<Client> = addrs.iter().map(|a| Client::new(*a)).collect();
+    for c in &mut clients {
+        for _ in 0..200 {
             c.get();
-            t.elapsed()
+        }
+    }
+    let mut times = vec![Vec::with_capacity(n as usize); clients.len()];
+    for _ in 0..n {
+        for (c, t) in clients.iter_mut().zip(&mut times) {
+            let start = Instant::now();
+            c.get();
+            t.push(start.elapsed());
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort();
+            (t[t.len() / 2], t[t.len() * 99 / 100])
         })
-        .collect();
-    times.sort();
-    (times[times.len() / 2], times[times.len() * 99 / 100])
+        .collect()
 }
 
 fn spawn_named<T: Send + 'static>(
@@ -257,9 +267,35 @@ fn cpu_ticks() -> [u64; 4] {
     t
 }
 
-/// Requests per second, CPU microseconds per request used by the clients, the upstream and
-/// the proxy (from /proc, 10 ms ticks: meaningful over seconds), and how busy the cores were.
-fn throughput(addr: SocketAddr, conns: u64, secs: u64) -> Run {
+/// Requests done, seconds, CPU ticks of this process's thread groups, and (busy, total) ticks of
+/// all cores, summed over the slices of one path.
+#[derive(Default)]
+struct Tally {
+    n: u64,
+    secs: f64,
+    cpu: [u64; 4],
+    sys: (u64, u64),
+}
+
+impl Tally {
+    fn run(&self) -> Run {
+        // Clock ticks are 10 ms on Linux (USER_HZ = 100).
+        let per = |g: usize| self.cpu[g] as f64 * 10_000.0 / self.n.max(1) as f64;
+        let all = self.sys.1.max(1) as f64;
+        Run {
+            rate: self.n as f64 / self.secs,
+            cpu: [per(0), per(1), per(2), per(3)],
+            busy: (
+                self.sys.0 as f64 * 100.0 / all,
+                self.cpu.iter().sum::<u64>() as f64 * 100.0 / all,
+            ),
+        }
+    }
+}
+
+/// `conns` connections to `addr`, each sending GETs back to back for `dur`; adds what was done and
+/// the CPU used (from /proc, 10 ms ticks: meaningful summed over seconds) to `tally`.
+fn throughput(addr: SocketAddr, conns: u64, dur: Duration, tally: &mut Tally) {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..conns)
@@ -274,30 +310,28 @@ fn throughput(addr: SocketAddr, conns: u64, secs: u64) -> Run {
             })
         })
         .collect();
+    // Let every client connect and send its first request before counting.
+    std::thread::sleep(Duration::from_millis(20));
+    let n0 = count.load(Ordering::Relaxed);
     let t = Instant::now();
     let cpu0 = cpu_ticks();
     let sys0 = sys_ticks();
-    std::thread::sleep(Duration::from_secs(secs));
+    std::thread::sleep(dur);
     let cpu1 = cpu_ticks();
     let sys1 = sys_ticks();
-    stop.store(true, Ordering::Relaxed);
-    let n = count.load(Ordering::Relaxed);
+    let n = count.load(Ordering::Relaxed) - n0;
     let el = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
     }
-    // Clock ticks are 10 ms on Linux (USER_HZ = 100).
-    let per = |g: usize| (cpu1[g] - cpu0[g]) as f64 * 10_000.0 / n.max(1) as f64;
-    let all = (sys1.1 - sys0.1).max(1) as f64;
-    let mine: u64 = cpu1.iter().sum::<u64>() - cpu0.iter().sum::<u64>();
-    Run {
-        rate: n as f64 / el.as_secs_f64(),
-        cpu: [per(0), per(1), per(2), per(3)],
-        busy: (
-            (sys1.0 - sys0.0) as f64 * 100.0 / all,
-            mine as f64 * 100.0 / all,
-        ),
+    tally.n += n;
+    tally.secs += el.as_secs_f64();
+    for g in 0..4 {
+        tally.cpu[g] += cpu1[g] - cpu0[g];
     }
+    tally.sys.0 += sys1.0 - sys0.0;
+    tally.sys.1 += sys1.1 - sys0.1;
 }
 
 /// One throughput run's numbers.
@@ -348,6 +382,7 @@ fn main() {
         return;
     }
     let (reqs, conns, secs) = (env("REQS", 5000), env("CONNS", 8), env("SECS", 5));
+    let slice = Duration::from_millis(env("SLICE_MS", 500));
     let up = upstream();
     let px = proxy_to(up);
     let relay = relay_to(up);
@@ -361,27 +396,38 @@ fn main() {
             _ => turns,
         };
         loop {
-            let r = throughput(addr, conns, secs);
-            print_run(&only, &r, &r);
+            let mut t = Tally::default();
+            throughput(addr, conns, Duration::from_secs(secs), &mut t);
+            print_run(&only, &t.run(), &t.run());
         }
     }
-    let (d50, d99) = latency(up, reqs);
-    let (p50, p99) = latency(px, reqs);
-    println!("latency, 1 connection, {reqs} sequential GETs:");
+    let lat = latency(&[up, px], reqs);
+    let ((d50, d99), (p50, p99)) = (lat[0], lat[1]);
+    println!("latency, 1 connection each, {reqs} sequential GETs, direct and proxied in turn:");
     println!("  direct  p50 {:>7.1} us  p99 {:>7.1} us", us(d50), us(d99));
     println!("  proxied p50 {:>7.1} us  p99 {:>7.1} us", us(p50), us(p99));
     println!(
         "  added   p50 {:>7.1} us (target <= 200 us)",
         us(p50) - us(d50)
     );
-    println!("throughput, {conns} connections, {secs} s (% of direct):");
-    let direct = throughput(up, conns, secs);
+    // The paths take turns in slices, so that a change of load on the (shared) machine weighs on
+    // all of them alike.
+    let paths = [up, px, relay, turns];
+    let mut tallies: [Tally; 4] = Default::default();
+    let slices = (Duration::from_secs(secs).as_millis() / slice.as_millis().max(1)).max(1);
+    for _ in 0..slices {
+        for (addr, tally) in paths.iter().zip(&mut tallies) {
+            throughput(*addr, conns, slice, tally);
+        }
+    }
+    let [direct, proxied, relayed, turned] = tallies.map(|t| t.run());
+    println!(
+        "throughput, {conns} connections, {secs} s each in slices of {} ms taking turns (% of direct):",
+        slice.as_millis()
+    );
     print_run("direct", &direct, &direct);
-    let proxied = throughput(px, conns, secs);
     print_run("proxied", &proxied, &direct);
-    let relayed = throughput(relay, conns, secs);
     print_run("relay", &relayed, &direct);
-    let turned = throughput(turns, conns, secs);
     print_run("turns", &turned, &direct);
     println!(
         "  ratio   {:>9.1} % (target >= 80 %); CPU per request direct / proxied {:.1} %; \
