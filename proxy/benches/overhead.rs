@@ -3,13 +3,19 @@
 //!
 //! An upstream (hyper's HTTP/1 server on smol answering `ok`) runs on its own thread, the proxy on
 //! another; clients are plain blocking sockets with keep-alive on their own threads. Measured:
-//! - latency: one connection, sequential GETs, per-request time, direct and through the proxy;
-//! - throughput: `CONNS` connections, each sending GETs back to back for `SECS` seconds, direct,
-//!   through the proxy, and through a byte relay that parses nothing (the floor of any proxy here);
-//!   with the CPU time per request of the clients, the upstream and the proxy (or relay) threads,
-//!   read from /proc (10 ms ticks: meaningful over seconds).
+//! - latency: one connection each, sequential GETs, direct and through the proxy in turn;
+//! - throughput: `CONNS` connections, each sending GETs back to back, `SECS` seconds per path in
+//!   slices of `SLICE_MS` taking turns (so that other load on the machine weighs on all paths
+//!   alike): direct, through the proxy, through a byte relay that parses nothing, and through a
+//!   turn-taking relay (waits for a request, forwards it, waits for the answer, forwards it: the
+//!   ceiling of any proxy parsing HTTP/1 in the client connection's task); with the CPU time per
+//!   request of the clients, the upstream and the proxy (or relay) threads, read from /proc
+//!   (10 ms ticks: meaningful summed over seconds), and how busy the machine's cores were.
 //!
-//! `cargo bench -p proxy --bench overhead` (CONNS, SECS, REQS in the environment override).
+//! `cargo bench -p proxy --bench overhead` (CONNS, SECS, SLICE_MS, REQS in the environment
+//! override; WORK_US makes the service spin that long per request; ONLY=direct|proxied|relay|turns loops over one path, for `perf`). Run by
+//! `cargo test --all-targets` (no `--bench` argument, unoptimised) it only checks that every path
+//! answers.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -40,7 +46,9 @@ impl Routes for One {
     }
 }
 
-fn upstream() -> SocketAddr {
+/// The service: answers `ok`, after spinning `work` of wall-clock time per request (`WORK_US`,
+/// default 0: a service that does nothing, the worst case for a proxy's ratio).
+fn upstream(work: Duration) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     // Its own executor on its own thread, as a service is its own process: it must not share the
     // proxy's (smol's global) executor.
@@ -53,7 +61,11 @@ fn upstream() -> SocketAddr {
                 let (s, _) = l.accept().await.unwrap();
                 let _ = s.set_nodelay(true);
                 ex.spawn(async move {
-                    let svc = hyper::service::service_fn(|_req| async {
+                    let svc = hyper::service::service_fn(move |_req| async move {
+                        let t = Instant::now();
+                        while t.elapsed() < work {
+                            std::hint::spin_loop();
+                        }
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
                             Bytes::from_static(b"ok"),
                         )))
@@ -369,7 +381,7 @@ fn main() {
     // unoptimised without it: then only check that every path answers, and print no timings (a
     // debug build's numbers say nothing about the targets).
     if !std::env::args().any(|a| a == "--bench") {
-        let up = upstream();
+        let up = upstream(Duration::ZERO);
         for addr in [up, proxy_to(up), relay_to(up), turns_to(up)] {
             let mut c = Client::new(addr);
             for _ in 0..20 {
@@ -383,7 +395,11 @@ fn main() {
     }
     let (reqs, conns, secs) = (env("REQS", 5000), env("CONNS", 8), env("SECS", 5));
     let slice = Duration::from_millis(env("SLICE_MS", 500));
-    let up = upstream();
+    let work = Duration::from_micros(env("WORK_US", 0));
+    let up = upstream(work);
+    if !work.is_zero() {
+        println!("the service spins {} us per request", work.as_micros());
+    }
     let px = proxy_to(up);
     let relay = relay_to(up);
     let turns = turns_to(up);
