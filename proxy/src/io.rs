@@ -68,7 +68,15 @@ impl hyper::rt::Read for Io {
                 Ok::<_, io::Error>(n)
             });
             match read {
-                Ok(_) => return Poll::Ready(Ok(())),
+                Ok(n) => {
+                    // A short read emptied the socket (as tokio clears readiness): hyper's next
+                    // poll, looking for a pipelined request or more of the answer, waits for the
+                    // reactor instead of a `recv` that would say `EAGAIN`.
+                    if n < want {
+                        this.maybe_readable = false;
+                    }
+                    return Poll::Ready(Ok(()));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.maybe_readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Poll::Ready(Err(e)),

@@ -1,6 +1,6 @@
 //! The proxy with real servers behind it: a WebSocket echo through an `Upgrade:`, round-robin
-//! over two upstreams, large bodies both ways on a kept connection, `503 Retry-After` for a
-//! starting service.
+//! over two upstreams, large bodies both ways on a kept connection, pipelined requests and requests
+//! arriving in pieces, `503 Retry-After` for a starting service.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -186,5 +186,56 @@ fn large_bodies_cross_whole_both_ways_on_a_kept_connection() {
         );
         drop(send);
         let _ = conn.await;
+    });
+}
+
+/// Requests pipelined in one write, then one that arrives in pieces with pauses between them: the
+/// proxy reads each piece when it comes (a short read makes it wait for the socket, not give up)
+/// and answers all of them, in order.
+#[test]
+fn pipelined_requests_and_requests_in_pieces_are_all_answered_in_order() {
+    use std::time::Duration;
+    smol::block_on(async {
+        let (up, _) = http_echo().await;
+        let p = proxy_with(Lookup::Ready {
+            service: "echo".into(),
+            upstreams: vec![up],
+        })
+        .await;
+        let mut s = async_net::TcpStream::connect(p.local_addr()).await.unwrap();
+        let post = |body: &str| {
+            format!(
+                "POST / HTTP/1.1\r\nHost: echo.localhost\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        s.write_all(format!("{}{}", post("one"), post("two")).as_bytes())
+            .await
+            .unwrap();
+        let pieces = [
+            "POST / HTTP/1.1\r\nHost: echo.loc",
+            "alhost\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+            "thr",
+            "ee",
+        ];
+        for piece in pieces {
+            async_io::Timer::after(Duration::from_millis(50)).await;
+            s.write_all(piece.as_bytes()).await.unwrap();
+        }
+        let mut text = String::new();
+        // A proxy that missed a piece would wait for it forever.
+        futures_lite::FutureExt::or(s.read_to_string(&mut text), async {
+            async_io::Timer::after(Duration::from_secs(10)).await;
+            panic!("no complete answer in 10 s")
+        })
+        .await
+        .unwrap();
+        assert_eq!(text.matches("HTTP/1.1 200").count(), 3, "{text}");
+        let (one, two, three) = (
+            text.find("\r\n\r\none").expect("first answer"),
+            text.find("\r\n\r\ntwo").expect("second answer"),
+            text.find("\r\n\r\nthree").expect("third answer"),
+        );
+        assert!(one < two && two < three, "{text}");
     });
 }
