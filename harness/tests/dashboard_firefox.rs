@@ -71,10 +71,12 @@ fn the_dashboard_in_headless_firefox() {
         return;
     };
     // Firefox starts (seconds: it answers `session.new` after its idle start-up tasks) while
-    // the services do.
+    // the services do. Its pages see `prefers-color-scheme: dark` (the Chromium test covers
+    // light), so every Firefox screenshot shows the dark theme.
     let opened = Instant::now();
     let browser = std::thread::spawn(move || {
-        let b = Firefox::open(&firefox, 1280, 800);
+        let dark = [("layout.css.prefers-color-scheme.content-override", "0")];
+        let b = Firefox::open(&firefox, 1280, 800, &dark);
         println!("Firefox ready in {:?}", opened.elapsed());
         b
     });
@@ -121,6 +123,11 @@ fn the_dashboard_in_headless_firefox() {
         "the projects table",
         Duration::from_secs(5),
         "return document.querySelector('#projects tr[data-project=shop]') !== null;",
+    );
+    assert_eq!(
+        b.js("return getComputedStyle(document.body).backgroundColor;"),
+        json!("rgb(11, 18, 32)"),
+        "the dark background"
     );
     b.screenshot(&shots, "firefox-projects");
     b.go(&link);

@@ -53,12 +53,13 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 const SESSION_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Firefox {
-    /// Starts `binary` headless with a fresh profile and a `width`×`height` viewport.
-    pub fn open(binary: &Path, width: u64, height: u64) -> Firefox {
+    /// Starts `binary` headless with a fresh profile and a `width`×`height` viewport; `prefs`
+    /// (name, value as JavaScript) go into the profile's `user.js` too.
+    pub fn open(binary: &Path, width: u64, height: u64, prefs: &[(&str, &str)]) -> Firefox {
         let profile = tempfile::tempdir().expect("profile dir");
         // The remote agent sets its recommended automation prefs itself; these keep a fresh
         // profile on a blank page and from reaching for servers (there is no network in CI).
-        let prefs = [
+        let defaults = [
             ("browser.startup.page", "0"),
             ("browser.startup.homepage", "\"about:blank\""),
             ("browser.newtabpage.enabled", "false"),
@@ -73,8 +74,9 @@ impl Firefox {
             ("network.captive-portal-service.enabled", "false"),
             ("network.connectivity-service.enabled", "false"),
         ];
-        let user_js: String = prefs
+        let user_js: String = defaults
             .iter()
+            .chain(prefs)
             .map(|(k, v)| format!("user_pref(\"{k}\", {v});\n"))
             .collect();
         std::fs::write(profile.path().join("user.js"), user_js).expect("user.js");
