@@ -2,7 +2,8 @@
 //! (`dashboard.rs`) again in Debian's `firefox-esr`, driven over WebDriver BiDi, which Firefox
 //! serves itself (`common/bidi.rs`; no geckodriver). Login with the one-time code (a wrong and a
 //! used code refused), the services table against `harness status -o json`, a service killed by
-//! hand turning `exited` without a reload, start and restart from the page, and the phone width.
+//! hand turning `exited` without a reload, start and restart from the page, a daemon kill -9 the
+//! page recovers from with no gap in events, dark mode and the phone width.
 //! Screenshots (1280×800) go to `target/dashboard-screenshots/firefox-*.png`.
 //!
 //! Without Firefox the test says so and passes, except in CI (`CI=true`), where a missing browser
@@ -255,12 +256,71 @@ fn the_dashboard_in_headless_firefox() {
     );
     b.screenshot(&shots, "firefox-operations");
 
+    let errors = b.take_page_errors();
+    assert!(errors.is_empty(), "the page reported errors: {errors:#?}");
+
+    // The daemon killed -9 and started again: the page reconnects on its own (the same cookie,
+    // a new WebSocket) and has every event since, with no gap in seq.
+    b.go(&format!("{base}/#/events"));
+    let first = b
+        .wait_js(
+            "events",
+            Duration::from_secs(10),
+            "const s = [...document.querySelectorAll('#events tr[data-seq]')].map(r => Number(r.dataset.seq)); return s.length > 0 && Math.max(...s);",
+        )
+        .as_u64()
+        .expect("a seq");
+    b.js("window.__marker = 2; return true;");
+    kill9(env.daemon_pid().expect("daemon pid"));
+    b.wait_js(
+        "the page noticing",
+        Duration::from_secs(10),
+        "return document.getElementById('connection').dataset.state === 'down';",
+    );
+    let mut start = env.cmd(&["daemon", "start"]);
+    start.env_remove("HARNESS_LISTEN");
+    let out = start.output().expect("daemon start");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.run(&["restart", "api"]).ok();
+    let last = env
+        .events()
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .expect("events");
+    b.wait_js(
+        "the page catching up",
+        Duration::from_secs(15),
+        &format!(
+            "return [...document.querySelectorAll('#events tr[data-seq]')].some(r => Number(r.dataset.seq) === {last});"
+        ),
+    );
+    assert_eq!(
+        b.js("return window.__marker;"),
+        json!(2),
+        "the page reloaded"
+    );
+    let seqs = b.js(&format!(
+        "return [...document.querySelectorAll('#events tr[data-seq]')].map(r => Number(r.dataset.seq)).filter(s => s >= {first}).sort((a, b) => a - b);"
+    ));
+    let expected: Vec<u64> = (first..=last).collect();
+    assert_eq!(
+        seqs,
+        json!(expected),
+        "events on the page after the restart"
+    );
+    b.screenshot(&shots, "firefox-events");
+
     // Phone width: the services view has no page-level horizontal overflow.
     b.go(&format!("{base}/#/p/shop"));
     b.wait_js(
-        "worker running again",
+        "api running again",
         Duration::from_secs(10),
-        "const r = document.querySelector('#services tr[data-service=worker] [data-field=state]'); return r && r.textContent === 'running';",
+        "const r = document.querySelector('#services tr[data-service=api] [data-field=state]'); return r && r.textContent === 'running';",
     );
     b.viewport(390, 800);
     let fits = b.wait_js(
@@ -271,6 +331,11 @@ fn the_dashboard_in_headless_firefox() {
     assert_eq!(fits, Value::Bool(true));
     b.screenshot(&shots, "firefox-services-phone");
 
-    let errors = b.page_errors();
+    // Firefox logs each refused reconnect while the daemon was down; nothing else.
+    let errors: Vec<String> = b
+        .take_page_errors()
+        .into_iter()
+        .filter(|e| !e.contains("establish a connection to the server at wss://"))
+        .collect();
     assert!(errors.is_empty(), "the page reported errors: {errors:#?}");
 }

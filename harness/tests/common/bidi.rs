@@ -161,11 +161,12 @@ impl Firefox {
         ff
     }
 
-    /// The errors the page reported so far (seen while waiting for command results).
-    pub fn page_errors(&mut self) -> Vec<String> {
+    /// The errors the page reported since the last call (seen while waiting for command
+    /// results).
+    pub fn take_page_errors(&mut self) -> Vec<String> {
         // A round trip, so that entries sent before it have been read.
         self.command("browsingContext.getTree", json!({"maxDepth": 0}));
-        self.page_errors.clone()
+        std::mem::take(&mut self.page_errors)
     }
 
     /// Sends a command and waits for its result (events in between are skipped).
