@@ -18,6 +18,7 @@ mod bidi;
 #[path = "common/dashboard.rs"]
 mod fixtures;
 
+use std::io::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bidi::{Firefox, firefox_binary};
@@ -58,9 +59,11 @@ fn firefox_or_skip() -> Option<std::path::PathBuf> {
             !ci,
             "CI=true but no firefox-esr or firefox on PATH (tests/run.sh installs firefox-esr)"
         );
-        println!(
-            "SKIPPED: no firefox-esr or firefox on PATH (Debian: apt-get install firefox-esr; \
-             tests/run.sh installs it)"
+        // Straight to stderr: the test harness does not capture it, so the skip shows.
+        let _ = writeln!(
+            std::io::stderr(),
+            "dashboard_firefox: SKIPPED: no firefox-esr or firefox on PATH (Debian: apt-get \
+             install firefox-esr; tests/run.sh installs it)"
         );
     }
     found

@@ -2,8 +2,9 @@
 //! `firefox --headless --remote-debugging-port=0 --profile DIR` prints
 //! `WebDriver BiDi listening on ws://127.0.0.1:PORT` and serves BiDi at `/session`; the client here
 //! is a plain WebSocket (async-tungstenite on smol, blocked on by the test's own thread) that sends
-//! commands with ids and skips the events it did not subscribe to. Included by path (it is not in
-//! `common/mod.rs`, so only the tests that use it compile it).
+//! commands with ids and, while it waits for their results, keeps the page's error log entries
+//! (`log.entryAdded`) and skips other events. Included by path (it is not in `common/mod.rs`, so
+//! only the tests that use it compile it).
 //!
 //! The session accepts the daemon's certificate with the standard `acceptInsecureCerts`
 //! capability (Firefox has no SPKI pin switch like Chromium's; importing the CA into a profile
