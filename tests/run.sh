@@ -23,7 +23,7 @@ section() { printf '\n==== %s  [%s s]\n' "$*" "$(elapsed "$T0")"; }
 
 # --- packages ---------------------------------------------------------------------------------------------
 section "packages"
-PACKAGES="openssh-server openssh-client sudo docker.io busybox-static iproute2 netcat-openbsd python3 wireguard-go wireguard-tools tcpdump iperf3 chromium chromium-driver curl openssl"
+PACKAGES="openssh-server openssh-client sudo docker.io busybox-static iproute2 netcat-openbsd python3 wireguard-go wireguard-tools tcpdump iperf3 chromium chromium-driver firefox-esr curl openssl"
 missing=()
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -11,15 +11,18 @@
 #[allow(dead_code)]
 #[path = "daemon/common.rs"]
 mod common;
+#[path = "common/dashboard.rs"]
+mod fixtures;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::{Env, free_port, kill9, wait_until};
+use fixtures::{base, login_link, screenshots_dir};
 use serde_json::{Value, json};
 
 // --- raw HTTPS through curl ---------------------------------------------------------------------
@@ -59,28 +62,6 @@ fn header<'a>(r: &'a Reply, name: &str) -> Vec<&'a str> {
         .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
         .map(|(_, v)| v.trim())
         .collect()
-}
-
-/// `https://ADDR` of the test's daemon.
-fn base(env: &Env) -> String {
-    let info: Value = serde_json::from_str(
-        &std::fs::read_to_string(env.home().join("daemon.json")).expect("daemon.json"),
-    )
-    .expect("daemon.json is JSON");
-    let url = info["url"].as_str().expect("url");
-    let addr = url
-        .strip_prefix("wss://")
-        .and_then(|r| r.split('/').next())
-        .expect("wss://ADDR/v1/ws");
-    format!("https://{addr}")
-}
-
-fn login_link(env: &Env) -> String {
-    let v = env
-        .run(&["dashboard", "--no-open", "-o", "json"])
-        .ok()
-        .json();
-    v["url"].as_str().expect("url").to_string()
 }
 
 fn code_of(link: &str) -> &str {
@@ -471,13 +452,6 @@ impl Drop for Browser {
         );
         // `_driver` is dropped after this: chromedriver is killed.
     }
-}
-
-fn screenshots_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target")
-        .join("dashboard-screenshots")
 }
 
 /// The services table as the page shows it: name → (state, pid, restarts).
