@@ -574,3 +574,92 @@ services:
     env.run(&["stop"]).ok();
     nothing_left(tb, &env, &[Some("h1"), Some("h2"), Some("h4")]);
 }
+
+/// No `networks:` at all: a local process consumes a service on the jump-only h4, which the
+/// underlay does not route to; harness brings up the automatic mesh among exactly this machine,
+/// h4 and its jump host h1 (not h2, also a hosts entry), `network list` shows it as automatic,
+/// and `stop` removes it from every member.
+#[test]
+fn an_automatic_mesh_joins_this_machine_to_a_jump_only_host() {
+    let tb = Testbed::get();
+    let i = instance(tb);
+    // Names whose automatic UDP port (51821 + the first byte of SHA-256(name)) is above the
+    // ports the other tests of every instance use (51820..51914): the local member of every
+    // instance listens in this machine's one namespace.
+    let name = format!("auto76-{i}");
+    let api_port = testbed::free_port();
+    let h4 = tb.host("h4").addr;
+    assert!(
+        !in_ns(tb, None, &format!("busybox ping -c 1 -W 1 {h4}"))
+            .status
+            .success()
+    );
+    let yaml = format!(
+        r#"name: {name}
+{hosts}services:
+  api4:
+    host: h4
+    ports: [{api_port}]
+    command: "mkdir -p /tmp/a4-{api_port} && echo auto-on-h4 > /tmp/a4-{api_port}/index.html && exec busybox httpd -f -p {api_port} -h /tmp/a4-{api_port}"
+  fetchlocal:
+    env: {{API: "${{api4.ip}}:${{api4.port}}"}}
+    command: "while :; do echo \"api at $$API\"; busybox wget -q -O- http://$$API/; sleep 0.5; done"
+    depends_on: [api4]
+"#,
+        hosts = hosts_yaml(tb, "hbuser"),
+    );
+    let env = Env::new(&yaml);
+    let started = env.run(&["start"]);
+    assert_eq!(started.code, 0, "{}\n{}", started.stdout, started.stderr);
+
+    let list = members(&env);
+    let names: Vec<&str> = list.iter().map(|r| r["member"].as_str().unwrap()).collect();
+    assert_eq!(names, ["local", "h1", "h4"], "{list:#?}");
+    assert!(
+        list.iter()
+            .all(|r| r["network"] == "auto" && r["automatic"] == true && r["up"] == true),
+        "{list:#?}"
+    );
+    let h4_mesh = list[2]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(h4_mesh.starts_with("10.213."), "{h4_mesh}");
+    let shown = env.run(&["network", "list"]).ok().stdout;
+    assert!(shown.contains("auto (automatic)"), "{shown}");
+
+    let logs = || env.run(&["logs", "fetchlocal"]).stdout;
+    assert!(
+        wait_until(Duration::from_secs(20), || logs().contains("auto-on-h4")),
+        "{}",
+        logs()
+    );
+    assert!(
+        logs().contains(&format!("api at {h4_mesh}:{api_port}")),
+        "{}",
+        logs()
+    );
+    let test = env.run(&["network", "test", "-o", "json"]);
+    assert_eq!(test.code, 0, "{}\n{}", test.stdout, test.stderr);
+    assert_eq!(test.json().as_array().unwrap().len(), 6);
+
+    let ifaces: Vec<String> = list
+        .iter()
+        .map(|r| r["interface"].as_str().unwrap().to_owned())
+        .collect();
+    env.run(&["stop"]).ok();
+    for (host, f) in [None, Some("h1"), Some("h4")].into_iter().zip(&ifaces) {
+        assert!(!interfaces(tb, host).contains(f), "{host:?}: {f}");
+        assert_eq!(wireguard_go(tb, f), 0, "{f}");
+    }
+    assert!(
+        interfaces(tb, Some("h2"))
+            .iter()
+            .all(|f| !f.starts_with(&ifaces[0][..10]))
+    );
+    assert!(members(&env).iter().all(|r| r["up"] == false));
+    nothing_left(tb, &env, &[None, Some("h1"), Some("h2"), Some("h4")]);
+}

@@ -477,21 +477,29 @@ fn meshes_needed(
     plans: &BTreeMap<String, Plan>,
 ) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (net, n) in &project.networks {
-        if n.kind != harness_config::NetworkKind::Wireguard {
-            continue;
-        }
-        let members: BTreeSet<&str> = n
-            .nodes
-            .iter()
-            .map(|node| {
-                if node.host == harness_config::LOCAL_NODE {
-                    harness_config::LOCAL_NODE
-                } else {
-                    node.name.as_str()
-                }
-            })
-            .collect();
+    for net in crate::network::wireguard_networks(project) {
+        // (The interface names depend on the state dir, the members do not.)
+        let members: BTreeSet<String> =
+            match crate::network::plan(project, &net, std::path::Path::new("")) {
+                Ok(p) => p.members.into_iter().map(|m| m.name).collect(),
+                // up() reports it, naming the network, for the services on its nodes.
+                Err(_) => project
+                    .networks
+                    .get(&net)
+                    .map(|n| {
+                        n.nodes
+                            .iter()
+                            .map(|node| {
+                                if node.host == harness_config::LOCAL_NODE {
+                                    harness_config::LOCAL_NODE.to_owned()
+                                } else {
+                                    node.name.clone()
+                                }
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_else(|| crate::network::automatic_members(project)),
+            };
         for (name, plan) in plans {
             // Running ones too: the mesh is re-applied (members that joined or left, a member
             // that rebooted) on every start.
@@ -505,7 +513,7 @@ fn meshes_needed(
                 .ok()
                 .map(|p| p.machine().unwrap_or(harness_config::LOCAL_NODE).to_owned());
             if svc.network.as_deref() == Some(net.as_str())
-                || machine.is_some_and(|m| members.contains(m.as_str()))
+                || machine.is_some_and(|m| members.contains(&m))
             {
                 out.entry(net.clone()).or_default().push(name.clone());
             }
@@ -523,17 +531,9 @@ async fn meshes_down_if_idle(inner: &Arc<Inner>, project: &str, def: Option<&Pro
         return;
     }
     let Some(def) = def else { return };
-    for (net, n) in &def.networks {
-        if n.kind != harness_config::NetworkKind::Wireguard {
-            continue;
-        }
-        if crate::network::read_state(&inner.state_dir, project, net)
-            .await
-            .is_none()
-        {
-            continue;
-        }
-        if let Err(e) = crate::network::down(&inner.executor, def, net, &inner.state_dir).await {
+    // Every mesh recorded as up: also an automatic one the definition no longer needs.
+    for net in crate::network::recorded(&inner.state_dir, project).await {
+        if let Err(e) = crate::network::down(&inner.executor, def, &net, &inner.state_dir).await {
             tracing::warn!(
                 project,
                 "{e}; the mesh stays recorded and the next stop retries"

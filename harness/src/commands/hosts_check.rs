@@ -294,7 +294,7 @@ async fn wireguard_check(
     ssh: &Target,
     r: &mut HostReport,
 ) {
-    let networks: Vec<&str> = project
+    let mut networks: Vec<&str> = project
         .networks
         .iter()
         .filter(|(_, n)| {
@@ -303,6 +303,9 @@ async fn wireguard_check(
         })
         .map(|(k, _)| k.as_str())
         .collect();
+    if orchestrator::network::automatic_members(project).contains(name) {
+        networks.push(orchestrator::network::auto_name(project));
+    }
     if networks.is_empty() {
         return;
     }

@@ -1,5 +1,5 @@
-//! `harness network list | show NAME | test [A B]`: the project's WireGuard meshes
-//! (docs/adr/0034-wireguard-mesh.md).
+//! `harness network list | show NAME | test [A B]`: the project's WireGuard meshes, declared or
+//! automatic (docs/adr/0034-wireguard-mesh.md).
 //!
 //! Runs in the CLI like `hosts check`: the members, interfaces and addresses follow from the
 //! services file and the daemon's state directory (`$HARNESS_HOME`), the public keys from the
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use command_executor::{Command, Executor};
-use harness_config::{LOCAL_NODE, NetworkKind, Project};
+use harness_config::{LOCAL_NODE, Project};
 use orchestrator::network::{self, MeshPlan};
 use serde::Serialize;
 
@@ -19,7 +19,8 @@ use crate::output::{Context, print_json};
 
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
-    /// The `wireguard` networks: members, interfaces, mesh addresses, whether the daemon has the
+    /// The `wireguard` networks (and the automatic mesh, `auto`, when consumers cannot reach a
+    /// provider on the underlay): members, interfaces, mesh addresses, whether the daemon has the
     /// mesh up.
     List,
     /// One network's members with their peers as `wg show` reports them (endpoint, latest
@@ -51,10 +52,7 @@ pub fn run(ctx: &Context, cmd: NetworkCommand) -> Status {
     };
     let plans: Vec<MeshPlan> = {
         let mut out = Vec::new();
-        for (name, n) in &project.networks {
-            if n.kind != NetworkKind::Wireguard {
-                continue;
-            }
+        for name in &network::wireguard_networks(&project) {
             match network::plan(&project, name, &state_dir) {
                 Ok(p) => out.push(p),
                 Err(e) => {
@@ -91,6 +89,8 @@ fn unknown(name: &str, plans: &[MeshPlan]) -> Status {
 #[derive(Serialize)]
 struct ListedMember {
     network: String,
+    /// Not declared: brought up because consumers cannot reach a provider on the underlay.
+    automatic: bool,
     member: String,
     interface: String,
     address: String,
@@ -117,6 +117,7 @@ fn list(
                 .and_then(|s| s.members.iter().find(|x| x.name == m.name));
             rows.push(ListedMember {
                 network: p.network.clone(),
+                automatic: p.automatic,
                 member: m.name.clone(),
                 interface: m.interface.clone(),
                 address: format!("{}/{}", m.address, p.prefix),
@@ -133,7 +134,10 @@ fn list(
         return Status::Ok;
     }
     if rows.is_empty() {
-        crate::outln!("no wireguard networks in {}", ctx.file.display());
+        crate::outln!(
+            "no wireguard networks in {}, and no automatic mesh needed",
+            ctx.file.display()
+        );
         return Status::Ok;
     }
     let mut t = crate::output::table(ctx.color_out);
@@ -148,7 +152,11 @@ fn list(
     ]);
     for r in &rows {
         t.add_row([
-            r.network.clone(),
+            if r.automatic {
+                format!("{} (automatic)", r.network)
+            } else {
+                r.network.clone()
+            },
             r.member.clone(),
             r.address.clone(),
             r.interface.clone(),

@@ -573,6 +573,24 @@ async fn save_state(state_dir: &Path, project: &str, state: &MeshState) -> Resul
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The networks of `project` the daemon holds a record of (brought up, not yet taken down).
+pub async fn recorded(state_dir: &Path, project: &str) -> Vec<String> {
+    use futures_lite::StreamExt;
+    let dir = state_dir.join("mesh").join(project);
+    let Ok(mut entries) = async_fs::read_dir(&dir).await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    while let Some(Ok(e)) = entries.next().await {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(net) = name.strip_suffix(".json") {
+            out.push(net.to_owned());
+        }
+    }
+    out.sort();
+    out
+}
+
 /// [`load_state`] for async callers.
 pub async fn read_state(state_dir: &Path, project: &str, network: &str) -> Option<MeshState> {
     let text = async_fs::read_to_string(state_path(state_dir, project, network))
