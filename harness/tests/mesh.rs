@@ -646,10 +646,73 @@ fn an_automatic_mesh_joins_this_machine_to_a_jump_only_host() {
     assert_eq!(test.code, 0, "{}\n{}", test.stdout, test.stderr);
     assert_eq!(test.json().as_array().unwrap().len(), 6);
 
+    // `config show --resolved` says which address each consumer got, and that it is the mesh's.
+    let resolved = env
+        .run(&["config", "show", "--resolved", "-o", "json"])
+        .ok()
+        .json();
+    let row = |svc: &str, reference: &str| {
+        resolved
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["service"] == svc && r["reference"] == reference)
+            .unwrap_or_else(|| panic!("{resolved:#}"))
+            .clone()
+    };
+    let ip = row("fetchlocal", "${api4.ip}");
+    assert_eq!(
+        (
+            ip["value"].as_str(),
+            ip["via"].as_str(),
+            ip["network"].as_str()
+        ),
+        (Some(h4_mesh.as_str()), Some("mesh"), Some("auto")),
+        "{ip}"
+    );
+    assert_eq!(row("fetchlocal", "${api4.port}")["via"], "port");
+    let endpoint = row("api4", "endpoint");
+    assert_eq!(
+        (&endpoint["value"], &endpoint["via"]),
+        (&Value::from(h4_mesh.clone()), &Value::from("mesh"))
+    );
+
     let ifaces: Vec<String> = list
         .iter()
         .map(|r| r["interface"].as_str().unwrap().to_owned())
         .collect();
+
+    // h1 "reboots": its interface and wireguard-go are gone, without a `start` the daemon puts
+    // them back (same key and address), and the mesh works again.
+    let h1_if = &ifaces[1];
+    let out = in_ns(tb, Some("h1"), &format!("ip link del dev {h1_if}"));
+    assert!(out.status.success(), "{out:?}");
+    for p in tb.processes_matching(&format!("wireguard-go {h1_if}")) {
+        if p.cmdline.trim() == format!("wireguard-go {h1_if}") {
+            kill9(p.pid);
+        }
+    }
+    assert!(!interfaces(tb, Some("h1")).contains(h1_if));
+    let t = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(20), || interfaces(tb, Some("h1"))
+            .contains(h1_if)),
+        "h1's interface did not come back"
+    );
+    eprintln!("h1's interface back after {:?}", t.elapsed());
+    assert!(
+        wait_until(Duration::from_secs(15), || env
+            .run(&["network", "test"])
+            .code
+            == 0),
+        "{}",
+        env.run(&["network", "test"]).stdout
+    );
+    eprintln!("network test passes again after {:?}", t.elapsed());
+    assert_eq!(wireguard_go(tb, h1_if), 1);
+    let again = members(&env);
+    assert_eq!(again[1]["public_key"], list[1]["public_key"]);
+    assert_eq!(again[1]["address"], list[1]["address"]);
     env.run(&["stop"]).ok();
     for (host, f) in [None, Some("h1"), Some("h4")].into_iter().zip(&ifaces) {
         assert!(!interfaces(tb, host).contains(f), "{host:?}: {f}");

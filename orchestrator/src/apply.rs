@@ -522,6 +522,74 @@ fn meshes_needed(
     out
 }
 
+/// How often a watched mesh's members are asked whether their interface still exists.
+const MESH_CHECK: Duration = Duration::from_secs(3);
+
+/// Starts (once per mesh) the task that brings a member back whose interface is gone (it
+/// rebooted; a host that was unreachable is checked again once it answers): the whole mesh is
+/// re-applied, under the project's lock, so the member gets its interface back with its key and
+/// address and every peer its endpoint. The task ends when the mesh is no longer recorded (the
+/// project's last `stop`) or the daemon shuts down.
+fn watch_mesh(inner: &Arc<Inner>, project: &str, net: &str) {
+    let id = (project.to_owned(), net.to_owned());
+    {
+        let Ok(mut w) = inner.mesh_watches.lock() else {
+            return;
+        };
+        if !w.insert(id.clone()) {
+            return;
+        }
+    }
+    let weak = Arc::downgrade(inner);
+    smol::spawn(async move {
+        let (project, net) = &id;
+        loop {
+            Timer::after(MESH_CHECK).await;
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.shut.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let Some(state) = crate::network::read_state(&inner.state_dir, project, net).await
+            else {
+                break;
+            };
+            let Ok(Some((def, _))) = known_project(&inner, project).await else {
+                break;
+            };
+            let gone = crate::network::missing_members(&inner.executor, &def, &state).await;
+            if gone.is_empty() {
+                continue;
+            }
+            let _op = inner.operation(project).await;
+            // A stop may have taken the mesh down while this waited for the lock.
+            if crate::network::read_state(&inner.state_dir, project, net)
+                .await
+                .is_none()
+            {
+                break;
+            }
+            let Ok(Some((def, _))) = known_project(&inner, project).await else {
+                break;
+            };
+            match crate::network::up(&inner.executor, &def, net, &inner.state_dir).await {
+                Ok(_) => tracing::info!(
+                    project = %project,
+                    network = %net,
+                    "mesh re-applied: the interface of {} was gone",
+                    gone.join(", ")
+                ),
+                Err(e) => tracing::warn!(project = %project, "{e}; tried again in {MESH_CHECK:?}"),
+            }
+        }
+        if let Some(inner) = weak.upgrade()
+            && let Ok(mut w) = inner.mesh_watches.lock()
+        {
+            w.remove(&id);
+        }
+    })
+    .detach();
+}
+
 /// Takes down the project's meshes once none of its services is up.
 async fn meshes_down_if_idle(inner: &Arc<Inner>, project: &str, def: Option<&Project>) {
     let Ok(entries) = inner.store.list(Some(project)).await else {
@@ -699,6 +767,7 @@ async fn apply_selected(
         let t = Instant::now();
         let up = crate::network::up(&inner.executor, project, &net, &inner.state_dir).await;
         if up.is_ok() {
+            watch_mesh(inner, &project.name, &net);
             tracing::info!(
                 project = %project.name,
                 network = %net,

@@ -47,6 +47,7 @@ fn invocations(pkg: &str) -> Vec<Vec<String>> {
     let lines: &[&str] = &[
         "validate",
         "config show",
+        "config show --resolved",
         "config deps",
         "config schema",
         "completions bash",

@@ -6,8 +6,8 @@ pub mod mesh;
 pub mod plan;
 
 pub use mesh::{
-    KEY_DIR, MemberState, MeshState, down, load_state, read_state, recorded, root_target,
-    state_path, up,
+    KEY_DIR, MemberState, MeshState, down, load_state, missing_members, read_state, recorded,
+    root_target, state_path, up,
 };
 pub use plan::{
     AUTO_RANGE, Member, MeshPlan, auto_name, auto_port, auto_subnet, automatic_members,
