@@ -726,3 +726,47 @@ fn an_automatic_mesh_joins_this_machine_to_a_jump_only_host() {
     assert!(members(&env).iter().all(|r| r["up"] == false));
     nothing_left(tb, &env, &[None, Some("h1"), Some("h2"), Some("h4")]);
 }
+
+/// `network install`: on h1 everything is there (the testbed's hosts share this machine's /usr,
+/// so nothing is uninstalled to try a real install); as hbpw on h4 sudo needs a password, named
+/// with the host; an unknown host is refused.
+#[test]
+fn network_install_says_when_nothing_is_needed_and_names_a_host_whose_sudo_needs_a_password() {
+    let tb = Testbed::get();
+    let yaml = format!(
+        "name: meshinstall
+{hosts}services:
+  a:
+    command: \"sleep 600\"
+",
+        hosts = hosts_yaml(tb, tb.var("TB_PASSWORD_SUDO_USER").unwrap()),
+    );
+    let env = Env::new(&yaml);
+    let ok = env.run(&["network", "install", "h1"]);
+    assert_eq!(ok.code, 0, "{}\n{}", ok.stdout, ok.stderr);
+    assert!(
+        ok.stdout.contains("h1: ") && ok.stdout.contains("nothing to install"),
+        "{}",
+        ok.stdout
+    );
+    let json = env
+        .run(&["network", "install", "h1", "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(json["installed"], Value::Array(vec![]), "{json}");
+
+    let pw = env.run(&["network", "install", "h4"]);
+    assert_eq!(pw.code, 1, "{}\n{}", pw.stdout, pw.stderr);
+    assert!(
+        pw.stderr.contains("host \"h4\"") && pw.stderr.contains("sudo needs a password"),
+        "{}",
+        pw.stderr
+    );
+    let unknown = env.run(&["network", "install", "h9"]);
+    assert_eq!(unknown.code, 2, "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("\"h9\" is not defined"),
+        "{}",
+        unknown.stderr
+    );
+}

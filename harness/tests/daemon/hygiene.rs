@@ -73,6 +73,7 @@ fn invocations(pkg: &str) -> Vec<Vec<String>> {
         "network list",
         "network show nothing",
         "network test",
+        "network install nothing",
         "package verify /nonexistent.tar.zst",
         "deploy --rollback nothing",
         "ops",
