@@ -713,6 +713,34 @@ fn an_automatic_mesh_joins_this_machine_to_a_jump_only_host() {
     let again = members(&env);
     assert_eq!(again[1]["public_key"], list[1]["public_key"]);
     assert_eq!(again[1]["address"], list[1]["address"]);
+
+    // A daemon killed -9 and started again (by `status`) watches the mesh too: h4's interface,
+    // removed while no daemon ran, comes back.
+    kill9(env.daemon_pid().unwrap());
+    let h4_if = &ifaces[2];
+    let out = in_ns(tb, Some("h4"), &format!("ip link del dev {h4_if}"));
+    assert!(out.status.success(), "{out:?}");
+    for p in tb.processes_matching(&format!("wireguard-go {h4_if}")) {
+        if p.cmdline.trim() == format!("wireguard-go {h4_if}") {
+            kill9(p.pid);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    env.run(&["status"]).ok();
+    assert!(
+        wait_until(Duration::from_secs(20), || interfaces(tb, Some("h4"))
+            .contains(h4_if)),
+        "h4's interface did not come back after the daemon's restart"
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || env
+            .run(&["network", "test"])
+            .code
+            == 0),
+        "{}",
+        env.run(&["network", "test"]).stdout
+    );
+    assert_eq!(wireguard_go(tb, h4_if), 1);
     env.run(&["stop"]).ok();
     for (host, f) in [None, Some("h1"), Some("h4")].into_iter().zip(&ifaces) {
         assert!(!interfaces(tb, host).contains(f), "{host:?}: {f}");

@@ -530,7 +530,7 @@ const MESH_CHECK: Duration = Duration::from_secs(3);
 /// re-applied, under the project's lock, so the member gets its interface back with its key and
 /// address and every peer its endpoint. The task ends when the mesh is no longer recorded (the
 /// project's last `stop`) or the daemon shuts down.
-fn watch_mesh(inner: &Arc<Inner>, project: &str, net: &str) {
+pub(crate) fn watch_mesh(inner: &Arc<Inner>, project: &str, net: &str) {
     let id = (project.to_owned(), net.to_owned());
     {
         let Ok(mut w) = inner.mesh_watches.lock() else {

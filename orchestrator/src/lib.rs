@@ -247,6 +247,11 @@ impl Orchestrator {
             if let Some(p) = orch.project(&name) {
                 orch.life.0.set_log_limits(&p);
             }
+            // The meshes a previous daemon brought up are watched again (a member that rebooted
+            // meanwhile rejoins).
+            for net in network::recorded(&orch.life.0.state_dir, &name).await {
+                apply::watch_mesh(&orch.life.0, &name, &net);
+            }
         }
         Ok(orch)
     }
