@@ -361,6 +361,11 @@ pub enum ConfigCommand {
         /// List every value with the file:line:col that set it (after override files).
         #[arg(long)]
         origins: bool,
+        /// Per service, what each `${svc.ip}`-style reference resolves to for it, and whether
+        /// that is the direct address or a WireGuard mesh address; and the endpoint the daemon
+        /// checks health at.
+        #[arg(long, conflicts_with = "origins")]
+        resolved: bool,
     },
     /// Start order in waves; stop order is the reverse.
     Deps,

@@ -574,3 +574,227 @@ services:
     env.run(&["stop"]).ok();
     nothing_left(tb, &env, &[Some("h1"), Some("h2"), Some("h4")]);
 }
+
+/// No `networks:` at all: a local process consumes a service on the jump-only h4, which the
+/// underlay does not route to; harness brings up the automatic mesh among exactly this machine,
+/// h4 and its jump host h1 (not h2, also a hosts entry), `network list` shows it as automatic,
+/// and `stop` removes it from every member.
+#[test]
+fn an_automatic_mesh_joins_this_machine_to_a_jump_only_host() {
+    let tb = Testbed::get();
+    let i = instance(tb);
+    // Names whose automatic UDP port (51821 + the first byte of SHA-256(name)) is above the
+    // ports the other tests of every instance use (51820..51914): the local member of every
+    // instance listens in this machine's one namespace.
+    let name = format!("auto76-{i}");
+    let api_port = testbed::free_port();
+    let h4 = tb.host("h4").addr;
+    assert!(
+        !in_ns(tb, None, &format!("busybox ping -c 1 -W 1 {h4}"))
+            .status
+            .success()
+    );
+    let yaml = format!(
+        r#"name: {name}
+{hosts}services:
+  api4:
+    host: h4
+    ports: [{api_port}]
+    command: "mkdir -p /tmp/a4-{api_port} && echo auto-on-h4 > /tmp/a4-{api_port}/index.html && exec busybox httpd -f -p {api_port} -h /tmp/a4-{api_port}"
+  fetchlocal:
+    env: {{API: "${{api4.ip}}:${{api4.port}}"}}
+    command: "while :; do echo \"api at $$API\"; busybox wget -q -O- http://$$API/; sleep 0.5; done"
+    depends_on: [api4]
+"#,
+        hosts = hosts_yaml(tb, "hbuser"),
+    );
+    let env = Env::new(&yaml);
+    let started = env.run(&["start"]);
+    assert_eq!(started.code, 0, "{}\n{}", started.stdout, started.stderr);
+
+    let list = members(&env);
+    let names: Vec<&str> = list.iter().map(|r| r["member"].as_str().unwrap()).collect();
+    assert_eq!(names, ["local", "h1", "h4"], "{list:#?}");
+    assert!(
+        list.iter()
+            .all(|r| r["network"] == "auto" && r["automatic"] == true && r["up"] == true),
+        "{list:#?}"
+    );
+    let h4_mesh = list[2]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(h4_mesh.starts_with("10.213."), "{h4_mesh}");
+    let shown = env.run(&["network", "list"]).ok().stdout;
+    assert!(shown.contains("auto (automatic)"), "{shown}");
+
+    let logs = || env.run(&["logs", "fetchlocal"]).stdout;
+    assert!(
+        wait_until(Duration::from_secs(20), || logs().contains("auto-on-h4")),
+        "{}",
+        logs()
+    );
+    assert!(
+        logs().contains(&format!("api at {h4_mesh}:{api_port}")),
+        "{}",
+        logs()
+    );
+    let test = env.run(&["network", "test", "-o", "json"]);
+    assert_eq!(test.code, 0, "{}\n{}", test.stdout, test.stderr);
+    assert_eq!(test.json().as_array().unwrap().len(), 6);
+
+    // `config show --resolved` says which address each consumer got, and that it is the mesh's.
+    let resolved = env
+        .run(&["config", "show", "--resolved", "-o", "json"])
+        .ok()
+        .json();
+    let row = |svc: &str, reference: &str| {
+        resolved
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["service"] == svc && r["reference"] == reference)
+            .unwrap_or_else(|| panic!("{resolved:#}"))
+            .clone()
+    };
+    let ip = row("fetchlocal", "${api4.ip}");
+    assert_eq!(
+        (
+            ip["value"].as_str(),
+            ip["via"].as_str(),
+            ip["network"].as_str()
+        ),
+        (Some(h4_mesh.as_str()), Some("mesh"), Some("auto")),
+        "{ip}"
+    );
+    assert_eq!(row("fetchlocal", "${api4.port}")["via"], "port");
+    let endpoint = row("api4", "endpoint");
+    assert_eq!(
+        (&endpoint["value"], &endpoint["via"]),
+        (&Value::from(h4_mesh.clone()), &Value::from("mesh"))
+    );
+
+    let ifaces: Vec<String> = list
+        .iter()
+        .map(|r| r["interface"].as_str().unwrap().to_owned())
+        .collect();
+
+    // h1 "reboots": its interface and wireguard-go are gone, without a `start` the daemon puts
+    // them back (same key and address), and the mesh works again.
+    let h1_if = &ifaces[1];
+    let out = in_ns(tb, Some("h1"), &format!("ip link del dev {h1_if}"));
+    assert!(out.status.success(), "{out:?}");
+    for p in tb.processes_matching(&format!("wireguard-go {h1_if}")) {
+        if p.cmdline.trim() == format!("wireguard-go {h1_if}") {
+            kill9(p.pid);
+        }
+    }
+    assert!(!interfaces(tb, Some("h1")).contains(h1_if));
+    let t = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(20), || interfaces(tb, Some("h1"))
+            .contains(h1_if)),
+        "h1's interface did not come back"
+    );
+    eprintln!("h1's interface back after {:?}", t.elapsed());
+    assert!(
+        wait_until(Duration::from_secs(15), || env
+            .run(&["network", "test"])
+            .code
+            == 0),
+        "{}",
+        env.run(&["network", "test"]).stdout
+    );
+    eprintln!("network test passes again after {:?}", t.elapsed());
+    assert_eq!(wireguard_go(tb, h1_if), 1);
+    let again = members(&env);
+    assert_eq!(again[1]["public_key"], list[1]["public_key"]);
+    assert_eq!(again[1]["address"], list[1]["address"]);
+
+    // A daemon killed -9 and started again (by `status`) watches the mesh too: h4's interface,
+    // removed while no daemon ran, comes back.
+    kill9(env.daemon_pid().unwrap());
+    let h4_if = &ifaces[2];
+    let out = in_ns(tb, Some("h4"), &format!("ip link del dev {h4_if}"));
+    assert!(out.status.success(), "{out:?}");
+    for p in tb.processes_matching(&format!("wireguard-go {h4_if}")) {
+        if p.cmdline.trim() == format!("wireguard-go {h4_if}") {
+            kill9(p.pid);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    env.run(&["status"]).ok();
+    assert!(
+        wait_until(Duration::from_secs(20), || interfaces(tb, Some("h4"))
+            .contains(h4_if)),
+        "h4's interface did not come back after the daemon's restart"
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || env
+            .run(&["network", "test"])
+            .code
+            == 0),
+        "{}",
+        env.run(&["network", "test"]).stdout
+    );
+    assert_eq!(wireguard_go(tb, h4_if), 1);
+    env.run(&["stop"]).ok();
+    for (host, f) in [None, Some("h1"), Some("h4")].into_iter().zip(&ifaces) {
+        assert!(!interfaces(tb, host).contains(f), "{host:?}: {f}");
+        assert_eq!(wireguard_go(tb, f), 0, "{f}");
+    }
+    assert!(
+        interfaces(tb, Some("h2"))
+            .iter()
+            .all(|f| !f.starts_with(&ifaces[0][..10]))
+    );
+    assert!(members(&env).iter().all(|r| r["up"] == false));
+    nothing_left(tb, &env, &[None, Some("h1"), Some("h2"), Some("h4")]);
+}
+
+/// `network install`: on h1 everything is there (the testbed's hosts share this machine's /usr,
+/// so nothing is uninstalled to try a real install); as hbpw on h4 sudo needs a password, named
+/// with the host; an unknown host is refused.
+#[test]
+fn network_install_says_when_nothing_is_needed_and_names_a_host_whose_sudo_needs_a_password() {
+    let tb = Testbed::get();
+    let yaml = format!(
+        "name: meshinstall
+{hosts}services:
+  a:
+    command: \"sleep 600\"
+",
+        hosts = hosts_yaml(tb, tb.var("TB_PASSWORD_SUDO_USER").unwrap()),
+    );
+    let env = Env::new(&yaml);
+    let ok = env.run(&["network", "install", "h1"]);
+    assert_eq!(ok.code, 0, "{}\n{}", ok.stdout, ok.stderr);
+    assert!(
+        ok.stdout.contains("h1: ") && ok.stdout.contains("nothing to install"),
+        "{}",
+        ok.stdout
+    );
+    let json = env
+        .run(&["network", "install", "h1", "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(json["installed"], Value::Array(vec![]), "{json}");
+
+    let pw = env.run(&["network", "install", "h4"]);
+    assert_eq!(pw.code, 1, "{}\n{}", pw.stdout, pw.stderr);
+    assert!(
+        pw.stderr.contains("host \"h4\"") && pw.stderr.contains("sudo needs a password"),
+        "{}",
+        pw.stderr
+    );
+    let unknown = env.run(&["network", "install", "h9"]);
+    assert_eq!(unknown.code, 2, "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("\"h9\" is not defined"),
+        "{}",
+        unknown.stderr
+    );
+}

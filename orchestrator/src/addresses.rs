@@ -17,7 +17,8 @@
 //! - different machines that are both members of a `wireguard` network, the consumer not in a
 //!   container, and either the provider names that network (`network:`) or one of the two is
 //!   behind a jump host (the underlay does not route between them): the provider machine's mesh
-//!   address (docs/adr/0034-wireguard-mesh.md).
+//!   address (docs/adr/0034-wireguard-mesh.md); without a declared one, the automatic mesh's
+//!   address where the underlay does not route between them (one is behind a jump host).
 
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 
@@ -235,13 +236,18 @@ pub fn through_mesh(
         to.machine(),
         &preferred,
     )?;
+    if net == crate::network::auto_name(project) && !project.networks.contains_key(&net) {
+        // The automatic mesh only where the underlay does not route.
+        return (!crate::network::underlay_routes(project, from.machine(), to.machine()))
+            .then_some((net, ip));
+    }
     let named = provider.network.as_deref() == Some(net.as_str());
     (named || jumped(from.machine()) || jumped(to.machine())).then_some((net, ip))
 }
 
 /// The address the daemon checks health at and lists as the endpoint: the mesh address when the
 /// daemon reaches the service only through a mesh.
-pub(crate) fn daemon_ip(project: &Project, of: &Placement) -> IpAddr {
+pub fn daemon_ip(project: &Project, of: &Placement) -> IpAddr {
     if let Some(h) = of.machine()
         && project.hosts.get(h).is_some_and(|h| h.jump.is_some())
         && let Some((_, ip)) =

@@ -477,21 +477,29 @@ fn meshes_needed(
     plans: &BTreeMap<String, Plan>,
 ) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (net, n) in &project.networks {
-        if n.kind != harness_config::NetworkKind::Wireguard {
-            continue;
-        }
-        let members: BTreeSet<&str> = n
-            .nodes
-            .iter()
-            .map(|node| {
-                if node.host == harness_config::LOCAL_NODE {
-                    harness_config::LOCAL_NODE
-                } else {
-                    node.name.as_str()
-                }
-            })
-            .collect();
+    for net in crate::network::wireguard_networks(project) {
+        // (The interface names depend on the state dir, the members do not.)
+        let members: BTreeSet<String> =
+            match crate::network::plan(project, &net, std::path::Path::new("")) {
+                Ok(p) => p.members.into_iter().map(|m| m.name).collect(),
+                // up() reports it, naming the network, for the services on its nodes.
+                Err(_) => project
+                    .networks
+                    .get(&net)
+                    .map(|n| {
+                        n.nodes
+                            .iter()
+                            .map(|node| {
+                                if node.host == harness_config::LOCAL_NODE {
+                                    harness_config::LOCAL_NODE.to_owned()
+                                } else {
+                                    node.name.clone()
+                                }
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_else(|| crate::network::automatic_members(project)),
+            };
         for (name, plan) in plans {
             // Running ones too: the mesh is re-applied (members that joined or left, a member
             // that rebooted) on every start.
@@ -505,13 +513,81 @@ fn meshes_needed(
                 .ok()
                 .map(|p| p.machine().unwrap_or(harness_config::LOCAL_NODE).to_owned());
             if svc.network.as_deref() == Some(net.as_str())
-                || machine.is_some_and(|m| members.contains(m.as_str()))
+                || machine.is_some_and(|m| members.contains(&m))
             {
                 out.entry(net.clone()).or_default().push(name.clone());
             }
         }
     }
     out
+}
+
+/// How often a watched mesh's members are asked whether their interface still exists.
+const MESH_CHECK: Duration = Duration::from_secs(3);
+
+/// Starts (once per mesh) the task that brings a member back whose interface is gone (it
+/// rebooted; a host that was unreachable is checked again once it answers): the whole mesh is
+/// re-applied, under the project's lock, so the member gets its interface back with its key and
+/// address and every peer its endpoint. The task ends when the mesh is no longer recorded (the
+/// project's last `stop`) or the daemon shuts down.
+pub(crate) fn watch_mesh(inner: &Arc<Inner>, project: &str, net: &str) {
+    let id = (project.to_owned(), net.to_owned());
+    {
+        let Ok(mut w) = inner.mesh_watches.lock() else {
+            return;
+        };
+        if !w.insert(id.clone()) {
+            return;
+        }
+    }
+    let weak = Arc::downgrade(inner);
+    smol::spawn(async move {
+        let (project, net) = &id;
+        loop {
+            Timer::after(MESH_CHECK).await;
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.shut.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let Some(state) = crate::network::read_state(&inner.state_dir, project, net).await
+            else {
+                break;
+            };
+            let Ok(Some((def, _))) = known_project(&inner, project).await else {
+                break;
+            };
+            let gone = crate::network::missing_members(&inner.executor, &def, &state).await;
+            if gone.is_empty() {
+                continue;
+            }
+            let _op = inner.operation(project).await;
+            // A stop may have taken the mesh down while this waited for the lock.
+            if crate::network::read_state(&inner.state_dir, project, net)
+                .await
+                .is_none()
+            {
+                break;
+            }
+            let Ok(Some((def, _))) = known_project(&inner, project).await else {
+                break;
+            };
+            match crate::network::up(&inner.executor, &def, net, &inner.state_dir).await {
+                Ok(_) => tracing::info!(
+                    project = %project,
+                    network = %net,
+                    "mesh re-applied: the interface of {} was gone",
+                    gone.join(", ")
+                ),
+                Err(e) => tracing::warn!(project = %project, "{e}; tried again in {MESH_CHECK:?}"),
+            }
+        }
+        if let Some(inner) = weak.upgrade()
+            && let Ok(mut w) = inner.mesh_watches.lock()
+        {
+            w.remove(&id);
+        }
+    })
+    .detach();
 }
 
 /// Takes down the project's meshes once none of its services is up.
@@ -523,17 +599,9 @@ async fn meshes_down_if_idle(inner: &Arc<Inner>, project: &str, def: Option<&Pro
         return;
     }
     let Some(def) = def else { return };
-    for (net, n) in &def.networks {
-        if n.kind != harness_config::NetworkKind::Wireguard {
-            continue;
-        }
-        if crate::network::read_state(&inner.state_dir, project, net)
-            .await
-            .is_none()
-        {
-            continue;
-        }
-        if let Err(e) = crate::network::down(&inner.executor, def, net, &inner.state_dir).await {
+    // Every mesh recorded as up: also an automatic one the definition no longer needs.
+    for net in crate::network::recorded(&inner.state_dir, project).await {
+        if let Err(e) = crate::network::down(&inner.executor, def, &net, &inner.state_dir).await {
             tracing::warn!(
                 project,
                 "{e}; the mesh stays recorded and the next stop retries"
@@ -699,6 +767,7 @@ async fn apply_selected(
         let t = Instant::now();
         let up = crate::network::up(&inner.executor, project, &net, &inner.state_dir).await;
         if up.is_ok() {
+            watch_mesh(inner, &project.name, &net);
             tracing::info!(
                 project = %project.name,
                 network = %net,

@@ -59,7 +59,7 @@ mod supervisor;
 pub mod usage;
 pub mod watch;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -160,6 +160,9 @@ pub(crate) struct Inner {
     /// Services this daemon found not running when it started although recorded running
     /// (`drift` reports them until `sync` acknowledges them).
     pub gone_at_start: Mutex<Vec<drift::GoneAtStart>>,
+    /// The meshes (project, network) a watch task re-applies when a member's interface is gone
+    /// (a member rebooted): one task each (docs/adr/0034-wireguard-mesh.md).
+    pub mesh_watches: Mutex<BTreeSet<(String, String)>>,
 }
 
 /// Held while an apply, stop or restart changes one project.
@@ -234,6 +237,7 @@ impl Orchestrator {
             generations: Mutex::new(BTreeMap::new()),
             generation_changed: event_listener::Event::new(),
             gone_at_start: Mutex::new(Vec::new()),
+            mesh_watches: Mutex::new(BTreeSet::new()),
         });
         let orch = Orchestrator {
             life: Arc::new(Life(inner)),
@@ -242,6 +246,11 @@ impl Orchestrator {
         for name in orch.projects() {
             if let Some(p) = orch.project(&name) {
                 orch.life.0.set_log_limits(&p);
+            }
+            // The meshes a previous daemon brought up are watched again (a member that rebooted
+            // meanwhile rejoins).
+            for net in network::recorded(&orch.life.0.state_dir, &name).await {
+                apply::watch_mesh(&orch.life.0, &name, &net);
             }
         }
         Ok(orch)

@@ -294,7 +294,7 @@ async fn wireguard_check(
     ssh: &Target,
     r: &mut HostReport,
 ) {
-    let networks: Vec<&str> = project
+    let mut networks: Vec<&str> = project
         .networks
         .iter()
         .filter(|(_, n)| {
@@ -303,6 +303,9 @@ async fn wireguard_check(
         })
         .map(|(k, _)| k.as_str())
         .collect();
+    if orchestrator::network::automatic_members(project).contains(name) {
+        networks.push(orchestrator::network::auto_name(project));
+    }
     if networks.is_empty() {
         return;
     }
@@ -319,25 +322,29 @@ async fn wireguard_check(
                         format!(
                             "`wg` (wireguard-tools) is not installed; needed by network {nets}"
                         ),
-                        "sudo apt-get install wireguard-tools",
+                        format!(
+                            "sudo apt-get install wireguard-tools (or `harness network install {name}`)"
+                        ),
                     ),
                     "wireguard-go" => (
                         format!(
                             "no kernel WireGuard and no `wireguard-go`; needed by network {nets}"
                         ),
-                        "sudo apt-get install wireguard-go",
+                        format!(
+                            "sudo apt-get install wireguard-go (or `harness network install {name}`)"
+                        ),
                     ),
                     _ => (
                         format!(
                             "/dev/net/tun is missing (wireguard-go needs it); needed by network {nets}"
                         ),
-                        "load the tun module: sudo modprobe tun",
+                        "load the tun module: sudo modprobe tun".to_owned(),
                     ),
                 };
                 r.problems.push(Problem {
                     check: "wireguard",
                     error,
-                    hint: hint.into(),
+                    hint,
                 });
             }
         }

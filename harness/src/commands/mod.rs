@@ -90,8 +90,14 @@ pub fn run(cli: Cli) -> u8 {
         Command::Ops(args) => ops::run(&ctx, args),
         Command::Daemon(cmd) => daemon::run(&ctx, cmd),
         Command::Config(ConfigCommand::Show {
+            resolved: true,
+            show_secrets: _,
+            origins: _,
+        }) => config_show::resolved(&ctx),
+        Command::Config(ConfigCommand::Show {
             show_secrets,
             origins,
+            resolved: false,
         }) => config_show::run(&ctx, show_secrets, origins),
         Command::Config(ConfigCommand::Deps) => config_deps::run(&ctx),
         Command::Config(ConfigCommand::Schema) => config_schema::run(&ctx),

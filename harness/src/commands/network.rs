@@ -1,5 +1,5 @@
-//! `harness network list | show NAME | test [A B]`: the project's WireGuard meshes
-//! (docs/adr/0034-wireguard-mesh.md).
+//! `harness network list | show NAME | test [A B] | install HOST`: the project's WireGuard meshes,
+//! declared or automatic, and the tools they need (docs/adr/0034-wireguard-mesh.md).
 //!
 //! Runs in the CLI like `hosts check`: the members, interfaces and addresses follow from the
 //! services file and the daemon's state directory (`$HARNESS_HOME`), the public keys from the
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use command_executor::{Command, Executor};
-use harness_config::{LOCAL_NODE, NetworkKind, Project};
+use harness_config::{LOCAL_NODE, Project};
 use orchestrator::network::{self, MeshPlan};
 use serde::Serialize;
 
@@ -19,7 +19,8 @@ use crate::output::{Context, print_json};
 
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
-    /// The `wireguard` networks: members, interfaces, mesh addresses, whether the daemon has the
+    /// The `wireguard` networks (and the automatic mesh, `auto`, when consumers cannot reach a
+    /// provider on the underlay): members, interfaces, mesh addresses, whether the daemon has the
     /// mesh up.
     List,
     /// One network's members with their peers as `wg show` reports them (endpoint, latest
@@ -33,6 +34,125 @@ pub enum NetworkCommand {
         /// Member to test to.
         b: Option<String>,
     },
+    /// Install what a mesh member needs (`wireguard-tools`, and `wireguard-go` when the kernel
+    /// has no WireGuard) on HOST (a hosts entry, or `local`) with its package manager (apt-get,
+    /// dnf or apk) as root through `sudo -n`; says so when nothing is missing.
+    Install {
+        /// A hosts entry, or `local` for this machine.
+        host: String,
+    },
+}
+
+/// What is missing, then the install with the package manager found; prints `nothing`,
+/// `nopm:PACKAGES`, or `installed:MANAGER:PACKAGES`.
+const INSTALL: &str = r#"set -u
+need=""
+command -v wg >/dev/null 2>&1 || need="$need wireguard-tools"
+if [ ! -d /sys/module/wireguard ] && ! command -v wireguard-go >/dev/null 2>&1; then
+  need="$need wireguard-go"
+fi
+[ -n "$need" ] || { echo nothing; exit 0; }
+if command -v apt-get >/dev/null 2>&1; then
+  PM=apt-get
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >&2 || exit 1
+elif command -v dnf >/dev/null 2>&1; then PM=dnf; dnf install -y -q $need >&2 || exit 1
+elif command -v apk >/dev/null 2>&1; then PM=apk; apk add -q $need >&2 || exit 1
+else echo "nopm:$need"; exit 0; fi
+echo "installed:$PM:$need"
+"#;
+
+fn install(ctx: &Context, project: &Project, host: &str) -> Status {
+    if host != LOCAL_NODE && !project.hosts.contains_key(host) {
+        crate::errln!(
+            "error: host {host:?} is not defined under hosts: in {} (or use `local`)",
+            ctx.file.display()
+        );
+        return Status::Invalid;
+    }
+    let target = match network::root_target(project, "-", host) {
+        Ok(t) => t,
+        Err(e) => {
+            crate::errln!("error: host {host:?}: {}", e.message);
+            return Status::Failed;
+        }
+    };
+    let exec = Executor::default();
+    let cmd = Command::new("sh")
+        .arg("-c")
+        .arg(INSTALL)
+        .timeout(Duration::from_secs(600));
+    let out = match smol::block_on(exec.output(&target, &cmd)) {
+        Ok(o) => o,
+        Err(e) => {
+            crate::errln!("error: host {host:?}: {e}");
+            return Status::Failed;
+        }
+    };
+    let stdout = out.stdout_text();
+    let err = out.stderr_text();
+    let err = err.trim();
+    if !out.status.success() {
+        if err.contains("password is required") || err.contains("a terminal is required") {
+            crate::errln!(
+                "error: host {host:?}: sudo needs a password there (`sudo -n` failed: {err}); \
+                 installing needs root: give the login user passwordless sudo, or install \
+                 wireguard-tools (and wireguard-go) there by hand"
+            );
+        } else {
+            crate::errln!(
+                "error: host {host:?}: installing failed (exit {:?}): {err}",
+                out.status.code()
+            );
+        }
+        return Status::Failed;
+    }
+    let line = stdout.lines().last().unwrap_or_default().trim();
+    #[derive(Serialize)]
+    struct Installed<'a> {
+        host: &'a str,
+        installed: Vec<&'a str>,
+        manager: Option<&'a str>,
+    }
+    if line == "nothing" {
+        if ctx.json() {
+            print_json(&Installed {
+                host,
+                installed: Vec::new(),
+                manager: None,
+            });
+        } else {
+            crate::outln!(
+                "{host}: `wg` and kernel WireGuard or `wireguard-go` are there already: nothing to install"
+            );
+        }
+        return Status::Ok;
+    }
+    if let Some(need) = line.strip_prefix("nopm:") {
+        crate::errln!(
+            "error: host {host:?}: no known package manager (apt-get, dnf, apk) to install{need}; \
+             install them there by hand"
+        );
+        return Status::Failed;
+    }
+    if let Some((pm, need)) = line
+        .strip_prefix("installed:")
+        .and_then(|r| r.split_once(':'))
+    {
+        let installed: Vec<&str> = need.split_whitespace().collect();
+        if ctx.json() {
+            print_json(&Installed {
+                host,
+                installed,
+                manager: Some(pm),
+            });
+        } else {
+            crate::outln!("{host}: installed {} with {pm}", installed.join(", "));
+        }
+        return Status::Ok;
+    }
+    crate::errln!("error: host {host:?}: unexpected answer: {}", stdout.trim());
+    Status::Failed
 }
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -42,6 +162,9 @@ pub fn run(ctx: &Context, cmd: NetworkCommand) -> Status {
         Ok(p) => p,
         Err(s) => return s,
     };
+    if let NetworkCommand::Install { host } = &cmd {
+        return install(ctx, &project, host);
+    }
     let state_dir = match harness_protocol::HarnessHome::from_env() {
         Ok(h) => h.root().to_path_buf(),
         Err(e) => {
@@ -51,10 +174,7 @@ pub fn run(ctx: &Context, cmd: NetworkCommand) -> Status {
     };
     let plans: Vec<MeshPlan> = {
         let mut out = Vec::new();
-        for (name, n) in &project.networks {
-            if n.kind != NetworkKind::Wireguard {
-                continue;
-            }
+        for name in &network::wireguard_networks(&project) {
             match network::plan(&project, name, &state_dir) {
                 Ok(p) => out.push(p),
                 Err(e) => {
@@ -72,6 +192,7 @@ pub fn run(ctx: &Context, cmd: NetworkCommand) -> Status {
             None => unknown(&name, &plans),
         },
         NetworkCommand::Test { a, b } => test(ctx, &project, &plans, a, b),
+        NetworkCommand::Install { .. } => Status::Ok, // answered above
     }
 }
 
@@ -91,6 +212,8 @@ fn unknown(name: &str, plans: &[MeshPlan]) -> Status {
 #[derive(Serialize)]
 struct ListedMember {
     network: String,
+    /// Not declared: brought up because consumers cannot reach a provider on the underlay.
+    automatic: bool,
     member: String,
     interface: String,
     address: String,
@@ -117,6 +240,7 @@ fn list(
                 .and_then(|s| s.members.iter().find(|x| x.name == m.name));
             rows.push(ListedMember {
                 network: p.network.clone(),
+                automatic: p.automatic,
                 member: m.name.clone(),
                 interface: m.interface.clone(),
                 address: format!("{}/{}", m.address, p.prefix),
@@ -133,7 +257,10 @@ fn list(
         return Status::Ok;
     }
     if rows.is_empty() {
-        crate::outln!("no wireguard networks in {}", ctx.file.display());
+        crate::outln!(
+            "no wireguard networks in {}, and no automatic mesh needed",
+            ctx.file.display()
+        );
         return Status::Ok;
     }
     let mut t = crate::output::table(ctx.color_out);
@@ -148,7 +275,11 @@ fn list(
     ]);
     for r in &rows {
         t.add_row([
-            r.network.clone(),
+            if r.automatic {
+                format!("{} (automatic)", r.network)
+            } else {
+                r.network.clone()
+            },
             r.member.clone(),
             r.address.clone(),
             r.interface.clone(),

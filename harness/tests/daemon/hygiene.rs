@@ -47,6 +47,7 @@ fn invocations(pkg: &str) -> Vec<Vec<String>> {
     let lines: &[&str] = &[
         "validate",
         "config show",
+        "config show --resolved",
         "config deps",
         "config schema",
         "completions bash",
@@ -73,6 +74,7 @@ fn invocations(pkg: &str) -> Vec<Vec<String>> {
         "network list",
         "network show nothing",
         "network test",
+        "network install nothing",
         "package verify /nonexistent.tar.zst",
         "deploy --rollback nothing",
         "ops",

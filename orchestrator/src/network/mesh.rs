@@ -573,6 +573,45 @@ async fn save_state(state_dir: &Path, project: &str, state: &MeshState) -> Resul
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The members of a recorded mesh whose interface is gone (the machine rebooted, or someone
+/// removed it). A member that does not answer is not counted: it is judged again when it does.
+pub async fn missing_members(exec: &Executor, project: &Project, state: &MeshState) -> Vec<String> {
+    let checks = state.members.iter().map(|m| async move {
+        let target = root_target(project, &state.network, &m.name).ok()?;
+        let out = run(
+            exec,
+            &target,
+            &state.network,
+            &m.name,
+            "checking the interface",
+            r#"if ip link show dev "$1" >/dev/null 2>&1; then echo up; else echo gone; fi"#,
+            std::slice::from_ref(&m.interface),
+        )
+        .await
+        .ok()?;
+        (out.trim() == "gone").then(|| m.name.clone())
+    });
+    join_all(checks).await.into_iter().flatten().collect()
+}
+
+/// The networks of `project` the daemon holds a record of (brought up, not yet taken down).
+pub async fn recorded(state_dir: &Path, project: &str) -> Vec<String> {
+    use futures_lite::StreamExt;
+    let dir = state_dir.join("mesh").join(project);
+    let Ok(mut entries) = async_fs::read_dir(&dir).await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    while let Some(Ok(e)) = entries.next().await {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(net) = name.strip_suffix(".json") {
+            out.push(net.to_owned());
+        }
+    }
+    out.sort();
+    out
+}
+
 /// [`load_state`] for async callers.
 pub async fn read_state(state_dir: &Path, project: &str, network: &str) -> Option<MeshState> {
     let text = async_fs::read_to_string(state_path(state_dir, project, network))

@@ -6,9 +6,13 @@ pub mod mesh;
 pub mod plan;
 
 pub use mesh::{
-    KEY_DIR, MemberState, MeshState, down, load_state, read_state, root_target, state_path, up,
+    KEY_DIR, MemberState, MeshState, down, load_state, missing_members, read_state, recorded,
+    root_target, state_path, up,
 };
-pub use plan::{Member, MeshPlan, mesh_address, plan};
+pub use plan::{
+    AUTO_RANGE, Member, MeshPlan, auto_name, auto_port, auto_subnet, automatic_members,
+    mesh_address, plan, underlay_routes, wireguard_networks,
+};
 
 /// Something about a mesh failed; always names the network and, when it is about one member,
 /// the host.
