@@ -1030,7 +1030,7 @@ pub struct DeployProgress {
     pub host: String,
     /// `NAME-VERSION`.
     pub package: String,
-    /// `checking`, `uploading`, `verifying`, `extracting`, `setup`, `activating`, `done`.
+    /// `checking`, `uploading`, `verifying`, `extracting`, `setup`, `ready`, `activating`, `done`.
     pub phase: String,
     /// Bytes sent so far, of `total` to send.
     pub bytes: u64,
