@@ -610,3 +610,121 @@ fn package_services_run_on_their_hosts_and_follow_deploys_and_rollbacks() {
     assert_ne!(d.env.service("web1")["runtime"]["pid"], web1_pid);
     assert!(consumer_saw(&d, "web1=1.0.0 web2=1.0.0"));
 }
+
+/// Milliseconds the daemon waits after each uploaded chunk (256 KiB) in the cancel test.
+const SLOW_CHUNK_MS: &str = "250";
+
+#[test]
+fn a_cancelled_deploy_leaves_every_host_on_its_previous_version() {
+    let port = 20000 + (std::process::id() + 7) % 20000;
+    let mut services = String::from("services:\n");
+    for (i, h) in HOSTS.iter().enumerate() {
+        services.push_str(&format!(
+            "  web{i}:\n    type: package\n    package: PKG\n    host: {h}\n    \
+             ports: [{{name: http, port: {port}}}]\n    env: {{PORT: \"{port}\"}}\n"
+        ));
+    }
+    let d = Deploy::new("cx", &services);
+    let v1 = server_source(&d, "1.0.0");
+    let v2 = server_source(&d, "2.0.0");
+    // 4 MiB of incompressible bytes: 16 chunks, 4 s of upload at the slowed pace.
+    let mut data = vec![0u8; 4 << 20];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for b in &mut data {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(v2.join("data.bin"), data).unwrap();
+    let hook = [(packages::UPLOAD_DELAY_ENV, SLOW_CHUNK_MS)];
+    d.run(&["deploy", path(&v1), "--host", "h1,h2,h3"], &hook)
+        .ok();
+    d.run(&["start"], &hook).ok();
+    let pids: Vec<Value> = (0..3)
+        .map(|i| d.env.service(&format!("web{i}"))["runtime"]["pid"].clone())
+        .collect();
+
+    let cli = d
+        .env
+        .cmd(&["deploy", path(&v2), "--host", "h1,h2,h3"])
+        .env(
+            "HARNESS_KNOWN_HOSTS",
+            tb().var("TB_SSH_KNOWN_HOSTS").unwrap(),
+        )
+        .envs(hook)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once every host is uploading, cancel.
+    let mut id = 0;
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(30), || {
+            let ops = json(&d.run(&["ops", "--running", "-o", "json"], &[]));
+            let Some(op) = ops["operations"]
+                .as_array()
+                .and_then(|a| a.iter().find(|o| o["kind"] == "deploy"))
+            else {
+                return false;
+            };
+            id = op["id"].as_u64().unwrap();
+            let op = json(&d.run(&["ops", "show", &id.to_string(), "-o", "json"], &[]));
+            let uploading = op["steps"].as_array().map_or(0, |s| {
+                s.iter()
+                    .filter(|s| s["kind"] == "uploading" && s["result"]["status"] == "running")
+                    .count()
+            });
+            uploading == 3
+        }),
+        "the deploy never had three hosts uploading"
+    );
+    d.run(&["ops", "cancel", &id.to_string()], &[]).ok();
+    let out = cli.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("operation {id} was cancelled")) && stderr.contains("upload"),
+        "{stderr}"
+    );
+
+    let op = json(
+        &d.run(&["ops", "show", &id.to_string(), "-o", "json"], &[])
+            .ok(),
+    );
+    assert_eq!(op["outcome"]["status"], "cancelled", "{op:#}");
+    let n = &d.name;
+    for (i, h) in HOSTS.iter().enumerate() {
+        // The previous version is active, nothing of the new one nor any temporary is left.
+        assert_eq!(d.current(h, "/opt"), format!("{n}-1.0.0"), "{h}");
+        let left = tb().sh_ok(
+            h,
+            &format!(
+                "sudo -n ls -A /opt | grep -F '{n}' | grep -v -e '^{n}-1.0.0$' \
+                 -e '^{n}-1.0.0\\.sha256$' -e '^{n}-current$' -e '^\\.{n}\\.history$' || true"
+            ),
+        );
+        assert_eq!(left, "", "{h} has leftovers");
+        // The service still runs, the same process, answering with the old version.
+        let web = d.env.service(&format!("web{i}"));
+        assert_eq!(web["runtime"]["pid"], pids[i], "{h}: {web:#}");
+        let answer = tb().sh_ok(
+            h,
+            &format!(
+                "python3 -c \"import urllib.request as u; \
+                 print(u.urlopen('http://127.0.0.1:{port}/version.txt', timeout=2).read().decode().strip())\""
+            ),
+        );
+        assert_eq!(answer, "1.0.0", "{h}");
+    }
+    // Deploying again (not slowed down by a cancel) brings every host to the new version.
+    let again = d.run(
+        &["deploy", path(&v2), "--host", "h1,h2,h3", "-o", "json"],
+        &hook,
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    for h in HOSTS {
+        assert_eq!(d.current(h, "/opt"), format!("{n}-2.0.0"), "{h}");
+    }
+    d.run(&["stop"], &[]).ok();
+}

@@ -73,6 +73,10 @@ pub enum Error {
         installed: String,
         sha256: String,
     },
+    /// The deployment was cancelled on this host before it activated anything: what was
+    /// uploaded or extracted is removed, the active version is the one before.
+    #[error("{host}: cancelled {detail}; the previous active version stays")]
+    Cancelled { host: String, detail: String },
     #[error("{host}: no earlier version of {name} under {root} to roll back to")]
     NothingToRollBack {
         host: String,
@@ -130,6 +134,7 @@ impl Error {
             | Error::Setup { host, .. }
             | Error::VersionConflict { host, .. }
             | Error::NothingToRollBack { host, .. }
+            | Error::Cancelled { host, .. }
             | Error::NotInstalled { host, .. }
             | Error::Busy { host, .. }
             | Error::Install { host, .. } => Some(host),

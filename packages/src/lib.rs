@@ -29,7 +29,7 @@ pub use archive::{
 };
 pub use deploy::{
     CORRUPT_UPLOAD_ENV, DEFAULT_KEEP, DEFAULT_ROOT, DeployOptions, Deployed, Installed, Outcome,
-    Phase, Progress, RolledBack, deploy, deploy_all, installed, rollback,
+    Phase, Progress, RolledBack, UPLOAD_DELAY_ENV, deploy, deploy_all, installed, rollback,
 };
 pub use error::{Error, Result};
 pub use manifest::{MANIFEST_FILE, Manifest, ManifestError, Problem};

@@ -80,6 +80,7 @@ fn example_deploys_to_h1_and_h2_in_parallel_and_serves() {
                 Phase::Verifying,
                 Phase::Extracting,
                 Phase::Setup,
+                Phase::Ready,
                 Phase::Activating,
                 Phase::Done
             ],

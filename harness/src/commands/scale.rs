@@ -1,11 +1,12 @@
 //! `harness scale web=3`: run N instances of a service (`web-1..web-3`). Scaling down stops the
 //! highest-numbered instances first, one at a time, then applies the project with the new
-//! count, which restarts the consumers whose `${web.endpoints}` changed.
+//! count, which restarts the consumers whose `${web.endpoints}` changed. It is one `start` request
+//! carrying the change, which the daemon records as a `scale` operation (ADR 0035).
 
 use std::collections::BTreeMap;
 
 use harness_protocol::method;
-use harness_protocol::wire::{StatusParams, StatusResult, StopParams, StopResult};
+use harness_protocol::wire::{ScaleChange, ScaleRequest, StatusParams, StatusResult};
 
 use super::{Status, connect, load_options, load_project_with, request_failed};
 use crate::output::Context;
@@ -53,9 +54,12 @@ pub fn run(ctx: &Context, targets: Vec<String>) -> Status {
         Ok(names) => names,
         Err(s) => return s,
     };
-    // Instances beyond the new count (and the unnumbered service), highest number first.
+    // The instances registered now, per service (the unnumbered service counts as one), and
+    // those beyond the new count (and the unnumbered service), highest number first.
+    let mut changes = Vec::new();
     let mut surplus: Vec<(u32, String)> = Vec::new();
     for (service, n) in &counts {
+        let mut from = 0;
         for name in &running {
             let index = if name == service {
                 Some(0)
@@ -63,40 +67,20 @@ pub fn run(ctx: &Context, targets: Vec<String>) -> Status {
                 name.strip_prefix(service.as_str())
                     .and_then(|rest| rest.strip_prefix('-'))
                     .and_then(|i| i.parse::<u32>().ok())
-                    .filter(|i| i > n)
             };
-            if let Some(i) = index {
+            let Some(i) = index else { continue };
+            from += 1;
+            if i == 0 || i > *n {
                 surplus.push((i, name.clone()));
             }
         }
+        changes.push(ScaleChange {
+            service: service.clone(),
+            from,
+            to: *n,
+        });
     }
     surplus.sort_by(|a, b| b.cmp(a));
-    if !surplus.is_empty() {
-        let stopped = smol::block_on(async {
-            let client = connect(ctx).await?;
-            for (_, name) in &surplus {
-                let params = StopParams {
-                    project: project.name.clone(),
-                    services: vec![name.clone()],
-                    force: true,
-                    timeout_ms: None,
-                    // No longer in the project: forgotten, as `down` does.
-                    remove: true,
-                };
-                let result: StopResult = client
-                    .call::<method::Stop>(&params)
-                    .await
-                    .map_err(|e| request_failed("stop", e))?;
-                for s in &result.services {
-                    crate::errln!("✓ {} stopped", s.name);
-                }
-            }
-            Ok::<_, Status>(())
-        });
-        if let Err(s) = stopped {
-            return s;
-        }
-    }
     let instances: Vec<String> = project
         .services
         .keys()
@@ -119,9 +103,11 @@ pub fn run(ctx: &Context, targets: Vec<String>) -> Status {
         .map(|(name, _)| name.clone())
         .collect();
     selected.sort();
-    if selected.is_empty() {
-        // Scaled to 0: stopping was all there was to do.
-        return Status::Ok;
-    }
-    super::start::start_project(ctx, &project, selected, false)
+    // One `start` the daemon records as a `scale` operation: it stops the surplus first, then
+    // applies `selected` (nothing when everything was scaled to 0).
+    let scale = ScaleRequest {
+        changes,
+        stop: surplus.into_iter().map(|(_, name)| name).collect(),
+    };
+    super::start::start_project_with(ctx, &project, selected, false, Some(scale))
 }

@@ -32,6 +32,17 @@ pub fn start_project(
     services: Vec<String>,
     remove_orphans: bool,
 ) -> Status {
+    start_project_with(ctx, project, services, remove_orphans, None)
+}
+
+/// [`start_project`], with what `harness scale` changes (the daemon records a `scale` operation).
+pub fn start_project_with(
+    ctx: &Context,
+    project: &harness_config::Project,
+    services: Vec<String>,
+    remove_orphans: bool,
+    scale: Option<harness_protocol::wire::ScaleRequest>,
+) -> Status {
     for s in &services {
         if !project.services.contains_key(s) {
             let known: Vec<&str> = project.services.keys().map(String::as_str).collect();
@@ -60,6 +71,7 @@ pub fn start_project(
         dir: dir.display().to_string(),
         services,
         remove_orphans,
+        scale,
     };
     let size = match serde_json::to_string(&params) {
         Ok(v) => v.len(),

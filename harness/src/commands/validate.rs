@@ -49,6 +49,7 @@ fn too_large(ctx: &Context, project: &harness_config::Project) -> Option<Diagnos
         dir: std::path::absolute(&ctx.file).ok()?.display().to_string(),
         services: Vec::new(),
         remove_orphans: false,
+        scale: None,
     };
     let len = serde_json::to_string(&params).ok()?.len();
     super::request_size::check(&ctx.file, project, len)

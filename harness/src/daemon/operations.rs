@@ -124,7 +124,7 @@ impl DeploySteps {
             Phase::Checking => StepKind::Checking,
             Phase::Uploading => StepKind::Uploading,
             Phase::Verifying => StepKind::Verifying,
-            Phase::Extracting | Phase::Setup => StepKind::Installing,
+            Phase::Extracting | Phase::Setup | Phase::Ready => StepKind::Installing,
             Phase::Activating => StepKind::Activating,
             Phase::Done => {
                 self.end(host, StepResult::Ok);

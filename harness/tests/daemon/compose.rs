@@ -168,4 +168,47 @@ fn replicas_run_instances_and_the_consumer_sees_them_all() {
             == 2),
         "the consumer was not given two endpoints"
     );
+
+    // The scale is one operation of its own kind, with what it changed (ADR 0035).
+    let ops = env.run(&["ops", "-o", "json"]).ok().json();
+    let scale = ops["operations"]
+        .as_array()
+        .and_then(|a| a.iter().find(|o| o["kind"] == "scale"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no scale operation: {ops}"));
+    assert_eq!(scale["outcome"]["status"], "succeeded", "{scale}");
+    assert_eq!(
+        scale["params"]["scale"]["changes"],
+        serde_json::json!([{"service": "web", "from": 3, "to": 2}]),
+        "{scale}"
+    );
+    assert_eq!(
+        scale["params"]["scale"]["stop"],
+        serde_json::json!(["web-3"])
+    );
+    let id = scale["id"].as_u64().expect("id").to_string();
+    let scale = env.run(&["ops", "show", &id, "-o", "json"]).ok().json();
+    assert!(
+        scale["steps"].as_array().is_some_and(|s| s
+            .iter()
+            .any(|s| s["kind"] == "stopping" && s["service"] == "web-3")),
+        "{scale}"
+    );
+    let stops = ops["operations"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|o| o["kind"] == "stop").count());
+    assert_eq!(stops, 0, "the scale recorded a separate stop: {ops}");
+
+    // Scaled to 0: the instances stop, nothing is applied, still one scale operation.
+    env.run(&["scale", "web=0"]).ok();
+    let left = names(&env, "fleet");
+    assert!(!left.iter().any(|n| n.starts_with("web")), "{left:?}");
+    let ops = env.run(&["ops", "-o", "json"]).ok().json();
+    let newest = &ops["operations"][0];
+    assert_eq!(newest["kind"], "scale", "{ops}");
+    assert_eq!(
+        newest["params"]["scale"]["changes"],
+        serde_json::json!([{"service": "web", "from": 2, "to": 0}]),
+        "{newest}"
+    );
 }

@@ -121,6 +121,7 @@ fn deploy_records_throttled_progress_events_per_host() {
                 "uploading",
                 "verifying",
                 "extracting",
+                "ready",
                 "activating",
                 "done"
             ]

@@ -12,6 +12,8 @@ mod script;
 
 use std::ffi::OsString;
 use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use command_executor::{Command, Event, Executor, ExitStatus, StdinMode, Target};
@@ -45,11 +47,21 @@ pub struct DeployOptions {
     /// Test hook: flip every bit of the byte at this offset of the uploaded stream (clamped to its last
     /// byte), as a network fault would. The host's sha256 check must refuse the upload.
     pub corrupt_byte_at: Option<u64>,
+    /// Set to cancel: checked before the probe, before each uploaded chunk, and at the host's
+    /// last point before activation (`PHASE ready`). A host cancelled there ends with
+    /// [`Error::Cancelled`], its previous version active and its temporaries removed; a host that
+    /// was told to activate before completes (undoing it is the caller's rollback).
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Test hook: wait this long after each uploaded chunk (256 KiB), as a slow link would.
+    pub upload_chunk_delay: Option<Duration>,
 }
 
 /// Environment variable read by [`DeployOptions::with_test_hooks_from_env`]: a byte offset to corrupt in
 /// every upload, for end-to-end tests through the CLI and daemon.
 pub const CORRUPT_UPLOAD_ENV: &str = "HARNESS_TEST_CORRUPT_UPLOAD_AT";
+/// Environment variable read by [`DeployOptions::with_test_hooks_from_env`]: milliseconds to wait
+/// after each uploaded chunk, for tests that cancel a deployment mid-upload.
+pub const UPLOAD_DELAY_ENV: &str = "HARNESS_TEST_UPLOAD_CHUNK_DELAY_MS";
 
 impl DeployOptions {
     /// Sets [`DeployOptions::corrupt_byte_at`] from `HARNESS_TEST_CORRUPT_UPLOAD_AT` when it holds a
@@ -60,6 +72,12 @@ impl DeployOptions {
             .and_then(|v| v.trim().parse().ok())
         {
             self.corrupt_byte_at = Some(at);
+        }
+        if let Some(ms) = std::env::var(UPLOAD_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+        {
+            self.upload_chunk_delay = Some(Duration::from_millis(ms));
         }
         self
     }
@@ -74,7 +92,17 @@ impl Default for DeployOptions {
             plain: false,
             timeout: Duration::from_secs(600),
             corrupt_byte_at: None,
+            cancel: None,
+            upload_chunk_delay: None,
         }
+    }
+}
+
+impl DeployOptions {
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
     }
 }
 
@@ -91,6 +119,8 @@ pub enum Phase {
     Extracting,
     /// The manifest's `setup` runs in the extracted directory.
     Setup,
+    /// Ready to activate: the last point where a cancel leaves the host as it was.
+    Ready,
     /// Renaming into place and switching `NAME-current`.
     Activating,
     /// Finished; see [`Deployed::outcome`].
@@ -105,6 +135,7 @@ impl Phase {
             Phase::Verifying => "verifying",
             Phase::Extracting => "extracting",
             Phase::Setup => "setup",
+            Phase::Ready => "ready",
             Phase::Activating => "activating",
             Phase::Done => "done",
         }
@@ -196,6 +227,13 @@ pub async fn deploy(
     check_root(&options.root)?;
     // A Package can be put together by hand: its name must still be a safe path component.
     check_name(&m.name)?;
+    let cancelled = |detail: &str| Error::Cancelled {
+        host: host.clone(),
+        detail: detail.to_owned(),
+    };
+    if options.cancelled() {
+        return Err(cancelled("before it began"));
+    }
     report(Phase::Checking, 0, 0);
     let mut args: Vec<OsString> = vec![version.clone().into()];
     args.extend(m.requires.iter().map(OsString::from));
@@ -230,6 +268,9 @@ pub async fn deploy(
             if probe.current.as_deref() == Some(version.as_str()) {
                 report(Phase::Done, 0, 0);
                 return Ok(done(Outcome::Unchanged, probe.current.clone(), 0, false));
+            }
+            if options.cancelled() {
+                return Err(cancelled("before activation"));
             }
             report(Phase::Activating, 0, 0);
             let out = run(
@@ -278,6 +319,7 @@ pub async fn deploy(
         (if compressed { "zst" } else { "tar" }).into(),
         options.keep.to_string().into(),
         (if options.replace { "1" } else { "0" }).into(),
+        total.to_string().into(),
         m.setup.clone().unwrap_or_default().into(),
     ];
     args.extend(
@@ -320,7 +362,13 @@ pub async fn deploy(
     let mut sent = 0u64;
     let mut buf = vec![0u8; CHUNK];
     let mut write_failed = false;
+    let mut cut = false;
     loop {
+        if options.cancelled() {
+            // The host sees fewer bytes than announced and ends with `ERR cancelled`.
+            cut = true;
+            break;
+        }
         let n = source
             .read(&mut buf)
             .await
@@ -341,12 +389,20 @@ pub async fn deploy(
         }
         sent += n as u64;
         report(Phase::Uploading, sent, total);
+        if let Some(delay) = options.upload_chunk_delay {
+            blocking::unblock(move || std::thread::sleep(delay)).await;
+        }
     }
-    if !write_failed {
-        let _ = stdin.flush().await;
+    // Kept open for the `go` line unless the upload was cut or refused.
+    let mut stdin = Some(stdin);
+    if let Some(mut s) = stdin.take() {
+        if !write_failed && !cut {
+            let _ = s.flush().await;
+            stdin = Some(s);
+        } else {
+            let _ = s.close().await;
+        }
     }
-    let _ = stdin.close().await;
-    drop(stdin);
 
     let mut stdout: Vec<String> = Vec::new();
     let mut stderr: Vec<String> = Vec::new();
@@ -359,11 +415,25 @@ pub async fn deploy(
                         "verify" => Some(Phase::Verifying),
                         "extract" => Some(Phase::Extracting),
                         "setup" => Some(Phase::Setup),
+                        "ready" => Some(Phase::Ready),
                         "activate" => Some(Phase::Activating),
                         _ => None,
                     };
                     if let Some(phase) = phase {
                         report(phase, sent, total);
+                    }
+                    if phase == Some(Phase::Ready)
+                        && let Some(mut s) = stdin.take()
+                    {
+                        // The cancel point: `go`, or stdin closed (the host then removes what it
+                        // made and keeps the active version).
+                        if options.cancelled() {
+                            cut = true;
+                        } else {
+                            let _ = s.write_all(b"go\n").await;
+                            let _ = s.flush().await;
+                        }
+                        let _ = s.close().await;
                     }
                 }
                 stdout.push(text);
@@ -377,12 +447,22 @@ pub async fn deploy(
             _ => {}
         }
     }
+    if let Some(mut s) = stdin.take() {
+        let _ = s.close().await;
+    }
     let status = proc.wait().await?;
     let out = Reply {
         status,
         stdout,
         stderr,
     };
+    if cut && out.err().is_some_and(|(code, _)| code == "cancelled") {
+        return Err(cancelled(if sent < total {
+            "during the upload"
+        } else {
+            "before activation"
+        }));
+    }
     finish(&host, &m.name, &options.root, &version, &out).map_err(|e| match e {
         Error::UploadCorrupted { host, actual, .. } => Error::UploadCorrupted {
             host,
@@ -600,6 +680,7 @@ fn finish(host: &str, name: &str, root: &str, version: &str, out: &Reply) -> Res
                 code: detail.parse().unwrap_or(-1),
                 output: out.stderr.join("\n"),
             },
+            "cancelled" => Error::Cancelled { host, detail },
             "norollback" => Error::NothingToRollBack {
                 host,
                 name: name.to_owned(),

@@ -82,11 +82,14 @@ while [ ! -e "$d" ]; do d=$(dirname -- "$d"); done
 exit 0
 "#;
 
-/// Receives, verifies, checks, extracts, sets up and activates one version. stdin: the archive.
-/// Args: ROOT NAME VERSION STREAM-SHA PACKAGE-SHA FORMAT(zst|tar) KEEP REPLACE(0|1) SETUP K=V...
+/// Receives, verifies, checks, extracts, sets up and activates one version. stdin: the archive
+/// (exactly SIZE bytes), then, once the program printed `PHASE ready`, the line `go`; anything else
+/// (the deployer closing stdin: a cancelled deployment, or a deployer that died) ends it before
+/// activation with `ERR cancelled`, everything it made removed.
+/// Args: ROOT NAME VERSION STREAM-SHA PACKAGE-SHA FORMAT(zst|tar) KEEP REPLACE(0|1) SIZE SETUP K=V...
 /// (the manifest's env, for setup only: it must not change how this program itself runs).
-const INSTALL: &str = r#"ver=$1 want=$2 pkgsha=$3 fmt=$4 keep=$5 replace=$6 setup=$7
-shift 7
+const INSTALL: &str = r#"ver=$1 want=$2 pkgsha=$3 fmt=$4 keep=$5 replace=$6 size=$7 setup=$8
+shift 8
 id=$name-$ver dest=$root/$id h=$root/.$name.history
 up=$root/.$id.upload.$$ new=$root/.$id.new.$$
 cleanup() { rm -rf -- "$up" "$up.names" "$up.list" "$up.links" "$up.err" "$new"; unlock; }
@@ -100,7 +103,10 @@ trap 'exit 143' TERM
 take_lock
 printf '%s\n' "$up" "$up.names" "$up.list" "$up.links" "$up.err" "$new" "$root/.$name-current.$$" "$dest.sha256.$$" "$h.$$" >"$lock/cleanup"
 phase upload
-e=$(cat 2>&1 >"$up") || classify "$up" "$e"
+# Exactly SIZE bytes (head reads no further): the `go` line follows on the same stdin.
+e=$(head -c "$size" 2>&1 >"$up") || classify "$up" "$e"
+got=$(wc -c <"$up")
+[ "$got" -eq "$size" ] || fail cancelled "during the upload ($got of $size bytes arrived)"
 phase verify
 got=$(sha256sum -- "$up" | cut -d' ' -f1)
 [ "$got" = "$want" ] || fail checksum "$got"
@@ -146,10 +152,14 @@ if [ -n "$setup" ]; then
         cd "$new" || exit 126
         for kv in "$@"; do export "$kv"; done
         HARNESS_PACKAGE_DIR=$dest HARNESS_PACKAGE_NAME=$name HARNESS_PACKAGE_VERSION=$ver exec /bin/sh -c "$setup"
-    ) 1>&2
+    ) </dev/null 1>&2
     rc=$?
     [ "$rc" = 0 ] || fail setup "$rc"
 fi
+# The last point to stop: the deployer says `go`, or closes stdin when the deployment was cancelled.
+phase ready
+IFS= read -r go || go=
+[ "$go" = go ] || fail cancelled "before activation"
 phase activate
 e=$( { printf '%s  %s.tar.zst\n' "$pkgsha" "$id" >"$dest.sha256.$$" && mv -f -- "$dest.sha256.$$" "$dest.sha256"; } 2>&1) || {
     rm -f -- "$dest.sha256.$$"

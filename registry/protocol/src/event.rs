@@ -114,7 +114,7 @@ pub struct DeploymentProgress {
     pub host: String,
     /// `NAME-VERSION`, or `NAME` for a rollback.
     pub package: String,
-    /// `checking`, `uploading`, `verifying`, `extracting`, `setup`, `activating`, `done`, `failed`,
+    /// `checking`, `uploading`, `verifying`, `extracting`, `setup`, `ready`, `activating`, `done`, `failed`,
     /// `rolled_back` (spelt as the deploy result's `rolled_back` action).
     pub phase: String,
     pub bytes: u64,

@@ -600,6 +600,28 @@ pub struct StartParams {
     /// Stop and forget services that are no longer in the project.
     #[serde(default)]
     pub remove_orphans: bool,
+    /// Set by `harness scale`: what changes (the operation is then a `scale` one, ADR 0035).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleRequest>,
+}
+
+/// A `start` that scales services (`harness scale web=3`): the instances beyond the new counts are
+/// stopped and forgotten first, one at a time, in the order given (highest number first), then
+/// `services` are applied; with `services` empty nothing is applied (everything was scaled down).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ScaleRequest {
+    pub changes: Vec<ScaleChange>,
+    /// Instances to stop and forget before the apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+}
+
+/// One service's count: `from` instances registered before, `to` asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ScaleChange {
+    pub service: String,
+    pub from: u32,
+    pub to: u32,
 }
 
 /// What happened to one service in `start` or `restart`.
@@ -1008,7 +1030,7 @@ pub struct DeployProgress {
     pub host: String,
     /// `NAME-VERSION`.
     pub package: String,
-    /// `checking`, `uploading`, `verifying`, `extracting`, `setup`, `activating`, `done`.
+    /// `checking`, `uploading`, `verifying`, `extracting`, `setup`, `ready`, `activating`, `done`.
     pub phase: String,
     /// Bytes sent so far, of `total` to send.
     pub bytes: u64,

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -15,6 +16,8 @@ use harness_protocol::wire::{
 use harness_protocol::{ErrorCode, WireError};
 use harness_server::RequestContext;
 use orchestrator::deploy::{DeployOptions, DeployTarget, Outcome, Package, Phase, Progress};
+
+use futures_lite::FutureExt;
 
 use crate::daemon::State;
 
@@ -78,6 +81,9 @@ async fn deploy(
         options.keep = keep;
     }
     options.replace = p.replace;
+    // `ops.cancel` sets the flag the deployment checks before each chunk and before activating.
+    let cancel = Arc::new(AtomicBool::new(false));
+    options.cancel = Some(cancel.clone());
 
     let (tx, rx) = async_channel::unbounded::<DeployProgress>();
     let last = Mutex::new(HashMap::<String, (Phase, u64)>::new());
@@ -111,6 +117,9 @@ async fn deploy(
                 &t.host,
                 match r {
                     Ok(_) => harness_protocol::operation::StepResult::Ok,
+                    Err(packages::Error::Cancelled { .. }) => {
+                        harness_protocol::operation::StepResult::Cancelled
+                    }
                     Err(e) => harness_protocol::operation::StepResult::Failed {
                         reason: e.to_string(),
                     },
@@ -125,7 +134,33 @@ async fn deploy(
             let _ = ctx.progress(&msg).await;
         }
     };
-    let (results, ()) = futures_lite::future::zip(work, forward).await;
+    let watch = async {
+        op.cancelled().await;
+        cancel.store(true, Ordering::SeqCst);
+        std::future::pending::<()>().await;
+    };
+    let (results, ()) = futures_lite::future::zip(
+        work.or(async {
+            watch.await;
+            Vec::new()
+        }),
+        forward,
+    )
+    .await;
+    if let Some(req) = op.cancel_requested() {
+        return Err(cancelled(
+            state,
+            ctx,
+            op,
+            req,
+            &project.name,
+            &name,
+            &options.root,
+            &targets,
+            results,
+        )
+        .await);
+    }
 
     // Running services of this package move to what is now active on their host.
     let versions: HashMap<String, String> = targets
@@ -177,6 +212,99 @@ async fn deploy(
         hosts,
         elapsed_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// After `ops.cancel`: every host that activated the new version before the cancel reached it is
+/// switched back to the version it had (the new one stays installed as a rollback target); the
+/// others stopped before activating. Ends `op` as cancelled and gives the error the client gets.
+#[allow(clippy::too_many_arguments)]
+async fn cancelled(
+    state: &State,
+    ctx: &RequestContext,
+    op: &orchestrator::OperationLog,
+    req: orchestrator::CancelRequest,
+    project: &str,
+    name: &str,
+    root: &str,
+    targets: &[DeployTarget],
+    results: Vec<Result<orchestrator::deploy::Deployed, packages::Error>>,
+) -> WireError {
+    use harness_protocol::operation::{OperationOutcome, StepKind, StepResult};
+    let id = op.id();
+    let mut notes = Vec::new();
+    let mut rolled_back = false;
+    for (t, r) in targets.iter().zip(&results) {
+        match r {
+            Ok(d) if d.outcome == Outcome::Unchanged => {}
+            Ok(d) => match &d.previous {
+                Some(prev) => {
+                    let step = op.step(
+                        StepKind::RollingBack,
+                        None,
+                        Some(&t.host),
+                        Some(format!("{name}-{prev}")),
+                    );
+                    let back = orchestrator::deploy::rollback(
+                        &state.executor,
+                        &ctx.store,
+                        Some(project),
+                        std::slice::from_ref(t),
+                        root,
+                        name,
+                        Some(prev),
+                    )
+                    .await;
+                    match back.into_iter().next() {
+                        Some(Ok(_)) => {
+                            rolled_back = true;
+                            op.end(step, StepResult::Ok);
+                            notes.push(format!(
+                                "{}: had activated, switched back to {prev}",
+                                t.host
+                            ));
+                        }
+                        Some(Err(e)) => {
+                            op.end(
+                                step,
+                                StepResult::Failed {
+                                    reason: e.to_string(),
+                                },
+                            );
+                            notes.push(format!(
+                                "{}: had activated, switching back failed: {e}",
+                                t.host
+                            ));
+                        }
+                        None => op.end(step, StepResult::Cancelled),
+                    }
+                }
+                None => notes.push(format!(
+                    "{}: had activated its first version of {name} (nothing to switch back to)",
+                    t.host
+                )),
+            },
+            Err(packages::Error::Cancelled { detail, .. }) => {
+                notes.push(format!("{}: stopped {detail}", t.host));
+            }
+            Err(e) => notes.push(format!("{}: {e}", t.host)),
+        }
+    }
+    if results.is_empty() {
+        notes.push("every host stopped before activating".to_owned());
+    }
+    let reason = format!(
+        "cancelled by `harness ops cancel {id}`: {}",
+        notes.join("; ")
+    );
+    op.finish(OperationOutcome::Cancelled {
+        reason: reason.clone(),
+        rollback: req.rollback || rolled_back,
+    });
+    WireError {
+        code: ErrorCode::Cancelled,
+        message: format!("operation {id} was {reason}"),
+        data: Some(serde_json::json!({ "operation": id })),
+    }
 }
 
 /// Phase changes always; bytes at most [`UPLOAD_STEPS`] times per host, and the last byte.

@@ -1,6 +1,7 @@
-//! `ops.cancel`: ends a running start or restart (ADR 0035). The start stops waiting for health
-//! checks and dependencies, what runs keeps running (with `rollback`, what the operation
-//! launched is stopped), and its client gets `cancelled`. Answers the operation once it ended.
+//! `ops.cancel`: ends a running start, restart, scale or deploy (ADR 0035). The start stops waiting
+//! for health checks and dependencies, what runs keeps running (with `rollback`, what the operation
+//! launched is stopped); a deploy stops uploading and leaves every host on its previous active
+//! version. Its client gets `cancelled`. Answers the operation once it ended.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,11 +36,17 @@ pub async fn handle(
         ));
     };
     let kind = log.snapshot().kind;
-    if !matches!(kind, OperationKind::Start | OperationKind::Restart) {
+    if !matches!(
+        kind,
+        OperationKind::Start
+            | OperationKind::Restart
+            | OperationKind::Scale
+            | OperationKind::Deploy
+    ) {
         return Err(WireError::new(
             ErrorCode::Failed,
             format!(
-                "operation {} is a {}: only a start or restart can be cancelled",
+                "operation {} is a {}: only a start, restart, scale or deploy can be cancelled",
                 p.id,
                 kind.as_str()
             ),

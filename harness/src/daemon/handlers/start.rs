@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use harness_protocol::operation::OperationKind;
-use harness_protocol::wire::{ApplyResult, StartParams};
+use harness_protocol::wire::{ApplyResult, ServiceAction, ServiceOutcome, StartParams};
 use harness_protocol::{ErrorCode, WireError};
 use harness_server::RequestContext;
-use orchestrator::ApplyOptions;
+use orchestrator::{ApplyOptions, StopOptions};
 
 use crate::daemon::{State, wire_error};
 
@@ -17,17 +17,29 @@ pub async fn handle(
     p: StartParams,
     ctx: RequestContext,
 ) -> Result<ApplyResult, WireError> {
+    // `harness scale` is a `scale` operation: the services it changes, from N to M instances.
+    let (kind, subjects) = match &p.scale {
+        Some(scale) => (
+            OperationKind::Scale,
+            scale.changes.iter().map(|c| c.service.clone()).collect(),
+        ),
+        None => (OperationKind::Start, p.services.clone()),
+    };
+    let mut params = serde_json::json!({
+        "dir": p.dir,
+        "services": p.services,
+        "remove_orphans": p.remove_orphans,
+    });
+    if let Some(scale) = &p.scale {
+        params["scale"] = serde_json::json!(scale);
+    }
     let op = crate::daemon::operations::begin(
         &state,
         &ctx,
-        OperationKind::Start,
+        kind,
         Some(p.project.clone()),
-        p.services.clone(),
-        serde_json::json!({
-            "dir": p.dir,
-            "services": p.services,
-            "remove_orphans": p.remove_orphans,
-        }),
+        subjects,
+        params,
     )
     .await;
     let result = start(&state, p, &ctx, &op).await;
@@ -70,6 +82,49 @@ async fn start(
             ),
         ));
     }
+    // A scale stops the surplus instances first, one at a time, and forgets them.
+    let mut removed = Vec::new();
+    if let Some(scale) = &p.scale {
+        for name in &scale.stop {
+            let opts = StopOptions {
+                services: vec![name.clone()],
+                force: true,
+                timeout: None,
+                remove: true,
+                operation: Some(op.clone()),
+            };
+            let began = std::time::Instant::now();
+            let report = state
+                .orch
+                .stop(&project.name, opts)
+                .await
+                .map_err(wire_error)?;
+            for s in report.services {
+                removed.push(ServiceOutcome {
+                    name: s.name,
+                    action: ServiceAction::Removed,
+                    // A stop that is pending (its host does not answer) leaves it as it was.
+                    state: if s.pending.is_some() {
+                        s.was
+                    } else {
+                        harness_protocol::ServiceState::Stopped
+                    },
+                    pid: None,
+                    elapsed_ms: super::millis(began.elapsed()),
+                    error: s.pending,
+                    last_lines: Vec::new(),
+                });
+            }
+        }
+        if p.services.is_empty() {
+            // Scaled down only: nothing to apply.
+            op.finish(harness_protocol::operation::OperationOutcome::Succeeded);
+            return Ok(ApplyResult {
+                project: project.name,
+                services: removed,
+            });
+        }
+    }
     within_fd_budget(state, &project, &p.services).await?;
     // `type: package` services become the remote processes they are (deployed first if missing).
     let project =
@@ -94,13 +149,15 @@ async fn start(
     }
     crate::daemon::operations::finish_apply(op, &report);
     let report = report.map_err(wire_error)?;
+    let mut result = super::apply_result(report);
+    result.services.splice(0..0, removed);
     // Services with `watch:` are watched from their start on.
     if project.services.values().any(|s| s.watch.is_some())
         && let Err(e) = state.watch(&project.name, &[]).await
     {
         tracing::warn!(project = %project.name, error = %e.message, "watch");
     }
-    Ok(super::apply_result(report))
+    Ok(result)
 }
 
 /// Refuses a start that would run more services than the daemon's open-file limit allows
