@@ -934,7 +934,7 @@ function networkView(view, project) {
   const again = refreshButton('network-refresh', `Show the networks of ${project} again`, slot, () => { ask('network', 'network.list', project, true); scheduleRender(); });
   const r = slot.result;
   const head = h('div.title', {}, h('h1', {}, `${project}: network`), again);
-  const intro = h('p.legend', {}, 'The project’s WireGuard meshes: members and mesh addresses, and, while a mesh is up, each member’s peers as `wg show` reports them there.');
+  const intro = h('p.legend', {}, 'The project’s WireGuard meshes: members and mesh addresses, and, while a mesh is up, each member’s peers as wg show reports them there.');
   const line = answeredLine(slot, r ? `${r.networks.length} network${r.networks.length === 1 ? '' : 's'} in ${r.elapsed_ms} ms` : '');
   if (!r) {
     view.replaceChildren(h('section.network', {}, head, intro, line));
