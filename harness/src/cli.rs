@@ -347,7 +347,8 @@ pub enum TokenCommand {
 #[derive(Debug, Subcommand)]
 pub enum HostsCommand {
     /// Per host: reachable, authenticated, `sudo -n` works, docker reachable (and as whom),
-    /// latency; a hint for each failure (exit 1 when something the project needs fails).
+    /// latency; a hint for each failure (exit 1 when something the project needs fails). The
+    /// daemon runs the checks from its machine, with its environment (HARNESS_KNOWN_HOSTS).
     Check,
 }
 

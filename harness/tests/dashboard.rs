@@ -1027,3 +1027,230 @@ fn a_start_stuck_on_a_never_healthy_dependency_is_cancelled_from_the_page() {
     );
     let _ = start.wait();
 }
+
+// --- hosts and network views, on the testbed ----------------------------------------------------
+
+/// Logs `b` in with a fresh one-time code and waits for the page.
+fn log_in(b: &Browser, env: &Env) {
+    b.go(&login_link(env));
+    b.wait_js(
+        "the dashboard",
+        Duration::from_secs(10),
+        "return document.body.dataset.ready === 'true';",
+    );
+}
+
+/// Brings a host's link back up even when the test fails half way.
+struct LinkDown<'a>(&'a testbed::Testbed, &'a str);
+
+impl Drop for LinkDown<'_> {
+    fn drop(&mut self) {
+        self.0.link_up(self.1);
+    }
+}
+
+fn testbed_hosts(tb: &testbed::Testbed, names: &[&str]) -> String {
+    let key = tb.var("TB_SSH_KEY").expect("TB_SSH_KEY");
+    let mut y = String::from("hosts:\n");
+    for h in names {
+        let extra = match *h {
+            "h2" => format!(
+                ", docker_host: \"{}\"",
+                tb.docker_endpoint(testbed::Engine::H2)
+            ),
+            "h4" => ", jump: h1".to_string(),
+            _ => String::new(),
+        };
+        y.push_str(&format!(
+            "  {h}: {{address: {}, user: hbuser, identity_file: {key}, sudo: true{extra}}}\n",
+            tb.host(h).addr
+        ));
+    }
+    y
+}
+
+/// The hosts table as the page shows it.
+const HOSTS: &str = "return [...document.querySelectorAll('#hosts tr[data-host]')].map(r => ({
+    host: r.dataset.host,
+    ok: r.dataset.ok,
+    reachable: r.querySelector('[data-field=reachable]').textContent,
+    authenticated: r.querySelector('[data-field=authenticated]').textContent,
+    sudo: r.querySelector('[data-field=sudo]').textContent,
+    docker: r.querySelector('[data-field=docker]').textContent,
+    latency: r.querySelector('[data-field=latency]').textContent,
+    problems: r.querySelector('[data-field=problems]').textContent,
+}));";
+
+/// The generation of the hosts or network view's last answer, once it is not loading.
+fn answered(b: &Browser, section: &str, after: u64) -> u64 {
+    b.wait_js(
+        &format!("an answer in the {section} view after generation {after}"),
+        Duration::from_secs(60),
+        &format!(
+            "const p = document.querySelector('section.{section} p.status'); \
+             if (!p || p.dataset.loading !== 'false') return false; \
+             const g = Number(p.dataset.generation); return g > {after} ? g : false;"
+        ),
+    )
+    .as_u64()
+    .expect("generation")
+}
+
+#[test]
+fn hosts_and_network_views_on_the_testbed() {
+    let tb = testbed::Testbed::get();
+    let instance: u16 = tb
+        .var("TB_INSTANCE")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let yaml = format!(
+        "name: fleet\n{}services:\n  idle:\n    command: 'exec sleep 1000'\n",
+        testbed_hosts(tb, &["h1", "h2", "h3", "h4"])
+    );
+    let env = Env::new(&yaml);
+    // The daemon starts with this command and keeps its environment: the testbed's known hosts,
+    // and a runtime dir of its own for ssh masters.
+    let run_dir = tempfile::tempdir().expect("tempdir");
+    let started = common::run_command({
+        let mut c = env.cmd(&["start"]);
+        c.env(
+            "HARNESS_KNOWN_HOSTS",
+            tb.var("TB_SSH_KNOWN_HOSTS").expect("known hosts"),
+        )
+        .env("XDG_RUNTIME_DIR", run_dir.path());
+        c
+    });
+    assert_eq!(started.code, 0, "{}\n{}", started.stdout, started.stderr);
+    let b = Browser::open(&env);
+    log_in(&b, &env);
+
+    // The hosts view: h1..h4 reachable with a latency, as `harness hosts check -o json` says.
+    b.go(&format!("{}/#/p/fleet/hosts", base(&env)));
+    let g = answered(&b, "hosts", 0);
+    let rows = b.js(HOSTS);
+    let cli = env.run(&["hosts", "check", "-o", "json"]);
+    assert_eq!(cli.code, 0, "{}\n{}", cli.stdout, cli.stderr);
+    let cli = cli.json();
+    let rows = rows.as_array().expect("rows");
+    let yes_no = |v: &Value| match v.as_bool() {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "–",
+    };
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for h in cli.as_array().expect("hosts check is a list") {
+        let name = h["host"].as_str().expect("host");
+        let row = rows
+            .iter()
+            .find(|r| r["host"] == name)
+            .unwrap_or_else(|| panic!("no row for {name}: {rows:?}"));
+        assert_eq!(row["reachable"], "yes", "{name}: {row}");
+        assert_eq!(row["reachable"], yes_no(&h["reachable"]), "{name}");
+        assert_eq!(row["authenticated"], yes_no(&h["authenticated"]), "{name}");
+        assert_eq!(row["sudo"], yes_no(&h["sudo"]), "{name}");
+        assert_eq!(row["ok"], h["ok"].to_string(), "{name}");
+        assert_eq!(
+            row["docker"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("yes"),
+            h["docker"]["reachable"] == true,
+            "{name}: {row} vs {h}"
+        );
+        let latency = row["latency"].as_str().unwrap_or_default();
+        let ms: f64 = latency
+            .strip_suffix(" ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: latency {latency:?}"));
+        assert!(ms > 0.0 && h["latency_ms"].as_f64().is_some(), "{name}");
+    }
+    b.screenshot("hosts");
+
+    // h3's link goes down: after "Check again" its row says unreachable, the others still answer.
+    {
+        tb.link_down("h3");
+        let _up = LinkDown(tb, "h3");
+        b.click("#hosts-refresh");
+        answered(&b, "hosts", g);
+        let rows = b.js(HOSTS);
+        for r in rows.as_array().expect("rows") {
+            if r["host"] == "h3" {
+                assert_eq!(r["reachable"], "no", "{r}");
+                assert_eq!(r["ok"], "false", "{r}");
+                assert_eq!(r["latency"], "–", "{r}");
+                assert!(
+                    r["problems"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("reachable"),
+                    "{r}"
+                );
+            } else {
+                assert_eq!(r["reachable"], "yes", "{r}");
+            }
+        }
+        b.screenshot("hosts-unreachable");
+    }
+
+    // A project without networks says so.
+    b.go(&format!("{}/#/p/fleet/network", base(&env)));
+    answered(&b, "network", 0);
+    let none =
+        b.js("const p = document.getElementById('network-none'); return p ? p.textContent : null;");
+    assert!(
+        none.as_str().unwrap_or_default().contains("No networks"),
+        "{none}"
+    );
+
+    // A small mesh: this machine, h1 and h2. The view lists its members with their addresses as
+    // `harness network list` does, and each member's peers.
+    let mesh_yaml = format!(
+        "name: meshdash\n{hosts}networks:\n  mesh:\n    type: wireguard\n    subnet: 10.79.{instance}.0/24\n    listen_port: {port}\n    nodes: [{{host: local}}, {{host: h1}}, {{host: h2}}]\nservices:\n  near:\n    command: 'exec sleep 1000'\n  far:\n    host: h1\n    command: 'exec sleep 1000'\n",
+        hosts = testbed_hosts(tb, &["h1", "h2"]),
+        port = 51825 + 10 * instance,
+    );
+    std::fs::write(env.dir.path().join("mesh.yaml"), mesh_yaml).expect("mesh.yaml");
+    let up = env.run(&["-f", "mesh.yaml", "start"]);
+    assert_eq!(up.code, 0, "{}\n{}", up.stdout, up.stderr);
+    let listed = env
+        .run(&["-f", "mesh.yaml", "network", "list", "-o", "json"])
+        .ok()
+        .json();
+    b.go(&format!("{}/#/p/meshdash/network", base(&env)));
+    answered(&b, "network", 0);
+    let members = b.js(
+        "return [...document.querySelectorAll('table.mesh-members[data-network=mesh] tr[data-member]')].map(r => [r.dataset.member, r.querySelector('[data-field=address]').textContent, r.querySelector('[data-field=up]').textContent]);",
+    );
+    let members = members.as_array().expect("members");
+    let listed = listed.as_array().expect("network list is a list");
+    assert_eq!(members.len(), 3, "{members:?}");
+    for m in listed {
+        let name = m["member"].as_str().expect("member");
+        let row = members
+            .iter()
+            .find(|r| r[0] == name)
+            .unwrap_or_else(|| panic!("no row for {name}: {members:?}"));
+        assert_eq!(row[1], m["address"], "{name}");
+        assert_eq!(row[2], "yes", "{name}: wg show answered");
+    }
+    // Every member has the two others as peers, named.
+    let peers = b.js(
+        "return [...document.querySelectorAll('table.mesh-peers[data-network=mesh] tr[data-peer]')].map(r => r.dataset.member + '>' + r.dataset.peer);",
+    );
+    let mut peers: Vec<String> = peers
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter_map(|p| p.as_str().map(str::to_string))
+        .collect();
+    peers.sort();
+    assert_eq!(
+        peers,
+        [
+            "h1>h2", "h1>local", "h2>h1", "h2>local", "local>h1", "local>h2"
+        ],
+        "peers"
+    );
+    b.screenshot("network");
+    env.run(&["-f", "mesh.yaml", "stop"]).ok();
+}

@@ -47,6 +47,7 @@ pub mod deploy;
 mod drift;
 mod error;
 mod health;
+pub mod hosts;
 mod launches;
 mod logs;
 pub mod network;

@@ -20,7 +20,16 @@ fn definition(ctx: &Context) -> Result<Option<DriftDefinition>, Status> {
         return Ok(None);
     }
     let project = load_project(ctx)?;
-    let yaml = serde_saphyr::to_string(&project).map_err(|e| {
+    definition_of(ctx, &project).map(Some)
+}
+
+/// A loaded project as the daemon's methods take a services file (`drift`, `sync`,
+/// `hosts.check`): resolved, serialized, with the directory of the file.
+pub(crate) fn definition_of(
+    ctx: &Context,
+    project: &harness_config::Project,
+) -> Result<DriftDefinition, Status> {
+    let yaml = serde_saphyr::to_string(project).map_err(|e| {
         crate::errln!("error: cannot encode the project: {e}");
         Status::Failed
     })?;
@@ -28,11 +37,11 @@ fn definition(ctx: &Context) -> Result<Option<DriftDefinition>, Status> {
         .ok()
         .and_then(|f| f.parent().map(std::path::PathBuf::from))
         .unwrap_or_else(|| std::path::PathBuf::from("."));
-    Ok(Some(DriftDefinition {
-        project: project.name,
+    Ok(DriftDefinition {
+        project: project.name.clone(),
         yaml,
         dir: dir.display().to_string(),
-    }))
+    })
 }
 
 pub fn run(ctx: &Context) -> Status {

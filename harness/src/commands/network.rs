@@ -1,7 +1,7 @@
 //! `harness network list | show NAME | test [A B] | install HOST`: the project's WireGuard meshes,
 //! declared or automatic, and the tools they need (docs/adr/0034-wireguard-mesh.md).
 //!
-//! Runs in the CLI like `hosts check`: the members, interfaces and addresses follow from the
+//! Runs in the CLI: the members, interfaces and addresses follow from the
 //! services file and the daemon's state directory (`$HARNESS_HOME`), the public keys from the
 //! mesh record the daemon keeps there; `show` and `test` ask each member through its own ssh
 //! connection (as root, like the daemon) with `wg show` and `ping`.
@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use command_executor::{Command, Executor};
 use harness_config::{LOCAL_NODE, Project};
+use orchestrator::network::view::{self, run_root};
 use orchestrator::network::{self, MeshPlan};
 use serde::Serialize;
 
@@ -154,8 +155,6 @@ fn install(ctx: &Context, project: &Project, host: &str) -> Status {
     crate::errln!("error: host {host:?}: unexpected answer: {}", stdout.trim());
     Status::Failed
 }
-
-const TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn run(ctx: &Context, cmd: NetworkCommand) -> Status {
     let project = match load_project(ctx) {
@@ -313,38 +312,9 @@ struct ShownPeer {
     tx_bytes: u64,
 }
 
-async fn run_root(
-    exec: &Executor,
-    project: &Project,
-    net: &str,
-    member: &str,
-    script: &str,
-) -> Result<String, String> {
-    let target = network::root_target(project, net, member).map_err(|e| e.to_string())?;
-    let out = exec
-        .output(
-            &target,
-            &Command::new("sh").arg("-c").arg(script).timeout(TIMEOUT),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(out.stdout_text())
-    } else {
-        Err(format!(
-            "exit {:?}: {}",
-            out.status.code(),
-            out.stderr_text().trim()
-        ))
-    }
-}
-
 fn show(ctx: &Context, project: &Project, plan: &MeshPlan) -> Status {
     let exec = Executor::default();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = view::now_secs();
     let shown: Vec<ShownMember> = smol::block_on(async {
         let tasks: Vec<_> = plan
             .members
@@ -369,21 +339,17 @@ fn show(ctx: &Context, project: &Project, plan: &MeshPlan) -> Status {
                         peers: Vec::new(),
                     };
                     if let Ok(out) = r {
-                        for line in out.lines().skip(1) {
-                            let f: Vec<&str> = line.split('\t').collect();
-                            if f.len() < 7 {
-                                continue;
-                            }
-                            let hs: u64 = f[4].parse().unwrap_or(0);
-                            s.peers.push(ShownPeer {
-                                public_key: f[0].to_owned(),
-                                endpoint: Some(f[2].to_owned()).filter(|e| e != "(none)"),
-                                allowed_ips: f[3].to_owned(),
-                                handshake_age_s: (hs > 0).then(|| now.saturating_sub(hs)),
-                                rx_bytes: f[5].parse().unwrap_or(0),
-                                tx_bytes: f[6].parse().unwrap_or(0),
-                            });
-                        }
+                        s.peers = view::parse_wg_dump(&out, now)
+                            .into_iter()
+                            .map(|p| ShownPeer {
+                                public_key: p.public_key,
+                                endpoint: p.endpoint,
+                                allowed_ips: p.allowed_ips,
+                                handshake_age_s: p.handshake_age_s,
+                                rx_bytes: p.rx_bytes,
+                                tx_bytes: p.tx_bytes,
+                            })
+                            .collect();
                     }
                     s
                 })

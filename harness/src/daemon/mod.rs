@@ -411,6 +411,8 @@ fn router(state: &Arc<State>) -> Router {
         .route(dashboard_graph::NAME, with(state, dashboard_graph::handle))
         .method::<Drift>(with(state, drift::handle))
         .method::<DriftSync>(with(state, sync::handle))
+        .method::<HostsCheck>(with(state, hosts_check::handle))
+        .method::<NetworkList>(with(state, network_list::handle))
         .method::<Top>(with(state, top::handle))
         .method::<DaemonStats>(with(state, daemon_stats::handle))
         .method::<DaemonConfig>(with(state, daemon_config::handle))

@@ -1,9 +1,10 @@
 //! WireGuard meshes (`networks:` of `type: wireguard`): which machine is which member, its mesh
 //! address and interface ([`plan`]), bringing the mesh up and down on every member through
-//! command-executor ([`mesh`]). docs/adr/0034-wireguard-mesh.md.
+//! command-executor ([`mesh`]), and what they look like now ([`view`]). docs/adr/0034-wireguard-mesh.md.
 
 pub mod mesh;
 pub mod plan;
+pub mod view;
 
 pub use mesh::{
     KEY_DIR, MemberState, MeshState, down, load_state, missing_members, read_state, recorded,

@@ -6,6 +6,7 @@
 //! - [`event`]: event types, payloads (including deployment progress) and subscription filters.
 //! - [`method`]: typed methods: one type per method naming its params and result ([`Method`]).
 //! - [`operation`]: operations (start, stop, deploy, …) with their steps and outcome.
+//! - [`places`]: where services run: host checks and WireGuard meshes.
 //! - [`home`]: the state directory and the CA, certificate and token in it.
 //! - [`tls`]: the rustls configurations both ends use (pinned CA, no system roots).
 //! - [`admin`]: token scopes and named tokens, resource samples, the daemon's own figures.
@@ -21,6 +22,7 @@ pub mod home;
 pub mod method;
 pub mod model;
 pub mod operation;
+pub mod places;
 pub mod tls;
 pub mod wire;
 

@@ -158,6 +158,14 @@ method!(
 method!(
     /// `sync`: resolve drift findings (read-only with `dry_run`; kills only with `kill`).
     DriftSync = methods::SYNC, crate::drift::SyncParams => crate::drift::SyncResult, Operate);
+method!(
+    /// `hosts.check`: each host of a project (applied, or the services file sent): reachable,
+    /// authenticated, `sudo -n`, docker, latency; read-only.
+    HostsCheck = methods::HOSTS_CHECK, crate::places::HostsCheckParams => crate::places::HostsCheckResult, Read);
+method!(
+    /// `network.list`: an applied project's WireGuard meshes, each member's peers as `wg show`
+    /// reports them; read-only.
+    NetworkList = methods::NETWORK_LIST, crate::places::NetworkListParams => crate::places::NetworkListResult, Read);
 
 method!(
     /// `ops.list`: operations, newest first, without their steps.
@@ -229,6 +237,8 @@ pub fn all() -> Vec<Described> {
         describe::<OpsWait>(),
         describe::<Drift>(),
         describe::<DriftSync>(),
+        describe::<HostsCheck>(),
+        describe::<NetworkList>(),
         describe::<Top>(),
         describe::<DaemonStats>(),
         describe::<DaemonConfig>(),

@@ -84,6 +84,12 @@ pub mod methods {
     pub const DRIFT: &str = "drift";
     /// [`crate::drift::SyncParams`] → [`crate::drift::SyncResult`]: resolve drift findings.
     pub const SYNC: &str = "sync";
+    /// [`crate::places::HostsCheckParams`] → [`crate::places::HostsCheckResult`]: each host's
+    /// reachability, latency, sudo and docker.
+    pub const HOSTS_CHECK: &str = "hosts.check";
+    /// [`crate::places::NetworkListParams`] → [`crate::places::NetworkListResult`]: a project's
+    /// meshes, members and peers.
+    pub const NETWORK_LIST: &str = "network.list";
 
     /// [`crate::admin::TopParams`] → [`crate::admin::TopResult`]: CPU, memory, fds, threads, uptime.
     pub const TOP: &str = "top";
@@ -101,7 +107,7 @@ pub mod methods {
     pub const TOKEN_REVOKE: &str = "token.revoke";
 
     /// Methods the daemon adds through its daemon's handler (`harness_server::Handler`) (the live event stream is `subscribe`).
-    pub const ORCHESTRATOR: [&str; 24] = [
+    pub const ORCHESTRATOR: [&str; 26] = [
         START,
         STOP,
         RESTART,
@@ -122,6 +128,8 @@ pub mod methods {
         OPS_WAIT,
         DRIFT,
         SYNC,
+        HOSTS_CHECK,
+        NETWORK_LIST,
         TOP,
         DAEMON_STATS,
         DAEMON_CONFIG,
@@ -541,6 +549,22 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         ("drift.result", schema_for!(crate::drift::DriftResult)),
         ("sync.params", schema_for!(crate::drift::SyncParams)),
         ("sync.result", schema_for!(crate::drift::SyncResult)),
+        (
+            "hosts.check.params",
+            schema_for!(crate::places::HostsCheckParams),
+        ),
+        (
+            "hosts.check.result",
+            schema_for!(crate::places::HostsCheckResult),
+        ),
+        (
+            "network.list.params",
+            schema_for!(crate::places::NetworkListParams),
+        ),
+        (
+            "network.list.result",
+            schema_for!(crate::places::NetworkListResult),
+        ),
         (
             "token.create.params",
             schema_for!(crate::admin::TokenCreateParams),

@@ -1,7 +1,8 @@
 // The harness dashboard: views over the daemon's WebSocket API (no other API, no build step).
 // Routes (location.hash): #/ projects · #/p/P services · #/p/P/s/S a service · #/p/P/graph the
 // dependency graph · #/events the event stream · #/ops operations (#/p/P/ops, #/p/P/s/S/ops
-// filtered) · #/op/ID one operation's timeline · #/drift drift findings.
+// filtered) · #/op/ID one operation's timeline · #/drift drift findings · #/p/P/hosts the project's
+// hosts (`hosts.check`) · #/p/P/network its WireGuard meshes (`network.list`).
 import { Api } from './api.js';
 
 const services = new Map(); // "project/name" -> ServiceEntry
@@ -15,6 +16,9 @@ let opPage = null; // { id, op (with steps), loading } while an operation page i
 const resources = new Map(); // "project/name" -> ResourceSample (from `top`, or status.resources)
 let topTimer = null; // polls `top` every 2 s while a services view is open
 let driftResult = null; // the last `drift` answer, { result, at } or { error }
+// The last `hosts.check` / `network.list` answer of the open view: { project, loading, result, at,
+// error, generation }; asked when the view opens and on its refresh button, never polled.
+const checks = { hosts: null, network: null };
 
 const $ = (id) => document.getElementById(id);
 
@@ -151,6 +155,8 @@ function route() {
   if (parts[0] === 'op' && /^\d+$/.test(parts[1] || '')) return { view: 'op', id: Number(parts[1]) };
   if (parts[0] === 'drift') return { view: 'drift' };
   if (parts[0] === 'p' && parts[1] && parts[2] === 'graph') return { view: 'graph', project: parts[1] };
+  if (parts[0] === 'p' && parts[1] && parts[2] === 'hosts') return { view: 'hosts', project: parts[1] };
+  if (parts[0] === 'p' && parts[1] && parts[2] === 'network') return { view: 'network', project: parts[1] };
   if (parts[0] === 'p' && parts[1]) return { view: 'services', project: parts[1] };
   if (parts[0] === 'events') return { view: 'events' };
   return { view: 'projects' };
@@ -168,6 +174,8 @@ function nav(r) {
     links.push([`${r.project}: services`, href('p', r.project), r.view === 'services']);
     links.push([`${r.project}: graph`, href('p', r.project, 'graph'), r.view === 'graph']);
     links.push([`${r.project}: operations`, href('p', r.project, 'ops'), r.view === 'ops' && !r.service]);
+    links.push([`${r.project}: hosts`, href('p', r.project, 'hosts'), r.view === 'hosts']);
+    links.push([`${r.project}: network`, href('p', r.project, 'network'), r.view === 'network']);
   }
   $('nav').replaceChildren(
     ...links.map(([t, l, cur]) => h('a', { href: l, 'aria-current': cur ? 'page' : null }, t)),
@@ -186,6 +194,8 @@ function render() {
     else stopTop();
     if (r.view !== 'op') opPage = null;
     if (r.view === 'drift') driftResult = null;
+    if (r.view !== 'hosts') checks.hosts = null;
+    if (r.view !== 'network') checks.network = null;
     nav(r);
   }
   const view = $('view');
@@ -205,6 +215,8 @@ function render() {
   else if (r.view === 'ops') opsView(view, r.project, r.service);
   else if (r.view === 'op') opView(view, r.id);
   else if (r.view === 'drift') driftView(view);
+  else if (r.view === 'hosts') hostsView(view, r.project);
+  else if (r.view === 'network') networkView(view, r.project);
 }
 
 function stateBadge(e) {
@@ -823,6 +835,170 @@ function driftView(view) {
       )
     : h('p#drift-none', {}, 'No drift: the registry matches what runs.');
   view.replaceChildren(h('section.drift', {}, head, intro, summary, body));
+}
+
+// --- hosts and networks: asked once per visit and on "Check again" (they run commands on hosts) --
+
+// Asks `method` {project} into checks[slot]: when the view opens (or shows another project) and,
+// with `force`, on its "Check again" button; the last answer stays shown while a new one comes.
+function ask(slot, method, project, force = false) {
+  const cur = checks[slot];
+  if (cur && cur.project === project && (cur.loading || !force)) return;
+  const same = cur && cur.project === project;
+  const generation = ((cur && cur.generation) || 0) + 1;
+  checks[slot] = { project, loading: true, generation, result: same ? cur.result : null, at: same ? cur.at : null };
+  const settle = (v) => {
+    const c = checks[slot];
+    if (!c || c.generation !== generation) return; // left the view, or asked again
+    checks[slot] = { project, generation, result: c.result, at: c.at, ...v };
+    scheduleRender();
+  };
+  api.request(method, { project }).then(
+    (result) => settle({ result, at: new Date() }),
+    (e) => settle({ error: e.message }),
+  );
+}
+const yesNo = (v) => (v === true ? 'yes' : v === false ? 'no' : '–');
+function bytes(n) {
+  if (typeof n !== 'number') return '–';
+  if (n < 1024) return `${n} B`;
+  if (n < 1048576) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1048576).toFixed(1)} MiB`;
+}
+function refreshButton(id, label, slot, again) {
+  return h(`button#${id}`, { type: 'button', 'aria-label': label, disabled: Boolean(slot && slot.loading), onclick: again }, slot && slot.loading ? 'Checking…' : 'Check again');
+}
+function answeredLine(slot, text) {
+  const parts = [];
+  if (slot.loading) parts.push('checking…');
+  if (slot.error) parts.push(`failed: ${slot.error}`);
+  if (slot.at) parts.push(`${text} at ${slot.at.toLocaleTimeString()}`);
+  return h(`p.status${slot.error ? '.error' : ''}`, { 'data-generation': slot.generation, 'data-loading': slot.loading ? 'true' : 'false' }, parts.join(' · '));
+}
+
+function hostsView(view, project) {
+  ask('hosts', 'hosts.check', project);
+  const slot = checks.hosts;
+  const again = refreshButton('hosts-refresh', `Check the hosts of ${project} again`, slot, () => { ask('hosts', 'hosts.check', project, true); scheduleRender(); });
+  const r = slot.result;
+  const head = h('div.title', {}, h('h1', {}, `${project}: hosts`), again);
+  const intro = h('p.legend', {}, 'Each hosts entry checked from the daemon’s machine over fresh ssh connections: reachable, authenticated, sudo -n, docker (and as whom), latency (best of three round trips).');
+  const line = answeredLine(slot, r ? `${r.hosts.length} host${r.hosts.length === 1 ? '' : 's'} in ${r.elapsed_ms} ms` : '');
+  if (!r) {
+    view.replaceChildren(h('section.hosts', {}, head, intro, line));
+    return;
+  }
+  if (!r.hosts.length) {
+    view.replaceChildren(h('section.hosts', {}, head, intro, line, h('p#hosts-none', {}, `Project ${project} has no hosts: its services run on this machine.`)));
+    return;
+  }
+  const docker = (d) => (!d ? '–' : d.reachable ? `yes, as ${d.as_user || '?'} (${d.server_version || '?'})` : d.required ? 'no (needed)' : 'no');
+  const table = h(
+    'table#hosts',
+    {},
+    h('thead', {}, h('tr', {}, ['host', 'address', 'user', 'reachable', 'authenticated', 'sudo -n', 'docker', 'latency', 'connect', 'problems'].map((c) => h('th', { scope: 'col' }, c)))),
+    h(
+      'tbody',
+      {},
+      r.hosts.map((x) =>
+        h(
+          `tr${x.ok ? '' : '.bad'}`,
+          { 'data-host': x.host, 'data-ok': String(x.ok) },
+          h('td', {}, x.host),
+          h('td', { 'data-field': 'address' }, `${x.address}:${x.port}`),
+          h('td', { 'data-field': 'user' }, x.user || ''),
+          h('td', { 'data-field': 'reachable' }, h(`span.badge.${x.reachable ? 'yes' : 'no'}`, {}, yesNo(x.reachable))),
+          h('td', { 'data-field': 'authenticated' }, yesNo(x.reachable ? x.authenticated : null)),
+          h('td', { 'data-field': 'sudo' }, yesNo(x.sudo)),
+          h('td', { 'data-field': 'docker' }, docker(x.docker)),
+          h('td.num', { 'data-field': 'latency' }, typeof x.latency_ms === 'number' ? `${x.latency_ms} ms` : '–'),
+          h('td.num', { 'data-field': 'connect' }, typeof x.connect_ms === 'number' ? `${x.connect_ms} ms` : '–'),
+          h('td.wrap', { 'data-field': 'problems' }, x.problems.map((p) => h('div.problem', {}, h('span.error', {}, `${p.check}: ${p.error}`), h('div.legend', {}, `hint: ${p.hint}`)))),
+        ),
+      ),
+    ),
+  );
+  view.replaceChildren(h('section.hosts', {}, head, intro, line, h('div.scroll', {}, table)));
+}
+
+function ageText(s) {
+  if (typeof s !== 'number') return 'never';
+  if (s < 120) return `${s} s ago`;
+  if (s < 7200) return `${Math.round(s / 60)} min ago`;
+  return `${Math.round(s / 3600)} h ago`;
+}
+
+function networkView(view, project) {
+  ask('network', 'network.list', project);
+  const slot = checks.network;
+  const again = refreshButton('network-refresh', `Show the networks of ${project} again`, slot, () => { ask('network', 'network.list', project, true); scheduleRender(); });
+  const r = slot.result;
+  const head = h('div.title', {}, h('h1', {}, `${project}: network`), again);
+  const intro = h('p.legend', {}, 'The project’s WireGuard meshes: members and mesh addresses, and, while a mesh is up, each member’s peers as wg show reports them there.');
+  const line = answeredLine(slot, r ? `${r.networks.length} network${r.networks.length === 1 ? '' : 's'} in ${r.elapsed_ms} ms` : '');
+  if (!r) {
+    view.replaceChildren(h('section.network', {}, head, intro, line));
+    return;
+  }
+  if (!r.networks.length) {
+    view.replaceChildren(h('section.network', {}, head, intro, line, h('p#network-none', {}, `No networks: project ${project} defines no wireguard network (networks: with type: wireguard).`)));
+    return;
+  }
+  const meshes = r.networks.map((n) => {
+    const members = h(
+      'table.mesh-members',
+      { 'data-network': n.network, 'aria-label': `Members of ${n.network}` },
+      h('thead', {}, h('tr', {}, ['member', 'address', 'interface', 'mode', 'endpoint', 'via', 'interface up'].map((c) => h('th', { scope: 'col' }, c)))),
+      h(
+        'tbody',
+        {},
+        n.members.map((m) =>
+          h(
+            'tr',
+            { 'data-member': m.member },
+            h('td', {}, m.member),
+            h('td', { 'data-field': 'address' }, m.address),
+            h('td', { 'data-field': 'interface' }, m.interface),
+            h('td', { 'data-field': 'mode' }, m.mode || '–'),
+            h('td', { 'data-field': 'endpoint' }, m.endpoint || ''),
+            h('td', { 'data-field': 'via' }, m.relay || ''),
+            h('td.wrap', { 'data-field': 'up' }, m.interface_up ? h('span.badge.yes', {}, 'yes') : m.error ? h('span.error', {}, `no: ${m.error}`) : '–'),
+          ),
+        ),
+      ),
+    );
+    const peerRows = n.members.flatMap((m) =>
+      m.peers.map((p) =>
+        h(
+          'tr',
+          { 'data-member': m.member, 'data-peer': p.member || p.public_key },
+          h('td', {}, m.member),
+          h('td', { 'data-field': 'peer' }, p.member || `${p.public_key.slice(0, 10)}…`),
+          h('td', { 'data-field': 'endpoint' }, p.endpoint || ''),
+          h('td', { 'data-field': 'allowed' }, p.allowed_ips),
+          h('td.num', { 'data-field': 'handshake' }, ageText(p.handshake_age_s)),
+          h('td.num', { 'data-field': 'rx' }, bytes(p.rx_bytes)),
+          h('td.num', { 'data-field': 'tx' }, bytes(p.tx_bytes)),
+        ),
+      ),
+    );
+    const peers = peerRows.length
+      ? h(
+          'table.mesh-peers',
+          { 'data-network': n.network, 'aria-label': `Peers in ${n.network}` },
+          h('thead', {}, h('tr', {}, ['member', 'peer', 'endpoint', 'allowed ips', 'latest handshake', 'received', 'sent'].map((c) => h('th', { scope: 'col' }, c)))),
+          h('tbody', {}, peerRows),
+        )
+      : h('p.legend', {}, n.up ? 'No peers reported.' : 'The mesh is not up: `harness start` brings it up with the services that use it.');
+    return h(
+      'div.mesh',
+      { 'data-network': n.network },
+      h('h2', {}, `${n.network} `, h('span.legend', {}, `${n.subnet} · UDP ${n.listen_port} · `), h(`span.badge.${n.up ? 'yes' : 'no'}`, {}, n.up ? 'up' : 'down')),
+      h('div.scroll', {}, members),
+      h('div.scroll', {}, peers),
+    );
+  });
+  view.replaceChildren(h('section.network', {}, head, intro, line, meshes));
 }
 
 // --- confirmation -------------------------------------------------------------------------------
