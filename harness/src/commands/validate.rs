@@ -111,6 +111,7 @@ mod tests {
             dir: dir_text.clone(),
             services: Vec::new(),
             remove_orphans: false,
+            scale: None,
         };
         let expected = serde_json::to_string(&full).unwrap();
         // Quotes, backslashes and newlines in the YAML are escaped in the JSON.
