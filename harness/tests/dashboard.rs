@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::{Env, free_port, kill9, wait_until};
-use fixtures::{base, login_link, screenshots_dir};
+use fixtures::{base, login_link, screenshots_dir, start_daemon_again};
 use serde_json::{Value, json};
 
 // --- raw HTTPS through curl ---------------------------------------------------------------------
@@ -858,14 +858,7 @@ fn the_dashboard_in_headless_chromium() {
         Duration::from_secs(10),
         "return document.getElementById('connection').dataset.state === 'down';",
     );
-    let mut start = env.cmd(&["daemon", "start"]);
-    start.env_remove("HARNESS_LISTEN");
-    let out = start.output().expect("daemon start");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    start_daemon_again(&env);
     env.run(&["restart", "api"]).ok();
     let last = last_seq(&env);
     b.wait_js(

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bidi::{Firefox, firefox_binary};
 use common::{Env, kill9, wait_until};
-use fixtures::{base, login_link, screenshots_dir};
+use fixtures::{base, login_link, screenshots_dir, start_daemon_again};
 use serde_json::{Value, json};
 
 const YAML: &str = "name: shop
@@ -280,14 +280,7 @@ fn the_dashboard_in_headless_firefox() {
         Duration::from_secs(10),
         "return document.getElementById('connection').dataset.state === 'down';",
     );
-    let mut start = env.cmd(&["daemon", "start"]);
-    start.env_remove("HARNESS_LISTEN");
-    let out = start.output().expect("daemon start");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    start_daemon_again(&env);
     env.run(&["restart", "api"]).ok();
     let last = env
         .events()

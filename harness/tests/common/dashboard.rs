@@ -21,6 +21,19 @@ pub fn base(env: &Env) -> String {
     format!("https://{addr}")
 }
 
+/// Starts the daemon again on the port it had, so an open page can reconnect: without `Env`'s
+/// `HARNESS_LISTEN=127.0.0.1:0` the daemon takes its last port again.
+pub fn start_daemon_again(env: &Env) {
+    let mut start = env.cmd(&["daemon", "start"]);
+    start.env_remove("HARNESS_LISTEN");
+    let out = start.output().expect("daemon start");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A fresh one-time login link, `https://ADDR/login#code=…`, from `harness dashboard`.
 pub fn login_link(env: &Env) -> String {
     let v = env

@@ -92,6 +92,20 @@ fn login_target(project: &Project, network: &str, member: &str) -> Result<Target
     Ok(Target::ssh(spec.ssh()))
 }
 
+/// Runs `script` with `args` as root on `member` (`what` names the step in errors).
+async fn as_root(
+    exec: &Executor,
+    project: &Project,
+    network: &str,
+    member: &str,
+    what: &str,
+    script: &str,
+    args: &[String],
+) -> Result<String, MeshError> {
+    let target = root_target(project, network, member)?;
+    run(exec, &target, network, member, what, script, args).await
+}
+
 async fn run(
     exec: &Executor,
     target: &Target,
@@ -368,10 +382,9 @@ pub async fn up(
         .chain(peers)
         .collect::<Vec<String>>();
         async move {
-            let target = root_target(project, network, &m.name)?;
-            run(
+            as_root(
                 exec,
-                &target,
+                project,
                 network,
                 &m.name,
                 "configuring the interface",
@@ -402,10 +415,9 @@ pub async fn up(
             .chain(endpoints)
             .collect();
         Some(async move {
-            let target = root_target(project, network, &m.name)?;
-            run(
+            as_root(
                 exec,
-                &target,
+                project,
                 network,
                 &m.name,
                 "giving peers their endpoints",
@@ -429,10 +441,9 @@ pub async fn up(
         .filter(|m| plan.member(&m.name).is_none())
         .collect();
     let removals = left.iter().map(|m| async move {
-        let target = root_target(project, network, &m.name)?;
-        run(
+        as_root(
             exec,
-            &target,
+            project,
             network,
             &m.name,
             "removing the interface of a member that left",
@@ -642,10 +653,9 @@ pub async fn down(
             .collect(),
     };
     let tasks = members.iter().map(|(name, interface)| async move {
-        let target = root_target(project, network, name)?;
-        run(
+        as_root(
             exec,
-            &target,
+            project,
             network,
             name,
             "removing the interface",
