@@ -755,3 +755,110 @@ services:
     );
     env.run(&["stop"]).ok();
 }
+
+/// Removes hand-made interfaces from h1 however the test ends.
+struct InterfacesOnH1<'a>(&'a Testbed, Vec<String>);
+
+impl Drop for InterfacesOnH1<'_> {
+    fn drop(&mut self) {
+        for i in &self.1 {
+            let _ = self
+                .0
+                .sh_on("h1", &format!("sudo -n ip link del dev {i} 2>/dev/null"));
+        }
+    }
+}
+
+/// Mesh interfaces against the mesh records: a WireGuard interface named like harness's on a
+/// host with no mesh recorded for it is orphaned (made by hand with wireguard-go, as the daemon's
+/// mesh watch would re-create a recorded one at once); a recorded member whose interface is
+/// missing is a state mismatch (a record written by hand, which no watch of this daemon follows),
+/// gone once the interface exists. Neither is anything `sync --auto` touches.
+#[test]
+fn a_mesh_interface_without_record_or_a_record_without_interface_is_drift() {
+    let tb = Testbed::get();
+    let key = tb.var("TB_SSH_KEY").unwrap();
+    let env = Env::new(&format!(
+        r#"name: driftmesh
+hosts:
+  h1: {{address: {addr}, user: hbuser, identity_file: {key}, sudo: true}}
+services:
+  far:
+    host: h1
+    command: "sleep 1000"
+"#,
+        addr = tb.host("h1").addr,
+    ));
+    // Names of this test's own (pid-derived), shaped as network/plan.rs makes them.
+    let tag = format!("{:08x}", std::process::id().wrapping_mul(2_654_435_761));
+    let (orphan, member) = (format!("hw{tag}7"), format!("hw{tag}8"));
+    let _cleanup = InterfacesOnH1(tb, vec![orphan.clone(), member.clone()]);
+    env.run(&["start"]).ok();
+    let d = drift(&env);
+    assert_eq!(findings(&d), Vec::<Value>::new(), "{d:#}");
+
+    tb.sh_ok("h1", &format!("sudo -n wireguard-go {orphan}"));
+    let d = drift(&env);
+    let list = findings(&d);
+    let f = list
+        .iter()
+        .find(|f| f["category"] == "orphaned" && f["subject"]["interface"] == orphan.as_str())
+        .unwrap_or_else(|| panic!("{d:#}"));
+    assert_eq!(f["place"], "host h1", "{f:#}");
+    assert_eq!(f["subject"]["kind"], "mesh_interface", "{f:#}");
+    assert_eq!(f["subject"]["present"], true, "{f:#}");
+    assert!(f.get("auto").is_none(), "{f:#}");
+    assert!(
+        f["evidence"]
+            .to_string()
+            .contains(&format!("interface {orphan} exists on h1")),
+        "{f:#}"
+    );
+    assert_eq!(
+        f["resolve"][0],
+        format!("ssh h1 sudo ip link del dev {orphan}"),
+        "{f:#}"
+    );
+    let auto = env.run(&["sync", "--auto", "-o", "json"]).ok().json();
+    assert_eq!(auto["actions"], serde_json::json!([]), "{auto:#}");
+    tb.sh_ok("h1", &format!("sudo -n ip link del dev {orphan}"));
+    let d = drift(&env);
+    assert_eq!(findings(&d), Vec::<Value>::new(), "{d:#}");
+
+    // A mesh record naming h1's interface, which does not exist.
+    let record = env.home.path().join("mesh/driftmesh/m.json");
+    std::fs::create_dir_all(record.parent().unwrap()).unwrap();
+    std::fs::write(
+        &record,
+        serde_json::json!({
+            "network": "m", "subnet": "10.99.0.0/24", "listen_port": 51999, "mtu": 1420,
+            "members": [{
+                "name": "h1", "interface": member, "address": "10.99.0.1",
+                "public_key": "x", "mode": "wireguard-go", "relay": null, "endpoint": null
+            }]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let d = drift(&env);
+    let list = findings(&d);
+    assert_eq!(list.len(), 1, "{d:#}");
+    let f = &list[0];
+    assert_eq!(f["category"], "state_mismatch", "{f:#}");
+    assert_eq!(f["subject"]["kind"], "mesh_interface", "{f:#}");
+    assert_eq!(f["subject"]["network"], "m", "{f:#}");
+    assert_eq!(f["subject"]["present"], false, "{f:#}");
+    assert!(
+        f["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("interface {member} is missing on h1")),
+        "{f:#}"
+    );
+    // The interface there: recorded, so neither missing nor orphaned.
+    tb.sh_ok("h1", &format!("sudo -n wireguard-go {member}"));
+    let d = drift(&env);
+    assert_eq!(findings(&d), Vec::<Value>::new(), "{d:#}");
+    std::fs::remove_file(&record).unwrap();
+    env.run(&["stop"]).ok();
+}

@@ -4,7 +4,8 @@
 //! labelled `harness.project` on the local engine and every host engine. Probing is batched: one
 //! `/proc` scan, one command per host and user, one `docker ps` per engine, all at once. The
 //! host command also reads where `NAME-current` points for every applied `type: package` service
-//! there: the installed packages against what runs.
+//! there (the installed packages against what runs) and its `hw*` interfaces (mesh interfaces
+//! against the mesh records).
 //!
 //! `sync` acts on findings, each action under the project's operation lock (as start and stop),
 //! and re-verifies the identity of whatever it touches at the instant it acts (command-executor's
@@ -31,6 +32,7 @@ use sha2::Digest;
 
 use crate::addresses::Placement;
 use crate::apply::{is_up, known_project};
+use crate::network::MeshState;
 use crate::readiness::Readiness;
 use crate::runtime::Launched;
 use crate::spec::Resolved;
@@ -94,7 +96,43 @@ struct Scan {
     /// The package of each applied `type: package` service, with what its host has of it (hosts
     /// that answered only).
     packages: Vec<(PackageRecord, PackageSeen)>,
+    /// Every mesh the daemon has a record of: (project, its recorded state).
+    meshes: Vec<(String, MeshState)>,
+    /// The `hw*` interfaces of each host that answered (its login user's probe), and of this
+    /// machine for the interfaces recorded here.
+    interfaces: BTreeMap<String, BTreeSet<String>>,
     probes: Vec<Probe>,
+}
+
+/// Whether `name` is shaped like a harness mesh interface: `hw` + 8 hex digits + an index
+/// (network/plan.rs).
+fn mesh_interface_name(name: &str) -> bool {
+    name.strip_prefix("hw").is_some_and(|rest| {
+        rest.len() > 8
+            && rest.is_char_boundary(8)
+            && rest[..8]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            && rest[8..].bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// Every mesh recorded under `$HARNESS_HOME/mesh/<project>/<network>.json`.
+async fn recorded_meshes(state_dir: &std::path::Path) -> Vec<(String, MeshState)> {
+    use futures_lite::StreamExt;
+    let mut out = Vec::new();
+    let Ok(mut projects) = async_fs::read_dir(state_dir.join("mesh")).await else {
+        return out;
+    };
+    while let Some(Ok(e)) = projects.next().await {
+        let project = e.file_name().to_string_lossy().into_owned();
+        for network in crate::network::recorded(state_dir, &project).await {
+            if let Some(state) = crate::network::read_state(state_dir, &project, &network).await {
+                out.push((project.clone(), state));
+            }
+        }
+    }
+    out
 }
 
 /// A `type: package` service as applied: run from `ROOT/NAME-VERSION` on `host`.
@@ -231,6 +269,33 @@ async fn scan(inner: &Arc<Inner>, given: Option<Definition>) -> Result<Scan> {
             package_checks.entry(h.name.clone()).or_default().push(rec);
         }
     }
+    // Meshes: every member host's probe also lists its `hw*` interfaces (a host with no service
+    // is probed for them too); this machine's recorded interfaces are looked up in /sys.
+    let meshes = recorded_meshes(&inner.state_dir).await;
+    let mut interfaces: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (project, state) in &meshes {
+        for m in &state.members {
+            if m.name == harness_config::LOCAL_NODE {
+                let present = async_fs::metadata(format!("/sys/class/net/{}", m.interface))
+                    .await
+                    .is_ok();
+                let here = interfaces.entry(m.name.clone()).or_default();
+                if present {
+                    here.insert(m.interface.clone());
+                }
+                continue;
+            }
+            let Some((def, _)) = known.get(project) else {
+                continue;
+            };
+            if hosts.contains_key(&(m.name.clone(), None)) {
+                continue;
+            }
+            if let Ok(spec) = crate::runtime::host::host_spec(def, &m.name) {
+                hosts.insert((m.name.clone(), None), Target::ssh(spec.ssh()));
+            }
+        }
+    }
     // All at once: the /proc scan off the executor, one task per host and per engine.
     let started = Instant::now();
     let local_task = {
@@ -290,6 +355,12 @@ async fn scan(inner: &Arc<Inner>, given: Option<Definition>) -> Result<Scan> {
         });
         let r = r.map(|s| {
             packages.extend(recs.into_iter().zip(s.packages));
+            if place.1.is_none() {
+                interfaces
+                    .entry(place.0.clone())
+                    .or_default()
+                    .extend(s.interfaces.into_iter().filter(|i| mesh_interface_name(i)));
+            }
             s.runs
         });
         runs.push((place, target, r));
@@ -313,6 +384,8 @@ async fn scan(inner: &Arc<Inner>, given: Option<Definition>) -> Result<Scan> {
         runs,
         engines: engine_list,
         packages,
+        meshes,
+        interfaces,
         probes,
     })
 }
@@ -934,6 +1007,90 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
                 pinned: rec.pinned,
             },
         );
+    }
+
+    // --- mesh interfaces ------------------------------------------------------------------------
+    // A recorded member whose interface is missing (the daemon's mesh watch re-creates it within
+    // seconds: a finding that outlives that says the watch cannot); an `hw*` interface on a
+    // probed host that no mesh record names (this machine is not scanned for those: other
+    // daemons' meshes share it, and the name does not say whose).
+    let mut named: BTreeSet<&str> = BTreeSet::new();
+    for (project, state) in &scan.meshes {
+        for m in &state.members {
+            named.insert(m.interface.as_str());
+            let Some(seen) = scan.interfaces.get(&m.name) else {
+                continue; // not asked (unknown project) or did not answer: not judged
+            };
+            if seen.contains(&m.interface) {
+                continue;
+            }
+            let place = if m.name == harness_config::LOCAL_NODE {
+                "local".to_owned()
+            } else {
+                format!("host {}", m.name)
+            };
+            cx.push(
+                DriftCategory::StateMismatch,
+                &format!(
+                    "mesh {project} {} {} {}",
+                    state.network, m.name, m.interface
+                ),
+                place,
+                None,
+                format!(
+                    "mesh {} of {project}: interface {} is missing on {}",
+                    state.network, m.interface, m.name
+                ),
+                vec![
+                    format!(
+                        "recorded: {} has {} ({}) in network {}",
+                        m.name, m.interface, m.address, state.network
+                    ),
+                    format!("observed: no interface {} there", m.interface),
+                ],
+                vec![
+                    "harness start (brings the mesh up again; the daemon's mesh watch also does)"
+                        .into(),
+                    format!("harness network show {}", state.network),
+                ],
+                None,
+                DriftSubject::MeshInterface {
+                    place: m.name.clone(),
+                    interface: m.interface.clone(),
+                    network: Some(state.network.clone()),
+                    present: false,
+                },
+            );
+        }
+    }
+    for (host, seen) in &scan.interfaces {
+        if host == harness_config::LOCAL_NODE {
+            continue;
+        }
+        for i in seen {
+            if named.contains(i.as_str()) {
+                continue;
+            }
+            cx.push(
+                DriftCategory::Orphaned,
+                &format!("interface {host} {i}"),
+                format!("host {host}"),
+                None,
+                format!("WireGuard interface {i} on {host} belongs to no recorded mesh"),
+                vec![
+                    "recorded: no mesh of this daemon names it".to_owned(),
+                    format!("observed: interface {i} exists on {host}"),
+                ],
+                vec![format!("ssh {host} sudo ip link del dev {i}")],
+                None,
+                DriftSubject::MeshInterface {
+                    place: host.clone(),
+                    interface: i.clone(),
+                    network: None,
+                    present: true,
+                },
+            );
+        }
     }
 
     // --- what the daemon found gone when it started ----------------------------------------------

@@ -43,7 +43,9 @@ done
 
 /// After [`RUNS`]: for each `ROOT NAME VERSION` triple of the remaining args, `PKG I HAS LINK`: its
 /// index, whether `ROOT/NAME-VERSION` is a directory (`1`/`0`), and where `ROOT/NAME-current`
-/// points (`-` when it is no link).
+/// points (`-` when it is no link). Then `IF NAME` for every network interface named `hw*` (the
+/// prefix of harness's WireGuard mesh interfaces), from `ip` (the network namespace's own view;
+/// /sys/class/net may show another's) or else /sys/class/net.
 const PACKAGES: &str = r#"shift; i=0
 while [ $# -ge 3 ]; do
   r=$1; case $r in "~/"*) r=$HOME/${r#"~/"};; esac
@@ -52,6 +54,13 @@ while [ $# -ge 3 ]; do
   printf 'PKG %s %s %s\n' "$i" "$h" "${l:--}"
   i=$((i+1)); shift 3
 done
+if command -v ip >/dev/null 2>&1; then
+  ip -o link show 2>/dev/null | while read -r _ n _; do
+    n=${n%:}; n=${n%@*}; case $n in hw*) printf 'IF %s\n' "$n";; esac
+  done
+else
+  for n in /sys/class/net/hw*; do [ -e "$n" ] && printf 'IF %s\n' "${n##*/}"; done
+fi
 echo END
 "#;
 
@@ -80,6 +89,8 @@ pub struct HostSurvey {
     pub runs: Vec<RemoteRun>,
     /// One per [`PackageCheck`] asked, in order.
     pub packages: Vec<PackageSeen>,
+    /// Network interfaces whose name starts with `hw` (as harness's mesh interfaces do).
+    pub interfaces: Vec<String>,
 }
 
 /// Every run directory of daemon `instance` on `target`, in one command, given up after `limit`.
@@ -131,6 +142,7 @@ pub async fn survey_host(
             };
             packages.len()
         ],
+        interfaces: Vec::new(),
     };
     for l in text.lines() {
         if let Some(rest) = l.strip_prefix("PKG ") {
@@ -151,6 +163,10 @@ pub async fn survey_host(
                     .unwrap_or(link)
                     .to_owned()
             });
+            continue;
+        }
+        if let Some(name) = l.strip_prefix("IF ") {
+            survey.interfaces.push(name.to_owned());
             continue;
         }
         let w: Vec<&str> = l.split(' ').collect();

@@ -86,6 +86,15 @@ pub enum DriftSubject {
         /// The service names its version (`version:`): it does not follow `NAME-current`.
         pinned: bool,
     },
+    /// A WireGuard mesh interface (`hw` + 8 hex digits + member index) on `place` (`local` or a
+    /// hosts entry): recorded for `network` of `project` and missing, or present with no record.
+    MeshInterface {
+        place: String,
+        interface: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+        present: bool,
+    },
     /// A registry entry.
     Entry { project: String, service: String },
     /// A host or engine that did not answer.
