@@ -756,20 +756,21 @@ services:
     env.run(&["stop"]).ok();
 }
 
-/// Removes hand-made interfaces from h1 however the test ends.
-struct InterfacesOnH1<'a>(&'a Testbed, Vec<String>);
+/// Removes hand-made interfaces from h2 however the test ends.
+struct InterfacesOnH2<'a>(&'a Testbed, Vec<String>);
 
-impl Drop for InterfacesOnH1<'_> {
+impl Drop for InterfacesOnH2<'_> {
     fn drop(&mut self) {
         for i in &self.1 {
             let _ = self
                 .0
-                .sh_on("h1", &format!("sudo -n ip link del dev {i} 2>/dev/null"));
+                .sh_on("h2", &format!("sudo -n ip link del dev {i} 2>/dev/null"));
         }
     }
 }
 
-/// Mesh interfaces against the mesh records: a WireGuard interface named like harness's on a
+/// Mesh interfaces against the mesh records (on h2, which no other test here probes: its
+/// hand-made interface would be an orphan to their daemons too): a WireGuard interface named like harness's on a
 /// host with no mesh recorded for it is orphaned (made by hand with wireguard-go, as the daemon's
 /// mesh watch would re-create a recorded one at once); a recorded member whose interface is
 /// missing is a state mismatch (a record written by hand, which no watch of this daemon follows),
@@ -781,51 +782,51 @@ fn a_mesh_interface_without_record_or_a_record_without_interface_is_drift() {
     let env = Env::new(&format!(
         r#"name: driftmesh
 hosts:
-  h1: {{address: {addr}, user: hbuser, identity_file: {key}, sudo: true}}
+  h2: {{address: {addr}, user: hbuser, identity_file: {key}, sudo: true}}
 services:
   far:
-    host: h1
+    host: h2
     command: "sleep 1000"
 "#,
-        addr = tb.host("h1").addr,
+        addr = tb.host("h2").addr,
     ));
     // Names of this test's own (pid-derived), shaped as network/plan.rs makes them.
     let tag = format!("{:08x}", std::process::id().wrapping_mul(2_654_435_761));
     let (orphan, member) = (format!("hw{tag}7"), format!("hw{tag}8"));
-    let _cleanup = InterfacesOnH1(tb, vec![orphan.clone(), member.clone()]);
+    let _cleanup = InterfacesOnH2(tb, vec![orphan.clone(), member.clone()]);
     env.run(&["start"]).ok();
     let d = drift(&env);
     assert_eq!(findings(&d), Vec::<Value>::new(), "{d:#}");
 
-    tb.sh_ok("h1", &format!("sudo -n wireguard-go {orphan}"));
+    tb.sh_ok("h2", &format!("sudo -n wireguard-go {orphan}"));
     let d = drift(&env);
     let list = findings(&d);
     let f = list
         .iter()
         .find(|f| f["category"] == "orphaned" && f["subject"]["interface"] == orphan.as_str())
         .unwrap_or_else(|| panic!("{d:#}"));
-    assert_eq!(f["place"], "host h1", "{f:#}");
+    assert_eq!(f["place"], "host h2", "{f:#}");
     assert_eq!(f["subject"]["kind"], "mesh_interface", "{f:#}");
     assert_eq!(f["subject"]["present"], true, "{f:#}");
     assert!(f.get("auto").is_none(), "{f:#}");
     assert!(
         f["evidence"]
             .to_string()
-            .contains(&format!("interface {orphan} exists on h1")),
+            .contains(&format!("interface {orphan} exists on h2")),
         "{f:#}"
     );
     assert_eq!(
         f["resolve"][0],
-        format!("ssh h1 sudo ip link del dev {orphan}"),
+        format!("ssh h2 sudo ip link del dev {orphan}"),
         "{f:#}"
     );
     let auto = env.run(&["sync", "--auto", "-o", "json"]).ok().json();
     assert_eq!(auto["actions"], serde_json::json!([]), "{auto:#}");
-    tb.sh_ok("h1", &format!("sudo -n ip link del dev {orphan}"));
+    tb.sh_ok("h2", &format!("sudo -n ip link del dev {orphan}"));
     let d = drift(&env);
     assert_eq!(findings(&d), Vec::<Value>::new(), "{d:#}");
 
-    // A mesh record naming h1's interface, which does not exist.
+    // A mesh record naming h2's interface, which does not exist.
     let record = env.home.path().join("mesh/driftmesh/m.json");
     std::fs::create_dir_all(record.parent().unwrap()).unwrap();
     std::fs::write(
@@ -833,7 +834,7 @@ services:
         serde_json::json!({
             "network": "m", "subnet": "10.99.0.0/24", "listen_port": 51999, "mtu": 1420,
             "members": [{
-                "name": "h1", "interface": member, "address": "10.99.0.1",
+                "name": "h2", "interface": member, "address": "10.99.0.1",
                 "public_key": "x", "mode": "wireguard-go", "relay": null, "endpoint": null
             }]
         })
@@ -852,11 +853,11 @@ services:
         f["summary"]
             .as_str()
             .unwrap()
-            .contains(&format!("interface {member} is missing on h1")),
+            .contains(&format!("interface {member} is missing on h2")),
         "{f:#}"
     );
     // The interface there: recorded, so neither missing nor orphaned.
-    tb.sh_ok("h1", &format!("sudo -n wireguard-go {member}"));
+    tb.sh_ok("h2", &format!("sudo -n wireguard-go {member}"));
     let d = drift(&env);
     assert_eq!(findings(&d), Vec::<Value>::new(), "{d:#}");
     std::fs::remove_file(&record).unwrap();
