@@ -626,3 +626,240 @@ fn an_orphan_container_of_an_applied_project_is_adopted() {
         "stop removes the adopted container"
     );
 }
+
+/// Removes a test's package from h1 however the test ends.
+struct PackageOnH1<'a>(&'a Testbed, String);
+
+impl Drop for PackageOnH1<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.sh_on(
+            "h1",
+            &format!("sudo -n rm -rf /opt/{0}-* /opt/.{0}.* /opt/.{0}-*", self.1),
+        );
+    }
+}
+
+/// Installed packages against what the applied definition runs: a clean deploy has nothing to
+/// say; `NAME-current` switched by hand to another installed version, or removed, is a state
+/// mismatch; the recorded version's directory gone is abandoned. Evidence says recorded vs
+/// observed; `sync --auto` never touches packages; the first resolve command clears it.
+#[test]
+fn a_package_switched_or_removed_behind_deploys_back_is_drift() {
+    let tb = Testbed::get();
+    let key = tb.var("TB_SSH_KEY").unwrap();
+    let name = format!("drp{}", std::process::id());
+    let env = Env::new(&format!(
+        r#"name: driftpkg
+hosts:
+  h1: {{address: {addr}, user: hbuser, identity_file: {key}, sudo: true}}
+services:
+  web:
+    type: package
+    package: {name}
+    host: h1
+"#,
+        addr = tb.host("h1").addr,
+    ));
+    let _cleanup = PackageOnH1(tb, name.clone());
+    let mut sources = Vec::new();
+    for v in ["1.0.0", "2.0.0"] {
+        let dir = env.dir.path().join(format!("src-{v}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("manifest.yaml"),
+            format!("name: {name}\nversion: {v}\nstart: exec sleep 86400\n"),
+        )
+        .unwrap();
+        sources.push(dir);
+    }
+    for src in &sources {
+        env.run(&["deploy", src.to_str().unwrap(), "--host", "h1"])
+            .ok();
+    }
+    env.run(&["start"]).ok();
+    let clean = drift(&env);
+    assert_eq!(findings(&clean), Vec::<Value>::new(), "{clean:#}");
+    let probe = clean["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["place"] == "host h1")
+        .cloned()
+        .unwrap_or_else(|| panic!("{clean:#}"));
+    assert!(probe["error"].is_null(), "{probe:#}");
+
+    // NAME-current switched by hand to the other installed version.
+    tb.sh_ok(
+        "h1",
+        &format!("sudo -n ln -sfn {name}-1.0.0 /opt/.{name}-x && sudo -n mv -fT /opt/.{name}-x /opt/{name}-current"),
+    );
+    let d = drift(&env);
+    let list = findings(&d);
+    assert_eq!(list.len(), 1, "{d:#}");
+    let f = find(&list, "state_mismatch", "web").unwrap_or_else(|| panic!("{d:#}"));
+    assert_eq!(f["place"], "host h1", "{f:#}");
+    assert_eq!(f["subject"]["kind"], "package", "{f:#}");
+    assert_eq!(f["subject"]["recorded"], "2.0.0", "{f:#}");
+    assert_eq!(f["subject"]["active"], "1.0.0", "{f:#}");
+    assert!(f.get("auto").is_none(), "{f:#}");
+    let evidence = f["evidence"].to_string();
+    assert!(
+        evidence.contains(&format!("runs {name}-2.0.0 from /opt/{name}-2.0.0"))
+            && evidence.contains(&format!("/opt/{name}-current -> {name}-1.0.0")),
+        "{f:#}"
+    );
+    let resolve: Vec<String> = f["resolve"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        resolve[0],
+        format!("harness deploy --rollback {name} --to 2.0.0 --host h1"),
+        "{f:#}"
+    );
+    // sync --auto leaves it (deploy and rollback change packages, never sync).
+    let auto = env.run(&["sync", "--auto", "-o", "json"]).ok().json();
+    assert_eq!(auto["actions"], serde_json::json!([]), "{auto:#}");
+    assert_eq!(
+        tb.sh_ok("h1", &format!("readlink /opt/{name}-current"))
+            .trim(),
+        format!("{name}-1.0.0")
+    );
+    // Its first resolve command clears it.
+    let args: Vec<&str> = resolve[0].split(' ').skip(1).collect();
+    env.run(&args).ok();
+    let d = drift(&env);
+    assert_eq!(findings(&d), Vec::<Value>::new(), "{d:#}");
+
+    // No NAME-current at all: a state mismatch with nothing active.
+    tb.sh_ok("h1", &format!("sudo -n rm /opt/{name}-current"));
+    let d = drift(&env);
+    let list = findings(&d);
+    let f = find(&list, "state_mismatch", "web").unwrap_or_else(|| panic!("{d:#}"));
+    assert!(f["subject"].get("active").is_none(), "{f:#}");
+    assert!(f["evidence"].to_string().contains("(no link)"), "{f:#}");
+
+    // The recorded version's directory gone: abandoned.
+    tb.sh_ok("h1", &format!("sudo -n rm -rf /opt/{name}-2.0.0"));
+    let d = drift(&env);
+    let list = findings(&d);
+    let f = find(&list, "abandoned", "web").unwrap_or_else(|| panic!("{d:#}"));
+    assert_eq!(f["subject"]["installed"], false, "{f:#}");
+    assert!(
+        f["evidence"]
+            .to_string()
+            .contains(&format!("/opt/{name}-2.0.0 is missing")),
+        "{f:#}"
+    );
+    env.run(&["stop"]).ok();
+}
+
+/// Removes hand-made interfaces from h2 however the test ends.
+struct InterfacesOnH2<'a>(&'a Testbed, Vec<String>);
+
+impl Drop for InterfacesOnH2<'_> {
+    fn drop(&mut self) {
+        for i in &self.1 {
+            let _ = self
+                .0
+                .sh_on("h2", &format!("sudo -n ip link del dev {i} 2>/dev/null"));
+        }
+    }
+}
+
+/// Mesh interfaces against the mesh records (on h2, which no other test here probes: its
+/// hand-made interface would be an orphan to their daemons too): a WireGuard interface named like harness's on a
+/// host with no mesh recorded for it is orphaned (made by hand with wireguard-go, as the daemon's
+/// mesh watch would re-create a recorded one at once); a recorded member whose interface is
+/// missing is a state mismatch (a record written by hand, which no watch of this daemon follows),
+/// gone once the interface exists. Neither is anything `sync --auto` touches.
+#[test]
+fn a_mesh_interface_without_record_or_a_record_without_interface_is_drift() {
+    let tb = Testbed::get();
+    let key = tb.var("TB_SSH_KEY").unwrap();
+    let env = Env::new(&format!(
+        r#"name: driftmesh
+hosts:
+  h2: {{address: {addr}, user: hbuser, identity_file: {key}, sudo: true}}
+services:
+  far:
+    host: h2
+    command: "sleep 1000"
+"#,
+        addr = tb.host("h2").addr,
+    ));
+    // Names of this test's own (pid-derived), shaped as network/plan.rs makes them.
+    let tag = format!("{:08x}", std::process::id().wrapping_mul(2_654_435_761));
+    let (orphan, member) = (format!("hw{tag}7"), format!("hw{tag}8"));
+    let _cleanup = InterfacesOnH2(tb, vec![orphan.clone(), member.clone()]);
+    env.run(&["start"]).ok();
+    let d = drift(&env);
+    assert_eq!(findings(&d), Vec::<Value>::new(), "{d:#}");
+
+    tb.sh_ok("h2", &format!("sudo -n wireguard-go {orphan}"));
+    let d = drift(&env);
+    let list = findings(&d);
+    let f = list
+        .iter()
+        .find(|f| f["category"] == "orphaned" && f["subject"]["interface"] == orphan.as_str())
+        .unwrap_or_else(|| panic!("{d:#}"));
+    assert_eq!(f["place"], "host h2", "{f:#}");
+    assert_eq!(f["subject"]["kind"], "mesh_interface", "{f:#}");
+    assert_eq!(f["subject"]["present"], true, "{f:#}");
+    assert!(f.get("auto").is_none(), "{f:#}");
+    assert!(
+        f["evidence"]
+            .to_string()
+            .contains(&format!("interface {orphan} exists on h2")),
+        "{f:#}"
+    );
+    assert_eq!(
+        f["resolve"][0],
+        format!("ssh h2 sudo ip link del dev {orphan}"),
+        "{f:#}"
+    );
+    let auto = env.run(&["sync", "--auto", "-o", "json"]).ok().json();
+    assert_eq!(auto["actions"], serde_json::json!([]), "{auto:#}");
+    tb.sh_ok("h2", &format!("sudo -n ip link del dev {orphan}"));
+    let d = drift(&env);
+    assert_eq!(findings(&d), Vec::<Value>::new(), "{d:#}");
+
+    // A mesh record naming h2's interface, which does not exist.
+    let record = env.home.path().join("mesh/driftmesh/m.json");
+    std::fs::create_dir_all(record.parent().unwrap()).unwrap();
+    std::fs::write(
+        &record,
+        serde_json::json!({
+            "network": "m", "subnet": "10.99.0.0/24", "listen_port": 51999, "mtu": 1420,
+            "members": [{
+                "name": "h2", "interface": member, "address": "10.99.0.1",
+                "public_key": "x", "mode": "wireguard-go", "relay": null, "endpoint": null
+            }]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let d = drift(&env);
+    let list = findings(&d);
+    assert_eq!(list.len(), 1, "{d:#}");
+    let f = &list[0];
+    assert_eq!(f["category"], "state_mismatch", "{f:#}");
+    assert_eq!(f["subject"]["kind"], "mesh_interface", "{f:#}");
+    assert_eq!(f["subject"]["network"], "m", "{f:#}");
+    assert_eq!(f["subject"]["present"], false, "{f:#}");
+    assert!(
+        f["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("interface {member} is missing on h2")),
+        "{f:#}"
+    );
+    // The interface there: recorded, so neither missing nor orphaned.
+    tb.sh_ok("h2", &format!("sudo -n wireguard-go {member}"));
+    let d = drift(&env);
+    assert_eq!(findings(&d), Vec::<Value>::new(), "{d:#}");
+    std::fs::remove_file(&record).unwrap();
+    env.run(&["stop"]).ok();
+}

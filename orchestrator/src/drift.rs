@@ -2,7 +2,10 @@
 //! against what exists everywhere harness runs things: this machine's processes carrying a launch
 //! id of this daemon, run directories on every SSH host (and user) its projects use, containers
 //! labelled `harness.project` on the local engine and every host engine. Probing is batched: one
-//! `/proc` scan, one command per host and user, one `docker ps` per engine, all at once.
+//! `/proc` scan, one command per host and user, one `docker ps` per engine, all at once. The
+//! host command also reads where `NAME-current` points for every applied `type: package` service
+//! there (the installed packages against what runs) and its `hw*` interfaces (mesh interfaces
+//! against the mesh records).
 //!
 //! `sync` acts on findings, each action under the project's operation lock (as start and stop),
 //! and re-verifies the identity of whatever it touches at the instant it acts (command-executor's
@@ -14,7 +17,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use command_executor::service::survey::{self, KillOutcome, LabelledContainer, RemoteRun};
+use command_executor::service::survey::{
+    self, KillOutcome, LabelledContainer, PackageCheck, PackageSeen, RemoteRun,
+};
 use command_executor::service::{LAUNCH_ID_VAR, procfs};
 use command_executor::{DockerCli, Target};
 use harness_config::Project;
@@ -27,6 +32,7 @@ use sha2::Digest;
 
 use crate::addresses::Placement;
 use crate::apply::{is_up, known_project};
+use crate::network::MeshState;
 use crate::readiness::Readiness;
 use crate::runtime::Launched;
 use crate::spec::Resolved;
@@ -87,7 +93,86 @@ struct Scan {
         std::result::Result<Vec<RemoteRun>, String>,
     )>,
     engines: Vec<EngineProbe>,
+    /// The package of each applied `type: package` service, with what its host has of it (hosts
+    /// that answered only).
+    packages: Vec<(PackageRecord, PackageSeen)>,
+    /// Every mesh the daemon has a record of: (project, its recorded state).
+    meshes: Vec<(String, MeshState)>,
+    /// The `hw*` interfaces of each host that answered (its login user's probe), and of this
+    /// machine for the interfaces recorded here.
+    interfaces: BTreeMap<String, BTreeSet<String>>,
     probes: Vec<Probe>,
+}
+
+/// Whether `name` is shaped like a harness mesh interface: `hw` + 8 hex digits + an index
+/// (network/plan.rs).
+fn mesh_interface_name(name: &str) -> bool {
+    name.strip_prefix("hw").is_some_and(|rest| {
+        rest.len() > 8
+            && rest.is_char_boundary(8)
+            && rest[..8]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            && rest[8..].bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// Every mesh recorded under `$HARNESS_HOME/mesh/<project>/<network>.json`.
+async fn recorded_meshes(state_dir: &std::path::Path) -> Vec<(String, MeshState)> {
+    use futures_lite::StreamExt;
+    let mut out = Vec::new();
+    let Ok(mut projects) = async_fs::read_dir(state_dir.join("mesh")).await else {
+        return out;
+    };
+    while let Some(Ok(e)) = projects.next().await {
+        let project = e.file_name().to_string_lossy().into_owned();
+        for network in crate::network::recorded(state_dir, &project).await {
+            if let Some(state) = crate::network::read_state(state_dir, &project, &network).await {
+                out.push((project.clone(), state));
+            }
+        }
+    }
+    out
+}
+
+/// A `type: package` service as applied: run from `ROOT/NAME-VERSION` on `host`.
+#[derive(Debug, Clone)]
+struct PackageRecord {
+    project: String,
+    service: String,
+    host: String,
+    check: PackageCheck,
+    pinned: bool,
+}
+
+/// The package services of an applied project (rewritten as remote processes run from their
+/// installed directory, deploy/services.rs): `ROOT` is their working directory without
+/// `/NAME-VERSION`.
+fn package_records(project: &Project) -> Vec<PackageRecord> {
+    project
+        .services
+        .iter()
+        .filter_map(|(name, s)| {
+            let package = s.package.clone()?;
+            let host = s.host.clone()?;
+            let version = s.env.get("HARNESS_PACKAGE_VERSION")?.as_literal()?;
+            let dir = s.working_dir.as_ref()?.as_literal()?;
+            let root = dir
+                .strip_suffix(&format!("/{package}-{version}"))?
+                .to_owned();
+            Some(PackageRecord {
+                project: project.name.clone(),
+                service: name.clone(),
+                host,
+                check: PackageCheck {
+                    root,
+                    name: package,
+                    version,
+                },
+                pinned: s.version.is_some(),
+            })
+        })
+        .collect()
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -168,6 +253,49 @@ async fn scan(inner: &Arc<Inner>, given: Option<Definition>) -> Result<Scan> {
             _ => {}
         }
     }
+    // Packages are checked by the probe of their host's login user (who installed them).
+    let mut package_checks: BTreeMap<String, Vec<PackageRecord>> = BTreeMap::new();
+    for (project, _) in known.values() {
+        for rec in package_records(project) {
+            let Some(h) = specs
+                .get(&(rec.project.clone(), rec.service.clone()))
+                .and_then(|r| r.host.as_ref())
+            else {
+                continue;
+            };
+            hosts
+                .entry((h.name.clone(), None))
+                .or_insert_with(|| h.target(None));
+            package_checks.entry(h.name.clone()).or_default().push(rec);
+        }
+    }
+    // Meshes: every member host's probe also lists its `hw*` interfaces (a host with no service
+    // is probed for them too); this machine's recorded interfaces are looked up in /sys.
+    let meshes = recorded_meshes(&inner.state_dir).await;
+    let mut interfaces: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (project, state) in &meshes {
+        for m in &state.members {
+            if m.name == harness_config::LOCAL_NODE {
+                let present = async_fs::metadata(format!("/sys/class/net/{}", m.interface))
+                    .await
+                    .is_ok();
+                let here = interfaces.entry(m.name.clone()).or_default();
+                if present {
+                    here.insert(m.interface.clone());
+                }
+                continue;
+            }
+            let Some((def, _)) = known.get(project) else {
+                continue;
+            };
+            if hosts.contains_key(&(m.name.clone(), None)) {
+                continue;
+            }
+            if let Ok(spec) = crate::runtime::host::host_spec(def, &m.name) {
+                hosts.insert((m.name.clone(), None), Target::ssh(spec.ssh()));
+            }
+        }
+    }
     // All at once: the /proc scan off the executor, one task per host and per engine.
     let started = Instant::now();
     let local_task = {
@@ -180,12 +308,18 @@ async fn scan(inner: &Arc<Inner>, given: Option<Definition>) -> Result<Scan> {
         .map(|(place, target)| {
             let exec = inner.executor.clone();
             let instance = instance.clone();
+            let recs = if place.1.is_none() {
+                package_checks.remove(&place.0).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             smol::spawn(async move {
                 let t0 = Instant::now();
-                let r = survey::remote_runs(&exec, &target, &instance, PROBE_LIMIT)
+                let checks: Vec<PackageCheck> = recs.iter().map(|r| r.check.clone()).collect();
+                let r = survey::survey_host(&exec, &target, &instance, &checks, PROBE_LIMIT)
                     .await
                     .map_err(|e| e.to_string());
-                (place, target, r, t0.elapsed())
+                (place, target, recs, r, t0.elapsed())
             })
         })
         .collect();
@@ -210,13 +344,24 @@ async fn scan(inner: &Arc<Inner>, given: Option<Definition>) -> Result<Scan> {
         error: None,
     }];
     let mut runs = Vec::new();
+    let mut packages = Vec::new();
     for t in run_tasks {
-        let (place, target, r, took) = t.await;
+        let (place, target, recs, r, took) = t.await;
         probes.push(Probe {
             place: run_place_name(&place),
-            seen: r.as_ref().map_or(0, Vec::len),
+            seen: r.as_ref().map_or(0, |s| s.runs.len() + s.packages.len()),
             elapsed_ms: millis(took),
             error: r.as_ref().err().cloned(),
+        });
+        let r = r.map(|s| {
+            packages.extend(recs.into_iter().zip(s.packages));
+            if place.1.is_none() {
+                interfaces
+                    .entry(place.0.clone())
+                    .or_default()
+                    .extend(s.interfaces.into_iter().filter(|i| mesh_interface_name(i)));
+            }
+            s.runs
         });
         runs.push((place, target, r));
     }
@@ -238,6 +383,9 @@ async fn scan(inner: &Arc<Inner>, given: Option<Definition>) -> Result<Scan> {
         local,
         runs,
         engines: engine_list,
+        packages,
+        meshes,
+        interfaces,
         probes,
     })
 }
@@ -771,6 +919,177 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
             };
             let e = e.clone();
             gone_while_recorded(&mut cx, &e, &place, what);
+        }
+    }
+
+    // --- installed packages ---------------------------------------------------------------------
+    // A package service runs from ROOT/NAME-VERSION; an unpinned one follows NAME-current (deploy
+    // and rollback switch both together): the link pointing elsewhere, or the directory gone, is
+    // drift. Never resolved by sync: deploy and rollback change packages.
+    for (rec, seen) in &scan.packages {
+        let PackageCheck {
+            root,
+            name,
+            version,
+        } = &rec.check;
+        let host = &rec.host;
+        let place = format!("host {host}");
+        let root_flag = if root == packages::DEFAULT_ROOT {
+            String::new()
+        } else {
+            format!(" --root {root}")
+        };
+        let active = seen.active.as_deref();
+        let link = format!(
+            "{root}/{name}-current -> {}",
+            active.map_or("(no link)".to_owned(), |a| format!("{name}-{a}"))
+        );
+        let recorded = format!(
+            "recorded: {}/{} runs {name}-{version} from {root}/{name}-{version}{}",
+            rec.project,
+            rec.service,
+            if rec.pinned { " (pinned)" } else { "" }
+        );
+        let deploy_cmd =
+            format!("harness deploy {name}-{version}.tar.zst --host {host}{root_flag}");
+        let (category, summary, evidence, resolve) = if !seen.installed {
+            (
+                DriftCategory::Abandoned,
+                format!(
+                    "{name}-{version}, which {} runs from, is not installed on {host}",
+                    rec.service
+                ),
+                vec![
+                    recorded,
+                    format!("observed: {root}/{name}-{version} is missing; {link}"),
+                ],
+                vec![deploy_cmd],
+            )
+        } else if !rec.pinned && active != Some(version.as_str()) {
+            (
+                DriftCategory::StateMismatch,
+                format!(
+                    "{name} on {host}: {} is active, {} runs {version}",
+                    active.map_or("no version".to_owned(), |a| a.to_owned()),
+                    rec.service
+                ),
+                vec![recorded, format!("observed: {link}")],
+                vec![
+                    format!(
+                        "harness deploy --rollback {name} --to {version} --host {host}{root_flag}"
+                    ),
+                    deploy_cmd,
+                ],
+            )
+        } else {
+            continue;
+        };
+        let key = format!(
+            "package {host} {root} {name} {version} {}/{}",
+            rec.project, rec.service
+        );
+        cx.push(
+            category,
+            &key,
+            place,
+            Some((&rec.project, &rec.service)),
+            summary,
+            evidence,
+            resolve,
+            None,
+            DriftSubject::Package {
+                host: host.clone(),
+                root: root.clone(),
+                name: name.clone(),
+                recorded: version.clone(),
+                active: seen.active.clone(),
+                installed: seen.installed,
+                pinned: rec.pinned,
+            },
+        );
+    }
+
+    // --- mesh interfaces ------------------------------------------------------------------------
+    // A recorded member whose interface is missing (the daemon's mesh watch re-creates it within
+    // seconds: a finding that outlives that says the watch cannot); an `hw*` interface on a
+    // probed host that no mesh record names (this machine is not scanned for those: other
+    // daemons' meshes share it, and the name does not say whose).
+    let mut named: BTreeSet<&str> = BTreeSet::new();
+    for (project, state) in &scan.meshes {
+        for m in &state.members {
+            named.insert(m.interface.as_str());
+            let Some(seen) = scan.interfaces.get(&m.name) else {
+                continue; // not asked (unknown project) or did not answer: not judged
+            };
+            if seen.contains(&m.interface) {
+                continue;
+            }
+            let place = if m.name == harness_config::LOCAL_NODE {
+                "local".to_owned()
+            } else {
+                format!("host {}", m.name)
+            };
+            cx.push(
+                DriftCategory::StateMismatch,
+                &format!(
+                    "mesh {project} {} {} {}",
+                    state.network, m.name, m.interface
+                ),
+                place,
+                None,
+                format!(
+                    "mesh {} of {project}: interface {} is missing on {}",
+                    state.network, m.interface, m.name
+                ),
+                vec![
+                    format!(
+                        "recorded: {} has {} ({}) in network {}",
+                        m.name, m.interface, m.address, state.network
+                    ),
+                    format!("observed: no interface {} there", m.interface),
+                ],
+                vec![
+                    "harness start (brings the mesh up again; the daemon's mesh watch also does)"
+                        .into(),
+                    format!("harness network show {}", state.network),
+                ],
+                None,
+                DriftSubject::MeshInterface {
+                    place: m.name.clone(),
+                    interface: m.interface.clone(),
+                    network: Some(state.network.clone()),
+                    present: false,
+                },
+            );
+        }
+    }
+    for (host, seen) in &scan.interfaces {
+        if host == harness_config::LOCAL_NODE {
+            continue;
+        }
+        for i in seen {
+            if named.contains(i.as_str()) {
+                continue;
+            }
+            cx.push(
+                DriftCategory::Orphaned,
+                &format!("interface {host} {i}"),
+                format!("host {host}"),
+                None,
+                format!("WireGuard interface {i} on {host} belongs to no recorded mesh"),
+                vec![
+                    "recorded: no mesh of this daemon names it".to_owned(),
+                    format!("observed: interface {i} exists on {host}"),
+                ],
+                vec![format!("ssh {host} sudo ip link del dev {i}")],
+                None,
+                DriftSubject::MeshInterface {
+                    place: host.clone(),
+                    interface: i.clone(),
+                    network: None,
+                    present: true,
+                },
+            );
         }
     }
 

@@ -1,6 +1,6 @@
 //! What exists, for `harness drift` (ADR 0036), and the few verified actions `sync` takes on
 //! things no service owns. Batched: one command per host (and user) lists every run directory
-//! there; one `docker ps` per engine lists every labelled container. Every kill re-verifies the
+//! there (and where `NAME-current` points for the packages asked about); one `docker ps` per engine lists every labelled container. Every kill re-verifies the
 //! identity it acts on (pid *and* start time *and* launch id) at the instant of the kill: a process
 //! that exited between the probe and the action is never mistaken for whatever reuses its pid.
 
@@ -39,8 +39,59 @@ const RUNS: &str = r#"for r in "$d"/*/*/*/; do
   [ -f "$r/exit" ] && read -r x < "$r/exit"
   printf 'RUN %s %s %s %s %s\n' "$k" "$p" "$s" "$a" "${x:--}"
 done
+"#;
+
+/// After [`RUNS`]: for each `ROOT NAME VERSION` triple of the remaining args, `PKG I HAS LINK`: its
+/// index, whether `ROOT/NAME-VERSION` is a directory (`1`/`0`), and where `ROOT/NAME-current`
+/// points (`-` when it is no link). Then `IF NAME` for every network interface named `hw*` (the
+/// prefix of harness's WireGuard mesh interfaces), from `ip` (the network namespace's own view;
+/// /sys/class/net may show another's) or else /sys/class/net.
+const PACKAGES: &str = r#"shift; i=0
+while [ $# -ge 3 ]; do
+  r=$1; case $r in "~/"*) r=$HOME/${r#"~/"};; esac
+  h=0; [ -d "$r/$2-$3" ] && h=1
+  l=$(readlink -- "$r/$2-current" 2>/dev/null) || l=-
+  printf 'PKG %s %s %s\n' "$i" "$h" "${l:--}"
+  i=$((i+1)); shift 3
+done
+if command -v ip >/dev/null 2>&1; then
+  ip -o link show 2>/dev/null | while read -r _ n _; do
+    n=${n%:}; n=${n%@*}; case $n in hw*) printf 'IF %s\n' "$n";; esac
+  done
+else
+  for n in /sys/class/net/hw*; do [ -e "$n" ] && printf 'IF %s\n' "${n##*/}"; done
+fi
 echo END
 "#;
+
+/// A package installed on a host whose active version is to be checked: `ROOT/NAME-VERSION` and
+/// `ROOT/NAME-current` (packages' layout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageCheck {
+    pub root: String,
+    pub name: String,
+    pub version: String,
+}
+
+/// What a host has of a [`PackageCheck`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageSeen {
+    /// `ROOT/NAME-VERSION` is a directory.
+    pub installed: bool,
+    /// The version `NAME-current` points at (`None`: no such link); the link's target itself when
+    /// it is not `NAME-VERSION`.
+    pub active: Option<String>,
+}
+
+/// What one host holds: the runs of the daemon instance, and the packages asked about.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostSurvey {
+    pub runs: Vec<RemoteRun>,
+    /// One per [`PackageCheck`] asked, in order.
+    pub packages: Vec<PackageSeen>,
+    /// Network interfaces whose name starts with `hw` (as harness's mesh interfaces do).
+    pub interfaces: Vec<String>,
+}
 
 /// Every run directory of daemon `instance` on `target`, in one command, given up after `limit`.
 pub async fn remote_runs(
@@ -49,15 +100,30 @@ pub async fn remote_runs(
     instance: &str,
     limit: Duration,
 ) -> Result<Vec<RemoteRun>> {
+    Ok(survey_host(exec, target, instance, &[], limit).await?.runs)
+}
+
+/// Every run directory of daemon `instance` on `target` and the state of each of `packages`, in
+/// one command, given up after `limit`.
+pub async fn survey_host(
+    exec: &Executor,
+    target: &Target,
+    instance: &str,
+    packages: &[PackageCheck],
+    limit: Duration,
+) -> Result<HostSurvey> {
     if instance.is_empty() || !instance.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(Error::invalid("daemon instance", instance.to_owned()));
     }
-    let cmd = Command::new("sh")
+    let mut cmd = Command::new("sh")
         .arg("-c")
-        .arg(format!("{START_TIME_FN}{STATE_DIR}{RUNS}"))
+        .arg(format!("{START_TIME_FN}{STATE_DIR}{RUNS}{PACKAGES}"))
         .arg("sh")
-        .arg(format!("~/.local/state/harness/{instance}"))
-        .timeout(limit);
+        .arg(format!("~/.local/state/harness/{instance}"));
+    for p in packages {
+        cmd = cmd.arg(&p.root).arg(&p.name).arg(&p.version);
+    }
+    let cmd = cmd.timeout(limit);
     let out = op(exec, target, &cmd).await?;
     let text = out.stdout_text();
     if !text.lines().any(|l| l == "END") {
@@ -67,22 +133,54 @@ pub async fn remote_runs(
             stderr: format!("listing runs failed: {}", out.stderr_text().trim()),
         });
     }
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let w: Vec<&str> = l.split(' ').collect();
-            match w.as_slice() {
-                ["RUN", k, p, s, a, x] => Some(RemoteRun {
-                    launch_id: (*k).to_owned(),
-                    pid: p.parse().unwrap_or(0),
-                    start_time: s.parse().unwrap_or(0),
-                    alive: *a == "1",
-                    exit: x.parse().ok(),
-                }),
-                _ => None,
-            }
-        })
-        .collect())
+    let mut survey = HostSurvey {
+        runs: Vec::new(),
+        packages: vec![
+            PackageSeen {
+                installed: false,
+                active: None,
+            };
+            packages.len()
+        ],
+        interfaces: Vec::new(),
+    };
+    for l in text.lines() {
+        if let Some(rest) = l.strip_prefix("PKG ") {
+            let mut w = rest.splitn(3, ' ');
+            let (Some(i), Some(h), Some(link)) = (w.next(), w.next(), w.next()) else {
+                continue;
+            };
+            let Some((check, seen)) = i
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| Some((packages.get(i)?, survey.packages.get_mut(i)?)))
+            else {
+                continue;
+            };
+            seen.installed = h == "1";
+            seen.active = (link != "-").then(|| {
+                link.strip_prefix(&format!("{}-", check.name))
+                    .unwrap_or(link)
+                    .to_owned()
+            });
+            continue;
+        }
+        if let Some(name) = l.strip_prefix("IF ") {
+            survey.interfaces.push(name.to_owned());
+            continue;
+        }
+        let w: Vec<&str> = l.split(' ').collect();
+        if let ["RUN", k, p, s, a, x] = w.as_slice() {
+            survey.runs.push(RemoteRun {
+                launch_id: (*k).to_owned(),
+                pid: p.parse().unwrap_or(0),
+                start_time: s.parse().unwrap_or(0),
+                alive: *a == "1",
+                exit: x.parse().ok(),
+            });
+        }
+    }
+    Ok(survey)
 }
 
 /// Kills a run that no service owns, only if its pidfile still names PID ST and that process

@@ -71,6 +71,30 @@ pub enum DriftSubject {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         launch_id: Option<String>,
     },
+    /// A package a service runs from (`type: package`), installed under `root` on `host`:
+    /// `recorded` is the version the applied definition runs, `active` where `NAME-current`
+    /// points (`None`: no such link).
+    Package {
+        host: String,
+        root: String,
+        name: String,
+        recorded: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        active: Option<String>,
+        /// `ROOT/NAME-RECORDED` is installed.
+        installed: bool,
+        /// The service names its version (`version:`): it does not follow `NAME-current`.
+        pinned: bool,
+    },
+    /// A WireGuard mesh interface (`hw` + 8 hex digits + member index) on `place` (`local` or a
+    /// hosts entry): recorded for `network` of `project` and missing, or present with no record.
+    MeshInterface {
+        place: String,
+        interface: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+        present: bool,
+    },
     /// A registry entry.
     Entry { project: String, service: String },
     /// A host or engine that did not answer.
