@@ -678,37 +678,13 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
         let runs = match runs {
             Ok(r) => r,
             Err(why) => {
-                for k in &here {
-                    blind.insert(k.clone());
-                }
-                let names: Vec<String> = here
-                    .iter()
-                    .filter(|(p, s)| cx.entry(p, s).is_some_and(|e| is_up(&e.state)))
-                    .map(|(p, s)| format!("{p}/{s}"))
-                    .collect();
-                let key = format!("unreachable {place_name}");
-                cx.push(
-                    DriftCategory::Unreachable,
-                    &key,
-                    place_name.clone(),
-                    None,
-                    format!("{place_name} did not answer: what runs there is not known"),
-                    vec![
-                        why.clone(),
-                        format!(
-                            "recorded running there: {}",
-                            if names.is_empty() {
-                                "nothing".to_owned()
-                            } else {
-                                names.join(", ")
-                            }
-                        ),
-                    ],
-                    vec!["harness hosts check".into(), "harness drift".into()],
-                    None,
-                    DriftSubject::Place {
-                        place: place_name.clone(),
-                    },
+                place_unreachable(
+                    &mut cx,
+                    &mut blind,
+                    &here,
+                    &place_name,
+                    "what runs there is not known",
+                    why,
                 );
                 continue;
             }
@@ -811,31 +787,15 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
         let rows = match rows {
             Ok(r) => r,
             Err(why) => {
-                for k in &here {
-                    blind.insert(k.clone());
-                }
-                let names: Vec<String> = here
-                    .iter()
-                    .filter(|(p, s)| cx.entry(p, s).is_some_and(|e| is_up(&e.state)))
-                    .map(|(p, s)| format!("{p}/{s}"))
-                    .collect();
                 // An engine nothing is placed on (no docker here) is not drift.
                 if !here.is_empty() {
-                    cx.push(
-                        DriftCategory::Unreachable,
-                        &format!("unreachable {place}"),
-                        place.clone(),
-                        None,
-                        format!("{place} did not answer: its containers are not known"),
-                        vec![
-                            why.clone(),
-                            format!("recorded running there: {}", names.join(", ")),
-                        ],
-                        vec!["harness hosts check".into(), "harness drift".into()],
-                        None,
-                        DriftSubject::Place {
-                            place: place.clone(),
-                        },
+                    place_unreachable(
+                        &mut cx,
+                        &mut blind,
+                        &here,
+                        &place,
+                        "its containers are not known",
+                        why,
                     );
                 }
                 continue;
@@ -1294,6 +1254,47 @@ fn compare(inner: &Inner, scan: &Scan, given: Option<&Definition>) -> Vec<Findin
 }
 
 /// A service recorded running whose process, run or container is gone.
+/// A place that did not answer: the services placed there are not judged (`blind`), and one
+/// finding says which were recorded running there.
+fn place_unreachable(
+    cx: &mut Ctx<'_>,
+    blind: &mut BTreeSet<(String, String)>,
+    here: &[(String, String)],
+    place: &str,
+    unknown: &str,
+    why: &str,
+) {
+    blind.extend(here.iter().cloned());
+    let names: Vec<String> = here
+        .iter()
+        .filter(|(p, s)| cx.entry(p, s).is_some_and(|e| is_up(&e.state)))
+        .map(|(p, s)| format!("{p}/{s}"))
+        .collect();
+    cx.push(
+        DriftCategory::Unreachable,
+        &format!("unreachable {place}"),
+        place.to_owned(),
+        None,
+        format!("{place} did not answer: {unknown}"),
+        vec![
+            why.to_owned(),
+            format!(
+                "recorded running there: {}",
+                if names.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        ],
+        vec!["harness hosts check".into(), "harness drift".into()],
+        None,
+        DriftSubject::Place {
+            place: place.to_owned(),
+        },
+    );
+}
+
 fn gone_while_recorded(cx: &mut Ctx<'_>, e: &ServiceEntry, place: &str, what: String) {
     let name = format!("{}/{}", e.project, e.name);
     let watched = supervised(cx.inner, &e.project, &e.name);

@@ -60,6 +60,18 @@ mod supervisor;
 pub mod usage;
 pub mod watch;
 
+/// A project loaded from `yaml` through the real loader, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_project(yaml: &str) -> harness_config::Project {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("services.yaml");
+    std::fs::write(&path, yaml).expect("write services.yaml");
+    let loaded = harness_config::load(&path);
+    loaded
+        .project
+        .unwrap_or_else(|| panic!("{:?}", loaded.errors))
+}
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

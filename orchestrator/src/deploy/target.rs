@@ -41,15 +41,7 @@ mod tests {
     use super::*;
     use command_executor::Layer;
 
-    fn project(yaml: &str) -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("services.yaml");
-        std::fs::write(&path, yaml).unwrap();
-        let loaded = harness_config::load(&path);
-        loaded
-            .project
-            .unwrap_or_else(|| panic!("{:?}", loaded.errors))
-    }
+    use crate::test_project as project;
 
     #[test]
     fn hosts_become_targets_with_sudo_and_jumps() {

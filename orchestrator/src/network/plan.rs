@@ -375,15 +375,7 @@ pub fn mesh_address(
 mod tests {
     use super::*;
 
-    fn project(yaml: &str) -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("services.yaml");
-        std::fs::write(&path, yaml).unwrap();
-        let loaded = harness_config::load(&path);
-        loaded
-            .project
-            .unwrap_or_else(|| panic!("{:?}", loaded.errors))
-    }
+    use crate::test_project as project;
 
     const HOSTS: &str = "name: p
 hosts:
