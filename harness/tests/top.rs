@@ -72,8 +72,9 @@ services:
         let bc = b["cpu_percent"].as_f64().unwrap_or_else(|| panic!("{b}"));
         let ic = i["cpu_percent"].as_f64().unwrap_or_else(|| panic!("{i}"));
         eprintln!("{place}: {busy} {bc} %, {idle} {ic} %");
-        // Near 100 % on an idle machine; a loaded 2-core CI box shares it.
-        assert!(bc > 15.0, "{busy}: {bc} % ({b})");
+        // Near 100 % on an idle machine; a 2-core box at load 20 leaves a busy loop ~10 %, so the
+        // test asks only that it is clearly busier than the idle one.
+        assert!(bc > 3.0 && bc > 5.0 * ic, "{busy}: {bc} % ({b})");
         assert!(ic < 10.0, "{idle}: {ic} % ({i})");
         assert!(b["rss_bytes"].as_u64().is_some_and(|r| r > 0), "{b}");
         assert!(b["threads"].as_u64().is_some_and(|t| t >= 1), "{b}");

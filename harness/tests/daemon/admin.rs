@@ -129,7 +129,8 @@ fn top_shows_a_busy_local_service_busy_and_an_idle_one_idle() {
     let bc = busy["cpu_percent"].as_f64().expect("busy cpu");
     let ic = idle["cpu_percent"].as_f64().expect("idle cpu");
     eprintln!("busy {bc} %, idle {ic} %");
-    assert!(bc > 15.0, "{busy}");
+    // Near 100 % on an idle machine; ~10 % at load 20 on 2 cores: clearly busier than idle is enough.
+    assert!(bc > 3.0 && bc > 5.0 * ic, "{busy}");
     assert!(ic < 10.0, "{idle}");
     assert_eq!(busy["place"], "local");
     assert!(busy["fds"].as_u64().is_some_and(|n| n > 0), "{busy}");
