@@ -323,8 +323,8 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
         if let (Some(id), Some(_)) = (&intent, &alive) {
             adopted.insert(id.clone());
         }
-        if let Some(crate::runtime::Launched::Local(p)) = &alive {
-            adopted_sessions.insert(p.pid);
+        if let Some(session) = alive.as_ref().and_then(|p| p.local_session()) {
+            adopted_sessions.insert(session);
         }
         if !up && !stopped {
             continue;
@@ -402,7 +402,7 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
                         tracing::warn!(service = %k, "cannot record the re-attached pid: {e}");
                     }
                 }
-                Begin::Attach(Box::new(proc))
+                Begin::Attach(proc)
             }
             (ServiceState::Stopped, None) => Begin::Launch,
             (_, None) => Begin::Ended,

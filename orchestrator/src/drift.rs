@@ -1678,7 +1678,7 @@ async fn adopt(
                     f.id
                 ))
             })?;
-            (Launched::Local(p), Some(launch_id.clone()))
+            (Box::new(p) as Launched, Some(launch_id.clone()))
         }
         DriftSubject::RemoteRun {
             host,
@@ -1703,7 +1703,7 @@ async fn adopt(
             .await
             .map_err(|e| err(e.to_string()))?
             .ok_or_else(|| err(format!("{}: run {launch_id} is gone", f.id)))?;
-            (Launched::Host(r), Some(launch_id.clone()))
+            (Box::new(r) as Launched, Some(launch_id.clone()))
         }
         DriftSubject::Container { launch_id, .. } => {
             let c = spec
@@ -1713,7 +1713,7 @@ async fn adopt(
             let found = crate::runtime::container::attach(&inner.executor, c, &dir)
                 .await
                 .ok_or_else(|| err(format!("{}: the container is gone", f.id)))?;
-            (Launched::Container(found), launch_id.clone())
+            (Box::new(found) as Launched, launch_id.clone())
         }
         _ => return Err(err(format!("{}: nothing to adopt", f.id))),
     };
@@ -1756,7 +1756,7 @@ async fn adopt(
         project,
         spec,
         ready.clone(),
-        crate::supervisor::Begin::Attach(Box::new(launched)),
+        crate::supervisor::Begin::Attach(launched),
     );
     crate::apply::with_slot(inner, project, service, |slot| {
         slot.hash = hash;

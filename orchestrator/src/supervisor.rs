@@ -106,9 +106,9 @@ impl Stops {
 /// How a supervisor begins.
 pub(crate) enum Begin {
     Launch,
-    /// Re-attached to a process that is still running (boxed: `Begin` is held twice in the
-    /// supervisor's future).
-    Attach(Box<Launched>),
+    /// Re-attached to a process that is still running (a box already: `Begin` is held twice
+    /// in the supervisor's future).
+    Attach(Launched),
     /// Recorded as running, but it ended while no daemon watched.
     Ended,
     /// Recorded as waiting out a backoff: start after this long.
@@ -188,7 +188,7 @@ impl Supervisor {
                         continue;
                     }
                 },
-                Begin::Attach(p) => *p,
+                Begin::Attach(p) => p,
                 Begin::Ended => {
                     if !Box::pin(self.ended(&mut backoff)).await {
                         return;

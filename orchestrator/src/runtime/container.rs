@@ -9,13 +9,17 @@
 
 use std::ffi::OsString;
 use std::path::Path;
+use std::time::Duration;
 
+use command_executor::service::ExitInfo;
 use command_executor::service::container::{self, ContainerService};
+use command_executor::service::remote::Reachability;
 use command_executor::{DockerCli, DockerExec, DockerRun, Executor, Signal, Target};
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 use super::host::HostSpec;
-use super::project_and_service;
+use super::{LaunchError, ServiceProcess, project_and_service};
 use crate::spec::LaunchSpec;
 
 /// A container to run, resolved from the services file.
@@ -68,6 +72,45 @@ impl ContainerSpec {
     pub fn exec_target(&self, name: &str) -> Target {
         self.cli_target()
             .docker(DockerExec::new(name).cli(self.cli()))
+    }
+}
+
+impl ServiceProcess for ContainerService {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// None known: the container is told apart by its id.
+    fn start_time(&self) -> u64 {
+        0
+    }
+
+    fn reachability(&self) -> Option<Reachability> {
+        ContainerService::reachability(self)
+    }
+
+    fn container_id(&self) -> Option<&str> {
+        Some(&self.id)
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, ExitInfo> {
+        Box::pin(ContainerService::wait(self))
+    }
+
+    /// The stop signal is the container's own (`--stop-signal`).
+    fn terminate(
+        &mut self,
+        _signal: Signal,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<(ExitInfo, bool), LaunchError>> {
+        Box::pin(async move { Ok(ContainerService::terminate(self, timeout).await?) })
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, Result<(), LaunchError>> {
+        Box::pin(async move {
+            self.remove().await;
+            Ok(())
+        })
     }
 }
 

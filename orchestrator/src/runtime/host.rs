@@ -1,12 +1,18 @@
 //! SSH hosts as the services file describes them, resolved (jump hosts included) into
-//! command-executor targets. Services there run through `command_executor::service::remote`.
+//! command-executor targets. Services there run through `command_executor::service::remote`,
+//! whose handle is the host kind's [`ServiceProcess`].
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use command_executor::{HostKeyPolicy, SshHost, Target};
+use command_executor::service::ExitInfo;
+use command_executor::service::remote::{Reachability, RemoteService};
+use command_executor::{HostKeyPolicy, Signal, SshHost, Target};
+use futures_util::future::BoxFuture;
 use harness_config::{KnownHosts, Project};
 use serde::Serialize;
+
+use super::{LaunchError, ServiceProcess};
 
 /// Environment variable naming a known-hosts file for every harness ssh connection (the
 /// services file only chooses the policy).
@@ -138,6 +144,36 @@ impl HostSpec {
             Some(u) if Some(u) != self.user.as_deref() => t.sudo(u),
             _ => t,
         }
+    }
+}
+
+impl ServiceProcess for RemoteService {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn start_time(&self) -> u64 {
+        self.start_time
+    }
+
+    fn reachability(&self) -> Option<Reachability> {
+        Some(RemoteService::reachability(self))
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, ExitInfo> {
+        Box::pin(RemoteService::wait(self))
+    }
+
+    fn terminate(
+        &mut self,
+        signal: Signal,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<(ExitInfo, bool), LaunchError>> {
+        Box::pin(async move { Ok(RemoteService::terminate(self, signal, timeout).await?) })
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, Result<(), LaunchError>> {
+        Box::pin(async move { Ok(self.clean().await?) })
     }
 }
 

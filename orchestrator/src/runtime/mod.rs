@@ -5,16 +5,16 @@
 
 pub(crate) mod container;
 pub(crate) mod host;
+pub(crate) mod local;
 
 use std::path::Path;
 use std::time::Duration;
 
 pub(crate) use command_executor::service::ExitInfo;
-use command_executor::service::container::ContainerService;
-use command_executor::service::local::{self, LocalService};
-use command_executor::service::remote::{self, RemoteService};
+use command_executor::service::remote;
 use command_executor::service::{ServiceCommand, procfs};
 use command_executor::{Executor, Signal, Target};
+use futures_util::future::BoxFuture;
 
 use crate::addresses::Placement;
 use crate::launches::Launches;
@@ -56,82 +56,54 @@ pub(crate) enum LaunchError {
     NoHost,
 }
 
-/// A running service instance.
-pub(crate) enum Launched {
-    Local(LocalService),
-    Host(RemoteService),
-    Container(ContainerService),
-}
+/// A running service instance, whichever kind runs it (`local`, `host`, `container` each
+/// implement it over their command-executor handle). Callers never ask which kind it is: what
+/// differs between kinds is answered by a method.
+pub(crate) trait ServiceProcess: Send + Sync {
+    /// Its pid: on this machine, on its host, or the container's main process (on the engine's
+    /// machine).
+    fn pid(&self) -> u32;
 
-impl Launched {
-    pub fn pid(&self) -> u32 {
-        match self {
-            Launched::Local(p) => p.pid,
-            Launched::Host(p) => p.pid,
-            Launched::Container(c) => c.pid,
-        }
-    }
-
-    pub fn start_time(&self) -> u64 {
-        match self {
-            Launched::Local(p) => p.start_time,
-            Launched::Host(p) => p.start_time,
-            Launched::Container(_) => 0,
-        }
-    }
+    /// Its start time (clock ticks since boot on its machine), which tells it apart from a later
+    /// process with the same pid; 0 where none is known (a container).
+    fn start_time(&self) -> u64;
 
     /// Whether the host answers, for a service on an SSH host or a container on its engine.
-    pub fn reachability(&self) -> Option<remote::Reachability> {
-        match self {
-            Launched::Host(p) => Some(p.reachability()),
-            Launched::Container(c) => c.reachability(),
-            Launched::Local(_) => None,
-        }
+    fn reachability(&self) -> Option<remote::Reachability> {
+        None
     }
 
     /// The container's id, for containers.
-    pub fn container_id(&self) -> Option<&str> {
-        match self {
-            Launched::Container(c) => Some(&c.id),
-            _ => None,
-        }
+    fn container_id(&self) -> Option<&str> {
+        None
     }
 
-    /// Resolves when the process has ended; noticed at once (child exit or pidfd), never polled.
-    pub async fn wait(&mut self) -> ExitInfo {
-        match self {
-            Launched::Local(p) => p.wait().await,
-            Launched::Host(p) => p.wait().await,
-            Launched::Container(c) => c.wait().await,
-        }
+    /// Its pid when it runs on this machine: its session and process group carry this id, so
+    /// the processes of an adopted service are told apart from strays.
+    fn local_session(&self) -> Option<u32> {
+        None
     }
+
+    /// Resolves when the process has ended; noticed at once (child exit, pidfd, the host's
+    /// follower or the container's log follower), never polled.
+    fn wait(&mut self) -> BoxFuture<'_, ExitInfo>;
 
     /// Stops the whole service: `signal` to its process group, SIGKILL after `timeout`, then
-    /// anything left in its cgroup or session. Returns how it ended and whether SIGKILL was
-    /// needed; an error when the place it runs could not be told (its launch stays recorded).
-    pub async fn terminate(
+    /// anything left in its cgroup or session (a container's stop signal is its own,
+    /// `--stop-signal`). Returns how it ended and whether SIGKILL was needed; an error when the
+    /// place it runs could not be told (its launch stays recorded).
+    fn terminate(
         &mut self,
         signal: Signal,
         timeout: Duration,
-    ) -> Result<(ExitInfo, bool), LaunchError> {
-        match self {
-            Launched::Local(p) => Ok(p.terminate(signal, timeout).await),
-            Launched::Host(p) => Ok(p.terminate(signal, timeout).await?),
-            // The stop signal is the container's own (`--stop-signal`).
-            Launched::Container(c) => Ok(c.terminate(timeout).await?),
-        }
-    }
+    ) -> BoxFuture<'_, Result<(ExitInfo, bool), LaunchError>>;
 
     /// Kills whatever the service left behind after it ended on its own.
-    pub async fn sweep(&self) -> Result<(), LaunchError> {
-        match self {
-            Launched::Local(p) => p.sweep(Vec::new()).await,
-            Launched::Host(p) => p.clean().await?,
-            Launched::Container(c) => c.remove().await,
-        }
-        Ok(())
-    }
+    fn sweep(&self) -> BoxFuture<'_, Result<(), LaunchError>>;
 }
+
+/// The handle of a running service instance.
+pub(crate) type Launched = Box<dyn ServiceProcess>;
 
 /// Starts a service as launch `launch_id` (recorded by the caller) with its output appended to
 /// `stdout`/`stderr` files in `dir`.
@@ -143,12 +115,13 @@ pub(crate) async fn launch(
     launch_id: &str,
 ) -> Result<Launched, LaunchError> {
     match (&spec.placement, &spec.container) {
-        (_, Some(c)) => container::spawn(exec, c, &spec.launch, spec.stop.signal, dir, launch_id)
-            .await
-            .map(Launched::Container)
-            .map_err(LaunchError::Executor),
+        (_, Some(c)) => {
+            let c =
+                container::spawn(exec, c, &spec.launch, spec.stop.signal, dir, launch_id).await?;
+            Ok(Box::new(c))
+        }
         (Placement::Host { user, .. }, None) => match &spec.host {
-            Some(h) => Ok(Launched::Host(
+            Some(h) => Ok(Box::new(
                 remote::spawn(
                     exec,
                     &h.target(user.as_deref()),
@@ -163,8 +136,14 @@ pub(crate) async fn launch(
         _ => {
             let (project, service) = project_and_service(dir);
             let cgroup = launches.cgroup(project, service);
-            Ok(Launched::Local(
-                local::spawn(&command(&spec.launch), dir, launch_id, cgroup).await?,
+            Ok(Box::new(
+                command_executor::service::local::spawn(
+                    &command(&spec.launch),
+                    dir,
+                    launch_id,
+                    cgroup,
+                )
+                .await?,
             ))
         }
     }
@@ -209,7 +188,7 @@ pub(crate) async fn adopt(
             if keep {
                 Ok(container::attach(exec, c, dir)
                     .await
-                    .map(Launched::Container))
+                    .map(|c| Box::new(c) as Launched))
             } else {
                 container::discard(exec, c, dir).await;
                 Ok(None)
@@ -220,7 +199,7 @@ pub(crate) async fn adopt(
             Ok(
                 remote::adopt(exec, &h.target(user.as_deref()), dir, id, keep, recorded)
                     .await?
-                    .map(Launched::Host),
+                    .map(|r| Box::new(r) as Launched),
             )
         }
         _ => {
@@ -243,10 +222,12 @@ pub(crate) async fn adopt(
             let leader = match (tagged, recorded) {
                 (Some(t), _) => Some(t),
                 (None, Some(r)) => Some(r),
-                (None, None) => local::read_pidfile(dir).await,
+                (None, None) => command_executor::service::local::read_pidfile(dir).await,
             };
-            match leader.and_then(|(pid, st)| local::attach(pid, st, user, cgroup.clone())) {
-                Some(p) => Ok(Some(Launched::Local(p))),
+            match leader.and_then(|(pid, st)| {
+                command_executor::service::local::attach(pid, st, user, cgroup.clone())
+            }) {
+                Some(p) => Ok(Some(Box::new(p))),
                 None => {
                     kill_cgroup(cgroup).await;
                     Ok(None)
