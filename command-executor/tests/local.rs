@@ -371,8 +371,11 @@ fn pty_locally_and_through_sudo() {
     smol::block_on(async {
         let e = exec();
         for target in [Target::local(), Target::local().sudo("nobody")] {
-            let script =
-                "tty; stty size; echo \"S=$S\"; read x; stty size; echo \"got:$x\" >&2; exit 5";
+            // sudo relays a resize to its own inner terminal asynchronously, so under load the line
+            // typed after the resize can arrive first: the program waits (up to 5 s) to see it.
+            let script = "tty; stty size; echo \"S=$S\"; read x; i=0; \
+                 while [ \"$(stty size)\" = '30 100' ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
+                 stty size; echo \"got:$x\" >&2; exit 5";
             let cmd = Command::new("sh")
                 .args(["-c", script])
                 .env("S", "pty-secret-1")
