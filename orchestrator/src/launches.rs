@@ -227,6 +227,10 @@ impl Launches {
     pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
         if let Ok(mut live) = self.journal.live.lock() {
             live.retain(|(p, s), _| keep(p, s));
+            let current: std::collections::BTreeSet<&String> = live.values().collect();
+            if let Ok(mut pids) = self.journal.pids.lock() {
+                pids.retain(|id, _| current.contains(id));
+            }
         }
     }
 
