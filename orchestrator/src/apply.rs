@@ -77,11 +77,16 @@ async fn save_project(inner: &Inner, project: &Project, base: Option<&Path>) -> 
         message: e.to_string(),
     })?;
     let dir = inner.project_dir(&project.name);
-    write_atomic(dir.join("project.yaml"), yaml.into_bytes()).await?;
     let base = base
         .map(|b| b.to_string_lossy().into_owned())
         .unwrap_or_default();
-    write_atomic(dir.join("base_dir"), base.into_bytes()).await
+    // Both durable before anything launches; their syncs overlap.
+    let (a, b) = futures_lite::future::zip(
+        write_atomic(dir.join("project.yaml"), yaml.into_bytes()),
+        write_atomic(dir.join("base_dir"), base.into_bytes()),
+    )
+    .await;
+    a.and(b)
 }
 
 async fn load_saved(inner: &Inner, name: &str) -> Result<Option<(Arc<Project>, Option<PathBuf>)>> {
@@ -107,6 +112,59 @@ async fn load_saved(inner: &Inner, name: &str) -> Result<Option<(Arc<Project>, O
         .filter(|s| !s.is_empty())
         .map(PathBuf::from);
     Ok(Some((Arc::new(loaded), base)))
+}
+
+/// `projects/<project>/hashes`: `SERVICE HASH` lines, the definition hash each service's running
+/// instance was started from. One file per project, rewritten in place (not synced) once per
+/// apply before its launches: a per-service file was one new inode per launch, which on a
+/// journal-less ext4 is most of the CPU of a cold start. A lost or torn file only means one
+/// needless restart after a crash.
+const HASHES: &str = "hashes";
+
+/// The hashes recorded for `project_dir`'s services; a service missing from `hashes` is looked
+/// up in its own `services/<svc>/hash` (written by daemons before the `hashes` file). Blocking.
+pub(crate) fn read_hashes(project_dir: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(project_dir.join(HASHES)).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(s, h)| !s.is_empty() && !h.is_empty())
+        .map(|(s, h)| (s.to_owned(), h.to_owned()))
+        .collect()
+}
+
+/// The recorded hash of one service: from `hashes` (already read into `hashes`), else from the
+/// service's own `hash` file of an older daemon. Blocking.
+pub(crate) fn saved_hash(
+    hashes: &BTreeMap<String, String>,
+    project_dir: &Path,
+    service: &str,
+) -> Option<String> {
+    hashes.get(service).cloned().or_else(|| {
+        std::fs::read_to_string(project_dir.join("services").join(service).join("hash"))
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+    })
+}
+
+/// Rewrites `hashes` with `hashes`, in place (no new inode once it exists), not synced.
+async fn save_hashes(project_dir: PathBuf, hashes: BTreeMap<String, String>) {
+    let path = project_dir.join(HASHES);
+    let text: String = hashes.iter().map(|(s, h)| format!("{s} {h}\n")).collect();
+    let r = blocking::unblock(move || {
+        std::fs::create_dir_all(&project_dir)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        std::io::Write::write_all(&mut f, text.as_bytes())
+    })
+    .await;
+    if let Err(e) = r {
+        tracing::warn!("cannot record the definition hashes: {e}");
+    }
 }
 
 /// The project as last applied: from memory (shared, not copied), else from the state dir.
@@ -270,6 +328,8 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
             .iter()
             .any(|e| e.project == project && e.name == service)
     });
+    // Each project's recorded definition hashes, read once.
+    let mut hashes: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for entry in entries {
         let dir = inner.service_dir(&entry.project, &entry.name);
         let intent = inner.launches.recorded(&entry.project, &entry.name);
@@ -285,8 +345,11 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
             Some((p, base)) => Resolved::new(p, &entry.name, base.as_deref()),
             None => Err("its project definition is missing from the state directory".into()),
         };
+        // The registry's pid, else the one the launch journal noted right after the spawn
+        // (a daemon killed before the registry held it).
         let recorded = match (entry.runtime.pid, entry.runtime.process_start_time) {
             (Some(pid), Some(st)) if up => Some((pid, st)),
+            _ if up => intent.as_deref().and_then(|id| inner.launches.pid_of(id)),
             _ => None,
         };
         // Adopted when it should run; otherwise whatever a recorded launch left is killed.
@@ -407,11 +470,23 @@ pub(crate) async fn reattach(inner: &Arc<Inner>) -> Result<()> {
             (ServiceState::Stopped, None) => Begin::Launch,
             (_, None) => Begin::Ended,
         };
-        let hash =
-            async_fs::read_to_string(inner.service_dir(&entry.project, &entry.name).join("hash"))
-                .await
-                .ok()
-                .or_else(|| Some(spec.hash()));
+        if !hashes.contains_key(&entry.project) {
+            let dir = inner.project_dir(&entry.project);
+            let read = blocking::unblock(move || read_hashes(&dir)).await;
+            hashes.insert(entry.project.clone(), read);
+        }
+        let hash = match hashes.get(&entry.project).and_then(|m| m.get(&entry.name)) {
+            Some(h) => Some(h.clone()),
+            // Recorded by an older daemon in the service's own file.
+            None => async_fs::read_to_string(
+                inner.service_dir(&entry.project, &entry.name).join("hash"),
+            )
+            .await
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty()),
+        }
+        .or_else(|| Some(spec.hash()));
         let check = spec.health_description();
         let stop = (spec.stop.signal, spec.stop.timeout);
         let handle = spawn_supervisor(inner, &entry.project, spec, ready.clone(), begin);
@@ -684,6 +759,13 @@ async fn apply_selected(
         entries.insert(e.name.clone(), e);
     }
 
+    // What each service's running instance was started from, as recorded (for those whose
+    // slot does not know it: the first apply after a daemon start).
+    let recorded_hashes = {
+        let dir = inner.project_dir(&project.name);
+        blocking::unblock(move || read_hashes(&dir)).await
+    };
+
     // Decide per service.
     let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
     let mut stop_first: BTreeSet<String> = BTreeSet::new();
@@ -722,11 +804,20 @@ async fn apply_selected(
                 .unwrap_or((None, false));
                 let running_hash = match running_hash {
                     Some(h) => Some(h),
-                    None => async_fs::read_to_string(
-                        inner.service_dir(&project.name, name).join("hash"),
-                    )
-                    .await
-                    .ok(),
+                    None => {
+                        let (known, dir, name) = (
+                            recorded_hashes.get(name).cloned(),
+                            inner.project_dir(&project.name),
+                            name.clone(),
+                        );
+                        match known {
+                            Some(h) => Some(h),
+                            None => {
+                                blocking::unblock(move || saved_hash(&BTreeMap::new(), &dir, &name))
+                                    .await
+                            }
+                        }
+                    }
                 };
                 let same = running_hash.as_deref() == Some(hash.as_str());
                 let up = is_up(&entry.state) && supervised;
@@ -831,6 +922,28 @@ async fn apply_selected(
             .unwrap_or_default();
         starts.push((name.clone(), plan, deps));
     }
+    // The hash of what each service will run, recorded once for the project before anything
+    // launches (a service not started here keeps what its slot or the file says).
+    let mut hashes = recorded_hashes;
+    let mut slots = BTreeSet::new();
+    if let Ok(p) = inner.projects.lock()
+        && let Some(rt) = p.get(&project.name)
+    {
+        for (name, slot) in &rt.services {
+            slots.insert(name.clone());
+            if let Some(h) = &slot.hash {
+                hashes.insert(name.clone(), h.clone());
+            }
+        }
+    }
+    for (name, plan, _) in &starts {
+        if let Plan::Start(spec, _) = plan {
+            hashes.insert(name.clone(), spec.hash());
+        }
+    }
+    // (An orphan still running keeps its slot, and its hash.)
+    hashes.retain(|name, _| project.services.contains_key(name) || slots.contains(name));
+    save_hashes(inner.project_dir(&project.name), hashes).await;
     // What launches at once is recorded at once: one write and one sync for the wave (ADR 0028).
     // If that fails, each launch records (and fails) on its own.
     let wave: Vec<String> = starts
@@ -1046,15 +1159,8 @@ async fn start_one(
         ready.update(|r| r.failed = Some(why.clone()));
         return report(inner, &k, Action::Skipped, began, Some(why)).await;
     }
+    // (Recorded on disk with the project's others before the wave: `hashes`.)
     let hash = spec.hash();
-    // Not synced: a lost hash only means one needless restart after a crash.
-    let hash_file = inner.service_dir(project, name).join("hash");
-    let h = hash.clone();
-    let _ = blocking::unblock(move || {
-        std::fs::create_dir_all(hash_file.parent()?).ok()?;
-        std::fs::write(hash_file, h).ok()
-    })
-    .await;
     let stop = (spec.stop.signal, spec.stop.timeout);
     let gated = spec.health.is_some();
     let restart = spec.restart.policy;
@@ -1163,12 +1269,14 @@ async fn start_one(
         Some(Err(_)) => {}
     }
     match outcome {
-        // Started without a health check: it is watched a moment longer, so that a process
-        // that exits at once (a one-shot job, a bad working directory) is reported as exited.
+        // Started without a health check: it is watched until START_SETTLE after its spawn,
+        // so that a process that exits at once (a one-shot job, a bad working directory) is
+        // reported as exited. (Counted from the spawn, not from when its pid was recorded.)
         Some(Ok(())) if !gated => {
+            let since = ready.get().launched_at.unwrap_or_else(Instant::now);
             let exited = async { Some(ready.wait(|r| r.exited).await) }
                 .or(async {
-                    Timer::after(START_SETTLE).await;
+                    Timer::at(since + START_SETTLE).await;
                     None
                 })
                 .await;

@@ -1331,9 +1331,12 @@ fn running_hash(inner: &Inner, project: &str, service: &str) -> Option<String> {
             .and_then(|rt| rt.services.get(service))
             .and_then(|s| s.hash.clone())
     });
-    slot.or_else(|| std::fs::read_to_string(inner.service_dir(project, service).join("hash")).ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
+    slot.or_else(|| {
+        let dir = inner.project_dir(project);
+        crate::apply::saved_hash(&crate::apply::read_hashes(&dir), &dir, service)
+    })
+    .map(|h| h.trim().to_owned())
+    .filter(|h| !h.is_empty())
 }
 
 /// `harness drift`.

@@ -9,9 +9,12 @@
 //! The record is forgotten (a `-` line, not synced) once the launch's processes are known to be
 //! gone. The journal is rewritten with the live records alone when it grows past 256 KiB.
 //!
-//! Journal lines: `+<id>` records a launch (the service's current one), `-<id>` forgets it. A
-//! line cut short by a crash belongs to a write that never completed, so to a launch that never
-//! started: lines that do not parse are skipped.
+//! Journal lines: `+<id>` records a launch (the service's current one), `-<id>` forgets it,
+//! `=<id> <pid> <start time>` names the process a local launch produced (written right after the
+//! spawn, not synced: the fallback, after the launch id in the process's environment and the pid
+//! in the registry, for finding it again; it replaced a `pid` file per service, one new inode per
+//! launch). A line cut short by a crash belongs to a write that never completed, so to a launch
+//! that never started: lines that do not parse are skipped.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
@@ -42,6 +45,8 @@ struct Journal {
     path: PathBuf,
     /// The current launch of each service (project, service) -> id.
     live: Mutex<BTreeMap<(String, String), String>>,
+    /// The process of a live local launch: id -> (pid, start time).
+    pids: Mutex<BTreeMap<String, (u32, u64)>>,
     /// Lines waiting for the next write, each with where its outcome goes (none for `-` lines,
     /// which are written but not synced).
     queue: Mutex<Vec<(String, Option<Arc<Outcome>>)>>,
@@ -67,7 +72,7 @@ impl Launches {
         let instance = hex::encode(&digest[..6]);
         let cgroups = CgroupRoot::detect(&format!("harness-{instance}"));
         let path = state_dir.join(JOURNAL);
-        let live = std::fs::read(&path)
+        let (live, pids) = std::fs::read(&path)
             .map(|bytes| replay(&bytes, &instance))
             .unwrap_or_default();
         Launches {
@@ -77,6 +82,7 @@ impl Launches {
             journal: Arc::new(Journal {
                 path,
                 live: Mutex::new(live),
+                pids: Mutex::new(pids),
                 queue: Mutex::new(Vec::new()),
                 writer: async_lock::Mutex::new(Writer::default()),
                 ready: Mutex::new(BTreeMap::new()),
@@ -121,8 +127,10 @@ impl Launches {
     /// the journal holding it is synced. Records made meanwhile share one write and one sync.
     pub async fn record(&self, project: &str, service: &str, id: &str) -> std::io::Result<()> {
         let outcome = Arc::new(Outcome::new());
-        if let Ok(mut live) = self.journal.live.lock() {
-            live.insert((project.to_owned(), service.to_owned()), id.to_owned());
+        if let Ok(mut live) = self.journal.live.lock()
+            && let Some(old) = live.insert((project.to_owned(), service.to_owned()), id.to_owned())
+        {
+            self.journal.drop_pid(&old);
         }
         if let Ok(mut q) = self.journal.queue.lock() {
             q.push((format!("+{id}\n"), Some(outcome.clone())));
@@ -149,7 +157,9 @@ impl Launches {
         let outcome = Arc::new(Outcome::new());
         if let Ok(mut live) = self.journal.live.lock() {
             for (s, id) in &ids {
-                live.insert((project.to_owned(), s.clone()), id.clone());
+                if let Some(old) = live.insert((project.to_owned(), s.clone()), id.clone()) {
+                    self.journal.drop_pid(&old);
+                }
             }
         }
         if let Ok(mut q) = self.journal.queue.lock() {
@@ -186,6 +196,24 @@ impl Launches {
         live.get(&(project.to_owned(), service.to_owned())).cloned()
     }
 
+    /// Notes the process that launch `id` produced (a local launch), written to the journal
+    /// before this returns but not synced: a daemon killed from here on finds the pid there, after
+    /// the launch id in the process's environment and the registry's record.
+    pub async fn note_pid(&self, id: &str, pid: u32, start_time: u64) {
+        if let Ok(mut pids) = self.journal.pids.lock() {
+            pids.insert(id.to_owned(), (pid, start_time));
+        }
+        if let Ok(mut q) = self.journal.queue.lock() {
+            q.push((format!("={id} {pid} {start_time}\n"), None));
+        }
+        self.written().await;
+    }
+
+    /// The process noted for launch `id` ([`Launches::note_pid`]), if any.
+    pub fn pid_of(&self, id: &str) -> Option<(u32, u64)> {
+        self.journal.pids.lock().ok()?.get(id).copied()
+    }
+
     /// Every live record: (project, service) and its launch id (`drift`).
     pub fn all(&self) -> Vec<((String, String), String)> {
         self.journal
@@ -199,6 +227,10 @@ impl Launches {
     pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
         if let Ok(mut live) = self.journal.live.lock() {
             live.retain(|(p, s), _| keep(p, s));
+            let current: std::collections::BTreeSet<&String> = live.values().collect();
+            if let Ok(mut pids) = self.journal.pids.lock() {
+                pids.retain(|id, _| current.contains(id));
+            }
         }
     }
 
@@ -216,6 +248,7 @@ impl Launches {
             r.remove(&(project.to_owned(), service.to_owned()));
         }
         let Some(id) = id else { return };
+        self.journal.drop_pid(&id);
         if let Ok(mut q) = self.journal.queue.lock() {
             q.push((format!("-{id}\n"), None));
         }
@@ -239,6 +272,13 @@ impl Launches {
 }
 
 impl Journal {
+    /// Forgets the process noted for launch `id` (the launch is over or replaced).
+    fn drop_pid(&self, id: &str) {
+        if let Ok(mut pids) = self.pids.lock() {
+            pids.remove(id);
+        }
+    }
+
     /// Writes whatever is queued (unless `mine` was already written by another task), synced
     /// when any of it is a record.
     async fn flush(&self, mine: &Outcome) {
@@ -278,11 +318,18 @@ impl Journal {
         }
     }
 
-    /// Every live record as journal lines.
+    /// Every live record as journal lines, each with its process when one was noted.
     fn snapshot(&self) -> Vec<u8> {
         let live = self.live.lock().map(|l| l.clone()).unwrap_or_default();
+        let pids = self.pids.lock().map(|p| p.clone()).unwrap_or_default();
         live.values()
-            .flat_map(|id| format!("+{id}\n").into_bytes())
+            .flat_map(|id| {
+                let mut lines = format!("+{id}\n");
+                if let Some((pid, st)) = pids.get(id) {
+                    lines.push_str(&format!("={id} {pid} {st}\n"));
+                }
+                lines.into_bytes()
+            })
             .collect()
     }
 }
@@ -342,9 +389,15 @@ fn write(
     Ok((f, len))
 }
 
-/// The live records of `instance` in a journal's text.
-fn replay(bytes: &[u8], instance: &str) -> BTreeMap<(String, String), String> {
+/// The live records of `instance` in a journal's text, and the processes noted for them.
+type Replayed = (
+    BTreeMap<(String, String), String>,
+    BTreeMap<String, (u32, u64)>,
+);
+
+fn replay(bytes: &[u8], instance: &str) -> Replayed {
     let mut live = BTreeMap::new();
+    let mut pids = BTreeMap::new();
     let text = String::from_utf8_lossy(bytes);
     // Only whole lines: a last line without its newline was never completely written.
     let whole = text.rfind('\n').map_or("", |i| &text[..i]);
@@ -352,6 +405,17 @@ fn replay(bytes: &[u8], instance: &str) -> BTreeMap<(String, String), String> {
         let (add, id) = match line.split_at_checked(1) {
             Some(("+", id)) => (true, id),
             Some(("-", id)) => (false, id),
+            Some(("=", rest)) => {
+                let mut words = rest.split(' ');
+                if let (Some(id), Some(pid), Some(st), None) =
+                    (words.next(), words.next(), words.next(), words.next())
+                    && parse_id(id, instance).is_some()
+                    && let (Ok(pid), Ok(st)) = (pid.parse::<u32>(), st.parse::<u64>())
+                {
+                    pids.insert(id.to_owned(), (pid, st));
+                }
+                continue;
+            }
             _ => continue,
         };
         let Some(key) = parse_id(id, instance) else {
@@ -363,7 +427,9 @@ fn replay(bytes: &[u8], instance: &str) -> BTreeMap<(String, String), String> {
             live.remove(&key);
         }
     }
-    live
+    let current: std::collections::BTreeSet<&String> = live.values().collect();
+    pids.retain(|id, _| current.contains(id));
+    (live, pids)
 }
 
 /// (project, service) of a well-formed launch id of `instance`.
@@ -398,7 +464,7 @@ mod tests {
     fn replay_keeps_the_last_record_and_skips_a_cut_line() {
         let text = "+d/p/a/1-2-3\n+d/p/b/1-2-4\n-d/p/a/1-2-3\n+d/p/c/1-2-5\n-d/p/c/1-2-0\n\
                     garbage\n+other/p/x/1-2-6\n+d/p/e/1-2-7";
-        let live = replay(text.as_bytes(), "d");
+        let (live, _) = replay(text.as_bytes(), "d");
         let ids: Vec<&str> = live.values().map(String::as_str).collect();
         // a forgotten; c's `-` names an older launch; e's line was cut short.
         assert_eq!(ids, ["d/p/b/1-2-4", "d/p/c/1-2-5"]);
@@ -430,6 +496,38 @@ mod tests {
         let third = Launches::new(dir.path());
         assert_eq!(third.recorded("p", "c"), Some(c));
         assert_eq!(third.recorded("p", "b"), Some(b));
+    }
+
+    #[test]
+    fn a_noted_pid_survives_a_reload_and_a_compaction_and_goes_with_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Launches::new(dir.path());
+        let (a, b) = (l.next("p", "a"), l.next("p", "b"));
+        smol::block_on(async {
+            l.record("p", "a", &a).await.unwrap();
+            l.record("p", "b", &b).await.unwrap();
+            l.note_pid(&a, 4242, 77).await;
+            l.note_pid(&b, 4343, 78).await;
+            l.forget("p", "b").await;
+            l.written().await;
+        });
+        let again = Launches::new(dir.path());
+        assert_eq!(again.pid_of(&a), Some((4242, 77)));
+        assert_eq!(again.pid_of(&b), None);
+        // A new launch of `a` has no process yet: the old one's pid is not its.
+        let a2 = again.next("p", "a");
+        smol::block_on(again.record("p", "a", &a2)).unwrap();
+        let third = Launches::new(dir.path());
+        assert_eq!(third.pid_of(&a2), None);
+        // Compaction keeps the live records' pids.
+        let compacted = third.journal.snapshot();
+        assert_eq!(String::from_utf8(compacted).unwrap(), format!("+{a2}\n"));
+        smol::block_on(third.note_pid(&a2, 5, 6));
+        let snap = String::from_utf8(third.journal.snapshot()).unwrap();
+        assert_eq!(snap, format!("+{a2}\n={a2} 5 6\n"));
+        let (live, pids) = replay(snap.as_bytes(), &third.instance);
+        assert_eq!(live.len(), 1);
+        assert_eq!(pids.get(&a2), Some(&(5, 6)));
     }
 
     #[test]

@@ -24,15 +24,16 @@
 //! State directory layout (`state_dir`):
 //!
 //! ```text
-//! launches                                 journal of launch records (`+ID`/`-ID` lines, see launches.rs)
+//! launches                                 journal of launch records (`+ID`/`-ID`, `=ID PID STARTTIME` lines, see launches.rs)
 //! projects/<project>/project.yaml          the applied definition (resolved services.yaml)
 //! projects/<project>/base_dir              folder of services.yaml (relative paths)
+//! projects/<project>/hashes                `SERVICE HASH`: definition hash of each running instance
 //! projects/<project>/services/<svc>/stdout, stderr   raw output of the current run (0600)
 //! projects/<project>/services/<svc>/offsets          how much of it is in the log
 //! projects/<project>/services/<svc>/<svc>.log[.N]    `TIME out|err TEXT`, size-rotated (0600)
-//! projects/<project>/services/<svc>/pid              `PID STARTTIME` of the last local launch
-//! projects/<project>/services/<svc>/hash             definition hash of the running instance
 //! ```
+//! (Daemons before the `hashes` file and the journal's `=` lines wrote `services/<svc>/hash` and
+//! `services/<svc>/pid`; both are still read when nothing newer names the service.)
 //! Pid and start time of each running service also live in the registry entry (`runtime`);
 //! remote and container services keep their own run records there (see `runtime`).
 //!

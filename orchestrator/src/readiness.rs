@@ -21,6 +21,9 @@ pub(crate) struct Ready {
     pub stopped: bool,
     /// How it last exited since this start (whether or not it is restarted).
     pub exited: Option<command_executor::service::ExitInfo>,
+    /// When its process was spawned (the last launch): `start` watches a service without a
+    /// health check from this instant on, not from when its pid was recorded.
+    pub launched_at: Option<std::time::Instant>,
 }
 
 #[derive(Default)]

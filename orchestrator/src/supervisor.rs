@@ -389,7 +389,18 @@ impl Supervisor {
         let mut p = runtime::launch(&self.spec, &self.dir, &self.executor, &self.launches, &id)
             .await
             .map_err(|e| e.to_string())?;
+        let spawned = Instant::now();
         let (pid, st) = (p.pid(), p.start_time());
+        // A local process is noted in the launch journal (not synced), where a daemon killed
+        // before the registry holds the pid finds it if its environment cannot be read.
+        if self.spec.container.is_none()
+            && !matches!(
+                self.spec.placement,
+                crate::addresses::Placement::Host { .. }
+            )
+        {
+            self.launches.note_pid(&id, pid, st).await;
+        }
         let container = p.container_id().map(str::to_owned);
         let gated = self.spec.health.is_some();
         let mut last = None;
@@ -416,7 +427,10 @@ impl Supervisor {
                 })
                 .await;
             match r {
-                Ok(_) => return Ok(p),
+                Ok(_) => {
+                    self.ready.update(|r| r.launched_at = Some(spawned));
+                    return Ok(p);
+                }
                 Err(e) => last = Some(e),
             }
         }

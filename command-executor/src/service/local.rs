@@ -76,8 +76,10 @@ pub(crate) fn env_script(env: &[(String, String)]) -> Vec<u8> {
     s
 }
 
-/// Starts `cmd` with its output appended to `stdout`/`stderr` in `dir`, `PID STARTTIME` in
-/// `dir/pid`, `launch_id` in its environment, and in `cgroup` when given.
+/// Starts `cmd` with its output appended to `stdout`/`stderr` in `dir`, `launch_id` in its
+/// environment, and in `cgroup` when given. The caller records the pid and start time (the
+/// orchestrator: its launch journal and the registry); no file is written here beside the two
+/// output files, since each new file is a new inode per launch.
 pub async fn spawn(
     cmd: &ServiceCommand,
     dir: &Path,
@@ -173,12 +175,10 @@ pub async fn spawn(
         .stderr(stderr);
     // fork + exec blocks until the exec (or its failure) is known: off the executor, so that
     // many services launch in parallel.
-    let pidfile = dir.join("pid");
     let (mut child, start_time) = blocking::unblock(move || {
         let child = async_cmd.spawn()?;
         // The start time is set at fork, so it is final even if exec has not happened yet.
         let start_time = procfs::start_time(child.id()).unwrap_or(0);
-        std::fs::write(&pidfile, format!("{} {start_time}\n", child.id()))?;
         Ok::<_, std::io::Error>((child, start_time))
     })
     .await
@@ -248,7 +248,8 @@ async fn check_sudo(user: &str) -> Result<()> {
     })
 }
 
-/// `PID STARTTIME` of the last launch in `dir`.
+/// `PID STARTTIME` of the last launch in `dir`, as daemons before the launch journal's `=` lines
+/// recorded it (`dir/pid`).
 pub async fn read_pidfile(dir: &Path) -> Option<(u32, u64)> {
     let text = async_fs::read_to_string(dir.join("pid")).await.ok()?;
     let mut words = text.split_whitespace();

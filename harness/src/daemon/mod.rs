@@ -357,7 +357,7 @@ async fn serve_api(
     };
     let port = server.local_addr().port().to_string();
     if let Err(e) = blocking::unblock(move || {
-        harness_protocol::home::write_private(&last_port_file, port.as_bytes())
+        harness_protocol::home::write_runtime(&last_port_file, port.as_bytes())
     })
     .await
     {
@@ -377,7 +377,7 @@ fn lock_home(home: &HarnessHome) -> anyhow::Result<File> {
             other.trim()
         );
     }
-    harness_protocol::home::write_private(
+    harness_protocol::home::write_runtime(
         &home.path(DAEMON_PID),
         format!("{}\n", std::process::id()).as_bytes(),
     )?;

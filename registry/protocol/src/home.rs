@@ -173,7 +173,8 @@ impl HarnessHome {
         ))
     }
 
-    /// Records where the daemon listens (0600, atomically replaced).
+    /// Records where the daemon listens (0600, atomically replaced, not synced: see
+    /// [`write_runtime`]).
     pub fn write_daemon_info(&self, info: &DaemonInfo) -> Result<(), HomeError> {
         self.ensure_dir()?;
         let path = self.path(DAEMON_INFO);
@@ -181,7 +182,7 @@ impl HarnessHome {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        write_private(&path, &json)
+        write_runtime(&path, &json)
     }
 
     pub fn read_daemon_info(&self) -> Result<DaemonInfo, HomeError> {
@@ -223,6 +224,19 @@ fn read_text(path: &Path) -> Result<String, HomeError> {
 /// Writes `bytes` to a temporary 0600 file, fsyncs it and renames it over `path`, so a crash never
 /// leaves a half-written key or token.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
+    write_replacing(path, bytes, true)
+}
+
+/// [`write_private`] without the fsync, for what describes the running daemon (`daemon.json`,
+/// `daemon.pid`, its last port): a machine crash ends the daemon too, so durability buys nothing
+/// there (readers check that the recorded pid is alive), while each sync delays the daemon's
+/// start by the disk's flush latency. A reader never sees a half-written file (rename); after
+/// a machine crash it may find an empty one, which reads as no daemon.
+pub fn write_runtime(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
+    write_replacing(path, bytes, false)
+}
+
+fn write_replacing(path: &Path, bytes: &[u8], sync: bool) -> Result<(), HomeError> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -236,7 +250,9 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
             f.set_permissions(fs::Permissions::from_mode(0o600))?;
         }
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)
     })();
     if result.is_err() {
