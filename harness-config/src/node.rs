@@ -8,7 +8,9 @@
 //! strict booleans), so that `config show` output, written by serde-saphyr, loads back the same.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use rustc_hash::FxHashSet;
 
 use granit_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
@@ -408,26 +410,46 @@ fn key_id(value: &Value) -> Option<KeyId<'_>> {
     })
 }
 
+/// Mappings with at most this many entries are checked for duplicate keys without hashing.
+const SMALL_MAP: usize = 8;
+
+fn duplicate_key(k: &Node) -> ParseError {
+    let name = k.value.scalar_text().unwrap_or_default();
+    (
+        Some(k.pos),
+        format!("duplicate mapping key `{name}`: each key may appear once in a mapping"),
+    )
+}
+
 /// Refuses duplicate keys, then adds the entries of `<<` merges that no explicit key (and no
 /// earlier merge) set, after the explicit entries, as YAML's merge key says.
 fn finish_map(
     mut entries: Vec<(Node, Node)>,
     merges: Vec<Node>,
 ) -> Result<Vec<(Node, Node)>, ParseError> {
+    // Most mappings are small and merge nothing: their keys are compared pairwise, without
+    // building a hash set.
+    if merges.is_empty() && entries.len() <= SMALL_MAP {
+        for (i, (k, _)) in entries.iter().enumerate() {
+            if let Some(id) = key_id(&k.value)
+                && entries[..i]
+                    .iter()
+                    .any(|(earlier, _)| key_id(&earlier.value).as_ref() == Some(&id))
+            {
+                return Err(duplicate_key(k));
+            }
+        }
+        return Ok(entries);
+    }
     let mut take: Vec<(usize, usize, usize)> = Vec::new();
     {
-        let mut seen: HashSet<KeyId<'_>> = HashSet::with_capacity(entries.len());
+        let mut seen: FxHashSet<KeyId<'_>> =
+            FxHashSet::with_capacity_and_hasher(entries.len(), Default::default());
         for (k, _) in &entries {
             if let Some(id) = key_id(&k.value)
                 && !seen.insert(id)
             {
-                let name = k.value.scalar_text().unwrap_or_default();
-                return Err((
-                    Some(k.pos),
-                    format!(
-                        "duplicate mapping key `{name}`: each key may appear once in a mapping"
-                    ),
-                ));
+                return Err(duplicate_key(k));
             }
         }
         for (m, merge) in merges.iter().enumerate() {
@@ -544,6 +566,32 @@ fn resolve(
         }
     }
     if style != ScalarStyle::Plain {
+        return Ok(Value::Str(text.into_owned()));
+    }
+    // Only these first bytes can start a null, a boolean or a number (names, paths and URLs
+    // are strings at once).
+    if let Some(first) = text.as_bytes().first()
+        && !matches!(
+            first,
+            b'0'..=b'9'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'~'
+                | b'n'
+                | b'N'
+                | b't'
+                | b'T'
+                | b'f'
+                | b'F'
+                | b'i'
+                | b'I'
+                | b' '
+                | b'\t'
+                | b'\r'
+                | b'\n'
+        )
+    {
         return Ok(Value::Str(text.into_owned()));
     }
     if matches!(&*text, "" | "~" | "null" | "Null" | "NULL") {
