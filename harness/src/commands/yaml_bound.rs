@@ -22,7 +22,11 @@ const MAY_FOLD: usize = 64;
 
 /// The bound for `value`, or `None` if it cannot be serialized (serde-saphyr would fail too).
 pub fn json_escaped_yaml_len_bound<T: Serialize + ?Sized>(value: &T) -> Option<usize> {
-    let mut bound = Bound { len: 64, depth: 0 };
+    let mut bound = Bound {
+        len: 64,
+        depth: 0,
+        text: String::new(),
+    };
     value.serialize(&mut bound).ok()?;
     Some(bound.len)
 }
@@ -30,6 +34,8 @@ pub fn json_escaped_yaml_len_bound<T: Serialize + ?Sized>(value: &T) -> Option<u
 struct Bound {
     len: usize,
     depth: usize,
+    /// Reused for values written with `Display` (no allocation per value).
+    text: String,
 }
 
 #[derive(Debug)]
@@ -211,6 +217,15 @@ impl<'a> ser::Serializer for &'a mut Bound {
     }
     fn serialize_str(self, v: &str) -> Result {
         self.string(v, false);
+        Ok(())
+    }
+    fn collect_str<T: std::fmt::Display + ?Sized>(self, value: &T) -> Result {
+        use std::fmt::Write;
+        let mut text = std::mem::take(&mut self.text);
+        text.clear();
+        write!(text, "{value}").map_err(|_| Error)?;
+        self.string(&text, false);
+        self.text = text;
         Ok(())
     }
     fn serialize_bytes(self, v: &[u8]) -> Result {
