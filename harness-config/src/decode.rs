@@ -540,6 +540,7 @@ impl<'a> Decoder<'a> {
         let (Value::Str(value), Some(start)) = (&node.value, node.pos.offset) else {
             return node.pos;
         };
+        let start = start as usize;
         let source = self
             .sources
             .get(usize::from(node.pos.file))
@@ -560,8 +561,8 @@ impl<'a> Decoder<'a> {
                 .column
                 .saturating_add(u32::from(quoted))
                 .saturating_add(u32::try_from(prefix.chars().count()).unwrap_or(0)),
-            offset: Some(body + offset),
-            len,
+            offset: crate::node::offset32(Some(body + offset)),
+            len: u32::try_from(len).unwrap_or(u32::MAX),
             file: node.pos.file,
         }
     }

@@ -14,7 +14,8 @@ use rustc_hash::FxHashSet;
 
 use granit_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
-/// Where a node starts in the source.
+/// Where a node starts in the source: 24 bytes, as every node and every recorded field path
+/// carries one (files are at most [`crate::MAX_FILE_BYTES`], so offsets fit 32 bits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Pos {
     /// 1-based line.
@@ -22,11 +23,16 @@ pub struct Pos {
     /// 1-based column.
     pub column: u32,
     /// Byte offset into the source, when known.
-    pub offset: Option<usize>,
+    pub offset: Option<u32>,
     /// Length in bytes, when known.
-    pub len: usize,
+    pub len: u32,
     /// Which of the loaded files (0: the first `-f`; later ones are override files).
     pub file: u16,
+}
+
+/// A byte offset as stored in [`Pos`] (`None` past 4 GiB, which no loaded file reaches).
+pub(crate) fn offset32(offset: Option<usize>) -> Option<u32> {
+    offset.and_then(|o| u32::try_from(o).ok())
 }
 
 impl Pos {
@@ -35,9 +41,9 @@ impl Pos {
         Pos {
             line: u32::try_from(span.start.line()).unwrap_or(u32::MAX),
             column: u32::try_from(span.start.col() + 1).unwrap_or(u32::MAX),
-            offset: start,
+            offset: offset32(start),
             len: match (start, end) {
-                (Some(s), Some(e)) => e.saturating_sub(s),
+                (Some(s), Some(e)) => u32::try_from(e.saturating_sub(s)).unwrap_or(u32::MAX),
                 _ => 0,
             },
             file,
@@ -136,7 +142,7 @@ pub(crate) fn parse(text: &str, file: u16, limits: Limits) -> Result<Node, Parse
                 let pos = Pos {
                     line: u32::try_from(m.line()).unwrap_or(u32::MAX),
                     column: u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
-                    offset: m.byte_offset(),
+                    offset: offset32(m.byte_offset()),
                     len: 0,
                     file,
                 };
