@@ -53,7 +53,7 @@ fn too_large(ctx: &Context, project: &harness_config::Project) -> Option<Diagnos
     let dir = std::path::absolute(&ctx.file).ok()?.display().to_string();
     let bound = super::yaml_bound::json_escaped_yaml_len_bound(project)
         .map(|yaml| yaml + empty_start_params_len(project, dir.clone()).unwrap_or(usize::MAX / 2));
-    if bound.is_some_and(|b| super::request_size::fits(b)) {
+    if bound.is_some_and(super::request_size::fits) {
         return None;
     }
     let len = start_params_len(project, dir)?;

@@ -148,7 +148,7 @@ impl Bound {
 
 type Result<T = ()> = std::result::Result<T, Error>;
 
-impl<'a> ser::Serializer for &'a mut Bound {
+impl ser::Serializer for &mut Bound {
     type Ok = ();
     type Error = Error;
     type SerializeSeq = Self;
@@ -373,7 +373,7 @@ impl ser::SerializeMap for &mut Bound {
     type Error = Error;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result {
         self.line();
-        key.serialize(KeySerializer(Key(&mut **self)))
+        key.serialize(KeySerializer(Key(self)))
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
         value.serialize(&mut **self)
