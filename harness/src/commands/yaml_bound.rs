@@ -7,13 +7,17 @@
 //! length cannot be over it and the YAML need not be written at all.
 //!
 //! The bound is conservative by construction rather than a copy of serde-saphyr's choices:
-//! - every line costs at most its indentation (two spaces per nesting level, plus two), a
-//!   `- ` or `: ` indicator and an escaped newline (`\n`, two bytes);
+//! - every line costs at most its indentation (two spaces per nesting level: one level more
+//!   than serde-saphyr indents), a `- ` or `: ` indicator and an escaped newline (`\n`);
 //! - a string is counted as written plain only when it cannot need quotes (it starts with a
 //!   letter, holds only letters, digits, `_ - . /` (and `:` in values), is short and is no
-//!   YAML 1.1 boolean or null word); any other string is counted as double-quoted with every
-//!   byte at its longest escape, as a block scalar whose line breaks and spaces may each start
-//!   an indented line.
+//!   YAML 1.1 boolean or null word; or it is a duration such as `500ms`); any other string is
+//!   counted as double-quoted with every byte at its longest escape, as a block scalar whose
+//!   line breaks and spaces may each start an indented line.
+//!
+//! The tests compare the bound with serde-saphyr's real output for every string shape it
+//! treats specially and for the example projects, so a serde-saphyr upgrade that writes
+//! longer output fails them.
 
 use serde::ser::{self, Serialize};
 
