@@ -861,9 +861,6 @@ impl<'a> Decoder<'a> {
         }
 
         let mut services = BTreeMap::new();
-        // Decoded in file order, inserted in name order: a B-tree then only appends to its last
-        // leaf instead of shifting services (750 bytes each) aside for every insertion.
-        let mut decoded: Vec<(String, Service)> = Vec::new();
         match fields.get("services") {
             Some(n) => {
                 for (name, key, value) in self.entries(n, "services") {
@@ -878,7 +875,7 @@ impl<'a> Decoder<'a> {
                         );
                     }
                     if let Some(s) = self.service(&name, value, &path) {
-                        decoded.push((name, s));
+                        services.insert(name, s);
                     }
                 }
             }
@@ -889,16 +886,6 @@ impl<'a> Decoder<'a> {
                 "no `services:` section",
                 "declare the services to run under `services:`",
             ),
-        }
-        let mut order: Vec<usize> = (0..decoded.len()).collect();
-        // Stable: of two equal names (which the parser refuses anyway) the later one wins, as
-        // with insertion in file order.
-        order.sort_by(|&a, &b| decoded[a].0.cmp(&decoded[b].0));
-        let mut slots: Vec<Option<(String, Service)>> = decoded.into_iter().map(Some).collect();
-        for i in order {
-            if let Some((name, service)) = slots.get_mut(i).and_then(Option::take) {
-                services.insert(name, service);
-            }
         }
         // ADR-007 services may name a lan node by its address: use the node's hosts entry.
         for service in services.values_mut() {
