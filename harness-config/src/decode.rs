@@ -540,6 +540,7 @@ impl<'a> Decoder<'a> {
         let (Value::Str(value), Some(start)) = (&node.value, node.pos.offset) else {
             return node.pos;
         };
+        let start = start as usize;
         let source = self
             .sources
             .get(usize::from(node.pos.file))
@@ -560,8 +561,8 @@ impl<'a> Decoder<'a> {
                 .column
                 .saturating_add(u32::from(quoted))
                 .saturating_add(u32::try_from(prefix.chars().count()).unwrap_or(0)),
-            offset: Some(body + offset),
-            len,
+            offset: crate::node::offset32(Some(body + offset)),
+            len: u32::try_from(len).unwrap_or(u32::MAX),
             file: node.pos.file,
         }
     }
@@ -569,6 +570,10 @@ impl<'a> Decoder<'a> {
     /// A string fixed at load: variables substituted, service references refused.
     fn text(&mut self, node: &Node, path: &str) -> Option<String> {
         let raw = self.raw_string(node, path)?;
+        // Nothing to substitute: the text as it is (what substitution would give).
+        if !raw.contains('$') {
+            return Some(raw);
+        }
         match substitute_plain(&raw, &self.vars) {
             Ok(s) => Some(s),
             Err(errors) => {
@@ -581,6 +586,9 @@ impl<'a> Decoder<'a> {
     /// A string that may hold service references.
     fn template(&mut self, node: &Node, path: &str) -> Option<Template> {
         let raw = self.raw_string(node, path)?;
+        if !raw.contains('$') {
+            return Some(Template::literal(raw));
+        }
         match substitute(&raw, &self.vars) {
             Ok(t) => {
                 for r in t.references() {
@@ -602,8 +610,9 @@ impl<'a> Decoder<'a> {
             .enumerate()
             .filter_map(|(i, n)| {
                 let p = format!("{path}[{i}]");
-                self.record(p.clone(), n.pos);
-                self.template(n, &p)
+                let template = self.template(n, &p);
+                self.record(p, n.pos);
+                template
             })
             .collect()
     }

@@ -106,7 +106,7 @@ impl Diagnostic {
             column: pos.map(|p| p.column),
             path: path.into(),
             help: None,
-            span: pos.and_then(|p| p.offset.map(|o| (o, p.len))),
+            span: pos.and_then(|p| p.offset.map(|o| (o as usize, p.len as usize))),
         }
     }
 

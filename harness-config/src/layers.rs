@@ -298,7 +298,6 @@ fn rewrite_service(
             Some("ports") => {
                 if let Value::Seq(ports) = &mut v.value {
                     for port in ports {
-                        let path = format!("services.{own}.ports");
                         // Left for the decoder to refuse, with the reason.
                         let result = if remote && has_zero_port(port) {
                             Ok(())
@@ -311,7 +310,7 @@ fn rewrite_service(
                                 Code::InvalidValue,
                                 &file_of(port.pos.file),
                                 Some(port.pos),
-                                path,
+                                format!("services.{own}.ports"),
                                 message,
                             ));
                         }
@@ -326,6 +325,9 @@ fn rewrite_service(
 
 /// A dependency on a replicated service is one on each of its instances.
 fn expand_dependencies(node: &mut Node, counts: &BTreeMap<String, u32>) {
+    if counts.is_empty() {
+        return;
+    }
     let instances = |name: &str| -> Option<Vec<String>> {
         counts
             .get(name)

@@ -8,11 +8,14 @@
 //! strict booleans), so that `config show` output, written by serde-saphyr, loads back the same.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use rustc_hash::FxHashSet;
 
 use granit_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
-/// Where a node starts in the source.
+/// Where a node starts in the source: 24 bytes, as every node and every recorded field path
+/// carries one (files are at most [`crate::MAX_FILE_BYTES`], so offsets fit 32 bits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Pos {
     /// 1-based line.
@@ -20,11 +23,16 @@ pub struct Pos {
     /// 1-based column.
     pub column: u32,
     /// Byte offset into the source, when known.
-    pub offset: Option<usize>,
+    pub offset: Option<u32>,
     /// Length in bytes, when known.
-    pub len: usize,
+    pub len: u32,
     /// Which of the loaded files (0: the first `-f`; later ones are override files).
     pub file: u16,
+}
+
+/// A byte offset as stored in [`Pos`] (`None` past 4 GiB, which no loaded file reaches).
+pub(crate) fn offset32(offset: Option<usize>) -> Option<u32> {
+    offset.and_then(|o| u32::try_from(o).ok())
 }
 
 impl Pos {
@@ -33,9 +41,9 @@ impl Pos {
         Pos {
             line: u32::try_from(span.start.line()).unwrap_or(u32::MAX),
             column: u32::try_from(span.start.col() + 1).unwrap_or(u32::MAX),
-            offset: start,
+            offset: offset32(start),
             len: match (start, end) {
-                (Some(s), Some(e)) => e.saturating_sub(s),
+                (Some(s), Some(e)) => u32::try_from(e.saturating_sub(s)).unwrap_or(u32::MAX),
                 _ => 0,
             },
             file,
@@ -134,7 +142,7 @@ pub(crate) fn parse(text: &str, file: u16, limits: Limits) -> Result<Node, Parse
                 let pos = Pos {
                     line: u32::try_from(m.line()).unwrap_or(u32::MAX),
                     column: u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
-                    offset: m.byte_offset(),
+                    offset: offset32(m.byte_offset()),
                     len: 0,
                     file,
                 };
@@ -408,26 +416,46 @@ fn key_id(value: &Value) -> Option<KeyId<'_>> {
     })
 }
 
+/// Mappings with at most this many entries are checked for duplicate keys without hashing.
+const SMALL_MAP: usize = 8;
+
+fn duplicate_key(k: &Node) -> ParseError {
+    let name = k.value.scalar_text().unwrap_or_default();
+    (
+        Some(k.pos),
+        format!("duplicate mapping key `{name}`: each key may appear once in a mapping"),
+    )
+}
+
 /// Refuses duplicate keys, then adds the entries of `<<` merges that no explicit key (and no
 /// earlier merge) set, after the explicit entries, as YAML's merge key says.
 fn finish_map(
     mut entries: Vec<(Node, Node)>,
     merges: Vec<Node>,
 ) -> Result<Vec<(Node, Node)>, ParseError> {
+    // Most mappings are small and merge nothing: their keys are compared pairwise, without
+    // building a hash set.
+    if merges.is_empty() && entries.len() <= SMALL_MAP {
+        for (i, (k, _)) in entries.iter().enumerate() {
+            if let Some(id) = key_id(&k.value)
+                && entries[..i]
+                    .iter()
+                    .any(|(earlier, _)| key_id(&earlier.value).as_ref() == Some(&id))
+            {
+                return Err(duplicate_key(k));
+            }
+        }
+        return Ok(entries);
+    }
     let mut take: Vec<(usize, usize, usize)> = Vec::new();
     {
-        let mut seen: HashSet<KeyId<'_>> = HashSet::with_capacity(entries.len());
+        let mut seen: FxHashSet<KeyId<'_>> =
+            FxHashSet::with_capacity_and_hasher(entries.len(), Default::default());
         for (k, _) in &entries {
             if let Some(id) = key_id(&k.value)
                 && !seen.insert(id)
             {
-                let name = k.value.scalar_text().unwrap_or_default();
-                return Err((
-                    Some(k.pos),
-                    format!(
-                        "duplicate mapping key `{name}`: each key may appear once in a mapping"
-                    ),
-                ));
+                return Err(duplicate_key(k));
             }
         }
         for (m, merge) in merges.iter().enumerate() {
@@ -544,6 +572,32 @@ fn resolve(
         }
     }
     if style != ScalarStyle::Plain {
+        return Ok(Value::Str(text.into_owned()));
+    }
+    // Only these first bytes can start a null, a boolean or a number (names, paths and URLs
+    // are strings at once).
+    if let Some(first) = text.as_bytes().first()
+        && !matches!(
+            first,
+            b'0'..=b'9'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'~'
+                | b'n'
+                | b'N'
+                | b't'
+                | b'T'
+                | b'f'
+                | b'F'
+                | b'i'
+                | b'I'
+                | b' '
+                | b'\t'
+                | b'\r'
+                | b'\n'
+        )
+    {
         return Ok(Value::Str(text.into_owned()));
     }
     if matches!(&*text, "" | "~" | "null" | "Null" | "NULL") {

@@ -132,7 +132,8 @@ impl fmt::Display for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for part in &self.parts {
             match part {
-                Part::Literal(s) => f.write_str(&escape_dollars(s))?,
+                Part::Literal(s) if s.contains('$') => f.write_str(&escape_dollars(s))?,
+                Part::Literal(s) => f.write_str(s)?,
                 Part::Ref(r) => write!(f, "{r}")?,
             }
         }

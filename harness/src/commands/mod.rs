@@ -33,6 +33,7 @@ pub(crate) mod top;
 mod up;
 mod validate;
 mod watch;
+mod yaml_bound;
 
 use harness_config::Project;
 use harness_protocol::Client;

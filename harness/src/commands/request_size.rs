@@ -15,14 +15,19 @@ pub fn limit() -> usize {
     harness_server::ServerConfig::default().max_message_size
 }
 
+/// Whether a request whose params encode to `params_len` bytes is within the limit.
+pub fn fits(params_len: usize) -> bool {
+    params_len.saturating_add(ENVELOPE) <= limit()
+}
+
 /// The error for a request whose params encode to `params_len` bytes, if it is over the limit.
 /// `project` is what the request carries, to name its largest fields.
 pub fn check(file: &Path, project: &Project, params_len: usize) -> Option<Diagnostic> {
-    let limit = limit();
-    let size = params_len + ENVELOPE;
-    if size <= limit {
+    if fits(params_len) {
         return None;
     }
+    let limit = limit();
+    let size = params_len + ENVELOPE;
     let mut fields = Vec::new();
     if let Ok(value) = serde_json::to_value(project) {
         leaves(&value, &mut String::new(), &mut fields);

@@ -46,11 +46,17 @@ pub fn run(ctx: &Context) -> Status {
 /// `start` sends the project as YAML inside a JSON string. Only the length matters here, so the
 /// YAML is written into a counter of its JSON-escaped length rather than into a string that is
 /// then encoded again: the same number, without building two copies of a large project.
+///
+/// Writing the YAML is most of the check's time, so it is skipped when an upper bound on its
+/// length ([`super::yaml_bound`]) already shows the project cannot be over the limit.
 fn too_large(ctx: &Context, project: &harness_config::Project) -> Option<Diagnostic> {
-    let len = start_params_len(
-        project,
-        std::path::absolute(&ctx.file).ok()?.display().to_string(),
-    )?;
+    let dir = std::path::absolute(&ctx.file).ok()?.display().to_string();
+    let bound = super::yaml_bound::json_escaped_yaml_len_bound(project)
+        .map(|yaml| yaml + empty_start_params_len(project, dir.clone()).unwrap_or(usize::MAX / 2));
+    if bound.is_some_and(super::request_size::fits) {
+        return None;
+    }
+    let len = start_params_len(project, dir)?;
     super::request_size::check(&ctx.file, project, len)
 }
 
@@ -58,6 +64,11 @@ fn too_large(ctx: &Context, project: &harness_config::Project) -> Option<Diagnos
 fn start_params_len(project: &harness_config::Project, dir: String) -> Option<usize> {
     let mut yaml = JsonStringLen(0);
     serde_saphyr::to_fmt_writer(&mut yaml, project).ok()?;
+    Some(empty_start_params_len(project, dir)? + yaml.0)
+}
+
+/// The length of `start`'s params for `project` encoded as JSON, without the YAML text.
+fn empty_start_params_len(project: &harness_config::Project, dir: String) -> Option<usize> {
     let params = harness_protocol::wire::StartParams {
         project: project.name.clone(),
         yaml: String::new(),
@@ -66,7 +77,7 @@ fn start_params_len(project: &harness_config::Project, dir: String) -> Option<us
         remove_orphans: false,
         scale: None,
     };
-    Some(serde_json::to_string(&params).ok()?.len() + yaml.0)
+    Some(serde_json::to_string(&params).ok()?.len())
 }
 
 /// Counts the bytes of the text written to it as serde_json writes it inside a string: `"`, `\`
