@@ -12,13 +12,17 @@ fn main() -> ExitCode {
         std::env::var_os("HARNESS_LISTEN"),
     );
     match invocation {
-        Ok(Invocation::Run(opts)) => match harness::daemon::run(opts) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                harness::errln!("error: {e:#}");
-                ExitCode::FAILURE
+        Ok(Invocation::Run(opts)) => {
+            // Runs this executable again in place, once, without glibc's per-thread cache (ADR 0041).
+            harness::daemon::without_thread_malloc_cache();
+            match harness::daemon::run(opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    harness::errln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Ok(Invocation::Help) => {
             harness::out!("{}", args::USAGE);
             ExitCode::SUCCESS

@@ -148,6 +148,56 @@ fn bound_threads_and_arenas() {
     }
 }
 
+/// Set in the environment of `harnessd`'s second run to what `GLIBC_TUNABLES` was before it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const CALLER_TUNABLES: &str = "HARNESSD_CALLER_GLIBC_TUNABLES";
+
+/// glibc's per-thread cache of freed blocks (tcache: up to 7 blocks of each small size per thread)
+/// holds memory that neither other threads nor `malloc_trim` can reuse or return, so a daemon whose
+/// dozen threads each free what others allocated keeps 0.6-0.9 MiB more (bench/results-memory-
+/// 2026-12-06.md, ADR 0041). The cache can only be turned off before the process starts
+/// (`GLIBC_TUNABLES`), so `harnessd` runs itself again once, in place (same pid), with
+/// `glibc.malloc.tcache_count=0` added; the second run puts `GLIBC_TUNABLES` back as it was, so that
+/// no service inherits it. A `GLIBC_TUNABLES` that already sets the tcache count is left alone,
+/// and if the exec fails the daemon runs on with the cache.
+pub fn without_thread_malloc_cache() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt as _;
+        const TUNABLE: &str = "glibc.malloc.tcache_count";
+        if let Some(caller) = std::env::var_os(CALLER_TUNABLES) {
+            // SAFETY: the first thing `harnessd` does, before it starts any thread.
+            unsafe {
+                if caller.is_empty() {
+                    std::env::remove_var("GLIBC_TUNABLES");
+                } else {
+                    std::env::set_var("GLIBC_TUNABLES", &caller);
+                }
+                std::env::remove_var(CALLER_TUNABLES);
+            }
+            return;
+        }
+        let caller = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
+        if caller.to_string_lossy().contains(TUNABLE) {
+            return;
+        }
+        let mut tunables = caller.clone();
+        if !tunables.is_empty() {
+            tunables.push(":");
+        }
+        tunables.push(format!("{TUNABLE}=0"));
+        let mut args = std::env::args_os();
+        let arg0 = args.next().unwrap_or_default();
+        // Returns only if the exec failed: then the daemon runs on as it is.
+        let _ = std::process::Command::new("/proc/self/exe")
+            .arg0(arg0)
+            .args(args)
+            .env("GLIBC_TUNABLES", tunables)
+            .env(CALLER_TUNABLES, caller)
+            .exec();
+    }
+}
+
 async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {
     let home = HarnessHome::from_env()?;
     let h = home.clone();

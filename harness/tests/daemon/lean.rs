@@ -163,3 +163,66 @@ fn a_harnessd_that_does_not_answer_is_not_waited_for() {
     );
     env.run_of(&cli, &["stop"]).ok();
 }
+
+/// The environment block `pid` was exec'd with, as `/proc/PID/environ` shows it (NUL-separated;
+/// glibc also cuts `GLIBC_TUNABLES` at each `:` in place while it reads it).
+fn exec_environ_of(pid: u32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default())
+        .replace('\0', "\n")
+}
+
+/// `harnessd` runs itself again, in place, without glibc's per-thread malloc cache (ADR 0041),
+/// unless the caller's `GLIBC_TUNABLES` sets the cache itself; its services get `GLIBC_TUNABLES`
+/// exactly as the caller had it, and nothing of the daemon's own.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn harnessd_runs_without_the_malloc_cache_and_services_get_the_callers_tunables() {
+    for (caller, cache) in [
+        (None, "tcache_count=0"),
+        (Some("glibc.malloc.check=0"), "tcache_count=0"),
+        (Some("glibc.malloc.tcache_count=7"), "tcache_count=7"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let dump = dir.path().join("env.txt");
+        let env = Env::new(&format!(
+            "name: lean\nservices:\n  one:\n    command: [sh, -c, 'env > {}; exec sleep 86417']\n",
+            dump.display()
+        ));
+        let mut start = env.cmd(&["start"]);
+        match caller {
+            Some(v) => start.env("GLIBC_TUNABLES", v),
+            None => start.env_remove("GLIBC_TUNABLES"),
+        };
+        run_command(start).ok();
+        let pid = env.daemon_pid().expect("daemon pid");
+        assert_eq!(exe_of(pid), Path::new(DAEMOND).canonicalize().unwrap());
+        // The daemon's own run had the cache set as expected, and only once.
+        let environ = exec_environ_of(pid);
+        assert_eq!(
+            environ.matches("glibc.malloc.tcache_count=").count(),
+            1,
+            "caller {caller:?}: {environ}"
+        );
+        assert!(
+            environ.contains(&format!("glibc.malloc.{cache}")),
+            "caller {caller:?}: {environ}"
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), || std::fs::read_to_string(&dump)
+                .is_ok_and(|t| t.contains("PWD="))),
+            "the service wrote no environment"
+        );
+        let service: Vec<String> = std::fs::read_to_string(&dump)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("GLIBC_TUNABLES=") || l.starts_with("HARNESSD_"))
+            .map(str::to_string)
+            .collect();
+        let expected: Vec<String> = caller
+            .map(|v| format!("GLIBC_TUNABLES={v}"))
+            .into_iter()
+            .collect();
+        assert_eq!(service, expected, "caller {caller:?}");
+        env.run(&["daemon", "stop", "--stop-services"]).ok();
+    }
+}

@@ -201,60 +201,69 @@ pub fn describe<M: Method>() -> Described {
     }
 }
 
-/// Every method of the protocol (the server's first, then the daemon's).
-pub fn all() -> Vec<Described> {
-    vec![
-        describe::<Hello>(),
-        describe::<ServiceList>(),
-        describe::<ServiceGet>(),
-        describe::<ServiceRegister>(),
-        describe::<ServiceUpdate>(),
-        describe::<ServiceDeregister>(),
-        describe::<EventsList>(),
-        describe::<Subscribe>(),
-        describe::<Unsubscribe>(),
-        describe::<Cancel>(),
-        describe::<TokenCreate>(),
-        describe::<TokenList>(),
-        describe::<TokenRevoke>(),
-        describe::<Start>(),
-        describe::<Stop>(),
-        describe::<Restart>(),
-        describe::<Status>(),
-        describe::<Logs>(),
-        describe::<Exec>(),
-        describe::<ExecInput>(),
-        describe::<Health>(),
-        describe::<DaemonStatus>(),
-        describe::<DaemonStop>(),
-        describe::<Deploy>(),
-        describe::<DeployRollback>(),
-        describe::<LogsClear>(),
-        describe::<Watch>(),
-        describe::<OpsList>(),
-        describe::<OpsGet>(),
-        describe::<OpsCancel>(),
-        describe::<OpsWait>(),
-        describe::<Drift>(),
-        describe::<DriftSync>(),
-        describe::<HostsCheck>(),
-        describe::<NetworkList>(),
-        describe::<Top>(),
-        describe::<DaemonStats>(),
-        describe::<DaemonConfig>(),
-        describe::<DaemonEnv>(),
-    ]
+/// Every method of the protocol, in one list: [`all`] (with the schemas) and
+/// [`required_scope`] (without them) are both made from it.
+macro_rules! every_method {
+    ($($m:ident),* $(,)?) => {
+        /// Every method of the protocol (the server's first, then the daemon's).
+        pub fn all() -> Vec<Described> {
+            vec![$(describe::<$m>()),*]
+        }
+
+        /// Every method's name and least scope: what the server checks on each call. Kept apart
+        /// from [`all`] so that a server never generates (nor links) the JSON Schemas to look a
+        /// scope up.
+        const SCOPES: &[(&str, Scope)] = &[$(($m::NAME, $m::SCOPE)),*];
+    };
 }
+
+every_method!(
+    Hello,
+    ServiceList,
+    ServiceGet,
+    ServiceRegister,
+    ServiceUpdate,
+    ServiceDeregister,
+    EventsList,
+    Subscribe,
+    Unsubscribe,
+    Cancel,
+    TokenCreate,
+    TokenList,
+    TokenRevoke,
+    Start,
+    Stop,
+    Restart,
+    Status,
+    Logs,
+    Exec,
+    ExecInput,
+    Health,
+    DaemonStatus,
+    DaemonStop,
+    Deploy,
+    DeployRollback,
+    LogsClear,
+    Watch,
+    OpsList,
+    OpsGet,
+    OpsCancel,
+    OpsWait,
+    Drift,
+    DriftSync,
+    HostsCheck,
+    NetworkList,
+    Top,
+    DaemonStats,
+    DaemonConfig,
+    DaemonEnv,
+);
 
 /// The least scope that may call `method`, from the [`Method`] types in [`all`]; a name no type
 /// declares (a daemon's untyped route, a typo) needs [`Scope::Admin`].
 pub fn required_scope(method: &str) -> Scope {
-    use std::collections::HashMap;
-    use std::sync::OnceLock;
-    static TABLE: OnceLock<HashMap<&'static str, Scope>> = OnceLock::new();
-    TABLE
-        .get_or_init(|| all().into_iter().map(|d| (d.name, d.scope)).collect())
-        .get(method)
-        .copied()
-        .unwrap_or(Scope::Admin)
+    SCOPES
+        .iter()
+        .find(|(name, _)| *name == method)
+        .map_or(Scope::Admin, |(_, scope)| *scope)
 }
