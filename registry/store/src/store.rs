@@ -329,15 +329,33 @@ impl Store {
 
     /// Services, optionally of one project, ordered by project then name.
     pub async fn list(&self, project: Option<&str>) -> Result<Vec<ServiceEntry>, StoreError> {
-        let snap = self.snapshot().await?;
-        Ok(match project {
-            Some(p) => snap
-                .services
-                .into_iter()
-                .filter(|e| e.project == p)
-                .collect(),
-            None => snap.services,
+        let Some(project) = project else {
+            return Ok(self.snapshot().await?.services);
+        };
+        // Keys are `project/name` (no `/` in either part): the project's entries are the keys from
+        // `project/` up to `project0` (`0` follows `/`), so only they are read and decoded.
+        let from = format!("{project}/");
+        let to = format!("{project}0");
+        let db = self.inner.db.clone();
+        blocking::unblock(move || {
+            let db = db.get()?;
+            let txn = db.begin_read().map_err(storage)?;
+            let table = match txn.open_table(SERVICES) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(storage(e)),
+            };
+            let mut services = Vec::new();
+            for item in table
+                .range::<&str>(from.as_str()..to.as_str())
+                .map_err(storage)?
+            {
+                let (_, v) = item.map_err(storage)?;
+                services.push(serde_json::from_slice(v.value()).map_err(storage)?);
+            }
+            Ok(services)
         })
+        .await
     }
 
     /// Every service and the seq they reflect, from one read transaction.
