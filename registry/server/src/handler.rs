@@ -169,6 +169,28 @@ impl Router {
         })
     }
 
+    /// [`Router::method`] for a handler that returns its result already encoded
+    /// ([`harness_protocol::Encoded`]`<M::Result>`): sent as it is, not encoded again.
+    pub fn method_encoded<M, F, Fut>(mut self, f: F) -> Self
+    where
+        M: Method,
+        F: Fn(M::Params, RequestContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<harness_protocol::Encoded<M::Result>, WireError>>
+            + Send
+            + 'static,
+    {
+        let f = Arc::new(f);
+        let route: Route = Arc::new(move |params: Value, ctx: RequestContext| {
+            let f = f.clone();
+            Box::pin(async move {
+                let p: M::Params = decode_params(params)?;
+                Ok(f(p, ctx).await?.into_json())
+            })
+        });
+        self.routes.insert(M::NAME.to_string(), route);
+        self
+    }
+
     pub fn methods(&self) -> impl Iterator<Item = &str> {
         self.routes.keys().map(String::as_str)
     }

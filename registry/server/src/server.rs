@@ -1150,13 +1150,7 @@ async fn subscribe(
         last_seq: live.live_from,
     };
     // The response goes out before the forwarder starts, so it precedes the subscription's events.
-    send_response(
-        conn.out,
-        shared,
-        Some(request_id),
-        encode(&result),
-    )
-    .await;
+    send_response(conn.out, shared, Some(request_id), encode(&result)).await;
     let task = smol::spawn(forward(id, p, live, shared.clone(), conn.out.clone()));
     subs.insert(id, task);
     shared
