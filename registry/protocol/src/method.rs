@@ -287,29 +287,24 @@ impl<T> Encoded<T> {
 
 impl Encoded<wire::StatusResult> {
     /// A [`wire::StatusResult`] from its entries as encoded JSON: each one the encoding of a
-    /// [`ServiceEntry`] (the registry store keeps each entry as `serde_json` wrote it).
+    /// [`ServiceEntry`] (the registry store keeps each entry as `serde_json` wrote it). The
+    /// entries are copied as they are, not parsed again.
     pub fn status(
         services: &[Box<serde_json::value::RawValue>],
         resources: &[admin::ResourceSample],
     ) -> Result<Self, serde_json::Error> {
-        let len = services.iter().map(|s| s.get().len() + 1).sum::<usize>();
-        let mut json = String::with_capacity(len + 32);
-        json.push_str("{\"services\":[");
-        for (i, s) in services.iter().enumerate() {
-            if i > 0 {
-                json.push(',');
-            }
-            json.push_str(s.get());
+        /// [`wire::StatusResult`]'s fields, in its order, `resources` left out when empty.
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            services: &'a [Box<serde_json::value::RawValue>],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            resources: &'a [admin::ResourceSample],
         }
-        json.push(']');
-        // `resources` is left out when empty (`skip_serializing_if`), as serde would.
-        if !resources.is_empty() {
-            json.push_str(",\"resources\":");
-            json.push_str(&serde_json::to_string(resources)?);
-        }
-        json.push('}');
         Ok(Encoded {
-            json: serde_json::value::RawValue::from_string(json)?,
+            json: serde_json::value::to_raw_value(&Fields {
+                services,
+                resources,
+            })?,
             _result: std::marker::PhantomData,
         })
     }
