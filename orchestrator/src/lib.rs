@@ -368,6 +368,20 @@ impl Orchestrator {
         Ok(list)
     }
 
+    /// [`Orchestrator::status`] as the registry holds the entries (their JSON, not decoded), or
+    /// `None` while the registry may be behind (a write failed recently): then the entries must
+    /// be checked, with [`Orchestrator::status`].
+    pub async fn status_encoded(
+        &self,
+        project: Option<&str>,
+    ) -> Result<Option<Vec<Box<serde_json::value::RawValue>>>> {
+        let store = &self.inner()?.store;
+        if store.failed_within(STATUS_VERIFY_AFTER_FAILURE) {
+            return Ok(None);
+        }
+        Ok(Some(store.list_encoded(project).await?))
+    }
+
     /// The projects this daemon has applied.
     pub fn projects(&self) -> Vec<String> {
         self.life

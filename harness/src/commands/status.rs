@@ -168,6 +168,11 @@ fn table(ctx: &Context, services: &[ServiceEntry]) -> Table {
 
 /// Each entry with its last `top` sample as `resources`.
 fn with_resources(result: &StatusResult) -> Vec<serde_json::Value> {
+    let samples: std::collections::HashMap<(&str, &str), _> = result
+        .resources
+        .iter()
+        .map(|r| ((r.project.as_str(), r.service.as_str()), r))
+        .collect();
     result
         .services
         .iter()
@@ -175,10 +180,7 @@ fn with_resources(result: &StatusResult) -> Vec<serde_json::Value> {
             let mut v = serde_json::to_value(e).unwrap_or_default();
             if let (Some(obj), Some(r)) = (
                 v.as_object_mut(),
-                result
-                    .resources
-                    .iter()
-                    .find(|r| r.project == e.project && r.service == e.name),
+                samples.get(&(e.project.as_str(), e.name.as_str())),
             ) {
                 obj.insert(
                     "resources".into(),

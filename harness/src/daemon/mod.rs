@@ -25,7 +25,6 @@ use harness_protocol::{EventType, HarnessHome, WireError};
 use harness_server::{RequestContext, Router, ServerConfig, ServerHandle};
 use harness_store::{NewEvent, Retention, Store};
 use orchestrator::{Orchestrator, OrchestratorOptions};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
@@ -445,7 +444,7 @@ fn router(state: &Arc<State>) -> Router {
         .method::<Restart>(trimming(with(state, restart::handle)))
         .method::<Watch>(with(state, watch::handle))
         .method::<LogsClear>(with(state, logs_clear::handle))
-        .method::<Status>(trimming(with(state, status::handle)))
+        .method_encoded::<Status, _, _>(trimming(with(state, status::handle)))
         .method::<Logs>(with(state, logs::handle))
         .method::<Exec>(with(state, exec::handle))
         .method::<ExecInput>(with(state, exec_input::handle))
@@ -476,7 +475,7 @@ fn with<P, R, F, Fut>(
 ) -> impl Fn(P, RequestContext) -> Fut + Send + Sync + 'static
 where
     P: DeserializeOwned + Send + 'static,
-    R: Serialize + 'static,
+    R: 'static,
     F: Fn(Arc<State>, P, RequestContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R, WireError>> + Send + 'static,
 {

@@ -12,6 +12,7 @@ use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures_lite::StreamExt;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use smol::Timer;
 
 use crate::event::{Event, EventFilter};
@@ -143,11 +144,14 @@ impl ConnectOptions {
     }
 }
 
+/// A result as the server encoded it: decoded once, into the caller's type.
+type Raw = Box<RawValue>;
+
 enum Pending {
-    Call(async_channel::Sender<Result<Value, ClientError>>),
+    Call(async_channel::Sender<Result<Raw, ClientError>>),
     Stream(async_channel::Sender<Result<CallItem, ClientError>>),
     Subscribe {
-        reply: async_channel::Sender<Result<Value, ClientError>>,
+        reply: async_channel::Sender<Result<Raw, ClientError>>,
         items: async_channel::Sender<Result<SubscriptionItem, ClientError>>,
     },
 }
@@ -448,8 +452,8 @@ impl Client {
     async fn await_reply(
         &self,
         id: u64,
-        rx: async_channel::Receiver<Result<Value, ClientError>>,
-    ) -> Result<Value, ClientError> {
+        rx: async_channel::Receiver<Result<Raw, ClientError>>,
+    ) -> Result<Raw, ClientError> {
         let timeout = self.inner.request_timeout;
         let reply = futures_lite::future::or(async { Some(rx.recv().await) }, async {
             Timer::after(timeout).await;
@@ -468,6 +472,11 @@ impl Client {
 
     /// Sends any method; the result or the server's error.
     pub async fn request(&self, method: &str, params: Value) -> Result<Value, ClientError> {
+        decode(&self.request_raw(method, params).await?)
+    }
+
+    /// [`Client::request`], the result as the server encoded it.
+    async fn request_raw(&self, method: &str, params: Value) -> Result<Raw, ClientError> {
         let (tx, rx) = async_channel::bounded(1);
         let id = self.send_request(method, params, Pending::Call(tx)).await?;
         self.await_reply(id, rx).await
@@ -497,8 +506,8 @@ impl Client {
     pub async fn call<M: Method>(&self, params: &M::Params) -> Result<M::Result, ClientError> {
         let params =
             serde_json::to_value(params).map_err(|e| ClientError::Decode(e.to_string()))?;
-        let value = self.request(M::NAME, params).await?;
-        serde_json::from_value(value).map_err(|e| ClientError::Decode(e.to_string()))
+        // Straight from the response's text into `M::Result`: no `Value` tree in between.
+        decode(&self.request_raw(M::NAME, params).await?)
     }
 
     /// [`Client::request_streaming`] for method `M`; decode the final [`CallItem::Done`] value as
@@ -581,9 +590,7 @@ impl Client {
                 Pending::Subscribe { reply, items },
             )
             .await?;
-        let value = self.await_reply(id, rx).await?;
-        let result: wire::SubscribeResult =
-            serde_json::from_value(value).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let result: wire::SubscribeResult = decode(&self.await_reply(id, rx).await?)?;
         Ok(Subscription {
             id: result.subscription,
             start_seq: result.last_seq,
@@ -651,6 +658,47 @@ async fn read_loop(
             _ => continue,
         };
         let Some(inner) = inner.upgrade() else { return };
+        // Responses (`{"id":N,"result":…}` or `…"error":…}`) are decoded without building a
+        // tree of the result: it stays text until the caller decodes it into its own type.
+        if text.as_str().starts_with("{\"id\":")
+            && let Ok(reply) = serde_json::from_str::<Reply<'_>>(text.as_str())
+            && reply.progress.is_none()
+            && (reply.result.is_some() || reply.error.is_some())
+        {
+            let Some(id) = reply.id else {
+                tracing::warn!(
+                    error = ?reply.error,
+                    "server reported an error for an unidentifiable frame"
+                );
+                continue;
+            };
+            let result = match (reply.error, reply.result) {
+                (Some(e), _) => Err(ClientError::Remote(e)),
+                (None, Some(r)) => Ok(r.to_owned()),
+                (None, None) => continue,
+            };
+            let pending = inner.routes().pending.remove(&id);
+            match pending {
+                Some(Pending::Call(reply)) => {
+                    let _ = reply.try_send(result);
+                }
+                Some(Pending::Stream(tx)) => {
+                    drop(inner);
+                    let item = result.and_then(|r| decode(&r)).map(CallItem::Done);
+                    let _ = tx.send(item).await;
+                }
+                Some(Pending::Subscribe { reply, items }) => {
+                    if let Ok(raw) = &result
+                        && let Ok(r) = serde_json::from_str::<wire::SubscribeResult>(raw.get())
+                    {
+                        inner.routes().subs.insert(r.subscription, items);
+                    }
+                    let _ = reply.try_send(result);
+                }
+                None => {}
+            }
+            continue;
+        }
         match ServerMessage::decode(text.as_str()) {
             Ok(ServerMessage::Response(resp)) => {
                 let Some(id) = resp.id else {
@@ -663,7 +711,7 @@ async fn read_loop(
                 let pending = inner.routes().pending.remove(&id);
                 match pending {
                     Some(Pending::Call(reply)) => {
-                        let _ = reply.try_send(outcome(resp.outcome));
+                        let _ = reply.try_send(outcome(resp.outcome).and_then(|v| raw(&v)));
                     }
                     Some(Pending::Stream(tx)) => {
                         drop(inner);
@@ -677,7 +725,7 @@ async fn read_loop(
                         {
                             inner.routes().subs.insert(sub, items);
                         }
-                        let _ = reply.try_send(result);
+                        let _ = reply.try_send(result.and_then(|v| raw(&v)));
                     }
                     None => {}
                 }
@@ -741,6 +789,27 @@ fn outcome(o: Outcome) -> Result<Value, ClientError> {
         Outcome::Result(v) => Ok(v),
         Outcome::Error(e) => Err(ClientError::Remote(e)),
     }
+}
+
+/// A response or a progress message, its result left as text (see `read_loop`). A `null` result
+/// or progress arrives as `None`: such frames take the general path.
+#[derive(serde::Deserialize)]
+struct Reply<'a> {
+    id: Option<u64>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(default)]
+    error: Option<WireError>,
+    #[serde(borrow, default)]
+    progress: Option<&'a RawValue>,
+}
+
+fn raw(v: &Value) -> Result<Raw, ClientError> {
+    serde_json::value::to_raw_value(v).map_err(|e| ClientError::Decode(e.to_string()))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(raw: &RawValue) -> Result<T, ClientError> {
+    serde_json::from_str(raw.get()).map_err(|e| ClientError::Decode(e.to_string()))
 }
 
 /// A subscription that survives disconnects: it reconnects with backoff and resubscribes with

@@ -32,7 +32,7 @@ pub use client::{
 };
 pub use event::{Event, EventFilter, EventType};
 pub use home::{Credentials, DaemonInfo, HarnessHome, HomeError};
-pub use method::{Empty, Method};
+pub use method::{Empty, Encoded, Method};
 pub use model::{
     Endpoint, Health, HealthStatus, Location, ModelError, Runtime, ServiceEntry, ServiceKey,
     ServiceState,

@@ -267,3 +267,98 @@ pub fn required_scope(method: &str) -> Scope {
         .find(|(name, _)| *name == method)
         .map_or(Scope::Admin, |(_, scope)| *scope)
 }
+
+/// A result of type `T` already encoded as JSON: what a handler returns when it has the result's
+/// JSON at hand and building `T` only to encode it again would be the cost (`status` answers the
+/// registry's entries as the store holds them, see [`Encoded::status`]). The type parameter keeps
+/// the compiler's check: a handler of `M` returns `Encoded<M::Result>`.
+pub struct Encoded<T> {
+    json: Box<serde_json::value::RawValue>,
+    _result: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize> Encoded<T> {
+    /// Encodes `value`.
+    pub fn new(value: &T) -> Result<Self, serde_json::Error> {
+        Ok(Encoded {
+            json: serde_json::value::to_raw_value(value)?,
+            _result: std::marker::PhantomData,
+        })
+    }
+}
+
+impl<T> Encoded<T> {
+    /// The JSON text.
+    pub fn into_json(self) -> Box<serde_json::value::RawValue> {
+        self.json
+    }
+}
+
+impl Encoded<wire::StatusResult> {
+    /// A [`wire::StatusResult`] from its entries as encoded JSON: each one the encoding of a
+    /// [`ServiceEntry`] (the registry store keeps each entry as `serde_json` wrote it). The
+    /// entries are copied as they are, not parsed again.
+    pub fn status(
+        services: &[Box<serde_json::value::RawValue>],
+        resources: &[admin::ResourceSample],
+    ) -> Result<Self, serde_json::Error> {
+        /// [`wire::StatusResult`]'s fields, in its order, `resources` left out when empty.
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            services: &'a [Box<serde_json::value::RawValue>],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            resources: &'a [admin::ResourceSample],
+        }
+        Ok(Encoded {
+            json: serde_json::value::to_raw_value(&Fields {
+                services,
+                resources,
+            })?,
+            _result: std::marker::PhantomData,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::ResourceSample;
+    use crate::model::{Location, ServiceKey};
+    use crate::wire::StatusResult;
+
+    fn entry(name: &str) -> ServiceEntry {
+        let key = ServiceKey::new("p", name).expect("valid key");
+        ServiceEntry::new(key, Location::Local)
+    }
+
+    /// `Encoded::status` writes what serde writes for the same `StatusResult`, with and without
+    /// resources, and it decodes back to it.
+    #[test]
+    fn encoded_status_is_the_status_result() {
+        let services = vec![entry("a"), entry("b")];
+        let stored: Vec<_> = services
+            .iter()
+            .map(|e| serde_json::value::to_raw_value(e).expect("encodes"))
+            .collect();
+        let sample = ResourceSample {
+            project: "p".into(),
+            service: "a".into(),
+            place: "local".into(),
+            pid: Some(7),
+            ..Default::default()
+        };
+        for resources in [vec![], vec![sample]] {
+            let typed = StatusResult {
+                services: services.clone(),
+                resources: resources.clone(),
+            };
+            let encoded = Encoded::status(&stored, &resources).expect("encodes");
+            let json = encoded.into_json();
+            assert_eq!(json.get(), serde_json::to_string(&typed).expect("encodes"));
+            let back: StatusResult = serde_json::from_str(json.get()).expect("decodes");
+            assert_eq!(back, typed);
+        }
+        let none = Encoded::status(&[], &[]).expect("encodes").into_json();
+        assert_eq!(none.get(), r#"{"services":[]}"#);
+    }
+}

@@ -54,6 +54,8 @@ pub mod server;
 mod tokens;
 
 pub use dashboard::{Asset, DashboardConfig};
-pub use handler::{BoxFuture, Handler, MethodHandler, NoMethods, RequestContext, Router};
+pub use handler::{
+    BoxFuture, Encoded, Handler, MethodHandler, NoMethods, RequestContext, Router, encode,
+};
 pub use server::{MetricsSource, ServerConfig, ServerError, ServerHandle, ServerStats, serve};
 pub use tokens::Principal;

@@ -23,7 +23,7 @@ use serde_json::Value;
 use smol::Timer;
 
 use crate::admission::{Admission, Stage, Watched};
-use crate::handler::{Handler, RequestContext};
+use crate::handler::{Encoded, Handler, RequestContext, encode};
 use crate::http::{self, Head};
 use harness_protocol::home::Credentials;
 use harness_protocol::method::{self, Method};
@@ -926,21 +926,34 @@ async fn send_response(
     out: &async_channel::Sender<Out>,
     shared: &Shared,
     id: Option<u64>,
-    result: Result<Value, WireError>,
+    result: Result<Encoded, WireError>,
 ) {
-    if result.is_err() {
-        shared
-            .metrics
-            .request_errors
-            .fetch_add(1, Ordering::Relaxed);
-    }
-    let outcome = match result {
-        Ok(v) => Outcome::Result(v),
-        Err(e) => Outcome::Error(e),
+    let text = match result {
+        // What serde writes for `Response { id, outcome: Outcome::Result(v) }`, with the result
+        // already encoded: the result is copied, not serialized again.
+        Ok(v) => {
+            let id = id.map_or_else(|| "null".to_owned(), |id| id.to_string());
+            let mut text = String::with_capacity(v.get().len() + id.len() + 18);
+            text.push_str("{\"id\":");
+            text.push_str(&id);
+            text.push_str(",\"result\":");
+            text.push_str(v.get());
+            text.push('}');
+            text
+        }
+        Err(e) => {
+            shared
+                .metrics
+                .request_errors
+                .fetch_add(1, Ordering::Relaxed);
+            let outcome = Outcome::Error(e);
+            serde_json::to_string(&Response { id, outcome }).unwrap_or_else(|e| {
+                format!(
+                    r#"{{"id":null,"error":{{"code":"internal","message":"encoding response: {e}"}}}}"#
+                )
+            })
+        }
     };
-    let text = serde_json::to_string(&Response { id, outcome }).unwrap_or_else(|e| {
-        format!(r#"{{"id":null,"error":{{"code":"internal","message":"encoding response: {e}"}}}}"#)
-    });
     let _ = out.send(Out::Text(text)).await;
 }
 
@@ -1001,7 +1014,7 @@ async fn handle_text(
                             .subscriptions_open
                             .fetch_sub(1, Ordering::Relaxed);
                         task.cancel().await;
-                        serde_json::to_value(method::Empty {}).map_err(WireError::internal)
+                        encode(&method::Empty {})
                     }
                     None => Err(WireError::new(
                         ErrorCode::NotFound,
@@ -1022,8 +1035,7 @@ async fn handle_text(
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&p.id);
                     let cancelled = switch.is_some_and(|s| s.try_send(()).is_ok());
-                    serde_json::to_value(wire::CancelResult { cancelled })
-                        .map_err(WireError::internal)
+                    encode(&wire::CancelResult { cancelled })
                 }
                 Err(e) => Err(e),
             };
@@ -1138,13 +1150,7 @@ async fn subscribe(
         last_seq: live.live_from,
     };
     // The response goes out before the forwarder starts, so it precedes the subscription's events.
-    send_response(
-        conn.out,
-        shared,
-        Some(request_id),
-        serde_json::to_value(&result).map_err(WireError::internal),
-    )
-    .await;
+    send_response(conn.out, shared, Some(request_id), encode(&result)).await;
     let task = smol::spawn(forward(id, p, live, shared.clone(), conn.out.clone()));
     subs.insert(id, task);
     shared
@@ -1303,7 +1309,7 @@ async fn dispatch(
     method: &str,
     params: Value,
     ctx: RequestContext,
-) -> Result<Value, WireError> {
+) -> Result<Encoded, WireError> {
     use crate::methods::*;
     use harness_protocol::method::{
         EventsList, Hello, ServiceDeregister, ServiceGet, ServiceList, ServiceRegister,
@@ -1313,12 +1319,12 @@ async fn dispatch(
     async fn typed<M: Method, Fut>(
         params: Value,
         f: impl FnOnce(M::Params) -> Fut,
-    ) -> Result<Value, WireError>
+    ) -> Result<Encoded, WireError>
     where
         Fut: Future<Output = Result<M::Result, WireError>>,
     {
         let p: M::Params = crate::handler::decode_params(params)?;
-        serde_json::to_value(f(p).await?).map_err(WireError::internal)
+        encode(&f(p).await?)
     }
     let store = &shared.store;
     match method {
@@ -1345,7 +1351,7 @@ async fn dispatch(
             let code = d.issue_code().map_err(|e| {
                 WireError::new(ErrorCode::Internal, format!("no random bytes: {e}"))
             })?;
-            Ok(serde_json::json!({
+            encode(&serde_json::json!({
                 "code": code,
                 "path": format!("/login#code={code}"),
                 "expires_in_ms": crate::dashboard::CODE_TTL.as_millis() as u64,

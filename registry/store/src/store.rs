@@ -329,15 +329,58 @@ impl Store {
 
     /// Services, optionally of one project, ordered by project then name.
     pub async fn list(&self, project: Option<&str>) -> Result<Vec<ServiceEntry>, StoreError> {
-        let snap = self.snapshot().await?;
-        Ok(match project {
-            Some(p) => snap
-                .services
-                .into_iter()
-                .filter(|e| e.project == p)
-                .collect(),
-            None => snap.services,
+        match project {
+            None => Ok(self.snapshot().await?.services),
+            Some(p) => {
+                self.read_entries(p, |bytes| serde_json::from_slice(bytes))
+                    .await
+            }
+        }
+    }
+
+    /// [`Store::list`] as the store holds the entries: each the JSON `serde_json` wrote for a
+    /// [`ServiceEntry`], checked to be JSON but not decoded (for `status`, which sends them on).
+    pub async fn list_encoded(
+        &self,
+        project: Option<&str>,
+    ) -> Result<Vec<Box<serde_json::value::RawValue>>, StoreError> {
+        self.read_entries(project.unwrap_or(""), |bytes| {
+            serde_json::from_slice::<&serde_json::value::RawValue>(bytes).map(|r| r.to_owned())
         })
+        .await
+    }
+
+    /// The entries of `project` (all when empty), each through `decode`, in key order.
+    async fn read_entries<T: Send + 'static>(
+        &self,
+        project: &str,
+        decode: impl Fn(&[u8]) -> Result<T, serde_json::Error> + Send + 'static,
+    ) -> Result<Vec<T>, StoreError> {
+        // Keys are `project/name` (no `/` in either part): the project's entries are the keys from
+        // `project/` up to `project0` (`0` follows `/`), so only they are read and decoded.
+        let range = (!project.is_empty()).then(|| (format!("{project}/"), format!("{project}0")));
+        let db = self.inner.db.clone();
+        blocking::unblock(move || {
+            let db = db.get()?;
+            let txn = db.begin_read().map_err(storage)?;
+            let table = match txn.open_table(SERVICES) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(storage(e)),
+            };
+            let items = match &range {
+                Some((from, to)) => table.range::<&str>(from.as_str()..to.as_str()),
+                None => table.range::<&str>(..),
+            }
+            .map_err(storage)?;
+            let mut out = Vec::new();
+            for item in items {
+                let (_, v) = item.map_err(storage)?;
+                out.push(decode(v.value()).map_err(storage)?);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Every service and the seq they reflect, from one read transaction.
