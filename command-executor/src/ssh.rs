@@ -243,6 +243,14 @@ impl SshPool {
         })
     }
 
+    /// Makes sure `host`'s first master is up (started if needed), without taking a session
+    /// slot: a batch of operations connects before it gathers the requests that arrive
+    /// meanwhile.
+    pub(crate) async fn connect(&self, host: &SshHost) -> Result<()> {
+        let conn = self.conn(host)?;
+        conn.ensure_master(&conn.masters[0]).await
+    }
+
     /// Closes the masters this pool used (`ssh -O exit`): they are in its own directory, so no other client
     /// has a session on them. A private directory is removed; the next use claims a directory afresh.
     pub(crate) async fn shutdown(&self) {
@@ -331,6 +339,7 @@ impl HostConn {
         // Jump hops each take a connect; allow for them.
         let hops = 1 + self.host.jump.len() as u32;
         let limit = self.host.connect_timeout * hops + Duration::from_secs(5);
+        let began = Instant::now();
         let (ok, stderr) = run_ssh(
             self,
             &m.socket,
@@ -363,6 +372,11 @@ impl HostConn {
                 }),
             );
         }
+        tracing::debug!(
+            host = %self.host.hostname,
+            ms = began.elapsed().as_millis() as u64,
+            "ssh master up"
+        );
         *last_ok = Some(Instant::now());
         Ok(())
     }
