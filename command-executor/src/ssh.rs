@@ -325,14 +325,16 @@ impl HostConn {
         if last_ok.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
             return Ok(());
         }
-        if self.check(m).await {
+        // No socket, no master: `-O check` (an ssh process each) would only say so, twice per
+        // cold host.
+        if m.socket.exists() && self.check(m).await {
             *last_ok = Some(Instant::now());
             return Ok(());
         }
         // Another client with the same runtime dir may be starting this master right now: a second
         // `ssh -M` on a taken socket would run on as an unmultiplexed, unowned connection. Take turns.
         let _lock = self.lock(m).await?;
-        if self.check(m).await {
+        if m.socket.exists() && self.check(m).await {
             *last_ok = Some(Instant::now());
             return Ok(());
         }
