@@ -122,6 +122,10 @@ pub enum Error {
     /// A process attached by pid ended; how cannot be known (it is not our child).
     #[error("{at}: pid {pid} ended; its exit status is unknown (not our child)")]
     StatusUnknown { at: Place, pid: u32 },
+    /// A remote start reached the host, but its answer did not come back (the connection dropped
+    /// or the operation timed out after the host had begun it): the run may be alive there.
+    #[error("{at}: the start's answer was lost, the run may have started: {detail}")]
+    AnswerLost { at: Place, detail: String },
     /// The process is already running (a second start of the same managed process).
     #[error("{at}: already running as pid {pid}")]
     AlreadyRunning { at: Place, pid: u32 },
@@ -164,6 +168,7 @@ impl Error {
             | Error::Stale { at, .. }
             | Error::NotFound { at, .. }
             | Error::AlreadyRunning { at, .. }
+            | Error::AnswerLost { at, .. }
             | Error::StatusUnknown { at, .. } => Some(at),
             Error::Invalid { .. } => None,
         }

@@ -138,6 +138,21 @@ impl Drop for Supervisor {
     }
 }
 
+/// Why a launch gave no process.
+enum Unstarted {
+    /// Nothing runs: why.
+    Failed(String),
+    /// The start's answer was lost and a stop came before the host answered again: the stop
+    /// is done (verified and recorded).
+    Stopped,
+}
+
+impl From<String> for Unstarted {
+    fn from(reason: String) -> Self {
+        Unstarted::Failed(reason)
+    }
+}
+
 enum Woke {
     Exited(ExitInfo),
     Stop(StopRequest),
@@ -180,7 +195,9 @@ impl Supervisor {
             let mut proc = match begin {
                 Begin::Launch => match Box::pin(self.launch()).await {
                     Ok(p) => p,
-                    Err(reason) => {
+                    // A stop came while the start's answer was lost; it is done.
+                    Err(Unstarted::Stopped) => return,
+                    Err(Unstarted::Failed(reason)) => {
                         if !Box::pin(self.launch_failed(reason, &mut backoff)).await {
                             return;
                         }
@@ -354,22 +371,22 @@ impl Supervisor {
     /// Launches one run. Every step is recorded before the next acts: `starting` in the
     /// registry, then the launch id on disk, then the process; a run whose pid cannot be
     /// recorded is stopped again (a pid the registry does not hold is never reported).
-    async fn launch(&self) -> Result<Launched, String> {
+    async fn launch(&self) -> Result<Launched, Unstarted> {
         if let Err(e) = self.record(ServiceState::Starting).await {
-            return Err(format!(
-                "not started: the start cannot be recorded in the registry ({e})"
-            ));
+            return Err(
+                format!("not started: the start cannot be recorded in the registry ({e})").into(),
+            );
         }
         // Another listener on one of its ports would answer its health check and make it fail:
         // refused before anything is spawned.
         if !self.spec.local_ports.is_empty() {
             let ports = self.spec.local_ports.clone();
             if let Some(why) = blocking::unblock(move || port_in_use(&ports)).await {
-                return Err(why);
+                return Err(why.into());
             }
         }
         if let Err(e) = self.hub.reset_raw().await {
-            return Err(format!("cannot prepare {}: {e}", self.dir.display()));
+            return Err(format!("cannot prepare {}: {e}", self.dir.display()).into());
         }
         // Recorded before anything can run: a daemon killed from here on finds the process.
         // A start wave recorded it already (one sync for the whole wave).
@@ -379,17 +396,38 @@ impl Supervisor {
             None => {
                 let id = self.launches.next(project, name);
                 if let Err(e) = self.launches.record(project, name, &id).await {
-                    return Err(format!(
-                        "cannot record the launch (nothing was started): {e}"
-                    ));
+                    return Err(
+                        format!("cannot record the launch (nothing was started): {e}").into(),
+                    );
                 }
                 id
             }
         };
-        let mut p = runtime::launch(&self.spec, &self.dir, &self.executor, &self.launches, &id)
+        let began = Instant::now();
+        let p = match runtime::launch(&self.spec, &self.dir, &self.executor, &self.launches, &id)
             .await
-            .map_err(|e| e.to_string())?;
+        {
+            Ok(p) => p,
+            Err(runtime::LaunchError::Executor(e @ command_executor::Error::AnswerLost { .. })) => {
+                return Box::pin(self.answer_lost(&id, e.to_string())).await;
+            }
+            Err(e) => return Err(e.to_string().into()),
+        };
         let spawned = Instant::now();
+        tracing::debug!(service = %self.key, ms = began.elapsed().as_millis() as u64, "launched");
+        self.record_started(&id, p, spawned)
+            .await
+            .map_err(Unstarted::Failed)
+    }
+
+    /// Records the pid (and `running`, unless a health check gates it) of run `id` that started
+    /// at `spawned`; one whose pid cannot be recorded is stopped again.
+    async fn record_started(
+        &self,
+        id: &str,
+        mut p: Launched,
+        spawned: Instant,
+    ) -> Result<Launched, String> {
         let (pid, st) = (p.pid(), p.start_time());
         // A local process is noted in the launch journal (not synced), where a daemon killed
         // before the registry holds the pid finds it if its environment cannot be read.
@@ -399,7 +437,7 @@ impl Supervisor {
                 crate::addresses::Placement::Host { .. }
             )
         {
-            self.launches.note_pid(&id, pid, st).await;
+            self.launches.note_pid(id, pid, st).await;
         }
         let container = p.container_id().map(str::to_owned);
         let gated = self.spec.health.is_some();
@@ -442,6 +480,110 @@ impl Supervisor {
             "started as pid {pid} but its pid cannot be recorded in the registry ({e}); \
              stopped it again"
         ))
+    }
+
+    /// The start of launch `id` reached its host but its answer was lost: the run may be alive
+    /// there, so the service is `unknown` (never `failed`, never started again meanwhile) until
+    /// the host answers. Then the run is adopted if it began (`running`), or the launch failed
+    /// if it did not. A stop asked for meanwhile is pending; once the host answers, every run
+    /// of the service there is killed and the stop is done (ADR 0032).
+    async fn answer_lost(&self, id: &str, error: String) -> Result<Launched, Unstarted> {
+        let target = self.spec.host.as_ref().map(|h| {
+            let user = match &self.spec.placement {
+                crate::addresses::Placement::Host { user, .. } => user.clone(),
+                _ => None,
+            };
+            h.target(user.as_deref())
+        });
+        let Some(reach) = target
+            .as_ref()
+            .and_then(|t| command_executor::service::remote::host_reachability(&self.executor, t))
+        else {
+            return Err(error.into());
+        };
+        let host = reach.host().to_owned();
+        let since = Timestamp::now();
+        tracing::warn!(service = %self.key, "start pending: {error}");
+        let unknown = |stop_pending| ServiceState::Unknown {
+            host: host.clone(),
+            since,
+            reason: format!("{error}; adopted or stopped once {host} answers"),
+            stop_pending,
+        };
+        self.set_state(unknown(false)).await;
+        self.ready.update(|r| {
+            r.failed = Some(format!(
+                "not known whether it started: {error}; it is adopted if it runs, or stopped if a stop is asked, once {host} answers"
+            ))
+        });
+        let why = format!(
+            "{host} did not answer the start: the stop finishes when {host} answers ({error})"
+        );
+        let mut stop_asked = false;
+        let mut delay = STOP_RETRY_MIN;
+        loop {
+            let wait = delay;
+            let mut back = Box::pin(async {
+                Timer::after(wait).await;
+                reach.wait(true).await;
+            });
+            loop {
+                let more = async { Some(self.stops.recv().await) };
+                let came = async {
+                    (&mut back).await;
+                    None
+                };
+                match came.or(more).await {
+                    None => break,
+                    Some(req) => {
+                        if !stop_asked {
+                            stop_asked = true;
+                            self.set_state(unknown(true)).await;
+                        }
+                        let _ = req.done.try_send(StopOutcome::Pending(why.clone()));
+                    }
+                }
+            }
+            drop(back);
+            delay = (delay * 2).min(STOP_RETRY_MAX);
+            let found = runtime::Recorded {
+                launch_id: Some(id),
+                keep: !stop_asked,
+                local: &[],
+                recorded: None,
+            };
+            match runtime::adopt(&self.spec, &self.dir, &self.executor, &self.launches, found).await
+            {
+                Ok(Some(p)) => {
+                    tracing::info!(service = %self.key, pid = p.pid(), "adopted the run whose start's answer was lost");
+                    self.ready.update(|r| r.failed = None);
+                    return self
+                        .record_started(id, p, Instant::now())
+                        .await
+                        .map_err(Unstarted::Failed);
+                }
+                Ok(None) if stop_asked => {
+                    self.launches
+                        .forget(&self.key.project, &self.key.name)
+                        .await;
+                    let _ = self.record_retrying(ServiceState::Stopped).await;
+                    self.ready.update(|r| r.stopped = true);
+                    return Err(Unstarted::Stopped);
+                }
+                Ok(None) => {
+                    self.launches
+                        .forget(&self.key.project, &self.key.name)
+                        .await;
+                    return Err(format!(
+                        "not started: {host} answered that the run never began (the start's answer had been lost: {error})"
+                    )
+                    .into());
+                }
+                Err(e) => {
+                    tracing::warn!(service = %self.key, "{host} still does not say whether the run began: {e}");
+                }
+            }
+        }
     }
 
     /// A launch failed: recorded as failed, then the restart policy decides (`restart: always`

@@ -682,3 +682,214 @@ fn a_stop_of_a_container_whose_host_is_unreachable_is_pending() {
         finished.as_secs_f64()
     );
 }
+
+/// Processes of user `uid` whose command line holds every one of `parts` (the daemon's local
+/// ssh clients carry the same text, as root).
+fn processes_with(uid: u32, parts: &[&str]) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd);
+            (parts.iter().all(|p| cmd.contains(p)) && uid_of(pid) == Some(uid)).then_some(pid)
+        })
+        .collect()
+}
+
+/// A start whose answer is lost after the host began the runs (ADR 0032): h3's one start
+/// operation for 20 services is frozen with SIGSTOP once it has started some of their runners
+/// (which run on by themselves, in their own sessions), then h3's sshd is killed (the connection
+/// drops) and the frozen operation with it, so its answer never comes. No service may be
+/// `failed` while its process may live: all are `unknown`. When h3 answers, each run that began
+/// is adopted (`running`, the same pid) and each that did not is `failed` (nothing runs); or,
+/// when a stop was asked meanwhile (pending, exit 1), every run is killed and all are `stopped`.
+/// Before: `failed` with their processes alive, and a stop left them running.
+#[test]
+fn a_start_whose_answer_is_lost_is_unknown_then_adopted_or_stopped() {
+    let mut fault = host_lock();
+    let tb = Testbed::get();
+    const N: u32 = 20;
+    let mut yaml = format!("name: faultlost\n{}services:\n", hosts_yaml(tb));
+    for i in 0..N {
+        yaml.push_str(&format!(
+            "  s{i}:\n    host: h3\n    command: [sleep, '{}']\n",
+            86440 + i
+        ));
+    }
+    let env = Env::new(&yaml);
+    let arg = |i: u32| (86440 + i).to_string();
+    let pid_of = |i: u32| processes(&["sleep", &arg(i)]);
+    let alive = || (0..N).filter(|&i| !pid_of(i).is_empty()).count();
+    let uid: u32 = tb.sh_ok("h3", "id -u").parse().unwrap();
+    // A connection to h3 exists already, as in real use.
+    env.run(&["start"]).ok();
+    env.run(&["stop"]).ok();
+    for (round, stop_meanwhile) in [false, true].into_iter().enumerate() {
+        let start = env
+            .cmd(&["start"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The start operation on h3 (START_MANY: `one() {` ... with the services' argv), looked
+        // for without pause.
+        let began = Instant::now();
+        let op = loop {
+            let op = processes_with(uid, &["one() {", "86440"]);
+            if !op.is_empty() {
+                break op;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(30),
+                "round {round}: the start operation never ran on h3"
+            );
+        };
+        let frozen = Stalled(op);
+        Stalled::signal(&frozen.0, "-STOP");
+        // Let it run a millisecond at a time until it has started a runner.
+        // A runner the frozen operation started: `sh -c RUNNER ...` (not a fork of the
+        // operation, which has its command line), its parent the operation. (Services may go in
+        // another operation, which is not frozen.)
+        let runners = || {
+            let mut r = processes_with(uid, &["exit.tmp", "sleep"]);
+            let op = processes_with(uid, &["one() {"]);
+            r.retain(|p| {
+                !op.contains(p) && parent_of(*p).is_some_and(|parent| frozen.0.contains(&parent))
+            });
+            r
+        };
+        while runners().is_empty() {
+            assert!(
+                began.elapsed() < Duration::from_secs(30),
+                "round {round}: no runner"
+            );
+            Stalled::signal(&frozen.0, "-CONT");
+            std::thread::sleep(Duration::from_millis(1));
+            Stalled::signal(&frozen.0, "-STOP");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let began_runs: Vec<(u32, u32)> = (0..N)
+            .filter_map(|i| pid_of(i).first().map(|&p| (i, p)))
+            .collect();
+        // Begun by the frozen operation (their runner's parent): its answer is the one lost. A
+        // service may have gone in another operation, answered before the fault.
+        let lost: Vec<u32> = began_runs
+            .iter()
+            .filter(|(_, p)| {
+                parent_of(*p)
+                    .and_then(parent_of)
+                    .is_some_and(|op| frozen.0.contains(&op))
+            })
+            .map(|(i, _)| *i)
+            .collect();
+        assert!(
+            !lost.is_empty(),
+            "round {round}: no run begun by the frozen start {:?}: {:?}",
+            frozen.0,
+            began_runs
+                .iter()
+                .map(|(_, p)| (*p, parent_of(*p), parent_of(*p).and_then(parent_of)))
+                .collect::<Vec<_>>()
+        );
+        // The connection drops; the operation's answer is lost with it.
+        fault.sshd_kill("h3");
+        Stalled::signal(&frozen.0, "-KILL");
+        drop(frozen);
+        let out = start.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_ne!(out.status.code(), Some(0), "round {round}: {said}");
+        assert_eq!(alive(), began_runs.len(), "round {round}: the runs live on");
+        for (i, _) in &began_runs {
+            let e = entry(&env, &format!("s{i}"));
+            assert_ne!(
+                e["state"]["kind"], "failed",
+                "round {round}: never `failed` while its process lives: {e}\n{said}"
+            );
+        }
+        for i in &lost {
+            let e = entry(&env, &format!("s{i}"));
+            assert_eq!(
+                e["state"]["kind"], "unknown",
+                "round {round}: a service whose start's answer was lost, its process alive, is \
+                 unknown: {e}\n{said}"
+            );
+            assert_eq!(e["state"]["host"], "h3", "{e}");
+        }
+        let t = Instant::now();
+        if stop_meanwhile {
+            let stop = env.run(&["stop"]);
+            assert_eq!(
+                stop.code, 1,
+                "round {round}: a stop that cannot reach h3 is pending:\n{}\n{}",
+                stop.stdout, stop.stderr
+            );
+            assert!(stop.stdout.contains("not stopped yet"), "{}", stop.stdout);
+            assert_eq!(
+                alive(),
+                began_runs.len(),
+                "round {round}: nothing killed yet"
+            );
+            fault.sshd_start("h3");
+            let done = wait_for(Duration::from_secs(60), || {
+                alive() == 0 && env.status().iter().all(|s| s["state"]["kind"] == "stopped")
+            });
+            assert!(
+                done.is_some(),
+                "round {round}: the pending stop was not finished once h3 answered: {} alive, {:?}",
+                alive(),
+                env.status()
+            );
+            eprintln!(
+                "round {round}: start's answer lost with {} runs begun ({} of {N} in all): \
+                 `unknown` (start exit {:?}), stop pending (exit 1); all stopped, none left \
+                 {:.1} s after sshd was back",
+                lost.len(),
+                began_runs.len(),
+                out.status.code(),
+                t.elapsed().as_secs_f64()
+            );
+        } else {
+            fault.sshd_start("h3");
+            let settled = wait_for(Duration::from_secs(60), || {
+                (0..N).all(|i| {
+                    let e = entry(&env, &format!("s{i}"));
+                    match began_runs.iter().find(|(j, _)| *j == i) {
+                        Some((_, pid)) => {
+                            e["state"]["kind"] == "running" && e["runtime"]["pid"] == *pid
+                        }
+                        None => e["state"]["kind"] == "failed",
+                    }
+                })
+            });
+            assert!(
+                settled.is_some(),
+                "round {round}: once h3 answered, the runs that began are adopted and the others \
+                 failed: began {began_runs:?}, status {:?}",
+                env.status()
+            );
+            assert_eq!(alive(), began_runs.len(), "round {round}: one copy each");
+            let again = env.run(&["start"]);
+            assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+            for (i, pid) in &began_runs {
+                assert_eq!(pid_of(*i), vec![*pid], "round {round}: s{i} still one copy");
+            }
+            assert_eq!(alive(), N as usize, "round {round}: every service runs");
+            let stop = env.run(&["stop"]);
+            assert_eq!(stop.code, 0, "{}\n{}", stop.stdout, stop.stderr);
+            assert!(
+                wait_for(Duration::from_secs(5), || alive() == 0).is_some(),
+                "round {round}: orphan after stop"
+            );
+            eprintln!(
+                "round {round}: start's answer lost with {} runs begun ({} of {N} in all): \
+                 `unknown` (start exit {:?}); adopted (`running`, same pids) and the rest \
+                 `failed` {:.1} s after sshd was back; started again, stopped, none left",
+                lost.len(),
+                began_runs.len(),
+                out.status.code(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
