@@ -527,22 +527,12 @@ impl Supervisor {
                 Timer::after(wait).await;
                 reach.wait(true).await;
             });
-            loop {
-                let more = async { Some(self.stops.recv().await) };
-                let came = async {
-                    (&mut back).await;
-                    None
-                };
-                match came.or(more).await {
-                    None => break,
-                    Some(req) => {
-                        if !stop_asked {
-                            stop_asked = true;
-                            self.set_state(unknown(true)).await;
-                        }
-                        let _ = req.done.try_send(StopOutcome::Pending(why.clone()));
-                    }
+            while let Some(req) = self.stop_before(&mut back).await {
+                if !stop_asked {
+                    stop_asked = true;
+                    self.set_state(unknown(true)).await;
                 }
+                let _ = req.done.try_send(StopOutcome::Pending(why.clone()));
             }
             drop(back);
             delay = (delay * 2).min(STOP_RETRY_MAX);
@@ -755,22 +745,26 @@ impl Supervisor {
                     r.wait(true).await;
                 }
             });
-            loop {
-                let more = async { Some(self.stops.recv().await) };
-                let came = async {
-                    (&mut back).await;
-                    None
-                };
-                match came.or(more).await {
-                    None => break,
-                    Some(req) => {
-                        let _ = req.done.try_send(StopOutcome::Pending(why.clone()));
-                    }
-                }
+            while let Some(req) = self.stop_before(&mut back).await {
+                let _ = req.done.try_send(StopOutcome::Pending(why.clone()));
             }
             drop(back);
             delay = (delay * 2).min(STOP_RETRY_MAX);
         }
+    }
+
+    /// The next stop asked for before `back` (the wait for an unreachable host) is over; `None`
+    /// once it is. Pending stops are answered by the caller while it waits.
+    async fn stop_before<F: Future<Output = ()>>(
+        &self,
+        back: &mut std::pin::Pin<Box<F>>,
+    ) -> Option<StopRequest> {
+        let more = async { Some(self.stops.recv().await) };
+        let came = async {
+            back.as_mut().await;
+            None
+        };
+        came.or(more).await
     }
 
     /// Stops the run; forgets its launch once it is known to be gone.
