@@ -285,6 +285,23 @@ services:
         ["inspect", "-f", "{{.Id}}", "harness.secrets.box"],
     );
     assert_eq!(docker_id.trim(), id, "{boxed}");
+    // An idempotent `start` (the container unchanged) keeps the id in `location.id`; it
+    // cleared it before.
+    env.run(&["start"]).ok();
+    let status: Value =
+        serde_json::from_str(&env.run(&["status", "-o", "json"]).ok().stdout).unwrap();
+    let again = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "box")
+        .expect("box in status")
+        .clone();
+    assert_eq!(
+        again["location"]["id"].as_str(),
+        Some(id.as_str()),
+        "after a second start: {again}"
+    );
     let ps_local = Command::new("ps").args(["-eo", "args"]).output().unwrap();
     let ps_h1 = tb.sh_ok("h1", "ps -eo args");
     env.run(&["stop"]).ok();

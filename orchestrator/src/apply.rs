@@ -214,13 +214,32 @@ pub(crate) async fn ensure_entry(
         message: e.to_string(),
     })?;
     let eps = endpoints(project, name);
-    let loc = project
+    let mut loc = project
         .services
         .get(name)
         .and_then(|s| Placement::of(s).ok())
         .map(|p| crate::addresses::location(project, name, &p))
         .unwrap_or(Location::Local);
-    match inner.store.get(&k).await? {
+    let entry = inner.store.get(&k).await?;
+    // The file does not know the container's id: keep the one recorded for the same container.
+    if let (
+        Location::Container { engine, id, name },
+        Some(ServiceEntry {
+            location:
+                Location::Container {
+                    engine: was_engine,
+                    id: was_id,
+                    name: was_name,
+                },
+            ..
+        }),
+    ) = (&mut loc, &entry)
+    {
+        if engine == was_engine && name == was_name {
+            id.clone_from(was_id);
+        }
+    }
+    match entry {
         None => {
             let mut e = ServiceEntry::new(k, loc);
             e.endpoints = eps;
