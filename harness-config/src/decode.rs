@@ -1707,7 +1707,18 @@ impl<'a> Decoder<'a> {
             ("always", RestartPolicy::Always),
             ("unless-stopped", RestartPolicy::UnlessStopped),
         ];
-        if let Value::Str(_) = node.value {
+        if let Value::Str(text) = &node.value {
+            // Compose's `on-failure:N`: at most N restarts.
+            if let Some(n) = text
+                .strip_prefix("on-failure:")
+                .and_then(|n| n.trim().parse::<u32>().ok())
+            {
+                return Some(Restart {
+                    policy: RestartPolicy::OnFailure,
+                    max_restarts: Some(n),
+                    ..Restart::default()
+                });
+            }
             return self.choice(node, path, POLICIES).map(|policy| Restart {
                 policy,
                 ..Restart::default()

@@ -368,6 +368,8 @@ enum DurationSpec {
 #[schemars(untagged)]
 enum RestartSpec {
     Policy(RestartPolicy),
+    /// Compose's `on-failure:N`: at most N restarts.
+    OnFailureCount(#[schemars(regex(pattern = r"^on-failure:[0-9]+$"))] String),
     Full(Restart),
 }
 

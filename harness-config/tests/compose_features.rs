@@ -436,3 +436,22 @@ fn one_anchor_merged_into_many_services_loads() {
             .all(|s| s.restart.policy == RestartPolicy::Always)
     );
 }
+
+#[test]
+fn compose_restart_on_failure_with_a_count() {
+    // Compose's `restart: on-failure[:max-retries]`; before, `on-failure:3` was an error.
+    let p = valid(
+        "services:\n  a: {command: run, restart: \"on-failure:3\"}\n  b: {command: run, restart: on-failure}\n",
+    );
+    assert_eq!(p.services["a"].restart.policy, RestartPolicy::OnFailure);
+    assert_eq!(p.services["a"].restart.max_restarts, Some(3));
+    assert_eq!(p.services["b"].restart.max_restarts, None);
+    let loaded = load_many(
+        &[(
+            "services.yaml",
+            "services:\n  a: {command: run, restart: \"on-failure:x\"}\n",
+        )],
+        &LoadOptions::default(),
+    );
+    assert_eq!(loaded.errors.len(), 1, "{:#?}", loaded.errors);
+}
