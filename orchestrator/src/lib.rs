@@ -506,9 +506,12 @@ impl Orchestrator {
     }
 
     /// Ends the orchestrator: with `stop_services` every service of every project is stopped
-    /// first; without, they keep running for the next daemon to re-attach.
+    /// first; without, they keep running for the next daemon to re-attach. Once shut down, a
+    /// second call does nothing (`daemon.stop --stop-services` shuts down before the daemon does).
     pub async fn shutdown(&self, stop_services: bool) -> Result<()> {
-        let inner = self.inner()?;
+        let Ok(inner) = self.inner() else {
+            return Ok(());
+        };
         for name in self.projects() {
             inner.cancel(&name);
         }
