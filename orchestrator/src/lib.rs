@@ -51,6 +51,7 @@ mod health;
 pub mod hosts;
 mod launches;
 mod logs;
+mod names;
 pub mod network;
 pub mod operations;
 mod readiness;
@@ -426,13 +427,7 @@ impl Orchestrator {
             });
         }
         if !services.is_empty() {
-            if let Some(s) = services.iter().find(|s| !names.contains(s)) {
-                return Err(Error::UnknownService {
-                    project: project.to_owned(),
-                    service: s.clone(),
-                });
-            }
-            names = services.to_vec();
+            names = crate::names::expand(project, &names, services)?;
         }
         for n in &names {
             let dir = inner.service_dir(project, n);

@@ -212,3 +212,50 @@ fn replicas_run_instances_and_the_consumer_sees_them_all() {
         "{newest}"
     );
 }
+
+/// As in Compose, the name of a replicated service stands for its instances: `start web`,
+/// `logs web`, `restart web`, `stop web`, `health web`; `exec web` runs in the first instance.
+/// Before, each answered `project "pack" has no service "web"`.
+#[test]
+fn a_replicated_service_is_named_by_its_base_name() {
+    let env = Env::new(
+        "name: pack
+services:
+  web:
+    replicas: 2
+    ports: [\"18961-18962\"]
+    env: {MINE: \"${web.port}\"}
+    command: \"echo hello; exec sleep 86415\"
+  other:
+    command: \"exec sleep 86416\"
+",
+    );
+    let out = env.run(&["start", "web"]).ok().stdout;
+    assert!(out.contains("web-1") && out.contains("web-2"), "{out}");
+    assert_eq!(
+        names(&env, "pack"),
+        ["web-1", "web-2"],
+        "only web was started"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let logs = env.run(&["logs", "web"]).ok().stdout;
+            logs.contains("web-1 | hello") && logs.contains("web-2 | hello")
+        }),
+        "{}",
+        env.run(&["logs", "web"]).stdout
+    );
+    let exec = env.run(&["exec", "web", "--", "sh", "-c", "echo mine=$MINE"]);
+    assert_eq!(exec.ok().stdout.trim(), "mine=18961", "exec runs in web-1");
+    env.run(&["health", "web"]).ok();
+    env.run(&["restart", "web"]).ok();
+    let stop = env.run(&["stop", "web"]).ok().stdout;
+    assert!(stop.contains("web-1") && stop.contains("web-2"), "{stop}");
+    let unknown = env.run(&["stop", "nope"]);
+    assert_ne!(unknown.code, 0);
+    assert!(
+        unknown.stderr.contains("no service \"nope\""),
+        "{}",
+        unknown.stderr
+    );
+}
