@@ -221,7 +221,8 @@ pub(crate) fn expand_replicas(
     file_of: &dyn Fn(u16) -> std::path::PathBuf,
 ) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
-    let counts = replica_counts(root, overrides, &mut diags, file_of);
+    let mut counts = replica_counts(root, overrides, &mut diags, file_of);
+    short_port_ranges(root, &mut counts, &mut diags, file_of);
     let Some(services) = services_mut(root) else {
         return diags;
     };
@@ -364,6 +365,76 @@ fn expand_dependencies(node: &mut Node, counts: &BTreeMap<String, u32>) {
                 }
             }
             *entries = out;
+        }
+        _ => {}
+    }
+}
+
+/// A port range too short for the count (`"18501-18503:80"` with 5 instances) is one error, at
+/// the range: the count is then cut to the range's size, so that the instances beyond it do not
+/// add follow-on errors (`is not a port`, `web-4 declares no ports`) and the load still fails.
+fn short_port_ranges(
+    root: &Node,
+    counts: &mut BTreeMap<String, u32>,
+    diags: &mut Vec<Diagnostic>,
+    file_of: &dyn Fn(u16) -> std::path::PathBuf,
+) {
+    let Some(Value::Map(services)) = get(root, "services").map(|n| &n.value) else {
+        return;
+    };
+    for (k, service) in services {
+        let Some(name) = key_text(k) else { continue };
+        let Some(count) = counts.get_mut(&name) else {
+            continue;
+        };
+        let Some(Value::Seq(ports)) = get(service, "ports").map(|n| &n.value) else {
+            continue;
+        };
+        for port in ports {
+            let mut ranges = Vec::new();
+            port_ranges(port, &mut ranges);
+            for (low, high) in ranges {
+                let size = high.min(u32::from(u16::MAX)).saturating_sub(low) + 1;
+                if high < low || size >= *count {
+                    continue;
+                }
+                diags.push(Diagnostic::new(
+                    Severity::Error,
+                    Code::InvalidValue,
+                    &file_of(port.pos.file),
+                    Some(port.pos),
+                    format!("services.{name}.ports"),
+                    format!(
+                        "the port range {low}-{high} has no port for instance {}: its {size} \
+                         ports are fewer than the {} instances of `{name}`",
+                        size + 1,
+                        *count
+                    ),
+                ));
+                *count = size;
+            }
+        }
+    }
+}
+
+/// The `low-high` ranges written in one `ports:` entry (published and container side).
+fn port_ranges(port: &Node, out: &mut Vec<(u32, u32)>) {
+    match &port.value {
+        Value::Str(text) => {
+            for part in text.split(':') {
+                if let Some((low, high)) = part.trim().split_once('-')
+                    && let (Ok(low), Ok(high)) = (low.trim().parse(), high.trim().parse())
+                {
+                    out.push((low, high));
+                }
+            }
+        }
+        Value::Map(entries) => {
+            for (k, v) in entries {
+                if matches!(k.value.key_str().as_deref(), Some("port" | "published")) {
+                    port_ranges(v, out);
+                }
+            }
         }
         _ => {}
     }

@@ -213,6 +213,45 @@ fn replicas_run_instances_and_the_consumer_sees_them_all() {
     );
 }
 
+/// `harness scale web=5` beyond a range of 3 ports: only the root error (the field and the
+/// range), exit non-zero, nothing changed. Before, the range error came with follow-on errors
+/// (`18971-18973:18971-18973` is not a port, `web-4` declares no ports).
+#[test]
+fn scale_beyond_a_port_range_is_one_error_and_changes_nothing() {
+    let env = Env::new(
+        "name: ranged
+services:
+  web:
+    replicas: 3
+    ports: [\"18971-18973\"]
+    command: \"echo on ${web.port}; exec sleep 86417\"
+  client:
+    command: \"echo endpoints=${web.endpoints}; exec sleep 86418\"
+    depends_on: [web]
+",
+    );
+    env.run(&["start"]).ok();
+    assert_eq!(names(&env, "ranged"), ["client", "web-1", "web-2", "web-3"]);
+    let client = env.service("client")["runtime"]["pid"].as_u64();
+    let out = env.run(&["scale", "web=5"]);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the port range 18971-18973 has no port for instance 4")
+            && out.stderr.contains("services.web.ports"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.matches('×').count(), 1, "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("is not a port") && !out.stderr.contains("declares no ports"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(names(&env, "ranged"), ["client", "web-1", "web-2", "web-3"]);
+    assert_eq!(env.service("client")["runtime"]["pid"].as_u64(), client);
+}
+
 /// As in Compose, the name of a replicated service stands for its instances: `start web`,
 /// `logs web`, `restart web`, `stop web`, `health web`; `exec web` runs in the first instance.
 /// Before, each answered `project "pack" has no service "web"`.
