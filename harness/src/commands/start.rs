@@ -200,6 +200,9 @@ fn describe(s: &harness_protocol::wire::ServiceOutcome) -> String {
     {
         text.push_str(&format!(" (pid {pid})"));
     }
+    if let Some(note) = &s.note {
+        text.push_str(&format!(" ({note})"));
+    }
     text
 }
 

@@ -158,9 +158,18 @@ fn replicas_run_instances_and_the_consumer_sees_them_all() {
         assert!(get(*port), "instance on {port} answers");
     }
 
-    // Scaling down stops the highest numbers and gives the consumer the shorter list.
+    // Scaling down stops the highest numbers and gives the consumer the shorter list. The
+    // consumer is stopped and started again: reported as restarted, with why (it was labelled
+    // `removed` before).
     let web3_pid = env.service("web-3")["runtime"]["pid"].as_u64().unwrap() as u32;
-    env.run(&["scale", "web=2"]).ok();
+    let out = env.run(&["scale", "web=2"]).ok().stdout;
+    assert!(out.contains("web-3     removed"), "{out}");
+    assert!(
+        out.contains("consumer  restarted")
+            && out.contains("uses web, now 2 instances: started again with the new list"),
+        "{out}"
+    );
+    assert!(!out.contains("consumer  removed"), "{out}");
     assert_eq!(names(&env, "fleet"), ["consumer", "web-1", "web-2"]);
     assert!(wait_until(Duration::from_secs(5), || !alive(web3_pid)));
     assert!(
@@ -199,10 +208,29 @@ fn replicas_run_instances_and_the_consumer_sees_them_all() {
         .map_or(0, |a| a.iter().filter(|o| o["kind"] == "stop").count());
     assert_eq!(stops, 0, "the scale recorded a separate stop: {ops}");
 
-    // Scaled to 0: the instances stop, nothing is applied, still one scale operation.
-    env.run(&["scale", "web=0"]).ok();
+    // Scaled to 0: the instances stop and, as in Compose, the consumer keeps running: it starts
+    // again with an empty list (before: it stayed stopped, labelled `removed`). Still one scale
+    // operation.
+    let out = env.run(&["scale", "web=0", "-o", "json"]).ok().json();
+    let consumer = out["services"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "consumer"))
+        .cloned()
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(consumer["action"], "restarted", "{out}");
+    assert!(
+        consumer["note"].as_str().is_some_and(
+            |n| n.contains("now 0 instances") && n.contains("empty `${web.endpoints}`")
+        ),
+        "{out}"
+    );
     let left = names(&env, "fleet");
-    assert!(!left.iter().any(|n| n.starts_with("web")), "{left:?}");
+    assert_eq!(left, ["consumer"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || consumer_endpoints(&env)
+            .is_empty()),
+        "the consumer was not given an empty list"
+    );
     let ops = env.run(&["ops", "-o", "json"]).ok().json();
     let newest = &ops["operations"][0];
     assert_eq!(newest["kind"], "scale", "{ops}");
