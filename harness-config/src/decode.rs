@@ -105,41 +105,85 @@ const SIGNALS: &[&str] = &[
 ];
 
 /// Where things are, for diagnostics found after decoding (cycles, unknown services...).
+///
+/// A field path is recorded for every field decoded (37,000 in a 1,000-service file), so the
+/// paths are kept one after another in one string, and the table holds their ranges: no
+/// allocation per path.
 #[derive(Default, Debug)]
 pub(crate) struct Positions {
-    by_path: rustc_hash::FxHashMap<String, Pos>,
+    /// Every recorded path, one after another.
+    text: String,
+    /// (start, end) of a path in `text`, and its position.
+    by_path: hashbrown::HashTable<(usize, usize, Pos)>,
     /// (service, dependency) → the field that created the dependency.
     pub dep_origin: HashMap<(String, String), String>,
     /// Every service reference with the field it is in.
     pub refs: Vec<(String, crate::template::ServiceRef)>,
 }
 
+fn path_hash(path: &str) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(path)
+}
+
 impl Positions {
     /// Room for about `n` recorded paths.
     pub fn with_capacity(n: usize) -> Self {
-        let mut by_path = rustc_hash::FxHashMap::default();
-        by_path.reserve(n);
         Positions {
-            by_path,
+            // Paths of a services file average about 30 bytes.
+            text: String::with_capacity(n.saturating_mul(32)),
+            by_path: hashbrown::HashTable::with_capacity(n),
             ..Positions::default()
         }
+    }
+
+    fn get(&self, path: &str) -> Option<Pos> {
+        self.by_path
+            .find(path_hash(path), |&(s, e, _)| {
+                self.text.get(s..e) == Some(path)
+            })
+            .map(|&(_, _, pos)| pos)
+    }
+
+    /// Records `parent.key` (`key` alone when `parent` is empty), or `parent` + `suffix` when
+    /// `dot` is false, without building the path as a string of its own. A later record of the
+    /// same path wins.
+    pub fn record(&mut self, parent: &str, dot: bool, suffix: &str, pos: Pos) {
+        let Positions { text, by_path, .. } = self;
+        let start = text.len();
+        text.push_str(parent);
+        if dot && !parent.is_empty() {
+            text.push('.');
+        }
+        text.push_str(suffix);
+        let end = text.len();
+        let path = &text[start..end];
+        let hash = path_hash(path);
+        if let Some(entry) = by_path.find_mut(hash, |&(s, e, _)| text.get(s..e) == Some(path)) {
+            entry.2 = pos;
+            text.truncate(start);
+            return;
+        }
+        by_path.insert_unique(hash, (start, end, pos), |&(s, e, _)| {
+            path_hash(text.get(s..e).unwrap_or_default())
+        });
     }
 
     /// Whether `path` itself was written in a file (a field of a list item written in a short
     /// form, such as `ports: [8080]`, counts as written with its item).
     pub fn is_recorded(&self, path: &str) -> bool {
-        self.by_path.contains_key(path)
-            || path.rsplit_once('.').is_some_and(|(parent, _)| {
-                parent.ends_with(']') && self.by_path.contains_key(parent)
-            })
+        self.get(path).is_some()
+            || path
+                .rsplit_once('.')
+                .is_some_and(|(parent, _)| parent.ends_with(']') && self.get(parent).is_some())
     }
 
     /// The position of `path`, or of its nearest recorded parent.
     pub fn find(&self, path: &str) -> Option<Pos> {
         let mut p = path;
         loop {
-            if let Some(pos) = self.by_path.get(p) {
-                return Some(*pos);
+            if let Some(pos) = self.get(p) {
+                return Some(pos);
             }
             let cut = p.rfind(['.', '['])?;
             p = &p[..cut];
@@ -279,6 +323,28 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
+/// `path[i]`.
+fn index_path(path: &str, i: usize) -> String {
+    let mut digits = [0u8; 20];
+    let mut n = i;
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = std::str::from_utf8(&digits[at..]).unwrap_or("0");
+    let mut p = String::with_capacity(path.len() + digits.len() + 2);
+    p.push_str(path);
+    p.push('[');
+    p.push_str(digits);
+    p.push(']');
+    p
+}
+
 /// The closest known word, if close enough to be what the user meant.
 pub(crate) fn suggest<'k>(word: &str, known: impl IntoIterator<Item = &'k str>) -> Option<&'k str> {
     known
@@ -398,8 +464,8 @@ impl<'a> Decoder<'a> {
         );
     }
 
-    fn record(&mut self, path: String, pos: Pos) {
-        self.positions.by_path.insert(path, pos);
+    fn record(&mut self, path: &str, pos: Pos) {
+        self.positions.record(path, false, "", pos);
     }
 
     /// A mapping whose keys must all be in `known`; unknown ones are reported with a suggestion.
@@ -425,8 +491,8 @@ impl<'a> Decoder<'a> {
             if name.starts_with("x-") {
                 continue;
             }
-            let field_path = join(path, name);
             if !known.contains(&name.as_str()) {
+                let field_path = join(path, name);
                 let message = format!("unknown key `{name}`");
                 if let Some(help) = compose_key_help(name, path) {
                     self.error_help(
@@ -456,7 +522,7 @@ impl<'a> Decoder<'a> {
                 }
                 continue;
             }
-            self.record(field_path, value.pos);
+            self.positions.record(path, true, name, value.pos);
             fields.entries.push((name, key, value));
         }
         Some(fields)
@@ -469,7 +535,7 @@ impl<'a> Decoder<'a> {
                 .iter()
                 .filter_map(|(k, v)| match k.value.scalar_text() {
                     Some(name) => {
-                        self.record(join(path, &name), k.pos);
+                        self.positions.record(path, true, &name, k.pos);
                         Some((name, k, v))
                     }
                     None => {
@@ -609,9 +675,9 @@ impl<'a> Decoder<'a> {
             .iter()
             .enumerate()
             .filter_map(|(i, n)| {
-                let p = format!("{path}[{i}]");
+                let p = index_path(path, i);
                 let template = self.template(n, &p);
-                self.record(p, n.pos);
+                self.record(&p, n.pos);
                 template
             })
             .collect()
@@ -622,7 +688,7 @@ impl<'a> Decoder<'a> {
         items
             .iter()
             .enumerate()
-            .filter_map(|(i, n)| self.text(n, &format!("{path}[{i}]")))
+            .filter_map(|(i, n)| self.text(n, &index_path(path, i)))
             .collect()
     }
 
@@ -1285,8 +1351,8 @@ impl<'a> Decoder<'a> {
         if let Some(n) = f.get("dependencies") {
             let dp = p("dependencies");
             for (i, item) in self.items(n, &dp).iter().enumerate() {
-                let ip = format!("{dp}[{i}]");
-                self.record(ip.clone(), item.pos);
+                let ip = index_path(&dp, i);
+                self.record(&ip, item.pos);
                 if let Some(dep) = self.text(item, &ip) {
                     self.positions
                         .dep_origin
@@ -1419,7 +1485,7 @@ impl<'a> Decoder<'a> {
             // The compose list form: `- NAME=value`.
             Value::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    let ip = format!("{path}[{i}]");
+                    let ip = index_path(path, i);
                     let Some(t) = self.raw_string(item, &ip) else {
                         continue;
                     };
@@ -1461,8 +1527,8 @@ impl<'a> Decoder<'a> {
     fn ports(&mut self, node: &Node, path: &str) -> Vec<Port> {
         let mut ports = Vec::new();
         for (i, item) in self.items(node, path).iter().enumerate() {
-            let ip = format!("{path}[{i}]");
-            self.record(ip.clone(), item.pos);
+            let ip = index_path(path, i);
+            self.record(&ip, item.pos);
             let port = match &item.value {
                 Value::Int(_) => self.port_number(item, &ip).map(|port| Port {
                     name: None,
@@ -1564,8 +1630,8 @@ impl<'a> Decoder<'a> {
         ];
         if let Value::Seq(items) = &node.value {
             for (i, item) in items.iter().enumerate() {
-                let ip = format!("{path}[{i}]");
-                self.record(ip.clone(), item.pos);
+                let ip = index_path(path, i);
+                self.record(&ip, item.pos);
                 if let Some(dep) = self.text(item, &ip) {
                     self.positions
                         .dep_origin
