@@ -1903,3 +1903,31 @@ pub(crate) fn read_capped(path: &Path) -> Result<String, String> {
     }
     String::from_utf8(buf).map_err(|e| format!("not UTF-8 text: {e}"))
 }
+
+#[cfg(test)]
+mod positions_tests {
+    use super::*;
+
+    #[test]
+    fn positions_keep_paths_in_one_string_and_answer_with_the_nearest_parent() {
+        let mut p = Positions::with_capacity(4);
+        let at = |line| Pos {
+            line,
+            column: 1,
+            ..Pos::default()
+        };
+        p.record("services", true, "api", at(1));
+        p.record("", true, "services", at(2));
+        p.record("services.api.ports[0]", false, "", at(3));
+        // Recorded again: the later position wins.
+        p.record("services.api", false, "", at(4));
+        let line = |path: &str| p.find(path).map(|pos| pos.line);
+        assert_eq!(line("services.api"), Some(4));
+        assert_eq!(line("services"), Some(2));
+        assert_eq!(line("services.api.ports[0].port"), Some(3));
+        assert_eq!(line("services.api.env.X"), Some(4));
+        assert_eq!(line("other"), None);
+        assert!(p.is_recorded("services.api.ports[0].port"));
+        assert!(!p.is_recorded("services.api.env"));
+    }
+}

@@ -834,4 +834,34 @@ mod tests {
         let (_, message) = parse("a: &a [*a]\n", 0, LIMITS).unwrap_err();
         assert!(message.contains("alias"), "{message}");
     }
+
+    /// `<<: *alias` copies the anchor's entries when the mapping closes: only the keys it does
+    /// not set, with the positions where the anchor wrote them, from the definition the alias
+    /// named (an anchor name defined again later is another anchor).
+    #[test]
+    fn alias_merges_take_the_anchor_named_and_keep_its_positions() {
+        let text = "a: &d {x: 1, y: 2}\nb:\n  <<: *d\n  y: 3\nc: &d {x: 9}\ne:\n  <<: *d\n";
+        let node = parse(text, 0, LIMITS).unwrap();
+        let top = map(&node);
+        let b: Vec<(String, Value, u32)> = map(top[1].1)
+            .into_iter()
+            .map(|(k, v)| (k, v.value.clone(), v.pos.line))
+            .collect();
+        assert_eq!(
+            b,
+            vec![
+                ("y".into(), Value::Int(3), 4),
+                ("x".into(), Value::Int(1), 1)
+            ]
+        );
+        let e: Vec<(String, Value)> = map(top[3].1)
+            .into_iter()
+            .map(|(k, v)| (k, v.value.clone()))
+            .collect();
+        assert_eq!(e, vec![("x".into(), Value::Int(9))]);
+        // A merge of something that is not a mapping is refused where the alias is.
+        let (pos, message) = parse("a: &s text\nb:\n  <<: *s\n", 0, LIMITS).unwrap_err();
+        assert!(message.contains("`<<` merge"), "{message}");
+        assert_eq!(pos.map(|p| (p.line, p.column)), Some((3, 7)));
+    }
 }
