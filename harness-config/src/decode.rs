@@ -108,13 +108,17 @@ const SIGNALS: &[&str] = &[
 ///
 /// A field path is recorded for every field decoded (37,000 in a 1,000-service file), so the
 /// paths are kept one after another in one string, and the table holds their ranges: no
-/// allocation per path.
+/// allocation per path. (A table of std and rustc-hash only: a new dependency would change the
+/// symbol names that `harness/harnessd.order` lists, ADR 0041.)
 #[derive(Default, Debug)]
 pub(crate) struct Positions {
     /// Every recorded path, one after another.
     text: String,
-    /// (start, end) of a path in `text`, and its position.
-    by_path: hashbrown::HashTable<(usize, usize, Pos)>,
+    /// (start, end) of a path in `text`, its position, and the next entry whose path has the
+    /// same hash.
+    entries: Vec<(usize, usize, Pos, Option<usize>)>,
+    /// A path's hash → its first entry.
+    by_hash: rustc_hash::FxHashMap<u64, usize>,
     /// (service, dependency) → the field that created the dependency.
     pub dep_origin: HashMap<(String, String), String>,
     /// Every service reference with the field it is in.
@@ -129,44 +133,69 @@ fn path_hash(path: &str) -> u64 {
 impl Positions {
     /// Room for about `n` recorded paths.
     pub fn with_capacity(n: usize) -> Self {
+        let mut by_hash = rustc_hash::FxHashMap::default();
+        by_hash.reserve(n);
         Positions {
             // Paths of a services file average about 30 bytes.
             text: String::with_capacity(n.saturating_mul(32)),
-            by_path: hashbrown::HashTable::with_capacity(n),
+            entries: Vec::with_capacity(n),
+            by_hash,
             ..Positions::default()
         }
     }
 
+    /// The entry of `path`, whose hash is `hash`.
+    fn entry(&self, hash: u64, path: &str) -> Option<usize> {
+        let mut at = self.by_hash.get(&hash).copied();
+        while let Some(i) = at {
+            let (start, end, _, next) = self.entries.get(i)?;
+            if self.text.get(*start..*end) == Some(path) {
+                return Some(i);
+            }
+            at = *next;
+        }
+        None
+    }
+
     fn get(&self, path: &str) -> Option<Pos> {
-        self.by_path
-            .find(path_hash(path), |&(s, e, _)| {
-                self.text.get(s..e) == Some(path)
-            })
-            .map(|&(_, _, pos)| pos)
+        let i = self.entry(path_hash(path), path)?;
+        self.entries.get(i).map(|e| e.2)
     }
 
     /// Records `parent.key` (`key` alone when `parent` is empty), or `parent` + `suffix` when
     /// `dot` is false, without building the path as a string of its own. A later record of the
     /// same path wins.
     pub fn record(&mut self, parent: &str, dot: bool, suffix: &str, pos: Pos) {
-        let Positions { text, by_path, .. } = self;
-        let start = text.len();
-        text.push_str(parent);
+        let start = self.text.len();
+        self.text.push_str(parent);
         if dot && !parent.is_empty() {
-            text.push('.');
+            self.text.push('.');
         }
-        text.push_str(suffix);
-        let end = text.len();
-        let path = &text[start..end];
-        let hash = path_hash(path);
-        if let Some(entry) = by_path.find_mut(hash, |&(s, e, _)| text.get(s..e) == Some(path)) {
-            entry.2 = pos;
-            text.truncate(start);
-            return;
+        self.text.push_str(suffix);
+        let hash = path_hash(&self.text[start..]);
+        self.insert(start, hash, pos);
+    }
+
+    /// Adds the path `text[start..]`, whose hash is `hash`, or sets its position if it is there.
+    fn insert(&mut self, start: usize, hash: u64, pos: Pos) {
+        let end = self.text.len();
+        let path = &self.text[start..end];
+        let mut at = self.by_hash.get(&hash).copied();
+        while let Some(i) = at {
+            let Some((s, e, _, next)) = self.entries.get(i) else {
+                break;
+            };
+            if self.text.get(*s..*e) == Some(path) {
+                if let Some(entry) = self.entries.get_mut(i) {
+                    entry.2 = pos;
+                }
+                self.text.truncate(start);
+                return;
+            }
+            at = *next;
         }
-        by_path.insert_unique(hash, (start, end, pos), |&(s, e, _)| {
-            path_hash(text.get(s..e).unwrap_or_default())
-        });
+        let first = self.by_hash.insert(hash, self.entries.len());
+        self.entries.push((start, end, pos, first));
     }
 
     /// Whether `path` itself was written in a file (a field of a list item written in a short
@@ -1929,5 +1958,31 @@ mod positions_tests {
         assert_eq!(line("other"), None);
         assert!(p.is_recorded("services.api.ports[0].port"));
         assert!(!p.is_recorded("services.api.env"));
+    }
+
+    /// Paths whose hashes are equal are told apart by their text.
+    #[test]
+    fn positions_with_the_same_hash_are_kept_apart() {
+        let mut p = Positions::default();
+        let at = |line| Pos {
+            line,
+            ..Pos::default()
+        };
+        for (path, line) in [("a.x", 1), ("b.y", 2), ("a.x", 3), ("c", 4)] {
+            let start = p.text.len();
+            p.text.push_str(path);
+            p.insert(start, 7, at(line));
+        }
+        let line = |path: &str| {
+            p.entry(7, path)
+                .and_then(|i| p.entries.get(i))
+                .map(|e| e.2.line)
+        };
+        assert_eq!(
+            (line("a.x"), line("b.y"), line("c")),
+            (Some(3), Some(2), Some(4))
+        );
+        assert_eq!(line("d"), None);
+        assert_eq!(p.text, "a.xb.yc");
     }
 }
