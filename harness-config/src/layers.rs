@@ -43,25 +43,38 @@ const INDEX_FROM: usize = 16;
 pub(crate) fn merge(base: &mut Node, over: Node, key: &str) {
     match (&mut base.value, over.value) {
         (Value::Map(entries), Value::Map(more)) => {
-            // Index the base's keys once when there are many: a services map may hold thousands.
-            let mut index: Option<rustc_hash::FxHashMap<String, usize>> =
-                (entries.len() >= INDEX_FROM).then(|| {
-                    entries
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, (k, _))| Some((key_text(k)?, i)))
-                        .collect()
-                });
+            // Override files mostly list keys in the base's order: the entry after the last one
+            // matched is tried first. Else a small mapping is scanned, and a large one (a
+            // services map may hold thousands) indexed once.
+            let mut index: Option<rustc_hash::FxHashMap<String, usize>> = None;
+            let mut next = 0;
             for (k, v) in more {
-                let name = k.value.key_str().unwrap_or_default().into_owned();
-                let found = match &index {
-                    Some(index) => index.get(&name).copied(),
-                    None => entries.iter().position(|(bk, _)| key_is(bk, &name)),
+                let name = k.value.key_str();
+                let name = name.as_deref().unwrap_or_default();
+                let found = if entries.get(next).is_some_and(|(bk, _)| key_is(bk, name)) {
+                    Some(next)
+                } else if entries.len() < INDEX_FROM {
+                    entries.iter().position(|(bk, _)| key_is(bk, name))
+                } else {
+                    index
+                        .get_or_insert_with(|| {
+                            entries
+                                .iter()
+                                .enumerate()
+                                .filter_map(|(i, (k, _))| Some((key_text(k)?, i)))
+                                .collect()
+                        })
+                        .get(name)
+                        .copied()
                 };
-                match found.and_then(|i| entries.get_mut(i)) {
-                    Some((base_key, existing)) => {
+                match found {
+                    Some(i) => {
+                        next = i + 1;
+                        let Some((base_key, existing)) = entries.get_mut(i) else {
+                            continue;
+                        };
                         let over_pos = v.pos;
-                        merge(existing, v, &name);
+                        merge(existing, v, name);
                         // A replaced value is the override file's, key included.
                         if existing.pos == over_pos {
                             *base_key = k;
@@ -69,7 +82,7 @@ pub(crate) fn merge(base: &mut Node, over: Node, key: &str) {
                     }
                     None => {
                         if let Some(index) = &mut index {
-                            index.insert(name, entries.len());
+                            index.insert(name.to_owned(), entries.len());
                         }
                         entries.push((k, v));
                     }
@@ -512,7 +525,9 @@ fn free_port() -> Result<u16, String> {
 
 fn rewrite_strings(node: &mut Node, own: &str, index: Option<u32>, counts: &BTreeMap<String, u32>) {
     match &mut node.value {
-        Value::Str(s) if s.contains("${") => {
+        // Only references to replicated services and `.endpoints` change (without replicas,
+        // most strings with `${` need no look).
+        Value::Str(s) if s.contains("${") && (!counts.is_empty() || s.contains(".endpoints")) => {
             if let Some(new) = rewrite_refs(s, own, index, counts) {
                 *s = new;
             }
