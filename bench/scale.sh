@@ -37,7 +37,7 @@ BIN=${HARNESS_BIN:-${CARGO_TARGET_DIR:-target}/release/harness}
 [ -x "$BIN" ] || { echo "build first: cargo build --release -p harness (or set HARNESS_BIN)" >&2; exit 2; }
 BIN=$(realpath "$BIN")
 
-work=$(mktemp -d /tmp/harness-bench-scale.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/harness-bench-scale.XXXXXX")
 export HARNESS_HOME="$work/home" XDG_RUNTIME_DIR="$work/run" HARNESS_KNOWN_HOSTS="${TB_SSH_KNOWN_HOSTS:-/dev/null}" NO_COLOR=1
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 tag="$$"

@@ -4,9 +4,10 @@
 //! with stdin from /dev/null and stdout/stderr appended to files: no pipe to the daemon, so a
 //! `kill -9` of the daemon never hands the service a SIGPIPE. It carries its launch id in its
 //! environment ([`LAUNCH_ID_VAR`]) and, where cgroups are usable, joins its own cgroup before
-//! `exec`: either finds it again after any crash. The daemon that started it is its parent and
-//! learns of its exit from SIGCHLD; a later daemon re-attaches by pid plus start time and learns
-//! of the exit from a pidfd (readable when the process ends).
+//! `exec`: either finds it again after any crash. It is started by a vfork-style clone that does not
+//! copy the daemon's memory ([`super::spawn`], ADR 0046). The daemon that started it is its parent
+//! and reaps its status through a pidfd (`waitid(P_PIDFD)`); a later daemon re-attaches by pid
+//! plus start time and learns of the exit from a pidfd (readable when the process ends).
 //!
 //! A service with `user:` runs as `sudo -n -u USER -- sh -c SCRIPT sh CWD PROGRAM ARGS`; SCRIPT
 //! reads the environment as an exported sh script from stdin (a pipe the daemon writes and
