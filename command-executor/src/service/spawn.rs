@@ -410,6 +410,45 @@ mod tests {
         );
     }
 
+    /// The child runs in its own session, with no signal blocked, SIGPIPE at its default (the
+    /// test harness ignores it, as the daemon does), the given environment, directory and stdout,
+    /// and its exit status comes through the pidfd.
+    #[test]
+    fn the_child_has_its_own_session_clean_signals_env_cwd_and_output() {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let script = r#"grep -E '^(SigBlk|SigIgn):' /proc/$$/status; echo "sid $(cut -d' ' -f6 /proc/$$/stat) pid $$"; pwd; echo "v=$HB_SPAWN_TEST"; exit 3"#;
+        let child = spawn(Spawn {
+            program: OsStr::new("sh"),
+            args: &["-c".into(), script.into()],
+            env: vec![("HB_SPAWN_TEST".into(), "a b'c".into())],
+            cwd: Some(Path::new("/tmp")),
+            stdio: [null(), w, null()],
+            cgroup_procs: None,
+        })
+        .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut out).unwrap();
+        let st = rustix::process::waitid(
+            rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(&child.pidfd)),
+            WaitIdOptions::EXITED,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(st.exit_status(), Some(3), "{out}");
+        let field = |name: &str| {
+            let line = out.lines().find(|l| l.starts_with(name)).unwrap();
+            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+        };
+        assert_eq!(field("SigBlk:"), 0, "{out}");
+        assert_eq!(field("SigIgn:") & (1 << (libc::SIGPIPE - 1)), 0, "{out}");
+        assert!(
+            out.contains(&format!("sid {0} pid {0}", child.pid)),
+            "{out}"
+        );
+        assert!(out.contains("\n/tmp\n"), "{out}");
+        assert!(out.contains("v=a b'c"), "{out}");
+    }
+
     /// A missing program fails at the exec step with ENOENT and leaves no child behind.
     #[test]
     fn a_missing_program_is_reported_at_exec() {
