@@ -139,7 +139,7 @@ fn a_client_connected_in_block_on_works_there_and_fails_cleanly_after() {
     })
     .join()
     .expect("thread");
-    let err = run(client.hello()).err().expect("the reader has stopped");
+    let err = run(client.hello()).expect_err("the reader has stopped");
     assert!(matches!(err, ClientError::Closed { .. }), "{err:?}");
     drop(f);
 }
