@@ -65,33 +65,94 @@ fn configured_url(home: &HarnessHome) -> anyhow::Result<Option<String>> {
 
 /// Connects to the daemon chosen by `args`, starting a local one if needed and allowed.
 pub async fn connect(args: &DaemonArgs) -> anyhow::Result<Client> {
+    let args = args.clone();
+    blocking::unblock(move || prepare(&args))
+        .await?
+        .connect()
+        .await
+}
+
+/// What [`connect`] reads from files before it opens a connection: the state directory, the
+/// daemon's URL, the token and, for the local daemon, its recorded address and credentials.
+/// [`prepare`] reads them on the calling thread (a few small files); a one-shot command calls it
+/// before it enters its executor, then [`Prepared::connect`].
+pub struct Prepared {
+    home: HarnessHome,
+    no_autostart: bool,
+    token: Option<String>,
+    target: Target,
+}
+
+enum Target {
+    /// A daemon named by `--daemon`, `HARNESS_DAEMON` or the config file.
+    Remote { url: String, opts: ConnectOptions },
+    /// The local daemon recorded in the home, or why there is none to reach.
+    Local(anyhow::Result<ConnectOptions>),
+}
+
+/// Reads what connecting as `args` asks needs (blocking file reads: call it outside an executor,
+/// or through `blocking::unblock`).
+pub fn prepare(args: &DaemonArgs) -> anyhow::Result<Prepared> {
     let home = HarnessHome::from_env()?;
     let remote = match &args.url {
         Some(url) => Some(url.clone()),
-        None => {
-            let h = home.clone();
-            blocking::unblock(move || configured_url(&h)).await?
-        }
+        None => configured_url(&home)?,
     };
     let token = token_override(args)?;
-    if let Some(url) = remote {
-        return connect_remote(&home, &url, token).await;
-    }
-    match connect_local(&home, token.as_deref()).await {
-        Ok(client) => Ok(client),
-        // A daemon answers but holds all the connections it allows: starting another cannot help.
-        Err(e) if is_busy(&e) => Err(e),
-        // A daemon answers but refuses the token (revoked, expired, wrong): nor can this.
-        Err(e) if refused_token(&e) => Err(e.context(if token.is_some() {
-            "the daemon refused the token given by --token-file/HARNESS_TOKEN (revoked, expired or wrong)"
-        } else {
-            "the daemon refused the owner's token"
+    let target = match remote {
+        Some(url) => Target::Remote {
+            opts: remote_options(&home, &url, token.clone())?,
+            url,
+        },
+        None => Target::Local(local_options(&home).map(|mut opts| {
+            if let Some(token) = &token {
+                token.clone_into(&mut opts.token);
+            }
+            opts
         })),
-        Err(e) if args.no_autostart => Err(e.context(format!(
-            "no daemon answers for {} and auto-start is off (start one with `harness daemon start`)",
-            home.root().display()
-        ))),
-        Err(_) => autostart(&home, token.as_deref()).await,
+    };
+    Ok(Prepared {
+        home,
+        no_autostart: args.no_autostart,
+        token,
+        target,
+    })
+}
+
+impl Prepared {
+    /// Connects (see [`connect`]).
+    pub async fn connect(self) -> anyhow::Result<Client> {
+        let Prepared {
+            home,
+            no_autostart,
+            token,
+            target,
+        } = self;
+        let local = match target {
+            Target::Remote { url, opts } => {
+                return Client::connect_with(&opts)
+                    .await
+                    .with_context(|| format!("cannot reach the daemon at {url}"));
+            }
+            Target::Local(Ok(opts)) => connect_local_with(&opts).await,
+            Target::Local(Err(e)) => Err(e),
+        };
+        match local {
+            Ok(client) => Ok(client),
+            // A daemon answers but holds all the connections it allows: starting another cannot help.
+            Err(e) if is_busy(&e) => Err(e),
+            // A daemon answers but refuses the token (revoked, expired, wrong): nor can this.
+            Err(e) if refused_token(&e) => Err(e.context(if token.is_some() {
+                "the daemon refused the token given by --token-file/HARNESS_TOKEN (revoked, expired or wrong)"
+            } else {
+                "the daemon refused the owner's token"
+            })),
+            Err(e) if no_autostart => Err(e.context(format!(
+                "no daemon answers for {} and auto-start is off (start one with `harness daemon start`)",
+                home.root().display()
+            ))),
+            Err(_) => autostart(&home, token.as_deref()).await,
+        }
     }
 }
 
@@ -129,38 +190,34 @@ pub fn is_busy(e: &anyhow::Error) -> bool {
     )
 }
 
-async fn connect_remote(
+/// The options for a daemon at `url`: the CA in `HARNESS_CA`, else the home's; the token given,
+/// else the home's.
+fn remote_options(
     home: &HarnessHome,
     url: &str,
     token: Option<String>,
-) -> anyhow::Result<Client> {
-    let home = home.clone();
-    let (ca, token) = blocking::unblock(move || -> anyhow::Result<(String, String)> {
-        let ca = match std::env::var_os("HARNESS_CA") {
-            Some(path) => std::fs::read_to_string(&path)
-                .with_context(|| format!("HARNESS_CA={}", Path::new(&path).display()))?,
-            None => std::fs::read_to_string(home.path(harness_protocol::home::CA_CERT))
-                .with_context(|| {
-                    format!(
-                        "no CA for the remote daemon: set HARNESS_CA to its ca.pem (not in {})",
-                        home.root().display()
-                    )
-                })?,
-        };
-        let token = match token {
-            Some(t) => t,
-            None => std::fs::read_to_string(home.path(harness_protocol::home::TOKEN))
-                .with_context(|| "no token for the remote daemon: set HARNESS_TOKEN")?,
-        };
-        Ok((ca, token.trim().to_owned()))
-    })
-    .await?;
-    let mut opts = ConnectOptions::new(url, ca, token);
+) -> anyhow::Result<ConnectOptions> {
+    let ca = match std::env::var_os("HARNESS_CA") {
+        Some(path) => std::fs::read_to_string(&path)
+            .with_context(|| format!("HARNESS_CA={}", Path::new(&path).display()))?,
+        None => std::fs::read_to_string(home.path(harness_protocol::home::CA_CERT)).with_context(
+            || {
+                format!(
+                    "no CA for the remote daemon: set HARNESS_CA to its ca.pem (not in {})",
+                    home.root().display()
+                )
+            },
+        )?,
+    };
+    let token = match token {
+        Some(t) => t,
+        None => std::fs::read_to_string(home.path(harness_protocol::home::TOKEN))
+            .with_context(|| "no token for the remote daemon: set HARNESS_TOKEN")?,
+    };
+    let mut opts = ConnectOptions::new(url, ca, token.trim().to_owned());
     opts.request_timeout = REQUEST_TIMEOUT;
     opts.user_agent = Some(USER_AGENT.to_owned());
-    Client::connect_with(&opts)
-        .await
-        .with_context(|| format!("cannot reach the daemon at {url}"))
+    Ok(opts)
 }
 
 /// How the CLI introduces itself (operations record it as their requester's `client`).
@@ -203,9 +260,13 @@ async fn connect_local(home: &HarnessHome, token: Option<&str>) -> anyhow::Resul
     if let Some(token) = token {
         token.clone_into(&mut opts.token);
     }
+    connect_local_with(&opts).await
+}
+
+async fn connect_local_with(opts: &ConnectOptions) -> anyhow::Result<Client> {
     let mut retries = [20, 100].into_iter();
     loop {
-        let e = match Client::connect_with(&opts).await {
+        let e = match Client::connect_with(opts).await {
             Ok(c) => return Ok(c),
             Err(e) => e,
         };

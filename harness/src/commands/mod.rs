@@ -135,6 +135,24 @@ pub async fn connect(ctx: &Context) -> Result<Client, Status> {
     })
 }
 
+/// [`connect`] in two steps for a one-shot command: [`prepare`] reads the files that say where and
+/// how to connect, before the command enters its executor (so no thread is started to read them),
+/// then [`connect_prepared`] connects.
+pub fn prepare(ctx: &Context) -> Result<crate::client::Prepared, Status> {
+    crate::client::prepare(&ctx.daemon).map_err(|e| {
+        crate::errln!("error: {e:#}");
+        Status::Failed
+    })
+}
+
+/// See [`prepare`].
+pub async fn connect_prepared(prepared: crate::client::Prepared) -> Result<Client, Status> {
+    prepared.connect().await.map_err(|e| {
+        crate::errln!("error: {e:#}");
+        Status::Failed
+    })
+}
+
 /// Prints a failed request's error and gives the status for it.
 pub fn request_failed(what: &str, e: harness_protocol::ClientError) -> Status {
     match &e {

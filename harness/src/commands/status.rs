@@ -8,7 +8,7 @@ use harness_protocol::method;
 use harness_protocol::wire::{StatusParams, StatusResult};
 use harness_protocol::{Client, HealthStatus, Location, ServiceEntry, ServiceState};
 
-use super::{Status, connect, load_project, request_failed};
+use super::{Status, connect_prepared, load_project, prepare, request_failed};
 use crate::output::{Context, print_json, short_duration};
 
 pub fn run(ctx: &Context, watch: bool, all: bool) -> Status {
@@ -32,8 +32,14 @@ pub fn run(ctx: &Context, watch: bool, all: bool) -> Status {
         },
         (None, false) => None,
     };
-    smol::block_on(async {
-        let client = match connect(ctx).await {
+    // One thread: the files are read before the executor starts, and the connection is read on
+    // this thread (harness_protocol::client::block_on), so no reply crosses threads.
+    let prepared = match prepare(ctx) {
+        Ok(p) => p,
+        Err(s) => return s,
+    };
+    harness_protocol::client::block_on(async {
+        let client = match connect_prepared(prepared).await {
             Ok(c) => c,
             Err(s) => return s,
         };

@@ -1,7 +1,15 @@
 //! The async client the CLI and tools use: concurrent requests correlated by id, typed registry calls,
 //! subscriptions, and [`EventStream`], which reconnects and resumes from the last seq by itself.
+//!
+//! Each connection has a reader task that routes what the server sends. It runs on smol's global
+//! executor (its own thread), unless the client was connected inside [`block_on`]: then it runs on
+//! the calling thread, which a one-shot command (`harness status`) wants: no thread is started for
+//! it and no reply crosses threads.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -98,6 +106,10 @@ pub struct ConnectOptions {
     /// `wss://HOST:PORT/v1/ws`
     pub url: String,
     pub ca_pem: String,
+    /// The server's own certificate, when it is known from the same place as the CA (the local
+    /// daemon's `server.pem`): a server presenting exactly it is accepted without checking its
+    /// chain against the CA (see [`crate::tls::client_config_pinned`]).
+    pub server_cert_pem: Option<String>,
     pub token: String,
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
@@ -127,6 +139,7 @@ impl ConnectOptions {
         ConnectOptions {
             url: url.into(),
             ca_pem: ca_pem.into(),
+            server_cert_pem: None,
             token: token.into(),
             request_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
@@ -136,11 +149,14 @@ impl ConnectOptions {
         }
     }
 
-    /// Reads the daemon's URL (`daemon.json`), CA and token from a state directory.
+    /// Reads the daemon's URL (`daemon.json`), CA, server certificate (if there) and token from a
+    /// state directory.
     pub fn from_home(home: &HarnessHome) -> Result<Self, ClientError> {
         let info = home.read_daemon_info()?;
         let (ca, token) = home.client_credentials()?;
-        Ok(ConnectOptions::new(info.url, ca, token))
+        let mut opts = ConnectOptions::new(info.url, ca, token);
+        opts.server_cert_pem = home.server_certificate();
+        Ok(opts)
     }
 }
 
@@ -280,6 +296,42 @@ impl Subscription {
     }
 }
 
+thread_local! {
+    /// The executor of the innermost [`block_on`] running on this thread.
+    static LOCAL: RefCell<Option<Rc<smol::LocalExecutor<'static>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `future` to completion on the calling thread, like `smol::block_on`; a [`Client`]
+/// connected inside it runs its reader task on this thread too (a local executor that runs while
+/// `future` waits) instead of on smol's global executor thread. For a command that makes a few
+/// calls and exits, that is one thread fewer to start and no reply handed between threads.
+///
+/// Such a client must not outlive the call: when `future` has finished, its reader no longer
+/// runs, and its pending and later calls fail with [`ClientError::Closed`].
+pub fn block_on<T>(future: impl Future<Output = T>) -> T {
+    struct Restore(Option<Rc<smol::LocalExecutor<'static>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            LOCAL.with(|l| *l.borrow_mut() = previous);
+        }
+    }
+    let executor = Rc::new(smol::LocalExecutor::new());
+    let _restore = Restore(LOCAL.with(|l| l.replace(Some(executor.clone()))));
+    // On the heap: a command's future is large, and `run` and `block_on` each move what they are
+    // given, so on the stack it would be copied twice (50 page faults more in `harness status`).
+    smol::block_on(executor.run(Box::pin(future)))
+}
+
+/// Spawns a connection's reader: on the executor of the [`block_on`] running on this thread, if
+/// any, else on smol's global executor.
+fn spawn_reader(reader: impl Future<Output = ()> + Send + 'static) -> smol::Task<()> {
+    LOCAL.with(|l| match &*l.borrow() {
+        Some(executor) => executor.spawn(reader),
+        None => smol::spawn(reader),
+    })
+}
+
 fn parse_url(url: &str) -> Result<(String, u16, String), ClientError> {
     let bad = || ClientError::InvalidUrl {
         url: url.to_string(),
@@ -319,7 +371,8 @@ impl Client {
     pub async fn connect_with(opts: &ConnectOptions) -> Result<Client, ClientError> {
         let (host, port, _) = parse_url(&opts.url)?;
         let addr = format!("{host}:{port}");
-        let tls_config = crate::tls::client_config(&opts.ca_pem)?;
+        let tls_config =
+            crate::tls::client_config_pinned(&opts.ca_pem, opts.server_cert_pem.as_deref())?;
         let connect = async {
             let tcp = async_net::TcpStream::connect((host.as_str(), port))
                 .await
@@ -352,7 +405,10 @@ impl Client {
             if let Some(agent) = opts.user_agent.as_deref().and_then(|a| a.parse().ok()) {
                 request.headers_mut().insert("user-agent", agent);
             }
+            // A 16 KiB read buffer (one TLS record) instead of 128 KiB: tungstenite zero-fills
+            // it up front, 32 page faults in a CLI process that reads one answer.
             let config = WebSocketConfig::default()
+                .read_buffer_size(16 * 1024)
                 .max_message_size(Some(opts.max_message_size))
                 .max_frame_size(Some(opts.max_message_size));
             async_tungstenite::client_async_with_config(request, tls, Some(config))
@@ -397,7 +453,7 @@ impl Client {
             request_timeout: opts.request_timeout,
             reader: Mutex::new(None),
         });
-        let reader = smol::spawn(read_loop(
+        let reader = spawn_reader(read_loop(
             receiver,
             Arc::downgrade(&inner),
             opts.idle_timeout,
@@ -623,6 +679,12 @@ async fn read_loop(
     inner: std::sync::Weak<Inner>,
     idle_timeout: Duration,
 ) {
+    // However the reader ends (the connection closes, or its task is dropped with the executor
+    // of a finished `block_on`), waiting calls and subscriptions learn that the connection is gone.
+    let mut closer = CloseRoutes {
+        inner: inner.clone(),
+        end: None,
+    };
     let mut tick = Timer::interval((idle_timeout / 4).max(Duration::from_millis(10)));
     let mut last_seen = Instant::now();
     let (code, reason): (Option<u16>, String) = loop {
@@ -757,30 +819,49 @@ async fn read_loop(
             Err(e) => tracing::warn!(error = %e, "undecodable message from server"),
         }
     };
-    let Some(inner) = inner.upgrade() else { return };
-    let mut routes = inner.routes();
-    routes.closed = Some((code, reason.clone()));
-    for (_, p) in routes.pending.drain() {
-        let err = ClientError::Closed {
-            code,
-            reason: reason.clone(),
+    closer.end = Some((code, reason));
+}
+
+/// Ends a connection's routes when its reader ends: see `read_loop`.
+struct CloseRoutes {
+    inner: std::sync::Weak<Inner>,
+    /// The close code and reason, once the reader has seen the end of the connection.
+    end: Option<(Option<u16>, String)>,
+}
+
+impl Drop for CloseRoutes {
+    fn drop(&mut self) {
+        let (code, reason) = self
+            .end
+            .take()
+            .unwrap_or_else(|| (None, "the connection's reader has stopped".into()));
+        let Some(inner) = self.inner.upgrade() else {
+            return;
         };
-        match p {
-            Pending::Call(r) | Pending::Subscribe { reply: r, .. } => {
-                let _ = r.try_send(Err(err));
-            }
-            Pending::Stream(tx) => {
-                let _ = tx.try_send(Err(err));
-                tx.close();
+        let mut routes = inner.routes();
+        routes.closed = Some((code, reason.clone()));
+        for (_, p) in routes.pending.drain() {
+            let err = ClientError::Closed {
+                code,
+                reason: reason.clone(),
+            };
+            match p {
+                Pending::Call(r) | Pending::Subscribe { reply: r, .. } => {
+                    let _ = r.try_send(Err(err));
+                }
+                Pending::Stream(tx) => {
+                    let _ = tx.try_send(Err(err));
+                    tx.close();
+                }
             }
         }
-    }
-    for (_, tx) in routes.subs.drain() {
-        let _ = tx.try_send(Err(ClientError::Closed {
-            code,
-            reason: reason.clone(),
-        }));
-        tx.close();
+        for (_, tx) in routes.subs.drain() {
+            let _ = tx.try_send(Err(ClientError::Closed {
+                code,
+                reason: reason.clone(),
+            }));
+            tx.close();
+        }
     }
 }
 

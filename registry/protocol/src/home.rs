@@ -173,6 +173,11 @@ impl HarnessHome {
         ))
     }
 
+    /// The local daemon's certificate (`server.pem`), if there is one: a client may pin it.
+    pub fn server_certificate(&self) -> Option<String> {
+        fs::read_to_string(self.path(SERVER_CERT)).ok()
+    }
+
     /// Records where the daemon listens (0600, atomically replaced, not synced: see
     /// [`write_runtime`]).
     pub fn write_daemon_info(&self, info: &DaemonInfo) -> Result<(), HomeError> {

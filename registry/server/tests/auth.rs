@@ -66,6 +66,84 @@ fn a_client_that_does_not_pin_our_ca_is_refused() {
     });
 }
 
+/// The local daemon's own certificate, read from the home beside the CA, is accepted as it is;
+/// any other certificate is still verified against the pinned CA.
+#[test]
+fn a_pinned_server_certificate_is_accepted_and_any_other_is_checked_against_the_ca() {
+    run(async {
+        let f = Fixture::start().await;
+        let other = tempfile::tempdir().expect("tempdir");
+        let other_creds = HarnessHome::new(other.path())
+            .ensure_credentials(&[])
+            .expect("creds");
+        assert_ne!(other_creds.server_cert_pem, f.creds.server_cert_pem);
+        let with = |ca: &str, pinned: &str| {
+            let mut opts = f.options();
+            opts.ca_pem = ca.to_owned();
+            opts.server_cert_pem = Some(pinned.to_owned());
+            opts
+        };
+        // The right certificate pinned: accepted (its chain is not checked).
+        let opts = with(&f.creds.ca_pem, &f.creds.server_cert_pem);
+        let client = Client::connect_with(&opts).await.expect("pinned");
+        client.hello().await.expect("hello");
+        let opts = with(&other_creds.ca_pem, &f.creds.server_cert_pem);
+        let client = Client::connect_with(&opts)
+            .await
+            .expect("pinned, CA not ours");
+        client.hello().await.expect("hello");
+        // Another certificate pinned: the server's is verified against the CA as without a pin.
+        let opts = with(&f.creds.ca_pem, &other_creds.server_cert_pem);
+        let client = Client::connect_with(&opts).await.expect("CA");
+        client.hello().await.expect("hello");
+        let opts = with(&other_creds.ca_pem, &other_creds.server_cert_pem);
+        let err = Client::connect_with(&opts)
+            .await
+            .err()
+            .expect("neither the pin nor the CA matches: TLS must fail");
+        assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+        // What a client reads from the home is the daemon's certificate.
+        let opts = harness_protocol::ConnectOptions::from_home(&{
+            f.home
+                .write_daemon_info(&harness_protocol::DaemonInfo {
+                    url: f.server.url(),
+                    pid: std::process::id(),
+                })
+                .expect("daemon.json");
+            f.home.clone()
+        })
+        .expect("options from the home");
+        assert_eq!(
+            opts.server_cert_pem.as_ref(),
+            Some(&f.creds.server_cert_pem)
+        );
+        let client = Client::connect_with(&opts).await.expect("from the home");
+        client.hello().await.expect("hello");
+    });
+}
+
+/// A client connected inside `harness_protocol::client::block_on` reads its connection on that
+/// thread; once the call returns its reader is gone, and a later call fails instead of hanging.
+#[test]
+fn a_client_connected_in_block_on_works_there_and_fails_cleanly_after() {
+    let f = run(Fixture::start());
+    let opts = f.options();
+    let client = std::thread::spawn(move || {
+        harness_protocol::client::block_on(async {
+            let client = Client::connect_with(&opts).await.expect("connect");
+            for _ in 0..3 {
+                client.hello().await.expect("hello");
+            }
+            client
+        })
+    })
+    .join()
+    .expect("thread");
+    let err = run(client.hello()).expect_err("the reader has stopped");
+    assert!(matches!(err, ClientError::Closed { .. }), "{err:?}");
+    drop(f);
+}
+
 #[cfg(unix)]
 #[test]
 fn secrets_are_0600_in_a_0700_dir_and_never_regenerated() {
