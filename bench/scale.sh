@@ -14,7 +14,7 @@
 #   HARNESS_TESTBED_ENV=/var/lib/harness-testbed-5/testbed.env bash bench/scale.sh
 # and a release build (cargo build --release -p harness, or HARNESS_BIN). Ansible (ansible-core)
 # is installed with pip into bench/.scratch/ansible-venv on first use (not committed); set
-# NO_ANSIBLE=1 to skip it. Writes the figures to stdout and, with RESULTS=FILE, appends them there.
+# NO_ANSIBLE=1 to skip it, NO_LOCAL=1 to skip the local part. Writes the figures to stdout and, with RESULTS=FILE, appends them there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -134,6 +134,8 @@ if [ -z "${NO_ANSIBLE:-}" ]; then
 fi
 
 # --- local -----------------------------------------------------------------------------------------
+lstart=skipped lup=0 lstatus=skipped lrss=skipped lfds=skipped lstop=skipped
+if [ -z "${NO_LOCAL:-}" ]; then
 {
     echo "name: scalelocal"
     echo "services:"
@@ -148,6 +150,7 @@ lrss=$(rss_mib "$pid")
 lfds=$(find "/proc/$pid/fd" -mindepth 1 | wc -l)
 t0=$(now); "$BIN" stop >/dev/null; t1=$(now)
 lstop=$(ms "$t0" "$t1")
+fi
 
 ratio=n/a
 [ "$ansible_ms" = skipped ] || ratio=$(awk -v a="$cold" -v b="$ansible_ms" 'BEGIN { printf "%.2f", a / b }')
