@@ -699,8 +699,9 @@ fn processes_with(uid: u32, parts: &[&str]) -> Vec<u32> {
 
 /// A start whose answer is lost after the host began the runs (ADR 0032): h3's one start
 /// operation for 20 services is frozen with SIGSTOP once it has started some of their runners
-/// (which run on by themselves, in their own sessions), then h3's sshd is killed (the connection
-/// drops) and the frozen operation with it, so its answer never comes. No service may be
+/// (which run on by themselves, in their own sessions), the sshd process relaying that session
+/// frozen with it (each runner answers for its run on the session by itself), then h3's sshd is
+/// killed (the connection drops) and the frozen operation with it, so its answer never comes. No service may be
 /// `failed` while its process may live: all are `unknown`. When h3 answers, each run that began
 /// is adopted (`running`, the same pid) and each that did not is `failed` (nothing runs); or,
 /// when a stop was asked meanwhile (pending, exit 1), every run is killed and all are `stopped`.
@@ -745,6 +746,22 @@ fn a_start_whose_answer_is_lost_is_unknown_then_adopted_or_stopped() {
                 "round {round}: the start operation never ran on h3"
             );
         };
+        // The sshd process relaying the operation's session is frozen too: each runner answers
+        // for its run on the session's stdout by itself, and those answers must not get out
+        // before the connection drops.
+        let relay: Vec<u32> = std::iter::successors(parent_of(op[0]), |&p| parent_of(p))
+            .take(4)
+            .find(|&p| {
+                std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sshd"))
+            })
+            .into_iter()
+            .collect();
+        assert!(
+            !relay.is_empty(),
+            "round {round}: no sshd above the operation"
+        );
+        let relay = Stalled(relay);
+        Stalled::signal(&relay.0, "-STOP");
         let frozen = Stalled(op);
         Stalled::signal(&frozen.0, "-STOP");
         // Let it run a millisecond at a time until it has started a runner.
@@ -796,6 +813,7 @@ fn a_start_whose_answer_is_lost_is_unknown_then_adopted_or_stopped() {
         fault.sshd_kill("h3");
         Stalled::signal(&frozen.0, "-KILL");
         drop(frozen);
+        drop(relay);
         let out = start.wait_with_output().unwrap();
         let said = String::from_utf8_lossy(&out.stdout).into_owned();
         assert_ne!(out.status.code(), Some(0), "round {round}: {said}");
