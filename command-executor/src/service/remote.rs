@@ -636,8 +636,8 @@ struct Follower {
 const ROUND: Duration = Duration::from_millis(200);
 
 /// How long a host may stay silent before it counts as unreachable: the follower's session
-/// prints a heartbeat about once a second, so this is several missed ones (a loaded host is not
-/// declared lost at the first late beat).
+/// prints a heartbeat after every round (about every [`ROUND`]), so this is many missed ones (a
+/// loaded host is not declared lost at the first late beat).
 pub const SILENCE: Duration = Duration::from_secs(5);
 
 /// What the follower knows of its host's reachability.
