@@ -12,20 +12,24 @@
 # Needs the testbed with 50 scale hosts, e.g.
 #   HARNESS_TESTBED_INSTANCE=5 HARNESS_TESTBED_HOSTS=50 bash tests/testbed/up.sh
 #   HARNESS_TESTBED_ENV=/var/lib/harness-testbed-5/testbed.env bash bench/scale.sh
-# and a release build (cargo build --release -p harness, or HARNESS_BIN). Ansible (ansible-core)
+# and a release build (cargo build --release -p harness, or HARNESS_BIN). LOCAL_ONLY=1 runs only the
+# local part (no testbed needed), with the daemon's CPU (user+sys from /proc/PID/stat) over the start
+# and over IDLE_S seconds (default 5) idle with all running; LOCAL_ONLY=1 RUNS=N repeats it N times
+# on a fresh daemon each time. Ansible (ansible-core)
 # is installed with pip into bench/.scratch/ansible-venv on first use (not committed); set
 # NO_ANSIBLE=1 to skip it, NO_LOCAL=1 to skip the local part. Writes the figures to stdout and, with RESULTS=FILE, appends them there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+LOCAL_ONLY=${LOCAL_ONLY:-}
 ENV_FILE=${HARNESS_TESTBED_ENV:-/var/lib/harness-testbed/testbed.env}
 # shellcheck disable=SC1090
-. "$ENV_FILE"
+[ -n "$LOCAL_ONLY" ] || . "$ENV_FILE"
 HOSTS=${HOSTS:-50}
 PER_HOST=${PER_HOST:-10}
 LOCAL=${LOCAL:-2500}
 read -r -a scale <<<"${TB_SCALE_HOSTS:-}"
-[ "${#scale[@]}" -ge "$HOSTS" ] || {
+[ -n "$LOCAL_ONLY" ] || [ "${#scale[@]}" -ge "$HOSTS" ] || {
     echo "the testbed has ${#scale[@]} scale hosts, $HOSTS needed: HARNESS_TESTBED_HOSTS=$HOSTS bash tests/testbed/up.sh" >&2
     exit 2
 }
@@ -33,8 +37,8 @@ BIN=${HARNESS_BIN:-${CARGO_TARGET_DIR:-target}/release/harness}
 [ -x "$BIN" ] || { echo "build first: cargo build --release -p harness (or set HARNESS_BIN)" >&2; exit 2; }
 BIN=$(realpath "$BIN")
 
-work=$(mktemp -d /tmp/harness-bench-scale.XXXXXX)
-export HARNESS_HOME="$work/home" XDG_RUNTIME_DIR="$work/run" HARNESS_KNOWN_HOSTS="$TB_SSH_KNOWN_HOSTS" NO_COLOR=1
+work=$(mktemp -d "${TMPDIR:-/tmp}/harness-bench-scale.XXXXXX")
+export HARNESS_HOME="$work/home" XDG_RUNTIME_DIR="$work/run" HARNESS_KNOWN_HOSTS="${TB_SSH_KNOWN_HOSTS:-/dev/null}" NO_COLOR=1
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 tag="$$"
 cleanup() {
@@ -64,10 +68,44 @@ status_ms() { # median wall time of 20 `harness status -o json` calls
 }
 daemon_pid() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$HARNESS_HOME/daemon.json"; }
 rss_mib() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+cpu_ms() { # user+sys CPU of pid, ms (fields 14 and 15 of /proc/PID/stat, clock ticks)
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%d", ($12 + $13) * 1000 / hz }' "/proc/$1/stat"
+}
+load1() { cut -d' ' -f1 /proc/loadavg; }
 running() { "$BIN" status -o json | python3 -c 'import json,sys; print(sum(1 for s in json.load(sys.stdin) if s["state"]["kind"] == "running"))'; }
 
-# --- remote --------------------------------------------------------------------------------------
 mkdir -p "$work/remote" "$work/local"
+if [ -n "$LOCAL_ONLY" ]; then
+    {
+        echo "name: scalelocal"
+        echo "services:"
+        for i in $(seq 1 "$LOCAL"); do echo "  l$i: {command: [sleep, '100088.$tag']}"; done
+    } >"$work/local/services.yaml"
+    cd "$work/local"
+    echo "local only: $LOCAL services, $BIN, $(git -C "$root" rev-parse --short HEAD), $(nproc) cores"
+    echo "| run | load before | start until all running | running | daemon CPU during start (user+sys) | status (median of 20) | daemon CPU idle, ${IDLE_S:-5} s | RSS / fds | stop all |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    for run in $(seq 1 "${RUNS:-1}"); do
+        export HARNESS_HOME="$work/home$run" XDG_RUNTIME_DIR="$work/run$run"
+        mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+        "$BIN" daemon start >/dev/null
+        pid=$(daemon_pid)
+        l0=$(load1); c0=$(cpu_ms "$pid")
+        t0=$(now); "$BIN" start >"$work/local-start.log" 2>&1 || { tail -20 "$work/local-start.log"; exit 1; }; t1=$(now)
+        c1=$(cpu_ms "$pid")
+        lup=$(running)
+        lstatus=$(status_ms)
+        i0=$(cpu_ms "$pid"); sleep "${IDLE_S:-5}"; i1=$(cpu_ms "$pid")
+        lrss=$(rss_mib "$pid")
+        lfds=$(find "/proc/$pid/fd" -mindepth 1 | wc -l)
+        s0=$(now); "$BIN" stop >/dev/null; s1=$(now)
+        "$BIN" --no-autostart daemon stop >/dev/null 2>&1 || true
+        echo "| $run | $l0 | $(ms "$t0" "$t1") ms | $lup | $((c1 - c0)) ms | $lstatus ms | $(( (i1 - i0) / ${IDLE_S:-5} )) ms/s | $lrss MiB / $lfds | $(ms "$s0" "$s1") ms |"
+    done
+    exit 0
+fi
+
+# --- remote --------------------------------------------------------------------------------------
 {
     echo "name: scaleremote"
     echo "hosts:"

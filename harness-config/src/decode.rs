@@ -105,41 +105,114 @@ const SIGNALS: &[&str] = &[
 ];
 
 /// Where things are, for diagnostics found after decoding (cycles, unknown services...).
+///
+/// A field path is recorded for every field decoded (37,000 in a 1,000-service file), so the
+/// paths are kept one after another in one string, and the table holds their ranges: no
+/// allocation per path. (A table of std and rustc-hash only: a new dependency would change the
+/// symbol names that `harness/harnessd.order` lists, ADR 0041.)
 #[derive(Default, Debug)]
 pub(crate) struct Positions {
-    by_path: rustc_hash::FxHashMap<String, Pos>,
+    /// Every recorded path, one after another.
+    text: String,
+    /// (start, end) of a path in `text`, its position, and the next entry whose path has the
+    /// same hash.
+    entries: Vec<(usize, usize, Pos, Option<usize>)>,
+    /// A path's hash → its first entry.
+    by_hash: rustc_hash::FxHashMap<u64, usize>,
     /// (service, dependency) → the field that created the dependency.
     pub dep_origin: HashMap<(String, String), String>,
     /// Every service reference with the field it is in.
     pub refs: Vec<(String, crate::template::ServiceRef)>,
 }
 
+fn path_hash(path: &str) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(path)
+}
+
 impl Positions {
     /// Room for about `n` recorded paths.
     pub fn with_capacity(n: usize) -> Self {
-        let mut by_path = rustc_hash::FxHashMap::default();
-        by_path.reserve(n);
+        let mut by_hash = rustc_hash::FxHashMap::default();
+        by_hash.reserve(n);
         Positions {
-            by_path,
+            // Paths of a services file average about 30 bytes.
+            text: String::with_capacity(n.saturating_mul(32)),
+            entries: Vec::with_capacity(n),
+            by_hash,
             ..Positions::default()
         }
+    }
+
+    /// The entry of `path`, whose hash is `hash`.
+    fn entry(&self, hash: u64, path: &str) -> Option<usize> {
+        let mut at = self.by_hash.get(&hash).copied();
+        while let Some(i) = at {
+            let (start, end, _, next) = self.entries.get(i)?;
+            if self.text.get(*start..*end) == Some(path) {
+                return Some(i);
+            }
+            at = *next;
+        }
+        None
+    }
+
+    fn get(&self, path: &str) -> Option<Pos> {
+        let i = self.entry(path_hash(path), path)?;
+        self.entries.get(i).map(|e| e.2)
+    }
+
+    /// Records `parent.key` (`key` alone when `parent` is empty), or `parent` + `suffix` when
+    /// `dot` is false, without building the path as a string of its own. A later record of the
+    /// same path wins.
+    pub fn record(&mut self, parent: &str, dot: bool, suffix: &str, pos: Pos) {
+        let start = self.text.len();
+        self.text.push_str(parent);
+        if dot && !parent.is_empty() {
+            self.text.push('.');
+        }
+        self.text.push_str(suffix);
+        let hash = path_hash(&self.text[start..]);
+        self.insert(start, hash, pos);
+    }
+
+    /// Adds the path `text[start..]`, whose hash is `hash`, or sets its position if it is there.
+    fn insert(&mut self, start: usize, hash: u64, pos: Pos) {
+        let end = self.text.len();
+        let path = &self.text[start..end];
+        let mut at = self.by_hash.get(&hash).copied();
+        while let Some(i) = at {
+            let Some((s, e, _, next)) = self.entries.get(i) else {
+                break;
+            };
+            if self.text.get(*s..*e) == Some(path) {
+                if let Some(entry) = self.entries.get_mut(i) {
+                    entry.2 = pos;
+                }
+                self.text.truncate(start);
+                return;
+            }
+            at = *next;
+        }
+        let first = self.by_hash.insert(hash, self.entries.len());
+        self.entries.push((start, end, pos, first));
     }
 
     /// Whether `path` itself was written in a file (a field of a list item written in a short
     /// form, such as `ports: [8080]`, counts as written with its item).
     pub fn is_recorded(&self, path: &str) -> bool {
-        self.by_path.contains_key(path)
-            || path.rsplit_once('.').is_some_and(|(parent, _)| {
-                parent.ends_with(']') && self.by_path.contains_key(parent)
-            })
+        self.get(path).is_some()
+            || path
+                .rsplit_once('.')
+                .is_some_and(|(parent, _)| parent.ends_with(']') && self.get(parent).is_some())
     }
 
     /// The position of `path`, or of its nearest recorded parent.
     pub fn find(&self, path: &str) -> Option<Pos> {
         let mut p = path;
         loop {
-            if let Some(pos) = self.by_path.get(p) {
-                return Some(*pos);
+            if let Some(pos) = self.get(p) {
+                return Some(pos);
             }
             let cut = p.rfind(['.', '['])?;
             p = &p[..cut];
@@ -279,6 +352,28 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
+/// `path[i]`.
+fn index_path(path: &str, i: usize) -> String {
+    let mut digits = [0u8; 20];
+    let mut n = i;
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = std::str::from_utf8(&digits[at..]).unwrap_or("0");
+    let mut p = String::with_capacity(path.len() + digits.len() + 2);
+    p.push_str(path);
+    p.push('[');
+    p.push_str(digits);
+    p.push(']');
+    p
+}
+
 /// The closest known word, if close enough to be what the user meant.
 pub(crate) fn suggest<'k>(word: &str, known: impl IntoIterator<Item = &'k str>) -> Option<&'k str> {
     known
@@ -398,8 +493,8 @@ impl<'a> Decoder<'a> {
         );
     }
 
-    fn record(&mut self, path: String, pos: Pos) {
-        self.positions.by_path.insert(path, pos);
+    fn record(&mut self, path: &str, pos: Pos) {
+        self.positions.record(path, false, "", pos);
     }
 
     /// A mapping whose keys must all be in `known`; unknown ones are reported with a suggestion.
@@ -425,8 +520,8 @@ impl<'a> Decoder<'a> {
             if name.starts_with("x-") {
                 continue;
             }
-            let field_path = join(path, name);
             if !known.contains(&name.as_str()) {
+                let field_path = join(path, name);
                 let message = format!("unknown key `{name}`");
                 if let Some(help) = compose_key_help(name, path) {
                     self.error_help(
@@ -456,7 +551,7 @@ impl<'a> Decoder<'a> {
                 }
                 continue;
             }
-            self.record(field_path, value.pos);
+            self.positions.record(path, true, name, value.pos);
             fields.entries.push((name, key, value));
         }
         Some(fields)
@@ -469,7 +564,7 @@ impl<'a> Decoder<'a> {
                 .iter()
                 .filter_map(|(k, v)| match k.value.scalar_text() {
                     Some(name) => {
-                        self.record(join(path, &name), k.pos);
+                        self.positions.record(path, true, &name, k.pos);
                         Some((name, k, v))
                     }
                     None => {
@@ -609,9 +704,9 @@ impl<'a> Decoder<'a> {
             .iter()
             .enumerate()
             .filter_map(|(i, n)| {
-                let p = format!("{path}[{i}]");
+                let p = index_path(path, i);
                 let template = self.template(n, &p);
-                self.record(p, n.pos);
+                self.record(&p, n.pos);
                 template
             })
             .collect()
@@ -622,7 +717,7 @@ impl<'a> Decoder<'a> {
         items
             .iter()
             .enumerate()
-            .filter_map(|(i, n)| self.text(n, &format!("{path}[{i}]")))
+            .filter_map(|(i, n)| self.text(n, &index_path(path, i)))
             .collect()
     }
 
@@ -1285,8 +1380,8 @@ impl<'a> Decoder<'a> {
         if let Some(n) = f.get("dependencies") {
             let dp = p("dependencies");
             for (i, item) in self.items(n, &dp).iter().enumerate() {
-                let ip = format!("{dp}[{i}]");
-                self.record(ip.clone(), item.pos);
+                let ip = index_path(&dp, i);
+                self.record(&ip, item.pos);
                 if let Some(dep) = self.text(item, &ip) {
                     self.positions
                         .dep_origin
@@ -1419,7 +1514,7 @@ impl<'a> Decoder<'a> {
             // The compose list form: `- NAME=value`.
             Value::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    let ip = format!("{path}[{i}]");
+                    let ip = index_path(path, i);
                     let Some(t) = self.raw_string(item, &ip) else {
                         continue;
                     };
@@ -1461,8 +1556,8 @@ impl<'a> Decoder<'a> {
     fn ports(&mut self, node: &Node, path: &str) -> Vec<Port> {
         let mut ports = Vec::new();
         for (i, item) in self.items(node, path).iter().enumerate() {
-            let ip = format!("{path}[{i}]");
-            self.record(ip.clone(), item.pos);
+            let ip = index_path(path, i);
+            self.record(&ip, item.pos);
             let port = match &item.value {
                 Value::Int(_) => self.port_number(item, &ip).map(|port| Port {
                     name: None,
@@ -1564,8 +1659,8 @@ impl<'a> Decoder<'a> {
         ];
         if let Value::Seq(items) = &node.value {
             for (i, item) in items.iter().enumerate() {
-                let ip = format!("{path}[{i}]");
-                self.record(ip.clone(), item.pos);
+                let ip = index_path(path, i);
+                self.record(&ip, item.pos);
                 if let Some(dep) = self.text(item, &ip) {
                     self.positions
                         .dep_origin
@@ -1707,7 +1802,18 @@ impl<'a> Decoder<'a> {
             ("always", RestartPolicy::Always),
             ("unless-stopped", RestartPolicy::UnlessStopped),
         ];
-        if let Value::Str(_) = node.value {
+        if let Value::Str(text) = &node.value {
+            // Compose's `on-failure:N`: at most N restarts.
+            if let Some(n) = text
+                .strip_prefix("on-failure:")
+                .and_then(|n| n.trim().parse::<u32>().ok())
+            {
+                return Some(Restart {
+                    policy: RestartPolicy::OnFailure,
+                    max_restarts: Some(n),
+                    ..Restart::default()
+                });
+            }
             return self.choice(node, path, POLICIES).map(|policy| Restart {
                 policy,
                 ..Restart::default()
@@ -1836,4 +1942,58 @@ pub(crate) fn read_capped(path: &Path) -> Result<String, String> {
         ));
     }
     String::from_utf8(buf).map_err(|e| format!("not UTF-8 text: {e}"))
+}
+
+#[cfg(test)]
+mod positions_tests {
+    use super::*;
+
+    #[test]
+    fn positions_keep_paths_in_one_string_and_answer_with_the_nearest_parent() {
+        let mut p = Positions::with_capacity(4);
+        let at = |line| Pos {
+            line,
+            column: 1,
+            ..Pos::default()
+        };
+        p.record("services", true, "api", at(1));
+        p.record("", true, "services", at(2));
+        p.record("services.api.ports[0]", false, "", at(3));
+        // Recorded again: the later position wins.
+        p.record("services.api", false, "", at(4));
+        let line = |path: &str| p.find(path).map(|pos| pos.line);
+        assert_eq!(line("services.api"), Some(4));
+        assert_eq!(line("services"), Some(2));
+        assert_eq!(line("services.api.ports[0].port"), Some(3));
+        assert_eq!(line("services.api.env.X"), Some(4));
+        assert_eq!(line("other"), None);
+        assert!(p.is_recorded("services.api.ports[0].port"));
+        assert!(!p.is_recorded("services.api.env"));
+    }
+
+    /// Paths whose hashes are equal are told apart by their text.
+    #[test]
+    fn positions_with_the_same_hash_are_kept_apart() {
+        let mut p = Positions::default();
+        let at = |line| Pos {
+            line,
+            ..Pos::default()
+        };
+        for (path, line) in [("a.x", 1), ("b.y", 2), ("a.x", 3), ("c", 4)] {
+            let start = p.text.len();
+            p.text.push_str(path);
+            p.insert(start, 7, at(line));
+        }
+        let line = |path: &str| {
+            p.entry(7, path)
+                .and_then(|i| p.entries.get(i))
+                .map(|e| e.2.line)
+        };
+        assert_eq!(
+            (line("a.x"), line("b.y"), line("c")),
+            (Some(3), Some(2), Some(4))
+        );
+        assert_eq!(line("d"), None);
+        assert_eq!(p.text, "a.xb.yc");
+    }
 }

@@ -151,6 +151,14 @@ pub struct SourceDiagnostic {
 
 impl fmt::Display for SourceDiagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Without a snippet (a `.env` or `env_file` line) the place goes in the message.
+        if let (None, Some(l), Some(c)) = (
+            self.diagnostic.span,
+            self.diagnostic.line,
+            self.diagnostic.column,
+        ) {
+            write!(f, "{}:{l}:{c}: ", self.diagnostic.file.display())?;
+        }
         f.write_str(&self.diagnostic.message)?;
         if !self.diagnostic.path.is_empty() {
             write!(f, " (at {})", self.diagnostic.path)?;

@@ -43,25 +43,38 @@ const INDEX_FROM: usize = 16;
 pub(crate) fn merge(base: &mut Node, over: Node, key: &str) {
     match (&mut base.value, over.value) {
         (Value::Map(entries), Value::Map(more)) => {
-            // Index the base's keys once when there are many: a services map may hold thousands.
-            let mut index: Option<rustc_hash::FxHashMap<String, usize>> =
-                (entries.len() >= INDEX_FROM).then(|| {
-                    entries
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, (k, _))| Some((key_text(k)?, i)))
-                        .collect()
-                });
+            // Override files mostly list keys in the base's order: the entry after the last one
+            // matched is tried first. Else a small mapping is scanned, and a large one (a
+            // services map may hold thousands) indexed once.
+            let mut index: Option<rustc_hash::FxHashMap<String, usize>> = None;
+            let mut next = 0;
             for (k, v) in more {
-                let name = k.value.key_str().unwrap_or_default().into_owned();
-                let found = match &index {
-                    Some(index) => index.get(&name).copied(),
-                    None => entries.iter().position(|(bk, _)| key_is(bk, &name)),
+                let name = k.value.key_str();
+                let name = name.as_deref().unwrap_or_default();
+                let found = if entries.get(next).is_some_and(|(bk, _)| key_is(bk, name)) {
+                    Some(next)
+                } else if entries.len() < INDEX_FROM {
+                    entries.iter().position(|(bk, _)| key_is(bk, name))
+                } else {
+                    index
+                        .get_or_insert_with(|| {
+                            entries
+                                .iter()
+                                .enumerate()
+                                .filter_map(|(i, (k, _))| Some((key_text(k)?, i)))
+                                .collect()
+                        })
+                        .get(name)
+                        .copied()
                 };
-                match found.and_then(|i| entries.get_mut(i)) {
-                    Some((base_key, existing)) => {
+                match found {
+                    Some(i) => {
+                        next = i + 1;
+                        let Some((base_key, existing)) = entries.get_mut(i) else {
+                            continue;
+                        };
                         let over_pos = v.pos;
-                        merge(existing, v, &name);
+                        merge(existing, v, name);
                         // A replaced value is the override file's, key included.
                         if existing.pos == over_pos {
                             *base_key = k;
@@ -69,7 +82,7 @@ pub(crate) fn merge(base: &mut Node, over: Node, key: &str) {
                     }
                     None => {
                         if let Some(index) = &mut index {
-                            index.insert(name, entries.len());
+                            index.insert(name.to_owned(), entries.len());
                         }
                         entries.push((k, v));
                     }
@@ -221,7 +234,8 @@ pub(crate) fn expand_replicas(
     file_of: &dyn Fn(u16) -> std::path::PathBuf,
 ) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
-    let counts = replica_counts(root, overrides, &mut diags, file_of);
+    let mut counts = replica_counts(root, overrides, &mut diags, file_of);
+    short_port_ranges(root, &mut counts, &mut diags, file_of);
     let Some(services) = services_mut(root) else {
         return diags;
     };
@@ -369,6 +383,76 @@ fn expand_dependencies(node: &mut Node, counts: &BTreeMap<String, u32>) {
     }
 }
 
+/// A port range too short for the count (`"18501-18503:80"` with 5 instances) is one error, at
+/// the range: the count is then cut to the range's size, so that the instances beyond it do not
+/// add follow-on errors (`is not a port`, `web-4 declares no ports`) and the load still fails.
+fn short_port_ranges(
+    root: &Node,
+    counts: &mut BTreeMap<String, u32>,
+    diags: &mut Vec<Diagnostic>,
+    file_of: &dyn Fn(u16) -> std::path::PathBuf,
+) {
+    let Some(Value::Map(services)) = get(root, "services").map(|n| &n.value) else {
+        return;
+    };
+    for (k, service) in services {
+        let Some(name) = key_text(k) else { continue };
+        let Some(count) = counts.get_mut(&name) else {
+            continue;
+        };
+        let Some(Value::Seq(ports)) = get(service, "ports").map(|n| &n.value) else {
+            continue;
+        };
+        for port in ports {
+            let mut ranges = Vec::new();
+            port_ranges(port, &mut ranges);
+            for (low, high) in ranges {
+                let size = high.min(u32::from(u16::MAX)).saturating_sub(low) + 1;
+                if high < low || size >= *count {
+                    continue;
+                }
+                diags.push(Diagnostic::new(
+                    Severity::Error,
+                    Code::InvalidValue,
+                    &file_of(port.pos.file),
+                    Some(port.pos),
+                    format!("services.{name}.ports"),
+                    format!(
+                        "the port range {low}-{high} has no port for instance {}: its {size} \
+                         ports are fewer than the {} instances of `{name}`",
+                        size + 1,
+                        *count
+                    ),
+                ));
+                *count = size;
+            }
+        }
+    }
+}
+
+/// The `low-high` ranges written in one `ports:` entry (published and container side).
+fn port_ranges(port: &Node, out: &mut Vec<(u32, u32)>) {
+    match &port.value {
+        Value::Str(text) => {
+            for part in text.split(':') {
+                if let Some((low, high)) = part.trim().split_once('-')
+                    && let (Ok(low), Ok(high)) = (low.trim().parse(), high.trim().parse())
+                {
+                    out.push((low, high));
+                }
+            }
+        }
+        Value::Map(entries) => {
+            for (k, v) in entries {
+                if matches!(k.value.key_str().as_deref(), Some("port" | "published")) {
+                    port_ranges(v, out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Sets the ports of instance `offset` (0-based): a range gives the `offset`-th port, 0 a free one.
 fn instance_port(port: &mut Node, offset: u32) -> Result<(), String> {
     match &mut port.value {
@@ -441,7 +525,9 @@ fn free_port() -> Result<u16, String> {
 
 fn rewrite_strings(node: &mut Node, own: &str, index: Option<u32>, counts: &BTreeMap<String, u32>) {
     match &mut node.value {
-        Value::Str(s) if s.contains("${") => {
+        // Only references to replicated services and `.endpoints` change (without replicas,
+        // most strings with `${` need no look).
+        Value::Str(s) if s.contains("${") && (!counts.is_empty() || s.contains(".endpoints")) => {
             if let Some(new) = rewrite_refs(s, own, index, counts) {
                 *s = new;
             }

@@ -187,8 +187,17 @@ enum Frame {
         key: Option<Node>,
         /// The last key was `<<`: the next value is merged.
         merge_next: bool,
-        merges: Vec<Node>,
+        merges: Vec<Merge>,
     },
+}
+
+/// The value of a `<<` key.
+enum Merge {
+    /// Written in place (`<<: {a: 1}`, `<<: [*a, *b]`).
+    Node(Node),
+    /// An alias (`<<: *defaults`), used where written: its entries are copied only for the
+    /// keys the mapping does not set itself.
+    Alias(usize, Pos),
 }
 
 struct Builder {
@@ -287,7 +296,7 @@ impl Builder {
                     ..
                 }) = self.stack.pop()
                 {
-                    let entries = finish_map(entries, merges)?;
+                    let entries = finish_map(entries, merges, &self.anchors)?;
                     self.close(
                         Node {
                             value: Value::Map(entries),
@@ -324,6 +333,17 @@ impl Builder {
                             self.limits.max_alias_expansion
                         ),
                     ));
+                }
+                // A `<<: *alias` merge copies what it adds when the mapping closes.
+                if let Some(Frame::Map {
+                    merge_next: merge_next @ true,
+                    merges,
+                    ..
+                }) = self.stack.last_mut()
+                {
+                    *merge_next = false;
+                    merges.push(Merge::Alias(id, pos));
+                    return Ok(());
                 }
                 // The copy answers to where it is used; its inside to where it was written.
                 let mut node = node.clone();
@@ -374,7 +394,7 @@ impl Builder {
             }) => {
                 if *merge_next {
                     *merge_next = false;
-                    merges.push(node);
+                    merges.push(Merge::Node(node));
                 } else if let Some(k) = key.take() {
                     entries.push((k, node));
                 } else {
@@ -427,11 +447,46 @@ fn duplicate_key(k: &Node) -> ParseError {
     )
 }
 
+/// Keys seen in one mapping: a list for the usual handful, a hash set for more.
+enum Seen<'a> {
+    Few(Vec<KeyId<'a>>),
+    Many(FxHashSet<KeyId<'a>>),
+}
+
+impl<'a> Seen<'a> {
+    fn with_capacity(n: usize) -> Self {
+        if n <= 2 * SMALL_MAP {
+            Seen::Few(Vec::with_capacity(n))
+        } else {
+            Seen::Many(FxHashSet::with_capacity_and_hasher(n, Default::default()))
+        }
+    }
+
+    /// Adds `id`; false if it was there.
+    fn insert(&mut self, id: KeyId<'a>) -> bool {
+        match self {
+            Seen::Few(ids) if ids.contains(&id) => false,
+            Seen::Few(ids) if ids.len() < 2 * SMALL_MAP => {
+                ids.push(id);
+                true
+            }
+            Seen::Few(ids) => {
+                let mut set: FxHashSet<KeyId<'a>> = ids.drain(..).collect();
+                let added = set.insert(id);
+                *self = Seen::Many(set);
+                added
+            }
+            Seen::Many(set) => set.insert(id),
+        }
+    }
+}
+
 /// Refuses duplicate keys, then adds the entries of `<<` merges that no explicit key (and no
 /// earlier merge) set, after the explicit entries, as YAML's merge key says.
 fn finish_map(
     mut entries: Vec<(Node, Node)>,
-    merges: Vec<Node>,
+    merges: Vec<Merge>,
+    anchors: &HashMap<usize, (Node, usize)>,
 ) -> Result<Vec<(Node, Node)>, ParseError> {
     // Most mappings are small and merge nothing: their keys are compared pairwise, without
     // building a hash set.
@@ -447,10 +502,9 @@ fn finish_map(
         }
         return Ok(entries);
     }
-    let mut take: Vec<(usize, usize, usize)> = Vec::new();
+    let mut taken: Vec<(Node, Node)> = Vec::new();
     {
-        let mut seen: FxHashSet<KeyId<'_>> =
-            FxHashSet::with_capacity_and_hasher(entries.len(), Default::default());
+        let mut seen = Seen::with_capacity(entries.len() + 4 * merges.len());
         for (k, _) in &entries {
             if let Some(id) = key_id(&k.value)
                 && !seen.insert(id)
@@ -458,14 +512,20 @@ fn finish_map(
                 return Err(duplicate_key(k));
             }
         }
-        for (m, merge) in merges.iter().enumerate() {
-            let sources: Vec<(usize, &Vec<(Node, Node)>)> = match &merge.value {
-                Value::Map(more) => vec![(0, more)],
+        for merge in &merges {
+            let (pos, value) = match merge {
+                Merge::Node(node) => (node.pos, &node.value),
+                Merge::Alias(id, pos) => match anchors.get(id) {
+                    Some((node, _)) => (*pos, &node.value),
+                    None => return Err((Some(*pos), "an alias without its anchor".to_owned())),
+                },
+            };
+            let sources: Vec<&Vec<(Node, Node)>> = match value {
+                Value::Map(more) => vec![more],
                 Value::Seq(items) => items
                     .iter()
-                    .enumerate()
-                    .map(|(i, item)| match &item.value {
-                        Value::Map(more) => Ok((i, more)),
+                    .map(|item| match &item.value {
+                        Value::Map(more) => Ok(more),
                         other => Err((
                             Some(item.pos),
                             format!("a `<<` merge takes mappings; found {}", other.kind_name()),
@@ -474,7 +534,7 @@ fn finish_map(
                     .collect::<Result<_, _>>()?,
                 other => {
                     return Err((
-                        Some(merge.pos),
+                        Some(pos),
                         format!(
                             "a `<<` merge takes a mapping or a list of mappings; found {}",
                             other.kind_name()
@@ -482,44 +542,16 @@ fn finish_map(
                     ));
                 }
             };
-            for (i, more) in sources {
-                for (e, (k, _)) in more.iter().enumerate() {
+            for more in sources {
+                for (k, v) in more {
                     if key_id(&k.value).is_none_or(|id| seen.insert(id)) {
-                        take.push((m, i, e));
+                        taken.push((k.clone(), v.clone()));
                     }
                 }
             }
         }
     }
-    if take.is_empty() {
-        return Ok(entries);
-    }
-    // Per merge, per source mapping, its entries (taken out as they are used).
-    type Sources = Vec<Vec<Option<(Node, Node)>>>;
-    let mut merges: Vec<Sources> = merges
-        .into_iter()
-        .map(|m| match m.value {
-            Value::Map(more) => vec![more.into_iter().map(Some).collect()],
-            Value::Seq(items) => items
-                .into_iter()
-                .map(|item| match item.value {
-                    Value::Map(more) => more.into_iter().map(Some).collect(),
-                    _ => Vec::new(),
-                })
-                .collect(),
-            _ => Vec::new(),
-        })
-        .collect();
-    for (m, i, e) in take {
-        if let Some(entry) = merges
-            .get_mut(m)
-            .and_then(|s| s.get_mut(i))
-            .and_then(|s| s.get_mut(e))
-            .and_then(Option::take)
-        {
-            entries.push(entry);
-        }
-    }
+    entries.append(&mut taken);
     Ok(entries)
 }
 
@@ -801,5 +833,35 @@ mod tests {
         assert_eq!(pos.map(|p| p.line), Some(3));
         let (_, message) = parse("a: &a [*a]\n", 0, LIMITS).unwrap_err();
         assert!(message.contains("alias"), "{message}");
+    }
+
+    /// `<<: *alias` copies the anchor's entries when the mapping closes: only the keys it does
+    /// not set, with the positions where the anchor wrote them, from the definition the alias
+    /// named (an anchor name defined again later is another anchor).
+    #[test]
+    fn alias_merges_take_the_anchor_named_and_keep_its_positions() {
+        let text = "a: &d {x: 1, y: 2}\nb:\n  <<: *d\n  y: 3\nc: &d {x: 9}\ne:\n  <<: *d\n";
+        let node = parse(text, 0, LIMITS).unwrap();
+        let top = map(&node);
+        let b: Vec<(String, Value, u32)> = map(top[1].1)
+            .into_iter()
+            .map(|(k, v)| (k, v.value.clone(), v.pos.line))
+            .collect();
+        assert_eq!(
+            b,
+            vec![
+                ("y".into(), Value::Int(3), 4),
+                ("x".into(), Value::Int(1), 1)
+            ]
+        );
+        let e: Vec<(String, Value)> = map(top[3].1)
+            .into_iter()
+            .map(|(k, v)| (k, v.value.clone()))
+            .collect();
+        assert_eq!(e, vec![("x".into(), Value::Int(9))]);
+        // A merge of something that is not a mapping is refused where the alias is.
+        let (pos, message) = parse("a: &s text\nb:\n  <<: *s\n", 0, LIMITS).unwrap_err();
+        assert!(message.contains("`<<` merge"), "{message}");
+        assert_eq!(pos.map(|p| (p.line, p.column)), Some((3, 7)));
     }
 }

@@ -290,8 +290,16 @@ enum PortSpec {
 struct Port {
     /// For `${svc.ports.NAME}`.
     name: Option<String>,
-    port: u16,
-    published: Option<u16>,
+    port: PortNumber,
+    published: Option<PortNumber>,
+}
+
+/// A port number, or text that becomes one after substitution (`${API_PORT:-8080}`).
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+enum PortNumber {
+    Number(u16),
+    Text(String),
 }
 
 #[derive(JsonSchema)]
@@ -344,14 +352,14 @@ struct HealthCheck {
 #[derive(JsonSchema)]
 #[schemars(untagged)]
 enum TcpSpec {
-    Port(u16),
+    Port(PortNumber),
     Full(Tcp),
 }
 
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
 struct Tcp {
-    port: u16,
+    port: PortNumber,
     host: Option<String>,
     timeout: Option<DurationSpec>,
 }
@@ -368,6 +376,8 @@ enum DurationSpec {
 #[schemars(untagged)]
 enum RestartSpec {
     Policy(RestartPolicy),
+    /// Compose's `on-failure:N`: at most N restarts.
+    OnFailureCount(#[schemars(regex(pattern = r"^on-failure:[0-9]+$"))] String),
     Full(Restart),
 }
 
@@ -457,5 +467,27 @@ mod tests {
         assert_eq!(keys(&s, "Watch"), sorted(WATCH_KEYS));
         assert_eq!(keys(&s, "Logging"), sorted(LOGGING_KEYS));
         assert_eq!(s["additionalProperties"], serde_json::json!(false));
+    }
+
+    /// A port may be written as `${API_PORT:-8080}` (examples/services.yaml does): the schema
+    /// editors use must not flag it (it allowed only integers).
+    #[test]
+    fn ports_may_be_substituted_text() {
+        let s = json_schema();
+        let number = &s["$defs"]["PortNumber"];
+        let types: Vec<&str> = number["anyOf"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{number:#}"))
+            .iter()
+            .filter_map(|t| t["type"].as_str())
+            .collect();
+        assert!(
+            types.contains(&"string") && types.contains(&"integer"),
+            "{number:#}"
+        );
+        for (def, field) in [("Port", "port"), ("Port", "published"), ("Tcp", "port")] {
+            let text = s["$defs"][def]["properties"][field].to_string();
+            assert!(text.contains("PortNumber"), "{def}.{field}: {text}");
+        }
     }
 }

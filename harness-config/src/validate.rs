@@ -72,17 +72,20 @@ pub(crate) fn validate(
 
         // Dependencies exist (references were reported above).
         for (dep, condition) in &service.depends_on {
-            let origin = positions
-                .dep_origin
-                .get(&(name.clone(), dep.clone()))
-                .cloned()
-                .unwrap_or_else(|| sp.clone());
+            // The field that made the dependency, looked up only to report a problem.
+            let origin = || {
+                positions
+                    .dep_origin
+                    .get(&(name.clone(), dep.clone()))
+                    .cloned()
+                    .unwrap_or_else(|| sp.clone())
+            };
             let Some(target) = project.services.get(dep) else {
                 if !bad_ref_targets.contains(dep) && !broken.contains(dep) {
                     push(
                         Severity::Error,
                         Code::UnknownService,
-                        &origin,
+                        &origin(),
                         format!("`{name}` depends on unknown service `{dep}`"),
                         suggest(dep, names()).map(|s| format!("did you mean `{s}`?")),
                     );
@@ -100,7 +103,7 @@ pub(crate) fn validate(
                 push(
                     Severity::Error,
                     Code::InvalidValue,
-                    &origin,
+                    &origin(),
                     format!(
                         "`{name}` waits for `{dep}` to be healthy, but `{dep}` has no health_check"
                     ),

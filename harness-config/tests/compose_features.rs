@@ -229,6 +229,34 @@ fn replicas_expand_with_their_own_ports_and_endpoints() {
     );
 }
 
+/// `harness scale web=5` with a range of 3 ports (published and container side): one error, at
+/// the range, naming the field; none of the follow-on errors of the instances beyond it (before:
+/// `18080-18082:80` is not a port, `web-4` declares no ports, for each of them and in `client`).
+#[test]
+fn a_port_range_too_short_for_the_count_is_one_error() {
+    let options = LoadOptions {
+        replicas: BTreeMap::from([("web".to_owned(), 5)]),
+        ..LoadOptions::default()
+    };
+    for range in ["18080-18082:80", "18080-18082"] {
+        let yaml = REPLICAS.replace("18080-18089", range);
+        let loaded = load_many(&[("s.yaml", &yaml)], &options);
+        assert!(loaded.project.is_none());
+        let messages: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(loaded.errors.len(), 1, "{messages:#?}");
+        let e = &loaded.errors[0];
+        assert_eq!(e.path, "services.web.ports", "{messages:#?}");
+        assert_eq!(e.line, Some(5));
+        assert!(
+            e.message
+                .contains("the port range 18080-18082 has no port for instance 4")
+                && e.message.contains("5 instances of `web`"),
+            "{}",
+            e.message
+        );
+    }
+}
+
 #[test]
 fn project_name_option_wins() {
     let options = LoadOptions {
@@ -435,4 +463,23 @@ fn one_anchor_merged_into_many_services_loads() {
             .values()
             .all(|s| s.restart.policy == RestartPolicy::Always)
     );
+}
+
+#[test]
+fn compose_restart_on_failure_with_a_count() {
+    // Compose's `restart: on-failure[:max-retries]`; before, `on-failure:3` was an error.
+    let p = valid(
+        "services:\n  a: {command: run, restart: \"on-failure:3\"}\n  b: {command: run, restart: on-failure}\n",
+    );
+    assert_eq!(p.services["a"].restart.policy, RestartPolicy::OnFailure);
+    assert_eq!(p.services["a"].restart.max_restarts, Some(3));
+    assert_eq!(p.services["b"].restart.max_restarts, None);
+    let loaded = load_many(
+        &[(
+            "services.yaml",
+            "services:\n  a: {command: run, restart: \"on-failure:x\"}\n",
+        )],
+        &LoadOptions::default(),
+    );
+    assert_eq!(loaded.errors.len(), 1, "{:#?}", loaded.errors);
 }

@@ -144,7 +144,8 @@ pub enum Command {
         timeout: Option<std::time::Duration>,
     },
     /// Run N instances of a service (`web=3`): NAME-1..NAME-N; scaling down stops the highest
-    /// numbers first (and restarts what depends on them, so they see the new endpoints).
+    /// numbers first (and restarts what depends on them, so they see the new endpoints; at 0
+    /// they keep running with an empty `${web.endpoints}`).
     Scale {
         #[arg(required = true, value_name = "SERVICE=N")]
         targets: Vec<String>,

@@ -447,3 +447,16 @@ fn a_compose_key_says_what_to_use_instead() {
     assert!(r.stderr.contains("Compose's `environment`"), "{}", r.stderr);
     assert!(r.stderr.contains("`env:`"), "{}", r.stderr);
 }
+
+/// A bad line in `.env` or an `env_file` is reported at its file:line:col in the table output
+/// too (it had only the message: the file is not the services file, so no snippet is drawn).
+#[test]
+fn a_bad_dotenv_line_names_its_file_line_and_column() {
+    let f = Fixture::new("services:\n  a: {command: run, env_file: [extra.env]}\n");
+    std::fs::write(f.dir.path().join(".env"), "GOOD=1\nthis is garbage\n").unwrap();
+    std::fs::write(f.dir.path().join("extra.env"), "OK=1\n\nalso bad\n").unwrap();
+    let r = f.run(&["validate"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains(".env:2:1"), "{}", r.stderr);
+    assert!(r.stderr.contains("extra.env:3:1"), "{}", r.stderr);
+}

@@ -615,6 +615,34 @@ fn an_orphan_container_of_an_applied_project_is_adopted() {
         .unwrap();
     assert_eq!(entry["runtime"]["container_id"], id.as_str(), "{entry:#}");
     assert_eq!(findings(&drift(&env)), Vec::<Value>::new());
+    // A container labelled with a service the project does not define: the evidence names the
+    // project (it said "project {p}" before).
+    let ghost = tb
+        .docker_ok(
+            Engine::Local,
+            [
+                "run",
+                "-d",
+                "--label",
+                "harness.project=driftc",
+                "--label",
+                "harness.service=ghost",
+                &tb.image,
+                "sleep",
+                "1000",
+            ],
+        )
+        .trim()
+        .to_owned();
+    let d = drift(&env);
+    let list = findings(&d);
+    let f = find(&list, "orphaned", "ghost").unwrap_or_else(|| panic!("{d:#}"));
+    let evidence = f["evidence"].to_string();
+    tb.docker_ok(Engine::Local, ["rm", "-f", &ghost]);
+    assert!(
+        evidence.contains("project driftc does not define it") && !evidence.contains("{p}"),
+        "{f:#}"
+    );
     env.run(&["stop", "box"]).ok();
     assert_eq!(
         tb.docker_ok(

@@ -285,6 +285,23 @@ services:
         ["inspect", "-f", "{{.Id}}", "harness.secrets.box"],
     );
     assert_eq!(docker_id.trim(), id, "{boxed}");
+    // An idempotent `start` (the container unchanged) keeps the id in `location.id`; it
+    // cleared it before.
+    env.run(&["start"]).ok();
+    let status: Value =
+        serde_json::from_str(&env.run(&["status", "-o", "json"]).ok().stdout).unwrap();
+    let again = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "box")
+        .expect("box in status")
+        .clone();
+    assert_eq!(
+        again["location"]["id"].as_str(),
+        Some(id.as_str()),
+        "after a second start: {again}"
+    );
     let ps_local = Command::new("ps").args(["-eo", "args"]).output().unwrap();
     let ps_h1 = tb.sh_ok("h1", "ps -eo args");
     env.run(&["stop"]).ok();
@@ -351,4 +368,43 @@ fn stop_kills_a_double_forked_setsid_descendant_where_cgroups_are_usable() {
         wait_for(Duration::from_secs(5), || sleepers("86422").is_empty()),
         "the setsid'd descendant {escaped} survived stop"
     );
+}
+
+/// A relative bind mount (`./data:/data`) of a container on the local engine is the folder
+/// beside services.yaml, as in Compose, also when the daemon was started from another folder
+/// (before, the docker CLI resolved it against the daemon's working directory).
+#[test]
+fn a_relative_volume_is_beside_the_services_file_not_the_daemon() {
+    let tb = Testbed::get();
+    let yaml = format!(
+        r#"name: relvol
+services:
+  box:
+    type: docker
+    image: "{image}"
+    volumes: ["./data:/data:ro"]
+    command: [sh, -c, "cat /data/marker.txt; exec sleep 1000"]
+"#,
+        image = tb.image,
+    );
+    let env = Env::new(&yaml);
+    std::fs::create_dir(env.dir.path().join("data")).unwrap();
+    std::fs::write(env.dir.path().join("data/marker.txt"), "beside-the-file\n").unwrap();
+    // The daemon starts elsewhere: its working directory is not the project's.
+    let out = env
+        .cmd(&["daemon", "start"])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    env.run(&["start"]).ok();
+    assert!(
+        wait_for(Duration::from_secs(10), || env
+            .run(&["logs", "box"])
+            .stdout
+            .contains("beside-the-file")),
+        "the container did not see ./data: {}",
+        env.run(&["logs", "box"]).stdout
+    );
+    env.run(&["stop"]).ok();
 }

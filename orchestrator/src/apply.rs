@@ -214,13 +214,32 @@ pub(crate) async fn ensure_entry(
         message: e.to_string(),
     })?;
     let eps = endpoints(project, name);
-    let loc = project
+    let mut loc = project
         .services
         .get(name)
         .and_then(|s| Placement::of(s).ok())
         .map(|p| crate::addresses::location(project, name, &p))
         .unwrap_or(Location::Local);
-    match inner.store.get(&k).await? {
+    let entry = inner.store.get(&k).await?;
+    // The file does not know the container's id: keep the one recorded for the same container.
+    if let (
+        Location::Container { engine, id, name },
+        Some(ServiceEntry {
+            location:
+                Location::Container {
+                    engine: was_engine,
+                    id: was_id,
+                    name: was_name,
+                },
+            ..
+        }),
+    ) = (&mut loc, &entry)
+        && engine == was_engine
+        && name == was_name
+    {
+        id.clone_from(was_id);
+    }
+    match entry {
         None => {
             let mut e = ServiceEntry::new(k, loc);
             e.endpoints = eps;
@@ -1030,16 +1049,8 @@ fn selection(project: &Project, names: &[String]) -> Result<BTreeSet<String>> {
         return Ok(project.services.keys().cloned().collect());
     }
     let mut out = BTreeSet::new();
-    let mut todo: Vec<String> = Vec::new();
-    for n in names {
-        if !project.services.contains_key(n) {
-            return Err(Error::UnknownService {
-                project: project.name.clone(),
-                service: n.clone(),
-            });
-        }
-        todo.push(n.clone());
-    }
+    let mut todo: Vec<String> =
+        crate::names::expand(&project.name, project.services.keys(), names)?;
     while let Some(n) = todo.pop() {
         if out.insert(n.clone())
             && let Some(s) = project.services.get(&n)
@@ -1535,15 +1546,7 @@ pub(crate) async fn stop(
     if opts.services.is_empty() {
         targets = all.clone();
     } else {
-        for s in &opts.services {
-            if !all.contains(s) {
-                return Err(Error::UnknownService {
-                    project: project.to_owned(),
-                    service: s.clone(),
-                });
-            }
-            targets.insert(s.clone());
-        }
+        targets.extend(crate::names::expand(project, &all, &opts.services)?);
         // Running services that depend on a target, directly or not.
         loop {
             let mut added = false;
@@ -1682,15 +1685,7 @@ pub(crate) async fn restart(
     let names: Vec<String> = if services.is_empty() {
         def.services.keys().cloned().collect()
     } else {
-        for s in services {
-            if !def.services.contains_key(s) {
-                return Err(Error::UnknownService {
-                    project: project.to_owned(),
-                    service: s.clone(),
-                });
-            }
-        }
-        services.to_vec()
+        crate::names::expand(project, def.services.keys(), services)?
     };
     // Record first, then act: the definition the restart starts again is written (and the
     // disk shown to take it) before anything is stopped.
@@ -1747,15 +1742,7 @@ fn pick(project: &str, all: &BTreeSet<String>, services: &[String]) -> Result<Ve
     if services.is_empty() {
         return Ok(all.iter().cloned().collect());
     }
-    for s in services {
-        if !all.contains(s) {
-            return Err(Error::UnknownService {
-                project: project.to_owned(),
-                service: s.clone(),
-            });
-        }
-    }
-    Ok(services.to_vec())
+    crate::names::expand(project, all, services)
 }
 
 async fn service_names(inner: &Inner, project: &str) -> Result<BTreeSet<String>> {
@@ -1826,6 +1813,14 @@ pub(crate) async fn exec(
             .ok_or_else(|| Error::UnknownProject {
                 project: project.to_owned(),
             })?;
+    // A replicated service's name means its first instance (as Compose's `exec --index 1`).
+    let first;
+    let service = if def.services.contains_key(service) {
+        service
+    } else {
+        first = crate::names::instances(service, def.services.keys());
+        first.first().map_or(service, String::as_str)
+    };
     let spec = Resolved::new(&def, service, base.as_deref()).map_err(|message| {
         if def.services.contains_key(service) {
             Error::Service {

@@ -475,9 +475,9 @@ impl Ctx<'_> {
             None if self.scan.known.contains_key(p) => format!(
                 "registry: no entry for {p}/{s}{}",
                 if self.in_definition(p, s) {
-                    " (the project defines it)"
+                    " (the project defines it)".to_owned()
                 } else {
-                    " and project {p} does not define it"
+                    format!(" and project {p} does not define it")
                 }
             ),
             None => format!("registry: no project {p} (no entry, no definition)"),

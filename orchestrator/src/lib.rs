@@ -51,6 +51,7 @@ mod health;
 pub mod hosts;
 mod launches;
 mod logs;
+mod names;
 pub mod network;
 pub mod operations;
 mod readiness;
@@ -426,13 +427,7 @@ impl Orchestrator {
             });
         }
         if !services.is_empty() {
-            if let Some(s) = services.iter().find(|s| !names.contains(s)) {
-                return Err(Error::UnknownService {
-                    project: project.to_owned(),
-                    service: s.clone(),
-                });
-            }
-            names = services.to_vec();
+            names = crate::names::expand(project, &names, services)?;
         }
         for n in &names {
             let dir = inner.service_dir(project, n);
@@ -506,9 +501,12 @@ impl Orchestrator {
     }
 
     /// Ends the orchestrator: with `stop_services` every service of every project is stopped
-    /// first; without, they keep running for the next daemon to re-attach.
+    /// first; without, they keep running for the next daemon to re-attach. Once shut down, a
+    /// second call does nothing (`daemon.stop --stop-services` shuts down before the daemon does).
     pub async fn shutdown(&self, stop_services: bool) -> Result<()> {
-        let inner = self.inner()?;
+        let Ok(inner) = self.inner() else {
+            return Ok(());
+        };
         for name in self.projects() {
             inner.cancel(&name);
         }

@@ -9,8 +9,12 @@
 //! restart the pump resumes from `offsets`; when a process ends, the pump drains to the end
 //! before the exit is recorded, so the last lines always come first.
 //!
-//! Reading polls, adaptively (5 ms while output flows, backing off to 200 ms when quiet): the
-//! smol family has no inotify, and exits do not depend on it (see `runtime`).
+//! Reading polls every 5 ms while output flows. A quiet pump sleeps until inotify reports a
+//! write to `stdout`/`stderr` (one watch per service directory, [`wake`]), with a safety poll
+//! every 2 s; where inotify is not usable it polls, backing off to 200 ms. Exits do not depend on
+//! it (see `runtime`).
+
+mod wake;
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -37,6 +41,10 @@ const RING_LINES: usize = 2_000;
 /// A follower this far behind is cut off rather than buffering without bound.
 const MAX_FOLLOWER_BACKLOG: usize = 200_000;
 const READ_CHUNK: usize = 1 << 20;
+/// Longest sleep of a quiet pump whose directory has an inotify watch: a safety net only.
+const IDLE_WATCHED: Duration = Duration::from_secs(2);
+/// Longest sleep of a quiet pump that polls (no inotify).
+const IDLE_POLLED: Duration = Duration::from_millis(200);
 const PUNCH_EVERY: u64 = 1 << 20;
 /// Space kept allocated past the end of the raw files of a service that writes
 /// (`fallocate(KEEP_SIZE)`, renewed as the pump copies; released when the run ends), so that
@@ -303,7 +311,16 @@ impl LogHub {
 
     async fn run_pump(self: Arc<Self>, finish: Arc<Finish>) {
         let dir = self.dir.clone();
-        let (start, gap) = blocking::unblock(move || read_offsets(&dir)).await;
+        let (start, gap, watch) = blocking::unblock(move || {
+            let (start, gap) = read_offsets(&dir);
+            (start, gap, wake::Watch::new(&dir))
+        })
+        .await;
+        let longest_idle = if watch.is_some() {
+            IDLE_WATCHED
+        } else {
+            IDLE_POLLED
+        };
         if let Some(gap) = gap {
             // Lines lost before a daemon restart, not yet marked in the file.
             self.state.lock().await.gap.get_or_insert(gap);
@@ -319,6 +336,8 @@ impl LogHub {
         let mut idle = Duration::from_millis(5);
         let mut finishing = false;
         loop {
+            // Before reading: a write after the read below wakes the wait below.
+            let written = watch.as_ref().map(wake::Watch::listen);
             let dir = self.dir.clone();
             let (c, got) = blocking::unblock(move || {
                 let got = cur.read_some_from(&dir);
@@ -337,15 +356,25 @@ impl LogHub {
             if finishing {
                 continue;
             }
-            if cur.last_read_any {
+            // While output flows, reads are batched every 5 ms (not woken per write).
+            let written = if cur.last_read_any {
                 idle = Duration::from_millis(5);
+                None
             } else {
-                idle = (idle * 2).min(Duration::from_millis(200));
-            }
+                idle = (idle * 2).min(longest_idle);
+                written
+            };
             let woke = async {
                 Timer::after(idle).await;
                 false
             }
+            .or(async {
+                match written {
+                    Some(l) => l.await,
+                    None => std::future::pending().await,
+                }
+                false
+            })
             .or(async {
                 finish.wait().await;
                 true

@@ -121,6 +121,7 @@ impl Resolved {
             Placement::Container { .. } => Some(crate::runtime::container::ContainerSpec::new(
                 service,
                 host.clone(),
+                base_dir,
             )),
             _ => None,
         };

@@ -90,15 +90,7 @@ impl Orchestrator {
                 .map(|(n, _)| n.clone())
                 .collect()
         } else {
-            for s in services {
-                if !def.services.contains_key(s) {
-                    return Err(Error::UnknownService {
-                        project: project.to_owned(),
-                        service: s.clone(),
-                    });
-                }
-            }
-            services.to_vec()
+            crate::names::expand(project, def.services.keys(), services)?
         };
         if names.is_empty() {
             return Err(Error::Service {

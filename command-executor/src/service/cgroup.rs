@@ -98,7 +98,7 @@ impl Cgroup {
         &self.dir
     }
 
-    /// The path of `cgroup.procs`, ready for [`join_self`] in a forked child.
+    /// The path of `cgroup.procs`, for a new process to join before `exec` (service::spawn).
     pub(crate) fn procs_path(&self) -> std::io::Result<CString> {
         CString::new(self.dir.join("cgroup.procs").as_os_str().as_bytes())
             .map_err(std::io::Error::other)
@@ -146,15 +146,6 @@ impl Cgroup {
     }
 }
 
-/// Moves the calling process into the cgroup whose `cgroup.procs` is `procs` (writing `0` names
-/// the writer). Only async-signal-safe calls: for a forked child before `exec`.
-pub(crate) fn join_self(procs: &std::ffi::CStr) -> std::io::Result<()> {
-    use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::open(procs, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
-    rustix::io::write(&fd, b"0")?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     /// Where cgroups are usable (root here), a setsid'd double-forked descendant dies with them.
@@ -166,17 +157,28 @@ mod tests {
             return;
         };
         let cg = super::Cgroup::open(&root, "svc").unwrap();
-        let procs = cg.procs_path().unwrap();
-        let mut cmd = std::process::Command::new("sh");
-        cmd.args(["-c", "setsid sh -c 'sleep 300 >/dev/null 2>&1 & echo $!' &"]);
-        cmd.stdout(std::process::Stdio::piped());
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                super::join_self(&procs)
-            });
-        }
-        let out = cmd.output().unwrap();
-        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let null = || -> std::os::fd::OwnedFd { std::fs::File::open("/dev/null").unwrap().into() };
+        let child = crate::service::spawn::spawn(crate::service::spawn::Spawn {
+            program: "sh".as_ref(),
+            args: &[
+                "-c".into(),
+                "setsid sh -c 'sleep 300 >/dev/null 2>&1 & echo $!' &".into(),
+            ],
+            env: Vec::new(),
+            cwd: None,
+            stdio: [null(), w, null()],
+            cgroup_procs: Some(cg.procs_path().unwrap()),
+        })
+        .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut out).unwrap();
+        rustix::process::waitid(
+            rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(&child.pidfd)),
+            rustix::process::WaitIdOptions::EXITED,
+        )
+        .unwrap();
+        let pid: u32 = out.trim().parse().unwrap();
         assert!(
             crate::service::procfs::stat(pid).is_some(),
             "the sleeper runs"

@@ -4,9 +4,10 @@
 //! with stdin from /dev/null and stdout/stderr appended to files: no pipe to the daemon, so a
 //! `kill -9` of the daemon never hands the service a SIGPIPE. It carries its launch id in its
 //! environment ([`LAUNCH_ID_VAR`]) and, where cgroups are usable, joins its own cgroup before
-//! `exec`: either finds it again after any crash. The daemon that started it is its parent and
-//! learns of its exit from SIGCHLD; a later daemon re-attaches by pid plus start time and learns
-//! of the exit from a pidfd (readable when the process ends).
+//! `exec`: either finds it again after any crash. It is started by a vfork-style clone that does not
+//! copy the daemon's memory ([`super::spawn`], ADR 0046). The daemon that started it is its parent
+//! and reaps its status through a pidfd (`waitid(P_PIDFD)`); a later daemon re-attaches by pid
+//! plus start time and learns of the exit from a pidfd (readable when the process ends).
 //!
 //! A service with `user:` runs as `sudo -n -u USER -- sh -c SCRIPT sh CWD PROGRAM ARGS`; SCRIPT
 //! reads the environment as an exported sh script from stdin (a pipe the daemon writes and
@@ -14,18 +15,18 @@
 //! pid; it relays the stop signal. A daemon that may not signal the user's processes itself (not
 //! root) signals through `sudo -n kill`.
 
-use std::os::fd::OwnedFd;
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use futures_lite::{AsyncWriteExt, future};
-use rustix::process::{Pid, PidfdFlags};
+use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions};
 
-use super::cgroup::{self, Cgroup};
-use super::{ExitInfo, LAUNCH_ID_VAR, ServiceCommand, procfs};
+use super::cgroup::Cgroup;
+use super::{ExitInfo, LAUNCH_ID_VAR, ServiceCommand, procfs, spawn};
 use crate::error::{Error, Place, Result};
 use crate::signal::Signal;
 
@@ -51,8 +52,9 @@ pub struct LocalService {
 }
 
 enum Exit {
-    /// Our child: its status comes with SIGCHLD.
-    Child(async_process::Child),
+    /// Our child: its pidfd becomes readable when it ends, and `waitid` on it gives (and reaps)
+    /// its status. `None` once reaped.
+    Child(Option<Async<OwnedFd>>),
     /// Not our child (re-attached): the pidfd becomes readable when it ends.
     Pidfd(Async<OwnedFd>),
 }
@@ -122,92 +124,143 @@ pub async fn spawn(
             dir: cwd.clone(),
         });
     }
-    let mut std_cmd = match &cmd.user {
-        None => {
-            let mut c = std::process::Command::new(&cmd.program);
-            c.args(&cmd.args).envs(cmd.env.iter().map(|(k, v)| (k, v)));
-            if let Some(cwd) = &cmd.cwd {
-                c.current_dir(cwd);
-            }
-            c
-        }
+    // With `user:`, sudo runs the SUDO_RUNNER that reads the environment from a pipe on stdin;
+    // otherwise the environment goes straight into the child's envp (never into an argv).
+    let launch = [(OsString::from(LAUNCH_ID_VAR), OsString::from(launch_id))];
+    let (program, args, env, cwd, env_pipe): (OsString, Vec<String>, Vec<_>, _, _) = match &cmd.user
+    {
+        None => (
+            cmd.program.clone().into(),
+            cmd.args.clone(),
+            cmd.env
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .chain(launch)
+                .collect(),
+            cmd.cwd.clone().map(PathBuf::from),
+            None,
+        ),
         Some(user) => {
             check_sudo(user).await?;
-            let mut c = std::process::Command::new("sudo");
-            c.args(["-n", "-u", user, "--", "sh", "-c", SUDO_RUNNER, "sh"])
-                .arg(cmd.cwd.clone().unwrap_or_default())
-                .arg(&cmd.program)
-                .args(&cmd.args)
-                .current_dir("/");
-            c
+            let mut args: Vec<String> = ["-n", "-u", user, "--", "sh", "-c", SUDO_RUNNER, "sh"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+            args.push(cmd.cwd.clone().unwrap_or_default());
+            args.push(cmd.program.clone());
+            args.extend(cmd.args.iter().cloned());
+            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map_err(|e| Error::io(place(), "creating the environment pipe", e.into()))?;
+            (
+                "sudo".into(),
+                args,
+                launch.into_iter().collect(),
+                Some(PathBuf::from("/")),
+                Some((r, w)),
+            )
         }
     };
-    std_cmd.env(LAUNCH_ID_VAR, launch_id);
     let procs = cgroup
         .as_ref()
         .map(Cgroup::procs_path)
         .transpose()
         .map_err(|e| Error::io(place(), "cgroup path", e))?;
-    let parent = rustix::process::Pid::from_raw(std::process::id() as i32);
-    // SAFETY: only async-signal-safe calls (open, write, getppid, setsid), on memory prepared
-    // before fork.
-    unsafe {
-        std_cmd.pre_exec(move || {
-            if let Some(p) = &procs {
-                cgroup::join_self(p)?;
-            }
-            // A daemon killed between fork and here cannot have recorded this child: it must not
-            // run. Once in its cgroup it is found (and adopted or killed) by the next daemon.
-            if rustix::process::getppid() != parent {
-                return Err(std::io::Error::other("the daemon that started it is gone"));
-            }
-            rustix::process::setsid().map(drop).map_err(Into::into)
-        });
-    }
-    let mut async_cmd = async_process::Command::from(std_cmd);
-    async_cmd
-        .stdin(if cmd.user.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(stdout)
-        .stderr(stderr);
-    // fork + exec blocks until the exec (or its failure) is known: off the executor, so that
-    // many services launch in parallel.
-    let (mut child, start_time) = blocking::unblock(move || {
-        let child = async_cmd.spawn()?;
-        // The start time is set at fork, so it is final even if exec has not happened yet.
-        let start_time = procfs::start_time(child.id()).unwrap_or(0);
-        Ok::<_, std::io::Error>((child, start_time))
+    let (stdin, env_writer) = match env_pipe {
+        Some((r, w)) => (r, Some(w)),
+        None => (
+            std::fs::File::open("/dev/null")
+                .map_err(|e| Error::io(place(), "opening /dev/null", e))?
+                .into(),
+            None,
+        ),
+    };
+    // clone + exec blocks this thread until the exec (or its failure) is known: off the executor,
+    // so that many services launch in parallel.
+    let (spawned, start_time) = blocking::unblock(move || {
+        let spawned = spawn::spawn(spawn::Spawn {
+            program: &program,
+            args: &args,
+            env,
+            cwd: cwd.as_deref(),
+            stdio: [stdin, stdout.into(), stderr.into()],
+            cgroup_procs: procs,
+        })?;
+        // The start time is set at clone, so it is final even if exec has not happened yet.
+        let start_time = procfs::start_time(spawned.pid).unwrap_or(0);
+        Ok::<_, spawn::Failed>((spawned, start_time))
     })
     .await
-    .map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound if cmd.user.is_some() => Error::ProgramNotFound {
-            at: place(),
-            program: "sudo".into(),
-        },
-        std::io::ErrorKind::NotFound => Error::ProgramNotFound {
+    .map_err(|f| match (f.step, f.error.kind()) {
+        (spawn::Step::Exec, std::io::ErrorKind::NotFound) if cmd.user.is_some() => {
+            Error::ProgramNotFound {
+                at: place(),
+                program: "sudo".into(),
+            }
+        }
+        (spawn::Step::Exec, std::io::ErrorKind::NotFound) => Error::ProgramNotFound {
             at: place(),
             program: cmd.program.clone(),
         },
-        _ => Error::io(place(), format!("starting {:?}", cmd.program), e),
+        (step, _) => Error::io(
+            place(),
+            format!("starting {:?}: {}", cmd.program, step.what()),
+            f.error,
+        ),
     })?;
-    if let Some(mut stdin) = child.stdin.take() {
+    if let Some(w) = env_writer {
         let mut env = cmd.env.clone();
         env.push((LAUNCH_ID_VAR.to_owned(), launch_id.to_owned()));
         // A service that exits at once closes the pipe: its exit tells, not this write.
-        let _ = stdin.write_all(&env_script(&env)).await;
-        drop(stdin);
+        if let Ok(mut w) = Async::new(std::fs::File::from(w)) {
+            let _ = w.write_all(&env_script(&env)).await;
+        }
     }
+    let pidfd = Async::new_nonblocking(spawned.pidfd)
+        .map_err(|e| Error::io(place(), "watching the pidfd", e))?;
     Ok(LocalService {
-        pid: child.id(),
+        pid: spawned.pid,
         start_time,
         user: cmd.user.clone(),
         cgroup,
-        exit: Exit::Child(child),
+        exit: Exit::Child(Some(pidfd)),
         ended: None,
     })
+}
+
+/// Waits until the child behind `pidfd` has ended and reaps it: its exit code or signal.
+/// Cancel-safe: nothing is consumed until the status is in.
+async fn reap_child(pidfd: &Async<OwnedFd>) -> ExitInfo {
+    loop {
+        match rustix::process::waitid(
+            WaitId::PidFd(pidfd.as_fd()),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+        ) {
+            Ok(Some(st)) => {
+                return ExitInfo {
+                    code: st.exit_status(),
+                    signal: st.terminating_signal(),
+                };
+            }
+            Ok(None) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return ExitInfo::UNKNOWN,
+        }
+        if pidfd.readable().await.is_err() {
+            return ExitInfo::UNKNOWN;
+        }
+    }
+}
+
+impl Drop for LocalService {
+    /// A child never waited for is reaped later (at the next spawn), not left a zombie.
+    fn drop(&mut self) {
+        if let Exit::Child(slot) = &mut self.exit
+            && let Some(fd) = slot.take()
+            && let Ok(fd) = fd.into_inner()
+        {
+            spawn::orphan(fd);
+        }
+    }
 }
 
 /// Fails at once, naming the user, when `sudo -n -u USER` would not run (a password needed, an
@@ -306,12 +359,13 @@ impl LocalService {
             return e;
         }
         let info = match &mut self.exit {
-            Exit::Child(child) => match child.status().await {
-                Ok(st) => ExitInfo {
-                    code: st.code(),
-                    signal: st.signal(),
-                },
-                Err(_) => ExitInfo::UNKNOWN,
+            Exit::Child(slot) => match slot {
+                Some(fd) => {
+                    let info = reap_child(fd).await;
+                    *slot = None;
+                    info
+                }
+                None => ExitInfo::UNKNOWN,
             },
             Exit::Pidfd(fd) => {
                 let _ = fd.readable().await;

@@ -17,6 +17,7 @@ pub mod container;
 pub mod local;
 pub mod procfs;
 pub mod remote;
+mod spawn;
 pub mod survey;
 
 use crate::signal::Signal;

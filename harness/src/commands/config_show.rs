@@ -5,6 +5,7 @@ use super::{Status, load, load_options, load_project};
 use crate::output::{Context, print_json};
 
 pub fn run(ctx: &Context, show_secrets: bool, origins: bool) -> Status {
+    super::heap::prepare_for_large_load();
     let project = match load_project(ctx) {
         Ok(p) => p,
         Err(status) => return status,

@@ -37,11 +37,18 @@ pub(crate) fn definition_of(
         .ok()
         .and_then(|f| f.parent().map(std::path::PathBuf::from))
         .unwrap_or_else(|| std::path::PathBuf::from("."));
-    Ok(DriftDefinition {
+    let definition = DriftDefinition {
         project: project.name.clone(),
         yaml,
         dir: dir.display().to_string(),
-    })
+    };
+    // Over the daemon's message limit it would only close the connection: refuse it here.
+    let size = serde_json::to_string(&definition).map_or(usize::MAX, |v| v.len());
+    if let Some(d) = super::request_size::check(&ctx.file, project, size) {
+        super::request_size::print(&d);
+        return Err(Status::Invalid);
+    }
+    Ok(definition)
 }
 
 pub fn run(ctx: &Context) -> Status {

@@ -41,6 +41,10 @@ pub fn run(ctx: &Context, service: &str, command: Vec<String>, tty: Option<bool>
             }
         }),
     };
+    let size = serde_json::to_string(&params).map_or(usize::MAX, |v| v.len());
+    if super::request_size::refuse("exec", size) {
+        return Status::Invalid as u8;
+    }
     smol::block_on(async {
         let client = match connect(ctx).await {
             Ok(c) => c,

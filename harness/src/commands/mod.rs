@@ -16,6 +16,7 @@ mod drift;
 mod events;
 mod exec;
 mod health;
+mod heap;
 mod hosts_check;
 mod logs;
 mod markers;

@@ -20,6 +20,22 @@ pub fn fits(params_len: usize) -> bool {
     params_len.saturating_add(ENVELOPE) <= limit()
 }
 
+/// Refuses (prints the error, returns true) a request of `what` whose params encode to
+/// `params_len` bytes when it is over the limit; for requests that carry no project.
+pub fn refuse(what: &str, params_len: usize) -> bool {
+    if fits(params_len) {
+        return false;
+    }
+    crate::errln!(
+        "error: {what}: the request encodes to {}, over the daemon's request limit of {}; \
+         nothing was sent",
+        bytes(params_len.saturating_add(ENVELOPE)),
+        bytes(limit())
+    );
+    crate::errln!("  help: pass large data through stdin or a file instead of arguments");
+    true
+}
+
 /// The error for a request whose params encode to `params_len` bytes, if it is over the limit.
 /// `project` is what the request carries, to name its largest fields.
 pub fn check(file: &Path, project: &Project, params_len: usize) -> Option<Diagnostic> {

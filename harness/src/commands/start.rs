@@ -44,7 +44,9 @@ pub fn start_project_with(
     scale: Option<harness_protocol::wire::ScaleRequest>,
 ) -> Status {
     for s in &services {
-        if !project.services.contains_key(s) {
+        // A replicated service's name means its instances (the daemon expands it).
+        let instance = format!("{s}-1");
+        if !project.services.contains_key(s) && !project.services.contains_key(&instance) {
             let known: Vec<&str> = project.services.keys().map(String::as_str).collect();
             crate::errln!(
                 "error: {}: there is no service {s:?} (services: {})",
@@ -197,6 +199,9 @@ fn describe(s: &harness_protocol::wire::ServiceOutcome) -> String {
         )
     {
         text.push_str(&format!(" (pid {pid})"));
+    }
+    if let Some(note) = &s.note {
+        text.push_str(&format!(" ({note})"));
     }
     text
 }

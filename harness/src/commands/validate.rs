@@ -6,6 +6,7 @@ use super::Status;
 use crate::output::{Context, plural, print_json};
 
 pub fn run(ctx: &Context) -> Status {
+    super::heap::prepare_for_large_load();
     let mut loaded = super::load(ctx, &super::load_options(ctx));
     if let Some(project) = &loaded.project
         && let Some(d) = too_large(ctx, project)

@@ -375,6 +375,10 @@ fn daemon_start_status_stop_and_no_autostart() {
     assert_eq!(env.pids(), services);
     env.run(&["daemon", "stop", "--stop-services"]).ok();
     assert!(services.iter().all(|(_, p)| !alive(*p)));
+    // A clean stop logs no warning (it logged "orchestrator shutdown error=the orchestrator is
+    // shut down": the second of two shutdowns).
+    let log = std::fs::read_to_string(env.home().join("daemon.log")).unwrap();
+    assert!(!log.contains("WARN"), "{log}");
 }
 
 #[test]

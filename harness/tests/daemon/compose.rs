@@ -158,9 +158,18 @@ fn replicas_run_instances_and_the_consumer_sees_them_all() {
         assert!(get(*port), "instance on {port} answers");
     }
 
-    // Scaling down stops the highest numbers and gives the consumer the shorter list.
+    // Scaling down stops the highest numbers and gives the consumer the shorter list. The
+    // consumer is stopped and started again: reported as restarted, with why (it was labelled
+    // `removed` before).
     let web3_pid = env.service("web-3")["runtime"]["pid"].as_u64().unwrap() as u32;
-    env.run(&["scale", "web=2"]).ok();
+    let out = env.run(&["scale", "web=2"]).ok().stdout;
+    assert!(out.contains("web-3     removed"), "{out}");
+    assert!(
+        out.contains("consumer  restarted")
+            && out.contains("uses web, now 2 instances: started again with the new list"),
+        "{out}"
+    );
+    assert!(!out.contains("consumer  removed"), "{out}");
     assert_eq!(names(&env, "fleet"), ["consumer", "web-1", "web-2"]);
     assert!(wait_until(Duration::from_secs(5), || !alive(web3_pid)));
     assert!(
@@ -199,10 +208,29 @@ fn replicas_run_instances_and_the_consumer_sees_them_all() {
         .map_or(0, |a| a.iter().filter(|o| o["kind"] == "stop").count());
     assert_eq!(stops, 0, "the scale recorded a separate stop: {ops}");
 
-    // Scaled to 0: the instances stop, nothing is applied, still one scale operation.
-    env.run(&["scale", "web=0"]).ok();
+    // Scaled to 0: the instances stop and, as in Compose, the consumer keeps running: it starts
+    // again with an empty list (before: it stayed stopped, labelled `removed`). Still one scale
+    // operation.
+    let out = env.run(&["scale", "web=0", "-o", "json"]).ok().json();
+    let consumer = out["services"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "consumer"))
+        .cloned()
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(consumer["action"], "restarted", "{out}");
+    assert!(
+        consumer["note"].as_str().is_some_and(
+            |n| n.contains("now 0 instances") && n.contains("empty `${web.endpoints}`")
+        ),
+        "{out}"
+    );
     let left = names(&env, "fleet");
-    assert!(!left.iter().any(|n| n.starts_with("web")), "{left:?}");
+    assert_eq!(left, ["consumer"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || consumer_endpoints(&env)
+            .is_empty()),
+        "the consumer was not given an empty list"
+    );
     let ops = env.run(&["ops", "-o", "json"]).ok().json();
     let newest = &ops["operations"][0];
     assert_eq!(newest["kind"], "scale", "{ops}");
@@ -210,5 +238,91 @@ fn replicas_run_instances_and_the_consumer_sees_them_all() {
         newest["params"]["scale"]["changes"],
         serde_json::json!([{"service": "web", "from": 2, "to": 0}]),
         "{newest}"
+    );
+}
+
+/// `harness scale web=5` beyond a range of 3 ports: only the root error (the field and the
+/// range), exit non-zero, nothing changed. Before, the range error came with follow-on errors
+/// (`18971-18973:18971-18973` is not a port, `web-4` declares no ports).
+#[test]
+fn scale_beyond_a_port_range_is_one_error_and_changes_nothing() {
+    let env = Env::new(
+        "name: ranged
+services:
+  web:
+    replicas: 3
+    ports: [\"18971-18973\"]
+    command: \"echo on ${web.port}; exec sleep 86417\"
+  client:
+    command: \"echo endpoints=${web.endpoints}; exec sleep 86418\"
+    depends_on: [web]
+",
+    );
+    env.run(&["start"]).ok();
+    assert_eq!(names(&env, "ranged"), ["client", "web-1", "web-2", "web-3"]);
+    let client = env.service("client")["runtime"]["pid"].as_u64();
+    let out = env.run(&["scale", "web=5"]);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the port range 18971-18973 has no port for instance 4")
+            && out.stderr.contains("services.web.ports"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.matches('×').count(), 1, "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("is not a port") && !out.stderr.contains("declares no ports"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(names(&env, "ranged"), ["client", "web-1", "web-2", "web-3"]);
+    assert_eq!(env.service("client")["runtime"]["pid"].as_u64(), client);
+}
+
+/// As in Compose, the name of a replicated service stands for its instances: `start web`,
+/// `logs web`, `restart web`, `stop web`, `health web`; `exec web` runs in the first instance.
+/// Before, each answered `project "pack" has no service "web"`.
+#[test]
+fn a_replicated_service_is_named_by_its_base_name() {
+    let env = Env::new(
+        "name: pack
+services:
+  web:
+    replicas: 2
+    ports: [\"18961-18962\"]
+    env: {MINE: \"${web.port}\"}
+    command: \"echo hello; exec sleep 86415\"
+  other:
+    command: \"exec sleep 86416\"
+",
+    );
+    let out = env.run(&["start", "web"]).ok().stdout;
+    assert!(out.contains("web-1") && out.contains("web-2"), "{out}");
+    assert_eq!(
+        names(&env, "pack"),
+        ["web-1", "web-2"],
+        "only web was started"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let logs = env.run(&["logs", "web"]).ok().stdout;
+            logs.contains("web-1 | hello") && logs.contains("web-2 | hello")
+        }),
+        "{}",
+        env.run(&["logs", "web"]).stdout
+    );
+    let exec = env.run(&["exec", "web", "--", "sh", "-c", "echo mine=$MINE"]);
+    assert_eq!(exec.ok().stdout.trim(), "mine=18961", "exec runs in web-1");
+    env.run(&["health", "web"]).ok();
+    env.run(&["restart", "web"]).ok();
+    let stop = env.run(&["stop", "web"]).ok().stdout;
+    assert!(stop.contains("web-1") && stop.contains("web-2"), "{stop}");
+    let unknown = env.run(&["stop", "nope"]);
+    assert_ne!(unknown.code, 0);
+    assert!(
+        unknown.stderr.contains("no service \"nope\""),
+        "{}",
+        unknown.stderr
     );
 }

@@ -299,6 +299,36 @@ fn a_request_over_the_message_limit_is_refused_before_sending_naming_the_field()
     assert!(env.daemon_pid().is_none(), "start reached a daemon");
 }
 
+#[test]
+fn drift_sync_hosts_check_and_exec_over_the_message_limit_are_refused_before_sending() {
+    // Before: each sent it, the daemon closed the connection, and the CLI said only
+    // "connection closed".
+    let big = "x".repeat(2 << 20);
+    let env = Env::new(&format!(
+        "name: big\nhosts:\n  h9: {{address: 192.0.2.9}}\nservices:\n  web:\n    command: [sleep, '86414']\n    env:\n      BIG: {big}\n"
+    ));
+    for args in [&["drift"][..], &["sync"], &["hosts", "check"]] {
+        let r = env.run(args);
+        assert_eq!(r.code, 2, "{args:?} must refuse it:\n{}", r.stderr);
+        assert!(
+            r.stderr.contains("services.web.env.BIG") && r.stderr.contains("limit of 1.0 MiB"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    let arg = "y".repeat(100_000);
+    let mut args = vec!["exec", "web", "--", "true"];
+    args.extend(std::iter::repeat_n(arg.as_str(), 12));
+    let r = env.run(&args);
+    assert_eq!(r.code, 2, "exec must refuse it:\n{}", r.stderr);
+    assert!(
+        r.stderr.contains("exec: the request encodes to") && r.stderr.contains("limit of 1.0 MiB"),
+        "{}",
+        r.stderr
+    );
+    assert!(env.daemon_pid().is_none(), "a request reached a daemon");
+}
+
 fn many(project: &str, n: usize, tag: &str) -> String {
     let mut yaml = format!("name: {project}\nservices:\n");
     for i in 0..n {

@@ -37,7 +37,14 @@ pub(crate) struct ContainerSpec {
 }
 
 impl ContainerSpec {
-    pub fn new(service: &harness_config::Service, host: Option<HostSpec>) -> ContainerSpec {
+    /// `base_dir`: the folder of services.yaml, which relative bind-mount sources (`./data`) of
+    /// the local engine are relative to, as in Compose (not to the daemon's folder).
+    pub fn new(
+        service: &harness_config::Service,
+        host: Option<HostSpec>,
+        base_dir: Option<&std::path::Path>,
+    ) -> ContainerSpec {
+        let base_dir = base_dir.filter(|_| host.is_none());
         ContainerSpec {
             image: service.image.clone().unwrap_or_default(),
             ports: service
@@ -45,7 +52,14 @@ impl ContainerSpec {
                 .iter()
                 .filter_map(|p| p.published.map(|h| format!("{h}:{}", p.port)))
                 .collect(),
-            volumes: service.volumes.clone(),
+            volumes: service
+                .volumes
+                .iter()
+                .map(|v| match base_dir {
+                    Some(base) => absolute_source(v, base),
+                    None => v.clone(),
+                })
+                .collect(),
             user: service.user.clone(),
             entrypoint: service.entrypoint.clone(),
             host,
@@ -251,4 +265,52 @@ async fn fill_addresses(
         cwd: launch.cwd.as_ref().map(fill),
         user: launch.user.clone(),
     })
+}
+
+/// A bind mount whose source is relative (`.`, `./x`, `../x`) with the source made absolute
+/// against `base`; named volumes and absolute paths unchanged.
+fn absolute_source(volume: &str, base: &std::path::Path) -> String {
+    let (source, rest) = match volume.split_once(':') {
+        Some((s, r)) => (s, Some(r)),
+        None => (volume, None),
+    };
+    let relative =
+        source == "." || source == ".." || source.starts_with("./") || source.starts_with("../");
+    if !relative {
+        return volume.to_owned();
+    }
+    let mut path = base.to_path_buf();
+    for part in std::path::Path::new(source).components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                path.pop();
+            }
+            other => path.push(other),
+        }
+    }
+    match rest {
+        Some(r) => format!("{}:{r}", path.display()),
+        None => path.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absolute_source;
+    use std::path::Path;
+
+    #[test]
+    fn relative_bind_sources_are_made_absolute_against_the_services_folder() {
+        let base = Path::new("/srv/stack");
+        assert_eq!(
+            absolute_source("./data:/data:ro", base),
+            "/srv/stack/data:/data:ro"
+        );
+        assert_eq!(absolute_source(".:/app", base), "/srv/stack:/app");
+        assert_eq!(absolute_source("../shared:/s", base), "/srv/shared:/s");
+        assert_eq!(absolute_source("/abs:/x", base), "/abs:/x");
+        assert_eq!(absolute_source("named:/x", base), "named:/x");
+        assert_eq!(absolute_source("/only", base), "/only");
+    }
 }

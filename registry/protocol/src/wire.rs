@@ -630,8 +630,10 @@ pub struct StartParams {
 }
 
 /// A `start` that scales services (`harness scale web=3`): the instances beyond the new counts are
-/// stopped and forgotten first, one at a time, in the order given (highest number first), then
-/// `services` are applied; with `services` empty nothing is applied (everything was scaled down).
+/// stopped and forgotten first, one at a time, in the order given (highest number first), with
+/// the services that use them; then `services` are applied together with those users, which start
+/// again with the new list (answered `restarted` with a `note`; at 0 instances with an empty
+/// `${web.endpoints}`). With nothing left to apply, nothing is (only `removed` instances).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ScaleRequest {
     pub changes: Vec<ScaleChange>,
@@ -685,6 +687,11 @@ pub struct ServiceOutcome {
     /// The last lines the service printed, for failed services.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_lines: Vec<String>,
+    /// Why a service the request did not name was touched: a `scale` stops the services that
+    /// use the instances it changes and starts them again with the new list (e.g. "uses web,
+    /// now 0 instances: started again with an empty `${web.endpoints}`").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Result of `start` and `restart`: one entry per service, in start order.

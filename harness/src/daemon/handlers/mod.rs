@@ -50,6 +50,7 @@ pub(crate) fn apply_result(report: orchestrator::ApplyReport) -> ApplyResult {
                 elapsed_ms: millis(s.elapsed),
                 error: s.error,
                 last_lines: s.last_lines,
+                note: None,
             })
             .collect(),
     }

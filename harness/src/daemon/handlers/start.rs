@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use harness_protocol::operation::OperationKind;
-use harness_protocol::wire::{ApplyResult, ServiceAction, ServiceOutcome, StartParams};
+use harness_protocol::wire::{
+    ApplyResult, ScaleRequest, ServiceAction, ServiceOutcome, StartParams,
+};
 use harness_protocol::{ErrorCode, WireError};
 use harness_server::RequestContext;
 use orchestrator::{ApplyOptions, StopOptions};
@@ -51,13 +53,13 @@ pub async fn handle(
 
 async fn start(
     state: &Arc<State>,
-    p: StartParams,
+    mut p: StartParams,
     ctx: &RequestContext,
     op: &orchestrator::OperationLog,
 ) -> Result<ApplyResult, WireError> {
     let dir = PathBuf::from(&p.dir);
     let path = dir.join("services.yaml");
-    let yaml = p.yaml;
+    let yaml = std::mem::take(&mut p.yaml);
     // Everything is substituted already: the daemon's own environment must not leak in.
     let loaded = blocking::unblock(move || {
         harness_config::load_str(&path, yaml, &|_: &str| -> Option<String> { None })
@@ -82,9 +84,13 @@ async fn start(
             ),
         ));
     }
-    // A scale stops the surplus instances first, one at a time, and forgets them.
+    // A scale stops the surplus instances first, one at a time, and forgets them. The services
+    // that use them are stopped with them (a forced stop), and started again below with the new
+    // list of instances: they are reported as restarted, never as removed.
     let mut removed = Vec::new();
-    if let Some(scale) = &p.scale {
+    let mut dependents: Vec<Dependent> = Vec::new();
+    let scale = p.scale.clone();
+    if let Some(scale) = &scale {
         for name in &scale.stop {
             let opts = StopOptions {
                 services: vec![name.clone()],
@@ -100,6 +106,16 @@ async fn start(
                 .await
                 .map_err(wire_error)?;
             for s in report.services {
+                let surplus = scale.stop.contains(&s.name);
+                if !surplus && s.pending.is_none() {
+                    if !dependents.iter().any(|d| d.name == s.name) {
+                        dependents.push(Dependent {
+                            name: s.name,
+                            uses: name.clone(),
+                        });
+                    }
+                    continue;
+                }
                 removed.push(ServiceOutcome {
                     name: s.name,
                     action: ServiceAction::Removed,
@@ -113,7 +129,15 @@ async fn start(
                     elapsed_ms: super::millis(began.elapsed()),
                     error: s.pending,
                     last_lines: Vec::new(),
+                    note: None,
                 });
+            }
+        }
+        // The stopped users of the instances start again with the new definition (with an
+        // empty `${web.endpoints}` when web went to 0, as Compose leaves them running).
+        for d in &dependents {
+            if project.services.contains_key(&d.name) && !p.services.contains(&d.name) {
+                p.services.push(d.name.clone());
             }
         }
         if p.services.is_empty() {
@@ -150,6 +174,9 @@ async fn start(
     crate::daemon::operations::finish_apply(op, &report);
     let report = report.map_err(wire_error)?;
     let mut result = super::apply_result(report);
+    if let Some(scale) = &scale {
+        dependents_restarted(&mut result, &dependents, scale);
+    }
     result.services.splice(0..0, removed);
     // Services with `watch:` are watched from their start on.
     if project.services.values().any(|s| s.watch.is_some())
@@ -158,6 +185,59 @@ async fn start(
         tracing::warn!(project = %project.name, error = %e.message, "watch");
     }
     Ok(result)
+}
+
+/// A service a scale stopped because it uses a surplus instance (`uses`).
+struct Dependent {
+    name: String,
+    uses: String,
+}
+
+/// The users of the surplus instances were stopped and started again: `restarted`, with a note
+/// saying why; one that did not come back is `failed` (never `removed`: it is still defined).
+fn dependents_restarted(result: &mut ApplyResult, dependents: &[Dependent], scale: &ScaleRequest) {
+    for d in dependents {
+        // The service the instance belongs to, and its new count.
+        let change = scale.changes.iter().find(|c| {
+            d.uses == c.service
+                || d.uses
+                    .strip_prefix(c.service.as_str())
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|i| i.parse::<u32>().is_ok())
+        });
+        let note = match change {
+            Some(c) if c.to == 0 => format!(
+                "uses {}, now 0 instances: started again with an empty `${{{}.endpoints}}`; \
+                 `harness scale {}=N` gives it instances again",
+                c.service, c.service, c.service
+            ),
+            Some(c) => format!(
+                "uses {}, now {} instances: started again with the new list",
+                c.service, c.to
+            ),
+            None => format!("uses {}: started again", d.uses),
+        };
+        match result.services.iter_mut().find(|s| s.name == d.name) {
+            Some(s) => {
+                if s.action == ServiceAction::Started {
+                    s.action = ServiceAction::Restarted;
+                }
+                s.note = Some(note);
+            }
+            None => result.services.push(ServiceOutcome {
+                name: d.name.clone(),
+                action: ServiceAction::Failed,
+                state: harness_protocol::ServiceState::Stopped,
+                pid: None,
+                elapsed_ms: 0,
+                error: Some(format!(
+                    "stopped by the scale ({note}) but not started again"
+                )),
+                last_lines: Vec::new(),
+                note: None,
+            }),
+        }
+    }
 }
 
 /// Refuses a start that would run more services than the daemon's open-file limit allows

@@ -1,0 +1,468 @@
+//! Starting a local service without copying the daemon (ADR 0046).
+//!
+//! `fork` copies the daemon's page tables and the child drops them again at `exec`: with 2,500
+//! services held, that was ≈ 70 % of the CPU of starting them (bench/results-launch-2026-12-06.md),
+//! and the cost of each launch grew with the number already running. std's `Command` only avoids
+//! `fork` (through `posix_spawn`) when no `pre_exec` is set, and a service needs its own session,
+//! its cgroup joined before `exec` and the check that the daemon still lives — none of which
+//! `posix_spawn` of glibc 2.36 offers together.
+//!
+//! So the child is made as glibc's `posix_spawn` makes it: `clone(CLONE_VM | CLONE_VFORK)` on a
+//! small stack of its own, sharing the daemon's memory (no page table is copied) while the calling
+//! thread waits until the child has called `exec` or exited. Everything the child needs (paths,
+//! argv, envp, descriptors) is prepared before; the child only makes system calls: it resets
+//! signal handlers to the default (they are the daemon's code, in shared memory), joins its
+//! cgroup, checks its parent, calls `setsid`, moves its descriptors to 0-2, enters its working
+//! directory, unblocks signals and execs, searching `PATH` as `execvp` does. A failure is written
+//! to shared memory with the step that failed, and the child exits 127 without running anything.
+//! The exit status comes through a pidfd (`waitid(P_PIDFD)`), opened while the child is unreaped.
+
+use std::ffi::{CString, OsStr, OsString, c_int, c_void};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use rustix::process::{Pid, PidfdFlags, WaitIdOptions};
+
+/// The child's stack: it only calls system calls (through libc) on it.
+const STACK: usize = 64 * 1024;
+
+/// What to start.
+pub(crate) struct Spawn<'a> {
+    pub program: &'a OsStr,
+    pub args: &'a [String],
+    /// Set on top of the daemon's own environment.
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: Option<&'a Path>,
+    /// Become descriptors 0, 1 and 2.
+    pub stdio: [OwnedFd; 3],
+    /// `cgroup.procs` of the cgroup to join before `exec`.
+    pub cgroup_procs: Option<CString>,
+}
+
+/// The step of the child that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Prepare,
+    Clone,
+    Cgroup,
+    Parent,
+    Setsid,
+    Stdio,
+    Chdir,
+    Exec,
+    Pidfd,
+}
+
+impl Step {
+    fn from_raw(n: i32) -> Step {
+        match n {
+            1 => Step::Cgroup,
+            2 => Step::Parent,
+            3 => Step::Setsid,
+            4 => Step::Stdio,
+            5 => Step::Chdir,
+            _ => Step::Exec,
+        }
+    }
+
+    pub(crate) fn what(self) -> &'static str {
+        match self {
+            Step::Prepare => "preparing the command",
+            Step::Clone => "creating the process",
+            Step::Cgroup => "joining its cgroup",
+            Step::Parent => "checking that the daemon still runs",
+            Step::Setsid => "starting its session",
+            Step::Stdio => "setting its stdin/stdout/stderr",
+            Step::Chdir => "entering its working directory",
+            Step::Exec => "executing the program",
+            Step::Pidfd => "opening its pidfd",
+        }
+    }
+}
+
+/// Why a spawn failed, and where.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub step: Step,
+    pub error: std::io::Error,
+}
+
+/// A started child: not yet reaped, so its pid stays its own until [`reap`] or a `waitid` on
+/// `pidfd` collects its status.
+pub(crate) struct Spawned {
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+}
+
+/// Shared between the daemon and its child (CLONE_VM): read by the child, the two atomics written
+/// by it on failure.
+#[repr(C)]
+struct ChildData {
+    cgroup: *const libc::c_char,
+    parent: libc::pid_t,
+    stdio: [RawFd; 3],
+    cwd: *const libc::c_char,
+    paths: *const *const libc::c_char,
+    n_paths: usize,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    step: AtomicI32,
+    errno: AtomicI32,
+}
+
+fn errno() -> c_int {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EINVAL)
+}
+
+/// The child, on its own stack in the daemon's memory: system calls only (no allocation, no lock,
+/// no unwinding), until `exec` or `_exit`.
+extern "C" fn child(arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` is the ChildData of the parent's frame, alive while the parent waits
+    // (CLONE_VFORK); every pointer in it is valid and NUL-terminated, prepared before the clone.
+    unsafe {
+        let d = &*(arg as *const ChildData);
+        let fail = |step: i32| -> ! {
+            let e = *libc::__errno_location();
+            d.errno
+                .store(if e == 0 { libc::EINVAL } else { e }, Ordering::SeqCst);
+            d.step.store(step, Ordering::SeqCst);
+            libc::_exit(127)
+        };
+        // Handlers are the daemon's code and data: none may run here. SIGPIPE, ignored by the
+        // Rust runtime, is default again (as std's spawn does); other ignored signals stay so.
+        // 1..=64: every signal of Linux (_NSIG is 64).
+        for sig in 1..=64 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                continue;
+            }
+            if (old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN)
+                || (sig == libc::SIGPIPE && old.sa_sigaction == libc::SIG_IGN)
+            {
+                let mut new: libc::sigaction = std::mem::zeroed();
+                new.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &new, std::ptr::null_mut());
+            }
+        }
+        if !d.cgroup.is_null() {
+            let fd = libc::open(d.cgroup, libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                fail(1);
+            }
+            libc::close(fd);
+        }
+        // A daemon killed before here cannot have recorded this child: it must not run. Once in
+        // its cgroup it is found (and adopted or killed) by the next daemon.
+        if libc::getppid() != d.parent {
+            *libc::__errno_location() = libc::ESRCH;
+            fail(2);
+        }
+        if libc::setsid() < 0 {
+            fail(3);
+        }
+        // The parent made every source descriptor >= 3, so no dup2 overwrites a later source.
+        for (target, &src) in d.stdio.iter().enumerate() {
+            if libc::dup2(src, target as c_int) < 0 {
+                fail(4);
+            }
+        }
+        if !d.cwd.is_null() && libc::chdir(d.cwd) != 0 {
+            fail(5);
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        // As execvp: the first candidate that execs wins; a permission error is remembered and
+        // reported if none does; an error other than "not there" stops the search.
+        let mut denied = false;
+        for i in 0..d.n_paths {
+            libc::execve(*d.paths.add(i), d.argv, d.envp);
+            match *libc::__errno_location() {
+                libc::EACCES => denied = true,
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+                _ => fail(6),
+            }
+        }
+        *libc::__errno_location() = if denied { libc::EACCES } else { libc::ENOENT };
+        fail(6)
+    }
+}
+
+fn cstring(s: impl Into<Vec<u8>>) -> Result<CString, Failed> {
+    CString::new(s).map_err(|e| Failed {
+        step: Step::Prepare,
+        error: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+    })
+}
+
+/// Where `program` may be: itself if it names a path, else each directory of `path` (an empty
+/// entry is the working directory), as execvp searches.
+fn candidates(program: &OsStr, path: Option<&OsStr>) -> Vec<Vec<u8>> {
+    let p = program.as_bytes();
+    if p.contains(&b'/') {
+        return vec![p.to_vec()];
+    }
+    let path = path.map_or(&b"/bin:/usr/bin"[..], OsStr::as_bytes);
+    path.split(|&b| b == b':')
+        .map(|dir| {
+            let mut c = if dir.is_empty() {
+                b".".to_vec()
+            } else {
+                dir.to_vec()
+            };
+            c.push(b'/');
+            c.extend_from_slice(p);
+            c
+        })
+        .collect()
+}
+
+/// A descriptor numbered 3 or above, so the child's moves to 0-2 cannot clobber one another.
+fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, Failed> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    rustix::io::fcntl_dupfd_cloexec(&fd, 3).map_err(|e| Failed {
+        step: Step::Prepare,
+        error: e.into(),
+    })
+}
+
+/// Pidfds of children whose handle was dropped before they ended: collected (reaped) at the next
+/// spawn, so no zombie stays for long.
+static ORPHANS: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
+
+/// Hands a pidfd of an unreaped child over to be reaped later.
+pub(crate) fn orphan(pidfd: OwnedFd) {
+    if let Ok(mut o) = ORPHANS.lock() {
+        o.push(pidfd);
+    }
+}
+
+fn reap_orphans() {
+    if let Ok(mut o) = ORPHANS.lock() {
+        o.retain(|fd| {
+            !matches!(
+                rustix::process::waitid(
+                    rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(fd)),
+                    WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+                ),
+                Ok(Some(_)) | Err(_)
+            )
+        });
+    }
+}
+
+/// Starts the child. Blocking until it has called `exec` (or failed): call it off the executor.
+pub(crate) fn spawn(s: Spawn<'_>) -> Result<Spawned, Failed> {
+    reap_orphans();
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !s.env.iter().any(|(o, _)| o == k))
+        .collect();
+    env.extend(s.env);
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_os_str());
+    let paths = candidates(s.program, path)
+        .into_iter()
+        .map(cstring)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut argv = vec![cstring(s.program.as_bytes())?];
+    for a in s.args {
+        argv.push(cstring(a.as_bytes())?);
+    }
+    let envp = env
+        .into_iter()
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            cstring(kv)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cwd = s
+        .cwd
+        .map(|c| cstring(c.as_os_str().as_bytes()))
+        .transpose()?;
+    let [i, o, e] = s.stdio;
+    let stdio = [above_stdio(i)?, above_stdio(o)?, above_stdio(e)?];
+    let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
+        v.iter()
+            .map(|c| c.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
+    let (path_ptrs, argv_ptrs, envp_ptrs) = (ptrs(&paths), ptrs(&argv), ptrs(&envp));
+    let data = ChildData {
+        cgroup: s
+            .cgroup_procs
+            .as_ref()
+            .map_or(std::ptr::null(), |c| c.as_ptr()),
+        parent: std::process::id() as libc::pid_t,
+        stdio: [
+            stdio[0].as_raw_fd(),
+            stdio[1].as_raw_fd(),
+            stdio[2].as_raw_fd(),
+        ],
+        cwd: cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+        paths: path_ptrs.as_ptr(),
+        n_paths: paths.len(),
+        argv: argv_ptrs.as_ptr(),
+        envp: envp_ptrs.as_ptr(),
+        step: AtomicI32::new(0),
+        errno: AtomicI32::new(0),
+    };
+    let mut stack = vec![0u8; STACK];
+    // SAFETY: the stack is ours and outlives the child's use of it (CLONE_VFORK returns only after
+    // its exec or exit); the top is 16-byte aligned as the ABI wants. All signals are blocked in
+    // this thread around the clone so that no handler runs in the child before it resets them.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(STACK);
+        let top = top.sub(top as usize % 16);
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            child,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            std::ptr::from_ref(&data).cast_mut().cast(),
+        );
+        let clone_errno = errno();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(Failed {
+                step: Step::Clone,
+                error: std::io::Error::from_raw_os_error(clone_errno),
+            });
+        }
+        pid
+    };
+    drop(stack);
+    let step = data.step.load(Ordering::SeqCst);
+    if step != 0 {
+        reap(pid);
+        return Err(Failed {
+            step: Step::from_raw(step),
+            error: std::io::Error::from_raw_os_error(data.errno.load(Ordering::SeqCst)),
+        });
+    }
+    // Unreaped, the pid cannot be reused: the pidfd is surely this child's.
+    let pidfd = Pid::from_raw(pid)
+        .ok_or(rustix::io::Errno::SRCH)
+        .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()))
+        .map_err(|e| {
+            let _ = rustix::process::kill_process(
+                Pid::from_raw(pid).unwrap_or(Pid::INIT),
+                rustix::process::Signal::KILL,
+            );
+            reap(pid);
+            Failed {
+                step: Step::Pidfd,
+                error: e.into(),
+            }
+        })?;
+    Ok(Spawned {
+        pid: pid as u32,
+        pidfd,
+    })
+}
+
+/// Collects the status of a child that failed before running anything. Blocking (it has exited
+/// already, or is about to).
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child, with a valid status pointer.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 && errno() == libc::EINTR {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn null() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    #[test]
+    fn candidates_follow_path_as_execvp() {
+        assert_eq!(
+            candidates(OsStr::new("sleep"), Some(OsStr::new("/a::/b"))),
+            vec![
+                b"/a/sleep".to_vec(),
+                b"./sleep".to_vec(),
+                b"/b/sleep".to_vec()
+            ]
+        );
+        assert_eq!(
+            candidates(OsStr::new("./x"), Some(OsStr::new("/a"))),
+            vec![b"./x".to_vec()]
+        );
+    }
+
+    /// The child runs in its own session, with no signal blocked, SIGPIPE at its default (the
+    /// test harness ignores it, as the daemon does), the given environment, directory and stdout,
+    /// and its exit status comes through the pidfd.
+    #[test]
+    fn the_child_has_its_own_session_clean_signals_env_cwd_and_output() {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let script = r#"grep -E '^(SigBlk|SigIgn):' /proc/$$/status; echo "sid $(cut -d' ' -f6 /proc/$$/stat) pid $$"; pwd; echo "v=$HB_SPAWN_TEST"; exit 3"#;
+        let child = spawn(Spawn {
+            program: OsStr::new("sh"),
+            args: &["-c".into(), script.into()],
+            env: vec![("HB_SPAWN_TEST".into(), "a b'c".into())],
+            cwd: Some(Path::new("/tmp")),
+            stdio: [null(), w, null()],
+            cgroup_procs: None,
+        })
+        .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut out).unwrap();
+        let st = rustix::process::waitid(
+            rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(&child.pidfd)),
+            WaitIdOptions::EXITED,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(st.exit_status(), Some(3), "{out}");
+        let field = |name: &str| {
+            let line = out.lines().find(|l| l.starts_with(name)).unwrap();
+            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+        };
+        assert_eq!(field("SigBlk:"), 0, "{out}");
+        assert_eq!(field("SigIgn:") & (1 << (libc::SIGPIPE - 1)), 0, "{out}");
+        assert!(
+            out.contains(&format!("sid {0} pid {0}", child.pid)),
+            "{out}"
+        );
+        assert!(out.contains("\n/tmp\n"), "{out}");
+        assert!(out.contains("v=a b'c"), "{out}");
+    }
+
+    /// A missing program fails at the exec step with ENOENT and leaves no child behind.
+    #[test]
+    fn a_missing_program_is_reported_at_exec() {
+        let Err(f) = spawn(Spawn {
+            program: OsStr::new("no-such-program-harness"),
+            args: &[],
+            env: Vec::new(),
+            cwd: None,
+            stdio: [null(), null(), null()],
+            cgroup_procs: None,
+        }) else {
+            panic!("spawned a missing program");
+        };
+        assert_eq!(f.step, Step::Exec);
+        assert_eq!(f.error.kind(), std::io::ErrorKind::NotFound);
+    }
+}
