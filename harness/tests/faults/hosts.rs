@@ -727,6 +727,7 @@ fn a_start_whose_answer_is_lost_is_unknown_then_adopted_or_stopped() {
     env.run(&["start"]).ok();
     env.run(&["stop"]).ok();
     for (round, stop_meanwhile) in [false, true].into_iter().enumerate() {
+        let since = std::time::SystemTime::now();
         let start = env
             .cmd(&["start"])
             .stdout(Stdio::piped())
@@ -760,10 +761,55 @@ fn a_start_whose_answer_is_lost_is_unknown_then_adopted_or_stopped() {
             !relay.is_empty(),
             "round {round}: no sshd above the operation"
         );
-        let relay = Stalled(relay);
-        Stalled::signal(&relay.0, "-STOP");
         let frozen = Stalled(op);
         Stalled::signal(&frozen.0, "-STOP");
+        // (Directories of this start only: made after `since`.)
+        // The relay is frozen only once the operation has read its input (the runs'
+        // environments, through that relay): it makes every run's directory after reading it
+        // all, in one `mkdir` it waits for, so with the operation stopped a while after each
+        // step, a directory means the input is in and no runner began yet.
+        let runs_dir = tb.dir.join(format!(
+            "hosts/h3/home/{}/.local/state/harness",
+            tb.ssh_user
+        ));
+        let dirs_made = || {
+            std::fs::read_dir(&runs_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|daemon| {
+                    std::fs::read_dir(daemon.path().join("faultlost"))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .any(|svc| {
+                            std::fs::read_dir(svc.path())
+                                .into_iter()
+                                .flatten()
+                                .flatten()
+                                .any(|run| {
+                                    run.metadata()
+                                        .and_then(|m| m.modified())
+                                        .is_ok_and(|t| t >= since)
+                                })
+                        })
+                })
+        };
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            if dirs_made() {
+                break;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(30),
+                "round {round}: the start operation never made the runs' directories"
+            );
+            Stalled::signal(&frozen.0, "-CONT");
+            std::thread::sleep(Duration::from_millis(1));
+            Stalled::signal(&frozen.0, "-STOP");
+        }
+        let relay = Stalled(relay);
+        Stalled::signal(&relay.0, "-STOP");
         // Let it run a millisecond at a time until it has started a runner.
         // A runner the frozen operation started: `sh -c RUNNER ...` (not a fork of the
         // operation, which has its command line), its parent the operation. (Services may go in
