@@ -17,7 +17,7 @@
 # and over IDLE_S seconds (default 5) idle with all running; LOCAL_ONLY=1 RUNS=N repeats it N times
 # on a fresh daemon each time. Ansible (ansible-core)
 # is installed with pip into bench/.scratch/ansible-venv on first use (not committed); set
-# NO_ANSIBLE=1 to skip it. Writes the figures to stdout and, with RESULTS=FILE, appends them there.
+# NO_ANSIBLE=1 to skip it, NO_LOCAL=1 to skip the local part. Writes the figures to stdout and, with RESULTS=FILE, appends them there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -172,6 +172,8 @@ if [ -z "${NO_ANSIBLE:-}" ]; then
 fi
 
 # --- local -----------------------------------------------------------------------------------------
+lstart=skipped lup=0 lstatus=skipped lrss=skipped lfds=skipped lstop=skipped
+if [ -z "${NO_LOCAL:-}" ]; then
 {
     echo "name: scalelocal"
     echo "services:"
@@ -186,6 +188,7 @@ lrss=$(rss_mib "$pid")
 lfds=$(find "/proc/$pid/fd" -mindepth 1 | wc -l)
 t0=$(now); "$BIN" stop >/dev/null; t1=$(now)
 lstop=$(ms "$t0" "$t1")
+fi
 
 ratio=n/a
 [ "$ansible_ms" = skipped ] || ratio=$(awk -v a="$cold" -v b="$ansible_ms" 'BEGIN { printf "%.2f", a / b }')

@@ -32,7 +32,7 @@ use crate::event::Event;
 use crate::executor::Executor;
 use crate::layer::{Layer, Target};
 use crate::process::Output;
-use crate::script::{RUNNER, START_TIME_FN, STATE_DIR};
+use crate::script::{START_TIME_FN, STATE_DIR};
 use crate::signal::Signal;
 
 /// Where runs keep their state on a host (in the home of the user the service runs as).
@@ -44,51 +44,64 @@ const STATE_ROOT: &str = "~/.local/state/harness";
 /// Starts many runs on one host (and user) in one operation. For the I-th run (from 1): reads its
 /// environment from stdin (a line count, then that many lines: an exported sh script), SIGKILLs
 /// the process group of any other live run of the service (one a daemon could not adopt, e.g. the
-/// host was unreachable when it restarted: a service never runs twice), creates the run's
-/// directory, checks cwd, program and setsid, and starts the runner detached with that
-/// environment exported — so no value is ever in an argv. Then, once every runner wrote its
-/// pidfile (or 10 s passed), prints `R I STARTED PID STARTTIME DIR`, `R I NOCWD`, `R I NOPROG`,
-/// `R I NOSETSID` or `R I FAIL why`. Args: RUNNER, then per run: M DIR CWD PROGRAM ARGS... (M
-/// words from DIR on).
-const START_MANY: &str = r#"r=$1; shift; i=0; h0=$PWD
-one() {
-  d=$1; shift; case $d in "~/"*) d=$HOME/${d#"~/"};; esac
-  for o in "${d%/*}"/*/; do o=${o%/}; [ "$o" != "$d" ] && [ -s "$o/pid" ] || continue; read -r p s < "$o/pid"; st "$p"; if [ -n "$S" ] && [ "$S" = "$s" ]; then kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; fi; done
-  mkdir -p "$d" || { W="FAIL cannot create $d"; return; }
-  command -v setsid >/dev/null 2>&1 || { W=NOSETSID; rm -rf "$d"; return; }
-  x=OK; if [ -n "$1" ]; then cd "$1" 2>/dev/null || x=NOCWD; fi
-  if [ "$x" = OK ]; then command -v "$2" >/dev/null 2>&1 || x=NOPROG; fi
-  cd "$h0" 2>/dev/null || cd /
-  [ "$x" = OK ] || { W=$x; rm -rf "$d"; return; }
-  : > "$d/stdout" && : > "$d/stderr" || { W="FAIL cannot write in $d"; return; }
-  ( eval "$e" || exit 125; [ "${HARNESS_ENV_END-}" = 1 ] || exit 125; unset HARNESS_ENV_END e; exec setsid sh -c "$r" sh "$d" "$@" ) </dev/null >/dev/null 2>&1 &
-  W=WAIT
-}
+/// host was unreachable when it restarted: a service never runs twice); then one `mkdir` makes
+/// every run's directory; then, per run, checks cwd, program and setsid, and starts its runner
+/// ([`RUN_ONE`]) detached with that environment exported — so no value is ever in an argv. A run
+/// that cannot start is answered here: `R I NOCWD`, `R I NOPROG`, `R I NOSETSID` or `R I FAIL
+/// why`; a started one by its runner, on this operation's stdout, once its pidfile is written:
+/// `R I STARTED PID STARTTIME DIR` (or `R I FAIL why`). The operation's session ends when every
+/// runner has answered and let go of its stdout: no polling, and a runner that dies before its
+/// answer leaves its run unanswered (so not known: adopted or stopped later, ADR 0032). Args:
+/// RUNNER, then per run: M DIR CWD PROGRAM ARGS... (M words from DIR on).
+const START_MANY: &str = r#"r=$1; shift; i=0; h0=$PWD; md=
+command -v setsid >/dev/null 2>&1 && ss=1 || ss=
 while [ $# -gt 0 ]; do
   i=$((i+1)); m=$1; shift
   IFS= read -r c || c=0; e=; while [ "$c" -gt 0 ]; do IFS= read -r l; e="$e$l
 "; c=$((c-1)); done
-  W=; d=; a=; n=1
-  while [ "$n" -le "$m" ]; do a="$a \"\${$n}\""; n=$((n+1)); done
-  eval "one $a"
-  eval "w_$i=\$W d_$i=\$d"
+  d=$1; case $d in "~/"*) d=$HOME/${d#"~/"};; esac
+  for o in "${d%/*}"/*/; do o=${o%/}; [ "$o" != "$d" ] && [ -s "$o/pid" ] || continue; read -r p s < "$o/pid"; st "$p"; if [ -n "$S" ] && [ "$S" = "$s" ]; then kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; fi; done
+  a=; n=1; while [ "$n" -le "$m" ]; do eval "v_${i}_$n=\${$n}"; a="$a \"\$v_${i}_$n\""; n=$((n+1)); done
+  eval "e_$i=\$e d_$i=\$d a_$i=\$a"; md="$md \"\$d_$i\""
   shift "$m"
 done
-k=0
-while :; do
-  busy=0; j=1
-  while [ "$j" -le "$i" ]; do
-    eval "w=\$w_$j d=\$d_$j"
-    if [ "$w" = WAIT ]; then
-      if [ -s "$d/pid" ]; then read -r p s < "$d/pid"; eval "w_$j=\"STARTED \$p \$s \$d\""; else busy=1; fi
-    fi
-    j=$((j+1))
-  done
-  [ "$busy" = 1 ] || break
-  k=$((k+1)); [ "$k" -gt 1000 ] && break
-  sleep 0.01
-done
-j=1; while [ "$j" -le "$i" ]; do eval "w=\$w_$j"; [ "$w" = WAIT ] && w="FAIL the runner did not write its pidfile"; echo "R $j $w"; j=$((j+1)); done
+[ -z "$md" ] || eval "mkdir -p $md" 2>/dev/null
+one() {
+  j=$1; d=$2; shift 3
+  [ -d "$d" ] || { echo "R $j FAIL cannot create $d"; return; }
+  [ -n "$ss" ] || { echo "R $j NOSETSID"; rm -rf "$d"; return; }
+  x=OK; if [ -n "$1" ]; then cd "$1" 2>/dev/null || x=NOCWD; fi
+  if [ "$x" = OK ]; then command -v "$2" >/dev/null 2>&1 || x=NOPROG; fi
+  cd "$h0" 2>/dev/null || cd /
+  [ "$x" = OK ] || { echo "R $j $x"; rm -rf "$d"; return; }
+  : > "$d/stdout" && : > "$d/stderr" || { echo "R $j FAIL cannot write in $d"; return; }
+  eval "e=\$e_$j"
+  # Positional parameters only once the environment is set: a variable of the service's own may
+  # have any name.
+  ( set -- "$r" sh "$j" "$d" "$@"; eval "$e" || { echo "R $3 FAIL the environment did not apply"; exit 125; }
+    [ "${HARNESS_ENV_END-}" = 1 ] || { echo "R $3 FAIL the environment came incomplete"; exit 125; }
+    unset HARNESS_ENV_END; exec setsid sh -c "$@" ) </dev/null 2>/dev/null &
+}
+k=1; while [ "$k" -le "$i" ]; do eval "a=\$a_$k"; eval "one $k \"\$d_$k\" $a"; k=$((k+1)); done
+"#;
+
+/// The runner of one remote run, started detached by [`START_MANY`] in a session of its own: the
+/// [`crate::script::RUNNER`] of a managed process, and it answers for its run on its stdout (the start
+/// operation's) once the pidfile is written, then lets go of it. SIGPIPE is ignored, so a start
+/// whose connection is gone does not kill the runner of a service that began (its answer is then
+/// lost: ADR 0032); the service itself gets the default. No variable is set before the service
+/// is forked: the environment exported is the service's, whatever its names. Args: I DIR CWD
+/// PROGRAM ARGS...
+const RUN_ONE: &str = r#"trap '' PIPE
+if [ -n "$3" ]; then cd "$3" 2>/dev/null || { rm -rf "$2"; echo "R $1 NOCWD"; exit 126; }; fi
+{ trap - PIPE; shift 3; exec setsid "$@"; } </dev/null >>"$2/stdout" 2>>"$2/stderr" &
+p=$! i=$1 d=$2
+st "$p"
+echo "$p $S" > "$d/pid" || { kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; echo "R $i FAIL cannot write $d/pid"; exit 1; }
+echo "R $i STARTED $p $S $d"
+exec >/dev/null
+wait "$p"; rc=$?
+echo "$rc" > "$d/exit.tmp" && mv -f "$d/exit.tmp" "$d/exit"
 "#;
 
 /// After a daemon restart: SIGKILLs the process group of every run of the service but DIR (runs
@@ -185,54 +198,92 @@ exit 0
 /// Follows every run under ROOT (`ROOT/<daemon>/<project>/<service>/<run>/`) in one session, by byte
 /// offset: `\036HARNESS-D KEY o|e OFFSET LEN` then LEN bytes of output; `\036HARNESS-X KEY RC`
 /// once a run's exit is recorded (after its last output); `\036HARNESS-G KEY` when its process
-/// vanished without a recorded status; `\036HARNESS-H` about once a second, so a follower whose
-/// session is gone dies of SIGPIPE. Args: ROOT then KEY OUT_OFFSET ERR_OFFSET per known run.
-const FOLLOW: &str = r#"d=$1; shift; h=0
+/// vanished without a recorded status; `\036HARNESS-H` at the end of each round. The next round
+/// begins when a line arrives on stdin: the daemon sends one [`ROUND`] after the previous one,
+/// once the heartbeat came (so rounds never pile up on a slow host), or at once when it waits for
+/// an exit ([`Follower::hurry`]). A follower whose session is gone reads end of file (or dies of
+/// SIGPIPE). Args: ROOT then KEY OUT_OFFSET ERR_OFFSET per known run.
+///
+/// A round must cost little: it runs every 0.2 s on every host, for every run there. The tree is
+/// globbed once per round (dash opens every directory of a glob). Each run's pidfile is read
+/// once; a run counts as alive while `/proc/PID` exists (one `stat`), and its start time — `st`,
+/// which dash's `read` takes from /proc a byte per syscall, ~300 of them — is compared only about
+/// every 10 s (pid reuse) and every round once it looked gone. Each run's number is looked up by
+/// key only when the set of runs changed: dash's `${x#*pattern}` costs the square of the string's
+/// length, ~2 ms per round for 10 runs with their long keys. Before: `st` for every run every
+/// round, a loop over every run to find each key, four globs, and a `sleep` forked after each
+/// round: ~3.3 ms of CPU per round for 10 runs, 500 quiet services on 50 hosts took a whole core;
+/// now ~0.75 ms. bench/results-remote-2026-12-06.md.
+const FOLLOW: &str = r#"d=$1; shift; t=0; prs=; il=
 case $d in "~/"*) d=$HOME/${d#"~/"};; esac
-n=0
-while [ $# -ge 3 ]; do n=$((n+1)); eval "k_$n=\$1 a_$n=\$2 b_$n=\$3 x_$n=0"; shift 3; done
+n=0; ix=" "
+add() { n=$((n+1)); ix="$ix$1=$n "; eval "a_$n=\$2 b_$n=\$3 x_$n=0 g_$n=0 p_$n="; }
+while [ $# -ge 3 ]; do add "$1" "$2" "$3"; shift 3; done
 zs() { q=${w%%" $1
 "*}; if [ "$q" = "$w" ]; then Z=0; else Z=${q##*[!0-9]}; Z=$((Z+0)); fi; }
 send() { printf '\036HARNESS-D %s %s %s %s\n' "$k" "$2" "$3" $(($4-$3)); tail -c +$(($3+1)) "$1" | head -c $(($4-$3)); }
 while :; do
-  # Which runs have ended, noted before the sizes are taken: their sizes are then final.
-  e=
-  for f in "$d"/*/*/*/*/exit; do [ -f "$f" ] && e="$e${f%exit} "; done
-  # One `wc` for every size, and none while every output file is empty (forks are most of what
-  # a follower of quiet services costs).
-  w=
-  for f in "$d"/*/*/*/*/stdout "$d"/*/*/*/*/stderr; do
-    if [ -s "$f" ]; then w="$(wc -c "$d"/*/*/*/*/stdout "$d"/*/*/*/*/stderr 2>/dev/null)
-"; break; fi
-  done
+  # One pass over the runs: which have ended, noted before the sizes are taken (their sizes are
+  # then final), and whether any has output. One `wc` for every size, and none while every
+  # output file is empty (forks are most of what a follower of quiet services costs).
+  t=$((t+1)); rs=; e=; w=
   for r in "$d"/*/*/*/*/; do
-    [ -s "${r}pid" ] || continue
+    rs="$rs$r
+"
+    [ -f "${r}exit" ] && e="$e$r "
+    [ -z "$w" ] && { [ -s "${r}stdout" ] || [ -s "${r}stderr" ]; } && w=1
+  done
+  [ -z "$w" ] || w="$(wc -c "$d"/*/*/*/*/stdout "$d"/*/*/*/*/stderr 2>/dev/null)
+"
+  # Each run's number: looked up by key only when the runs changed (dash's ${x#*pat} costs the
+  # square of the string's length), else the list of the last round.
+  [ "$rs" = "$prs" ] || { prs=$rs; il=; }
+  set -f; IFS='
+'; set -- $rs; unset IFS; set +f
+  [ -n "$il" ] || for r do
     k=${r%/}; k=${k#"$d"/}
-    i=0; j=1
-    while [ "$j" -le "$n" ]; do eval "[ \"\$k_$j\" = \"\$k\" ]" && { i=$j; break; }; j=$((j+1)); done
-    if [ "$i" = 0 ]; then n=$((n+1)); i=$n; eval "k_$i=\$k a_$i=0 b_$i=0 x_$i=0"; fi
-    eval "a=\$a_$i b=\$b_$i x=\$x_$i"
+    case $ix in
+      *" $k="*) i=${ix#*" $k="}; il="$il${i%% *} ";;
+      *) if [ -s "${r}pid" ]; then add "$k" 0 0; il="$il$n "; else il="${il}0 "; prs=; fi;;
+    esac
+  done
+  l=$il
+  for r do
+    i=${l%% *}; l=${l#* }
+    [ "$i" = 0 ] && continue
+    k=${r%/}; k=${k#"$d"/}
+    eval "x=\$x_$i p=\$p_$i s=\$s_$i g=\$g_$i"
     [ "$x" = 1 ] && continue
+    if [ -z "$p" ]; then [ -s "${r}pid" ] || continue; read -r p s < "${r}pid"; eval "p_$i=\$p s_$i=\$s"; fi
     # Ended before this round's sizes were taken: they include its last output.
     fin=0; case $e in *"$r "*) fin=1;; esac
-    zs "${r}stdout"
-    if [ "$Z" -gt "$a" ]; then send "${r}stdout" o "$a" "$Z"; a=$Z; fi
-    zs "${r}stderr"
-    if [ "$Z" -gt "$b" ]; then send "${r}stderr" e "$b" "$Z"; b=$Z; fi
-    eval "a_$i=\$a b_$i=\$b"
+    if [ -n "$w" ]; then
+      eval "a=\$a_$i b=\$b_$i"
+      zs "${r}stdout"
+      if [ "$Z" -gt "$a" ]; then send "${r}stdout" o "$a" "$Z"; a=$Z; fi
+      zs "${r}stderr"
+      if [ "$Z" -gt "$b" ]; then send "${r}stderr" e "$b" "$Z"; b=$Z; fi
+      eval "a_$i=\$a b_$i=\$b"
+    fi
     if [ "$fin" = 1 ]; then
       read -r rc < "${r}exit"; printf '\036HARNESS-X %s %s\n' "$k" "$rc"; eval "x_$i=1"
     else
-      read -r p s < "${r}pid"; st "$p"
-      if [ "$S" != "$s" ]; then
-        eval "g=\${g_$i:-0}"; g=$((g+1)); eval "g_$i=\$g"
-        if [ "$g" -gt 10 ]; then printf '\036HARNESS-G %s\n' "$k"; eval "x_$i=1"; fi
+      # Alive while /proc has its pid; its start time is compared (pid reuse) about every 10 s,
+      # and every round once it looked gone.
+      if [ "$g" = 0 ] && [ $(((t+i)%50)) != 0 ]; then
+        [ -d "/proc/$p" ] && continue
+      else
+        st "$p"; [ "$S" = "$s" ] && continue
       fi
+      g=$((g+1)); eval "g_$i=\$g"
+      if [ "$g" -gt 10 ]; then printf '\036HARNESS-G %s\n' "$k"; eval "x_$i=1"; fi
     fi
   done
-  # A heartbeat: once the session is gone the write fails and SIGPIPE ends this follower.
-  h=$((h+1)); if [ "$h" -ge 5 ]; then h=0; printf '\036HARNESS-H\n'; fi
-  sleep 0.2
+  # The round is done: a heartbeat, then the next round when the daemon says (a line on stdin;
+  # no `sleep` to fork). Once the session is gone the read ends (or the write fails: SIGPIPE),
+  # and so does this follower.
+  printf '\036HARNESS-H\n'
+  IFS= read -r tick || exit 0
 done
 "#;
 
@@ -363,7 +414,7 @@ impl Kind {
     /// The operation's arguments before the runs' own.
     fn lead(self) -> Vec<String> {
         match self {
-            Kind::Start => vec![format!("{START_TIME_FN}{RUNNER}")],
+            Kind::Start => vec![format!("{START_TIME_FN}{RUN_ONE}")],
             Kind::Stop | Kind::Clean => Vec::new(),
         }
     }
@@ -576,11 +627,17 @@ struct Follower {
     changed: Notify,
     task: Mutex<Option<smol::Task<()>>>,
     reach: Mutex<Reach>,
+    /// The next round is wanted at once ([`Follower::hurry`]).
+    hurry: std::sync::atomic::AtomicBool,
+    hurried: Notify,
 }
 
+/// How often the follower looks at its runs (the daemon paces its rounds).
+const ROUND: Duration = Duration::from_millis(200);
+
 /// How long a host may stay silent before it counts as unreachable: the follower's session
-/// prints a heartbeat about once a second, so this is several missed ones (a loaded host is not
-/// declared lost at the first late beat).
+/// prints a heartbeat after every round (about every [`ROUND`]), so this is many missed ones (a
+/// loaded host is not declared lost at the first late beat).
 pub const SILENCE: Duration = Duration::from_secs(5);
 
 /// What the follower knows of its host's reachability.
@@ -739,6 +796,8 @@ impl Follower {
             changed: Notify::new(),
             task: Mutex::new(None),
             reach: Mutex::new(Reach::new()),
+            hurry: std::sync::atomic::AtomicBool::new(false),
+            hurried: Notify::new(),
         });
         let me = Arc::downgrade(&f);
         let (exec, target_owned) = (exec.clone(), target.clone());
@@ -794,6 +853,13 @@ impl Follower {
         if changed {
             self.changed.notify(usize::MAX);
         }
+    }
+
+    /// Asks for the next round without waiting out [`ROUND`]: a stop that just ended its runs
+    /// waits for their exits, which the follower reports in its next round.
+    fn hurry(&self) {
+        self.hurry.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.hurried.notify(usize::MAX);
     }
 
     /// Connecting to the host failed with `e`.
@@ -931,7 +997,7 @@ async fn follow_loop(me: Weak<Follower>, exec: Executor, target: Target) {
             Some(f) => f.args(),
             None => return,
         };
-        let cmd = sh(format!("{START_TIME_FN}{FOLLOW}"), args);
+        let cmd = sh(format!("{START_TIME_FN}{FOLLOW}"), args).stdin(StdinMode::Piped);
         let mut proc = match exec.spawn(&target, &cmd).await {
             Ok(p) => p,
             Err(e) => {
@@ -948,6 +1014,37 @@ async fn follow_loop(me: Weak<Follower>, exec: Executor, target: Target) {
         let Some(mut events) = proc.take_events() else {
             continue;
         };
+        // Paces the rounds: a line after each heartbeat, ROUND after the last line (or at once
+        // when hurried). Dropped, with stdin, when the session ends.
+        let (round_done, rounds) = async_channel::bounded::<()>(1);
+        let _ticker = proc.take_stdin().map(|mut stdin| {
+            let me = me.clone();
+            smol::spawn(async move {
+                use futures_lite::FutureExt;
+                let mut last = std::time::Instant::now();
+                while rounds.recv().await.is_ok() {
+                    let Some(f) = me.upgrade() else { return };
+                    let l = f.hurried.listen();
+                    let hurried = f.hurry.swap(false, std::sync::atomic::Ordering::Relaxed);
+                    drop(f);
+                    if !hurried {
+                        Timer::at(last + ROUND)
+                            .or(async {
+                                l.await;
+                                std::time::Instant::now()
+                            })
+                            .await;
+                        if let Some(f) = me.upgrade() {
+                            f.hurry.store(false, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    if stdin.write_all(b"\n").await.is_err() || stdin.flush().await.is_err() {
+                        return;
+                    }
+                    last = std::time::Instant::now();
+                }
+            })
+        });
         let mut buf: Vec<u8> = Vec::new();
         let began = std::time::Instant::now();
         let mut first = true;
@@ -964,7 +1061,9 @@ async fn follow_loop(me: Weak<Follower>, exec: Executor, target: Target) {
                 buf.push(b'\n');
             }
             let Some(f) = me.upgrade() else { return };
-            parse(&f, &mut buf).await;
+            if parse(&f, &mut buf).await {
+                let _ = round_done.try_send(());
+            }
         }
         let _ = proc.wait().await;
         if me.upgrade().is_none() {
@@ -976,18 +1075,20 @@ async fn follow_loop(me: Weak<Follower>, exec: Executor, target: Target) {
 
 const MARK: &[u8] = b"\x1eHARNESS-";
 
-/// Consumes complete records from `buf`.
-async fn parse(f: &Follower, buf: &mut Vec<u8>) {
+/// Consumes complete records from `buf`; true when a heartbeat (the end of a round) was among
+/// them.
+async fn parse(f: &Follower, buf: &mut Vec<u8>) -> bool {
+    let mut beat = false;
     loop {
         let Some(start) = buf.windows(MARK.len()).position(|w| w == MARK) else {
             // Keep a possible partial mark.
             let keep = buf.len().min(MARK.len() - 1);
             buf.drain(..buf.len() - keep);
-            return;
+            return beat;
         };
         let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') else {
             buf.drain(..start);
-            return;
+            return beat;
         };
         let head = String::from_utf8_lossy(&buf[start + MARK.len()..start + nl]).into_owned();
         let body = start + nl + 1;
@@ -1000,7 +1101,7 @@ async fn parse(f: &Follower, buf: &mut Vec<u8>) {
                 };
                 if buf.len() < body + len {
                     buf.drain(..start);
-                    return;
+                    return beat;
                 }
                 let data: Vec<u8> = buf[body..body + len].to_vec();
                 buf.drain(..body + len);
@@ -1020,6 +1121,10 @@ async fn parse(f: &Follower, buf: &mut Vec<u8>) {
                         signal: None,
                     },
                 );
+            }
+            ["H"] => {
+                buf.drain(..body);
+                beat = true;
             }
             _ => {
                 buf.drain(..body);
@@ -1291,6 +1396,8 @@ impl RemoteService {
             )
             .await?;
         let killed = said == "KILLED";
+        // Its exit (and last output) comes in the follower's next round: now, not in up to ROUND.
+        self.follower.hurry();
         // The follower delivers the last output, then the exit. For a run already cleaned up (by
         // a daemon killed after its stop) nothing more comes; for one that had ended already
         // (e.g. adopted after a daemon restart, its process gone) the stop's answer says how,
@@ -1392,6 +1499,8 @@ mod tests {
                 changed: Notify::new(),
                 task: Mutex::new(None),
                 reach: Mutex::new(Reach::new()),
+                hurry: std::sync::atomic::AtomicBool::new(false),
+                hurried: Notify::new(),
             };
             f.register("p/s/1", tmp.path(), [0, 0]);
             let mut buf = b"\x1eHARNESS-D p/s/1 o 0 6\nab\ncd".to_vec();

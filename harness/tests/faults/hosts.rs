@@ -699,8 +699,9 @@ fn processes_with(uid: u32, parts: &[&str]) -> Vec<u32> {
 
 /// A start whose answer is lost after the host began the runs (ADR 0032): h3's one start
 /// operation for 20 services is frozen with SIGSTOP once it has started some of their runners
-/// (which run on by themselves, in their own sessions), then h3's sshd is killed (the connection
-/// drops) and the frozen operation with it, so its answer never comes. No service may be
+/// (which run on by themselves, in their own sessions), the sshd process relaying that session
+/// frozen with it (each runner answers for its run on the session by itself), then h3's sshd is
+/// killed (the connection drops) and the frozen operation with it, so its answer never comes. No service may be
 /// `failed` while its process may live: all are `unknown`. When h3 answers, each run that began
 /// is adopted (`running`, the same pid) and each that did not is `failed` (nothing runs); or,
 /// when a stop was asked meanwhile (pending, exit 1), every run is killed and all are `stopped`.
@@ -726,6 +727,7 @@ fn a_start_whose_answer_is_lost_is_unknown_then_adopted_or_stopped() {
     env.run(&["start"]).ok();
     env.run(&["stop"]).ok();
     for (round, stop_meanwhile) in [false, true].into_iter().enumerate() {
+        let since = std::time::SystemTime::now();
         let start = env
             .cmd(&["start"])
             .stdout(Stdio::piped())
@@ -745,8 +747,69 @@ fn a_start_whose_answer_is_lost_is_unknown_then_adopted_or_stopped() {
                 "round {round}: the start operation never ran on h3"
             );
         };
+        // The sshd process relaying the operation's session is frozen too: each runner answers
+        // for its run on the session's stdout by itself, and those answers must not get out
+        // before the connection drops.
+        let relay: Vec<u32> = std::iter::successors(parent_of(op[0]), |&p| parent_of(p))
+            .take(4)
+            .find(|&p| {
+                std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sshd"))
+            })
+            .into_iter()
+            .collect();
+        assert!(
+            !relay.is_empty(),
+            "round {round}: no sshd above the operation"
+        );
         let frozen = Stalled(op);
         Stalled::signal(&frozen.0, "-STOP");
+        // (Directories of this start only: made after `since`.)
+        // The relay is frozen only once the operation has read its input (the runs'
+        // environments, through that relay): it makes every run's directory after reading it
+        // all, in one `mkdir` it waits for, so with the operation stopped a while after each
+        // step, a directory means the input is in and no runner began yet.
+        let runs_dir = tb.dir.join(format!(
+            "hosts/h3/home/{}/.local/state/harness",
+            tb.ssh_user
+        ));
+        let dirs_made = || {
+            std::fs::read_dir(&runs_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|daemon| {
+                    std::fs::read_dir(daemon.path().join("faultlost"))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .any(|svc| {
+                            std::fs::read_dir(svc.path())
+                                .into_iter()
+                                .flatten()
+                                .flatten()
+                                .any(|run| {
+                                    run.metadata()
+                                        .and_then(|m| m.modified())
+                                        .is_ok_and(|t| t >= since)
+                                })
+                        })
+                })
+        };
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            if dirs_made() {
+                break;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(30),
+                "round {round}: the start operation never made the runs' directories"
+            );
+            Stalled::signal(&frozen.0, "-CONT");
+            std::thread::sleep(Duration::from_millis(1));
+            Stalled::signal(&frozen.0, "-STOP");
+        }
+        let relay = Stalled(relay);
+        Stalled::signal(&relay.0, "-STOP");
         // Let it run a millisecond at a time until it has started a runner.
         // A runner the frozen operation started: `sh -c RUNNER ...` (not a fork of the
         // operation, which has its command line), its parent the operation. (Services may go in
@@ -796,6 +859,7 @@ fn a_start_whose_answer_is_lost_is_unknown_then_adopted_or_stopped() {
         fault.sshd_kill("h3");
         Stalled::signal(&frozen.0, "-KILL");
         drop(frozen);
+        drop(relay);
         let out = start.wait_with_output().unwrap();
         let said = String::from_utf8_lossy(&out.stdout).into_owned();
         assert_ne!(out.status.code(), Some(0), "round {round}: {said}");
