@@ -1289,10 +1289,30 @@ async fn start_one(
         // job, a bad working directory) is reported as exited. Counted from its own spawn, not
         // from when its pid was recorded: the windows of a wave overlap its spawns.
         Some(Ok(())) if !gated => {
-            let since = ready.get().launched_at.unwrap_or_else(Instant::now);
+            let (since, pid) = {
+                let r = ready.get();
+                (r.launched_at.unwrap_or_else(Instant::now), r.launched_pid)
+            };
             let exited = async { Some(ready.wait(|r| r.exited).await) }
                 .or(async {
                     Timer::at(since + settle).await;
+                    // Past the short window, a program still busy starting (it or a process
+                    // it started is runnable, in disk wait, or has just exited) is watched on
+                    // to the long one; one asleep waiting for something has settled.
+                    if settle < START_SETTLE_LAUNCHED {
+                        let waiting = match pid {
+                            Some((pid, st)) => {
+                                blocking::unblock(move || {
+                                    command_executor::service::procfs::tree_waiting(pid, st)
+                                })
+                                .await
+                            }
+                            None => false,
+                        };
+                        if !waiting {
+                            Timer::at(since + START_SETTLE_LAUNCHED).await;
+                        }
+                    }
                     None
                 })
                 .await;
@@ -1395,11 +1415,14 @@ async fn stop_logged(
 
 /// How long `start` watches a service without a health check after launching it, when this
 /// machine runs its program directly: one that exits within this is reported as exited (or
-/// completed), not as started. A program that fails at once (`exit 7`, `false`, a shell script
-/// whose first command fails, a missing file it opens) exits within a few ms of its spawn: at a
-/// load average of 8 on 2 cores, 12 ms at most (bench/results-coldstart-2026-12-06.md). A
-/// program that cannot be executed or whose working directory is missing fails the spawn
-/// itself, before any window (ADR 0044).
+/// completed), not as started. Past it, the service counts as started only if it and every
+/// process it started are asleep waiting for something (`procfs::tree_waiting`); one still busy
+/// is watched to [`START_SETTLE_LAUNCHED`]. A program that fails at once (`exit 7`, `false`, a
+/// shell script whose first command fails) exits within a few ms of its spawn on an idle
+/// machine (12 ms at most at a load average of 8 on 2 cores, bench/results-coldstart-2026-12-06.md);
+/// under heavier load it may not have run yet, and is then still runnable, not asleep. A program
+/// that cannot be executed or whose working directory is missing fails the spawn itself, before
+/// any window (ADR 0044).
 pub(crate) const START_SETTLE: Duration = Duration::from_millis(50);
 
 /// The window when a launcher starts first and then the program: `sudo` for a `user:` service
