@@ -77,7 +77,11 @@ pub fn tree_waiting(pid: u32, start_time: u64) -> bool {
             let Ok(children) = std::fs::read_to_string(t.path().join("children")) else {
                 return false;
             };
-            todo.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            todo.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
         }
     }
     true
