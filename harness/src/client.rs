@@ -346,7 +346,12 @@ pub fn daemon_command(opts: &RunOptions) -> anyhow::Result<(std::process::Comman
     let exe = std::env::current_exe().context("cannot find the harness executable")?;
     let lean = exe.with_file_name(format!("{DAEMON_EXE}{}", std::env::consts::EXE_SUFFIX));
     let (mut cmd, is_lean) = if same_build(&lean) {
-        (std::process::Command::new(lean), true)
+        let mut cmd = std::process::Command::new(lean);
+        // Started as its first run would exec itself again (without the tcache): one exec less.
+        if let Some(env) = crate::daemon::tunables_env() {
+            cmd.envs(env);
+        }
+        (cmd, true)
     } else {
         let mut cmd = std::process::Command::new(exe);
         cmd.args(["daemon", "run"]);
@@ -356,9 +361,39 @@ pub fn daemon_command(opts: &RunOptions) -> anyhow::Result<(std::process::Comman
     Ok((cmd, is_lean))
 }
 
+/// Whether `harnessd` beside this executable is of our build, asked once per process.
+static LEAN_DAEMON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// When a local daemon is likely to be auto-started (no daemon has recorded itself in the home,
+/// none is named), asks `harnessd` for its build on another thread now, while the caller loads the
+/// services file: the answer is ready when the daemon is started. Nothing is started here (an
+/// invalid file must not start a daemon).
+pub fn check_daemon_build_early(args: &DaemonArgs) {
+    if args.url.is_some() || args.no_autostart {
+        return;
+    }
+    let Ok(home) = HarnessHome::from_env() else {
+        return;
+    };
+    if home.path(harness_protocol::home::DAEMON_INFO).exists() || config_file(&home).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let lean = exe.with_file_name(format!("{DAEMON_EXE}{}", std::env::consts::EXE_SUFFIX));
+    let _ = std::thread::Builder::new()
+        .name("build-check".into())
+        .spawn(move || same_build(&lean));
+}
+
 /// `harnessd --build-id` prints ours: a missing, foreign or older `harnessd` is never started (nor
 /// waited for: one that does not answer within a second is not ours either).
 fn same_build(exe: &Path) -> bool {
+    *LEAN_DAEMON.get_or_init(|| ask_build(exe))
+}
+
+fn ask_build(exe: &Path) -> bool {
     use std::io::Read as _;
     if !exe.is_file() {
         return false;

@@ -734,10 +734,16 @@ async fn apply_selected(
             .collect()
     };
     let base = opts.base_dir.clone();
-    if with_deps {
-        // (A restart saved it before stopping anything.)
-        save_project(inner, project, base.as_deref()).await?;
-    }
+    // The definition is saved (a restart saved it before stopping anything) while the registry
+    // entries are written and the recorded hashes read: their syncs overlap, and all of it is
+    // done before anything launches.
+    let saving = async {
+        if with_deps {
+            save_project(inner, project, base.as_deref()).await
+        } else {
+            Ok(())
+        }
+    };
     let previous: BTreeSet<String> = {
         let mut names: BTreeSet<String> = inner
             .store
@@ -772,18 +778,25 @@ async fn apply_selected(
             smol::spawn(async move { ensure_entry(&inner, &project, &name).await })
         })
         .collect();
-    let mut entries = BTreeMap::new();
-    for t in registering {
-        let e = t.await?;
-        entries.insert(e.name.clone(), e);
-    }
-
+    let registered = async {
+        let mut entries = BTreeMap::new();
+        for t in registering {
+            let e = t.await?;
+            entries.insert(e.name.clone(), e);
+        }
+        Ok::<_, Error>(entries)
+    };
     // What each service's running instance was started from, as recorded (for those whose
     // slot does not know it: the first apply after a daemon start).
-    let recorded_hashes = {
+    let hashes_read = {
         let dir = inner.project_dir(&project.name);
-        blocking::unblock(move || read_hashes(&dir)).await
+        blocking::unblock(move || read_hashes(&dir))
     };
+    let ((saved, registered), recorded_hashes) =
+        futures_lite::future::zip(futures_lite::future::zip(saving, registered), hashes_read).await;
+    saved?;
+    let mut entries = registered?;
+    tracing::debug!(project = %project.name, "saved and registered");
 
     // Decide per service.
     let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
@@ -973,6 +986,7 @@ async fn apply_selected(
     if let Err(e) = inner.launches.record_wave(&project.name, &wave).await {
         tracing::warn!(project = %project.name, "cannot record the start wave: {e}");
     }
+    tracing::debug!(project = %project.name, services = wave.len(), "start wave recorded");
     let mut tasks: Vec<(String, smol::Task<ServiceReport>)> = Vec::new();
     for (name, plan, deps) in starts {
         let inner = inner.clone();
@@ -1174,6 +1188,7 @@ async fn start_one(
     let hash = spec.hash();
     let stop = (spec.stop.signal, spec.stop.timeout);
     let gated = spec.health.is_some();
+    let settle = start_settle(&spec);
     let restart = spec.restart.policy;
     let limit = spec.startup_timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
     let check = spec.health_description();
@@ -1280,14 +1295,35 @@ async fn start_one(
         Some(Err(_)) => {}
     }
     match outcome {
-        // Started without a health check: it is watched until START_SETTLE after its spawn,
-        // so that a process that exits at once (a one-shot job, a bad working directory) is
-        // reported as exited. (Counted from the spawn, not from when its pid was recorded.)
+        // Started without a health check: it is watched until its settle window after its
+        // spawn has passed (`start_settle`), so that a process that exits at once (a one-shot
+        // job, a bad working directory) is reported as exited. Counted from its own spawn, not
+        // from when its pid was recorded: the windows of a wave overlap its spawns.
         Some(Ok(())) if !gated => {
-            let since = ready.get().launched_at.unwrap_or_else(Instant::now);
+            let (since, pid) = {
+                let r = ready.get();
+                (r.launched_at.unwrap_or_else(Instant::now), r.launched_pid)
+            };
             let exited = async { Some(ready.wait(|r| r.exited).await) }
                 .or(async {
-                    Timer::at(since + START_SETTLE).await;
+                    Timer::at(since + settle).await;
+                    // Past the short window, a program still busy starting (it or a process
+                    // it started is runnable, in disk wait, or has just exited) is watched on
+                    // to the long one; one asleep waiting for something has settled.
+                    if settle < START_SETTLE_LAUNCHED {
+                        let waiting = match pid {
+                            Some((pid, st)) => {
+                                blocking::unblock(move || {
+                                    command_executor::service::procfs::tree_waiting(pid, st)
+                                })
+                                .await
+                            }
+                            None => false,
+                        };
+                        if !waiting {
+                            Timer::at(since + START_SETTLE_LAUNCHED).await;
+                        }
+                    }
                     None
                 })
                 .await;
@@ -1388,9 +1424,34 @@ async fn stop_logged(
     r
 }
 
-/// How long `start` watches a service without a health check after launching it: one that
-/// exits within this is reported as exited (or completed), not as started.
-pub(crate) const START_SETTLE: Duration = Duration::from_millis(100);
+/// How long `start` watches a service without a health check after launching it, when this
+/// machine runs its program directly: one that exits within this is reported as exited (or
+/// completed), not as started. Past it, the service counts as started only if it and every
+/// process it started are asleep waiting for something (`procfs::tree_waiting`); one still busy
+/// is watched to [`START_SETTLE_LAUNCHED`]. A program that fails at once (`exit 7`, `false`, a
+/// shell script whose first command fails) exits within a few ms of its spawn on an idle
+/// machine (12 ms at most at a load average of 8 on 2 cores, bench/results-coldstart-2026-12-06.md);
+/// under heavier load it may not have run yet, and is then still runnable, not asleep. A program
+/// that cannot be executed or whose working directory is missing fails the spawn itself, before
+/// any window (ADR 0044).
+pub(crate) const START_SETTLE: Duration = Duration::from_millis(50);
+
+/// The window when a launcher starts first and then the program: `sudo` for a `user:` service
+/// (sudo, then sh entering the directory: up to 26 ms at that load), an SSH runner on a host, a
+/// docker engine.
+pub(crate) const START_SETTLE_LAUNCHED: Duration = Duration::from_millis(100);
+
+/// The settle window of `spec` ([`START_SETTLE`] or [`START_SETTLE_LAUNCHED`]).
+fn start_settle(spec: &Resolved) -> Duration {
+    let direct = spec.container.is_none()
+        && matches!(spec.placement, crate::addresses::Placement::Local)
+        && spec.launch.user.is_none();
+    if direct {
+        START_SETTLE
+    } else {
+        START_SETTLE_LAUNCHED
+    }
+}
 
 /// Whether the policy starts the service again after it exited with status 0.
 fn restarts_on_success(policy: &harness_config::RestartPolicy) -> bool {

@@ -106,10 +106,12 @@ impl Launches {
         )
     }
 
-    /// The service's cgroup (created), where cgroups are usable.
-    pub fn cgroup(&self, project: &str, service: &str) -> Option<Cgroup> {
-        let root = self.cgroups.as_ref()?;
-        match Cgroup::open(root, &cgroup_name(project, service)) {
+    /// The service's cgroup (created, on the blocking pool: a wave's mkdirs in cgroupfs run
+    /// beside each other, not one after another on the executor), where cgroups are usable.
+    pub async fn cgroup(&self, project: &str, service: &str) -> Option<Cgroup> {
+        let root = self.cgroups.clone()?;
+        let name = cgroup_name(project, service);
+        match blocking::unblock(move || Cgroup::open(&root, &name)).await {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!("no cgroup for {project}/{service}: {e}");

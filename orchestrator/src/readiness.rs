@@ -24,6 +24,8 @@ pub(crate) struct Ready {
     /// When its process was spawned (the last launch): `start` watches a service without a
     /// health check from this instant on, not from when its pid was recorded.
     pub launched_at: Option<std::time::Instant>,
+    /// The pid and start time of that process, when it runs on this machine.
+    pub launched_pid: Option<(u32, u64)>,
 }
 
 #[derive(Default)]

@@ -431,12 +431,12 @@ impl Supervisor {
         let (pid, st) = (p.pid(), p.start_time());
         // A local process is noted in the launch journal (not synced), where a daemon killed
         // before the registry holds the pid finds it if its environment cannot be read.
-        if self.spec.container.is_none()
+        let local = self.spec.container.is_none()
             && !matches!(
                 self.spec.placement,
                 crate::addresses::Placement::Host { .. }
-            )
-        {
+            );
+        if local {
             self.launches.note_pid(id, pid, st).await;
         }
         let container = p.container_id().map(str::to_owned);
@@ -466,7 +466,10 @@ impl Supervisor {
                 .await;
             match r {
                 Ok(_) => {
-                    self.ready.update(|r| r.launched_at = Some(spawned));
+                    self.ready.update(|r| {
+                        r.launched_at = Some(spawned);
+                        r.launched_pid = local.then_some((pid, st));
+                    });
                     return Ok(p);
                 }
                 Err(e) => last = Some(e),

@@ -47,6 +47,46 @@ pub fn start_time(pid: u32) -> Option<u64> {
     stat(pid).map(|r| r.start_time)
 }
 
+/// Whether `pid` (the process started at `start_time`) and every process below it are asleep,
+/// waiting for something (state `S`): none is runnable, in disk wait, stopped or exited. Any doubt
+/// (a process gone meanwhile, an unreadable file) answers false.
+pub fn tree_waiting(pid: u32, start_time: u64) -> bool {
+    let mut todo = vec![pid];
+    let mut seen = 0;
+    while let Some(p) = todo.pop() {
+        seen += 1;
+        if seen > 4096 {
+            return false;
+        }
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            return false;
+        };
+        let Some(f) = stat_fields(&text) else {
+            return false;
+        };
+        if f.first() != Some(&"S") {
+            return false;
+        }
+        if p == pid && f.get(19).and_then(|s| s.parse::<u64>().ok()) != Some(start_time) {
+            return false;
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            return false;
+        };
+        for t in tasks.flatten() {
+            let Ok(children) = std::fs::read_to_string(t.path().join("children")) else {
+                return false;
+            };
+            todo.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    true
+}
+
 /// True when `pid` is gone or a zombie.
 pub fn is_dead(pid: u32) -> bool {
     stat(pid).is_none_or(|r| r.zombie)
@@ -349,6 +389,58 @@ pub fn cmdline(pid: u32, max: usize) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    /// Polls `f` until it holds (at most 5 s).
+    fn eventually(f: impl Fn() -> bool) -> bool {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < until {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn a_tree_asleep_is_waiting_and_a_busy_child_or_an_exited_process_is_not() {
+        let spawn = |script: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", script])
+                .spawn()
+                .unwrap()
+        };
+        // A shell waiting for its sleeping child: the whole tree is asleep.
+        let mut asleep = spawn("sleep 86437; true");
+        let st = super::start_time(asleep.id()).unwrap();
+        assert!(eventually(|| super::tree_waiting(asleep.id(), st)));
+        // The wrong start time is another process.
+        assert!(!super::tree_waiting(asleep.id(), st + 1));
+        // A shell waiting for a child that never sleeps: never all asleep.
+        let mut busy = spawn("sh -c 'while :; do :; done'; true");
+        let bst = super::start_time(busy.id()).unwrap();
+        assert!(eventually(|| {
+            std::fs::read_to_string(format!("/proc/{}/task/{}/children", busy.id(), busy.id()))
+                .is_ok_and(|c| !c.trim().is_empty())
+        }));
+        for _ in 0..20 {
+            assert!(!super::tree_waiting(busy.id(), bst));
+        }
+        // Exited and not yet reaped (a zombie): not waiting.
+        let mut done = spawn("exit 7");
+        let dst = super::start_time(done.id()).unwrap_or(0);
+        assert!(eventually(|| super::is_dead(done.id())));
+        assert!(!super::tree_waiting(done.id(), dst));
+        let _ = done.wait();
+        for c in [&mut asleep, &mut busy] {
+            // The whole group: the shells' children too.
+            let _ = std::process::Command::new("pkill")
+                .args(["-KILL", "-P", &c.id().to_string()])
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     #[test]
     fn stat_fields_survive_odd_names() {
         let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 12345 0";

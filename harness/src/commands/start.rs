@@ -18,6 +18,7 @@ use super::{Status, connect, load_selected_project, request_failed};
 use crate::output::{Context, print_json, short_duration};
 
 pub fn run(ctx: &Context, services: Vec<String>, remove_orphans: bool) -> Status {
+    crate::client::check_daemon_build_early(&ctx.daemon);
     let project = match load_selected_project(ctx) {
         Ok(p) => p,
         Err(status) => return status,

@@ -156,14 +156,14 @@ const CALLER_TUNABLES: &str = "HARNESSD_CALLER_GLIBC_TUNABLES";
 /// dozen threads each free what others allocated keeps 0.6-0.9 MiB more (bench/results-memory-
 /// 2026-12-06.md, ADR 0041). The cache can only be turned off before the process starts
 /// (`GLIBC_TUNABLES`), so `harnessd` runs itself again once, in place (same pid), with
-/// `glibc.malloc.tcache_count=0` added; the second run puts `GLIBC_TUNABLES` back as it was, so that
-/// no service inherits it. A `GLIBC_TUNABLES` that already sets the tcache count is left alone,
+/// `glibc.malloc.tcache_count=0` added (the CLI that auto-starts it sets that environment itself,
+/// see [`tunables_env`], so that run is the first); the second run puts `GLIBC_TUNABLES` back as it
+/// was, so that no service inherits it. A `GLIBC_TUNABLES` that already sets the tcache count is left alone,
 /// and if the exec fails the daemon runs on with the cache.
 pub fn without_thread_malloc_cache() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         use std::os::unix::process::CommandExt as _;
-        const TUNABLE: &str = "glibc.malloc.tcache_count";
         if let Some(caller) = std::env::var_os(CALLER_TUNABLES) {
             // SAFETY: the first thing `harnessd` does, before it starts any thread.
             unsafe {
@@ -176,25 +176,44 @@ pub fn without_thread_malloc_cache() {
             }
             return;
         }
-        let caller = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
-        if caller.to_string_lossy().contains(TUNABLE) {
+        let Some(env) = tunables_env() else {
             return;
-        }
-        let mut tunables = caller.clone();
-        if !tunables.is_empty() {
-            tunables.push(":");
-        }
-        tunables.push(format!("{TUNABLE}=0"));
+        };
         let mut args = std::env::args_os();
         let arg0 = args.next().unwrap_or_default();
         // Returns only if the exec failed: then the daemon runs on as it is.
         let _ = std::process::Command::new("/proc/self/exe")
             .arg0(arg0)
             .args(args)
-            .env("GLIBC_TUNABLES", tunables)
-            .env(CALLER_TUNABLES, caller)
+            .envs(env)
             .exec();
     }
+}
+
+/// The environment that starts `harnessd` without the tcache in its first run (no second exec):
+/// `GLIBC_TUNABLES` with the tcache count 0 added, and what it was before (see
+/// [`without_thread_malloc_cache`]). None when the caller's tunables already set the count (or
+/// off glibc). The CLI sets it when it auto-starts the daemon, saving the daemon an exec.
+pub fn tunables_env() -> Option<[(std::ffi::OsString, std::ffi::OsString); 2]> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const TUNABLE: &str = "glibc.malloc.tcache_count";
+        let caller = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
+        if caller.to_string_lossy().contains(TUNABLE) {
+            return None;
+        }
+        let mut tunables = caller.clone();
+        if !tunables.is_empty() {
+            tunables.push(":");
+        }
+        tunables.push(format!("{TUNABLE}=0"));
+        Some([
+            ("GLIBC_TUNABLES".into(), tunables),
+            (CALLER_TUNABLES.into(), caller),
+        ])
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
 }
 
 async fn serve(opts: RunOptions, budget: fds::Budget) -> anyhow::Result<()> {

@@ -135,7 +135,7 @@ pub(crate) async fn launch(
         },
         _ => {
             let (project, service) = project_and_service(dir);
-            let cgroup = launches.cgroup(project, service);
+            let cgroup = launches.cgroup(project, service).await;
             Ok(Box::new(
                 command_executor::service::local::spawn(
                     &command(&spec.launch),

@@ -16,7 +16,7 @@ use crate::daemon::{State, wire_error};
 
 pub async fn handle(
     state: Arc<State>,
-    p: StartParams,
+    mut p: StartParams,
     ctx: RequestContext,
 ) -> Result<ApplyResult, WireError> {
     // `harness scale` is a `scale` operation: the services it changes, from N to M instances.
@@ -35,6 +35,13 @@ pub async fn handle(
     if let Some(scale) = &p.scale {
         params["scale"] = serde_json::json!(scale);
     }
+    // The definition is loaded while the operation is recorded (its commit's sync).
+    let path = PathBuf::from(&p.dir).join("services.yaml");
+    let yaml = std::mem::take(&mut p.yaml);
+    // Everything is substituted already: the daemon's own environment must not leak in.
+    let loading = blocking::unblock(move || {
+        harness_config::load_str(&path, yaml, &|_: &str| -> Option<String> { None })
+    });
     let op = crate::daemon::operations::begin(
         &state,
         &ctx,
@@ -44,7 +51,7 @@ pub async fn handle(
         params,
     )
     .await;
-    let result = start(&state, p, &ctx, &op).await;
+    let result = start(&state, p, loading, &ctx, &op).await;
     if let Err(e) = &result {
         crate::daemon::operations::finish(&op, &Err::<(), _>(e.clone()));
     }
@@ -54,17 +61,13 @@ pub async fn handle(
 async fn start(
     state: &Arc<State>,
     mut p: StartParams,
+    loading: blocking::Task<harness_config::Loaded>,
     ctx: &RequestContext,
     op: &orchestrator::OperationLog,
 ) -> Result<ApplyResult, WireError> {
     let dir = PathBuf::from(&p.dir);
-    let path = dir.join("services.yaml");
-    let yaml = std::mem::take(&mut p.yaml);
-    // Everything is substituted already: the daemon's own environment must not leak in.
-    let loaded = blocking::unblock(move || {
-        harness_config::load_str(&path, yaml, &|_: &str| -> Option<String> { None })
-    })
-    .await;
+    let loaded = loading.await;
+    tracing::debug!(project = %p.project, "start: definition loaded");
     let project = match loaded.project {
         Some(project) if loaded.errors.is_empty() => project,
         _ => {
