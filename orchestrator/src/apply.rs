@@ -1310,17 +1310,22 @@ async fn start_one(
                     // Past the short window, a program still busy starting (it or a process
                     // it started is runnable, in disk wait, or has just exited) is watched on
                     // to the long one; one asleep waiting for something has settled.
+                    // Past the long window, one still busy (under load it may not have run
+                    // at all yet) is watched on until it is asleep, up to START_SETTLE_BUSY.
                     if settle < START_SETTLE_LAUNCHED {
-                        let waiting = match pid {
-                            Some((pid, st)) => {
+                        if let Some((pid, st)) = pid {
+                            let waiting = || {
                                 blocking::unblock(move || {
                                     command_executor::service::procfs::tree_waiting(pid, st)
                                 })
-                                .await
+                            };
+                            if !waiting().await {
+                                Timer::at(since + START_SETTLE_LAUNCHED).await;
+                                while since.elapsed() < START_SETTLE_BUSY && !waiting().await {
+                                    Timer::after(START_SETTLE_STEP).await;
+                                }
                             }
-                            None => false,
-                        };
-                        if !waiting {
+                        } else {
                             Timer::at(since + START_SETTLE_LAUNCHED).await;
                         }
                     }
@@ -1428,7 +1433,7 @@ async fn stop_logged(
 /// machine runs its program directly: one that exits within this is reported as exited (or
 /// completed), not as started. Past it, the service counts as started only if it and every
 /// process it started are asleep waiting for something (`procfs::tree_waiting`); one still busy
-/// is watched to [`START_SETTLE_LAUNCHED`]. A program that fails at once (`exit 7`, `false`, a
+/// is watched to [`START_SETTLE_LAUNCHED`] and on while busy, up to [`START_SETTLE_BUSY`]. A program that fails at once (`exit 7`, `false`, a
 /// shell script whose first command fails) exits within a few ms of its spawn on an idle
 /// machine (12 ms at most at a load average of 8 on 2 cores, bench/results-coldstart-2026-12-06.md);
 /// under heavier load it may not have run yet, and is then still runnable, not asleep. A program
@@ -1440,6 +1445,16 @@ pub(crate) const START_SETTLE: Duration = Duration::from_millis(50);
 /// (sudo, then sh entering the directory: up to 26 ms at that load), an SSH runner on a host, a
 /// docker engine.
 pub(crate) const START_SETTLE_LAUNCHED: Duration = Duration::from_millis(100);
+
+/// How long past its spawn a direct service that is still busy (runnable, in disk wait) at
+/// [`START_SETTLE_LAUNCHED`] is watched on, checked every [`START_SETTLE_STEP`], until it and its
+/// processes are asleep: on a loaded machine a program that fails at once may not have run yet
+/// 100 ms after its spawn. A program busy computing for longer (it never sleeps) counts as started
+/// at this bound (ADR 0044).
+pub(crate) const START_SETTLE_BUSY: Duration = Duration::from_millis(1000);
+
+/// How often a busy direct service is looked at past [`START_SETTLE_LAUNCHED`].
+const START_SETTLE_STEP: Duration = Duration::from_millis(25);
 
 /// The settle window of `spec` ([`START_SETTLE`] or [`START_SETTLE_LAUNCHED`]).
 fn start_settle(spec: &Resolved) -> Duration {
