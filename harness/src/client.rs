@@ -304,12 +304,38 @@ async fn autostart(home: &HarnessHome, token: Option<&str>) -> anyhow::Result<Cl
         return Ok(client);
     }
     // Spawning checks harnessd's build first (a short exec and wait): off the executor.
-    let h = home.clone();
-    let mut child = blocking::unblock(move || spawn_daemon(&h, None, false)).await?;
-    let client = wait_ready(home, &mut child, token).await;
+    // A daemon killed -9 may hold the home's lock until its last thread leaves the kernel (a sync
+    // in progress): ours then finds the home taken, leaves, and the dying one never answers. Then
+    // another is started, up to three times.
+    let mut attempts = 0;
+    let client = loop {
+        attempts += 1;
+        let h = home.clone();
+        let mut child = blocking::unblock(move || spawn_daemon(&h, None, false)).await?;
+        match wait_ready(home, &mut child, token).await {
+            Err(e) if attempts < 3 && e.is::<OtherDaemonGone>() => continue,
+            r => break r,
+        }
+    };
     drop(lock);
     client
 }
+
+/// The daemon that had taken the home when ours started (so ours left) exited without answering.
+#[derive(Debug)]
+pub struct OtherDaemonGone(u32);
+
+impl std::fmt::Display for OtherDaemonGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the daemon that held the home (pid {}) when ours started exited without answering; run the command again",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for OtherDaemonGone {}
 
 /// Starts `harness daemon run` in its own session, detached from this terminal, its output
 /// appended to `$HARNESS_HOME/daemon.log`.
@@ -447,6 +473,12 @@ pub async fn wait_ready(
             }
             other = true;
         }
+        if other {
+            let (h, ours) = (home.clone(), child.id());
+            if let Some(pid) = blocking::unblock(move || other_daemon_gone(&h, ours)).await {
+                return Err(OtherDaemonGone(pid).into());
+            }
+        }
         if let Ok(info) = home.read_daemon_info()
             && (other || info.pid == child.id())
         {
@@ -479,6 +511,17 @@ fn another_daemon_runs(home: &HarnessHome, ours: u32) -> bool {
             pid.as_raw_nonzero().get() as u32 != ours
                 && rustix::process::test_kill_process(pid).is_ok()
         })
+}
+
+/// The pid of the other daemon recorded in the home, once it has exited (a zombie counts as
+/// exited); `None` while it runs or when none other is recorded.
+fn other_daemon_gone(home: &HarnessHome, ours: u32) -> Option<u32> {
+    let pid = std::fs::read_to_string(home.path(DAEMON_PID))
+        .ok()?
+        .trim()
+        .parse::<u32>()
+        .ok()?;
+    (pid != ours && !pid_alive(pid)).then_some(pid)
 }
 
 /// The last `n` lines of a text file (for error messages).

@@ -325,6 +325,61 @@ fn a_cli_waits_for_a_daemon_another_started() {
     env.run(&["daemon", "stop"]).ok();
 }
 
+/// A daemon killed -9 while a thread of it waits in the kernel (a sync) keeps the home's lock until
+/// that thread leaves: the CLI's own daemon finds the home taken and leaves, and the dying one
+/// never answers. The CLI starts another once it is gone (seen once in CI: `status` after a kill
+/// during `sync` failed with "the recorded daemon is not running" after 15 s).
+#[test]
+fn a_cli_starts_a_daemon_when_the_one_holding_the_home_dies() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let env = Env::new(TWO);
+    std::fs::create_dir_all(env.home()).unwrap();
+    // The dying daemon: a process holding the lock (through an inherited descriptor) and recorded
+    // as the home's daemon, which exits 1.5 s later without ever answering.
+    let lock = std::fs::File::create(env.home().join("daemon.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let fd = lock.as_raw_fd();
+    let mut dying = {
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("1.5");
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                rustix::io::fcntl_setfd(
+                    std::os::fd::BorrowedFd::borrow_raw(fd),
+                    rustix::io::FdFlags::empty(),
+                )
+                .map_err(std::io::Error::from)
+            });
+        }
+        cmd.spawn().unwrap()
+    };
+    drop(lock);
+    std::fs::write(env.home().join("daemon.pid"), format!("{}\n", dying.id())).unwrap();
+    let out = env
+        .cmd(&["ops", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Reaped by this test, so it is not a zombie the CLI would wait on.
+    dying.wait().unwrap();
+    let out = out.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(env.home().join("daemon.log")).unwrap_or_default();
+    assert!(
+        log.contains("a daemon already runs"),
+        "the CLI's first daemon did not find the home taken: {log}"
+    );
+    env.run(&["daemon", "stop"]).ok();
+}
+
 #[test]
 fn daemon_start_status_stop_and_no_autostart() {
     let env = Env::new(TWO);
