@@ -503,25 +503,25 @@ pub async fn wait_ready(
 /// pid it records right after taking the home's lock (probing the lock itself would make a
 /// daemon starting at that instant find it taken).
 fn another_daemon_runs(home: &HarnessHome, ours: u32) -> bool {
+    recorded_daemon_pid(home)
+        .filter(|&pid| pid != ours)
+        .and_then(|pid| rustix::process::Pid::from_raw(i32::try_from(pid).ok()?))
+        .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok())
+}
+
+/// The pid the daemon holding the home's lock recorded in `daemon.pid`.
+fn recorded_daemon_pid(home: &HarnessHome) -> Option<u32> {
     std::fs::read_to_string(home.path(DAEMON_PID))
+        .ok()?
+        .trim()
+        .parse()
         .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok())
-        .and_then(rustix::process::Pid::from_raw)
-        .is_some_and(|pid| {
-            pid.as_raw_nonzero().get() as u32 != ours
-                && rustix::process::test_kill_process(pid).is_ok()
-        })
 }
 
 /// The pid of the other daemon recorded in the home, once it has exited (a zombie counts as
 /// exited); `None` while it runs or when none other is recorded.
 fn other_daemon_gone(home: &HarnessHome, ours: u32) -> Option<u32> {
-    let pid = std::fs::read_to_string(home.path(DAEMON_PID))
-        .ok()?
-        .trim()
-        .parse::<u32>()
-        .ok()?;
-    (pid != ours && !pid_alive(pid)).then_some(pid)
+    recorded_daemon_pid(home).filter(|&pid| pid != ours && !pid_alive(pid))
 }
 
 /// The last `n` lines of a text file (for error messages).
