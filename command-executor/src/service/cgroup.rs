@@ -169,15 +169,23 @@ mod tests {
             cwd: None,
             stdio: [null(), w, null()],
             cgroup_procs: Some(cg.procs_path().unwrap()),
+            watch: crate::service::spawn::exit_watch(),
         })
         .unwrap();
         let mut out = String::new();
         std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut out).unwrap();
-        rustix::process::waitid(
-            rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(&child.pidfd)),
-            rustix::process::WaitIdOptions::EXITED,
-        )
-        .unwrap();
+        match &child.exit {
+            crate::service::spawn::ChildExit::Pidfd(fd) => {
+                rustix::process::waitid(
+                    rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(fd)),
+                    rustix::process::WaitIdOptions::EXITED,
+                )
+                .unwrap();
+            }
+            crate::service::spawn::ChildExit::Waiter(w) => {
+                futures_lite::future::block_on(w.wait());
+            }
+        }
         let pid: u32 = out.trim().parse().unwrap();
         assert!(
             crate::service::procfs::stat(pid).is_some(),

@@ -7,7 +7,9 @@
 //! `exec`: either finds it again after any crash. It is started by a vfork-style clone that does not
 //! copy the daemon's memory ([`super::spawn`], ADR 0046). The daemon that started it is its parent
 //! and reaps its status through a pidfd (`waitid(P_PIDFD)`); a later daemon re-attaches by pid
-//! plus start time and learns of the exit from a pidfd (readable when the process ends).
+//! plus start time and learns of the exit from a pidfd (readable when the process ends). Where
+//! pidfds are not available ([`spawn::ExitWatch::NoPidfd`]), a thread per child waits for its end
+//! and a re-attached process is polled in `/proc` ([`POLL`]).
 //!
 //! A service with `user:` runs as `sudo -n -u USER -- sh -c SCRIPT sh CWD PROGRAM ARGS`; SCRIPT
 //! reads the environment as an exported sh script from stdin (a pipe the daemon writes and
@@ -55,9 +57,16 @@ enum Exit {
     /// Our child: its pidfd becomes readable when it ends, and `waitid` on it gives (and reaps)
     /// its status. `None` once reaped.
     Child(Option<Async<OwnedFd>>),
+    /// Our child, without pidfds: its waiter thread. `None` once reaped.
+    Waiter(Option<spawn::Waiter>),
     /// Not our child (re-attached): the pidfd becomes readable when it ends.
     Pidfd(Async<OwnedFd>),
+    /// Not our child, without pidfds: `/proc` is read every [`POLL`].
+    Poll,
 }
+
+/// How often a re-attached process is looked for in `/proc` where pidfds are not available.
+pub const POLL: Duration = Duration::from_millis(500);
 
 fn place() -> Place {
     Place::local()
@@ -87,6 +96,16 @@ pub async fn spawn(
     dir: &Path,
     launch_id: &str,
     cgroup: Option<Cgroup>,
+) -> Result<LocalService> {
+    spawn_watched(cmd, dir, launch_id, cgroup, spawn::exit_watch()).await
+}
+
+async fn spawn_watched(
+    cmd: &ServiceCommand,
+    dir: &Path,
+    launch_id: &str,
+    cgroup: Option<Cgroup>,
+    watch: spawn::ExitWatch,
 ) -> Result<LocalService> {
     for (k, _) in &cmd.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
@@ -184,6 +203,7 @@ pub async fn spawn(
             cwd: cwd.as_deref(),
             stdio: [stdin, stdout.into(), stderr.into()],
             cgroup_procs: procs,
+            watch,
         })?;
         // The start time is set at clone, so it is final even if exec has not happened yet.
         let start_time = procfs::start_time(spawned.pid).unwrap_or(0);
@@ -215,14 +235,24 @@ pub async fn spawn(
             let _ = w.write_all(&env_script(&env)).await;
         }
     }
-    let pidfd = Async::new_nonblocking(spawned.pidfd)
-        .map_err(|e| Error::io(place(), "watching the pidfd", e))?;
+    let exit = match spawned.exit {
+        spawn::ChildExit::Pidfd(fd) => match Async::new_nonblocking(fd) {
+            Ok(fd) => Exit::Child(Some(fd)),
+            Err(e) => {
+                // Not watchable: it must not run unwatched, nor stay a zombie.
+                let pid = spawned.pid;
+                blocking::unblock(move || spawn::kill_and_reap(pid)).await;
+                return Err(Error::io(place(), "watching the pidfd", e));
+            }
+        },
+        spawn::ChildExit::Waiter(w) => Exit::Waiter(Some(w)),
+    };
     Ok(LocalService {
         pid: spawned.pid,
         start_time,
         user: cmd.user.clone(),
         cgroup,
-        exit: Exit::Child(Some(pidfd)),
+        exit,
         ended: None,
     })
 }
@@ -252,7 +282,8 @@ async fn reap_child(pidfd: &Async<OwnedFd>) -> ExitInfo {
 }
 
 impl Drop for LocalService {
-    /// A child never waited for is reaped later (at the next spawn), not left a zombie.
+    /// A child never waited for is reaped later (at the next spawn, or by its waiter thread when
+    /// it ends), not left a zombie.
     fn drop(&mut self) {
         if let Exit::Child(slot) = &mut self.exit
             && let Some(fd) = slot.take()
@@ -316,19 +347,36 @@ pub fn attach(
     user: Option<String>,
     cgroup: Option<Cgroup>,
 ) -> Option<LocalService> {
+    attach_watched(pid, start_time, user, cgroup, spawn::exit_watch())
+}
+
+fn attach_watched(
+    pid: u32,
+    start_time: u64,
+    user: Option<String>,
+    cgroup: Option<Cgroup>,
+    watch: spawn::ExitWatch,
+) -> Option<LocalService> {
     let p = Pid::from_raw(i32::try_from(pid).ok()?)?;
-    let fd = rustix::process::pidfd_open(p, PidfdFlags::empty()).ok()?;
+    let fd = match watch {
+        spawn::ExitWatch::Pidfd => Some(rustix::process::pidfd_open(p, PidfdFlags::empty()).ok()?),
+        spawn::ExitWatch::NoPidfd => None,
+    };
     // Checked after opening the pidfd: if the start time still matches, the fd is that process.
     let row = procfs::stat(pid)?;
     if row.start_time != start_time || row.zombie {
         return None;
     }
+    let exit = match fd {
+        Some(fd) => Exit::Pidfd(Async::new_nonblocking(fd).ok()?),
+        None => Exit::Poll,
+    };
     Some(LocalService {
         pid,
         start_time,
         user,
         cgroup,
-        exit: Exit::Pidfd(Async::new_nonblocking(fd).ok()?),
+        exit,
         ended: None,
     })
 }
@@ -367,8 +415,27 @@ impl LocalService {
                 }
                 None => ExitInfo::UNKNOWN,
             },
+            Exit::Waiter(slot) => match slot {
+                Some(w) => {
+                    let info = w.wait().await;
+                    *slot = None;
+                    info
+                }
+                None => ExitInfo::UNKNOWN,
+            },
             Exit::Pidfd(fd) => {
                 let _ = fd.readable().await;
+                ExitInfo::UNKNOWN
+            }
+            Exit::Poll => {
+                let (pid, start_time) = (self.pid, self.start_time);
+                while blocking::unblock(move || {
+                    procfs::stat(pid).is_some_and(|r| r.start_time == start_time && !r.zombie)
+                })
+                .await
+                {
+                    Timer::after(POLL).await;
+                }
                 ExitInfo::UNKNOWN
             }
         };
@@ -510,5 +577,146 @@ fn sweep(pid: u32, earlier: Vec<(u32, u64)>, user: Option<&str>) {
             sudo_kill(Signal::Kill.number(), &denied);
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spawn::ExitWatch;
+
+    fn cmd(program: &str, args: &[&str]) -> ServiceCommand {
+        ServiceCommand {
+            program: program.into(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..ServiceCommand::default()
+        }
+    }
+
+    /// Neither running nor a zombie, within 5 s.
+    fn gone(pid: u32) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if procfs::stat(pid).is_none() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// The path taken where the kernel has no pidfds (valgrind, Linux < 5.4), forced here: a
+    /// service's exit status comes once, `stop` ends it by SIGTERM or, when ignored, SIGKILL, a
+    /// dropped handle's child is still reaped, and no zombie is left by any of them.
+    #[test]
+    fn without_pidfds_services_end_stop_and_leave_no_zombie() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = |name: &str, c: ServiceCommand| {
+            let d = dir.path().join(name);
+            async move {
+                spawn_watched(
+                    &c,
+                    &d,
+                    &format!("t/p/{}/1", c.program),
+                    None,
+                    ExitWatch::NoPidfd,
+                )
+                .await
+                .unwrap()
+            }
+        };
+        future::block_on(async {
+            let mut s = start("exits", cmd("sh", &["-c", "echo hi; exit 5"])).await;
+            assert!(matches!(s.exit, Exit::Waiter(Some(_))));
+            let five = ExitInfo {
+                code: Some(5),
+                signal: None,
+            };
+            assert_eq!(s.wait().await, five);
+            assert_eq!(
+                s.wait().await,
+                five,
+                "the same status again, nothing reaped twice"
+            );
+            assert!(gone(s.pid), "reaped");
+            let out = std::fs::read_to_string(dir.path().join("exits/stdout")).unwrap();
+            assert_eq!(out, "hi\n");
+
+            let mut s = start("stops", cmd("sleep", &["300"])).await;
+            assert!(procfs::stat(s.pid).is_some_and(|r| !r.zombie && r.session == s.pid));
+            let (info, killed) = s.terminate(Signal::Term, Duration::from_secs(10)).await;
+            assert_eq!(info.signal, Some(libc::SIGTERM));
+            assert!(!killed);
+            assert!(gone(s.pid), "reaped");
+
+            let mut s = start(
+                "stubborn",
+                cmd("sh", &["-c", "trap '' TERM; while :; do sleep 1; done"]),
+            )
+            .await;
+            // The trap is set once the shell runs its script.
+            Timer::after(Duration::from_millis(300)).await;
+            let (info, killed) = s.terminate(Signal::Term, Duration::from_millis(300)).await;
+            assert_eq!(info.signal, Some(libc::SIGKILL));
+            assert!(killed);
+            assert!(gone(s.pid), "reaped");
+
+            let s = start("dropped", cmd("sleep", &["0.3"])).await;
+            let pid = s.pid;
+            drop(s);
+            assert!(
+                gone(pid),
+                "the waiter thread reaped the dropped handle's child"
+            );
+        });
+    }
+
+    /// Without pidfds a re-attached process (not our child) is seen to end by polling `/proc`.
+    #[test]
+    fn without_pidfds_a_reattached_process_is_seen_to_end() {
+        let dir = tempfile::tempdir().unwrap();
+        future::block_on(async {
+            let mut child = spawn_watched(
+                &cmd("sleep", &["300"]),
+                dir.path(),
+                "t/p/s/1",
+                None,
+                ExitWatch::NoPidfd,
+            )
+            .await
+            .unwrap();
+            let mut attached =
+                attach_watched(child.pid, child.start_time, None, None, ExitWatch::NoPidfd)
+                    .expect("attached");
+            assert!(matches!(attached.exit, Exit::Poll));
+            assert!(
+                attach_watched(
+                    child.pid,
+                    child.start_time + 1,
+                    None,
+                    None,
+                    ExitWatch::NoPidfd
+                )
+                .is_none(),
+                "another start time is another process"
+            );
+            let ended = future::or(
+                async {
+                    attached.wait().await;
+                    true
+                },
+                async {
+                    Timer::after(Duration::from_millis(300)).await;
+                    false
+                },
+            )
+            .await;
+            assert!(!ended, "still running");
+            signal_group(child.pid, Signal::Kill, None);
+            assert_eq!(child.wait().await.signal, Some(libc::SIGKILL));
+            let t = Instant::now();
+            assert_eq!(attached.wait().await, ExitInfo::UNKNOWN);
+            assert!(t.elapsed() < POLL * 4, "seen within a poll or two");
+        });
     }
 }

@@ -20,6 +20,8 @@ pub mod remote;
 mod spawn;
 pub mod survey;
 
+pub use spawn::NO_PIDFD_VAR;
+
 use crate::signal::Signal;
 
 /// The environment variable every service process carries: its launch id.

@@ -15,19 +15,75 @@
 //! cgroup, checks its parent, calls `setsid`, moves its descriptors to 0-2, enters its working
 //! directory, unblocks signals and execs, searching `PATH` as `execvp` does. A failure is written
 //! to shared memory with the step that failed, and the child exits 127 without running anything.
-//! The exit status comes through a pidfd (`waitid(P_PIDFD)`), opened while the child is unreaped.
+//! The exit status comes through a pidfd (`waitid(P_PIDFD)`), opened while the child is unreaped;
+//! where pidfds are not available (see [`ExitWatch`]), through a thread per child waiting in
+//! `waitid(P_PID, WNOWAIT)` ([`Waiter`]).
 
 use std::ffi::{CString, OsStr, OsString, c_int, c_void};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
-use rustix::process::{Pid, PidfdFlags, WaitIdOptions};
+use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions};
+
+use super::ExitInfo;
 
 /// The child's stack: it only calls system calls (through libc) on it.
 const STACK: usize = 64 * 1024;
+
+/// Set to `1` in the daemon's environment, it makes the daemon run as if the kernel had no pidfds
+/// ([`ExitWatch::NoPidfd`]): for tests of that path, and for a sandbox that refuses pidfds in a
+/// way the probe does not recognize.
+pub const NO_PIDFD_VAR: &str = "HARNESS_NO_PIDFD";
+
+/// How the daemon learns that a process it follows has ended; chosen once per process by
+/// [`exit_watch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExitWatch {
+    /// A pidfd: readable when the process ends; for our own child `waitid(P_PIDFD)` then reaps
+    /// it (Linux ≥ 5.4).
+    Pidfd,
+    /// No pidfd (`pidfd_open` or `waitid(P_PIDFD)` refused: Linux < 5.4, valgrind 3.19, seccomp
+    /// filters): our own child is watched by a thread of its own blocked in
+    /// `waitid(P_PID, WNOWAIT)` ([`Waiter`]); a re-attached process by polling `/proc`.
+    NoPidfd,
+}
+
+/// 0: not probed yet; 1: pidfd; 2: no pidfd.
+static EXIT_WATCH: AtomicU8 = AtomicU8::new(0);
+
+/// Whether pidfds work here: `HARNESS_NO_PIDFD=1`, or `pidfd_open` of the daemon itself failing
+/// with ENOSYS or EPERM (a seccomp filter), or `waitid(P_PIDFD)` on it failing with anything but
+/// ECHILD (Linux 5.3 has `pidfd_open` but not `P_PIDFD`), choose [`ExitWatch::NoPidfd`] for the
+/// life of the process. A transient failure (no descriptor left) is not remembered.
+pub(crate) fn exit_watch() -> ExitWatch {
+    match EXIT_WATCH.load(Ordering::Relaxed) {
+        1 => return ExitWatch::Pidfd,
+        2 => return ExitWatch::NoPidfd,
+        _ => {}
+    }
+    let chosen = if std::env::var_os(NO_PIDFD_VAR).is_some_and(|v| v == "1") {
+        ExitWatch::NoPidfd
+    } else {
+        match rustix::process::pidfd_open(rustix::process::getpid(), PidfdFlags::empty()) {
+            Ok(fd) => match rustix::process::waitid(
+                WaitId::PidFd(std::os::fd::AsFd::as_fd(&fd)),
+                WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+            ) {
+                // The daemon is not its own child: the kernel understood the request.
+                Err(rustix::io::Errno::CHILD) => ExitWatch::Pidfd,
+                _ => ExitWatch::NoPidfd,
+            },
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => ExitWatch::NoPidfd,
+            Err(_) => return ExitWatch::Pidfd,
+        }
+    };
+    let code = if chosen == ExitWatch::Pidfd { 1 } else { 2 };
+    EXIT_WATCH.store(code, Ordering::Relaxed);
+    chosen
+}
 
 /// What to start.
 pub(crate) struct Spawn<'a> {
@@ -40,6 +96,8 @@ pub(crate) struct Spawn<'a> {
     pub stdio: [OwnedFd; 3],
     /// `cgroup.procs` of the cgroup to join before `exec`.
     pub cgroup_procs: Option<CString>,
+    /// How its end is to be watched: [`exit_watch`] (tests choose).
+    pub watch: ExitWatch,
 }
 
 /// The step of the child that failed.
@@ -54,6 +112,7 @@ pub(crate) enum Step {
     Chdir,
     Exec,
     Pidfd,
+    Waiter,
 }
 
 impl Step {
@@ -79,6 +138,7 @@ impl Step {
             Step::Chdir => "entering its working directory",
             Step::Exec => "executing the program",
             Step::Pidfd => "opening its pidfd",
+            Step::Waiter => "starting the thread that waits for its end",
         }
     }
 }
@@ -90,11 +150,88 @@ pub(crate) struct Failed {
     pub error: std::io::Error,
 }
 
-/// A started child: not yet reaped, so its pid stays its own until [`reap`] or a `waitid` on
-/// `pidfd` collects its status.
+/// A started child: not yet reaped, so its pid stays its own until its status is collected
+/// through `exit`.
 pub(crate) struct Spawned {
     pub pid: u32,
-    pub pidfd: OwnedFd,
+    pub exit: ChildExit,
+}
+
+/// Where the end of a started child shows.
+pub(crate) enum ChildExit {
+    /// Readable when the child ends; `waitid(P_PIDFD)` on it reaps it.
+    Pidfd(OwnedFd),
+    /// Without pidfds.
+    Waiter(Waiter),
+}
+
+/// Stack of a waiter thread: it makes one system call and one channel send.
+const WAITER_STACK: usize = 64 * 1024;
+
+/// The end of a child, without pidfds: a thread of its own waits in `waitid(P_PID, WEXITED |
+/// WNOWAIT)` — which leaves the child a zombie, so its pid stays its own — and says so on a
+/// channel; [`Waiter::wait`] then reaps it without blocking. Dropped before that, the waiter
+/// closes the channel and the thread reaps the child itself when it ends: no zombie is left
+/// either way, and the status is collected exactly once.
+pub(crate) struct Waiter {
+    pid: Pid,
+    ended: async_channel::Receiver<()>,
+}
+
+impl Waiter {
+    fn start(pid: Pid) -> std::io::Result<Waiter> {
+        let (tx, rx) = async_channel::bounded(1);
+        std::thread::Builder::new()
+            .name("harness-waiter".into())
+            .stack_size(WAITER_STACK)
+            .spawn(move || {
+                while let Err(rustix::io::Errno::INTR) = rustix::process::waitid(
+                    WaitId::Pid(pid),
+                    WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+                ) {}
+                // Closed: the handle is gone, nobody else will reap it.
+                if tx.try_send(()).is_err() {
+                    reap(pid.as_raw_pid());
+                }
+            })?;
+        Ok(Waiter { pid, ended: rx })
+    }
+
+    /// Waits until the child has ended and reaps it: its exit code or signal. Cancel-safe: the
+    /// notice is taken and the (immediate) reap made in the same poll.
+    pub(crate) async fn wait(&self) -> ExitInfo {
+        if self.ended.recv().await.is_err() {
+            return ExitInfo::UNKNOWN;
+        }
+        loop {
+            return match rustix::process::waitid(
+                WaitId::Pid(self.pid),
+                WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+            ) {
+                Ok(Some(st)) => ExitInfo {
+                    code: st.exit_status(),
+                    signal: st.terminating_signal(),
+                },
+                Err(rustix::io::Errno::INTR) => continue,
+                Ok(None) | Err(_) => ExitInfo::UNKNOWN,
+            };
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        // After `close` the thread's send fails and it reaps; a notice sent before is still
+        // here, and then the child is a zombie that only this handle would reap: reap it now
+        // (immediate). After `wait` the notice is gone and nothing is reaped twice.
+        self.ended.close();
+        if self.ended.try_recv().is_ok() {
+            let _ = rustix::process::waitid(
+                WaitId::Pid(self.pid),
+                WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+            );
+        }
+    }
 }
 
 /// Shared between the daemon and its child (CLONE_VM): read by the child, the two atomics written
@@ -357,29 +494,40 @@ pub(crate) fn spawn(s: Spawn<'_>) -> Result<Spawned, Failed> {
             error: std::io::Error::from_raw_os_error(data.errno.load(Ordering::SeqCst)),
         });
     }
-    // Unreaped, the pid cannot be reused: the pidfd is surely this child's.
-    let pidfd = Pid::from_raw(pid)
-        .ok_or(rustix::io::Errno::SRCH)
-        .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()))
-        .map_err(|e| {
-            let _ = rustix::process::kill_process(
-                Pid::from_raw(pid).unwrap_or(Pid::INIT),
-                rustix::process::Signal::KILL,
-            );
-            reap(pid);
-            Failed {
-                step: Step::Pidfd,
-                error: e.into(),
-            }
-        })?;
+    let fail = |step: Step, error: std::io::Error| {
+        kill_and_reap(pid as u32);
+        Failed { step, error }
+    };
+    let Some(p) = Pid::from_raw(pid) else {
+        return Err(fail(Step::Clone, rustix::io::Errno::SRCH.into()));
+    };
+    // Unreaped, the pid cannot be reused: the pidfd (or the waiter's pid) is surely this child's.
+    let exit = match s.watch {
+        ExitWatch::Pidfd => ChildExit::Pidfd(
+            rustix::process::pidfd_open(p, PidfdFlags::empty())
+                .map_err(|e| fail(Step::Pidfd, e.into()))?,
+        ),
+        ExitWatch::NoPidfd => {
+            ChildExit::Waiter(Waiter::start(p).map_err(|e| fail(Step::Waiter, e))?)
+        }
+    };
     Ok(Spawned {
         pid: pid as u32,
-        pidfd,
+        exit,
     })
 }
 
-/// Collects the status of a child that failed before running anything. Blocking (it has exited
-/// already, or is about to).
+/// SIGKILLs a child not yet reaped and reaps it. Blocking (briefly: SIGKILL is not ignored).
+pub(crate) fn kill_and_reap(pid: u32) {
+    let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return;
+    };
+    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    reap(p.as_raw_pid());
+}
+
+/// Collects the status of a child that failed before running anything, or whose end its waiter
+/// thread has seen. Blocking (it has exited already, or is about to).
 fn reap(pid: libc::pid_t) {
     let mut status = 0;
     // SAFETY: waitpid on our own child, with a valid status pointer.
@@ -392,6 +540,119 @@ mod tests {
 
     fn null() -> OwnedFd {
         std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    const BOTH: [ExitWatch; 2] = [ExitWatch::Pidfd, ExitWatch::NoPidfd];
+
+    /// Waits for the child's end (blocking: the test's own thread) and reaps it.
+    fn wait(exit: &ChildExit) -> ExitInfo {
+        match exit {
+            ChildExit::Pidfd(fd) => {
+                let st = rustix::process::waitid(
+                    WaitId::PidFd(std::os::fd::AsFd::as_fd(fd)),
+                    WaitIdOptions::EXITED,
+                )
+                .unwrap()
+                .unwrap();
+                ExitInfo {
+                    code: st.exit_status(),
+                    signal: st.terminating_signal(),
+                }
+            }
+            ChildExit::Waiter(w) => futures_lite::future::block_on(w.wait()),
+        }
+    }
+
+    fn start(program: &str, args: &[&str], stdin: OwnedFd, watch: ExitWatch) -> Spawned {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        spawn(Spawn {
+            program: OsStr::new(program),
+            args: &args,
+            env: Vec::new(),
+            cwd: None,
+            stdio: [stdin, null(), null()],
+            cgroup_procs: None,
+            watch,
+        })
+        .unwrap()
+    }
+
+    /// Whether `pid` is gone for good: neither running nor a zombie, within 5 s.
+    fn gone(pid: u32) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if crate::service::procfs::stat(pid).is_none() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// Without pidfds, the waiter gives the exit code, or the signal, exactly once, and the child
+    /// is reaped (no zombie); the probe of this machine chose one of the two ways.
+    #[test]
+    fn the_waiter_gives_the_status_once_and_reaps() {
+        let _ = exit_watch();
+        assert_ne!(EXIT_WATCH.load(Ordering::Relaxed), 0, "the probe decided");
+        let child = start("sh", &["-c", "exit 7"], null(), ExitWatch::NoPidfd);
+        let ChildExit::Waiter(w) = &child.exit else {
+            panic!("a pidfd without pidfds");
+        };
+        let info = futures_lite::future::block_on(w.wait());
+        assert_eq!(
+            info,
+            ExitInfo {
+                code: Some(7),
+                signal: None
+            }
+        );
+        assert!(gone(child.pid), "reaped");
+        // The notice was taken: a second wait reaps nothing (its thread is gone: at once).
+        assert_eq!(futures_lite::future::block_on(w.wait()), ExitInfo::UNKNOWN);
+
+        let child = start("sleep", &["300"], null(), ExitWatch::NoPidfd);
+        rustix::process::kill_process(
+            Pid::from_raw(child.pid as i32).unwrap(),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        assert_eq!(
+            wait(&child.exit),
+            ExitInfo {
+                code: None,
+                signal: Some(libc::SIGTERM)
+            }
+        );
+        assert!(gone(child.pid), "reaped");
+    }
+
+    /// A waiter dropped while its child runs leaves the reaping to its thread; one dropped after
+    /// the child ended (the notice unread) reaps at once. No zombie either way.
+    #[test]
+    fn a_dropped_waiter_leaves_no_zombie() {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let running = start("sh", &["-c", "read x"], r, ExitWatch::NoPidfd);
+        let pid = running.pid;
+        drop(running);
+        assert!(crate::service::procfs::stat(pid).is_some_and(|r| !r.zombie));
+        drop(w);
+        assert!(
+            gone(pid),
+            "the thread reaped the child whose handle was dropped"
+        );
+
+        let ended = start("true", &[], null(), ExitWatch::NoPidfd);
+        let pid = ended.pid;
+        // Ended (a zombie, its notice sent) before the handle goes.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !crate::service::procfs::stat(pid).is_some_and(|r| r.zombie) {
+            assert!(std::time::Instant::now() < deadline, "true did not end");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(ended);
+        assert!(gone(pid), "the drop reaped the ended child");
     }
 
     #[test]
@@ -415,6 +676,12 @@ mod tests {
     /// and its exit status comes through the pidfd.
     #[test]
     fn the_child_has_its_own_session_clean_signals_env_cwd_and_output() {
+        for watch in BOTH {
+            own_session_clean_signals_env_cwd_and_output(watch);
+        }
+    }
+
+    fn own_session_clean_signals_env_cwd_and_output(watch: ExitWatch) {
         let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         // The shell reads its own status with builtins: a `grep` child would read it while the
         // shell waits for it, and dash blocks every signal around that wait (seen once in CI).
@@ -426,17 +693,13 @@ mod tests {
             cwd: Some(Path::new("/tmp")),
             stdio: [null(), w, null()],
             cgroup_procs: None,
+            watch,
         })
         .unwrap();
         let mut out = String::new();
         std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut out).unwrap();
-        let st = rustix::process::waitid(
-            rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(&child.pidfd)),
-            WaitIdOptions::EXITED,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(st.exit_status(), Some(3), "{out}");
+        assert_eq!(wait(&child.exit).code, Some(3), "{watch:?}: {out}");
+        assert!(gone(child.pid), "{watch:?}: reaped");
         let field = |name: &str| {
             let line = out.lines().find(|l| l.starts_with(name)).unwrap();
             u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
@@ -454,17 +717,20 @@ mod tests {
     /// A missing program fails at the exec step with ENOENT and leaves no child behind.
     #[test]
     fn a_missing_program_is_reported_at_exec() {
-        let Err(f) = spawn(Spawn {
-            program: OsStr::new("no-such-program-harness"),
-            args: &[],
-            env: Vec::new(),
-            cwd: None,
-            stdio: [null(), null(), null()],
-            cgroup_procs: None,
-        }) else {
-            panic!("spawned a missing program");
-        };
-        assert_eq!(f.step, Step::Exec);
-        assert_eq!(f.error.kind(), std::io::ErrorKind::NotFound);
+        for watch in BOTH {
+            let Err(f) = spawn(Spawn {
+                program: OsStr::new("no-such-program-harness"),
+                args: &[],
+                env: Vec::new(),
+                cwd: None,
+                stdio: [null(), null(), null()],
+                cgroup_procs: None,
+                watch,
+            }) else {
+                panic!("spawned a missing program");
+            };
+            assert_eq!(f.step, Step::Exec);
+            assert_eq!(f.error.kind(), std::io::ErrorKind::NotFound);
+        }
     }
 }

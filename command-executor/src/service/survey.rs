@@ -262,11 +262,27 @@ pub fn verify_local(pid: u32, start_time: u64, var: &str, value: &str) -> bool {
 
 /// SIGKILLs the local process `pid` (and its process group when it leads one) only if it still
 /// is the process started at `start_time` carrying `var=value`: the pidfd is opened first and the
-/// identity checked after, so the signal goes to exactly the process verified. Blocking.
+/// identity checked after, so the signal goes to exactly the process verified. Where pidfds are
+/// not available ([`super::spawn::ExitWatch::NoPidfd`]) the signal goes by pid right after the
+/// check (a pid reused in between would be hit: the kernel then hands out every other free pid
+/// first). Blocking.
 pub fn kill_local_verified(pid: u32, start_time: u64, var: &str, value: &str) -> KillOutcome {
+    kill_local_verified_watched(pid, start_time, var, value, super::spawn::exit_watch())
+}
+
+fn kill_local_verified_watched(
+    pid: u32,
+    start_time: u64,
+    var: &str,
+    value: &str,
+    watch: super::spawn::ExitWatch,
+) -> KillOutcome {
     let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         return KillOutcome::Gone;
     };
+    if watch == super::spawn::ExitWatch::NoPidfd {
+        return kill_local_verified_by_pid(p, start_time, var, value);
+    }
     let Ok(fd) = rustix::process::pidfd_open(p, PidfdFlags::empty()) else {
         return KillOutcome::Gone;
     };
@@ -284,6 +300,28 @@ pub fn kill_local_verified(pid: u32, start_time: u64, var: &str, value: &str) ->
         let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
     }
     match rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL) {
+        Ok(()) => KillOutcome::Killed,
+        Err(rustix::io::Errno::SRCH) => KillOutcome::Gone,
+        Err(_) if row.pgrp == pid => KillOutcome::Killed,
+        Err(_) => KillOutcome::Changed,
+    }
+}
+
+fn kill_local_verified_by_pid(p: Pid, start_time: u64, var: &str, value: &str) -> KillOutcome {
+    let pid = p.as_raw_pid() as u32;
+    let Some(row) = procfs::stat(pid) else {
+        return KillOutcome::Gone;
+    };
+    if row.zombie {
+        return KillOutcome::Gone;
+    }
+    if !verify_local(pid, start_time, var, value) {
+        return KillOutcome::Changed;
+    }
+    if row.pgrp == pid {
+        let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
+    }
+    match rustix::process::kill_process(p, rustix::process::Signal::KILL) {
         Ok(()) => KillOutcome::Killed,
         Err(rustix::io::Errno::SRCH) => KillOutcome::Gone,
         Err(_) if row.pgrp == pid => KillOutcome::Killed,
@@ -434,6 +472,17 @@ mod tests {
 
     #[test]
     fn a_kill_re_verifies_start_time_and_launch_id() {
+        for watch in [
+            crate::service::spawn::ExitWatch::Pidfd,
+            crate::service::spawn::ExitWatch::NoPidfd,
+        ] {
+            kill_re_verifies(watch);
+        }
+    }
+
+    fn kill_re_verifies(watch: crate::service::spawn::ExitWatch) {
+        let kill_local_verified =
+            |pid, st, var, value| super::kill_local_verified_watched(pid, st, var, value, watch);
         let c = spawn_tagged("x/p/s/1-2-3");
         let pid = c.id();
         // The environment is readable once the child has exec'd.
