@@ -45,6 +45,19 @@ for _ in $(seq 1 120); do [[ -f $HARNESS_HOME/daemon.json ]] && break; sleep 0.5
 
 h() { "$HARNESS_BIN" --no-autostart "$@"; }
 h -f "$work/services.yaml" start > /dev/null
+# A profile of a daemon whose services did not start would be the wrong list: stop here.
+running=0
+for _ in $(seq 1 120); do
+    running=$(h -p bench status -o json | grep -c '"kind": "running"' || true)
+    [[ $running == 100 ]] && break
+    sleep 0.5
+done
+if [[ $running != 100 ]]; then
+    echo "harnessd_order.sh: $running of 100 services run under valgrind; see its log:" >&2
+    tail -n 30 "$work/valgrind.log" >&2
+    h -p bench status >&2 || true
+    exit 1
+fi
 for _ in 1 2 3; do h -p bench status -o json > /dev/null; h -p bench status > /dev/null; done
 h -p bench top > /dev/null
 h -p bench logs s001 > /dev/null
