@@ -10,6 +10,7 @@ mod exec;
 mod flood;
 mod hygiene;
 mod lean;
+mod no_pidfd;
 mod ops;
 mod proxy;
 mod tokens;
