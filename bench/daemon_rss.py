@@ -6,8 +6,9 @@
 Each round runs every build once, in the given order: a fresh HARNESS_HOME, a services file of N
 `[sleep, "100000"]`, `harness start` (auto-starts the `harnessd` beside PATH, which inherits the
 VAR=VALUE pairs), `status -o json` polled until N run, 1 s settle, then the daemon's VmRSS, its
-threads and /proc/PID/smaps summed per kind (harnessd's code, the rest of harnessd's file,
-anonymous), the 1-minute load average, and `daemon stop --stop-services`. One line per sample, then
+threads, its CPU time so far (user+sys: its start, the N launches, the status polls) and
+/proc/PID/smaps summed per kind (harnessd's code, the rest of harnessd's file, anonymous), the
+1-minute load average, and `daemon stop --stop-services`. One line per sample, then
 the min-max and median per build (kB).
 """
 import json
@@ -78,11 +79,13 @@ def one(label, harness, extra, n):
             pid = int(open(f"{work}/home/daemon.pid").read().split()[0])
             rss = status_field(pid, "VmRSS")
             threads = status_field(pid, "Threads")
+            stat = open(f"/proc/{pid}/stat").read().rsplit(") ", 1)[1].split()
+            cpu_ms = (int(stat[11]) + int(stat[12])) * 1000 // os.sysconf("SC_CLK_TCK")
             code, other, anon = smaps(pid, os.path.basename(os.readlink(f"/proc/{pid}/exe")))
             load = open("/proc/loadavg").read().split()[0]
         finally:
             h("--no-autostart", "daemon", "stop", "--stop-services")
-    return dict(label=label, rss=rss, threads=threads, code=code, other=other, anon=anon, load=load,
+    return dict(label=label, rss=rss, threads=threads, cpu_ms=cpu_ms, code=code, other=other, anon=anon, load=load,
                 at=time.strftime("%H:%M:%S", time.gmtime()))
 
 
@@ -100,13 +103,13 @@ def main():
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()
-    print("| build | VmRSS kB min-max | median | harnessd code | other harnessd | anon | threads | load |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| build | VmRSS kB min-max | median | harnessd code | other harnessd | anon | threads | daemon CPU ms | load |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for label, _, _ in builds:
         mine = [x for x in rows if x["label"] == label]
         rng = lambda k: f"{min(x[k] for x in mine)}-{max(x[k] for x in mine)}"
         print(f"| {label} | {rng('rss')} | {statistics.median(x['rss'] for x in mine):.0f} | "
-              f"{rng('code')} | {rng('other')} | {rng('anon')} | {rng('threads')} | "
+              f"{rng('code')} | {rng('other')} | {rng('anon')} | {rng('threads')} | {rng('cpu_ms')} | "
               f"{min(x['load'] for x in mine)}-{max(x['load'] for x in mine)} |")
 
 
