@@ -32,12 +32,20 @@ pub fn run(ctx: &Context, watch: bool, all: bool) -> Status {
         },
         (None, false) => None,
     };
-    // One thread: the files are read before the executor starts, and the connection is read on
-    // this thread (harness_protocol::client::block_on), so no reply crosses threads.
+    // One thread: the files are read before connecting, and a local daemon that answers at once
+    // is asked on a blocking connection (no executor, no reactor thread; ADR 0045). Otherwise
+    // (a remote daemon, none running, `--watch`) the connection is read on this thread
+    // (harness_protocol::client::block_on), so no reply crosses threads.
     let prepared = match prepare(ctx) {
         Ok(p) => p,
         Err(s) => return s,
     };
+    if !watch && let Some(mut conn) = prepared.connect_oneshot() {
+        return match conn.call::<method::Status>(&params(&project)) {
+            Ok(result) => render(ctx, result, &project, false),
+            Err(e) => request_failed("status", e),
+        };
+    }
     harness_protocol::client::block_on(async {
         let client = match connect_prepared(prepared).await {
             Ok(c) => c,
@@ -56,14 +64,20 @@ pub fn run(ctx: &Context, watch: bool, all: bool) -> Status {
     })
 }
 
-async fn show(ctx: &Context, client: &Client, project: &Option<String>, clear: bool) -> Status {
-    let params = StatusParams {
+fn params(project: &Option<String>) -> StatusParams {
+    StatusParams {
         project: project.clone(),
-    };
-    let result: StatusResult = match client.call::<method::Status>(&params).await {
-        Ok(r) => r,
-        Err(e) => return request_failed("status", e),
-    };
+    }
+}
+
+async fn show(ctx: &Context, client: &Client, project: &Option<String>, clear: bool) -> Status {
+    match client.call::<method::Status>(&params(project)).await {
+        Ok(result) => render(ctx, result, project, clear),
+        Err(e) => request_failed("status", e),
+    }
+}
+
+fn render(ctx: &Context, result: StatusResult, project: &Option<String>, clear: bool) -> Status {
     if ctx.json() {
         if result.resources.is_empty() {
             print_json(&result.services);
