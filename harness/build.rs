@@ -6,13 +6,19 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 
-/// The workspace crates the daemon's code comes from, relative to the workspace root.
+/// The workspace crates the daemon's code comes from, relative to the workspace root. Each must
+/// exist: cargo reruns a build script whose `rerun-if-changed` path is missing at every build (a
+/// five-minute release relink of `harness` for nothing), and a missing crate's sources would not
+/// be in the hash.
 const CRATES: &[&str] = &[
     "command-executor",
     "harness-config",
-    "registry",
+    "registry/protocol",
+    "registry/store",
+    "registry/server",
     "orchestrator",
     "packages",
+    "proxy",
     "harness",
 ];
 
