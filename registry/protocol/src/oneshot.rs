@@ -59,8 +59,9 @@ fn timed_out(e: &io::Error) -> bool {
 
 impl OneShot {
     /// Connects as [`crate::Client::connect_with`] does (TLS with `opts`' CA or pinned
-    /// certificate, then the WebSocket upgrade with the token), blocking for at most
-    /// `opts.connect_timeout` per step: resolving aside, each of TCP, TLS and the upgrade.
+    /// certificate, then the WebSocket upgrade with the token). The TCP connection waits at most
+    /// `opts.connect_timeout` per address; each read and write of the TLS handshake and the
+    /// upgrade then waits at most what is left of another `opts.connect_timeout` from there.
     pub fn connect(opts: &ConnectOptions) -> Result<OneShot, ClientError> {
         let (host, port, _) = parse_url(&opts.url)?;
         let addr = format!("{host}:{port}");
