@@ -70,14 +70,15 @@ fn params(project: &Option<String>) -> StatusParams {
     }
 }
 
-async fn show(ctx: &Context, client: &Client, project: &Option<String>, clear: bool) -> Status {
+async fn show(ctx: &Context, client: &Client, project: &Option<String>, watch: bool) -> Status {
     match client.call::<method::Status>(&params(project)).await {
-        Ok(result) => render(ctx, result, project, clear),
+        Ok(result) => render(ctx, result, project, watch),
         Err(e) => request_failed("status", e),
     }
 }
 
-fn render(ctx: &Context, result: StatusResult, project: &Option<String>, clear: bool) -> Status {
+/// Prints one answer; `watch` clears the screen first, and means this process goes on.
+fn render(ctx: &Context, result: StatusResult, project: &Option<String>, watch: bool) -> Status {
     if ctx.json() {
         if result.resources.is_empty() {
             print_json(&result.services);
@@ -86,7 +87,7 @@ fn render(ctx: &Context, result: StatusResult, project: &Option<String>, clear: 
         }
         return Status::Ok;
     }
-    if clear && ctx.color_out {
+    if watch && ctx.color_out {
         crate::out!("\x1b[2J\x1b[H");
     }
     if result.services.is_empty() {
@@ -98,7 +99,13 @@ fn render(ctx: &Context, result: StatusResult, project: &Option<String>, clear: 
         }
         return Status::Ok;
     }
-    crate::outln!("{}", table(ctx, &result.services));
+    let table = table(ctx, &result.services);
+    crate::outln!("{table}");
+    // A process that exits next does not free the table's cells one by one (0.5 M instructions
+    // for 100 services, as for clap's command tree in main.rs).
+    if !watch {
+        std::mem::forget(table);
+    }
     Status::Ok
 }
 
