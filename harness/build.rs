@@ -6,13 +6,19 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 
-/// The workspace crates the daemon's code comes from, relative to the workspace root.
+/// The workspace crates the daemon's code comes from, relative to the workspace root. Each must
+/// exist: cargo reruns a build script whose `rerun-if-changed` path is missing at every build (a
+/// five-minute release relink of `harness` for nothing), and a missing crate's sources would not
+/// be in the hash.
 const CRATES: &[&str] = &[
     "command-executor",
     "harness-config",
-    "registry",
+    "registry/protocol",
+    "registry/store",
+    "registry/server",
     "orchestrator",
     "packages",
+    "proxy",
     "harness",
 ];
 
@@ -45,20 +51,27 @@ fn main() {
     hash.write(std::env::var("PROFILE").unwrap_or_default().as_bytes());
     println!("cargo:rustc-env=HARNESS_BUILD_ID={:016x}", hash.finish());
     pack_relative_relocations();
-    order_daemon_code(&manifest);
+    order_code(&manifest);
 }
 
 /// Places the functions `harnessd` runs (harnessd.order, written by bench/harnessd_order.sh from a
 /// callgrind run) first in its code, together (ADR 0041). The kernel maps an executable's code in
 /// whole page-cache folios (64 KiB and more) around each page that runs; with the functions in the
 /// linker's order, nearly every folio held one that ran, so nearly all 7 MB of code stayed resident.
+/// The CLI `harness` likewise, by harness.order (bench/harness_order.sh): `harness status` first,
+/// so that a short-lived command faults in a few pages of code (ADR 0045, addendum).
 /// Only for release builds (the names carry a hash of the build) linked by rustc's own lld (the
 /// default on x86_64 Linux since Rust 1.90): GNU ld has no such option. Names that no longer exist
 /// are skipped by the link, so a stale list costs memory, never correctness.
-fn order_daemon_code(manifest: &Path) {
+fn order_code(manifest: &Path) {
     let var = |k: &str| std::env::var(k).unwrap_or_default();
-    let order = manifest.join("harnessd.order");
-    println!("cargo:rerun-if-changed={}", order.display());
+    let orders = [
+        ("harnessd", manifest.join("harnessd.order")),
+        ("harness", manifest.join("harness.order")),
+    ];
+    for (_, order) in &orders {
+        println!("cargo:rerun-if-changed={}", order.display());
+    }
     let rustc = std::process::Command::new(std::env::var_os("RUSTC").unwrap_or("rustc".into()))
         .arg("-V")
         .output()
@@ -80,15 +93,16 @@ fn order_daemon_code(manifest: &Path) {
         || flags.contains("linker")
         || flags.contains("link-self-contained")
         || std::env::var_os("RUSTC_LINKER").is_some()
-        || !order.is_file()
     {
         return;
     }
-    println!(
-        "cargo:rustc-link-arg-bin=harnessd=-Wl,--symbol-ordering-file={}",
-        order.display()
-    );
-    println!("cargo:rustc-link-arg-bin=harnessd=-Wl,--no-warn-symbol-ordering");
+    for (bin, order) in orders.iter().filter(|(_, o)| o.is_file()) {
+        println!(
+            "cargo:rustc-link-arg-bin={bin}=-Wl,--symbol-ordering-file={}",
+            order.display()
+        );
+        println!("cargo:rustc-link-arg-bin={bin}=-Wl,--no-warn-symbol-ordering");
+    }
 }
 
 /// Links the executables with packed relative relocations (DT_RELR, ADR 0041): a position-

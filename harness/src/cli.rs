@@ -95,7 +95,10 @@ pub enum Output {
     Json,
 }
 
+/// Each command's own arguments are declared only when it is the one being parsed (or when help,
+/// completions or the man page need them all): `harness status` does not build the other fifty.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Check the services file and report every problem (exit 0 valid, 2 invalid).
     Validate,

@@ -197,8 +197,17 @@ pub fn table(color: bool) -> comfy_table::Table {
 }
 
 pub fn print_json(value: &impl serde::Serialize) {
-    match serde_json::to_string_pretty(value) {
-        Ok(s) => crate::outln!("{s}"),
+    // Room for `status -o json` of 100 services (50 KB) from the start: grown by doubling from
+    // nothing, the text was copied seven times into ever larger blocks.
+    let mut text = Vec::with_capacity(64 * 1024);
+    match serde_json::to_writer_pretty(&mut text, value) {
+        Ok(()) => {
+            text.push(b'\n');
+            use std::io::Write;
+            if let Err(e) = std::io::stdout().lock().write_all(&text) {
+                exit_on_write_error(&e);
+            }
+        }
         Err(e) => crate::errln!("error: cannot encode JSON: {e}"),
     }
 }

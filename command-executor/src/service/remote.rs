@@ -107,16 +107,26 @@ echo "$rc" > "$d/exit.tmp" && mv -f "$d/exit.tmp" "$d/exit"
 /// After a daemon restart: SIGKILLs the process group of every run of the service but DIR (runs
 /// a killed daemon did not live to record) and removes their directories; then, if KEEP is 1,
 /// prints the state of DIR's run: `RUNNING PID ST`, `EXITED RC PID ST` or `NONE` (with KEEP 0,
-/// DIR's run goes too). Args: DIR KEEP
+/// DIR's run goes too). A directory without a pidfile may belong to a runner still starting (its
+/// start's answer was lost): it is moved aside before it is looked at again, so the runner either
+/// wrote its pidfile before (the run is seen) or fails to write it and kills its service itself
+/// ([`RUN_ONE`]); removing it in place could leave a service nobody records. Args: DIR KEEP
 const ADOPT: &str = r#"k=$2; sd=${d%/*}
 for r in "$sd"/*/; do
   r=${r%/}; [ -d "$r" ] || continue
   [ "$k" = 1 ] && [ "$r" = "$d" ] && continue
+  mv "$r" "$r.gone" 2>/dev/null || continue; r=$r.gone
   if [ -s "$r/pid" ]; then read -r p s < "$r/pid"; st "$p"; if [ -n "$S" ] && [ "$S" = "$s" ]; then kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; fi; fi
   rm -rf "$r"
 done
 [ "$k" = 1 ] || { rmdir "$sd" "${sd%/*}" 2>/dev/null; echo NONE; exit 0; }
-[ -s "$d/pid" ] || { rm -rf "$d"; echo NONE; exit 0; }
+if [ ! -s "$d/pid" ]; then
+  mv "$d" "$d.gone" 2>/dev/null || { echo NONE; exit 0; }
+  if [ -s "$d.gone/pid" ] && mv "$d.gone" "$d"; then :; else
+    if [ -s "$d.gone/pid" ]; then read -r p s < "$d.gone/pid"; st "$p"; if [ -n "$S" ] && [ "$S" = "$s" ]; then kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; fi; fi
+    rm -rf "$d.gone"; echo NONE; exit 0
+  fi
+fi
 read -r p s < "$d/pid"
 i=0
 while :; do

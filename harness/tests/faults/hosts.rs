@@ -452,20 +452,20 @@ fn a_link_down_during_start_never_leaves_two_copies() {
 struct Stalled(Vec<u32>);
 
 impl Stalled {
-    fn signal(pids: &[u32], sig: &str) {
-        for p in pids {
-            let _ = std::process::Command::new("kill")
-                .args([sig, &p.to_string()])
-                .status();
+    /// Signals at once (no `kill` process: a step of a frozen process must stay short).
+    fn signal(pids: &[u32], sig: libc::c_int) {
+        for &p in pids {
+            // SAFETY: kill(2) takes plain integers; a pid that is gone gives ESRCH, ignored.
+            unsafe { libc::kill(p as libc::pid_t, sig) };
         }
     }
 }
 
 impl Drop for Stalled {
     fn drop(&mut self) {
-        Stalled::signal(&self.0, "-CONT");
+        Stalled::signal(&self.0, libc::SIGCONT);
         let parents: Vec<u32> = self.0.iter().filter_map(|&p| parent_of(p)).collect();
-        Stalled::signal(&parents, "-CONT");
+        Stalled::signal(&parents, libc::SIGCONT);
     }
 }
 
@@ -552,7 +552,7 @@ fn a_host_that_answers_is_not_unreachable_when_its_follower_is_late() {
         .collect();
     assert!(!followers.is_empty(), "no follower of hbsvc on h3");
     let stalled = Stalled(followers);
-    Stalled::signal(&stalled.0, "-STOP");
+    Stalled::signal(&stalled.0, libc::SIGSTOP);
 
     // Well past the 5 s of silence after which a host counted as unreachable.
     std::thread::sleep(Duration::from_secs(8));
@@ -685,11 +685,26 @@ fn a_stop_of_a_container_whose_host_is_unreachable_is_pending() {
 
 /// Processes of user `uid` whose command line holds every one of `parts` (the daemon's local
 /// ssh clients carry the same text, as root).
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&p| parent_of(p) == Some(pid))
+        .collect()
+}
+
 fn processes_with(uid: u32, parts: &[&str]) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| {
-            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let e = e.ok()?;
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            // The owner first (no read): the scan must be quick enough not to miss a short
+            // operation.
+            if std::os::unix::fs::MetadataExt::uid(&e.metadata().ok()?) != uid {
+                return None;
+            }
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let cmd = String::from_utf8_lossy(&cmd);
             (parts.iter().all(|p| cmd.contains(p)) && uid_of(pid) == Some(uid)).then_some(pid)
@@ -697,15 +712,18 @@ fn processes_with(uid: u32, parts: &[&str]) -> Vec<u32> {
         .collect()
 }
 
-/// A start whose answer is lost after the host began the runs (ADR 0032): h3's one start
-/// operation for 20 services is frozen with SIGSTOP once it has started some of their runners
-/// (which run on by themselves, in their own sessions), the sshd process relaying that session
-/// frozen with it (each runner answers for its run on the session by itself), then h3's sshd is
-/// killed (the connection drops) and the frozen operation with it, so its answer never comes. No service may be
-/// `failed` while its process may live: all are `unknown`. When h3 answers, each run that began
-/// is adopted (`running`, the same pid) and each that did not is `failed` (nothing runs); or,
-/// when a stop was asked meanwhile (pending, exit 1), every run is killed and all are `stopped`.
-/// Before: `failed` with their processes alive, and a stop left them running.
+/// A start whose answer is lost after the host began the runs (ADR 0032): h3's start operation
+/// for 20 services is frozen with SIGSTOP as soon as it runs. Once it has read its input (its
+/// first child, the `mkdir` of the runs' directories, exists) the sshd process relaying its
+/// session is frozen too (each runner answers for its run on that session by itself), and the
+/// operation runs a millisecond at a time until a service process exists; then h3's sshd is
+/// killed (the connection drops) and the operation with it, so no answer comes. An attempt in
+/// which a run began before the relay froze (its answer may have got out) is stopped and tried
+/// again. No service may be `failed` while its process may live: all begun are `unknown`. When
+/// h3 answers, each run that began is adopted (`running`, the same pid) and each that did not is
+/// `failed` (nothing runs); or, when a stop was asked meanwhile (pending, exit 1), every run is
+/// killed and all are `stopped`. Before: `failed` with their processes alive, and a stop left
+/// them running.
 #[test]
 fn a_start_whose_answer_is_lost_is_unknown_then_adopted_or_stopped() {
     let mut fault = host_lock();
@@ -723,147 +741,210 @@ fn a_start_whose_answer_is_lost_is_unknown_then_adopted_or_stopped() {
     let pid_of = |i: u32| processes(&["sleep", &arg(i)]);
     let alive = || (0..N).filter(|&i| !pid_of(i).is_empty()).count();
     let uid: u32 = tb.sh_ok("h3", "id -u").parse().unwrap();
+    // Runners of these services (RUN_ONE, its command line ends with the service's), not the
+    // operation or a fork of it (which have the text of RUN_ONE too).
+    let runners = || {
+        processes_with(uid, &["exit.tmp"])
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                    !String::from_utf8_lossy(&c).contains("one() {")
+                        && (0..N).any(|i| c.ends_with(format!("\0sleep\0{}\0", arg(i)).as_bytes()))
+                })
+            })
+            .count()
+    };
+    // (service, pid) of each run alive.
+    let begun = || -> Vec<(u32, u32)> {
+        (0..N)
+            .filter_map(|i| pid_of(i).first().map(|&p| (i, p)))
+            .collect()
+    };
     // A connection to h3 exists already, as in real use.
     env.run(&["start"]).ok();
     env.run(&["stop"]).ok();
     for (round, stop_meanwhile) in [false, true].into_iter().enumerate() {
-        let since = std::time::SystemTime::now();
-        let start = env
-            .cmd(&["start"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The start operation on h3 (START_MANY: `one() {` ... with the services' argv), looked
-        // for without pause.
-        let began = Instant::now();
-        let op = loop {
-            let op = processes_with(uid, &["one() {", "86440"]);
-            if !op.is_empty() {
-                break op;
-            }
+        // An attempt in which a run may have begun before the relay was frozen (the step that
+        // let the operation read its last input went on to start runners) proves nothing: it
+        // is finished, stopped and tried again.
+        let mut attempt = 0;
+        let (start, frozen, relay, before_kill) = loop {
+            attempt += 1;
             assert!(
-                began.elapsed() < Duration::from_secs(30),
-                "round {round}: the start operation never ran on h3"
+                attempt <= 5,
+                "round {round}: in 5 attempts the relay was never frozen before a run began"
             );
-        };
-        // The sshd process relaying the operation's session is frozen too: each runner answers
-        // for its run on the session's stdout by itself, and those answers must not get out
-        // before the connection drops.
-        let relay: Vec<u32> = std::iter::successors(parent_of(op[0]), |&p| parent_of(p))
-            .take(4)
-            .find(|&p| {
-                std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sshd"))
-            })
-            .into_iter()
-            .collect();
-        assert!(
-            !relay.is_empty(),
-            "round {round}: no sshd above the operation"
-        );
-        let frozen = Stalled(op);
-        Stalled::signal(&frozen.0, "-STOP");
-        // (Directories of this start only: made after `since`.)
-        // The relay is frozen only once the operation has read its input (the runs'
-        // environments, through that relay): it makes every run's directory after reading it
-        // all, in one `mkdir` it waits for, so with the operation stopped a while after each
-        // step, a directory means the input is in and no runner began yet.
-        let runs_dir = tb.dir.join(format!(
-            "hosts/h3/home/{}/.local/state/harness",
-            tb.ssh_user
-        ));
-        let dirs_made = || {
-            std::fs::read_dir(&runs_dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|daemon| {
-                    std::fs::read_dir(daemon.path().join("faultlost"))
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .any(|svc| {
-                            std::fs::read_dir(svc.path())
-                                .into_iter()
-                                .flatten()
-                                .flatten()
-                                .any(|run| {
-                                    run.metadata()
-                                        .and_then(|m| m.modified())
-                                        .is_ok_and(|t| t >= since)
-                                })
-                        })
+            assert_eq!(
+                alive(),
+                0,
+                "round {round}: runs of an earlier attempt live on"
+            );
+            let mut start = env
+                .cmd(&["start"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // The start operation on h3 (START_MANY: `one() {` ... with the services' argv),
+            // looked for without pause.
+            let began = Instant::now();
+            let op = loop {
+                // Run by sshd itself: a fork of an earlier operation (a runner not yet begun)
+                // has its command line too.
+                let mut op = processes_with(uid, &["one() {", "86440"]);
+                op.retain(|&p| {
+                    parent_of(p).is_some_and(|s| {
+                        std::fs::read(format!("/proc/{s}/cmdline"))
+                            .is_ok_and(|c| c.starts_with(b"sshd"))
+                    })
+                });
+                if !op.is_empty() {
+                    break op;
+                }
+                if began.elapsed() > Duration::from_secs(30) {
+                    let _ = start.kill();
+                    let out = start.wait_with_output().unwrap();
+                    panic!(
+                        "round {round}: the start operation never ran on h3: start {:?}\n{}\n{}\n{:?}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr),
+                        env.status()
+                    );
+                }
+            };
+            // The sshd process relaying the operation's session is frozen too: each runner
+            // answers for its run on the session's stdout by itself, and those answers must
+            // not get out before the connection drops.
+            let relay: Vec<u32> = std::iter::successors(parent_of(op[0]), |&p| parent_of(p))
+                .take(4)
+                .find(|&p| {
+                    std::fs::read(format!("/proc/{p}/cmdline"))
+                        .is_ok_and(|c| c.starts_with(b"sshd"))
                 })
-        };
-        loop {
-            std::thread::sleep(Duration::from_millis(20));
-            if dirs_made() {
-                break;
+                .into_iter()
+                .collect();
+            assert!(
+                !relay.is_empty(),
+                "round {round}: no sshd above the operation"
+            );
+            let frozen = Stalled(op);
+            Stalled::signal(&frozen.0, libc::SIGSTOP);
+            let snap = |ps: &[u32]| -> Vec<String> {
+                ps.iter()
+                    .map(|p| {
+                        format!(
+                            "{p} {} wchan {} children {:?}",
+                            std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default(),
+                            std::fs::read_to_string(format!("/proc/{p}/wchan")).unwrap_or_default(),
+                            children_of(*p)
+                                .iter()
+                                .map(|c| std::fs::read_to_string(format!("/proc/{c}/stat"))
+                                    .unwrap_or_default())
+                                .collect::<Vec<_>>()
+                        )
+                    })
+                    .collect()
+            };
+            // The relay can be frozen once the operation has read its input (the runs'
+            // environments, through that relay): it forks nothing before, and its first child
+            // is the `mkdir` of every run's directory, made after reading it all. It runs a
+            // millisecond at a time until then.
+            while !frozen.0.iter().any(|&op| !children_of(op).is_empty()) {
+                assert!(
+                    began.elapsed() < Duration::from_secs(30),
+                    "round {round}: the start operation never read its input: {:?} {:?}",
+                    snap(&frozen.0),
+                    frozen
+                        .0
+                        .iter()
+                        .map(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                            .unwrap_or_default()
+                            .chars()
+                            .take(60)
+                            .collect::<String>())
+                        .collect::<Vec<_>>()
+                );
+                Stalled::signal(&frozen.0, libc::SIGCONT);
+                std::thread::sleep(Duration::from_millis(1));
+                Stalled::signal(&frozen.0, libc::SIGSTOP);
             }
-            assert!(
-                began.elapsed() < Duration::from_secs(30),
-                "round {round}: the start operation never made the runs' directories"
-            );
-            Stalled::signal(&frozen.0, "-CONT");
-            std::thread::sleep(Duration::from_millis(1));
-            Stalled::signal(&frozen.0, "-STOP");
-        }
-        let relay = Stalled(relay);
-        Stalled::signal(&relay.0, "-STOP");
-        // Let it run a millisecond at a time until it has started a runner.
-        // A runner the frozen operation started: `sh -c RUNNER ...` (not a fork of the
-        // operation, which has its command line), its parent the operation. (Services may go in
-        // another operation, which is not frozen.)
-        let runners = || {
-            let mut r = processes_with(uid, &["exit.tmp", "sleep"]);
-            let op = processes_with(uid, &["one() {"]);
-            r.retain(|p| {
-                !op.contains(p) && parent_of(*p).is_some_and(|parent| frozen.0.contains(&parent))
-            });
-            r
+            let relay = Stalled(relay);
+            Stalled::signal(&relay.0, libc::SIGSTOP);
+            let at_freeze = snap(&frozen.0);
+            // A run begun by now may have answered before the relay froze (its runner answers
+            // once it forked the service): this attempt cannot lose every answer.
+            if alive() > 0 {
+                drop(frozen);
+                drop(relay);
+                let _ = start.wait_with_output();
+                let stop = env.run(&["stop"]);
+                assert_eq!(stop.code, 0, "{}\n{}", stop.stdout, stop.stderr);
+                assert!(
+                    wait_for(Duration::from_secs(5), || alive() == 0).is_some(),
+                    "round {round}: orphan after stop"
+                );
+                eprintln!("round {round}: attempt {attempt}: a run began before the relay froze");
+                continue;
+            }
+            // Let it run a millisecond at a time until a service process exists (the
+            // operation may fork every runner in one step and end: its runners go on alone).
+            // Every run begun now began with the relay frozen: its answer cannot get out. (The
+            // host's next start operation waits for this one, which cannot end meanwhile.)
+            let any_begun = || {
+                processes_with(uid, &["sleep"]).into_iter().any(|p| {
+                    std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                        (0..N).any(|i| c == format!("sleep\0{}\0", arg(i)).as_bytes())
+                    })
+                })
+            };
+            while !any_begun() {
+                assert!(
+                    began.elapsed() < Duration::from_secs(30),
+                    "round {round}: no run began: at the freeze {at_freeze:?}, now {:?}",
+                    snap(&frozen.0)
+                );
+                Stalled::signal(&frozen.0, libc::SIGCONT);
+                std::thread::sleep(Duration::from_millis(1));
+                Stalled::signal(&frozen.0, libc::SIGSTOP);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            break (start, frozen, relay, begun());
         };
-        while runners().is_empty() {
-            assert!(
-                began.elapsed() < Duration::from_secs(30),
-                "round {round}: no runner"
-            );
-            Stalled::signal(&frozen.0, "-CONT");
-            std::thread::sleep(Duration::from_millis(1));
-            Stalled::signal(&frozen.0, "-STOP");
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        let began_runs: Vec<(u32, u32)> = (0..N)
-            .filter_map(|i| pid_of(i).first().map(|&p| (i, p)))
-            .collect();
-        // Begun by the frozen operation (their runner's parent): its answer is the one lost. A
-        // service may have gone in another operation, answered before the fault.
-        let lost: Vec<u32> = began_runs
-            .iter()
-            .filter(|(_, p)| {
-                parent_of(*p)
-                    .and_then(parent_of)
-                    .is_some_and(|op| frozen.0.contains(&op))
-            })
-            .map(|(i, _)| *i)
-            .collect();
-        assert!(
-            !lost.is_empty(),
-            "round {round}: no run begun by the frozen start {:?}: {:?}",
-            frozen.0,
-            began_runs
-                .iter()
-                .map(|(_, p)| (*p, parent_of(*p), parent_of(*p).and_then(parent_of)))
-                .collect::<Vec<_>>()
-        );
         // The connection drops; the operation's answer is lost with it.
         fault.sshd_kill("h3");
-        Stalled::signal(&frozen.0, "-KILL");
+        Stalled::signal(&frozen.0, libc::SIGKILL);
         drop(frozen);
         drop(relay);
         let out = start.wait_with_output().unwrap();
         let said = String::from_utf8_lossy(&out.stdout).into_owned();
         assert_ne!(out.status.code(), Some(0), "round {round}: {said}");
-        assert_eq!(alive(), began_runs.len(), "round {round}: the runs live on");
+        // Runners the operation forked before it was killed go on starting their runs: the runs
+        // begun are those alive once no copy of the operation is left, every runner has its
+        // service, and nothing changed for 0.5 s. Each began with the relay frozen, so each
+        // one's answer is lost.
+        let mut began_runs = begun();
+        let settled = wait_for(Duration::from_secs(15), || {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = begun();
+            let same = now == began_runs
+                && processes_with(uid, &["one() {"]).is_empty()
+                && runners() == now.len();
+            began_runs = now;
+            same
+        });
+        assert!(
+            settled.is_some(),
+            "round {round}: runs kept beginning: {began_runs:?}, {} runners",
+            runners()
+        );
+        for run in &before_kill {
+            assert!(
+                began_runs.contains(run),
+                "round {round}: the runs live on: {run:?} not in {began_runs:?}"
+            );
+        }
+        let lost: Vec<u32> = began_runs.iter().map(|(i, _)| *i).collect();
         for (i, _) in &began_runs {
             let e = entry(&env, &format!("s{i}"));
             assert_ne!(

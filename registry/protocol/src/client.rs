@@ -3,8 +3,9 @@
 //!
 //! Each connection has a reader task that routes what the server sends. It runs on smol's global
 //! executor (its own thread), unless the client was connected inside [`block_on`]: then it runs on
-//! the calling thread, which a one-shot command (`harness status`) wants: no thread is started for
-//! it and no reply crosses threads.
+//! the calling thread: no executor thread is started for it and no reply crosses threads. A
+//! command that sends one request and exits can use [`crate::OneShot`] instead, which has no
+//! executor or reactor at all (`harness status`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -332,7 +333,7 @@ fn spawn_reader(reader: impl Future<Output = ()> + Send + 'static) -> smol::Task
     })
 }
 
-fn parse_url(url: &str) -> Result<(String, u16, String), ClientError> {
+pub(crate) fn parse_url(url: &str) -> Result<(String, u16, String), ClientError> {
     let bad = || ClientError::InvalidUrl {
         url: url.to_string(),
     };
@@ -393,47 +394,10 @@ impl Client {
                     addr: addr.clone(),
                     message: e.to_string(),
                 })?;
-            let mut request = opts
-                .url
-                .as_str()
-                .into_client_request()
-                .map_err(|e| ClientError::Handshake(e.to_string()))?;
-            let bearer = format!("Bearer {}", opts.token)
-                .parse()
-                .map_err(|_| ClientError::Handshake("token is not a valid header value".into()))?;
-            request.headers_mut().insert("authorization", bearer);
-            if let Some(agent) = opts.user_agent.as_deref().and_then(|a| a.parse().ok()) {
-                request.headers_mut().insert("user-agent", agent);
-            }
-            // A 16 KiB read buffer (one TLS record) instead of 128 KiB: tungstenite zero-fills
-            // it up front, 32 page faults in a CLI process that reads one answer.
-            let config = WebSocketConfig::default()
-                .read_buffer_size(16 * 1024)
-                .max_message_size(Some(opts.max_message_size))
-                .max_frame_size(Some(opts.max_message_size));
-            async_tungstenite::client_async_with_config(request, tls, Some(config))
+            let request = upgrade_request(opts)?;
+            async_tungstenite::client_async_with_config(request, tls, Some(ws_config(opts)))
                 .await
-                .map_err(|e| match e {
-                    async_tungstenite::tungstenite::Error::Http(resp) => {
-                        match resp.status().as_u16() {
-                            401 => ClientError::Unauthorized,
-                            503 => ClientError::Busy {
-                                limit: resp
-                                    .headers()
-                                    .get(crate::wire::CONNECTION_LIMIT_HEADER)
-                                    .and_then(|v| v.to_str().ok()?.parse().ok())
-                                    .or_else(|| {
-                                        resp.body()
-                                            .as_deref()
-                                            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-                                            .and_then(|v| v["limit"].as_u64())
-                                    }),
-                            },
-                            status => ClientError::Refused { status },
-                        }
-                    }
-                    other => ClientError::Handshake(other.to_string()),
-                })
+                .map_err(handshake_error)
         };
         let timeout = opts.connect_timeout;
         let (ws, _) = futures_lite::future::or(connect, async {
@@ -862,6 +826,80 @@ impl Drop for CloseRoutes {
             }));
             tx.close();
         }
+    }
+}
+
+/// The WebSocket upgrade request for `opts`: its URL, the token as a bearer, the user agent.
+pub(crate) fn upgrade_request(
+    opts: &ConnectOptions,
+) -> Result<async_tungstenite::tungstenite::handshake::client::Request, ClientError> {
+    let mut request = opts
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| ClientError::Handshake(e.to_string()))?;
+    let bearer = format!("Bearer {}", opts.token)
+        .parse()
+        .map_err(|_| ClientError::Handshake("token is not a valid header value".into()))?;
+    request.headers_mut().insert("authorization", bearer);
+    if let Some(agent) = opts.user_agent.as_deref().and_then(|a| a.parse().ok()) {
+        request.headers_mut().insert("user-agent", agent);
+    }
+    Ok(request)
+}
+
+/// A 16 KiB read buffer (one TLS record) instead of 128 KiB: tungstenite zero-fills it up front,
+/// 32 page faults in a CLI process that reads one answer.
+pub(crate) fn ws_config(opts: &ConnectOptions) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .max_message_size(Some(opts.max_message_size))
+        .max_frame_size(Some(opts.max_message_size))
+}
+
+/// A failed WebSocket upgrade as the client reports it: the server's refusals by HTTP status.
+pub(crate) fn handshake_error(e: async_tungstenite::tungstenite::Error) -> ClientError {
+    match e {
+        async_tungstenite::tungstenite::Error::Http(resp) => match resp.status().as_u16() {
+            401 => ClientError::Unauthorized,
+            503 => ClientError::Busy {
+                limit: resp
+                    .headers()
+                    .get(crate::wire::CONNECTION_LIMIT_HEADER)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .or_else(|| {
+                        resp.body()
+                            .as_deref()
+                            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                            .and_then(|v| v["limit"].as_u64())
+                    }),
+            },
+            status => ClientError::Refused { status },
+        },
+        other => ClientError::Handshake(other.to_string()),
+    }
+}
+
+/// A response in a text frame from the server: its id and its result (as the server encoded it)
+/// or error; `None` for anything else (progress, events, an undecodable frame).
+pub(crate) fn reply_of(text: &str) -> Option<(Option<u64>, Result<Raw, ClientError>)> {
+    // The result stays text until the caller decodes it into its own type (see `read_loop`).
+    if text.starts_with("{\"id\":")
+        && let Ok(reply) = serde_json::from_str::<Reply<'_>>(text)
+        && reply.progress.is_none()
+        && (reply.result.is_some() || reply.error.is_some())
+    {
+        return Some(match (reply.error, reply.result) {
+            (Some(e), _) => (reply.id, Err(ClientError::Remote(e))),
+            (None, Some(r)) => (reply.id, Ok(r.to_owned())),
+            (None, None) => return None,
+        });
+    }
+    match ServerMessage::decode(text) {
+        Ok(ServerMessage::Response(resp)) => {
+            Some((resp.id, outcome(resp.outcome).and_then(|v| raw(&v))))
+        }
+        _ => None,
     }
 }
 

@@ -21,6 +21,7 @@ pub mod event;
 pub mod home;
 pub mod method;
 pub mod model;
+pub mod oneshot;
 pub mod operation;
 pub mod places;
 pub mod tls;
@@ -37,4 +38,5 @@ pub use model::{
     Endpoint, Health, HealthStatus, Location, ModelError, Runtime, ServiceEntry, ServiceKey,
     ServiceState,
 };
+pub use oneshot::OneShot;
 pub use wire::{ErrorCode, Snapshot, WireError};

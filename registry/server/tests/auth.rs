@@ -144,6 +144,62 @@ fn a_client_connected_in_block_on_works_there_and_fails_cleanly_after() {
     drop(f);
 }
 
+/// The blocking one-shot connection (`harness status`) keeps the client's guarantees: the pinned
+/// certificate or the CA, the token, and the server's refusals and errors as the client reports them.
+#[test]
+fn a_one_shot_connection_pins_authenticates_and_reports_like_the_client() {
+    use harness_protocol::{OneShot, method};
+    let f = run(Fixture::start());
+    let other = tempfile::tempdir().expect("tempdir");
+    let other_creds = HarnessHome::new(other.path())
+        .ensure_credentials(&[])
+        .expect("creds");
+    let mut opts = f.options();
+    opts.server_cert_pem = Some(f.creds.server_cert_pem.clone());
+    let mut conn = OneShot::connect(&opts).expect("pinned");
+    for _ in 0..2 {
+        let hello = conn
+            .call::<method::Hello>(&harness_protocol::Empty {})
+            .expect("hello");
+        assert_eq!(hello.protocol, harness_protocol::wire::PROTOCOL_VERSION);
+    }
+    // A method this server does not serve: the server's error, as the client gives it.
+    let err = conn
+        .call::<method::Status>(&harness_protocol::wire::StatusParams { project: None })
+        .expect_err("no such method here");
+    match err {
+        ClientError::Remote(w) => {
+            assert_eq!(w.code, harness_protocol::ErrorCode::MethodNotFound, "{w:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without the pin, the CA.
+    OneShot::connect(&f.options())
+        .expect("CA")
+        .call::<method::Hello>(&harness_protocol::Empty {})
+        .expect("hello");
+    // Neither the pin nor the CA matches: TLS fails.
+    let mut wrong = f.options();
+    wrong.ca_pem = other_creds.ca_pem.clone();
+    wrong.server_cert_pem = Some(other_creds.server_cert_pem.clone());
+    let err = OneShot::connect(&wrong).expect_err("TLS must fail");
+    assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+    // A wrong token: 401.
+    let mut wrong = opts.clone();
+    wrong.token = "0".repeat(f.creds.token.len());
+    let err = OneShot::connect(&wrong).expect_err("refused");
+    assert!(matches!(err, ClientError::Unauthorized), "{err:?}");
+    // Nothing listens: the connection's error.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let mut gone = opts.clone();
+    gone.url = format!("wss://127.0.0.1:{}/v1/ws", addr.port());
+    let err = OneShot::connect(&gone).expect_err("nothing listens");
+    assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
+    drop(f);
+}
+
 #[cfg(unix)]
 #[test]
 fn secrets_are_0600_in_a_0700_dir_and_never_regenerated() {
