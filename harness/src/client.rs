@@ -319,14 +319,17 @@ async fn autostart(home: &HarnessHome, token: Option<&str>) -> anyhow::Result<Cl
     // Spawning checks harnessd's build first (a short exec and wait): off the executor.
     // A daemon killed -9 may hold the home's lock until its last thread leaves the kernel (a sync
     // in progress): ours then finds the home taken, leaves, and the dying one never answers. Then
-    // another is started, up to three times.
+    // the lock is waited for (up to START_TIMEOUT) and another started, up to three times.
     let mut attempts = 0;
     let client = loop {
         attempts += 1;
         let h = home.clone();
         let mut child = blocking::unblock(move || spawn_daemon(&h, None, false)).await?;
         match wait_ready(home, &mut child, token).await {
-            Err(e) if attempts < 3 && e.is::<OtherDaemonGone>() => continue,
+            Err(e) if attempts < 3 && e.is::<OtherDaemonGone>() => {
+                let h = home.clone();
+                blocking::unblock(move || wait_home_unlocked(&h, START_TIMEOUT)).await;
+            }
             r => break r,
         }
     };
@@ -535,6 +538,21 @@ fn recorded_daemon_pid(home: &HarnessHome) -> Option<u32> {
 /// exited); `None` while it runs or when none other is recorded.
 fn other_daemon_gone(home: &HarnessHome, ours: u32) -> Option<u32> {
     recorded_daemon_pid(home).filter(|&pid| pid != ours && !pid_alive(pid))
+}
+
+/// Waits until no process holds the home's daemon lock (a dying daemon's last thread has left),
+/// at most `limit`. The lock is only tried, never kept: the autostart lock keeps other CLIs out.
+fn wait_home_unlocked(home: &HarnessHome, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let Ok(file) = File::open(home.path(DAEMON_LOCK)) else {
+        return;
+    };
+    while rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Dropping the file releases the lock if it was taken.
 }
 
 /// The last `n` lines of a text file (for error messages).
