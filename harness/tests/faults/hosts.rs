@@ -363,14 +363,27 @@ fn sshd_killed_during_start_never_leaves_two_copies() {
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(processes(&argv).len(), 1, "round {round}: a late duplicate");
         let stop = env.run(&["stop"]);
-        assert_eq!(
-            stop.code, 0,
+        // Right after h3 came back, a stop's session may still fail once (ssh exit 255 on a
+        // connection made before the restart, seen once in CI): the stop is then pending, as
+        // documented, and finished when h3 answers. Either way nothing may be left.
+        assert!(
+            stop.code == 0 || (stop.code == 1 && stop.stdout.contains("not stopped yet")),
             "round {round}: {}\n{}",
-            stop.stdout, stop.stderr
+            stop.stdout,
+            stop.stderr
         );
         assert!(
-            wait_for(Duration::from_secs(5), || processes(&argv).is_empty()).is_some(),
-            "round {round}: orphan after stop"
+            wait_for(
+                Duration::from_secs(if stop.code == 0 { 5 } else { 30 }),
+                || {
+                    processes(&argv).is_empty()
+                        && env.status().iter().all(|s| s["state"]["kind"] == "stopped")
+                }
+            )
+            .is_some(),
+            "round {round}: orphan after stop ({}): {:?}",
+            stop.stdout,
+            env.status()
         );
         eprintln!(
             "round {round}: sshd killed {delay:?} into start (start exit {code:?}, {during} copy \
@@ -428,14 +441,27 @@ fn a_link_down_during_start_never_leaves_two_copies() {
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(processes(&argv).len(), 1, "round {round}: a late duplicate");
         let stop = env.run(&["stop"]);
-        assert_eq!(
-            stop.code, 0,
+        // Right after h3 came back, a stop's session may still fail once (ssh exit 255 on a
+        // connection made before the restart, seen once in CI): the stop is then pending, as
+        // documented, and finished when h3 answers. Either way nothing may be left.
+        assert!(
+            stop.code == 0 || (stop.code == 1 && stop.stdout.contains("not stopped yet")),
             "round {round}: {}\n{}",
-            stop.stdout, stop.stderr
+            stop.stdout,
+            stop.stderr
         );
         assert!(
-            wait_for(Duration::from_secs(5), || processes(&argv).is_empty()).is_some(),
-            "round {round}: orphan after stop"
+            wait_for(
+                Duration::from_secs(if stop.code == 0 { 5 } else { 30 }),
+                || {
+                    processes(&argv).is_empty()
+                        && env.status().iter().all(|s| s["state"]["kind"] == "stopped")
+                }
+            )
+            .is_some(),
+            "round {round}: orphan after stop ({}): {:?}",
+            stop.stdout,
+            env.status()
         );
         eprintln!(
             "round {round}: link down {delay:?} into start: start answered in {:.1} s (exit {:?}, \
