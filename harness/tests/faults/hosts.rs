@@ -362,29 +362,7 @@ fn sshd_killed_during_start_never_leaves_two_copies() {
         );
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(processes(&argv).len(), 1, "round {round}: a late duplicate");
-        let stop = env.run(&["stop"]);
-        // Right after h3 came back, a stop's session may still fail once (ssh exit 255 on a
-        // connection made before the restart, seen once in CI): the stop is then pending, as
-        // documented, and finished when h3 answers. Either way nothing may be left.
-        assert!(
-            stop.code == 0 || (stop.code == 1 && stop.stdout.contains("not stopped yet")),
-            "round {round}: {}\n{}",
-            stop.stdout,
-            stop.stderr
-        );
-        assert!(
-            wait_for(
-                Duration::from_secs(if stop.code == 0 { 5 } else { 30 }),
-                || {
-                    processes(&argv).is_empty()
-                        && env.status().iter().all(|s| s["state"]["kind"] == "stopped")
-                }
-            )
-            .is_some(),
-            "round {round}: orphan after stop ({}): {:?}",
-            stop.stdout,
-            env.status()
-        );
+        stop_leaves_nothing(&env, round, &argv);
         eprintln!(
             "round {round}: sshd killed {delay:?} into start (start exit {code:?}, {during} copy \
              then); one copy {:.1} s after sshd was back; none after stop",
@@ -440,29 +418,7 @@ fn a_link_down_during_start_never_leaves_two_copies() {
         );
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(processes(&argv).len(), 1, "round {round}: a late duplicate");
-        let stop = env.run(&["stop"]);
-        // Right after h3 came back, a stop's session may still fail once (ssh exit 255 on a
-        // connection made before the restart, seen once in CI): the stop is then pending, as
-        // documented, and finished when h3 answers. Either way nothing may be left.
-        assert!(
-            stop.code == 0 || (stop.code == 1 && stop.stdout.contains("not stopped yet")),
-            "round {round}: {}\n{}",
-            stop.stdout,
-            stop.stderr
-        );
-        assert!(
-            wait_for(
-                Duration::from_secs(if stop.code == 0 { 5 } else { 30 }),
-                || {
-                    processes(&argv).is_empty()
-                        && env.status().iter().all(|s| s["state"]["kind"] == "stopped")
-                }
-            )
-            .is_some(),
-            "round {round}: orphan after stop ({}): {:?}",
-            stop.stdout,
-            env.status()
-        );
+        stop_leaves_nothing(&env, round, &argv);
         eprintln!(
             "round {round}: link down {delay:?} into start: start answered in {:.1} s (exit {:?}, \
              {during} copy, status {said}); one running copy {:.1} s after link up; none after stop",
@@ -471,6 +427,29 @@ fn a_link_down_during_start_never_leaves_two_copies() {
             t.elapsed().as_secs_f64()
         );
     }
+}
+
+/// Stops everything once the host is back: nothing may be left. Right after h3 came back, a
+/// stop's session may still fail once (ssh exit 255 on a connection made before the restart,
+/// seen once in CI): the stop is then pending, as documented, and finished when h3 answers.
+fn stop_leaves_nothing(env: &Env, round: u32, argv: &[&str]) {
+    let stop = env.run(&["stop"]);
+    assert!(
+        stop.code == 0 || (stop.code == 1 && stop.stdout.contains("not stopped yet")),
+        "round {round}: {}\n{}",
+        stop.stdout,
+        stop.stderr
+    );
+    let limit = Duration::from_secs(if stop.code == 0 { 5 } else { 30 });
+    let done = wait_for(limit, || {
+        processes(argv).is_empty() && env.status().iter().all(|s| s["state"]["kind"] == "stopped")
+    });
+    assert!(
+        done.is_some(),
+        "round {round}: orphan after stop ({}): {:?}",
+        stop.stdout,
+        env.status()
+    );
 }
 
 /// Processes stopped with SIGSTOP, continued on drop (also when the test panics), with their
