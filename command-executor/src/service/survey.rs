@@ -286,19 +286,10 @@ fn kill_local_verified_watched(
     let Ok(fd) = rustix::process::pidfd_open(p, PidfdFlags::empty()) else {
         return KillOutcome::Gone;
     };
-    let Some(row) = procfs::stat(pid) else {
-        return KillOutcome::Gone;
+    let row = match verify_and_kill_group(p, start_time, var, value) {
+        Ok(row) => row,
+        Err(outcome) => return outcome,
     };
-    if row.zombie {
-        return KillOutcome::Gone;
-    }
-    if !verify_local(pid, start_time, var, value) {
-        return KillOutcome::Changed;
-    }
-    // The group first (while its leader, verified, holds the group id), then the pidfd.
-    if row.pgrp == pid {
-        let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
-    }
     match rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL) {
         Ok(()) => KillOutcome::Killed,
         Err(rustix::io::Errno::SRCH) => KillOutcome::Gone,
@@ -307,20 +298,35 @@ fn kill_local_verified_watched(
     }
 }
 
-fn kill_local_verified_by_pid(p: Pid, start_time: u64, var: &str, value: &str) -> KillOutcome {
+/// The process `p` if it is still the one recorded (not gone, not a zombie, same start time and
+/// launch id), after SIGKILL to the group it leads (while its leader, verified, holds the group
+/// id); else what to report.
+fn verify_and_kill_group(
+    p: Pid,
+    start_time: u64,
+    var: &str,
+    value: &str,
+) -> Result<procfs::ProcRow, KillOutcome> {
     let pid = p.as_raw_pid() as u32;
-    let Some(row) = procfs::stat(pid) else {
-        return KillOutcome::Gone;
-    };
+    let row = procfs::stat(pid).ok_or(KillOutcome::Gone)?;
     if row.zombie {
-        return KillOutcome::Gone;
+        return Err(KillOutcome::Gone);
     }
     if !verify_local(pid, start_time, var, value) {
-        return KillOutcome::Changed;
+        return Err(KillOutcome::Changed);
     }
     if row.pgrp == pid {
         let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
     }
+    Ok(row)
+}
+
+fn kill_local_verified_by_pid(p: Pid, start_time: u64, var: &str, value: &str) -> KillOutcome {
+    let pid = p.as_raw_pid() as u32;
+    let row = match verify_and_kill_group(p, start_time, var, value) {
+        Ok(row) => row,
+        Err(outcome) => return outcome,
+    };
     match rustix::process::kill_process(p, rustix::process::Signal::KILL) {
         Ok(()) => KillOutcome::Killed,
         Err(rustix::io::Errno::SRCH) => KillOutcome::Gone,
