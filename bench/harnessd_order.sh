@@ -29,13 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-{
-    echo "name: bench"
-    echo "services:"
-    for i in $(seq 1 100); do
-        printf '  s%03d:\n    command: [sleep, "100000"]\n' "$i"
-    done
-} > "$work/services.yaml"
+sleep_services "$work/services.yaml" 100
 
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" --dump-instr=no \
     --compress-strings=no --compress-pos=no --demangle=no \

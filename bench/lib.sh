@@ -16,3 +16,15 @@ harness_bin() {
 daemon_pid() {
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$HARNESS_HOME/daemon.json"
 }
+
+# Writes to FILE a project `bench` of N `sleep 100000` services (s001, s002, ...).
+sleep_services() {
+    local file=$1 n=$2 i
+    {
+        echo "name: bench"
+        echo "services:"
+        for i in $(seq 1 "$n"); do
+            printf '  s%03d:\n    command: [sleep, "100000"]\n' "$i"
+        done
+    } > "$file"
+}
