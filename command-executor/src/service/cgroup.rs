@@ -98,10 +98,9 @@ impl Cgroup {
         &self.dir
     }
 
-    /// The path of `cgroup.procs`, for a new process to join before `exec` (service::spawn).
-    pub(crate) fn procs_path(&self) -> std::io::Result<CString> {
-        CString::new(self.dir.join("cgroup.procs").as_os_str().as_bytes())
-            .map_err(std::io::Error::other)
+    /// The directory, for a new process to start in (service::spawn).
+    pub(crate) fn dir_c(&self) -> std::io::Result<CString> {
+        CString::new(self.dir.as_os_str().as_bytes()).map_err(std::io::Error::other)
     }
 
     /// Pids in the cgroup now.
@@ -148,6 +147,58 @@ impl Cgroup {
 
 #[cfg(test)]
 mod tests {
+    /// A service starts inside its cgroup, whether `clone3` puts it there or it joins by a write
+    /// (kernels and sandboxes without CLONE_INTO_CGROUP); the first is what this machine uses.
+    #[test]
+    fn a_child_starts_in_its_cgroup_either_way() {
+        let Some(root) =
+            super::CgroupRoot::detect(&format!("harness-test-in-{}", std::process::id()))
+        else {
+            eprintln!("cgroups not usable here: nothing to check");
+            return;
+        };
+        for (name, born) in [("born", true), ("joined", false)] {
+            let cg = super::Cgroup::open(&root, name).unwrap();
+            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+            let null =
+                || -> std::os::fd::OwnedFd { std::fs::File::open("/dev/null").unwrap().into() };
+            let child = crate::service::spawn::spawn_as(
+                crate::service::spawn::Spawn {
+                    program: "cat".as_ref(),
+                    args: &["/proc/self/cgroup".into()],
+                    env: Vec::new(),
+                    cwd: None,
+                    stdio: [null(), w, null()],
+                    cgroup: Some(cg.dir_c().unwrap()),
+                    watch: crate::service::spawn::exit_watch(),
+                },
+                born,
+            )
+            .unwrap();
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut out).unwrap();
+            let v2 = out
+                .lines()
+                .find(|l| l.starts_with("0::"))
+                .unwrap_or_default();
+            assert!(v2.ends_with(&format!("/{name}")), "{name}: {out}");
+            if born {
+                assert!(
+                    crate::service::spawn::clone3_usable(),
+                    "clone3 with CLONE_INTO_CGROUP works on this kernel (Linux {})",
+                    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default()
+                );
+            }
+            if let crate::service::spawn::ChildExit::Pidfd(fd) = &child.exit {
+                let _ = rustix::process::waitid(
+                    rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(fd)),
+                    rustix::process::WaitIdOptions::EXITED,
+                );
+            }
+            cg.remove();
+        }
+    }
+
     /// Where cgroups are usable (root here), a setsid'd double-forked descendant dies with them.
     #[test]
     fn kill_all_reaches_a_double_forked_setsid_descendant() {
@@ -168,7 +219,7 @@ mod tests {
             env: Vec::new(),
             cwd: None,
             stdio: [null(), w, null()],
-            cgroup_procs: Some(cg.procs_path().unwrap()),
+            cgroup: Some(cg.dir_c().unwrap()),
             watch: crate::service::spawn::exit_watch(),
         })
         .unwrap();

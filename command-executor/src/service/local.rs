@@ -179,9 +179,9 @@ async fn spawn_watched(
             )
         }
     };
-    let procs = cgroup
+    let cgroup_dir = cgroup
         .as_ref()
-        .map(Cgroup::procs_path)
+        .map(Cgroup::dir_c)
         .transpose()
         .map_err(|e| Error::io(place(), "cgroup path", e))?;
     let (stdin, env_writer) = match env_pipe {
@@ -202,7 +202,7 @@ async fn spawn_watched(
             env,
             cwd: cwd.as_deref(),
             stdio: [stdin, stdout.into(), stderr.into()],
-            cgroup_procs: procs,
+            cgroup: cgroup_dir,
             watch,
         })?;
         // The start time is set at clone, so it is final even if exec has not happened yet.

@@ -94,8 +94,8 @@ pub(crate) struct Spawn<'a> {
     pub cwd: Option<&'a Path>,
     /// Become descriptors 0, 1 and 2.
     pub stdio: [OwnedFd; 3],
-    /// `cgroup.procs` of the cgroup to join before `exec`.
-    pub cgroup_procs: Option<CString>,
+    /// The directory of the cgroup the child is to start in (before `exec`).
+    pub cgroup: Option<CString>,
     /// How its end is to be watched: [`exit_watch`] (tests choose).
     pub watch: ExitWatch,
 }
@@ -333,6 +333,154 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
     }
 }
 
+/// `clone3` with `CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP`: the child starts in its cgroup.
+/// libc has no wrapper for it (glibc keeps its own private), and a child on a stack of its own
+/// cannot return from a plain `syscall()`, so the entry is a few instructions of assembly, as
+/// glibc's `clone3.S`: in the child, call `f(arg)` on the new stack, then `exit` with what it
+/// returned. On other architectures, and where the kernel or a seccomp filter refuses the call,
+/// the caller joins the cgroup by writing `cgroup.procs` instead.
+mod clone3 {
+    use std::ffi::{c_int, c_void};
+    use std::os::fd::RawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// `struct clone_args` of linux/sched.h up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+    /// Cleared for good once the kernel says it does not know the call or the flag.
+    static USABLE: AtomicBool =
+        AtomicBool::new(cfg!(any(target_arch = "x86_64", target_arch = "aarch64")));
+
+    pub(super) fn usable() -> bool {
+        USABLE.load(Ordering::Relaxed)
+    }
+
+    /// Starts `f(arg)` as a child sharing our memory, on the stack `base..top`, inside the cgroup
+    /// of directory `cgroup`; returns once the child has exec'd or exited (CLONE_VFORK), with its
+    /// pid or the errno of the refusal.
+    ///
+    /// # Safety
+    /// As for `libc::clone` with CLONE_VM | CLONE_VFORK: `base..top` is writable memory that
+    /// outlives the child's use of it, `top` is 16-byte aligned, and `f` only makes system calls
+    /// and ends in `exec` or `_exit`.
+    pub(super) unsafe fn vfork_into_cgroup(
+        base: *mut u8,
+        top: *mut u8,
+        cgroup: RawFd,
+        f: extern "C" fn(*mut c_void) -> c_int,
+        arg: *mut c_void,
+    ) -> Result<libc::pid_t, c_int> {
+        let mut args = CloneArgs {
+            flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: base as u64,
+            stack_size: (top as u64) - (base as u64),
+            cgroup: cgroup as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: as the caller promises; `args` lives across the call.
+        let ret = unsafe { raw(&mut args, f, arg) };
+        if ret >= 0 {
+            return Ok(ret as libc::pid_t);
+        }
+        let e = -ret as c_int;
+        if matches!(e, libc::ENOSYS | libc::EPERM | libc::E2BIG | libc::EINVAL) {
+            USABLE.store(false, Ordering::Relaxed);
+        }
+        Err(e)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn raw(
+        args: &mut CloneArgs,
+        f: extern "C" fn(*mut c_void) -> c_int,
+        arg: *mut c_void,
+    ) -> i64 {
+        let ret: i64;
+        // SAFETY: the syscall preserves every register but rax, rcx and r11; in the child (rax
+        // 0) rsp is the top of the new stack, 16-byte aligned before the call as the ABI wants.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                "test rax, rax",
+                "jnz 2f",
+                "xor ebp, ebp",
+                "mov rdi, r13",
+                "call r12",
+                "mov edi, eax",
+                "mov eax, 60", // exit
+                "syscall",
+                "ud2",
+                "2:",
+                inlateout("rax") libc::SYS_clone3 => ret,
+                in("rdi") std::ptr::from_mut(args),
+                in("rsi") std::mem::size_of::<CloneArgs>(),
+                in("r12") f,
+                in("r13") arg,
+                lateout("rcx") _,
+                lateout("r11") _,
+            );
+        }
+        ret
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn raw(
+        args: &mut CloneArgs,
+        f: extern "C" fn(*mut c_void) -> c_int,
+        arg: *mut c_void,
+    ) -> i64 {
+        let ret: i64;
+        // SAFETY: `svc` preserves every register but x0; in the child (x0 0) sp is the top of
+        // the new stack, 16-byte aligned.
+        unsafe {
+            std::arch::asm!(
+                "svc 0",
+                "cbnz x0, 2f",
+                "mov x29, xzr",
+                "mov x0, x21",
+                "blr x20",
+                "mov x8, #93", // exit
+                "svc 0",
+                "brk #0",
+                "2:",
+                inlateout("x0") std::ptr::from_mut(args) => ret,
+                in("x1") std::mem::size_of::<CloneArgs>(),
+                in("x8") libc::SYS_clone3,
+                in("x20") f,
+                in("x21") arg,
+                lateout("x30") _,
+            );
+        }
+        ret
+    }
+
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    unsafe fn raw(
+        _: &mut CloneArgs,
+        _: extern "C" fn(*mut c_void) -> c_int,
+        _: *mut c_void,
+    ) -> i64 {
+        -(libc::ENOSYS as i64)
+    }
+}
+
 fn cstring(s: impl Into<Vec<u8>>) -> Result<CString, Failed> {
     CString::new(s).map_err(|e| Failed {
         step: Step::Prepare,
@@ -398,8 +546,20 @@ fn reap_orphans() {
     }
 }
 
+/// Whether children start in their cgroup through `clone3` here (so far).
+#[cfg(test)]
+pub(crate) fn clone3_usable() -> bool {
+    clone3::usable()
+}
+
 /// Starts the child. Blocking until it has called `exec` (or failed): call it off the executor.
 pub(crate) fn spawn(s: Spawn<'_>) -> Result<Spawned, Failed> {
+    spawn_as(s, clone3::usable())
+}
+
+/// [`spawn`], the child started in its cgroup by `clone3` if `born_in_cgroup` (and the kernel
+/// agrees), else joining it by a write before `exec`.
+pub(crate) fn spawn_as(s: Spawn<'_>, born_in_cgroup: bool) -> Result<Spawned, Failed> {
     reap_orphans();
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| !s.env.iter().any(|(o, _)| o == k))
@@ -439,11 +599,46 @@ pub(crate) fn spawn(s: Spawn<'_>) -> Result<Spawned, Failed> {
             .collect()
     };
     let (path_ptrs, argv_ptrs, envp_ptrs) = (ptrs(&paths), ptrs(&argv), ptrs(&envp));
-    let data = ChildData {
-        cgroup: s
-            .cgroup_procs
-            .as_ref()
-            .map_or(std::ptr::null(), |c| c.as_ptr()),
+    // Born in its cgroup where the kernel can (clone3's CLONE_INTO_CGROUP, Linux >= 5.7): joining
+    // afterwards by a write to `cgroup.procs` takes a lock that waits for an RCU grace period
+    // (10-20 ms on a 2-core VM) and that every other launch's join then queues behind.
+    let cgroup_dir = match (&s.cgroup, born_in_cgroup) {
+        (Some(dir), true) => {
+            // SAFETY: a NUL-terminated path; the descriptor returned is ours to close.
+            let fd = unsafe {
+                libc::open(
+                    dir.as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                return Err(Failed {
+                    step: Step::Cgroup,
+                    error: std::io::Error::last_os_error(),
+                });
+            }
+            // SAFETY: just opened, owned by nothing else.
+            Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+        }
+        _ => None,
+    };
+    let procs = s
+        .cgroup
+        .as_ref()
+        .map(|d| {
+            let mut p = d.as_bytes().to_vec();
+            p.extend_from_slice(b"/cgroup.procs");
+            cstring(p)
+        })
+        .transpose()?;
+    let procs_ptr = procs.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    let mut data = ChildData {
+        // Born in it: nothing to join.
+        cgroup: if cgroup_dir.is_some() {
+            std::ptr::null()
+        } else {
+            procs_ptr
+        },
         parent: std::process::id() as libc::pid_t,
         stdio: [
             stdio[0].as_raw_fd(),
@@ -463,19 +658,33 @@ pub(crate) fn spawn(s: Spawn<'_>) -> Result<Spawned, Failed> {
     // its exec or exit); the top is 16-byte aligned as the ABI wants. All signals are blocked in
     // this thread around the clone so that no handler runs in the child before it resets them.
     let pid = unsafe {
-        let top = stack.as_mut_ptr().add(STACK);
+        let base = stack.as_mut_ptr();
+        let top = base.add(STACK);
         let top = top.sub(top as usize % 16);
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = libc::clone(
-            child,
-            top.cast(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            std::ptr::from_ref(&data).cast_mut().cast(),
-        );
-        let clone_errno = errno();
+        let mut pid = -1;
+        let mut clone_errno = 0;
+        if let Some(dir) = &cgroup_dir {
+            let arg = std::ptr::from_ref(&data).cast_mut().cast();
+            // Refused (another kernel's or sandbox's call): joined by the write, as below.
+            if let Ok(p) = clone3::vfork_into_cgroup(base, top, dir.as_raw_fd(), child, arg) {
+                pid = p;
+            } else {
+                data.cgroup = procs_ptr;
+            }
+        }
+        if pid < 0 {
+            pid = libc::clone(
+                child,
+                top.cast(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                std::ptr::from_ref(&data).cast_mut().cast(),
+            );
+            clone_errno = errno();
+        }
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         if pid < 0 {
             return Err(Failed {
@@ -486,6 +695,7 @@ pub(crate) fn spawn(s: Spawn<'_>) -> Result<Spawned, Failed> {
         pid
     };
     drop(stack);
+    drop(cgroup_dir);
     let step = data.step.load(Ordering::SeqCst);
     if step != 0 {
         reap(pid);
@@ -571,7 +781,7 @@ mod tests {
             env: Vec::new(),
             cwd: None,
             stdio: [stdin, null(), null()],
-            cgroup_procs: None,
+            cgroup: None,
             watch,
         })
         .unwrap()
@@ -692,7 +902,7 @@ mod tests {
             env: vec![("HB_SPAWN_TEST".into(), "a b'c".into())],
             cwd: Some(Path::new("/tmp")),
             stdio: [null(), w, null()],
-            cgroup_procs: None,
+            cgroup: None,
             watch,
         })
         .unwrap();
@@ -724,7 +934,7 @@ mod tests {
                 env: Vec::new(),
                 cwd: None,
                 stdio: [null(), null(), null()],
-                cgroup_procs: None,
+                cgroup: None,
                 watch,
             }) else {
                 panic!("spawned a missing program");
