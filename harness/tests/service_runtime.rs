@@ -317,18 +317,7 @@ services:
 /// tree — is gone after `stop`. Without usable cgroups the README promises no such thing.
 #[test]
 fn stop_kills_a_double_forked_setsid_descendant_where_cgroups_are_usable() {
-    let cgroup2 = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| {
-            l.split(" - ")
-                .nth(1)
-                .is_some_and(|r| r.starts_with("cgroup2 "))
-        });
-    if !(rustix::process::getuid().is_root() && cgroup2) {
-        eprintln!(
-            "cgroups not usable here (not root or no cgroup2 mount): the guarantee does not apply"
-        );
+    if cgroup2_mount().is_none() {
         return;
     }
     let env = Env {
@@ -368,6 +357,99 @@ fn stop_kills_a_double_forked_setsid_descendant_where_cgroups_are_usable() {
         wait_for(Duration::from_secs(5), || sleepers("86422").is_empty()),
         "the setsid'd descendant {escaped} survived stop"
     );
+}
+
+/// Where the daemon may make cgroups: the cgroup2 mount point (root, and a cgroup2 mount).
+fn cgroup2_mount() -> Option<std::path::PathBuf> {
+    let mount = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|r| r.starts_with("cgroup2 "))
+        })
+        .and_then(|l| l.split(' ').nth(4).map(std::path::PathBuf::from));
+    if !rustix::process::getuid().is_root() || mount.is_none() {
+        eprintln!(
+            "cgroups not usable here (not root or no cgroup2 mount): the guarantee does not apply"
+        );
+        return None;
+    }
+    mount
+}
+
+/// The cgroups of `project`'s services, `project:service`, under any daemon's root.
+fn service_cgroups(mount: &std::path::Path, project: &str) -> Vec<std::path::PathBuf> {
+    let prefix = format!("{project}:");
+    std::fs::read_dir(mount)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|root| root.file_name().to_string_lossy().starts_with("harness-"))
+        .flat_map(|root| {
+            std::fs::read_dir(root.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|cg| cg.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|cg| cg.path())
+        .collect()
+}
+
+/// No empty cgroup outlives what ran in it: not the one made for a launch that failed, not the
+/// one of a service that ended on its own, nor the daemon's root once its services are stopped
+/// (each was left in /sys/fs/cgroup before, one per such service and daemon, for good).
+#[test]
+fn no_cgroup_outlives_its_service() {
+    let Some(mount) = cgroup2_mount() else {
+        return;
+    };
+    let env = Env {
+        home: tempfile::tempdir().unwrap(),
+        dir: tempfile::tempdir().unwrap(),
+        run: tempfile::tempdir().unwrap(),
+    };
+    std::fs::write(
+        env.dir.path().join("services.yaml"),
+        "name: cgleft\nservices:\n  runs:\n    command: [sleep, \"86425\"]\n  once:\n    command: [sh, -c, \"sleep 0.3\"]\n  missing:\n    command: [/nonexistent/program]\n",
+    )
+    .unwrap();
+    let out = env.run(&["start"]);
+    assert!(
+        out.stderr.contains("/nonexistent/program"),
+        "{} {}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || env
+            .run(&["status", "-o", "json"])
+            .stdout
+            .contains("\"exited\"")),
+        "{}",
+        env.run(&["status"]).stdout
+    );
+    let names = |v: Vec<std::path::PathBuf>| -> Vec<String> {
+        v.iter()
+            .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+            .collect()
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || names(service_cgroups(
+            &mount, "cgleft"
+        )) == ["cgleft:runs"]),
+        "only the running service has a cgroup: {:?}",
+        service_cgroups(&mount, "cgleft")
+    );
+    let root = service_cgroups(&mount, "cgleft")[0]
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    env.run(&["stop"]).ok();
+    assert!(service_cgroups(&mount, "cgleft").is_empty());
+    assert!(!root.exists(), "{} is left", root.display());
 }
 
 /// A relative bind mount (`./data:/data`) of a container on the local engine is the folder

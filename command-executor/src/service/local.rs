@@ -496,12 +496,17 @@ impl LocalService {
     /// SIGKILLs every live process left of the service: its whole cgroup where it has one; those
     /// in `earlier` (taken before the stop, while the process tree was intact; checked by start
     /// time), and — when the service had children or its group still exists — everything in its
-    /// group and session. An empty `earlier` (the service ended on its own) always scans.
+    /// group and session. An empty `earlier` (the service ended on its own) always scans. Once
+    /// the service has ended its cgroup goes too (a next run makes it again): an empty cgroup
+    /// left behind would outlive the daemon.
     pub async fn sweep(&self, earlier: Vec<(u32, u64)>) {
         let (pid, user, cgroup) = (self.pid, self.user.clone(), self.cgroup.clone());
+        let ended = self.ended.is_some();
         blocking::unblock(move || {
-            if let Some(cg) = &cgroup {
-                cg.kill_all();
+            match &cgroup {
+                Some(cg) if ended => cg.remove(),
+                Some(cg) => cg.kill_all(),
+                None => {}
             }
             sweep(pid, earlier, user.as_deref());
         })

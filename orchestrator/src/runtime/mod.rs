@@ -136,15 +136,24 @@ pub(crate) async fn launch(
         _ => {
             let (project, service) = project_and_service(dir);
             let cgroup = launches.cgroup(project, service).await;
-            Ok(Box::new(
-                command_executor::service::local::spawn(
-                    &command(&spec.launch),
-                    dir,
-                    launch_id,
-                    cgroup,
-                )
-                .await?,
-            ))
+            let made = cgroup.clone();
+            match command_executor::service::local::spawn(
+                &command(&spec.launch),
+                dir,
+                launch_id,
+                cgroup,
+            )
+            .await
+            {
+                Ok(s) => Ok(Box::new(s)),
+                Err(e) => {
+                    // Nothing started in it: not left behind.
+                    if let Some(cg) = made {
+                        blocking::unblock(move || cg.remove()).await;
+                    }
+                    Err(e.into())
+                }
+            }
         }
     }
 }
