@@ -197,6 +197,42 @@ mod tests {
             }
             cg.remove();
         }
+        // A cgroup killed once (`cgroup.kill`) and used again: Linux 6.18 kills a child born in
+        // it before it runs; the spawn sees that and joins by the write instead.
+        let cg = super::Cgroup::open(&root, "killed").unwrap();
+        cg.kill_all();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let null = || -> std::os::fd::OwnedFd { std::fs::File::open("/dev/null").unwrap().into() };
+        let child = crate::service::spawn::spawn_as(
+            crate::service::spawn::Spawn {
+                program: "cat".as_ref(),
+                args: &["/proc/self/cgroup".into()],
+                env: Vec::new(),
+                cwd: None,
+                stdio: [null(), w, null()],
+                cgroup: Some(cg.dir_c().unwrap()),
+                watch: crate::service::spawn::exit_watch(),
+            },
+            true,
+        )
+        .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut out).unwrap();
+        let v2 = out
+            .lines()
+            .find(|l| l.starts_with("0::"))
+            .unwrap_or_default();
+        assert!(v2.ends_with("/killed"), "{out}");
+        if let crate::service::spawn::ChildExit::Pidfd(fd) = &child.exit {
+            let st = rustix::process::waitid(
+                rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(fd)),
+                rustix::process::WaitIdOptions::EXITED,
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!(st.exit_status(), Some(0), "it ran to its end");
+        }
+        cg.remove();
     }
 
     /// Where cgroups are usable (root here), a setsid'd double-forked descendant dies with them.

@@ -24,7 +24,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 
 use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions};
 
@@ -248,6 +248,8 @@ struct ChildData {
     envp: *const *const libc::c_char,
     step: AtomicI32,
     errno: AtomicI32,
+    /// Set by the child first thing: one killed before it ran (see [`clone3`]) leaves it 0.
+    ran: AtomicBool,
 }
 
 fn errno() -> c_int {
@@ -263,6 +265,7 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
     // (CLONE_VFORK); every pointer in it is valid and NUL-terminated, prepared before the clone.
     unsafe {
         let d = &*(arg as *const ChildData);
+        d.ran.store(true, Ordering::SeqCst);
         let fail = |step: i32| -> ! {
             let e = *libc::__errno_location();
             d.errno
@@ -369,6 +372,11 @@ mod clone3 {
 
     pub(super) fn usable() -> bool {
         USABLE.load(Ordering::Relaxed)
+    }
+
+    /// Not to be used again by this process.
+    pub(super) fn refused() {
+        USABLE.store(false, Ordering::Relaxed);
     }
 
     /// Starts `f(arg)` as a child sharing our memory, on the stack `base..top`, inside the cgroup
@@ -652,6 +660,7 @@ pub(crate) fn spawn_as(s: Spawn<'_>, born_in_cgroup: bool) -> Result<Spawned, Fa
         envp: envp_ptrs.as_ptr(),
         step: AtomicI32::new(0),
         errno: AtomicI32::new(0),
+        ran: AtomicBool::new(false),
     };
     let mut stack = vec![0u8; STACK];
     // SAFETY: the stack is ours and outlives the child's use of it (CLONE_VFORK returns only after
@@ -670,10 +679,19 @@ pub(crate) fn spawn_as(s: Spawn<'_>, born_in_cgroup: bool) -> Result<Spawned, Fa
         if let Some(dir) = &cgroup_dir {
             let arg = std::ptr::from_ref(&data).cast_mut().cast();
             // Refused (another kernel's or sandbox's call): joined by the write, as below.
-            if let Ok(p) = clone3::vfork_into_cgroup(base, top, dir.as_raw_fd(), child, arg) {
-                pid = p;
-            } else {
-                data.cgroup = procs_ptr;
+            match clone3::vfork_into_cgroup(base, top, dir.as_raw_fd(), child, arg) {
+                Ok(p) if data.ran.load(Ordering::SeqCst) => pid = p,
+                Ok(p) => {
+                    // Killed before it ran a single instruction: the kernel's fork sends SIGKILL
+                    // to a child born in a cgroup whose `cgroup.kill` count differs from the
+                    // parent's (Linux 6.18 compares the target's with the count it read from
+                    // the daemon's own cgroup): every cgroup once killed, or all of them when the
+                    // daemon's own was. Nothing ran; reaped, and the write is used from now on.
+                    reap(p);
+                    clone3::refused();
+                    data.cgroup = procs_ptr;
+                }
+                Err(_) => data.cgroup = procs_ptr,
             }
         }
         if pid < 0 {

@@ -246,12 +246,13 @@ pub(crate) async fn adopt(
     }
 }
 
-/// Kills whatever is in a local service's cgroup when none of it is adopted: a child the killed
-/// daemon forked joins the cgroup before it execs, but carries the launch id in its environment
-/// only from the exec on, so the scan by launch id can miss it.
+/// Kills whatever is in a local service's cgroup when none of it is adopted, and removes it: a
+/// child the killed daemon forked is in the cgroup before it execs, but carries the launch id in
+/// its environment only from the exec on, so the scan by launch id can miss it. (A next launch
+/// makes the cgroup again: one never killed, see ADR 0046.)
 async fn kill_cgroup(cgroup: Option<command_executor::service::cgroup::Cgroup>) {
     if let Some(cg) = cgroup {
-        blocking::unblock(move || cg.kill_all()).await;
+        blocking::unblock(move || cg.remove()).await;
     }
 }
 
