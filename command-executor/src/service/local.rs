@@ -448,7 +448,12 @@ impl LocalService {
     /// was needed.
     pub async fn terminate(&mut self, signal: Signal, timeout: Duration) -> (ExitInfo, bool) {
         let pid = self.pid;
-        let tree = blocking::unblock(move || procfs::descendants(pid)).await;
+        // Its cgroup holds every descendant and is killed whole after the signal: no walk of its
+        // tree (a trip through the blocking pool, behind other stops' work) before the signal.
+        let tree = match &self.cgroup {
+            Some(_) => vec![(pid, self.start_time)],
+            None => blocking::unblock(move || procfs::descendants(pid)).await,
+        };
         self.signal_group(signal).await;
         let deadline = Instant::now() + timeout;
         let mut killed = false;
@@ -476,8 +481,11 @@ impl LocalService {
                 break;
             }
         }
+        // Removes the cgroup too once the service has ended; else after the sweep.
         self.sweep(tree).await;
-        if let Some(cg) = self.cgroup.clone() {
+        if self.ended.is_none()
+            && let Some(cg) = self.cgroup.clone()
+        {
             blocking::unblock(move || cg.remove()).await;
         }
         let info = self.wait().await;
