@@ -147,60 +147,9 @@ impl Cgroup {
 
 #[cfg(test)]
 mod tests {
-    /// A service starts inside its cgroup, whether `clone3` puts it there or it joins by a write
-    /// (kernels and sandboxes without CLONE_INTO_CGROUP); the first is what this machine uses.
-    #[test]
-    fn a_child_starts_in_its_cgroup_either_way() {
-        let Some(root) =
-            super::CgroupRoot::detect(&format!("harness-test-in-{}", std::process::id()))
-        else {
-            eprintln!("cgroups not usable here: nothing to check");
-            return;
-        };
-        for (name, born) in [("born", true), ("joined", false)] {
-            let cg = super::Cgroup::open(&root, name).unwrap();
-            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
-            let null =
-                || -> std::os::fd::OwnedFd { std::fs::File::open("/dev/null").unwrap().into() };
-            let child = crate::service::spawn::spawn_as(
-                crate::service::spawn::Spawn {
-                    program: "cat".as_ref(),
-                    args: &["/proc/self/cgroup".into()],
-                    env: Vec::new(),
-                    cwd: None,
-                    stdio: [null(), w, null()],
-                    cgroup: Some(cg.dir_c().unwrap()),
-                    watch: crate::service::spawn::exit_watch(),
-                },
-                born,
-            )
-            .unwrap();
-            let mut out = String::new();
-            std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut out).unwrap();
-            let v2 = out
-                .lines()
-                .find(|l| l.starts_with("0::"))
-                .unwrap_or_default();
-            assert!(v2.ends_with(&format!("/{name}")), "{name}: {out}");
-            if born {
-                assert!(
-                    crate::service::spawn::clone3_usable(),
-                    "clone3 with CLONE_INTO_CGROUP works on this kernel (Linux {})",
-                    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default()
-                );
-            }
-            if let crate::service::spawn::ChildExit::Pidfd(fd) = &child.exit {
-                let _ = rustix::process::waitid(
-                    rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(fd)),
-                    rustix::process::WaitIdOptions::EXITED,
-                );
-            }
-            cg.remove();
-        }
-        // A cgroup killed once (`cgroup.kill`) and used again: Linux 6.18 kills a child born in
-        // it before it runs; the spawn sees that and joins by the write instead.
-        let cg = super::Cgroup::open(&root, "killed").unwrap();
-        cg.kill_all();
+    /// Runs `cat /proc/self/cgroup` in `cg` (born there by `clone3` if `born`): its cgroup v2
+    /// line and its exit code.
+    fn cgroup_of_a_child(cg: &super::Cgroup, born: bool) -> (String, Option<i32>) {
         let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let null = || -> std::os::fd::OwnedFd { std::fs::File::open("/dev/null").unwrap().into() };
         let child = crate::service::spawn::spawn_as(
@@ -213,25 +162,61 @@ mod tests {
                 cgroup: Some(cg.dir_c().unwrap()),
                 watch: crate::service::spawn::exit_watch(),
             },
-            true,
+            born,
         )
         .unwrap();
         let mut out = String::new();
         std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut out).unwrap();
-        let v2 = out
-            .lines()
-            .find(|l| l.starts_with("0::"))
-            .unwrap_or_default();
-        assert!(v2.ends_with("/killed"), "{out}");
-        if let crate::service::spawn::ChildExit::Pidfd(fd) = &child.exit {
-            let st = rustix::process::waitid(
+        let code = match &child.exit {
+            crate::service::spawn::ChildExit::Pidfd(fd) => rustix::process::waitid(
                 rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(fd)),
                 rustix::process::WaitIdOptions::EXITED,
             )
             .unwrap()
-            .unwrap();
-            assert_eq!(st.exit_status(), Some(0), "it ran to its end");
+            .unwrap()
+            .exit_status(),
+            crate::service::spawn::ChildExit::Waiter(w) => {
+                futures_lite::future::block_on(w.wait()).code
+            }
+        };
+        let v2 = out
+            .lines()
+            .find(|l| l.starts_with("0::"))
+            .unwrap_or_default();
+        (v2.to_owned(), code)
+    }
+
+    /// A service starts inside its cgroup, whether `clone3` puts it there or it joins by a write
+    /// (kernels and sandboxes without CLONE_INTO_CGROUP); the first is what this machine uses.
+    #[test]
+    fn a_child_starts_in_its_cgroup_either_way() {
+        let Some(root) =
+            super::CgroupRoot::detect(&format!("harness-test-in-{}", std::process::id()))
+        else {
+            eprintln!("cgroups not usable here: nothing to check");
+            return;
+        };
+        for (name, born) in [("born", true), ("joined", false)] {
+            let cg = super::Cgroup::open(&root, name).unwrap();
+            let (v2, code) = cgroup_of_a_child(&cg, born);
+            assert!(v2.ends_with(&format!("/{name}")), "{name}: {v2}");
+            assert_eq!(code, Some(0));
+            if born {
+                assert!(
+                    crate::service::spawn::clone3_usable(),
+                    "clone3 with CLONE_INTO_CGROUP works on this kernel (Linux {})",
+                    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default()
+                );
+            }
+            cg.remove();
         }
+        // A cgroup killed once (`cgroup.kill`) and used again: Linux 6.18 kills a child born in
+        // it before it runs; the spawn sees that and joins by the write instead.
+        let cg = super::Cgroup::open(&root, "killed").unwrap();
+        cg.kill_all();
+        let (v2, code) = cgroup_of_a_child(&cg, true);
+        assert!(v2.ends_with("/killed"), "{v2}");
+        assert_eq!(code, Some(0), "it ran to its end");
         cg.remove();
     }
 
