@@ -49,24 +49,4 @@ run -p bench stop
 
 # Every function of the CLI's own code that ran (callgrind's `fn=` under its `ob=`), kept when the
 # executable defines it (callgrind marks recursion with a 'N suffix), in the order of the runs.
-python3 - "$HARNESS_BIN" "$out" "$work"/cg.* <<'PY'
-import os, re, subprocess, sys
-exe, out, cgs = sys.argv[1], sys.argv[2], sys.argv[3:]
-exe_real = os.path.realpath(exe)
-defined = {p[3] for p in (l.split() for l in subprocess.run(
-    ["nm", "-S", exe], capture_output=True, text=True, check=True).stdout.splitlines())
-    if len(p) == 4 and p[2] in "tTwW"}
-names, seen = [], set()
-for cg in cgs:
-    ob, ran = None, set()
-    for line in open(cg, errors="replace"):
-        if line.startswith("ob="):
-            ob = os.path.realpath(line[3:].strip())
-        elif line.startswith("fn=") and ob == exe_real:
-            ran.add(re.sub(r"'\d+$", "", line[3:].strip()))
-    for name in sorted((ran & defined) - seen):
-        names.append(name)
-        seen.add(name)
-open(out, "w").write("".join(n + "\n" for n in names))
-print(f"{out}: {len(names)} functions")
-PY
+python3 "$root/bench/order_from_callgrind.py" "$HARNESS_BIN" "$out" "$work"/cg.*

@@ -73,20 +73,4 @@ wait "$valgrind_pid"
 
 # Every function of harnessd's own code that ran (callgrind's `fn=` under harnessd's `ob=`), kept
 # when the executable defines it (callgrind marks recursion with a 'N suffix).
-python3 - "$work/cg.out" "$daemon" "$out" <<'PY'
-import os, re, subprocess, sys
-cg, exe, out = sys.argv[1:4]
-exe_real = os.path.realpath(exe)
-defined = {p[3] for p in (l.split() for l in subprocess.run(
-    ["nm", "-S", exe], capture_output=True, text=True, check=True).stdout.splitlines())
-    if len(p) == 4 and p[2] in "tTwW"}
-ob, ran = None, set()
-for line in open(cg, errors="replace"):
-    if line.startswith("ob="):
-        ob = os.path.realpath(line[3:].strip())
-    elif line.startswith("fn=") and ob == exe_real:
-        ran.add(re.sub(r"'\d+$", "", line[3:].strip()))
-names = sorted(ran & defined)
-open(out, "w").write("".join(n + "\n" for n in names))
-print(f"{out}: {len(names)} functions")
-PY
+python3 "$root/bench/order_from_callgrind.py" "$daemon" "$out" "$work/cg.out"
