@@ -340,8 +340,8 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
 /// libc has no wrapper for it (glibc keeps its own private), and a child on a stack of its own
 /// cannot return from a plain `syscall()`, so the entry is a few instructions of assembly, as
 /// glibc's `clone3.S`: in the child, call `f(arg)` on the new stack, then `exit` with what it
-/// returned. On other architectures, and where the kernel or a seccomp filter refuses the call,
-/// the caller joins the cgroup by writing `cgroup.procs` instead.
+/// returned. x86_64 only (the one architecture this is tested on); on others, and where the kernel
+/// or a seccomp filter refuses the call, the caller joins the cgroup by writing `cgroup.procs`.
 mod clone3 {
     use std::ffi::{c_int, c_void};
     use std::os::fd::RawFd;
@@ -367,8 +367,7 @@ mod clone3 {
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
     /// Cleared for good once the kernel says it does not know the call or the flag.
-    static USABLE: AtomicBool =
-        AtomicBool::new(cfg!(any(target_arch = "x86_64", target_arch = "aarch64")));
+    static USABLE: AtomicBool = AtomicBool::new(cfg!(target_arch = "x86_64"));
 
     pub(super) fn usable() -> bool {
         USABLE.load(Ordering::Relaxed)
@@ -448,38 +447,7 @@ mod clone3 {
         ret
     }
 
-    #[cfg(target_arch = "aarch64")]
-    unsafe fn raw(
-        args: &mut CloneArgs,
-        f: extern "C" fn(*mut c_void) -> c_int,
-        arg: *mut c_void,
-    ) -> i64 {
-        let ret: i64;
-        // SAFETY: `svc` preserves every register but x0; in the child (x0 0) sp is the top of
-        // the new stack, 16-byte aligned.
-        unsafe {
-            std::arch::asm!(
-                "svc 0",
-                "cbnz x0, 2f",
-                "mov x29, xzr",
-                "mov x0, x21",
-                "blr x20",
-                "mov x8, #93", // exit
-                "svc 0",
-                "brk #0",
-                "2:",
-                inlateout("x0") std::ptr::from_mut(args) => ret,
-                in("x1") std::mem::size_of::<CloneArgs>(),
-                in("x8") libc::SYS_clone3,
-                in("x20") f,
-                in("x21") arg,
-                lateout("x30") _,
-            );
-        }
-        ret
-    }
-
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    #[cfg(not(target_arch = "x86_64"))]
     unsafe fn raw(
         _: &mut CloneArgs,
         _: extern "C" fn(*mut c_void) -> c_int,
