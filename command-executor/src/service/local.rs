@@ -88,7 +88,7 @@ pub(crate) fn env_script(env: &[(String, String)]) -> Vec<u8> {
 }
 
 /// Starts `cmd` with its output appended to `stdout`/`stderr` in `dir`, `launch_id` in its
-/// environment, and in `cgroup` when given. The caller records the pid and start time (the
+/// environment, and in `cgroup` when given (removed again if the launch fails). The caller records the pid and start time (the
 /// orchestrator: its launch journal and the registry); no file is written here beside the two
 /// output files, since each new file is a new inode per launch.
 pub async fn spawn(
@@ -97,7 +97,15 @@ pub async fn spawn(
     launch_id: &str,
     cgroup: Option<Cgroup>,
 ) -> Result<LocalService> {
-    spawn_watched(cmd, dir, launch_id, cgroup, spawn::exit_watch()).await
+    let made = cgroup.clone();
+    let started = spawn_watched(cmd, dir, launch_id, cgroup, spawn::exit_watch()).await;
+    // Nothing started in it: not left behind.
+    if started.is_err()
+        && let Some(cg) = made
+    {
+        blocking::unblock(move || cg.remove()).await;
+    }
+    started
 }
 
 async fn spawn_watched(

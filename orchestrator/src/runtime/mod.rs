@@ -136,24 +136,15 @@ pub(crate) async fn launch(
         _ => {
             let (project, service) = project_and_service(dir);
             let cgroup = launches.cgroup(project, service).await;
-            let made = cgroup.clone();
-            match command_executor::service::local::spawn(
-                &command(&spec.launch),
-                dir,
-                launch_id,
-                cgroup,
-            )
-            .await
-            {
-                Ok(s) => Ok(Box::new(s)),
-                Err(e) => {
-                    // Nothing started in it: not left behind.
-                    if let Some(cg) = made {
-                        blocking::unblock(move || cg.remove()).await;
-                    }
-                    Err(e.into())
-                }
-            }
+            Ok(Box::new(
+                command_executor::service::local::spawn(
+                    &command(&spec.launch),
+                    dir,
+                    launch_id,
+                    cgroup,
+                )
+                .await?,
+            ))
         }
     }
 }
@@ -215,7 +206,7 @@ pub(crate) async fn adopt(
             let (project, service) = project_and_service(dir);
             let cgroup = launches.existing_cgroup(project, service);
             if !keep {
-                kill_cgroup(cgroup).await;
+                remove_cgroup(cgroup).await;
                 return Ok(None);
             }
             let user = spec.launch.user.clone();
@@ -238,7 +229,7 @@ pub(crate) async fn adopt(
             }) {
                 Some(p) => Ok(Some(Box::new(p))),
                 None => {
-                    kill_cgroup(cgroup).await;
+                    remove_cgroup(cgroup).await;
                     Ok(None)
                 }
             }
@@ -250,7 +241,7 @@ pub(crate) async fn adopt(
 /// child the killed daemon forked is in the cgroup before it execs, but carries the launch id in
 /// its environment only from the exec on, so the scan by launch id can miss it. (A next launch
 /// makes the cgroup again: one never killed, see ADR 0046.)
-async fn kill_cgroup(cgroup: Option<command_executor::service::cgroup::Cgroup>) {
+async fn remove_cgroup(cgroup: Option<command_executor::service::cgroup::Cgroup>) {
     if let Some(cg) = cgroup {
         blocking::unblock(move || cg.remove()).await;
     }
