@@ -9,6 +9,9 @@
 //! On-disk format ([`FORMAT_VERSION`]): tables `meta` (`format_version`, `last_seq`,
 //! `pruned_through`), `services` (`project/name` → JSON [`ServiceEntry`]) and `events`
 //! (seq → JSON [`Event`]).
+//!
+//! The services table is also kept in memory as committed (the writer thread updates that copy
+//! after each commit, before it answers), so reading services needs neither the disk nor a thread.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -19,6 +22,7 @@ use jiff::Timestamp;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 mod tokens;
 pub use tokens::StoredToken;
@@ -138,6 +142,7 @@ pub enum Replay {
 struct Inner {
     path: PathBuf,
     db: Arc<Db>,
+    services: Arc<Mirror>,
     ops: async_channel::Sender<Request>,
     hub: Arc<Hub>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -168,7 +173,13 @@ impl Store {
     pub async fn open(path: impl AsRef<Path>, retention: Retention) -> Result<Store, StoreError> {
         let path = path.as_ref().to_path_buf();
         let p = path.clone();
-        let (db, last_seq) = blocking::unblock(move || open_db(&p)).await?;
+        let (db, last_seq, services) = blocking::unblock(move || {
+            let (db, last_seq) = open_db(&p)?;
+            let services = Mirror::load(&db)?;
+            Ok::<_, StoreError>((db, last_seq, services))
+        })
+        .await?;
+        let services = Arc::new(services);
         let db = Arc::new(Db {
             path: path.clone(),
             current: std::sync::RwLock::new(Some(Arc::new(db))),
@@ -181,9 +192,10 @@ impl Store {
         let writer = {
             let db = db.clone();
             let hub = hub.clone();
+            let services = services.clone();
             std::thread::Builder::new()
                 .name("registry-writer".into())
-                .spawn(move || writer_loop(&db, &rx, &hub, retention))
+                .spawn(move || writer_loop(&db, &rx, &hub, &services, retention))
                 .map_err(|e| StoreError::Open {
                     path: path.clone(),
                     message: e.to_string(),
@@ -193,6 +205,7 @@ impl Store {
             inner: Arc::new(Inner {
                 path,
                 db,
+                services,
                 ops: tx,
                 hub,
                 writer: std::sync::Mutex::new(Some(writer)),
@@ -308,79 +321,33 @@ impl Store {
         Ok(self.submit(Op::Emit(events)).await?.seqs)
     }
 
+    /// The entry of `key`, from the copy of the services table the store keeps in memory (the
+    /// reads of `get`, `list` and `list_encoded` need no disk and no thread of the blocking pool).
     pub async fn get(&self, key: &ServiceKey) -> Result<Option<ServiceEntry>, StoreError> {
-        let db = self.inner.db.clone();
         let k = key.storage_key();
-        blocking::unblock(move || {
-            let db = db.get()?;
-            let txn = db.begin_read().map_err(storage)?;
-            let table = match txn.open_table(SERVICES) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(storage(e)),
-            };
-            match table.get(k.as_str()).map_err(storage)? {
-                Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(storage)?)),
-                None => Ok(None),
-            }
-        })
-        .await
+        let map = self.inner.services.read();
+        match map.get(k.as_str()) {
+            Some(v) => Ok(Some(serde_json::from_str(v.get()).map_err(storage)?)),
+            None => Ok(None),
+        }
     }
 
     /// Services, optionally of one project, ordered by project then name.
     pub async fn list(&self, project: Option<&str>) -> Result<Vec<ServiceEntry>, StoreError> {
-        match project {
-            None => Ok(self.snapshot().await?.services),
-            Some(p) => {
-                self.read_entries(p, |bytes| serde_json::from_slice(bytes))
-                    .await
-            }
-        }
+        self.inner.services.entries(project.unwrap_or(""), |v| {
+            serde_json::from_str(v.get()).map_err(storage)
+        })
     }
 
     /// [`Store::list`] as the store holds the entries: each the JSON `serde_json` wrote for a
-    /// [`ServiceEntry`], checked to be JSON but not decoded (for `status`, which sends them on).
+    /// [`ServiceEntry`], not decoded (for `status`, which sends them on).
     pub async fn list_encoded(
         &self,
         project: Option<&str>,
     ) -> Result<Vec<Box<serde_json::value::RawValue>>, StoreError> {
-        self.read_entries(project.unwrap_or(""), |bytes| {
-            serde_json::from_slice::<&serde_json::value::RawValue>(bytes).map(|r| r.to_owned())
-        })
-        .await
-    }
-
-    /// The entries of `project` (all when empty), each through `decode`, in key order.
-    async fn read_entries<T: Send + 'static>(
-        &self,
-        project: &str,
-        decode: impl Fn(&[u8]) -> Result<T, serde_json::Error> + Send + 'static,
-    ) -> Result<Vec<T>, StoreError> {
-        // Keys are `project/name` (no `/` in either part): the project's entries are the keys from
-        // `project/` up to `project0` (`0` follows `/`), so only they are read and decoded.
-        let range = (!project.is_empty()).then(|| (format!("{project}/"), format!("{project}0")));
-        let db = self.inner.db.clone();
-        blocking::unblock(move || {
-            let db = db.get()?;
-            let txn = db.begin_read().map_err(storage)?;
-            let table = match txn.open_table(SERVICES) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(storage(e)),
-            };
-            let items = match &range {
-                Some((from, to)) => table.range::<&str>(from.as_str()..to.as_str()),
-                None => table.range::<&str>(..),
-            }
-            .map_err(storage)?;
-            let mut out = Vec::new();
-            for item in items {
-                let (_, v) = item.map_err(storage)?;
-                out.push(decode(v.value()).map_err(storage)?);
-            }
-            Ok(out)
-        })
-        .await
+        self.inner
+            .services
+            .entries(project.unwrap_or(""), |v| Ok(v.clone()))
     }
 
     /// Every service and the seq they reflect, from one read transaction.
@@ -534,6 +501,88 @@ fn read_snapshot(txn: &redb::ReadTransaction) -> Result<Snapshot, StoreError> {
     Ok(Snapshot { seq, services })
 }
 
+/// The services table in memory, as committed: each entry the JSON the table holds under its
+/// key. The writer thread changes it after each commit, before it answers the writers, so a
+/// read after a write sees it. (`status` read the table on the blocking pool: two thread
+/// wake-ups per call, the larger part of its time on an idle machine.)
+struct Mirror(std::sync::RwLock<std::collections::BTreeMap<String, Box<RawValue>>>);
+
+/// A change of the services table: the key and its new JSON, `None` when removed.
+type Change = (String, Option<Box<RawValue>>);
+
+impl Mirror {
+    fn load(db: &Database) -> Result<Mirror, StoreError> {
+        let mut map = std::collections::BTreeMap::new();
+        let txn = db.begin_read().map_err(storage)?;
+        match txn.open_table(SERVICES) {
+            Ok(table) => {
+                for item in table.iter().map_err(storage)? {
+                    let (k, v) = item.map_err(storage)?;
+                    map.insert(k.value().to_owned(), raw(v.value())?);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(storage(e)),
+        }
+        Ok(Mirror(std::sync::RwLock::new(map)))
+    }
+
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, std::collections::BTreeMap<String, Box<RawValue>>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The entries of `project` (all when empty), each through `decode`, in key order.
+    fn entries<T>(
+        &self,
+        project: &str,
+        decode: impl Fn(&Box<RawValue>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let map = self.read();
+        // Keys are `project/name` (no `/` in either part): the project's entries are the keys from
+        // `project/` up to `project0` (`0` follows `/`).
+        if project.is_empty() {
+            return map.values().map(decode).collect();
+        }
+        let (from, to) = (format!("{project}/"), format!("{project}0"));
+        map.range::<str, _>((
+            std::ops::Bound::Included(from.as_str()),
+            std::ops::Bound::Excluded(to.as_str()),
+        ))
+        .map(|(_, v)| decode(v))
+        .collect()
+    }
+
+    fn replace(&self, fresh: Mirror) {
+        let fresh = fresh.0.into_inner().unwrap_or_else(|p| p.into_inner());
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+
+    fn apply(&self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        for (key, value) in changes {
+            match value {
+                Some(v) => {
+                    map.insert(key, v);
+                }
+                None => {
+                    map.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// What the services table holds, kept as checked JSON.
+fn raw(bytes: &[u8]) -> Result<Box<RawValue>, StoreError> {
+    let text = String::from_utf8(bytes.to_vec()).map_err(storage)?;
+    RawValue::from_string(text).map_err(storage)
+}
+
 /// The open database, replaced after an I/O error. redb refuses every later transaction once a
 /// write failed ("Previous I/O error occurred"): after a disk-full commit the registry stayed
 /// unusable until the daemon restarted. So a failed commit closes the database and the next
@@ -642,9 +691,18 @@ fn open_db(path: &Path) -> Result<(Database, u64), StoreError> {
     Ok((db, last_seq))
 }
 
-fn writer_loop(db: &Db, rx: &async_channel::Receiver<Request>, hub: &Hub, retention: Retention) {
+fn writer_loop(
+    db: &Db,
+    rx: &async_channel::Receiver<Request>,
+    hub: &Hub,
+    services: &Mirror,
+    retention: Retention,
+) {
     let mut batch = Vec::new();
     let mut last_age_check = std::time::Instant::now();
+    // After a failed commit the memory copy is read again from the reopened database (a commit
+    // that reported an error may still have reached the disk).
+    let mut reload = false;
     while let Ok(first) = rx.recv_blocking() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -660,20 +718,32 @@ fn writer_loop(db: &Db, rx: &async_channel::Receiver<Request>, hub: &Hub, retent
         let shutdown = batch.iter().any(|r| matches!(r.op, Op::Shutdown));
         let outcome = db.get().and_then(|handle| {
             let r = commit_batch(&handle, &mut batch, retention, check_age);
-            if r.is_err() {
+            match &r {
+                Ok(_) if reload => match Mirror::load(&handle) {
+                    Ok(fresh) => {
+                        services.replace(fresh);
+                        reload = false;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "registry: cannot reread the services"),
+                },
+                Ok(_) => {}
                 // redb fails every later transaction of this handle: open it again.
-                db.close_after_error(handle);
+                Err(_) => db.close_after_error(handle),
             }
             r
         });
         match outcome {
-            Ok((results, published)) => {
+            Ok((results, published, changes)) => {
+                if !reload {
+                    services.apply(changes);
+                }
                 hub.publish(published);
                 for (req, result) in batch.drain(..).zip(results) {
                     let _ = req.reply.try_send(result);
                 }
             }
             Err(e) => {
+                reload = true;
                 tracing::error!(error = %e, "registry commit failed; batch rejected");
                 let message = match &e {
                     StoreError::Storage(m) => m.clone(),
@@ -696,7 +766,11 @@ fn writer_loop(db: &Db, rx: &async_channel::Receiver<Request>, hub: &Hub, retent
     }
 }
 
-type BatchOutcome = (Vec<Result<Applied, StoreError>>, Vec<Arc<Published>>);
+type BatchOutcome = (
+    Vec<Result<Applied, StoreError>>,
+    Vec<Arc<Published>>,
+    Vec<Change>,
+);
 
 fn commit_batch(
     db: &Database,
@@ -707,6 +781,7 @@ fn commit_batch(
     let txn = db.begin_write().map_err(storage)?;
     let mut results = Vec::with_capacity(batch.len());
     let mut published = Vec::new();
+    let mut changes = Vec::new();
     {
         let mut meta = txn.open_table(META).map_err(storage)?;
         let mut services = txn.open_table(SERVICES).map_err(storage)?;
@@ -738,7 +813,9 @@ fn commit_batch(
                         },
                     )
                 }
-                op => apply(op, &mut services, &mut log),
+                // A change is recorded once the table holds it, whatever the operation's result:
+                // the memory copy is what the commit makes durable.
+                op => apply(op, &mut services, &mut log, &mut changes),
             };
             results.push(result.map(|entry| Applied {
                 entry,
@@ -753,7 +830,7 @@ fn commit_batch(
         }
     }
     txn.commit().map_err(storage)?;
-    Ok((results, published))
+    Ok((results, published, changes))
 }
 
 /// Appends events inside the batch's transaction; they are published only after the commit.
@@ -805,6 +882,7 @@ fn apply(
     op: Op,
     services: &mut redb::Table<&str, &[u8]>,
     log: &mut Appender<'_, '_>,
+    changes: &mut Vec<Change>,
 ) -> Result<Option<ServiceEntry>, StoreError> {
     match op {
         Op::Register { mut entry, replace } => {
@@ -819,6 +897,7 @@ fn apply(
             services
                 .insert(k.as_str(), bytes.as_slice())
                 .map_err(storage)?;
+            changes.push((k, Some(raw(&bytes)?)));
             let kind = if existing {
                 EventType::ServiceUpdated
             } else {
@@ -851,6 +930,7 @@ fn apply(
             services
                 .insert(k.as_str(), bytes.as_slice())
                 .map_err(storage)?;
+            changes.push((k, Some(raw(&bytes)?)));
             let state_changed = before.state != after.state;
             if state_changed {
                 let data = to_value(StateChange {
@@ -883,6 +963,7 @@ fn apply(
                 Some(v) => serde_json::from_slice(v.value()).map_err(storage)?,
                 None => return Err(StoreError::NotFound(key)),
             };
+            changes.push((k, None));
             let data = to_value(ServiceChange {
                 entry: entry.clone(),
             })?;

@@ -141,6 +141,81 @@ fn every_change_is_one_event_with_the_next_seq() {
     });
 }
 
+/// Reads come from the copy of the services table kept in memory: after every kind of change
+/// (a failed one too) it holds what the file holds, as a fresh open of the file reads it.
+#[test]
+fn reads_after_writes_match_the_file() {
+    run(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.redb");
+        let store = Store::open(&path, Retention::default())
+            .await
+            .expect("open");
+        for name in ["web", "db", "api"] {
+            store
+                .register(ServiceEntry::new(key(name), Location::Local))
+                .await
+                .expect("register");
+        }
+        let other = ServiceKey::new("demo-2", "web").expect("key");
+        store
+            .register(ServiceEntry::new(other.clone(), Location::Local))
+            .await
+            .expect("register");
+        store
+            .transition(&key("db"), ServiceState::Starting)
+            .await
+            .expect("starting");
+        assert!(
+            store
+                .transition(&key("db"), ServiceState::Stopped)
+                .await
+                .is_err(),
+            "an illegal transition changes nothing"
+        );
+        store.deregister(&key("api")).await.expect("deregister");
+        let names = |entries: Vec<ServiceEntry>| -> Vec<String> {
+            entries
+                .into_iter()
+                .map(|e| format!("{}/{}", e.project, e.name))
+                .collect()
+        };
+        assert_eq!(
+            names(store.list(Some("demo")).await.expect("list")),
+            ["demo/db", "demo/web"]
+        );
+        let db = store.get(&key("db")).await.expect("get").expect("db");
+        assert_eq!(db.state, ServiceState::Starting);
+        assert!(store.get(&key("api")).await.expect("get").is_none());
+        let encoded: Vec<String> = store
+            .list_encoded(None)
+            .await
+            .expect("encoded")
+            .iter()
+            .map(|r| r.get().to_owned())
+            .collect();
+        let all = store.list(None).await.expect("list");
+        store.close().await.expect("close");
+        let again = Store::open(&path, Retention::default())
+            .await
+            .expect("reopen");
+        assert_eq!(again.list(None).await.expect("list"), all);
+        let reread: Vec<String> = again
+            .list_encoded(None)
+            .await
+            .expect("encoded")
+            .iter()
+            .map(|r| r.get().to_owned())
+            .collect();
+        assert_eq!(reread, encoded);
+        assert_eq!(
+            names(all),
+            ["demo-2/web", "demo/db", "demo/web"],
+            "key order, as the file keeps them"
+        );
+    });
+}
+
 #[test]
 fn concurrent_writers_share_commits_and_get_distinct_contiguous_seqs() {
     run(async {
