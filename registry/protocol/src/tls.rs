@@ -48,10 +48,14 @@ pub fn server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::Server
             what: "server key",
             message: "no private key found".into(),
         })?;
-    let config = rustls::ServerConfig::builder_with_provider(provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
+    // No TLS 1.3 session tickets: this project's clients never resume (see
+    // `client_config_pinned`), and the tickets were a write of their own after every handshake,
+    // one more wake-up of a client that waits for the upgrade's answer.
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 

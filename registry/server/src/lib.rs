@@ -47,6 +47,7 @@
 
 mod admission;
 pub mod dashboard;
+mod deferred;
 pub mod handler;
 mod http;
 mod methods;

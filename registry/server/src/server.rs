@@ -636,7 +636,7 @@ fn metrics_text(shared: &Shared) -> String {
 }
 
 async fn upgrade<S>(
-    mut tls: S,
+    tls: S,
     key: &str,
     rest: Vec<u8>,
     (peer, agent): (SocketAddr, Option<Arc<str>>),
@@ -650,16 +650,25 @@ async fn upgrade<S>(
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
-    let written = async {
-        tls.write_all(response.as_bytes()).await?;
-        tls.flush().await
-    };
-    if written.await.is_err() {
-        shared
-            .metrics
-            .connections_open
-            .fetch_sub(1, Ordering::AcqRel);
-        return;
+    // A request sent with the upgrade (the CLI's one-shot calls): the answer to the upgrade waits
+    // for the first frame the server writes (that request's answer, as a rule), so that the
+    // client wakes once for both. Only for a whole frame: a client that waits for the answer
+    // before it sends the rest of one gets it at once.
+    let mut tls = crate::deferred::Deferred::new(tls);
+    if crate::deferred::holds_a_frame(&rest) {
+        tls.defer(response.into_bytes());
+    } else {
+        let written = async {
+            tls.write_all(response.as_bytes()).await?;
+            tls.flush().await
+        };
+        if written.await.is_err() {
+            shared
+                .metrics
+                .connections_open
+                .fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
     }
     let config = WebSocketConfig::default()
         .max_message_size(Some(shared.config.max_message_size))
