@@ -122,10 +122,11 @@ pub fn prepare(args: &DaemonArgs) -> anyhow::Result<Prepared> {
 impl Prepared {
     /// A blocking connection to the local daemon, if one is recorded and answers at once
     /// (`harness_protocol::OneShot`: no executor and no reactor thread in the process). `None`
-    /// for a remote daemon, and when the local one cannot be reached or refuses the connection:
-    /// then [`Prepared::connect`] does what it always does (retries, auto-start, the errors). A
-    /// local daemon that accepts the TCP connection and then hangs costs its connect timeout
-    /// (5 s) twice.
+    /// for a remote daemon, and when the local one cannot be reached or fails TLS; a refusal of
+    /// the upgrade comes with the first call (`OneShot::upgraded` is then false). In each case
+    /// [`Prepared::connect`] does what it always does (retries, auto-start, the errors). A local
+    /// daemon that accepts the TCP connection and then hangs costs its connect timeout (5 s)
+    /// twice.
     pub fn connect_oneshot(&self) -> Option<harness_protocol::OneShot> {
         match &self.target {
             Target::Local(Ok(opts)) => harness_protocol::OneShot::connect(opts).ok(),

@@ -41,10 +41,12 @@ pub fn run(ctx: &Context, watch: bool, all: bool) -> Status {
         Err(s) => return s,
     };
     if !watch && let Some(mut conn) = prepared.connect_oneshot() {
-        return match conn.call::<method::Status>(&params(&project)) {
-            Ok(result) => render(ctx, result, &project, false),
-            Err(e) => request_failed("status", e),
-        };
+        match conn.call::<method::Status>(&params(&project)) {
+            Ok(result) => return render(ctx, result, &project, false),
+            Err(e) if conn.upgraded() => return request_failed("status", e),
+            // Refused at the upgrade (sent with the request): the path below reports it.
+            Err(_) => {}
+        }
     }
     harness_protocol::client::block_on(async {
         let client = match connect_prepared(prepared).await {

@@ -860,23 +860,29 @@ pub(crate) fn ws_config(opts: &ConnectOptions) -> WebSocketConfig {
 /// A failed WebSocket upgrade as the client reports it: the server's refusals by HTTP status.
 pub(crate) fn handshake_error(e: async_tungstenite::tungstenite::Error) -> ClientError {
     match e {
-        async_tungstenite::tungstenite::Error::Http(resp) => match resp.status().as_u16() {
-            401 => ClientError::Unauthorized,
-            503 => ClientError::Busy {
-                limit: resp
-                    .headers()
-                    .get(crate::wire::CONNECTION_LIMIT_HEADER)
-                    .and_then(|v| v.to_str().ok()?.parse().ok())
-                    .or_else(|| {
-                        resp.body()
-                            .as_deref()
-                            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-                            .and_then(|v| v["limit"].as_u64())
-                    }),
-            },
-            status => ClientError::Refused { status },
-        },
+        async_tungstenite::tungstenite::Error::Http(resp) => refusal(
+            resp.status().as_u16(),
+            resp.headers()
+                .get(crate::wire::CONNECTION_LIMIT_HEADER)
+                .and_then(|v| v.to_str().ok()?.parse().ok()),
+            resp.body().as_deref(),
+        ),
         other => ClientError::Handshake(other.to_string()),
+    }
+}
+
+/// The server's refusal of an upgrade by its HTTP status; a busy server's limit from its header
+/// or else from its JSON body.
+pub(crate) fn refusal(status: u16, limit: Option<u64>, body: Option<&[u8]>) -> ClientError {
+    match status {
+        401 => ClientError::Unauthorized,
+        503 => ClientError::Busy {
+            limit: limit.or_else(|| {
+                body.and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                    .and_then(|v| v["limit"].as_u64())
+            }),
+        },
+        status => ClientError::Refused { status },
     }
 }
 

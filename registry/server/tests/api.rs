@@ -452,6 +452,21 @@ fn connection_and_subscription_limits() {
             err.to_string().starts_with("daemon busy: 2 connections"),
             "{err}"
         );
+        // The one-shot connection (its upgrade sent with its first call) reports it alike.
+        let opts = f.options();
+        let err = blocking::unblock(move || {
+            let mut conn = harness_protocol::OneShot::connect(&opts).expect("TLS holds");
+            let err = conn
+                .call::<harness_protocol::method::Hello>(&harness_protocol::Empty {})
+                .expect_err("third refused");
+            assert!(!conn.upgraded());
+            err
+        })
+        .await;
+        assert!(
+            matches!(err, ClientError::Busy { limit: Some(2) }),
+            "{err:?}"
+        );
         let _s1 = a.subscribe(Default::default(), None).await.expect("sub 1");
         let _s2 = a.subscribe(Default::default(), None).await.expect("sub 2");
         let err = a

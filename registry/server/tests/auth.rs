@@ -187,8 +187,17 @@ fn a_one_shot_connection_pins_authenticates_and_reports_like_the_client() {
     // A wrong token: 401.
     let mut wrong = opts.clone();
     wrong.token = "0".repeat(f.creds.token.len());
-    let err = OneShot::connect(&wrong).expect_err("refused");
+    // The upgrade goes out with the first call, which reports the refusal.
+    let mut refused = OneShot::connect(&wrong).expect("TLS holds");
+    let err = refused
+        .call::<method::Hello>(&harness_protocol::Empty {})
+        .expect_err("refused");
     assert!(matches!(err, ClientError::Unauthorized), "{err:?}");
+    assert!(!refused.upgraded());
+    let err = refused
+        .call::<method::Hello>(&harness_protocol::Empty {})
+        .expect_err("not used again");
+    assert!(matches!(err, ClientError::Closed { .. }), "{err:?}");
     // Nothing listens: the connection's error.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
