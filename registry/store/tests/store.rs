@@ -141,6 +141,17 @@ fn every_change_is_one_event_with_the_next_seq() {
     });
 }
 
+/// Every entry as the store sends it to `status`.
+async fn encoded(store: &Store) -> Vec<String> {
+    store
+        .list_encoded(None)
+        .await
+        .expect("encoded")
+        .iter()
+        .map(|r| r.get().to_owned())
+        .collect()
+}
+
 /// Reads come from the copy of the services table kept in memory: after every kind of change
 /// (a failed one too) it holds what the file holds, as a fresh open of the file reads it.
 #[test]
@@ -187,27 +198,15 @@ fn reads_after_writes_match_the_file() {
         let db = store.get(&key("db")).await.expect("get").expect("db");
         assert_eq!(db.state, ServiceState::Starting);
         assert!(store.get(&key("api")).await.expect("get").is_none());
-        let encoded: Vec<String> = store
-            .list_encoded(None)
-            .await
-            .expect("encoded")
-            .iter()
-            .map(|r| r.get().to_owned())
-            .collect();
+        let before = encoded(&store).await;
         let all = store.list(None).await.expect("list");
         store.close().await.expect("close");
         let again = Store::open(&path, Retention::default())
             .await
             .expect("reopen");
         assert_eq!(again.list(None).await.expect("list"), all);
-        let reread: Vec<String> = again
-            .list_encoded(None)
-            .await
-            .expect("encoded")
-            .iter()
-            .map(|r| r.get().to_owned())
-            .collect();
-        assert_eq!(reread, encoded);
+        let reread = encoded(&again).await;
+        assert_eq!(reread, before);
         assert_eq!(
             names(all),
             ["demo-2/web", "demo/db", "demo/web"],
