@@ -188,6 +188,7 @@ impl Store {
             path: path.clone(),
             current: std::sync::RwLock::new(Some(Arc::new(db))),
             failed_at: std::sync::Mutex::new(None),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         let hub = Arc::new(Hub::new(last_seq));
         // A bounded queue allocates every slot up front: 1024 keeps the idle daemon small while a batch
@@ -603,11 +604,16 @@ struct Db {
     current: std::sync::RwLock<Option<Arc<Database>>>,
     /// When a commit last failed.
     failed_at: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Set by [`Store::close`]: the database is not opened again.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Db {
     /// The database, opening it again if the last one was closed after an error.
     fn get(&self) -> Result<Arc<Database>, StoreError> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
         if let Some(db) = self
             .current
             .read()
@@ -637,12 +643,32 @@ impl Db {
             *cur = None;
         }
         drop(cur);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while Arc::strong_count(&db) > 1 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        drop(db);
+        release(db);
     }
+
+    /// Closes the database for good ([`Store::close`]): later operations fail with
+    /// [`StoreError::Closed`] instead of opening it again.
+    fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        let db = self
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(db) = db {
+            release(db);
+        }
+    }
+}
+
+/// Drops `db` once the reads in flight on it are done (at most 5 s), which closes its file.
+fn release(db: Arc<Database>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&db) > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(db);
 }
 
 /// The registry's own page cache (read cache and write buffer); the event throughput bench is
@@ -772,6 +798,9 @@ fn writer_loop(
             while let Ok(req) = rx.try_recv() {
                 let _ = req.reply.try_send(Err(StoreError::Closed));
             }
+            // Before `close` returns: the file is free for the next daemon even while other
+            // clones of this store still exist (tasks that have not ended yet).
+            db.close();
             break;
         }
     }

@@ -141,6 +141,39 @@ fn every_change_is_one_event_with_the_next_seq() {
     });
 }
 
+/// `close` frees the file even while another clone of the store lives on (a task of a daemon
+/// that has not ended yet): the next daemon opens it at once, and the clone fails cleanly.
+#[test]
+fn close_frees_the_file_while_clones_live_on() {
+    run(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.redb");
+        let store = Store::open(&path, Retention::default())
+            .await
+            .expect("open");
+        store
+            .register(ServiceEntry::new(key("web"), Location::Local))
+            .await
+            .expect("register");
+        let clone = store.clone();
+        store.close().await.expect("close");
+        let next = Store::open(&path, Retention::default())
+            .await
+            .expect("the file is free");
+        assert_eq!(next.list(None).await.expect("list").len(), 1);
+        assert!(matches!(
+            clone.events_after(0, 10).await,
+            Err(StoreError::Closed)
+        ));
+        assert!(matches!(
+            clone
+                .register(ServiceEntry::new(key("db"), Location::Local))
+                .await,
+            Err(StoreError::Closed)
+        ));
+    });
+}
+
 /// Every entry as the store sends it to `status`.
 async fn encoded(store: &Store) -> Vec<String> {
     store
