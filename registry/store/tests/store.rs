@@ -141,16 +141,22 @@ fn every_change_is_one_event_with_the_next_seq() {
     });
 }
 
+/// A new store in a directory of its own (kept alive by the returned guard), and its path.
+async fn fresh() -> (tempfile::TempDir, PathBuf, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.redb");
+    let store = Store::open(&path, Retention::default())
+        .await
+        .expect("open");
+    (dir, path, store)
+}
+
 /// `close` frees the file even while another clone of the store lives on (a task of a daemon
 /// that has not ended yet): the next daemon opens it at once, and the clone fails cleanly.
 #[test]
 fn close_frees_the_file_while_clones_live_on() {
     run(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("r.redb");
-        let store = Store::open(&path, Retention::default())
-            .await
-            .expect("open");
+        let (_dir, path, store) = fresh().await;
         store
             .register(ServiceEntry::new(key("web"), Location::Local))
             .await
@@ -190,11 +196,7 @@ async fn encoded(store: &Store) -> Vec<String> {
 #[test]
 fn reads_after_writes_match_the_file() {
     run(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("r.redb");
-        let store = Store::open(&path, Retention::default())
-            .await
-            .expect("open");
+        let (_dir, path, store) = fresh().await;
         for name in ["web", "db", "api"] {
             store
                 .register(ServiceEntry::new(key(name), Location::Local))
