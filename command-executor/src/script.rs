@@ -30,7 +30,15 @@ pub(crate) const START_TIME_FN: &str = r#"st() { S=; G=; if read -r l 2>/dev/nul
 /// preamble stays for the program. The caller sends the preamble in `t` mode only after the ENV marker:
 /// what a terminal receives with echo on is echoed at once. The start time and group are taken before the
 /// environment is set, so a service variable named `S` or `G` reaches the program.
+/// On a terminal the wrapper first waits until the terminal has a size (at most 2 s): `docker exec -t` sets
+/// it only after the program has started, and a program reading it at once saw 0x0.
 const EXEC: &str = r#"_c=$1; _e=$2; shift 2
+# A terminal whose size is not set yet (docker exec sizes its terminal only after the program has
+# started): wait for it, at most 2 s, so that the program never sees a 0x0 terminal.
+if [ -t 0 ] && command -v stty >/dev/null 2>&1; then
+  _w=0; while [ $_w -lt 40 ]; do case $(stty size 2>/dev/null) in ''|'0 0') ;; *) break;; esac
+    sleep 0.05 2>/dev/null || break; _w=$((_w+1)); done
+fi
 st $$; _s=$S; _g=$G
 if [ "$_e" != 0 ]; then
   if [ "$_e" = t ]; then
