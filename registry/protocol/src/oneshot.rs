@@ -246,7 +246,7 @@ impl Upgrade {
         let answer = deadline.min(Instant::now() + answer_timeout);
         until(&stream.sock, answer, answer_timeout)?;
         let mut buf = Vec::with_capacity(1024);
-        let (status, limit, len) = loop {
+        let (status, limit, head, body) = loop {
             let mut chunk = [0u8; 4096];
             let n = stream
                 .read(&mut chunk)
@@ -264,7 +264,7 @@ impl Upgrade {
                     let status = response.code.unwrap_or(0);
                     if status == 101 {
                         check_accept(response.headers, &key)?;
-                        break (status, None, len);
+                        break (status, None, len, 0);
                     }
                     let header = |name: &str| {
                         response
@@ -279,7 +279,7 @@ impl Upgrade {
                         .and_then(|v| v.parse::<usize>().ok())
                         .unwrap_or(0)
                         .min(MAX_HEAD);
-                    break (status, limit, len + body);
+                    break (status, limit, len, body);
                 }
                 Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
                 Ok(httparse::Status::Partial) => {
@@ -290,23 +290,18 @@ impl Upgrade {
         };
         if status != 101 {
             // A refusal: its body (the limit of a busy server) as far as it arrives.
-            while buf.len() < len {
+            let end = head + body;
+            while buf.len() < end {
                 let mut chunk = [0u8; 4096];
                 match stream.read(&mut chunk) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }
             }
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut response = httparse::Response::new(&mut headers);
-            let start = match response.parse(&buf) {
-                Ok(httparse::Status::Complete(n)) => n,
-                _ => buf.len(),
-            };
-            let body = &buf[start.min(buf.len())..len.min(buf.len())];
+            let body = &buf[head..end.min(buf.len())];
             return Err(refusal(status, limit, Some(body)));
         }
-        let tail = buf.split_off(len);
+        let tail = buf.split_off(head);
         until(&stream.sock, deadline, total)?;
         Ok(tungstenite::WebSocket::from_partially_read(
             stream,
